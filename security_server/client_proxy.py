@@ -1,0 +1,216 @@
+"""The client proxy: where the agency's own information systems call the federation.
+
+Speaks the X-Road Message Protocol for REST (``/r1/...``) to the IS and xchange's
+security-server protocol (docs/protocol.md) to provider security servers.  Per request:
+
+  1. global configuration must be in force (else ``global_conf_outdated``);
+  2. parse the request (identifiers, X-Road headers) -- bad input is ``client.*``;
+  3. the client must be registered on this server (else ``unknown_member``);
+  4. build and sign the header part; log the signed request durably (else ``logging_failed``);
+  5. send it over mutual TLS to a server hosting the provider, pinned to its registered
+     auth certificate;
+  6. verify the response's signature and its binding to the request, log it, then answer
+     the IS with the provider's status, headers and body plus the X-Road response headers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+
+import aiohttp
+from aiohttp import web
+
+from security_server.http import error_middleware
+from security_server.runtime import RUNTIME, Runtime, make_entry
+from xchange.errors import (
+    BadRequestError,
+    ClientProxyError,
+    InvalidSignatureError,
+    UnknownMemberError,
+    XRoadError,
+    error_for_code,
+)
+from xchange.globalconf import GlobalConf, SecurityServerInfo
+from xchange.rest import RestRequest, RestResponse, request_hash
+from xchange.signing import sign_message, verify_message
+from xchange.transport import (
+    FRAME_MEDIA_TYPE,
+    PEER_PATH,
+    SignedMessage,
+    decode_frame,
+    encode_frame,
+)
+
+__all__ = ["create_client_proxy_app"]
+
+log = logging.getLogger(__name__)
+
+
+
+def create_client_proxy_app(runtime: Runtime) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware("server.clientproxy.internal_error")],
+        client_max_size=runtime.config.max_body_bytes,
+    )
+    app[RUNTIME] = runtime
+    app.router.add_route("*", "/r1/{tail:.*}", handle_rest)
+    app.router.add_get("/health", handle_health)
+    return app
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    """For load balancers and operators: 200 while a global configuration is in force."""
+    rt = request.app[RUNTIME]
+    try:
+        conf = rt.conf(rt.clock(), side="client")
+    except XRoadError as exc:
+        return web.json_response({"status": "unavailable", "reason": exc.code,
+                                  "last_error": rt.conf_client.last_error}, status=503)
+    return web.json_response({"status": "ok", "server": str(rt.config.server_id),
+                              "globalconf_version": conf.version,
+                              "globalconf_expires_at": conf.expires_at.isoformat()})
+
+
+async def handle_rest(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    now = rt.clock()
+    conf = rt.conf(now, side="client")
+    req = RestRequest.from_is(
+        request.method, request.raw_path, request.headers, request.headers.items()
+    )
+    request["xroad_id"] = req.message_id
+    _check_local_client(rt, conf, req)
+    identity = rt.identities.get(req.client.member)
+    if identity is None:
+        raise UnknownMemberError(
+            f"this security server holds no signing key for {req.client.member}"
+        )
+    targets = _provider_servers(conf, req)
+
+    body = await request.read()
+    header_part = req.header_part()
+    signature = sign_message(identity, header_part, body, signed_at=now,
+                             nonce=uuid.uuid4().hex)
+    await rt.log_message(make_entry(req, "request", "outgoing", header_part, body, signature, now),
+                         side="client")
+    frame = encode_frame(SignedMessage(header_part, signature, body))
+    resp_msg = await _exchange(rt, targets, frame)
+
+    rhash = request_hash(header_part, body)
+    verify_at = rt.clock()
+    try:
+        response = RestResponse.from_header_part(resp_msg.header_part)
+        verify_message(
+            resp_msg.signature, resp_msg.header_part, resp_msg.body,
+            expected_signer=req.service.provider, anchors=conf.trust_anchors(), at=verify_at,
+            code="server.clientproxy.invalid_signature",
+        )
+        response.check_binding(req, rhash)
+    except XRoadError as exc:
+        # A response that fails verification is kept as evidence, then refused.
+        await rt.log_message(
+            make_entry(req, "response", "incoming", resp_msg.header_part, resp_msg.body,
+                   resp_msg.signature, verify_at, error_code=exc.code),
+            side="client",
+        )
+        if isinstance(exc, BadRequestError):
+            raise InvalidSignatureError(exc.message,
+                                        code="server.clientproxy.invalid_signature") from exc
+        raise
+    await rt.log_message(
+        make_entry(req, "response", "incoming", resp_msg.header_part, resp_msg.body,
+               resp_msg.signature, verify_at),
+        side="client",
+    )
+    out = web.Response(status=response.status, body=resp_msg.body)
+    for name, value in response.headers:
+        out.headers.add(name, value)
+    out.headers["X-Road-Id"] = req.message_id
+    out.headers["X-Road-Client"] = str(req.client)
+    out.headers["X-Road-Service"] = str(req.service)
+    out.headers["X-Road-Request-Hash"] = rhash
+    return out
+
+
+def _check_local_client(rt: Runtime, conf: GlobalConf, req: RestRequest) -> None:
+    own = rt.config.server_id
+    if req.client not in rt.config.clients:
+        raise UnknownMemberError(f"client {req.client} is not a client of this security server")
+    if not conf.is_registered(req.client):
+        raise UnknownMemberError(f"client {req.client} is not registered in the federation")
+    if own not in {s.id for s in conf.servers_hosting(req.client)}:
+        raise UnknownMemberError(
+            f"client {req.client} is not registered on security server {own}"
+        )
+
+
+def _provider_servers(conf: GlobalConf, req: RestRequest) -> Sequence[SecurityServerInfo]:
+    provider = req.service.provider
+    if not conf.is_registered(provider):
+        raise ClientProxyError(f"service provider {provider} is not registered",
+                               code="server.clientproxy.unknown_service")
+    servers = list(conf.servers_hosting(provider))
+    if req.security_server is not None:
+        servers = [s for s in servers if s.id == req.security_server]
+    if not servers:
+        raise ClientProxyError(f"no security server hosts {provider}",
+                               code="server.clientproxy.unknown_service")
+    return servers
+
+
+async def _exchange(rt: Runtime, targets: Sequence[SecurityServerInfo],
+                    frame: bytes) -> SignedMessage:
+    """Send the frame to the first provider server that accepts a TLS connection."""
+    timeout = aiohttp.ClientTimeout(total=rt.config.peer_timeout, sock_connect=5)
+    last: XRoadError | None = None
+    for server in targets:
+        session = rt.peer_session(server)
+        url = f"https://{server.address}{PEER_PATH}"
+        try:
+            async with session.post(url, data=frame, ssl=rt.client_tls, timeout=timeout,
+                                    headers={"Content-Type": FRAME_MEDIA_TYPE}) as resp:
+                data = await resp.read()
+                ctype = resp.content_type
+                status = resp.status
+                error_code = resp.headers.get("X-Road-Error")
+        except aiohttp.ServerFingerprintMismatch as exc:
+            last = ClientProxyError(
+                f"security server {server.id} presented a certificate that is not registered",
+                code="server.clientproxy.ssl_authentication_failed")
+            log.warning("%s: %s", server.id, exc)
+            continue
+        except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as exc:
+            last = ClientProxyError(f"TLS with security server {server.id} failed: {exc}",
+                                    code="server.clientproxy.ssl_authentication_failed")
+            continue
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            last = ClientProxyError(
+                f"security server {server.id} could not be reached: {type(exc).__name__}",
+                code="server.clientproxy.network_error")
+            continue
+        if error_code is not None or ctype == "application/json":
+            raise _peer_error(status, data, error_code)
+        if status != 200 or ctype != FRAME_MEDIA_TYPE:
+            raise ClientProxyError(
+                f"security server {server.id} answered HTTP {status} {ctype}",
+                code="server.clientproxy.network_error")
+        return decode_frame(data, code="server.clientproxy.invalid_signature")
+    assert last is not None
+    raise last
+
+
+def _peer_error(status: int, data: bytes, header_code: str | None) -> XRoadError:
+    """An error the provider security server reported; passed on to the IS as it is."""
+    try:
+        doc = json.loads(data)
+        code, message, detail = doc["type"], str(doc["message"]), doc.get("detail")
+        if not isinstance(code, str):
+            raise TypeError(code)
+    except (ValueError, KeyError, TypeError):
+        code = header_code or "server.serverproxy.internal_error"
+        message, detail = f"provider security server answered HTTP {status}", None
+    return error_for_code(code, message, None if detail is None else str(detail))
+

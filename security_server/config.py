@@ -1,0 +1,187 @@
+"""Security-server configuration: one TOML file, read in one place, typed and frozen.
+
+Paths in the file are relative to the file's own folder.  See docs/configuration.md for every
+key, its unit and its default.  Environment variables are read only in
+:meth:`SecurityServerConfig.from_env`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xchange.access import AccessRule, AccessRules
+from xchange.errors import BadRequestError
+from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId, ServiceId
+
+__all__ = [
+    "ConfigError",
+    "ListenConfig",
+    "SecurityServerConfig",
+    "ServiceConfig",
+    "SigningKeyConfig",
+]
+
+
+class ConfigError(ValueError):
+    """The configuration file is wrong; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeyConfig:
+    member: ClientId
+    key: Path
+    cert: Path
+    """PEM: the signing certificate first, then its chain (without the root)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    id: ServiceId
+    url: str
+    """Base URL of the provider system; the request's path and query are appended."""
+    timeout: float = 30.0
+    """Seconds for the whole provider-system exchange."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityServerConfig:
+    server_id: SecurityServerId
+    client_proxy: ListenConfig
+    server_proxy: ListenConfig
+    auth_key: Path
+    auth_cert: Path
+    signing_keys: tuple[SigningKeyConfig, ...]
+    anchor: Path
+    """The configuration anchor handed over by the registry's administrator."""
+    state_dir: Path
+    """Where the last good global configuration is kept."""
+    database_url: str
+    clients: tuple[ClientId, ...]
+    services: tuple[ServiceConfig, ...]
+    access: AccessRules
+    conf_refresh_seconds: float = 60.0
+    peer_timeout: float = 60.0
+    """Seconds the client proxy waits for the provider security server."""
+    max_body_bytes: int = 64 * 1024 * 1024
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_file(cls, path: Path) -> SecurityServerConfig:
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        try:
+            return _build(doc, path.parent.resolve())
+        except BadRequestError as exc:
+            raise ConfigError(f"{path}: {exc.message}") from exc
+
+    def from_env(self, environ: Mapping[str, str] | None = None) -> SecurityServerConfig:
+        """Apply ``XCHANGE_DATABASE_URL`` over the file's value (deployment override)."""
+        env = os.environ if environ is None else environ
+        url = env.get("XCHANGE_DATABASE_URL")
+        if not url:
+            return self
+        from dataclasses import replace
+
+        return replace(self, database_url=url)
+
+    def service(self, service: ServiceId) -> ServiceConfig | None:
+        wanted = service.unversioned
+        for svc in self.services:
+            if svc.id.unversioned == wanted:
+                return svc
+        return None
+
+
+def _get(doc: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    if not isinstance(doc, Mapping):  # an array entry that is not a table
+        raise ConfigError(f"each entry of {where.rstrip('.')} must be a table")
+    if key not in doc:
+        raise ConfigError(f"missing key {where}{key}")
+    value = doc[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    # TOML booleans are Python ints; "port = true" is a mistake, not port 1.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"{where}{key} must be a {kind.__name__}")
+    return value
+
+
+def _opt(doc: Mapping[str, Any], key: str, kind: type, where: str, default: Any) -> Any:
+    return _get(doc, key, kind, where) if key in doc else default
+
+
+def _listen(doc: Mapping[str, Any], name: str) -> ListenConfig:
+    section = _get(doc, name, dict, "")
+    return ListenConfig(
+        host=_get(section, "host", str, f"{name}."), port=_get(section, "port", int, f"{name}.")
+    )
+
+
+def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
+    def path(value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else base / p
+
+    server = _get(doc, "server", dict, "")
+    keys = _get(doc, "keys", dict, "")
+    gconf = _get(doc, "globalconf", dict, "")
+    log = _get(doc, "messagelog", dict, "")
+    signing = tuple(
+        SigningKeyConfig(
+            member=ClientId.parse(_get(s, "member", str, "keys.signing.")),
+            key=path(_get(s, "key", str, "keys.signing.")),
+            cert=path(_get(s, "cert", str, "keys.signing.")),
+        )
+        for s in _get(keys, "signing", list, "keys.")
+    )
+    services = tuple(
+        ServiceConfig(
+            id=ServiceId.parse(_get(s, "id", str, "services.")),
+            url=_get(s, "url", str, "services."),
+            timeout=_opt(s, "timeout", float, "services.", 30.0),
+        )
+        for s in doc.get("services", [])
+    )
+    rules = []
+    for a in doc.get("access", []):
+        svc = ServiceId.parse(_get(a, "service", str, "access."))
+        for subject in _get(a, "clients", list, "access."):
+            if not isinstance(subject, str):
+                raise ConfigError("access.clients must be a list of strings")
+            # "INST/GROUP" (two parts) names a global group; otherwise a member or subsystem.
+            sub: ClientId | GlobalGroupId = (
+                GlobalGroupId.parse(subject) if subject.count("/") == 1
+                else ClientId.parse(subject)
+            )
+            rules.append(AccessRule(svc, sub))
+    cp = doc.get("client_proxy", {})
+    return SecurityServerConfig(
+        server_id=SecurityServerId.parse(_get(server, "id", str, "server.")),
+        client_proxy=_listen(doc, "client_proxy"),
+        server_proxy=_listen(doc, "server_proxy"),
+        auth_key=path(_get(keys, "auth_key", str, "keys.")),
+        auth_cert=path(_get(keys, "auth_cert", str, "keys.")),
+        signing_keys=signing,
+        anchor=path(_get(gconf, "anchor", str, "globalconf.")),
+        state_dir=path(_opt(server, "state_dir", str, "server.", ".")),
+        database_url=_get(log, "database_url", str, "messagelog."),
+        clients=tuple(ClientId.parse(c) for c in _get(doc, "clients", list, "")),
+        services=services,
+        access=AccessRules(rules),
+        conf_refresh_seconds=_opt(gconf, "refresh_seconds", float, "globalconf.", 60.0),
+        peer_timeout=_opt(cp, "peer_timeout", float, "client_proxy.", 60.0),
+        max_body_bytes=_opt(cp, "max_body_bytes", int, "client_proxy.", 64 * 1024 * 1024),
+    )

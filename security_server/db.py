@@ -1,0 +1,82 @@
+"""Database engine creation for the security server (design: "Storage").
+
+SQLite by default (one file per server), PostgreSQL when the URL says so:
+
+* ``sqlite:///path/to/server.db`` -- every connection is set to WAL journaling (readers do
+  not block the writer), ``synchronous=FULL`` (a committed message log record survives a
+  power cut), a busy timeout instead of an immediate "database is locked", and foreign keys
+  enforced;
+* ``postgresql://...`` or ``postgresql+psycopg://...`` -- always through psycopg 3.
+
+Tables are created by :func:`create_tables` until Alembic migrations take over; every table
+model the security server has is imported here, so that is the one place that lists them.
+
+This module does not read configuration or the environment: the URL is passed in.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, cast
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import ArgumentError
+from sqlmodel import SQLModel
+
+from security_server.messagelog import MessageRecord
+
+__all__ = ["create_db_engine", "create_tables"]
+
+SQLITE_BUSY_TIMEOUT_MS: Final = 5000
+"""How long an SQLite connection waits for a lock held by another connection."""
+
+_MODELS: Final = (MessageRecord,)
+"""Every table model of the security server."""
+
+_PG_DRIVERS = frozenset({"postgresql", "postgres", "postgresql+psycopg"})
+
+
+def create_db_engine(url: str) -> Engine:
+    """Create an engine for ``url`` (SQLite file or PostgreSQL via psycopg 3).
+
+    Raises :class:`ValueError` for a malformed URL or an unsupported database.  No
+    connection is opened here.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except ArgumentError as exc:
+        raise ValueError("malformed database URL") from exc
+    if parsed.drivername in _PG_DRIVERS:
+        # pre_ping: after a database restart, pooled connections are dead; test before use
+        # rather than failing the first message of every pooled connection.
+        return sa.create_engine(parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True)
+    if parsed.drivername in {"sqlite", "sqlite+pysqlite"}:
+        return _sqlite_engine(parsed)
+    raise ValueError(f"unsupported database {parsed.drivername!r}: use sqlite or postgresql")
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the security server's tables that do not exist yet."""
+    tables = [cast(sa.Table, sa.inspect(model).local_table) for model in _MODELS]
+    SQLModel.metadata.create_all(engine, tables=tables)
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    if url.database in (None, "", ":memory:"):
+        # each pooled connection would get its own empty database, and nothing would last
+        raise ValueError("SQLite needs a database file, not an in-memory database")
+    engine = sa.create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    return engine

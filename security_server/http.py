@@ -1,0 +1,61 @@
+"""The one place where errors become wire responses.
+
+REST errors follow PR-REST 4.6: status from the error's registry entry, ``X-Road-Error``
+header with the code, JSON body ``{"type", "message", "detail"}``.  Unexpected exceptions are
+logged here with their stack trace and answered as an internal error whose ``detail`` is an
+incident id that points into the server's log -- never a stack trace to the client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from xchange.errors import XRoadError
+
+__all__ = ["error_middleware", "error_response"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(error: XRoadError, *, message_id: str | None = None) -> web.Response:
+    headers = {"X-Road-Error": error.code}
+    if message_id:
+        headers["X-Road-Id"] = message_id
+    body = json.dumps(error.to_json(), ensure_ascii=False).encode("utf-8")
+    return web.Response(
+        status=error.status,
+        body=body,
+        headers=headers,
+        content_type="application/json",
+        charset="utf-8",
+    )
+
+
+def error_middleware(internal_code: str) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except XRoadError as exc:
+            log.info("%s %s -> %s: %s", request.method, request.path, exc.code, exc.message)
+            return error_response(exc, message_id=request.get("xroad_id"))
+        except web.HTTPException as exc:
+            if exc.status >= 400:
+                code = "client.bad_request" if exc.status < 500 else internal_code
+                return error_response(XRoadError(exc.reason, code=code))
+            raise
+        except Exception:
+            incident = str(uuid.uuid4())
+            log.exception("internal error, incident %s", incident)
+            return error_response(XRoadError("internal error", code=internal_code,
+                                             detail=incident))
+
+    return middleware

@@ -1,0 +1,264 @@
+"""The security server's message log: durable, hash-chained storage of every message.
+
+Stores the core's :class:`~xchange.messagelog.StoredRecord` in the ``message_log`` table
+(SQLite or PostgreSQL, see :mod:`security_server.db`) and implements the design's fail-closed
+rule: :meth:`MessageLog.append` returns only once the record is committed, and raises
+:class:`MessageLogError` (``server.clientproxy.logging_failed`` or
+``server.serverproxy.logging_failed``, as the caller says) if it is not, so the message is
+not passed on.
+
+Ordering: sequence numbers and ``prev_hash`` are assigned on one dedicated writer thread,
+one committed transaction per record, so the chain is strictly ordered however many
+coroutines append at once and the event loop never blocks on disk.  The writer keeps the
+chain head in memory and reads it back from the database at start and after any failed
+write (the failure may have struck after the commit).  Batching several records per
+transaction (group commit) belongs on that same thread and is not done yet.
+
+Not done here: time-stamping, encryption at rest, archiving, and several processes writing
+one log (a second writer's records collide on the sequence number and fail closed; per-node
+logs come with a ``log_id`` column later).  Tables are created by
+:func:`security_server.db.create_tables` until Alembic migrations take over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Final, Literal, cast, get_args
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Field, Session, SQLModel, col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from xchange.errors import XRoadError
+from xchange.messagelog import (
+    GENESIS,
+    ChainBrokenError,
+    ChainCheckpoint,
+    ChainReport,
+    Direction,
+    Kind,
+    LogEntry,
+    Status,
+    StoredRecord,
+    chain_record,
+    verify_chain,
+)
+
+__all__ = [
+    "LoggingFailedCode",
+    "MessageLog",
+    "MessageLogError",
+    "MessageRecord",
+]
+
+LoggingFailedCode = Literal[
+    "server.clientproxy.logging_failed", "server.serverproxy.logging_failed"
+]
+"""The code of a failed write: the client proxy's or the server proxy's."""
+
+_VERIFY_BATCH: Final = 1000
+
+
+class MessageLogError(XRoadError):
+    """The message log could not be written (code given by the caller) or read.
+
+    A read failure carries the generic internal-error code.  The database's own error is
+    the ``__cause__``; it is not put in the message, which may reach a client.
+    """
+
+
+class MessageRecord(SQLModel, table=True):
+    """One row of ``message_log``: a :class:`~xchange.messagelog.StoredRecord`, flattened."""
+
+    __tablename__ = "message_log"
+
+    # The chain's own number is the key: assigned by the writer, never by the database.
+    sequence: int = Field(
+        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    prev_hash: str = Field(max_length=64)
+    record_hash: str = Field(max_length=64)
+    query_id: str = Field(index=True)
+    kind: str = Field(max_length=16)
+    direction: str = Field(max_length=16)
+    client: str
+    service: str
+    user_id: str | None = None
+    issue: str | None = None
+    header_part: bytes
+    body: bytes
+    signature: str
+    status: str = Field(max_length=16)
+    error_code: str | None = None
+    created_at: datetime
+
+
+class MessageLog:
+    """The message log over one database.  The engine is the caller's to dispose of."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-writer")
+        # Head of the chain; touched only on the writer thread.  None means "not known":
+        # read it from the database before the next write.
+        self._head: ChainCheckpoint | None = None
+
+    async def append(self, entry: LogEntry, *, error_code: LoggingFailedCode) -> StoredRecord:
+        """Chain ``entry`` after the last record and commit it; return the stored record.
+
+        Raises :class:`MessageLogError` with ``error_code`` if the record is not durably
+        written, for whatever reason; the message must then not be passed on.
+        """
+        if error_code not in get_args(LoggingFailedCode):
+            raise ValueError(f"not a logging failure code: {error_code!r}")
+        try:
+            future = self._writer.submit(self._append_sync, entry)
+        except RuntimeError as exc:
+            raise MessageLogError("the message log is closed", code=error_code) from exc
+        try:
+            return await asyncio.wrap_future(future)
+        except Exception as exc:
+            # Anything -- a full disk, a lost connection, a constraint, a trigger, a corrupt
+            # head -- means the record may not be there: fail closed.
+            raise MessageLogError("the message log could not be written", code=error_code) from exc
+
+    async def records(self, *, query_id: str | None = None) -> list[StoredRecord]:
+        """All records in sequence order, or those of one X-Road message id.
+
+        Raises :class:`~xchange.messagelog.ChainBrokenError` for a row that is not a valid
+        record (altered in the database) and :class:`MessageLogError` if reading fails.
+        """
+        statement = select(MessageRecord).order_by(col(MessageRecord.sequence))
+        if query_id is not None:
+            statement = statement.where(MessageRecord.query_id == query_id)
+        return await asyncio.to_thread(self._read, statement)
+
+    async def verify(self) -> ChainReport:
+        """Verify the whole chain from the first record, read in batches.
+
+        Raises :class:`~xchange.messagelog.ChainBrokenError` at the first bad record and
+        :class:`MessageLogError` if reading fails.
+        """
+        return await asyncio.to_thread(verify_chain, self._iter_all())
+
+    def close(self) -> None:
+        """Wait for pending writes to finish, then refuse new ones."""
+        self._writer.shutdown(wait=True)
+
+    def _append_sync(self, entry: LogEntry) -> StoredRecord:
+        head, self._head = self._head, None
+        with Session(self._engine) as session:
+            if head is None:
+                head = _read_head(session)
+            record = chain_record(entry, head.sequence + 1, head.record_hash)
+            session.add(_to_row(record))
+            session.commit()
+        self._head = ChainCheckpoint(record.sequence, record.record_hash)
+        return record
+
+    def _read(self, statement: SelectOfScalar[MessageRecord]) -> list[StoredRecord]:
+        try:
+            with Session(self._engine) as session:
+                try:
+                    rows = session.exec(statement).all()
+                except (ValueError, TypeError) as exc:
+                    # A value its column type cannot decode (SQLite stores anything in any
+                    # column): an altered record, to be reported like any other.
+                    sequence = _find_undecodable(session, statement)
+                    raise ChainBrokenError(sequence, "stored record cannot be decoded") from exc
+                return [_to_record(row) for row in rows]
+        except SQLAlchemyError as exc:
+            raise MessageLogError("the message log could not be read") from exc
+
+    def _iter_all(self) -> Iterator[StoredRecord]:
+        # Keyset pagination, one short transaction per batch: constant memory, no
+        # long-lived cursor or snapshot, and appends may go on meanwhile.
+        after = 0
+        while True:
+            batch = self._read(
+                select(MessageRecord)
+                .where(col(MessageRecord.sequence) > after)
+                .order_by(col(MessageRecord.sequence))
+                .limit(_VERIFY_BATCH)
+            )
+            yield from batch
+            if len(batch) < _VERIFY_BATCH:
+                return
+            after = batch[-1].sequence
+
+
+def _read_head(session: Session) -> ChainCheckpoint:
+    row = session.exec(
+        select(MessageRecord.sequence, MessageRecord.record_hash)
+        .order_by(col(MessageRecord.sequence).desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return GENESIS
+    return ChainCheckpoint(row[0], row[1])
+
+
+def _find_undecodable(session: Session, statement: SelectOfScalar[MessageRecord]) -> int:
+    # Only on the failure path: load the statement's rows one by one to name the bad one.
+    sequences = session.scalars(statement.with_only_columns(col(MessageRecord.sequence))).all()
+    for sequence in sequences:
+        try:
+            session.get(MessageRecord, sequence)
+        except (ValueError, TypeError):
+            return sequence
+    raise MessageLogError("the message log could not be read")
+
+
+def _to_row(record: StoredRecord) -> MessageRecord:
+    e = record.entry
+    return MessageRecord(
+        sequence=record.sequence,
+        prev_hash=record.prev_hash,
+        record_hash=record.record_hash,
+        query_id=e.query_id,
+        kind=e.kind,
+        direction=e.direction,
+        client=e.client,
+        service=e.service,
+        user_id=e.user_id,
+        issue=e.issue,
+        header_part=e.header_part,
+        body=e.body,
+        signature=e.signature,
+        status=e.status,
+        error_code=e.error_code,
+        created_at=e.created_at,
+    )
+
+
+def _to_record(row: MessageRecord) -> StoredRecord:
+    try:
+        entry = LogEntry(
+            query_id=row.query_id,
+            # LogEntry checks these literals itself; the casts only tell mypy.
+            kind=cast(Kind, row.kind),
+            direction=cast(Direction, row.direction),
+            client=row.client,
+            service=row.service,
+            user_id=row.user_id,
+            issue=row.issue,
+            header_part=row.header_part,
+            body=row.body,
+            signature=row.signature,
+            status=cast(Status, row.status),
+            error_code=row.error_code,
+            created_at=row.created_at,
+        )
+        return StoredRecord(
+            entry=entry,
+            sequence=row.sequence,
+            prev_hash=row.prev_hash,
+            record_hash=row.record_hash,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ChainBrokenError(row.sequence, f"stored record is malformed: {exc}") from exc

@@ -1,0 +1,172 @@
+"""The server proxy: where other security servers deliver requests for services hosted here.
+
+Listens on mutual TLS.  Per request (docs/protocol.md, "Provider side"):
+
+  1. global configuration must be in force;
+  2. the peer's TLS certificate must hash to an auth certificate registered for some
+     security server, and that server must host the request's client;
+  3. the frame and header part must parse; the signature must verify and be the client's
+     member's -- a request that fails here is logged as rejected, then refused;
+  4. the provider must be hosted here and the service configured; the client must have
+     access (deny by default); the message id must not be a replay;
+  5. log the request durably, call the provider system with the service's timeout,
+     sign the response bound to the request hash, log it durably, and return it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from security_server.config import ServiceConfig
+from security_server.http import error_middleware
+from security_server.runtime import RUNTIME, Runtime, make_entry
+from security_server.tls import peer_certificate_der
+from xchange.errors import (
+    InvalidSignatureError,
+    ServerProxyError,
+    ServiceFailedError,
+    UnknownServiceError,
+    XRoadError,
+)
+from xchange.globalconf import GlobalConf, SecurityServerInfo
+from xchange.rest import RestRequest, RestResponse, filter_headers, request_hash
+from xchange.signing import VerifiedSignature, sign_message, verify_message
+from xchange.transport import (
+    FRAME_MEDIA_TYPE,
+    PEER_PATH,
+    SignedMessage,
+    decode_frame,
+    encode_frame,
+)
+
+__all__ = ["create_server_proxy_app"]
+
+log = logging.getLogger(__name__)
+
+
+
+def create_server_proxy_app(runtime: Runtime) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware("server.serverproxy.internal_error")],
+        client_max_size=runtime.config.max_body_bytes + 1024 * 1024,
+    )
+    app[RUNTIME] = runtime
+    app.router.add_post(PEER_PATH, handle_message)
+    return app
+
+
+async def handle_message(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    now = rt.clock()
+    conf = rt.conf(now, side="server")                                          # 1.
+    peer = _authenticate_peer(conf, request)                                   # 2.
+    msg = decode_frame(await request.read())                                   # 3.
+    req = RestRequest.from_header_part(msg.header_part)
+    request["xroad_id"] = req.message_id
+    if req.client not in peer.clients:
+        raise ServerProxyError(
+            f"client {req.client} is not registered on the calling server {peer.id}",
+            code="server.serverproxy.ssl_authentication_failed",
+        )
+    verified = await _verify_request(rt, conf, req, msg, now)
+    service = _local_service(rt, conf, req)                                    # 4.
+    rt.config.access.check(req.client, req.service, conf.members_of_group)
+    if verified.signed_at is None or verified.nonce is None:
+        raise ServerProxyError("request signature lacks iat or jti",
+                               code="server.serverproxy.bad_request")
+    rt.replay.check_fresh(verified.signed_at, now)
+    rt.replay.accept(str(req.client), verified.nonce, now)
+    try:
+        await rt.log_message(make_entry(req, "request", "incoming", msg.header_part, msg.body,
+                                        msg.signature, now), side="server")    # 5.
+    except XRoadError:
+        rt.replay.forget(str(req.client), verified.nonce)
+        raise
+    status, headers, body = await _call_provider(rt, service.url, service.timeout, req, msg.body)
+    response = RestResponse(
+        message_id=req.message_id, client=req.client, service=req.service,
+        request_hash=request_hash(msg.header_part, msg.body), status=status, headers=headers,
+    )
+    identity = rt.identities.get(req.service.provider.member)
+    if identity is None:
+        raise ServerProxyError(f"no signing key for provider {req.service.provider.member}")
+    header_part = response.header_part()
+    signature = sign_message(identity, header_part, body)
+    await rt.log_message(make_entry(req, "response", "outgoing", header_part, body, signature,
+                                    rt.clock()), side="server")
+    return web.Response(body=encode_frame(SignedMessage(header_part, signature, body)),
+                        content_type=FRAME_MEDIA_TYPE)
+
+
+def _authenticate_peer(conf: GlobalConf, request: web.Request) -> SecurityServerInfo:
+    der = peer_certificate_der(request.transport)
+    peer = None if der is None else conf.server_by_auth_cert_hash(hashlib.sha256(der).hexdigest())
+    if peer is None:
+        raise ServerProxyError(
+            "the TLS client certificate is not registered for any security server",
+            code="server.serverproxy.ssl_authentication_failed",
+        )
+    return peer
+
+
+async def _verify_request(rt: Runtime, conf: GlobalConf, req: RestRequest,
+                          msg: SignedMessage, now: datetime) -> VerifiedSignature:
+    try:
+        return verify_message(msg.signature, msg.header_part, msg.body, expected_signer=req.client,
+                       anchors=conf.trust_anchors(), at=now,
+                       code="server.serverproxy.invalid_signature")
+    except InvalidSignatureError as exc:
+        # Evidence first: the refused request is logged as rejected, then refused.
+        await rt.log_message(make_entry(req, "request", "incoming", msg.header_part, msg.body,
+                                        msg.signature, now, error_code=exc.code),
+                             side="server")
+        raise
+
+
+def _local_service(rt: Runtime, conf: GlobalConf, req: RestRequest) -> ServiceConfig:
+    provider = req.service.provider
+    own = rt.config.server_id
+    if provider not in rt.config.clients or own not in {
+        s.id for s in conf.servers_hosting(provider)
+    }:
+        raise ServerProxyError(f"{provider} is not hosted on security server {own}",
+                               code="server.serverproxy.unknown_member")
+    service = rt.config.service(req.service)
+    if service is None:
+        raise UnknownServiceError(f"service {req.service} is not provided here")
+    return service
+
+
+_PASS_TO_PROVIDER = ("X-Road-Client", "X-Road-Service", "X-Road-Id", "X-Road-UserId",
+                     "X-Road-Issue")
+
+
+async def _call_provider(rt: Runtime, base_url: str, timeout: float, req: RestRequest,
+                         body: bytes) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+    assert rt.provider_session is not None
+    # The service's base URL, then the request's own path (if any) and query, as received.
+    url = (base_url.rstrip("/") + req.path if req.path else base_url) + (
+        f"?{req.query}" if req.query else ""
+    )
+    headers = [(n, v) for n, v in req.headers]
+    xroad = dict(zip(_PASS_TO_PROVIDER, (str(req.client), str(req.service), req.message_id,
+                                         req.user_id, req.issue), strict=True))
+    headers += [(n, v) for n, v in xroad.items() if v is not None]
+    try:
+        async with rt.provider_session.request(
+            req.method, URL(url, encoded=True), headers=headers, data=body or None,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as resp:
+            data = await resp.read()
+            return resp.status, filter_headers(resp.headers.items()), data
+    except TimeoutError as exc:
+        raise ServiceFailedError(f"provider system did not answer within {timeout:g} s") from exc
+    except aiohttp.ClientError as exc:
+        raise ServiceFailedError(f"provider system failed: {type(exc).__name__}") from exc

@@ -1,0 +1,56 @@
+"""Shared pytest fixtures.  One section per area; keep each small."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from certs.ca import DevCA, IssuedCredentials
+from xchange.identifiers import ClientId, SecurityServerId
+
+# -- PKI: a development CA and certificates issued by it ----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pki_now() -> datetime:
+    """The issuing time of every session certificate; verify at this time, or relative to it."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture(scope="session")
+def dev_ca(tmp_path_factory: pytest.TempPathFactory, pki_now: datetime) -> DevCA:
+    """The root CA of instance ``TEST`` (EC P-256)."""
+    return DevCA.create(tmp_path_factory.mktemp("dev-ca"), "TEST", now=pki_now)
+
+
+@pytest.fixture(scope="session")
+def issue_member_sign(
+    tmp_path_factory: pytest.TempPathFactory, dev_ca: DevCA, pki_now: datetime
+) -> Callable[..., IssuedCredentials]:
+    """``issue_member_sign("TEST/GOV/1234")``: a fresh signing key and certificate."""
+
+    def issue(member: str, member_name: str = "Test Member") -> IssuedCredentials:
+        directory = tmp_path_factory.mktemp("sign")
+        return dev_ca.issue_key_and_cert(
+            directory, "sign", ClientId.parse(member), member_name=member_name, now=pki_now
+        )
+
+    return issue
+
+
+@pytest.fixture(scope="session")
+def issue_server_auth(
+    tmp_path_factory: pytest.TempPathFactory, dev_ca: DevCA, pki_now: datetime
+) -> Callable[..., IssuedCredentials]:
+    """``issue_server_auth("TEST/GOV/1234/ss1")``: a fresh auth key and certificate
+    for ``localhost`` / ``127.0.0.1``."""
+
+    def issue(server: str, member_name: str = "Test Member") -> IssuedCredentials:
+        directory = tmp_path_factory.mktemp("auth")
+        return dev_ca.issue_key_and_cert(
+            directory, "auth", SecurityServerId.parse(server), member_name=member_name, now=pki_now
+        )
+
+    return issue

@@ -1,0 +1,35 @@
+"""End-to-end fixtures: real processes (registry, two security servers, a provider system)
+on real loopback sockets, with real TLS, keys and SQLite message logs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xchange_cli.federation import Federation, RunningFederation, build_federation
+
+
+def _start(root: Path, **settings: float) -> Iterator[RunningFederation]:
+    fed = build_federation(root, **settings)  # type: ignore[arg-type]
+    with RunningFederation(fed) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFederation]:
+    """A federation whose configuration is refreshed every second (expires after 30 s)."""
+    yield from _start(
+        tmp_path_factory.mktemp("federation"),
+        conf_expiry_seconds=30,
+        conf_refresh_seconds=1,
+        registry_regenerate_seconds=0.5,
+        ss_refresh_seconds=0.5,
+        slow_service_timeout=1.5,
+    )
+
+
+@pytest.fixture
+def fed(federation: RunningFederation) -> Federation:
+    return federation.federation

@@ -1,0 +1,346 @@
+"""Tests of security_server.config: the TOML file, paths, defaults, identifiers, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from security_server.config import (
+    ConfigError,
+    ListenConfig,
+    SecurityServerConfig,
+    ServiceConfig,
+    SigningKeyConfig,
+)
+from xchange.errors import AccessDeniedError
+from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId, ServiceId
+
+MEMBER = ClientId("TEST", "GOV", "1234")
+PERSONS = ServiceId(MEMBER.subsystem_of("registry"), "persons")
+ADDRESSES = ServiceId(MEMBER.subsystem_of("registry"), "addresses")
+BENEFITS = ClientId("TEST", "COM", "5678", "benefits")
+GROUP = GlobalGroupId("TEST", "benefit-clients")
+
+# Each line that a test removes or replaces is unique in the file.
+FULL = """\
+clients = ["TEST/GOV/1234/registry", "TEST/GOV/1234"]
+
+[server]
+id = "TEST/GOV/1234/ss1"
+state_dir = "state"
+
+[client_proxy]
+host = "127.0.0.1"
+port = 8080
+peer_timeout = 5
+max_body_bytes = 1024
+
+[server_proxy]
+host = "192.0.2.10"
+port = 5500
+
+[keys]
+auth_key = "keys/auth.key"
+auth_cert = "/etc/xchange/auth.pem"
+
+[[keys.signing]]
+member = "TEST/GOV/1234"
+key = "keys/sign.key"
+cert = "../shared/sign.pem"
+
+[globalconf]
+anchor = "anchor.json"
+refresh_seconds = 30
+
+[messagelog]
+database_url = "sqlite:///messagelog.db"
+
+[[services]]
+id = "TEST/GOV/1234/registry/persons"
+url = "http://127.0.0.1:9000/"
+timeout = 2.5
+
+[[services]]
+id = "TEST/GOV/1234/registry/addresses"
+url = "http://127.0.0.1:9001/"
+
+[[access]]
+service = "TEST/GOV/1234/registry/persons"
+clients = ["TEST/COM/5678/benefits", "TEST/benefit-clients"]
+"""
+
+MINIMAL = """\
+clients = []
+[server]
+id = "TEST/GOV/1234/ss1"
+[client_proxy]
+host = "127.0.0.1"
+port = 8080
+[server_proxy]
+host = "127.0.0.1"
+port = 5500
+[keys]
+auth_key = "auth.key"
+auth_cert = "auth.pem"
+signing = []
+[globalconf]
+anchor = "anchor.json"
+[messagelog]
+database_url = "sqlite:///messagelog.db"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "conf" / "security-server.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load(tmp_path: Path, text: str) -> SecurityServerConfig:
+    return SecurityServerConfig.from_file(write(tmp_path, text))
+
+
+def no_groups(group: GlobalGroupId) -> frozenset[ClientId]:
+    return frozenset()
+
+
+# -- a valid file ---------------------------------------------------------------------------------
+
+
+def test_full_file_parses_with_paths_relative_to_the_file(tmp_path: Path) -> None:
+    config = load(tmp_path, FULL)
+    folder = (tmp_path / "conf").resolve()
+    assert config.server_id == SecurityServerId(MEMBER, "ss1")
+    assert config.client_proxy == ListenConfig("127.0.0.1", 8080)
+    assert config.server_proxy == ListenConfig("192.0.2.10", 5500)
+    assert config.auth_key == folder / "keys" / "auth.key"
+    assert config.auth_cert == Path("/etc/xchange/auth.pem")
+    assert config.signing_keys == (
+        SigningKeyConfig(MEMBER, folder / "keys" / "sign.key", folder / "../shared/sign.pem"),
+    )
+    assert config.anchor == folder / "anchor.json"
+    assert config.state_dir == folder / "state"
+    assert config.database_url == "sqlite:///messagelog.db"
+    assert config.clients == (MEMBER.subsystem_of("registry"), MEMBER)
+    assert config.services == (
+        ServiceConfig(PERSONS, "http://127.0.0.1:9000/", 2.5),
+        ServiceConfig(ADDRESSES, "http://127.0.0.1:9001/", 30.0),
+    )
+    assert (config.conf_refresh_seconds, config.peer_timeout, config.max_body_bytes) == (
+        30.0, 5.0, 1024,
+    )
+    assert isinstance(config.peer_timeout, float)
+
+
+def test_paths_do_not_depend_on_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, FULL)
+    monkeypatch.chdir(tmp_path)
+    config = SecurityServerConfig.from_file(path.relative_to(tmp_path))
+    assert config.anchor == (tmp_path / "conf" / "anchor.json").resolve()
+    assert config.anchor.is_absolute()
+
+
+def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
+    config = load(tmp_path, MINIMAL)
+    assert config.state_dir == (tmp_path / "conf").resolve()
+    assert config.signing_keys == ()
+    assert config.clients == ()
+    assert config.services == ()
+    assert config.conf_refresh_seconds == 60.0
+    assert config.peer_timeout == 60.0
+    assert config.max_body_bytes == 64 * 1024 * 1024
+    with pytest.raises(AccessDeniedError):  # deny by default
+        config.access.check(BENEFITS, PERSONS, no_groups)
+
+
+def test_service_lookup_ignores_versions(tmp_path: Path) -> None:
+    config = load(tmp_path, FULL)
+    found = config.service(ServiceId(PERSONS.provider, "persons", "v2"))
+    assert found is not None
+    assert found.url == "http://127.0.0.1:9000/"
+    assert config.service(ServiceId(PERSONS.provider, "unknown")) is None
+
+
+# -- access rules: clients and global groups ------------------------------------------------------
+
+
+def test_access_subjects_are_clients_or_global_groups(tmp_path: Path) -> None:
+    config = load(tmp_path, FULL)
+    asked: list[GlobalGroupId] = []
+
+    def members(group: GlobalGroupId) -> frozenset[ClientId]:
+        asked.append(group)
+        return frozenset({ClientId("TEST", "GOV", "9999", "app")}) if group == GROUP else (
+            frozenset()
+        )
+
+    config.access.check(BENEFITS, PERSONS, members)  # named directly
+    config.access.check(ClientId("TEST", "GOV", "9999", "app"), PERSONS, members)  # via group
+    assert asked == [GROUP], "'TEST/benefit-clients' must be read as a global group"
+    with pytest.raises(AccessDeniedError):
+        config.access.check(ClientId("TEST", "GOV", "9999", "other"), PERSONS, members)
+    with pytest.raises(AccessDeniedError):  # a grant is per service
+        config.access.check(BENEFITS, ADDRESSES, members)
+
+
+# -- refusals -------------------------------------------------------------------------------------
+
+
+def _drop_section(text: str, header: str) -> str:
+    lines = text.splitlines(keepends=True)
+    start = lines.index(header + "\n")
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines)
+    )
+    return "".join(lines[:start] + lines[end:])
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (FULL.replace('clients = ["TEST/GOV/1234/registry", "TEST/GOV/1234"]\n', ""), "clients"),
+        (_drop_section(FULL, "[server]"), "server"),
+        (FULL.replace('id = "TEST/GOV/1234/ss1"\n', ""), "server.id"),
+        (_drop_section(FULL, "[client_proxy]"), "client_proxy"),
+        (FULL.replace('host = "127.0.0.1"\n', ""), "client_proxy.host"),
+        (FULL.replace("port = 8080\n", ""), "client_proxy.port"),
+        (_drop_section(FULL, "[server_proxy]"), "server_proxy"),
+        (FULL.replace('host = "192.0.2.10"\n', ""), "server_proxy.host"),
+        (FULL.replace("port = 5500\n", ""), "server_proxy.port"),
+        (_drop_section(_drop_section(FULL, "[keys]"), "[[keys.signing]]"), "keys"),
+        (FULL.replace('auth_key = "keys/auth.key"\n', ""), "keys.auth_key"),
+        (FULL.replace('auth_cert = "/etc/xchange/auth.pem"\n', ""), "keys.auth_cert"),
+        (_drop_section(FULL, "[[keys.signing]]"), "keys.signing"),
+        (FULL.replace('member = "TEST/GOV/1234"\n', ""), "keys.signing.member"),
+        (FULL.replace('key = "keys/sign.key"\n', ""), "keys.signing.key"),
+        (FULL.replace('cert = "../shared/sign.pem"\n', ""), "keys.signing.cert"),
+        (_drop_section(FULL, "[globalconf]"), "globalconf"),
+        (FULL.replace('anchor = "anchor.json"\n', ""), "globalconf.anchor"),
+        (_drop_section(FULL, "[messagelog]"), "messagelog"),
+        (FULL.replace('database_url = "sqlite:///messagelog.db"\n', ""), "messagelog.database_url"),
+        (FULL.replace('id = "TEST/GOV/1234/registry/addresses"\n', ""), "services.id"),
+        (FULL.replace('url = "http://127.0.0.1:9001/"\n', ""), "services.url"),
+        (FULL.replace('service = "TEST/GOV/1234/registry/persons"\n', ""), "access.service"),
+        (FULL.replace('clients = ["TEST/COM/5678/benefits", "TEST/benefit-clients"]\n', ""),
+         "access.clients"),
+    ],
+)
+def test_each_missing_required_key_is_named(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"missing key {key}$"):
+        load(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("port = 8080", 'port = "8080"', "client_proxy.port must be a int"),
+        ("port = 8080", "port = true", "client_proxy.port must be a int"),
+        ('id = "TEST/GOV/1234/ss1"', "id = 1234", "server.id must be a str"),
+        ('state_dir = "state"', "state_dir = 1", "server.state_dir must be a str"),
+        ("refresh_seconds = 30", 'refresh_seconds = "fast"', "globalconf.refresh_seconds"),
+        ("peer_timeout = 5", "peer_timeout = [5]", "client_proxy.peer_timeout"),
+        ("max_body_bytes = 1024", "max_body_bytes = 1024.5", "client_proxy.max_body_bytes"),
+        ("timeout = 2.5", 'timeout = "2.5"', "services.timeout must be a float"),
+        ("timeout = 2.5", "timeout = false", "services.timeout must be a float"),
+        ('"TEST/benefit-clients"]', "42]", "access.clients must be a list of strings"),
+    ],
+)
+def test_wrong_types_are_named(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert FULL.count(old) == 1
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, FULL.replace(old, new))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('keys = "none"\n' + _drop_section(MINIMAL, "[keys]"), "keys must be a dict"),
+        ("server = 1\n" + _drop_section(MINIMAL, "[server]"), "server must be a dict"),
+        ("services = [1]\n" + MINIMAL, "each entry of services must be a table"),
+        ('access = ["x"]\n' + MINIMAL, "each entry of access must be a table"),
+        (MINIMAL.replace("signing = []", "signing = [[]]"),
+         "each entry of keys.signing must be a table"),
+    ],
+)
+def test_sections_of_the_wrong_shape_are_named(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('id = "TEST/GOV/1234/ss1"', 'id = "TEST/GOV/1234"'),
+        ('id = "TEST/GOV/1234/ss1"', 'id = "TEST/GOV/1234/sub/ss1"'),
+        ('member = "TEST/GOV/1234"', 'member = "TEST/GOV"'),
+        ('"TEST/GOV/1234/registry", "TEST/GOV/1234"]', '"TEST/GOV/1234/registry", "TEST"]'),
+        ('"TEST/GOV/1234/registry", "TEST/GOV/1234"]', '"TEST/GOV/1234/registry", 7]'),
+        ('"TEST/GOV/1234/registry", "TEST/GOV/1234"]', '"TEST/GOV/12;34"]'),
+        ('"TEST/GOV/1234/registry", "TEST/GOV/1234"]', '"TEST/GOV/1234/a/b"]'),
+        ('id = "TEST/GOV/1234/registry/persons"', 'id = "TEST/GOV/1234/persons"'),
+        ('id = "TEST/GOV/1234/registry/persons"', 'id = "TEST/GOV/1234/registry/per sons"'),
+        ('service = "TEST/GOV/1234/registry/persons"', 'service = "TEST/GOV/1234/registry"'),
+        ('"TEST/COM/5678/benefits"', '"benefits"'),
+        ('"TEST/COM/5678/benefits"', '"TEST/COM/5678/benefits/extra"'),
+        ('"TEST/benefit-clients"', '"TEST/benefit clients"'),
+        ('"TEST/benefit-clients"', '"TEST/"'),
+        ('"TEST/benefit-clients"', '"/benefit-clients"'),
+    ],
+)
+def test_malformed_identifiers_are_config_errors(tmp_path: Path, old: str, new: str) -> None:
+    assert FULL.count(old) == 1
+    path = write(tmp_path, FULL.replace(old, new))
+    with pytest.raises(ConfigError, match=str(path)):
+        SecurityServerConfig.from_file(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("clients = [", "security-server.toml"),
+        ("[server]\n[server]\n", "security-server.toml"),
+        ("\xff", "security-server.toml"),
+    ],
+)
+def test_unreadable_toml_is_a_config_error(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, text)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"absent\.toml"):
+        SecurityServerConfig.from_file(tmp_path / "absent.toml")
+
+
+# -- the environment ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "url"),
+    [
+        ({}, "sqlite:///messagelog.db"),
+        ({"XCHANGE_DATABASE_URL": ""}, "sqlite:///messagelog.db"),
+        ({"XCHANGE_DATABASE_URL": "postgresql://ss@db/ss"}, "postgresql://ss@db/ss"),
+        ({"DATABASE_URL": "postgresql://ss@db/ss"}, "sqlite:///messagelog.db"),
+    ],
+)
+def test_from_env_overrides_only_the_database_url(
+    tmp_path: Path, environ: dict[str, str], url: str
+) -> None:
+    config = load(tmp_path, FULL)
+    overridden = config.from_env(environ)
+    assert overridden.database_url == url
+    assert overridden.services == config.services
+    assert overridden.anchor == config.anchor
+    assert config.database_url == "sqlite:///messagelog.db", "the original stays unchanged"
+
+
+def test_from_env_reads_the_process_environment_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XCHANGE_DATABASE_URL", "postgresql://ss@db/from-env")
+    assert load(tmp_path, FULL).from_env().database_url == "postgresql://ss@db/from-env"

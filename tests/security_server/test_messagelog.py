@@ -1,0 +1,306 @@
+"""Tests of the message log storage, on SQLite and PostgreSQL (see conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from security_server import messagelog as messagelog_module
+from security_server.db import create_db_engine, create_tables
+from security_server.messagelog import LoggingFailedCode, MessageLog, MessageLogError
+from xchange.messagelog import GENESIS_HASH, ChainBrokenError, LogEntry
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, 654321, tzinfo=UTC)
+CP: LoggingFailedCode = "server.clientproxy.logging_failed"
+SP: LoggingFailedCode = "server.serverproxy.logging_failed"
+
+
+def entry(i: int, **changes: Any) -> LogEntry:
+    fields: dict[str, Any] = {
+        "query_id": f"q-{i}",
+        "kind": "request" if i % 2 else "response",
+        "direction": "outgoing",
+        "client": "EE/GOV/1234/consumer",
+        "service": "EE/GOV/5678/provider/getPerson",
+        "user_id": "EE12345" if i % 3 else None,
+        "issue": None,
+        "header_part": b"hdr-%d" % i,
+        "body": b"\x00\xff binary body %d" % i,
+        "signature": f"eyJhbGciOiJFUzI1NiJ9..sig{i}",
+        "status": "ok",
+        "error_code": None,
+        "created_at": T0 + timedelta(seconds=i),
+    }
+    fields.update(changes)
+    return LogEntry(**fields)
+
+
+@pytest.fixture
+def log(engine: Engine) -> Iterator[MessageLog]:
+    log = MessageLog(engine)
+    yield log
+    log.close()
+
+
+async def fill(log: MessageLog, n: int) -> None:
+    for i in range(1, n + 1):
+        await log.append(entry(i), error_code=SP)
+
+
+def execute(engine: Engine, sql: str, **params: Any) -> None:
+    with engine.begin() as connection:
+        connection.execute(sa.text(sql), params)
+
+
+# -- append, read, verify
+
+
+async def test_append_read_verify(log: MessageLog) -> None:
+    rejected = entry(2, status="rejected", error_code="server.serverproxy.invalid_signature")
+    r1 = await log.append(entry(1, issue="ISSUE-7"), error_code=CP)
+    r2 = await log.append(rejected, error_code=SP)
+    r3 = await log.append(entry(3, direction="incoming", body=b""), error_code=CP)
+    assert [r.sequence for r in (r1, r2, r3)] == [1, 2, 3]
+    assert r1.prev_hash == GENESIS_HASH
+    assert (r2.prev_hash, r3.prev_hash) == (r1.record_hash, r2.record_hash)
+    assert r2.entry == rejected
+
+    assert await log.records() == [r1, r2, r3]
+    assert await log.records(query_id="q-2") == [r2]
+    assert await log.records(query_id="q-404") == []
+
+    report = await log.verify()
+    assert (report.count, report.first_sequence, report.last_sequence) == (3, 1, 3)
+    assert report.last_hash == r3.record_hash
+
+
+async def test_verify_empty_log(log: MessageLog) -> None:
+    report = await log.verify()
+    assert (report.count, report.first_sequence, report.last_hash) == (0, None, GENESIS_HASH)
+
+
+async def test_chain_continues_after_reopening(db_url: str, log: MessageLog) -> None:
+    await fill(log, 2)
+    last = (await log.records())[-1]
+    log.close()
+
+    engine = create_db_engine(db_url)
+    reopened = MessageLog(engine)
+    try:
+        record = await reopened.append(entry(3), error_code=SP)
+        assert (record.sequence, record.prev_hash) == (3, last.record_hash)
+        assert (await reopened.verify()).count == 3
+    finally:
+        reopened.close()
+        engine.dispose()
+
+
+async def test_concurrent_appends_form_one_chain(log: MessageLog) -> None:
+    stored = await asyncio.gather(*(log.append(entry(i), error_code=CP) for i in range(1, 201)))
+    assert sorted(r.sequence for r in stored) == list(range(1, 201))
+    report = await log.verify()
+    assert (report.count, report.last_sequence) == (200, 200)
+    assert [r.sequence for r in await log.records()] == list(range(1, 201))
+
+
+async def test_verify_reads_in_batches(
+    engine: Engine, log: MessageLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(messagelog_module, "_VERIFY_BATCH", 3)
+    await fill(log, 10)
+    assert (await log.verify()).count == 10
+    # 7 starts a batch: the gap must still be seen across the batch boundary
+    execute(engine, "DELETE FROM message_log WHERE sequence = 7")
+    with pytest.raises(ChainBrokenError) as caught:
+        await log.verify()
+    assert caught.value.sequence == 7
+
+
+# -- tampering in the database
+
+
+@pytest.mark.parametrize(
+    ("sql", "params", "reason"),
+    [
+        ("UPDATE message_log SET body = :v WHERE sequence = 5", {"v": b"forged"}, "content"),
+        ("UPDATE message_log SET header_part = :v WHERE sequence = 5", {"v": b""}, "content"),
+        (
+            "UPDATE message_log SET status = 'rejected', error_code = :v WHERE sequence = 5",
+            {"v": "server.serverproxy.invalid_signature"},
+            "content",
+        ),
+        ("UPDATE message_log SET status = 'rejected' WHERE sequence = 5", {}, "malformed"),
+        ("UPDATE message_log SET prev_hash = :v WHERE sequence = 5", {"v": "f" * 64}, "prev_hash"),
+        ("UPDATE message_log SET record_hash = :v WHERE sequence = 5", {"v": "f" * 64}, "content"),
+        ("UPDATE message_log SET query_id = 'other' WHERE sequence = 5", {}, "content"),
+        ("UPDATE message_log SET created_at = :v WHERE sequence = 5", {"v": T0}, "content"),
+        ("DELETE FROM message_log WHERE sequence = 5", {}, "found record 6"),
+    ],
+    ids=["body", "header_part", "status", "status_malformed", "prev_hash", "record_hash",
+         "query_id", "created_at", "deleted"],
+)
+async def test_tampering_is_detected_at_its_record(
+    engine: Engine, log: MessageLog, sql: str, params: dict[str, Any], reason: str
+) -> None:
+    await fill(log, 8)
+    execute(engine, sql, **params)
+    with pytest.raises(ChainBrokenError) as caught:
+        await log.verify()
+    assert caught.value.sequence == 5
+    assert reason in caught.value.reason
+
+
+@pytest.mark.parametrize("query_id", [None, "q-5"])
+async def test_undecodable_value_is_reported_at_its_record(
+    tmp_path: Path, query_id: str | None
+) -> None:
+    # Only SQLite lets a column hold a value of another type; PostgreSQL refuses the UPDATE.
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'ss.db'}")
+    create_tables(engine)
+    log = MessageLog(engine)
+    try:
+        await fill(log, 8)
+        execute(engine, "UPDATE message_log SET created_at = 'garbage' WHERE sequence = 5")
+        with pytest.raises(ChainBrokenError) as caught:
+            await log.records(query_id=query_id)
+        assert caught.value.sequence == 5
+        assert caught.value.reason == "stored record cannot be decoded"
+        with pytest.raises(ChainBrokenError) as caught:
+            await log.verify()
+        assert caught.value.sequence == 5
+    finally:
+        log.close()
+        engine.dispose()
+
+
+# -- write failures fail closed and leave the chain consistent
+
+
+def _refuse_inserts(engine: Engine) -> None:
+    if engine.dialect.name == "sqlite":
+        execute(
+            engine,
+            "CREATE TRIGGER refuse BEFORE INSERT ON message_log "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+    else:
+        execute(
+            engine,
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+        )
+        execute(
+            engine,
+            "CREATE TRIGGER refuse BEFORE INSERT ON message_log "
+            "FOR EACH ROW EXECUTE FUNCTION refuse()",
+        )
+
+
+def _allow_inserts(engine: Engine) -> None:
+    suffix = "" if engine.dialect.name == "sqlite" else " ON message_log"
+    execute(engine, "DROP TRIGGER refuse" + suffix)
+
+
+@pytest.mark.parametrize("code", [CP, SP])
+async def test_failed_write_raises_and_logging_resumes(
+    engine: Engine, log: MessageLog, code: LoggingFailedCode
+) -> None:
+    await fill(log, 3)
+    _refuse_inserts(engine)
+    for i in (4, 5):
+        with pytest.raises(MessageLogError) as caught:
+            await log.append(entry(i), error_code=code)
+        assert caught.value.code == code
+        assert isinstance(caught.value.__cause__, sa.exc.SQLAlchemyError)
+        assert "refused" not in str(caught.value)  # database details stay out of the message
+    assert len(await log.records()) == 3
+
+    _allow_inserts(engine)
+    record = await log.append(entry(6), error_code=code)
+    assert record.sequence == 4
+    report = await log.verify()
+    assert (report.count, report.last_hash) == (4, record.record_hash)
+
+
+async def test_head_is_reread_after_a_failed_write(engine: Engine, log: MessageLog) -> None:
+    other = MessageLog(engine)
+    try:
+        await log.append(entry(1), error_code=SP)
+        r2 = await other.append(entry(2), error_code=SP)
+        # `log` still believes record 1 is the head: its write collides and fails closed
+        with pytest.raises(MessageLogError):
+            await log.append(entry(3), error_code=SP)
+        r3 = await log.append(entry(3), error_code=SP)
+        assert (r3.sequence, r3.prev_hash) == (3, r2.record_hash)
+        assert (await log.verify()).count == 3
+    finally:
+        other.close()
+
+
+async def test_missing_table_fails_writes_and_reads(engine: Engine, log: MessageLog) -> None:
+    await fill(log, 1)
+    execute(engine, "DROP TABLE message_log")
+    with pytest.raises(MessageLogError) as caught:
+        await log.append(entry(2), error_code=CP)
+    assert caught.value.code == CP
+    with pytest.raises(MessageLogError) as read_caught:
+        await log.records()
+    assert read_caught.value.code == "server.clientproxy.internal_error"
+    with pytest.raises(MessageLogError):
+        await log.verify()
+
+
+async def test_append_after_close_fails_closed(log: MessageLog) -> None:
+    log.close()
+    with pytest.raises(MessageLogError) as caught:
+        await log.append(entry(1), error_code=SP)
+    assert caught.value.code == SP
+
+
+async def test_append_requires_a_logging_code(log: MessageLog) -> None:
+    with pytest.raises(ValueError):
+        await log.append(entry(1), error_code="server.serverproxy.internal_error")  # type: ignore[arg-type]
+
+
+# -- engine creation
+
+
+def test_sqlite_engine_is_durable(tmp_path: Path) -> None:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'ss.db'}")
+    try:
+        create_tables(engine)
+        with engine.connect() as connection:
+            pragma = {
+                name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+            }
+    finally:
+        engine.dispose()
+    assert pragma == {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 5000,
+                      "foreign_keys": 1}
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://u@db.example/x", "postgres://u@db.example/x",
+     "postgresql+psycopg://u@db.example/x"],
+)
+def test_postgresql_urls_use_psycopg3(url: str) -> None:
+    engine = create_db_engine(url)
+    assert engine.url.drivername == "postgresql+psycopg"
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://u@h/x", "sqlite://", "sqlite:///:memory:", "not a url", ""]
+)
+def test_unsupported_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError):
+        create_db_engine(url)

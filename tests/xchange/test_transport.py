@@ -1,0 +1,123 @@
+"""Tests of the frame that carries signed messages between security servers."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from xchange.errors import BadRequestError
+from xchange.transport import MAGIC, SignedMessage, decode_frame, encode_frame
+
+HEADER = b'{"type":"xchange-rest-request","v":1}'
+SIG = "eyJhbGciOiJFUzI1NiJ9..c2lnbmF0dXJl"
+MAX_SECTION = 1024 * 1024
+
+
+def section(kind: int, value: bytes, length: int | None = None) -> bytes:
+    return struct.pack(">BI", kind, len(value) if length is None else length) + value
+
+
+def frame(*sections: bytes, body: bytes | None = b"body", magic: bytes = MAGIC) -> bytes:
+    return magic + b"".join(sections) + (b"" if body is None else b"\x00" + body)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        SignedMessage(HEADER, SIG, b'{"id": 1}'),
+        SignedMessage(HEADER, SIG, b""),
+        SignedMessage(HEADER, SIG, b"", (b"\x30\x03\x0a\x01\x00",)),
+        SignedMessage(HEADER, SIG, b"payload", (b"ocsp-1", b"ocsp-2", b"")),
+        SignedMessage(b"", "", b""),
+        # a body that looks like a frame is still just the body
+        SignedMessage(HEADER, SIG, MAGIC + section(0x01, b"x") + b"\x00tail"),
+        SignedMessage(HEADER, SIG, bytes(range(256)) * 1000),
+        SignedMessage(b"h" * MAX_SECTION, SIG, b"b", (b"o" * MAX_SECTION,)),
+    ],
+)
+def test_frame_round_trip(message: SignedMessage) -> None:
+    data = encode_frame(message)
+    assert data.startswith(MAGIC)
+    assert decode_frame(data) == message
+
+
+def test_frame_layout() -> None:
+    data = encode_frame(SignedMessage(b"hp", "sig", b"body", (b"oc",)))
+    assert data == (
+        b"XCH1" + b"\x01\x00\x00\x00\x02hp" + b"\x02\x00\x00\x00\x03sig"
+        + b"\x03\x00\x00\x00\x02oc" + b"\x00body"
+    )
+
+
+def test_sections_in_any_order_are_accepted() -> None:
+    data = frame(section(0x03, b"o"), section(0x02, SIG.encode()), section(0x01, HEADER))
+    assert decode_frame(data) == SignedMessage(HEADER, SIG, b"body", (b"o",))
+
+
+_HP, _SG = section(0x01, HEADER), section(0x02, SIG.encode())
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"", "wrong magic"),
+        (b"XCH", "wrong magic"),
+        (b"XCH2" + _HP + _SG + b"\x00", "wrong magic"),
+        (b"xch1" + _HP + _SG + b"\x00", "wrong magic"),
+        (b"\x00" + _HP + _SG, "wrong magic"),
+        (MAGIC, "no body section"),
+        (frame(_HP, _SG, body=None), "no body section"),
+        (frame(_HP, _SG, section(0x03, b"ocsp"), body=None), "no body section"),
+        # truncated: a section header cut short, or a value shorter than its length
+        (MAGIC + b"\x01\x00\x00", "truncated section header"),
+        (frame(_HP, _SG, body=None) + b"\x03\x00", "truncated section header"),
+        (MAGIC + _HP[:-1], "section length out of range"),
+        (MAGIC + section(0x01, HEADER, len(HEADER) + 1), "section length out of range"),
+        (frame(_HP, section(0x02, b"sig", 0xFFFFFFFF)), "section length out of range"),
+        # over-long: more than 1 MiB, even when the bytes are there
+        (frame(section(0x01, b"h" * (MAX_SECTION + 1)), _SG), "section length out of range"),
+        (frame(_HP, _SG, section(0x03, b"o" * (MAX_SECTION + 1))), "section length out of range"),
+        # duplicated sections
+        (frame(_HP, _HP, _SG), "two header parts"),
+        (frame(_HP, _SG, section(0x01, b"other")), "two header parts"),
+        (frame(_HP, _SG, _SG), "two signatures"),
+        (frame(_SG, _HP, section(0x02, b"other")), "two signatures"),
+        # unknown section types
+        (frame(_HP, _SG, section(0x04, b"x")), "unknown section type 4"),
+        (frame(section(0xFF, b""), _HP, _SG), "unknown section type 255"),
+        (frame(_HP, section(0x7F, b"x"), _SG), "unknown section type 127"),
+        # missing mandatory sections
+        (frame(_HP), "header part or signature missing"),
+        (frame(_SG), "header part or signature missing"),
+        (frame(_HP, section(0x03, b"ocsp")), "header part or signature missing"),
+        (frame(), "header part or signature missing"),
+        (MAGIC + b"\x00", "header part or signature missing"),
+        # the signature is compact JWS, ASCII only
+        (frame(_HP, section(0x02, "sïg".encode())), "signature is not ASCII"),
+        (frame(_HP, section(0x02, b"\xff")), "signature is not ASCII"),
+    ],
+)
+def test_malformed_frames_refused(data: bytes, why: str) -> None:
+    with pytest.raises(BadRequestError, match=why) as info:
+        decode_frame(data)
+    assert info.value.code == "server.serverproxy.bad_request"
+
+
+@pytest.mark.parametrize(
+    "code", ["server.clientproxy.invalid_signature", "server.serverproxy.bad_request"]
+)
+def test_the_caller_chooses_the_error_code(code: str) -> None:
+    with pytest.raises(BadRequestError) as info:
+        decode_frame(b"HTTP/1.1 200 OK", code=code)
+    assert info.value.code == code
+    with pytest.raises(BadRequestError) as info:
+        decode_frame(frame(_HP, _SG, _SG), code=code)
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize("cut", range(len(MAGIC) + 5 + len(HEADER) + 5 + len(SIG) + 1))
+def test_every_truncation_before_the_body_is_refused(cut: int) -> None:
+    data = encode_frame(SignedMessage(HEADER, SIG, b"body"))
+    with pytest.raises(BadRequestError):
+        decode_frame(data[:cut])

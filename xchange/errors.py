@@ -1,0 +1,297 @@
+"""The one exception hierarchy of xchange, with X-Road-style error codes.
+
+Every error that can reach a client carries:
+
+* ``code``   -- an X-Road 7.8-style code (``server.serverproxy.access_denied``), taken from
+  :data:`ERROR_CODES`, the one registry of codes;
+* ``fault``  -- who is at fault: the client information system, the consumer security server
+  (client proxy) or the provider security server (server proxy);
+* ``status`` -- the HTTP status a server should answer with.
+
+The tree::
+
+    XRoadError                          any error with an X-Road code
+    ├── ClientError                     the caller's request is wrong      (client.*)
+    │   └── BadRequestError             malformed message, header or identifier
+    ├── InvalidSignatureError           a signature, certificate or hash binding does not
+    │                                   verify (code says which side found it)
+    ├── ChainBrokenError                a message log's hash chain does not verify
+    ├── ClientProxyError                the consumer security server refuses or fails
+    │   │                               (server.clientproxy.*)
+    │   ├── UnknownMemberError          client not registered on this security server
+    │   ├── GlobalConfOutdatedError     global configuration expired or not yet loaded
+    │   ├── InvalidGlobalConfError      a global configuration document is not acceptable
+    │   └── ClientProxyLoggingError     the message log could not be written
+    └── ServerProxyError                the provider security server refuses or fails
+        │                               (server.serverproxy.*)
+        ├── AccessDeniedError           the client has no right to the service
+        ├── UnknownServiceError         no such service on the provider
+        ├── ServiceFailedError          the provider system is down, slow or broken
+        └── ServerProxyLoggingError     the message log could not be written
+
+A module that wraps a foreign library (cryptography, lxml, jsonschema, aiohttp, SQLAlchemy)
+catches its exceptions at the boundary and raises one of these ``from`` them; nothing else
+ever reaches a client.  Servers turn an :class:`XRoadError` into the wire form in one place
+(the JSON body ``{"type", "message", "detail"}`` and the ``X-Road-Error`` header for REST).
+
+Codes are written in X-Road 7.8 style.  :func:`normalize_code` also accepts the older
+``Server.ServerProxy.AccessDenied`` style on input.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "ERROR_CODES",
+    "AccessDeniedError",
+    "BadRequestError",
+    "ChainBrokenError",
+    "ClientError",
+    "ClientProxyError",
+    "ClientProxyLoggingError",
+    "ErrorCode",
+    "Fault",
+    "GlobalConfOutdatedError",
+    "InvalidGlobalConfError",
+    "InvalidSignatureError",
+    "ServerProxyError",
+    "ServerProxyLoggingError",
+    "ServiceFailedError",
+    "UnknownMemberError",
+    "UnknownServiceError",
+    "XRoadError",
+    "error_for_code",
+    "normalize_code",
+]
+
+
+class Fault(enum.Enum):
+    """Who caused an error."""
+
+    CLIENT = "client"
+    """The client information system sent something wrong."""
+    CONSUMER_SERVER = "consumer_server"
+    """The consumer security server (client proxy)."""
+    PROVIDER_SERVER = "provider_server"
+    """The provider security server (server proxy) or the provider system behind it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCode:
+    """One entry of the code registry."""
+
+    code: str
+    fault: Fault
+    status: int
+    description: str
+
+
+def _codes(*entries: ErrorCode) -> dict[str, ErrorCode]:
+    return {e.code: e for e in entries}
+
+
+_C, _CP, _SP = Fault.CLIENT, Fault.CONSUMER_SERVER, Fault.PROVIDER_SERVER
+
+ERROR_CODES: dict[str, ErrorCode] = _codes(
+    # -- the client information system's mistakes
+    ErrorCode("client.bad_request", _C, 400, "The request does not follow the protocol."),
+    ErrorCode("client.invalid_client_identifier", _C, 400, "Malformed client identifier."),
+    ErrorCode("client.invalid_service_identifier", _C, 400, "Malformed service identifier."),
+    ErrorCode("client.missing_header", _C, 400, "A mandatory X-Road header is missing."),
+    ErrorCode("client.unsupported_method", _C, 405, "HTTP method not supported here."),
+    ErrorCode("client.payload_too_large", _C, 413, "The message exceeds the size limit."),
+    # -- consumer security server
+    ErrorCode("server.clientproxy.unknown_member", _CP, 400,
+              "The client is not registered on this security server."),
+    ErrorCode("server.clientproxy.unknown_service", _CP, 404,
+              "The service's provider is not known in global configuration."),
+    ErrorCode("server.clientproxy.global_conf_outdated", _CP, 503,
+              "Global configuration is expired or was never loaded."),
+    ErrorCode("server.clientproxy.invalid_global_conf", _CP, 502,
+              "A downloaded global configuration failed verification; the last good copy "
+              "is kept."),
+    ErrorCode("server.clientproxy.logging_failed", _CP, 500,
+              "The message log could not be written; the message was not sent."),
+    ErrorCode("server.clientproxy.network_error", _CP, 502,
+              "The provider security server could not be reached."),
+    ErrorCode("server.clientproxy.ssl_authentication_failed", _CP, 502,
+              "The provider security server's TLS certificate is not the registered one."),
+    ErrorCode("server.clientproxy.invalid_signature", _CP, 502,
+              "The response's signature does not verify."),
+    ErrorCode("server.clientproxy.invalid_request_hash", _CP, 502,
+              "The response is not bound to the request that was sent."),
+    ErrorCode("server.clientproxy.internal_error", _CP, 500, "Internal error."),
+    # -- provider security server
+    ErrorCode("server.serverproxy.access_denied", _SP, 403,
+              "The client has no right to call this service."),
+    ErrorCode("server.serverproxy.unknown_service", _SP, 404,
+              "The service is not provided by this security server."),
+    ErrorCode("server.serverproxy.unknown_member", _SP, 404,
+              "The service's provider is not hosted on this security server."),
+    ErrorCode("server.serverproxy.service_failed", _SP, 502,
+              "The provider system failed, timed out or could not be reached."),
+    ErrorCode("server.serverproxy.ssl_authentication_failed", _SP, 401,
+              "The calling security server's TLS certificate is not registered."),
+    ErrorCode("server.serverproxy.invalid_signature", _SP, 400,
+              "The request's signature does not verify."),
+    ErrorCode("server.serverproxy.duplicate_message_id", _SP, 409,
+              "A request with this message id was already received."),
+    ErrorCode("server.serverproxy.stale_message", _SP, 400,
+              "The request was signed too long ago (or in the future)."),
+    ErrorCode("server.serverproxy.global_conf_outdated", _SP, 503,
+              "Global configuration is expired or was never loaded."),
+    ErrorCode("server.serverproxy.logging_failed", _SP, 500,
+              "The message log could not be written; the message was not passed on."),
+    ErrorCode("server.serverproxy.bad_request", _SP, 400,
+              "The message between security servers does not follow the protocol."),
+    ErrorCode("server.serverproxy.internal_error", _SP, 500, "Internal error."),
+    # -- message log audit (either server's own log; Fault has no "this server" value)
+    ErrorCode("server.messagelog.chain_broken", _SP, 500,
+              "The message log's hash chain does not verify."),
+)
+
+
+class XRoadError(Exception):
+    """Base of every xchange error.  ``code`` must be a key of :data:`ERROR_CODES`."""
+
+    default_code = "server.clientproxy.internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, detail: str | None = None):
+        super().__init__(message)
+        code = code or self.default_code
+        if code not in ERROR_CODES:
+            raise ValueError(f"unregistered error code {code!r}")
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+    @property
+    def fault(self) -> Fault:
+        return ERROR_CODES[self.code].fault
+
+    @property
+    def status(self) -> int:
+        return ERROR_CODES[self.code].status
+
+    def to_json(self, detail: str | None = None) -> dict[str, str | None]:
+        """The X-Road REST error body ``{"type", "message", "detail"}``."""
+        return {"type": self.code, "message": self.message, "detail": detail or self.detail}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+
+
+class ClientError(XRoadError):
+    default_code = "client.bad_request"
+
+
+class BadRequestError(ClientError):
+    default_code = "client.bad_request"
+
+
+class InvalidSignatureError(XRoadError):
+    """A signature, certificate or hash binding does not verify.
+
+    The code depends on where it was found (client proxy or server proxy); the default is
+    the provider's view of a bad request signature.
+    """
+
+    default_code = "server.serverproxy.invalid_signature"
+
+
+class ClientProxyError(XRoadError):
+    default_code = "server.clientproxy.internal_error"
+
+
+class UnknownMemberError(ClientProxyError):
+    default_code = "server.clientproxy.unknown_member"
+
+
+class GlobalConfOutdatedError(ClientProxyError):
+    default_code = "server.clientproxy.global_conf_outdated"
+
+
+class InvalidGlobalConfError(ClientProxyError):
+    """A global configuration document (or anchor) is malformed, unsigned or not acceptable.
+
+    Raised when a document is offered; the previous good copy stays in force.
+    """
+
+    default_code = "server.clientproxy.invalid_global_conf"
+
+
+class ChainBrokenError(XRoadError):
+    """A message log's hash chain does not verify at ``sequence``; ``reason`` says how."""
+
+    default_code = "server.messagelog.chain_broken"
+
+    def __init__(self, sequence: int, reason: str) -> None:
+        super().__init__(f"message log chain broken at record {sequence}: {reason}")
+        self.sequence = sequence
+        self.reason = reason
+
+
+class ClientProxyLoggingError(ClientProxyError):
+    default_code = "server.clientproxy.logging_failed"
+
+
+class ServerProxyError(XRoadError):
+    default_code = "server.serverproxy.internal_error"
+
+
+class AccessDeniedError(ServerProxyError):
+    default_code = "server.serverproxy.access_denied"
+
+
+class UnknownServiceError(ServerProxyError):
+    default_code = "server.serverproxy.unknown_service"
+
+
+class ServiceFailedError(ServerProxyError):
+    default_code = "server.serverproxy.service_failed"
+
+
+class ServerProxyLoggingError(ServerProxyError):
+    default_code = "server.serverproxy.logging_failed"
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def normalize_code(code: str) -> str:
+    """Return the 7.8-style form of an X-Road error code.
+
+    ``Server.ServerProxy.AccessDenied`` -> ``server.serverproxy.access_denied``.  The first
+    two parts (``Server.ServerProxy``) are lowered whole; the last is snake-cased.  Already
+    normalised codes are returned unchanged.
+    """
+    parts = code.strip().split(".")
+    if not parts or not all(parts):
+        raise ValueError(f"malformed error code {code!r}")
+    head = [p.lower() for p in parts[:-1]]
+    tail = _CAMEL.sub("_", parts[-1]).lower()
+    return ".".join([*head, tail])
+
+
+def error_for_code(code: str, message: str, detail: str | None = None) -> XRoadError:
+    """Rebuild an error received from a peer (normalising old-style codes).
+
+    Unknown codes become an internal error of the side that reported them, keeping the
+    original code in ``detail`` so that nothing is lost.
+    """
+    try:
+        normal = normalize_code(code)
+    except ValueError:
+        # A peer's malformed code is peer input, not a programming error: keep it in detail.
+        normal = ""
+    if normal in ERROR_CODES:
+        return XRoadError(message, code=normal, detail=detail)
+    fallback = (
+        "server.serverproxy.internal_error"
+        if normal.startswith("server.serverproxy")
+        else "server.clientproxy.internal_error"
+    )
+    return XRoadError(message, code=fallback, detail=f"{code}: {detail}" if detail else code)

@@ -1,0 +1,289 @@
+"""The message log's record model and hash chain (pure core).
+
+A security server logs one :class:`LogEntry` for every request and every response it handles,
+signed or rejected, before passing the message on (design: "Message log").  Records are
+numbered 1, 2, 3... and hash-chained: each :class:`StoredRecord` carries the hash of the
+record before it, so altering, inserting, deleting or reordering any record breaks the chain
+at that record and :func:`verify_chain` reports where.
+
+Canonical encoding (the bytes that are hashed; copied into ``docs/protocol.md``)
+---------------------------------------------------------------------------------
+::
+
+    record_hash = lowercase_hex( SHA-256( F(tag) || F(v1) || F(v2) || ... || F(v16) ) )
+
+where ``||`` is concatenation and every field is encoded by ``F``::
+
+    F(absent)  = 0x00
+    F(b)       = 0x01 || uint32_be(len(b)) || b          (b: a byte string)
+
+Text is UTF-8 (strict; no BOM, no normalisation).  The fields, in this order:
+
+==  ==============  ==========================================================
+ #  field           bytes
+==  ==============  ==========================================================
+ 0  tag             ``xchange-messagelog-v1`` (ASCII; names this format)
+ 1  sequence        decimal ASCII, no sign, no leading zeros (``1``, ``42``)
+ 2  prev_hash       64 lowercase hex ASCII characters
+ 3  query_id        UTF-8
+ 4  kind            ``request`` | ``response``
+ 5  direction       ``outgoing`` | ``incoming``
+ 6  client          UTF-8, REST form (``INSTANCE/CLASS/CODE/SUBSYSTEM``)
+ 7  service         UTF-8, REST form
+ 8  user_id         UTF-8, or absent
+ 9  issue           UTF-8, or absent
+10  header_part     the 32 raw bytes of SHA-256(header_part)
+11  body            the 32 raw bytes of SHA-256(body)
+12  signature       UTF-8 (compact detached JWS)
+13  status          ``ok`` | ``rejected``
+14  error_code      UTF-8, or absent
+15  created_at      UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (always 6 fraction digits)
+==  ==============  ==========================================================
+
+The first record's ``prev_hash`` is 64 zeros (:data:`GENESIS_HASH`).  The encoding is
+prefix-free (every field says whether it is present and how long it is), so no two different
+records share an encoding, whatever characters their fields contain.  Body and header part
+enter as digests so the chain can be checked, and bodies later encrypted or purged, without
+changing any hash.
+
+This module does not store, time-stamp or encrypt anything and never reads the clock:
+``created_at`` is passed in.  A verified chain proves the records are unaltered relative to
+each other; cutting records off the *end* of a log is only detectable against an outside
+anchor (a checkpoint, a time-stamp or an archive), which callers pass as ``checkpoint``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, Literal, get_args
+
+from xchange.errors import ChainBrokenError
+
+__all__ = [
+    "CHAIN_BROKEN_CODE",
+    "FORMAT_TAG",
+    "GENESIS",
+    "GENESIS_HASH",
+    "ChainBrokenError",
+    "ChainCheckpoint",
+    "ChainReport",
+    "Direction",
+    "Kind",
+    "LogEntry",
+    "Status",
+    "StoredRecord",
+    "canonical_record_bytes",
+    "chain_record",
+    "verify_chain",
+]
+
+Kind = Literal["request", "response"]
+Direction = Literal["outgoing", "incoming"]
+Status = Literal["ok", "rejected"]
+
+GENESIS_HASH: Final = "0" * 64
+FORMAT_TAG: Final = b"xchange-messagelog-v1"
+CHAIN_BROKEN_CODE: Final = "server.messagelog.chain_broken"
+
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
+_MAX_FIELD = 2**32 - 1
+
+
+def _check_text(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{name} is not valid Unicode text") from exc
+
+
+def _check_sequence(sequence: object) -> None:
+    if isinstance(sequence, bool) or not isinstance(sequence, int):
+        raise TypeError("sequence must be an int")
+    if sequence < 1:
+        raise ValueError("sequence starts at 1")
+
+
+def _check_hash(name: str, value: object) -> None:
+    if not isinstance(value, str) or not _HASH_RE.fullmatch(value):
+        raise ValueError(f"{name} must be 64 lowercase hex characters")
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One logged message, as handed to the log (before it is numbered and chained).
+
+    ``direction`` is seen from the logging server.  ``status`` is ``rejected`` (with the
+    ``error_code`` that was answered) when the message was refused, e.g. its signature did
+    not verify; it is logged all the same.  ``created_at`` must be timezone-aware and is
+    normalised to UTC.  Callers build entries from already-parsed messages, so a malformed
+    entry is a programming error: :class:`ValueError` or :class:`TypeError`.
+    """
+
+    query_id: str
+    kind: Kind
+    direction: Direction
+    client: str
+    service: str
+    user_id: str | None
+    issue: str | None
+    header_part: bytes
+    body: bytes
+    signature: str
+    status: Status
+    error_code: str | None
+    created_at: datetime
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("kind", Kind), ("direction", Direction), ("status", Status)):
+            if getattr(self, name) not in get_args(allowed):
+                raise ValueError(f"{name} must be one of {get_args(allowed)}")
+        if (self.status == "rejected") != (self.error_code is not None):
+            raise ValueError("error_code is required for, and only for, a rejected message")
+        for name in ("query_id", "client", "service", "signature"):
+            _check_text(name, getattr(self, name))
+        for name in ("user_id", "issue", "error_code"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_text(name, value)
+        for name in ("header_part", "body"):
+            if not isinstance(getattr(self, name), bytes):
+                raise TypeError(f"{name} must be bytes")
+        if not isinstance(self.created_at, datetime) or self.created_at.utcoffset() is None:
+            raise ValueError("created_at must be a timezone-aware datetime")
+        object.__setattr__(self, "created_at", self.created_at.astimezone(UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A :class:`LogEntry` numbered and chained: what the log holds."""
+
+    entry: LogEntry
+    sequence: int
+    prev_hash: str
+    record_hash: str
+
+    def __post_init__(self) -> None:
+        _check_sequence(self.sequence)
+        _check_hash("prev_hash", self.prev_hash)
+        _check_hash("record_hash", self.record_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainCheckpoint:
+    """A trusted point to verify from: the record ``sequence`` had hash ``record_hash``.
+
+    :data:`GENESIS` (sequence 0, 64 zeros) is the start of every log.
+    """
+
+    sequence: int
+    record_hash: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sequence, bool) or not isinstance(self.sequence, int):
+            raise TypeError("sequence must be an int")
+        if self.sequence < 0:
+            raise ValueError("sequence must not be negative")
+        _check_hash("record_hash", self.record_hash)
+
+
+GENESIS: Final = ChainCheckpoint(0, GENESIS_HASH)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """The result of a successful :func:`verify_chain`.
+
+    ``first_sequence`` is ``None`` when there were no records; ``last_sequence`` and
+    ``last_hash`` are then the checkpoint's, so they always name the head to continue from.
+    """
+
+    count: int
+    first_sequence: int | None
+    last_sequence: int
+    last_hash: str
+
+
+def canonical_record_bytes(entry: LogEntry, sequence: int, prev_hash: str) -> bytes:
+    """The canonical encoding of a record (module docstring), the input to its hash."""
+    _check_sequence(sequence)
+    _check_hash("prev_hash", prev_hash)
+    created = entry.created_at.astimezone(UTC).replace(tzinfo=None)
+    fields: tuple[bytes | str | None, ...] = (
+        FORMAT_TAG,
+        str(sequence),
+        prev_hash,
+        entry.query_id,
+        entry.kind,
+        entry.direction,
+        entry.client,
+        entry.service,
+        entry.user_id,
+        entry.issue,
+        hashlib.sha256(entry.header_part).digest(),
+        hashlib.sha256(entry.body).digest(),
+        entry.signature,
+        entry.status,
+        entry.error_code,
+        created.isoformat(timespec="microseconds") + "Z",
+    )
+    out = bytearray()
+    for value in fields:
+        if value is None:
+            out += b"\x00"
+            continue
+        raw = value.encode("utf-8") if isinstance(value, str) else value
+        if len(raw) > _MAX_FIELD:
+            raise ValueError("field too long for the canonical encoding")
+        out += b"\x01" + struct.pack(">I", len(raw)) + raw
+    return bytes(out)
+
+
+def chain_record(entry: LogEntry, sequence: int, prev_hash: str) -> StoredRecord:
+    """Number ``entry`` and link it to the record before it (whose hash is ``prev_hash``)."""
+    digest = hashlib.sha256(canonical_record_bytes(entry, sequence, prev_hash)).hexdigest()
+    return StoredRecord(entry=entry, sequence=sequence, prev_hash=prev_hash, record_hash=digest)
+
+
+def verify_chain(
+    records: Iterable[StoredRecord], *, checkpoint: ChainCheckpoint = GENESIS
+) -> ChainReport:
+    """Verify that ``records``, in order, continue the chain from ``checkpoint``.
+
+    Raises :class:`ChainBrokenError` at the first record that is missing, out of place,
+    altered or not linked to its predecessor.  ``records`` is consumed once, so a lazy
+    iterable (a database cursor read in batches) verifies in constant memory.
+    """
+    count = 0
+    first: int | None = None
+    head = checkpoint
+    for record in records:
+        expected = head.sequence + 1
+        # 1. Numbering: a gap means a record was deleted, a lower number means one was
+        #    inserted, duplicated or moved.
+        if record.sequence != expected:
+            raise ChainBrokenError(
+                expected, f"expected record {expected}, found record {record.sequence}"
+            )
+        # 2. Link: the record must name its predecessor's hash.
+        if record.prev_hash != head.record_hash:
+            raise ChainBrokenError(
+                record.sequence, "prev_hash does not match the previous record's hash"
+            )
+        # 3. Content: recompute the hash over every field, so any alteration shows here.
+        recomputed = chain_record(record.entry, record.sequence, record.prev_hash)
+        if recomputed.record_hash != record.record_hash:
+            raise ChainBrokenError(record.sequence, "record content does not match its hash")
+        if first is None:
+            first = record.sequence
+        count += 1
+        head = ChainCheckpoint(record.sequence, record.record_hash)
+    return ChainReport(
+        count=count, first_sequence=first, last_sequence=head.sequence, last_hash=head.record_hash
+    )

@@ -1,0 +1,208 @@
+"""Message signatures: detached JWS (RFC 7515, appendix F) over a message's digest payload.
+
+The signed payload is :func:`xchange.rest.digest_payload` -- ``SHA-512(header part)`` followed
+by ``SHA-512(body)`` when there is a body.  The JWS is in compact serialization with the
+payload detached (``<protected>..<signature>``); the protected header carries
+
+* ``alg``: ``ES256`` for EC P-256 keys (the default), ``PS256`` for RSA keys (``RS256`` is
+  accepted on input for RSA signers that cannot do PSS);
+* ``x5c``: the signer's certificate chain, leaf first (RFC 7515 section 4.1.6);
+* ``typ``: ``xchange-msg+jws``;
+* ``iat`` and ``jti`` (RFC 7519 section 5.3, claims replicated as header parameters): when the
+  message was signed (seconds since the epoch) and a random one-time value.  Requests carry
+  both; the provider refuses a request signed too long ago or whose ``jti`` it has seen
+  (replay protection, :mod:`xchange.replay`).
+
+Verification (:func:`verify_message`) follows a fixed plan and raises
+:class:`~xchange.errors.InvalidSignatureError` (with the caller's code) at the first failure;
+it never returns a bool.  No clock is read: the verification time is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from xchange.certificates import (
+    cert_from_b64der,
+    cert_to_b64der,
+    member_of_sign_cert,
+    verify_chain,
+)
+from xchange.errors import InvalidSignatureError
+from xchange.identifiers import ClientId
+from xchange.rest import digest_payload
+
+__all__ = [
+    "ALLOWED_ALGORITHMS",
+    "JWS_TYPE",
+    "SigningIdentity",
+    "VerifiedSignature",
+    "sign_message",
+    "verify_message",
+]
+
+JWS_TYPE = "xchange-msg+jws"
+ALLOWED_ALGORITHMS = frozenset({"ES256", "PS256", "RS256"})
+_MAX_JWS_LENGTH = 64 * 1024
+_MAX_NONCE_LENGTH = 128
+
+_jws = jwt.PyJWS()
+
+
+@dataclass(frozen=True, slots=True)
+class SigningIdentity:
+    """A member's signing key and its certificate chain (leaf first)."""
+
+    member: ClientId
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    chain: tuple[x509.Certificate, ...]
+
+    @property
+    def algorithm(self) -> str:
+        return "ES256" if isinstance(self.key, ec.EllipticCurvePrivateKey) else "PS256"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedSignature:
+    """What a successful verification established."""
+
+    signer: ClientId
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    algorithm: str
+    signed_at: datetime | None = None
+    """The signer's ``iat``, if it gave one."""
+    nonce: str | None = None
+    """The signer's ``jti``, if it gave one."""
+
+
+def sign_message(
+    identity: SigningIdentity,
+    header_part: bytes,
+    body: bytes,
+    *,
+    signed_at: datetime | None = None,
+    nonce: str | None = None,
+) -> str:
+    """Sign a message; return the compact detached JWS.
+
+    ``signed_at`` and ``nonce`` become the protected ``iat`` and ``jti`` parameters.
+    """
+    headers: dict[str, object] = {
+        "typ": JWS_TYPE,
+        "x5c": [cert_to_b64der(c) for c in identity.chain],
+    }
+    if signed_at is not None:
+        headers["iat"] = int(signed_at.timestamp())
+    if nonce is not None:
+        if not 16 <= len(nonce) <= _MAX_NONCE_LENGTH or not nonce.isascii():
+            raise ValueError("nonce must be 16 to 128 ASCII characters")
+        headers["jti"] = nonce
+    token = _jws.encode(
+        digest_payload(header_part, body),
+        identity.key,
+        algorithm=identity.algorithm,
+        headers=headers,
+        is_payload_detached=True,
+    )
+    return token
+
+
+def verify_message(
+    signature: str,
+    header_part: bytes,
+    body: bytes,
+    *,
+    expected_signer: ClientId,
+    anchors: Sequence[x509.Certificate],
+    at: datetime,
+    code: str,
+) -> VerifiedSignature:
+    """Verify a detached message signature made by ``expected_signer``'s member.
+
+    Plan:
+      1. parse the protected header; ``alg`` must be allowed, ``x5c`` present;
+      2. the leaf certificate must chain to one of ``anchors`` at time ``at`` and have the
+         signing profile;
+      3. the member named in the leaf must be ``expected_signer``'s member;
+      4. the JWS must verify with the leaf's key over the recomputed digest payload.
+    Every failure raises InvalidSignatureError with ``code``.
+    """
+    # 1.
+    if not isinstance(signature, str) or len(signature) > _MAX_JWS_LENGTH:
+        raise InvalidSignatureError("signature missing or too long", code=code)
+    try:
+        header = _jws.get_unverified_header(signature)
+    except jwt.PyJWTError as exc:
+        raise InvalidSignatureError(f"signature is not a JWS: {exc}", code=code) from exc
+    alg = header.get("alg")
+    if alg not in ALLOWED_ALGORITHMS:
+        raise InvalidSignatureError(f"signature algorithm {alg!r} is not allowed", code=code)
+    x5c = header.get("x5c")
+    if not isinstance(x5c, list) or not x5c or not all(isinstance(c, str) for c in x5c):
+        raise InvalidSignatureError("signature has no x5c certificate chain", code=code)
+    try:
+        chain = [cert_from_b64der(c) for c in x5c]
+    except Exception as exc:  # any decoding failure of peer data is a bad signature
+        raise InvalidSignatureError("x5c holds an unreadable certificate", code=code) from exc
+    leaf = chain[0]
+    signed_at, nonce = _freshness(header, code)
+
+    # 2.
+    try:
+        verify_chain(leaf, chain[1:], anchors, at=at, purpose="sign")
+    except InvalidSignatureError as exc:
+        raise InvalidSignatureError(f"signing certificate: {exc.message}", code=code) from exc
+
+    # 3.
+    try:
+        signer = member_of_sign_cert(leaf)
+    except InvalidSignatureError as exc:
+        raise InvalidSignatureError(exc.message, code=code) from exc
+    if signer != expected_signer.member:
+        raise InvalidSignatureError(
+            f"signed by {signer}, but the message names {expected_signer.member}", code=code
+        )
+
+    # 4.
+    public_key = leaf.public_key()
+    if alg == "ES256":
+        ok_key = isinstance(public_key, ec.EllipticCurvePublicKey) and isinstance(
+            public_key.curve, ec.SECP256R1
+        )
+    else:
+        ok_key = isinstance(public_key, rsa.RSAPublicKey)
+    if not ok_key:
+        raise InvalidSignatureError(f"{alg} does not match the certificate's key", code=code)
+    try:
+        _jws.decode_complete(
+            signature,
+            key=public_key,  # type: ignore[arg-type]
+            algorithms=[alg],
+            detached_payload=digest_payload(header_part, body),
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidSignatureError("signature does not verify", code=code) from exc
+    return VerifiedSignature(signer=signer, certificate=leaf, chain=tuple(chain), algorithm=alg,
+                             signed_at=signed_at, nonce=nonce)
+
+
+def _freshness(header: dict[str, object], code: str) -> tuple[datetime | None, str | None]:
+    iat, jti = header.get("iat"), header.get("jti")
+    signed_at = None
+    if iat is not None:
+        if isinstance(iat, bool) or not isinstance(iat, int) or not 0 < iat < 2**40:
+            raise InvalidSignatureError("signature has a malformed iat", code=code)
+        signed_at = datetime.fromtimestamp(iat, UTC)
+    if jti is not None and (
+        not isinstance(jti, str) or not 16 <= len(jti) <= _MAX_NONCE_LENGTH or not jti.isascii()
+    ):
+        raise InvalidSignatureError("signature has a malformed jti", code=code)
+    return signed_at, jti
+

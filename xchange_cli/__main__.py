@@ -1,0 +1,5 @@
+import sys
+
+from xchange_cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+"""A small provider information system for the demo, the benchmark and end-to-end tests.
+
+It plays an agency's population register behind its security server:
+
+* ``GET /persons/{code}``: one person's record (JSON), 404 when unknown;
+* ``GET /persons``: all records, or those whose name contains ``?name=``;
+* ``POST /echo``: the request body and the X-Road headers the security server passed on;
+* ``GET /slow?seconds=N``: answers after N seconds (to show timeouts).
+
+Run: ``python -m xchange_cli.demo_provider --port 9000``; prints ``ready`` when listening.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+from aiohttp import web
+
+__all__ = ["PERSONS", "create_provider_app"]
+
+PERSONS: dict[str, dict[str, object]] = {
+    "38001010001": {"code": "38001010001", "name": "Mari Maasikas", "born": "1980-01-01",
+                    "address": "Pikk 1, Tallinn"},
+    "49002020002": {"code": "49002020002", "name": "Liis Lepik", "born": "1990-02-02",
+                    "address": "Rüütli 2, Tartu"},
+    "37503030003": {"code": "37503030003", "name": "Jaan Tamm", "born": "1975-03-03",
+                    "address": "Aia 3, Pärnu"},
+}
+
+
+async def _person(request: web.Request) -> web.Response:
+    record = PERSONS.get(request.match_info["code"])
+    if record is None:
+        return web.json_response({"error": "no such person"}, status=404)
+    return web.json_response(record)
+
+
+async def _persons(request: web.Request) -> web.Response:
+    name = request.query.get("name", "").lower()
+    return web.json_response([p for p in PERSONS.values() if name in str(p["name"]).lower()])
+
+
+async def _echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    xroad = {k: v for k, v in request.headers.items() if k.lower().startswith("x-road-")}
+    return web.json_response(
+        {"method": request.method, "path": request.raw_path, "body_bytes": len(body),
+         "body": body.decode("utf-8", "replace")[:1000], "x_road_headers": xroad,
+         "content_type": request.headers.get("Content-Type")}
+    )
+
+
+async def _slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(float(request.query.get("seconds", "5")))
+    return web.json_response({"slow": True})
+
+
+def create_provider_app() -> web.Application:
+    app = web.Application(client_max_size=512 * 1024 * 1024)
+    app.router.add_get("/persons/{code}", _person)
+    app.router.add_get("/persons", _persons)
+    app.router.add_route("*", "/echo", _echo)
+    app.router.add_route("*", "/echo/{tail:.*}", _echo)
+    app.router.add_get("/slow", _slow)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+
+    async def ready(app: web.Application) -> None:
+        print(json.dumps({"ready": True, "port": args.port}), flush=True)
+
+    app = create_provider_app()
+    app.on_startup.append(ready)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

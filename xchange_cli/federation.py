@@ -1,0 +1,403 @@
+"""A throwaway federation on one machine: files, keys and processes.
+
+Used by ``xchange demo`` and by the end-to-end tests.  :func:`build_federation` writes into a
+folder everything two agencies and a registry need -- a development CA, members' signing
+keys, security servers' auth keys, the registry's configuration-signing key, and the TOML
+configuration of every process -- and :class:`RunningFederation` starts each component as a
+separate process (``xchange registry serve``, ``xchange ss serve``, the demo provider system)
+on free loopback ports, waits until each is really serving, and stops them all.
+
+The cast:
+
+* **Population Register Agency** (``DEMO/GOV/70000001``) provides the ``persons`` service from
+  its subsystem ``population-register`` through security server ``ss-population``;
+* **Social Insurance Board** (``DEMO/GOV/70000002``) consumes it from its subsystem
+  ``benefits`` (allowed) through ``ss-insurance``; its ``analytics`` subsystem is registered
+  but has no right to the service (denied).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+
+from certs.ca import DevCA
+from certs.keys import generate_private_key, write_certificate, write_private_key
+from xchange.identifiers import ClientId, SecurityServerId, ServiceId
+
+__all__ = [
+    "Agency",
+    "Federation",
+    "ManagedProcess",
+    "RunningFederation",
+    "build_federation",
+    "free_port",
+]
+
+INSTANCE = "DEMO"
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _toml(value: Any) -> str:
+    """A TOML value for the simple types these files use (JSON strings are TOML strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def _section(name: str, values: dict[str, Any], *, array: bool = False) -> str:
+    head = f"[[{name}]]" if array else f"[{name}]"
+    return "\n".join([head, *(f"{k} = {_toml(v)}" for k, v in values.items())]) + "\n\n"
+
+
+@dataclass(frozen=True)
+class Agency:
+    member: ClientId
+    name: str
+    subsystems: tuple[str, ...]
+    server_code: str
+
+    @property
+    def server(self) -> SecurityServerId:
+        return SecurityServerId(self.member, self.server_code)
+
+    def subsystem(self, code: str) -> ClientId:
+        return self.member.subsystem_of(code)
+
+
+PROVIDER = Agency(ClientId(INSTANCE, "GOV", "70000001"), "Population Register Agency",
+                  ("population-register",), "ss-population")
+CONSUMER = Agency(ClientId(INSTANCE, "GOV", "70000002"), "Social Insurance Board",
+                  ("benefits", "analytics"), "ss-insurance")
+
+
+@dataclass
+class ServerFiles:
+    agency: Agency
+    directory: Path
+    config: Path
+    client_proxy_port: int
+    server_proxy_port: int
+    database: Path
+
+    @property
+    def client_proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_proxy_port}"
+
+
+@dataclass
+class Federation:
+    """Everything :func:`build_federation` wrote, and where the processes will listen."""
+
+    root: Path
+    ca: DevCA
+    registry_config: Path
+    registry_port: int
+    registry_data: Path
+    provider_port: int
+    servers: list[ServerFiles]
+    services: dict[str, ServiceId]
+    allowed_client: ClientId
+    denied_client: ClientId
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://127.0.0.1:{self.registry_port}"
+
+    def describe(self) -> dict[str, Any]:
+        """The ``demo.json`` document (see the README)."""
+        return {
+            "instance": INSTANCE,
+            "registry_url": self.registry_url,
+            "security_servers": [
+                {"id": str(s.agency.server), "client_proxy_url": s.client_proxy_url,
+                 "server_proxy_address": f"127.0.0.1:{s.server_proxy_port}",
+                 "config": str(s.config)}
+                for s in self.servers
+            ],
+            "consumer": {"client": str(self.allowed_client), "security_server": 1},
+            "provider_service": {"id": str(self.services["persons"]),
+                                 "example_path": "/persons/38001010001"},
+            "denied_client": {"client": str(self.denied_client), "security_server": 1},
+            "provider_system_url": f"http://127.0.0.1:{self.provider_port}",
+        }
+
+
+def _conf_signing_cert(directory: Path, now: datetime) -> None:
+    """The registry's configuration-signing key and its self-signed certificate (the anchor)."""
+    key = generate_private_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{INSTANCE} configuration signer"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, INSTANCE)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False,
+                                     False), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    write_private_key(directory / "conf-sign.key", key)
+    write_certificate(directory / "conf-sign.pem", cert)
+
+
+def build_federation(
+    root: Path,
+    *,
+    now: datetime | None = None,
+    conf_expiry_seconds: int = 600,
+    conf_refresh_seconds: int = 60,
+    registry_regenerate_seconds: float | None = None,
+    ss_refresh_seconds: float = 60.0,
+    service_timeout: float = 10.0,
+    slow_service_timeout: float = 2.0,
+) -> Federation:
+    """Write a two-agency federation into ``root`` (which must be empty or absent)."""
+    now = now or datetime.now(UTC)
+    root.mkdir(parents=True, exist_ok=True)
+    ca = DevCA.create(root / "ca", INSTANCE, now=now)
+    registry_dir = root / "registry"
+    registry_dir.mkdir()
+    _conf_signing_cert(registry_dir, now)
+    registry_port, provider_port = free_port(), free_port()
+
+    persons = ServiceId(PROVIDER.subsystem("population-register"), "persons")
+    services = {
+        "persons": persons,
+        "slow": ServiceId(persons.provider, "slow"),
+        "down": ServiceId(persons.provider, "down"),
+    }
+    servers: list[ServerFiles] = []
+    for agency in (PROVIDER, CONSUMER):
+        d = root / agency.server_code
+        d.mkdir()
+        ca.issue_key_and_cert(d, "auth", agency.server, member_name=agency.name, now=now)
+        ca.issue_key_and_cert(d, "sign", agency.member, member_name=agency.name, now=now)
+        servers.append(ServerFiles(agency, d, d / "security-server.toml", free_port(),
+                                   free_port(), d / "messagelog.db"))
+
+    registry_data = {
+        "instance": INSTANCE,
+        "members": [{"id": str(a.member), "name": a.name, "subsystems": list(a.subsystems)}
+                    for a in (PROVIDER, CONSUMER)],
+        "security_servers": [
+            {"id": str(s.agency.server), "address": f"127.0.0.1:{s.server_proxy_port}",
+             "auth_certs": [str(s.directory / "auth.pem")],
+             "clients": [str(s.agency.subsystem(c)) for c in s.agency.subsystems]}
+            for s in servers
+        ],
+        "global_groups": [],
+        "approved_cas": [{"name": f"{INSTANCE} development CA",
+                          "certificate": str(ca.cert_path), "ocsp_url": None}],
+        "approved_tsas": [],
+        "settings": {"conf_expiry_seconds": conf_expiry_seconds,
+                     "conf_refresh_seconds": conf_refresh_seconds},
+    }
+    data_path = registry_dir / "registry-data.json"
+    data_path.write_text(json.dumps(registry_data, indent=2) + "\n", encoding="utf-8")
+    reg = {"data_file": "registry-data.json", "signing_key": "conf-sign.key",
+           "signing_cert": "conf-sign.pem", "publish_dir": "publish",
+           "listen_host": "127.0.0.1", "listen_port": registry_port}
+    if registry_regenerate_seconds is not None:
+        reg["regenerate_seconds"] = registry_regenerate_seconds
+    (registry_dir / "registry.toml").write_text(
+        "".join(f"{k} = {_toml(v)}\n" for k, v in reg.items()), encoding="utf-8")
+
+    provider_url = f"http://127.0.0.1:{provider_port}/"
+    for s in servers:
+        clients = [str(s.agency.subsystem(c)) for c in s.agency.subsystems]
+        text = f"clients = {_toml(clients)}\n\n"
+        text += _section("server", {"id": str(s.agency.server), "state_dir": "state"})
+        text += _section("client_proxy", {"host": "127.0.0.1", "port": s.client_proxy_port})
+        text += _section("server_proxy", {"host": "127.0.0.1", "port": s.server_proxy_port})
+        text += _section("keys", {"auth_key": "auth.key", "auth_cert": "auth.pem"})
+        text += _section("keys.signing", {"member": str(s.agency.member), "key": "sign.key",
+                                          "cert": "sign.pem"}, array=True)
+        text += _section("globalconf", {"anchor": "anchor.json",
+                                        "refresh_seconds": ss_refresh_seconds})
+        text += _section("messagelog", {"database_url": f"sqlite:///{s.database}"})
+        if s.agency is PROVIDER:
+            text += _section("services", {"id": str(services["persons"]), "url": provider_url,
+                                          "timeout": service_timeout}, array=True)
+            text += _section("services", {"id": str(services["slow"]),
+                                          "url": provider_url + "slow",
+                                          "timeout": slow_service_timeout}, array=True)
+            text += _section("services", {"id": str(services["down"]),
+                                          "url": f"http://127.0.0.1:{free_port()}/",
+                                          "timeout": service_timeout}, array=True)
+            for code in ("persons", "slow", "down"):
+                text += _section("access", {"service": str(services[code]),
+                                            "clients": [str(CONSUMER.subsystem("benefits"))]},
+                                 array=True)
+        s.config.write_text(text, encoding="utf-8")
+
+    return Federation(
+        root=root, ca=ca, registry_config=registry_dir / "registry.toml",
+        registry_port=registry_port, registry_data=data_path, provider_port=provider_port,
+        servers=servers, services=services, allowed_client=CONSUMER.subsystem("benefits"),
+        denied_client=CONSUMER.subsystem("analytics"),
+    )
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+class ManagedProcess:
+    """One child process whose output goes to ``<log_dir>/<name>.log``."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path,
+                 cwd: Path | None = None) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._log: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=cwd, env=env, start_new_session=True,
+        )
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with status {self.process.returncode}; "
+                    f"see {self.log_path}:\n{self.log_path.read_text(errors='replace')[-2000:]}"
+                )
+            with contextlib.suppress(OSError, urllib.error.URLError, ValueError):
+                if ready():
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} was not ready within {timeout:g} s; see {self.log_path}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 (loopback http)
+        return bool(resp.status == 200)
+
+
+def _xchange(*args: str) -> list[str]:
+    return [sys.executable, "-m", "xchange_cli", *args]
+
+
+class RunningFederation:
+    """Start a built federation's processes; ``stop()`` (or ``with``) ends them all."""
+
+    def __init__(self, federation: Federation) -> None:
+        self.federation = federation
+        self.processes: dict[str, ManagedProcess] = {}
+        self._logs = federation.root / "logs"
+
+    def __enter__(self) -> RunningFederation:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        fed = self.federation
+        self.start_provider()
+        self.start_registry()
+        publish = fed.registry_config.parent / "publish"
+        for s in fed.servers:
+            s.directory.joinpath("anchor.json").write_bytes(
+                (publish / "anchor.json").read_bytes())
+        for i in range(len(fed.servers)):
+            self.start_server(i)
+
+    def start_provider(self) -> None:
+        port = self.federation.provider_port
+        p = ManagedProcess("provider-system", [sys.executable, "-m", "xchange_cli.demo_provider",
+                                               "--port", str(port)], self._logs)
+        self.processes[p.name] = p
+        p.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/persons"))
+
+    def start_registry(self) -> None:
+        fed = self.federation
+        p = ManagedProcess("registry", _xchange("registry", "serve", "--config",
+                                                str(fed.registry_config)), self._logs)
+        self.processes[p.name] = p
+        publish = fed.registry_config.parent / "publish"
+        p.wait_until(lambda: _http_ok(f"{fed.registry_url}/globalconf")
+                     and (publish / "anchor.json").exists())
+
+    def start_server(self, index: int) -> None:
+        s = self.federation.servers[index]
+        name = s.agency.server_code
+        p = ManagedProcess(name, _xchange("ss", "serve", "--config", str(s.config)), self._logs,
+                           cwd=s.directory)
+        self.processes[name] = p
+        p.wait_until(lambda: _http_ok(f"{s.client_proxy_url}/health"))
+
+    def stop_process(self, name: str) -> None:
+        p = self.processes.pop(name, None)
+        if p is not None:
+            p.stop()
+
+    def stop(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.stop_process(name)
+
+
+@contextlib.contextmanager
+def temporary_root(directory: Path | None) -> Iterator[Path]:
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        yield directory
+        return
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="xchange-demo-"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

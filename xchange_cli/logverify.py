@@ -1,0 +1,107 @@
+"""``xchange ss verify-log``: check a security server's message log.
+
+Two checks over every record: the hash chain (each record's hash recomputed, each link to
+the previous record, no gap), and each accepted message's signature (by the member the
+message names, with a certificate that chained to an approved CA when it was logged).
+Records logged as *rejected* are evidence of refused messages; their signatures are expected
+not to verify and are only counted.
+
+The approved CAs come from the server's last good global configuration, verified against its
+configuration anchor (expiry is not applied: this is a look at the past).  A fully offline
+audit against archived trust anchors is ``xchange audit verify`` (message-log issue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from security_server.confclient import CACHE_FILE
+from security_server.config import SecurityServerConfig
+from security_server.db import create_db_engine, create_tables
+from security_server.messagelog import MessageLog
+from xchange.errors import XRoadError
+from xchange.globalconf import ConfigurationAnchor, GlobalConf, verify_envelope
+from xchange.identifiers import ClientId, ServiceId
+from xchange.messagelog import ChainReport, StoredRecord
+from xchange.signing import verify_message
+
+__all__ = ["LogVerification", "check_log", "verify_log"]
+
+
+@dataclass
+class LogVerification:
+    chain: ChainReport
+    requests: int = 0
+    responses: int = 0
+    rejected: int = 0
+    signatures_verified: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def _anchors(config: SecurityServerConfig) -> GlobalConf:
+    anchor = ConfigurationAnchor.from_json(config.anchor.read_bytes())
+    payload = verify_envelope((config.state_dir / CACHE_FILE).read_bytes(), anchor.certificates)
+    return GlobalConf.from_payload(payload)
+
+
+def _expected_signer(record: StoredRecord) -> ClientId:
+    if record.entry.kind == "request":
+        return ClientId.parse(record.entry.client)
+    return ServiceId.parse(record.entry.service).provider
+
+
+async def _check(config: SecurityServerConfig) -> LogVerification:
+    conf = _anchors(config)
+    engine = create_db_engine(config.database_url)
+    create_tables(engine)
+    log = MessageLog(engine)
+    try:
+        result = LogVerification(chain=await log.verify())
+        for record in await log.records():
+            entry = record.entry
+            if entry.kind == "request":
+                result.requests += 1
+            else:
+                result.responses += 1
+            if entry.status == "rejected":
+                result.rejected += 1
+                continue
+            try:
+                verify_message(entry.signature, entry.header_part, entry.body,
+                               expected_signer=_expected_signer(record),
+                               anchors=conf.trust_anchors(), at=entry.created_at,
+                               code="server.serverproxy.invalid_signature")
+                result.signatures_verified += 1
+            except XRoadError as exc:
+                result.failures.append(f"record {record.sequence}: {exc.message}")
+        return result
+    finally:
+        log.close()
+        engine.dispose()
+
+
+def check_log(config_path: Path) -> LogVerification:
+    """Verify the log of the security server configured in ``config_path``.
+
+    A broken chain raises :class:`~xchange.messagelog.ChainBrokenError`; signature failures
+    are collected in the result.
+    """
+    return asyncio.run(_check(SecurityServerConfig.from_file(config_path).from_env()))
+
+
+def verify_log(config_path: Path) -> int:
+    result = check_log(config_path)
+    print(f"hash chain intact: {result.chain.count} records "
+          f"(sequence {result.chain.first_sequence}..{result.chain.last_sequence})")
+    print(f"{result.requests} requests, {result.responses} responses, "
+          f"{result.rejected} logged as rejected")
+    print(f"signatures verified: {result.signatures_verified}")
+    for failure in result.failures:
+        print(f"FAILED {failure}")
+    return 0 if result.ok else 1

@@ -1,0 +1,106 @@
+"""``xchange``: the one command-line entry point.
+
+Each subcommand is a small function that builds its configuration and calls the library.
+Errors are caught once, here, and printed as one clear line (exit status 1); ``--debug``
+shows the stack trace instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from security_server.config import ConfigError
+from xchange.errors import XRoadError
+
+__all__ = ["main"]
+
+
+def _ss_serve(args: argparse.Namespace) -> int:
+    from security_server.app import serve
+
+    serve(args.config)
+    return 0
+
+
+def _registry_serve(args: argparse.Namespace) -> int:
+    from registry.app import serve
+
+    serve(args.config)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from xchange_cli.demo import run_demo
+
+    return run_demo(serve=args.serve, directory=args.dir)
+
+
+def _log_verify(args: argparse.Namespace) -> int:
+    from xchange_cli.logverify import verify_log
+
+    return verify_log(args.config)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xchange", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show stack traces and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(path: Sequence[str], func: Callable[[argparse.Namespace], int],
+                help_text: str) -> argparse.ArgumentParser:
+        group = sub
+        for i, name in enumerate(path[:-1]):
+            existing = _groups.get(tuple(path[: i + 1]))
+            if existing is None:
+                p = group.add_parser(name, help=f"{name} commands")
+                existing = p.add_subparsers(dest=f"{name}_command", required=True)
+                _groups[tuple(path[: i + 1])] = existing
+            group = existing
+        p = group.add_parser(path[-1], help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    _groups: dict[tuple[str, ...], argparse._SubParsersAction[argparse.ArgumentParser]] = {}
+
+    p = command(["ss", "serve"], _ss_serve, "run a security server")
+    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    p = command(["ss", "verify-log"], _log_verify,
+                "verify a security server's message log: hash chain and every signature")
+    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    p = command(["registry", "serve"], _registry_serve, "run the registry")
+    p.add_argument("--config", type=Path, required=True, help="registry TOML file")
+    p = command(["demo"], _demo,
+                "build a throwaway federation, run cross-agency queries, explain them")
+    p.add_argument("--serve", action="store_true",
+                   help="keep the federation running until interrupted")
+    p.add_argument("--dir", type=Path, default=None,
+                   help="folder for the federation (default: a temporary folder)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (XRoadError, ConfigError, OSError, ValueError) as exc:
+        if args.debug:
+            raise
+        message = exc.message if isinstance(exc, XRoadError) else str(exc)
+        code = f" [{exc.code}]" if isinstance(exc, XRoadError) else ""
+        print(f"xchange: error{code}: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
