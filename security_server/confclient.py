@@ -84,7 +84,11 @@ class GlobalConfClient:
             log.warning("cached global configuration not usable: %s", exc)
 
     async def refresh(self) -> bool:
-        """Download and install a new configuration; return whether one was installed."""
+        """Download and install a new configuration; return whether one was installed.
+
+        A copy that verifies but cannot be written to the state folder is in force all the
+        same (``last_error`` says so); the next refresh tries the write again.
+        """
         try:
             data = await self._fetcher.fetch(self._anchor.download_url)
             conf = self._trusted.update(data, now=self._clock())
@@ -94,9 +98,15 @@ class GlobalConfClient:
             return False
         self.last_error = None
         if conf.version != self._stored_version:
-            self._store(data)
-            self._stored_version = conf.version
             log.info("global configuration version %s installed", conf.version)
+            try:
+                self._store(data)
+            except OSError as exc:
+                # Raising would end the refresh loop, and traffic with it once this copy expires.
+                self.last_error = f"global configuration cache not written: {exc}"
+                log.warning("%s", self.last_error)
+            else:
+                self._stored_version = conf.version
             return True
         return False
 
@@ -112,5 +122,8 @@ class GlobalConfClient:
     async def run(self, interval: float) -> None:
         """Refresh forever (a background task, cancelled on shutdown)."""
         while True:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # the loop must outlive any one failure, or traffic stops
+                log.exception("global configuration refresh failed unexpectedly")
             await asyncio.sleep(interval)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,6 @@ class SecurityServerConfig:
     peer_timeout: float = 60.0
     """Seconds the client proxy waits for the provider security server."""
     max_body_bytes: int = 64 * 1024 * 1024
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_file(cls, path: Path) -> SecurityServerConfig:
@@ -130,7 +129,33 @@ def _listen(doc: Mapping[str, Any], name: str) -> ListenConfig:
     )
 
 
+_KNOWN_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset({"clients", "server", "client_proxy", "server_proxy", "keys", "globalconf",
+                   "messagelog", "services", "access"}),
+    "server": frozenset({"id", "state_dir"}),
+    "client_proxy": frozenset({"host", "port", "peer_timeout", "max_body_bytes"}),
+    "server_proxy": frozenset({"host", "port"}),
+    "keys": frozenset({"auth_key", "auth_cert", "signing"}),
+    "globalconf": frozenset({"anchor", "refresh_seconds"}),
+    "messagelog": frozenset({"database_url"}),
+}
+
+
+def _refuse_unknown(doc: Mapping[str, Any]) -> None:
+    """A typo must not silently fall back to a default."""
+    for section, known in _KNOWN_KEYS.items():
+        table = doc if not section else doc.get(section, {})
+        if not isinstance(table, Mapping):
+            continue
+        unknown = sorted(set(table) - known)
+        if unknown:
+            where = f"[{section}] " if section else ""
+            raise ConfigError(f"unknown key(s) {where}{', '.join(unknown)}")
+
+
 def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
+    _refuse_unknown(doc)
+
     def path(value: str) -> Path:
         p = Path(value)
         return p if p.is_absolute() else base / p
@@ -147,6 +172,10 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
         )
         for s in _get(keys, "signing", list, "keys.")
     )
+    for sk in signing:
+        if sk.member.subsystem is not None:
+            raise ConfigError("keys.signing.member must name a member (INSTANCE/CLASS/CODE): "
+                              "members sign, not subsystems")
     services = tuple(
         ServiceConfig(
             id=ServiceId.parse(_get(s, "id", str, "services.")),

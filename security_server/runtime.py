@@ -42,8 +42,7 @@ def load_identities(config: SecurityServerConfig) -> dict[ClientId, SigningIdent
     identities = {}
     for sk in config.signing_keys:
         chain = tuple(load_certificates(sk.cert))
-        identities[sk.member.member] = SigningIdentity(sk.member.member, load_private_key(sk.key),
-                                                       chain)
+        identities[sk.member] = SigningIdentity(sk.member, load_private_key(sk.key), chain)
     return identities
 
 

@@ -30,7 +30,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -130,7 +130,6 @@ class Federation:
     services: dict[str, ServiceId]
     allowed_client: ClientId
     denied_client: ClientId
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def registry_url(self) -> str:

@@ -205,6 +205,47 @@ def test_naive_verification_time_is_a_programming_error(pki: Pki) -> None:
         verify(pki, signature, at=pki.now.replace(tzinfo=None))
 
 
+def test_signing_time_and_nonce_travel_in_the_protected_header(pki: Pki) -> None:
+    nonce = "0123456789abcdef0123"
+    signature = sign_message(
+        pki.identity(pki.sign_ec), HEADER_PART, BODY, signed_at=pki.now, nonce=nonce
+    )
+    header = jwt.get_unverified_header(signature)
+    assert (header["iat"], header["jti"]) == (int(pki.now.timestamp()), nonce)
+    result = verify(pki, signature)
+    assert (result.signed_at, result.nonce) == (pki.now, nonce)
+    # Covered by the signature like the rest of the header.
+    with pytest.raises(InvalidSignatureError, match="does not verify"):
+        verify(pki, replace_protected_header(signature, {"jti": "f" * 20}))
+
+
+@pytest.mark.parametrize("nonce", ["short", "x" * 129, "ü" * 20])
+def test_signing_refuses_a_malformed_nonce(pki: Pki, nonce: str) -> None:
+    with pytest.raises(ValueError, match="nonce"):
+        sign_message(pki.identity(pki.sign_ec), HEADER_PART, BODY, nonce=nonce)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"iat": "1700000000"}, "malformed iat"),
+        ({"iat": True}, "malformed iat"),
+        ({"iat": 0}, "malformed iat"),
+        ({"iat": 2**40}, "malformed iat"),
+        ({"iat": 1.5}, "malformed iat"),
+        ({"jti": "short"}, "malformed jti"),
+        ({"jti": 12345678901234567890}, "malformed jti"),
+        ({"jti": "x" * 129}, "malformed jti"),
+    ],
+)
+def test_malformed_signing_time_or_nonce_is_refused(
+    pki: Pki, extra: dict[str, Any], message: str
+) -> None:
+    token = pyjws(pki.sign_ec.key, "ES256", {"x5c": x5c(pki.sign_ec.chain), **extra})
+    with pytest.raises(InvalidSignatureError, match=message):
+        verify(pki, token)
+
+
 # -- tampering with the message or the token -----------------------------------------------------
 
 
