@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import aiohttp
 from aiohttp import web
 
-from security_server.http import error_middleware
+from security_server.http import MESSAGE_ID, error_middleware
 from security_server.runtime import RUNTIME, Runtime, make_entry
 from xchange.errors import (
     BadRequestError,
@@ -81,7 +81,7 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
     req = RestRequest.from_is(
         request.method, request.raw_path, request.headers, request.headers.items()
     )
-    request["xroad_id"] = req.message_id
+    request[MESSAGE_ID] = req.message_id
     _check_local_client(rt, conf, req)
     identity = rt.identities.get(req.client.member)
     if identity is None:
@@ -137,11 +137,11 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
 
 def _check_local_client(rt: Runtime, conf: GlobalConf, req: RestRequest) -> None:
     own = rt.config.server_id
-    if req.client not in rt.config.clients:
+    if not rt.is_local_client(req.client):
         raise UnknownMemberError(f"client {req.client} is not a client of this security server")
     if not conf.is_registered(req.client):
         raise UnknownMemberError(f"client {req.client} is not registered in the federation")
-    if own not in {s.id for s in conf.servers_hosting(req.client)}:
+    if not conf.is_hosted_on(req.client, own):
         raise UnknownMemberError(
             f"client {req.client} is not registered on security server {own}"
         )

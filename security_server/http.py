@@ -18,9 +18,12 @@ from aiohttp.typedefs import Middleware
 
 from xchange.errors import XRoadError
 
-__all__ = ["error_middleware", "error_response"]
+__all__ = ["MESSAGE_ID", "error_middleware", "error_response"]
 
 log = logging.getLogger(__name__)
+
+MESSAGE_ID = web.RequestKey("xroad_message_id", str)
+"""The X-Road-Id of the request being handled, once parsed; echoed on error responses."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -46,10 +49,11 @@ def error_middleware(internal_code: str) -> Middleware:
             return await handler(request)
         except XRoadError as exc:
             log.info("%s %s -> %s: %s", request.method, request.path, exc.code, exc.message)
-            return error_response(exc, message_id=request.get("xroad_id"))
+            return error_response(exc, message_id=request.get(MESSAGE_ID))
         except web.HTTPException as exc:
             if exc.status >= 400:
-                code = "client.bad_request" if exc.status < 500 else internal_code
+                code = {413: "client.payload_too_large", 405: "client.unsupported_method"}.get(
+                    exc.status, "client.bad_request" if exc.status < 500 else internal_code)
                 return error_response(XRoadError(exc.reason, code=code))
             raise
         except Exception:

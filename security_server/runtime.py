@@ -75,6 +75,10 @@ class Runtime:
         self.server_tls: ssl.SSLContext | None = None
         """The server proxy's TLS context, set by the app before it serves."""
 
+    def is_local_client(self, client: ClientId) -> bool:
+        """Is ``client`` configured on this server (its subsystems, or the owner member)?"""
+        return client in self.config.clients or client == self.config.server_id.owner
+
     # -- global configuration -----------------------------------------------------------
 
     def conf(self, now: datetime, *, side: Literal["client", "server"]) -> GlobalConf:

@@ -24,7 +24,7 @@ from aiohttp import web
 from yarl import URL
 
 from security_server.config import ServiceConfig
-from security_server.http import error_middleware
+from security_server.http import MESSAGE_ID, error_middleware
 from security_server.runtime import RUNTIME, Runtime, make_entry
 from security_server.tls import peer_certificate_der
 from xchange.errors import (
@@ -68,8 +68,8 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
     peer = _authenticate_peer(conf, request)                                   # 2.
     msg = decode_frame(await request.read())                                   # 3.
     req = RestRequest.from_header_part(msg.header_part)
-    request["xroad_id"] = req.message_id
-    if req.client not in peer.clients:
+    request[MESSAGE_ID] = req.message_id
+    if not conf.is_hosted_on(req.client, peer.id):
         raise ServerProxyError(
             f"client {req.client} is not registered on the calling server {peer.id}",
             code="server.serverproxy.ssl_authentication_failed",
@@ -132,9 +132,7 @@ async def _verify_request(rt: Runtime, conf: GlobalConf, req: RestRequest,
 def _local_service(rt: Runtime, conf: GlobalConf, req: RestRequest) -> ServiceConfig:
     provider = req.service.provider
     own = rt.config.server_id
-    if provider not in rt.config.clients or own not in {
-        s.id for s in conf.servers_hosting(provider)
-    }:
+    if not rt.is_local_client(provider) or not conf.is_hosted_on(provider, own):
         raise ServerProxyError(f"{provider} is not hosted on security server {own}",
                                code="server.serverproxy.unknown_member")
     service = rt.config.service(req.service)

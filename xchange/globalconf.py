@@ -346,6 +346,9 @@ class GlobalConf:
                 if c not in registered:
                     raise InvalidGlobalConfError(f"client {c} of {s.id} is not registered")
                 hosting.setdefault(c, []).append(s)
+            if s.id.owner not in s.clients:
+                # A server's owner member is always one of its clients (as in X-Road).
+                hosting.setdefault(s.id.owner, []).append(s)
 
         groups: dict[GlobalGroupId, frozenset[ClientId]] = {}
         for g in self.global_groups:
@@ -377,6 +380,10 @@ class GlobalConf:
     def servers_hosting(self, client: ClientId) -> tuple[SecurityServerInfo, ...]:
         """The security servers on which ``client`` is registered as a client."""
         return self._hosting.get(client, ())
+
+    def is_hosted_on(self, client: ClientId, server_id: SecurityServerId) -> bool:
+        """Is ``client`` a client of (or the owner of) security server ``server_id``?"""
+        return any(s.id == server_id for s in self.servers_hosting(client))
 
     def server(self, server_id: SecurityServerId) -> SecurityServerInfo | None:
         return self._servers.get(server_id)

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
+from urllib.parse import unquote
 
 from xchange.canonical import canonical_json, parse_json
 from xchange.errors import BadRequestError, InvalidSignatureError
@@ -151,6 +152,10 @@ class RestRequest:
             )
         service = ServiceId.parse("/".join(segments[:5]))
         rest = segments[5:]
+        # Dot segments would let a caller climb out of the service's base URL on the
+        # provider's side (PR-REST 4.2 warns of SSRF); they are refused, encoded or not.
+        if any(unquote(seg) in (".", "..") for seg in rest):
+            raise BadRequestError("the service path must not contain '.' or '..' segments")
         path = "/" + "/".join(rest) if rest else ""
 
         client_header = headers.get("X-Road-Client")

@@ -205,7 +205,10 @@ def test_queries(make_conf: Callable[..., GlobalConf], auth_cert: x509.Certifica
     assert not conf.is_registered(ClientId("DEV", "GOV", "9999"))
     assert [s.id for s in conf.servers_hosting(SUB)] == [SS1, SS2]
     assert [s.id for s in conf.servers_hosting(OTHER_SUB)] == [SS2]
-    assert conf.servers_hosting(ORG) == ()
+    # a server's owner member is implicitly its client
+    assert {s.id for s in conf.servers_hosting(ORG)} == {s for s in (SS1, SS2) if s.owner == ORG}
+    assert conf.is_hosted_on(SUB, SS1) and conf.is_hosted_on(OTHER_SUB, SS2)
+    assert not conf.is_hosted_on(OTHER_SUB, SS1)
     ss1 = conf.server(SS1)
     assert ss1 is not None and (ss1.host, ss1.port) == ("ss1.example.org", 5500)
     ss2 = conf.server(SS2)

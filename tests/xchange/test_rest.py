@@ -493,3 +493,14 @@ def test_check_binding_refuses_a_response_to_another_request() -> None:
     response = make_response(request)
     with pytest.raises(InvalidSignatureError):
         response.check_binding(other, request_hash(other.header_part(), b"body"))
+
+
+@pytest.mark.parametrize(
+    "tail", ["/..", "/../admin", "/a/./b", "/%2e%2e/admin", "/%2E", "/a/%2e%2E"]
+)
+def test_dot_segments_in_the_service_path_are_refused(tail: str) -> None:
+    target = "/r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE" + tail
+    headers = {"X-Road-Client": "INSTANCE/CLASS/MEMBER2/SUB"}
+    with pytest.raises(BadRequestError) as info:
+        RestRequest.from_is("GET", target, headers, headers.items())
+    assert info.value.code == "client.bad_request"
