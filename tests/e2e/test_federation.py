@@ -13,7 +13,7 @@ import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -356,10 +356,10 @@ async def test_altered_response_is_refused_and_logged(fed: Federation,
     assert records[1].entry.body == b'{"name": "forged"}'
 
 
-def _wait_for(predicate: object, timeout: float = 15.0) -> None:
+def _wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.1)
     raise AssertionError("condition not reached in time")
@@ -459,14 +459,19 @@ def test_expired_global_configuration_stops_traffic(tmp_path: Path) -> None:
     with RunningFederation(fed) as running:
         assert _ask(fed).status == 200
         running.stop_process("registry")
-        _wait_for(lambda: _ask(fed).status == 503, timeout=10)
+        outdated = "server.clientproxy.global_conf_outdated"
+        _wait_for(lambda: _error(_ask(fed)) == outdated, timeout=10)
         answer = _ask(fed)
-        assert _error(answer) == "server.clientproxy.global_conf_outdated"
+        assert (answer.status, _error(answer)) == (503, outdated)
         # the provider refuses too, on its own clock
-        _, header_part, signature = _signed_request(fed)
-        status, code, _ = asyncio.run(_post_frame(
-            fed, encode_frame(SignedMessage(header_part, signature, b""))))
-        assert (status, code) == (503, "server.serverproxy.global_conf_outdated")
+
+        def provider_refuses() -> bool:
+            _, header_part, signature = _signed_request(fed)
+            status, code, _ = asyncio.run(_post_frame(
+                fed, encode_frame(SignedMessage(header_part, signature, b""))))
+            return (status, code) == (503, "server.serverproxy.global_conf_outdated")
+
+        _wait_for(provider_refuses, timeout=10)
         # and recovers as soon as the registry publishes again
         running.start_registry()
         _wait_for(lambda: _ask(fed).status == 200, timeout=10)
