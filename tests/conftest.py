@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import secrets
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 
 from certs.ca import DevCA, IssuedCredentials
+from security_server.db import create_db_engine
 from xchange.identifiers import ClientId, SecurityServerId
 
 # -- PKI: a development CA and certificates issued by it ----------------------------------------
@@ -54,3 +58,29 @@ def issue_server_auth(
         )
 
     return issue
+
+
+# -- PostgreSQL: a schema of its own per test ------------------------------------------------
+
+PG_URL_VARIABLE = "XCHANGE_TEST_DATABASE_URL"
+
+
+@contextlib.contextmanager
+def postgres_schema(base: str) -> Iterator[str]:
+    """A URL on the PostgreSQL database ``base`` whose search path is a fresh schema, dropped
+    afterwards.  A set but unusable ``base`` fails the test: CI must not skip silently."""
+    schema = f"t_{secrets.token_hex(8)}"
+    admin = create_db_engine(base)
+    try:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    except sa.exc.SQLAlchemyError as exc:
+        admin.dispose()
+        pytest.fail(f"{PG_URL_VARIABLE} is set but PostgreSQL cannot be used: {exc}")
+    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()

@@ -29,7 +29,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -183,8 +183,13 @@ def build_federation(
     ss_refresh_seconds: float = 60.0,
     service_timeout: float = 10.0,
     slow_service_timeout: float = 2.0,
+    database_urls: Sequence[str] | None = None,
 ) -> Federation:
-    """Write a two-agency federation into ``root`` (which must be empty or absent)."""
+    """Write a two-agency federation into ``root`` (which must be empty or absent).
+
+    Message logs are SQLite files in each server's folder unless ``database_urls`` gives one
+    URL per server (provider's first).
+    """
     now = now or datetime.now(UTC)
     root.mkdir(parents=True, exist_ok=True)
     ca = DevCA.create(root / "ca", INSTANCE, now=now)
@@ -236,7 +241,7 @@ def build_federation(
         "".join(f"{k} = {_toml(v)}\n" for k, v in reg.items()), encoding="utf-8")
 
     provider_url = f"http://127.0.0.1:{provider_port}/"
-    for s in servers:
+    for i, s in enumerate(servers):
         clients = [str(s.agency.subsystem(c)) for c in s.agency.subsystems]
         text = f"clients = {_toml(clients)}\n\n"
         text += _section("server", {"id": str(s.agency.server), "state_dir": "state"})
@@ -247,7 +252,8 @@ def build_federation(
                                           "cert": "sign.pem"}, array=True)
         text += _section("globalconf", {"anchor": "anchor.json",
                                         "refresh_seconds": ss_refresh_seconds})
-        text += _section("messagelog", {"database_url": f"sqlite:///{s.database}"})
+        url = database_urls[i] if database_urls else f"sqlite:///{s.database}"
+        text += _section("messagelog", {"database_url": url})
         if s.agency is PROVIDER:
             text += _section("services", {"id": str(services["persons"]), "url": provider_url,
                                           "timeout": service_timeout}, array=True)

@@ -510,3 +510,27 @@ def test_impostor_security_server_process_is_refused(federation: RunningFederati
             401, "server.serverproxy.ssl_authentication_failed")
     finally:
         proc.stop()
+
+
+def test_security_servers_log_to_postgresql(tmp_path: Path) -> None:
+    """The same federation with both message logs on PostgreSQL (by URL)."""
+    import contextlib
+    import os
+
+    from tests.conftest import PG_URL_VARIABLE, postgres_schema
+    from xchange_cli.federation import build_federation
+
+    base = os.environ.get(PG_URL_VARIABLE)
+    if not base:
+        pytest.skip(f"{PG_URL_VARIABLE} not set: PostgreSQL end-to-end test skipped")
+    with contextlib.ExitStack() as stack:
+        urls = [stack.enter_context(postgres_schema(base)) for _ in range(2)]
+        fed = build_federation(tmp_path / "fed", database_urls=urls)
+        with RunningFederation(fed):
+            answer = _ask(fed)
+            assert answer.status == 200
+            assert _error(_ask(fed, client=str(fed.denied_client))) == \
+                "server.serverproxy.access_denied"
+            for server in fed.servers:
+                result = check_log(server.config)
+                assert result.ok and result.signatures_verified >= 2

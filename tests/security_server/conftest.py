@@ -8,17 +8,14 @@ reachable server they fail, so CI cannot pass by silently skipping them.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from security_server.db import create_db_engine, create_tables
-
-PG_URL_VARIABLE = "XCHANGE_TEST_DATABASE_URL"
+from tests.conftest import PG_URL_VARIABLE, postgres_schema
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -30,21 +27,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     base = os.environ.get(PG_URL_VARIABLE)
     if not base:
         pytest.skip(f"{PG_URL_VARIABLE} not set: PostgreSQL storage tests skipped")
-    schema = f"t_{secrets.token_hex(8)}"
-    admin = create_db_engine(base)
-    try:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    except sa.exc.SQLAlchemyError as exc:
-        admin.dispose()
-        pytest.fail(f"{PG_URL_VARIABLE} is set but PostgreSQL cannot be used: {exc}")
-    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with postgres_schema(base) as url:
+        yield url
 
 
 @pytest.fixture
