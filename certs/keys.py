@@ -8,12 +8,14 @@ signatures); RSA 3072 is available for deployments whose CA or HSM requires RSA.
 from __future__ import annotations
 
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 __all__ = [
     "KeyKind",
@@ -22,6 +24,7 @@ __all__ = [
     "load_certificate",
     "load_certificates",
     "load_private_key",
+    "self_signed_certificate",
     "write_certificate",
     "write_private_key",
     "write_secret_file",
@@ -76,3 +79,34 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
 
 def load_certificate(path: Path) -> x509.Certificate:
     return load_certificates(path)[0]
+
+
+def self_signed_certificate(
+    key: PrivateKey, common_name: str, *, now: datetime, days: int = 3650,
+    organization: str | None = None,
+) -> x509.Certificate:
+    """A self-signed end-entity certificate for a pinned key: the registry's
+    configuration-signing certificate, which the configuration anchor carries.  Valid from
+    five minutes before ``now`` (clock skew) for ``days`` days; digitalSignature only."""
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    name = x509.Name(attrs)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(digital_signature=True, content_commitment=False,
+                          key_encipherment=False, data_encipherment=False, key_agreement=False,
+                          key_cert_sign=False, crl_sign=False, encipher_only=False,
+                          decipher_only=False),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )

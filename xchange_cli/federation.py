@@ -31,16 +31,17 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import NameOID
-
 from certs.ca import DevCA
-from certs.keys import generate_private_key, write_certificate, write_private_key
+from certs.keys import (
+    generate_private_key,
+    self_signed_certificate,
+    write_certificate,
+    write_private_key,
+)
 from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 
 __all__ = [
@@ -157,20 +158,9 @@ class Federation:
 def _conf_signing_cert(directory: Path, now: datetime) -> None:
     """The registry's configuration-signing key and its self-signed certificate (the anchor)."""
     key = generate_private_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{INSTANCE} configuration signer"),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, INSTANCE)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False,
-                                     False), critical=True)
-        .sign(key, hashes.SHA256())
-    )
     write_private_key(directory / "conf-sign.key", key)
-    write_certificate(directory / "conf-sign.pem", cert)
+    write_certificate(directory / "conf-sign.pem", self_signed_certificate(
+        key, f"{INSTANCE} configuration signer", now=now, organization=INSTANCE))
 
 
 def build_federation(

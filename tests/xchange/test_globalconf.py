@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
 
+from certs.keys import self_signed_certificate
 from xchange.canonical import canonical_json, parse_json
 from xchange.errors import BadRequestError, GlobalConfOutdatedError
 from xchange.globalconf import (
@@ -42,17 +42,7 @@ Signer = tuple[Key, x509.Certificate]
 
 
 def self_signed(key: Key, cn: str) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(T0 - timedelta(days=1))
-        .not_valid_after(T0 + timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
+    return self_signed_certificate(key, cn, now=T0)
 
 
 @pytest.fixture(scope="session")
