@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import aiohttp
 from aiohttp import web
 
-from security_server.http import MESSAGE_ID, error_middleware
+from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
 from security_server.runtime import RUNTIME, Runtime, make_entry
 from xchange.errors import (
     BadRequestError,
@@ -56,6 +56,7 @@ def create_client_proxy_app(runtime: Runtime) -> web.Application:
         client_max_size=runtime.config.max_body_bytes,
     )
     app[RUNTIME] = runtime
+    hide_server_version(app)
     app.router.add_route("*", "/r1/{tail:.*}", handle_rest)
     app.router.add_get("/health", handle_health)
     return app

@@ -18,7 +18,7 @@ from aiohttp.typedefs import Middleware
 
 from xchange.errors import XRoadError
 
-__all__ = ["MESSAGE_ID", "error_middleware", "error_response"]
+__all__ = ["MESSAGE_ID", "error_middleware", "error_response", "hide_server_version"]
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +63,12 @@ def error_middleware(internal_code: str) -> Middleware:
                                              detail=incident))
 
     return middleware
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "xchange"
+
+
+def hide_server_version(app: web.Application) -> None:
+    """Answer ``Server: xchange`` instead of the Python and aiohttp versions."""
+    app.on_response_prepare.append(_server_header)

@@ -24,7 +24,7 @@ from aiohttp import web
 from yarl import URL
 
 from security_server.config import ServiceConfig
-from security_server.http import MESSAGE_ID, error_middleware
+from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
 from security_server.runtime import RUNTIME, Runtime, make_entry
 from security_server.tls import peer_certificate_der
 from xchange.errors import (
@@ -57,6 +57,7 @@ def create_server_proxy_app(runtime: Runtime) -> web.Application:
         client_max_size=runtime.config.max_body_bytes + 1024 * 1024,
     )
     app[RUNTIME] = runtime
+    hide_server_version(app)
     app.router.add_post(PEER_PATH, handle_message)
     return app
 

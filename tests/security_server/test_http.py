@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from security_server.http import MESSAGE_ID, error_middleware
+from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
 from xchange.errors import AccessDeniedError, XRoadError
 
 
@@ -36,6 +36,7 @@ async def client() -> AsyncIterator[Client]:
     app.router.add_get("/denied", _denied)
     app.router.add_get("/crash", _crash)
     app.router.add_post("/read", _read)
+    hide_server_version(app)
     async with TestClient(TestServer(app)) as c:
         yield c
 
@@ -45,6 +46,7 @@ async def test_xroad_error_becomes_header_and_json_body(client: Client) -> None:
     assert resp.status == 403
     assert resp.headers["X-Road-Error"] == "server.serverproxy.access_denied"
     assert resp.headers["X-Road-Id"] == "id-1"
+    assert resp.headers["Server"] == "xchange"
     assert resp.content_type == "application/json"
     assert await resp.json() == {"type": "server.serverproxy.access_denied",
                                  "message": "no access for you", "detail": "d"}
