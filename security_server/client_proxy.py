@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
-from security_server.runtime import RUNTIME, Runtime, make_entry
+from security_server.runtime import RUNTIME, Runtime, make_entry, read_limited
 from xchange.errors import (
     BadRequestError,
     ClientProxyError,
@@ -47,6 +47,9 @@ from xchange.transport import (
 __all__ = ["create_client_proxy_app"]
 
 log = logging.getLogger(__name__)
+
+_FRAME_OVERHEAD = 2 * 1024 * 1024
+"""Room for the header part, signature and OCSP sections around a body of the maximum size."""
 
 
 
@@ -103,7 +106,11 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
     rhash = request_hash(header_part, body)
     verify_at = rt.clock()
     try:
-        response = RestResponse.from_header_part(resp_msg.header_part)
+        try:
+            response = RestResponse.from_header_part(resp_msg.header_part)
+        except BadRequestError as exc:
+            raise InvalidSignatureError(f"malformed response: {exc.message}",
+                                        code="server.clientproxy.invalid_signature") from exc
         verify_message(
             resp_msg.signature, resp_msg.header_part, resp_msg.body,
             expected_signer=req.service.provider, anchors=conf.trust_anchors(), at=verify_at,
@@ -117,9 +124,6 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
                    resp_msg.signature, verify_at, error_code=exc.code),
             side="client",
         )
-        if isinstance(exc, BadRequestError):
-            raise InvalidSignatureError(exc.message,
-                                        code="server.clientproxy.invalid_signature") from exc
         raise
     await rt.log_message(
         make_entry(req, "response", "incoming", resp_msg.header_part, resp_msg.body,
@@ -164,7 +168,12 @@ def _provider_servers(conf: GlobalConf, req: RestRequest) -> Sequence[SecuritySe
 
 async def _exchange(rt: Runtime, targets: Sequence[SecurityServerInfo],
                     frame: bytes) -> SignedMessage:
-    """Send the frame to the first provider server that accepts a TLS connection."""
+    """Send the frame to the first provider server that accepts a (pinned) TLS connection.
+
+    Another server is tried only when nothing was sent to the previous one (connection or
+    TLS refused, certificate not the registered one, connect timeout): once a request may
+    have been delivered it is never sent twice.
+    """
     timeout = aiohttp.ClientTimeout(total=rt.config.peer_timeout, sock_connect=5)
     last: XRoadError | None = None
     for server in targets:
@@ -173,25 +182,31 @@ async def _exchange(rt: Runtime, targets: Sequence[SecurityServerInfo],
         try:
             async with session.post(url, data=frame, ssl=rt.client_tls, timeout=timeout,
                                     headers={"Content-Type": FRAME_MEDIA_TYPE}) as resp:
-                data = await resp.read()
-                ctype = resp.content_type
-                status = resp.status
+                data = await read_limited(resp, rt.config.max_body_bytes + _FRAME_OVERHEAD)
+                ctype, status = resp.content_type, resp.status
                 error_code = resp.headers.get("X-Road-Error")
         except aiohttp.ServerFingerprintMismatch as exc:
+            log.warning("%s presented an unregistered certificate: %s", server.id, exc)
             last = ClientProxyError(
                 f"security server {server.id} presented a certificate that is not registered",
                 code="server.clientproxy.ssl_authentication_failed")
-            log.warning("%s: %s", server.id, exc)
             continue
         except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as exc:
             last = ClientProxyError(f"TLS with security server {server.id} failed: {exc}",
                                     code="server.clientproxy.ssl_authentication_failed")
             continue
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             last = ClientProxyError(
                 f"security server {server.id} could not be reached: {type(exc).__name__}",
                 code="server.clientproxy.network_error")
             continue
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ClientProxyError(
+                f"exchange with security server {server.id} failed after the request was "
+                f"sent: {type(exc).__name__}", code="server.clientproxy.network_error") from exc
+        if data is None:
+            raise ClientProxyError(f"security server {server.id} sent an over-long response",
+                                   code="server.clientproxy.network_error")
         if error_code is not None or ctype == "application/json":
             raise _peer_error(status, data, error_code)
         if status != 200 or ctype != FRAME_MEDIA_TYPE:

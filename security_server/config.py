@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from xchange.access import AccessRule, AccessRules
 from xchange.errors import BadRequestError
 from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId, ServiceId
@@ -42,7 +44,7 @@ class SigningKeyConfig:
     member: ClientId
     key: Path
     cert: Path
-    """PEM: the signing certificate first, then its chain (without the root)."""
+    """PEM: the signing certificate first, then its chain (the root may be included)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +126,10 @@ def _opt(doc: Mapping[str, Any], key: str, kind: type, where: str, default: Any)
 
 def _listen(doc: Mapping[str, Any], name: str) -> ListenConfig:
     section = _get(doc, name, dict, "")
-    return ListenConfig(
-        host=_get(section, "host", str, f"{name}."), port=_get(section, "port", int, f"{name}.")
-    )
+    port = _get(section, "port", int, f"{name}.")
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name}.port must be from 1 to 65535")
+    return ListenConfig(host=_get(section, "host", str, f"{name}."), port=port)
 
 
 _KNOWN_KEYS: dict[str, frozenset[str]] = {
@@ -141,6 +144,13 @@ _KNOWN_KEYS: dict[str, frozenset[str]] = {
 }
 
 
+_KNOWN_ENTRY_KEYS: dict[str, frozenset[str]] = {
+    "services": frozenset({"id", "url", "timeout"}),
+    "access": frozenset({"service", "clients"}),
+    "keys.signing": frozenset({"member", "key", "cert"}),
+}
+
+
 def _refuse_unknown(doc: Mapping[str, Any]) -> None:
     """A typo must not silently fall back to a default."""
     for section, known in _KNOWN_KEYS.items():
@@ -151,6 +161,38 @@ def _refuse_unknown(doc: Mapping[str, Any]) -> None:
         if unknown:
             where = f"[{section}] " if section else ""
             raise ConfigError(f"unknown key(s) {where}{', '.join(unknown)}")
+    for array, known in _KNOWN_ENTRY_KEYS.items():
+        parent: Any = doc
+        for part in array.split("."):
+            parent = parent.get(part, []) if isinstance(parent, Mapping) else []
+        for entry in parent if isinstance(parent, list) else []:
+            if isinstance(entry, Mapping) and (unknown := sorted(set(entry) - known)):
+                raise ConfigError(f"unknown key(s) in [[{array}]]: {', '.join(unknown)}")
+
+
+def _service_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or len(value) < 10:
+        raise ConfigError(f"services.url {value!r} must be an http:// or https:// URL")
+    return value
+
+
+def _positive(value: float, what: str) -> float:
+    if not value > 0:
+        raise ConfigError(f"{what} must be positive")
+    return value
+
+
+def _database_url(value: str, base: Path) -> str:
+    """A relative SQLite path is relative to the configuration file, like every path here."""
+    try:
+        url = sa.make_url(value)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"messagelog.database_url is malformed: {exc}") from exc
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        db = Path(url.database)
+        if not db.is_absolute():
+            return url.set(database=str(base / db)).render_as_string(hide_password=False)
+    return value
 
 
 def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
@@ -179,8 +221,8 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
     services = tuple(
         ServiceConfig(
             id=ServiceId.parse(_get(s, "id", str, "services.")),
-            url=_get(s, "url", str, "services."),
-            timeout=_opt(s, "timeout", float, "services.", 30.0),
+            url=_service_url(_get(s, "url", str, "services.")),
+            timeout=_positive(_opt(s, "timeout", float, "services.", 30.0), "services.timeout"),
         )
         for s in doc.get("services", [])
     )
@@ -206,11 +248,16 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
         signing_keys=signing,
         anchor=path(_get(gconf, "anchor", str, "globalconf.")),
         state_dir=path(_opt(server, "state_dir", str, "server.", ".")),
-        database_url=_get(log, "database_url", str, "messagelog."),
+        database_url=_database_url(_get(log, "database_url", str, "messagelog."), base),
         clients=tuple(ClientId.parse(c) for c in _get(doc, "clients", list, "")),
         services=services,
         access=AccessRules(rules),
-        conf_refresh_seconds=_opt(gconf, "refresh_seconds", float, "globalconf.", 60.0),
-        peer_timeout=_opt(cp, "peer_timeout", float, "client_proxy.", 60.0),
-        max_body_bytes=_opt(cp, "max_body_bytes", int, "client_proxy.", 64 * 1024 * 1024),
+        conf_refresh_seconds=_positive(
+            _opt(gconf, "refresh_seconds", float, "globalconf.", 60.0),
+            "globalconf.refresh_seconds"),
+        peer_timeout=_positive(_opt(cp, "peer_timeout", float, "client_proxy.", 60.0),
+                               "client_proxy.peer_timeout"),
+        max_body_bytes=int(_positive(
+            _opt(cp, "max_body_bytes", int, "client_proxy.", 64 * 1024 * 1024),
+            "client_proxy.max_body_bytes")),
     )

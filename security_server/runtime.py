@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,23 @@ from xchange.replay import ReplayWindow
 from xchange.rest import RestRequest
 from xchange.signing import SigningIdentity
 
-__all__ = ["RUNTIME", "Runtime", "load_identities", "make_entry", "utc_now"]
+__all__ = ["RUNTIME", "Runtime", "load_identities", "make_entry", "read_limited", "utc_now"]
+
+
+log = logging.getLogger(__name__)
+
+
+async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body of ``resp``, or None if it is larger than ``limit`` bytes."""
+    if resp.content_length is not None and resp.content_length > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def utc_now() -> datetime:
@@ -149,9 +166,12 @@ class Runtime:
         )
         try:
             await self.log.append(entry, error_code=code)
-        except XRoadError:
-            raise
         except Exception as exc:  # any failure to persist must stop the message
+            # The client sees only the code; the operator needs the database's own words.
+            log.error("message log write failed (%s %s of %s): %r", entry.direction,
+                      entry.kind, entry.query_id, exc.__cause__ or exc)
+            if isinstance(exc, XRoadError):
+                raise
             raise XRoadError("message log could not be written", code=code) from exc
 
 def make_entry(

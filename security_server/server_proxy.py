@@ -25,7 +25,7 @@ from yarl import URL
 
 from security_server.config import ServiceConfig
 from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
-from security_server.runtime import RUNTIME, Runtime, make_entry
+from security_server.runtime import RUNTIME, Runtime, make_entry, read_limited
 from security_server.tls import peer_certificate_der
 from xchange.errors import (
     InvalidSignatureError,
@@ -76,17 +76,19 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
             code="server.serverproxy.ssl_authentication_failed",
         )
     verified = await _verify_request(rt, conf, req, msg, now)
-    service = _local_service(rt, conf, req)                                    # 4.
-    rt.config.access.check(req.client, req.service, conf.members_of_group)
-    if verified.signed_at is None or verified.nonce is None:
-        raise ServerProxyError("request signature lacks iat or jti",
-                               code="server.serverproxy.bad_request")
-    rt.replay.check_fresh(verified.signed_at, now)
-    rt.replay.accept(str(req.client), verified.nonce, now)
+    try:
+        service = _admit(rt, conf, req, verified, now)                         # 4.
+    except XRoadError as exc:
+        # Evidence: a signed request that was refused is logged, with the reason.
+        await rt.log_message(make_entry(req, "request", "incoming", msg.header_part, msg.body,
+                                        msg.signature, now, error_code=exc.code),
+                             side="server")
+        raise
     try:
         await rt.log_message(make_entry(req, "request", "incoming", msg.header_part, msg.body,
                                         msg.signature, now), side="server")    # 5.
     except XRoadError:
+        assert verified.nonce is not None
         rt.replay.forget(str(req.client), verified.nonce)
         raise
     status, headers, body = await _call_provider(rt, service.url, service.timeout, req, msg.body)
@@ -130,6 +132,20 @@ async def _verify_request(rt: Runtime, conf: GlobalConf, req: RestRequest,
         raise
 
 
+def _admit(rt: Runtime, conf: GlobalConf, req: RestRequest, verified: VerifiedSignature,
+           now: datetime) -> ServiceConfig:
+    """Decide whether a verified request may pass: hosted provider, known service, access
+    right, fresh signature, first use of its one-time value."""
+    service = _local_service(rt, conf, req)
+    rt.config.access.check(req.client, req.service, conf.members_of_group)
+    if verified.signed_at is None or verified.nonce is None:
+        raise ServerProxyError("request signature lacks iat or jti",
+                               code="server.serverproxy.bad_request")
+    rt.replay.check_fresh(verified.signed_at, now)
+    rt.replay.accept(str(req.client), verified.nonce, now)
+    return service
+
+
 def _local_service(rt: Runtime, conf: GlobalConf, req: RestRequest) -> ServiceConfig:
     provider = req.service.provider
     own = rt.config.server_id
@@ -163,7 +179,10 @@ async def _call_provider(rt: Runtime, base_url: str, timeout: float, req: RestRe
             allow_redirects=False,
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
-            data = await resp.read()
+            data = await read_limited(resp, rt.config.max_body_bytes)
+            if data is None:
+                raise ServiceFailedError(
+                    f"provider system's response exceeds {rt.config.max_body_bytes} bytes")
             return resp.status, filter_headers(resp.headers.items()), data
     except TimeoutError as exc:
         raise ServiceFailedError(f"provider system did not answer within {timeout:g} s") from exc

@@ -138,7 +138,7 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     ErrorCode("server.serverproxy.invalid_signature", _SP, 400,
               "The request's signature does not verify."),
     ErrorCode("server.serverproxy.duplicate_message_id", _SP, 409,
-              "A request with this message id was already received."),
+              "This request (its signature's one-time value, jti) was already received."),
     ErrorCode("server.serverproxy.stale_message", _SP, 400,
               "The request was signed too long ago (or in the future)."),
     ErrorCode("server.serverproxy.global_conf_outdated", _SP, 503,

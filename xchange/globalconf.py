@@ -170,7 +170,9 @@ class FederationSettings:
     conf_expiry_seconds: int = 600
     """How long a published global configuration stays valid."""
     conf_refresh_seconds: int = 60
-    """How often security servers download the configuration (and the registry re-signs)."""
+    """How often the registry re-signs the configuration (unless its own
+    ``regenerate_seconds`` says otherwise).  Security servers download on their own schedule,
+    ``[globalconf] refresh_seconds``, which should not be longer."""
 
     def __post_init__(self) -> None:
         for name, value in self.to_payload().items():

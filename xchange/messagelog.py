@@ -1,7 +1,9 @@
 """The message log's record model and hash chain (pure core).
 
-A security server logs one :class:`LogEntry` for every request and every response it handles,
-signed or rejected, before passing the message on (design: "Message log").  Records are
+A security server logs one :class:`LogEntry` for every signed message it passes on -- before
+passing it on (design: "Message log") -- and for every signed message it refuses once it has
+parsed it (bad signature, access denied, replay, bad response), as *rejected* with the code
+it answered.  Records are
 numbered 1, 2, 3... and hash-chained: each :class:`StoredRecord` carries the hash of the
 record before it, so altering, inserting, deleting or reordering any record breaks the chain
 at that record and :func:`verify_chain` reports where.
@@ -10,7 +12,7 @@ Canonical encoding (the bytes that are hashed; copied into ``docs/protocol.md``)
 ---------------------------------------------------------------------------------
 ::
 
-    record_hash = lowercase_hex( SHA-256( F(tag) || F(v1) || F(v2) || ... || F(v16) ) )
+    record_hash = lowercase_hex( SHA-256( F(tag) || F(v1) || F(v2) || ... || F(v15) ) )
 
 where ``||`` is concatenation and every field is encoded by ``F``::
 

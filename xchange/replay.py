@@ -60,7 +60,8 @@ class ReplayWindow:
         """Raise ``stale_message`` unless ``signed_at`` lies within the window around ``now``."""
         if signed_at < now - self._window or signed_at > now + self._skew:
             raise ServerProxyError(
-                f"request was signed at {signed_at.isoformat()}, outside the accepted window",
+                f"request was signed at {signed_at.isoformat()}, outside the accepted window "
+                f"({self._window} back, {self._skew} ahead of {now.isoformat()})",
                 code="server.serverproxy.stale_message",
             )
 

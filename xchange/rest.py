@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -57,6 +58,10 @@ FILTERED_HEADERS = frozenset(
 
 _REQUEST_TYPE = "xchange-rest-request"
 _RESPONSE_TYPE = "xchange-rest-response"
+_REQUEST_KEYS = frozenset({"type", "v", "id", "client", "service", "method", "path", "query",
+                           "user_id", "issue", "security_server", "headers"})
+_RESPONSE_KEYS = frozenset({"type", "v", "id", "client", "service", "request_hash", "status",
+                            "headers"})
 _HEADER_PART_VERSION = 1
 
 
@@ -99,6 +104,23 @@ def _opt_header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+_METHOD = re.compile(r"[A-Z]{1,16}")
+
+
+def _check_path(path: str) -> None:
+    """The service-relative path: empty or ``/...``, percent-encoded, no dot segments.
+
+    Dot segments would let a caller climb out of the service's base URL on the provider's
+    side (PR-REST 4.2 warns of SSRF); they are refused, encoded or not.
+    """
+    if path and not path.startswith("/"):
+        raise BadRequestError("the service path must start with '/'")
+    if "?" in path or "#" in path or not path.isprintable() or " " in path:
+        raise BadRequestError("the service path holds characters that must be encoded")
+    if any(unquote(seg) in (".", "..") for seg in path.split("/")):
+        raise BadRequestError("the service path must not contain '.' or '..' segments")
+
+
 def _split_target(target: str) -> tuple[str, str]:
     path, sep, query = target.partition("?")
     return path, query if sep else ""
@@ -120,6 +142,22 @@ class RestRequest:
     user_id: str | None = None
     issue: str | None = None
     security_server: SecurityServerId | None = None
+
+    def __post_init__(self) -> None:
+        # Checked here, not only where the IS's request is parsed, so that a request read
+        # from a peer's header part meets exactly the same rules.
+        if not _METHOD.fullmatch(self.method):
+            raise BadRequestError(f"bad HTTP method {self.method!r}",
+                                  code="client.unsupported_method")
+        _check_path(self.path)
+        if "#" in self.query or not self.query.isprintable() or " " in self.query:
+            raise BadRequestError("the query string holds characters that must be encoded")
+        for name, value in (("X-Road-Id", self.message_id), ("X-Road-UserId", self.user_id),
+                            ("X-Road-Issue", self.issue)):
+            if value is not None and (
+                not value or len(value) > _MAX_HEADER_VALUE or not value.isprintable()
+            ):
+                raise BadRequestError(f"{name} is empty, too long or not printable")
 
     @classmethod
     def from_is(
@@ -152,10 +190,6 @@ class RestRequest:
             )
         service = ServiceId.parse("/".join(segments[:5]))
         rest = segments[5:]
-        # Dot segments would let a caller climb out of the service's base URL on the
-        # provider's side (PR-REST 4.2 warns of SSRF); they are refused, encoded or not.
-        if any(unquote(seg) in (".", "..") for seg in rest):
-            raise BadRequestError("the service path must not contain '.' or '..' segments")
         path = "/" + "/".join(rest) if rest else ""
 
         client_header = headers.get("X-Road-Client")
@@ -167,8 +201,6 @@ class RestRequest:
         security_server = None
         if (ss := _opt_header(headers, "X-Road-Security-Server")) is not None:
             security_server = SecurityServerId.parse(ss)
-        if not method.isalpha() or not method.isupper() or len(method) > 16:
-            raise BadRequestError(f"bad HTTP method {method!r}", code="client.unsupported_method")
         return cls(
             message_id=message_id,
             client=client,
@@ -210,7 +242,7 @@ class RestRequest:
     @classmethod
     def from_header_part(cls, data: bytes) -> Self:
         """Parse a header part received from a peer security server."""
-        doc = _load_header_part(data, _REQUEST_TYPE)
+        doc = _load_header_part(data, _REQUEST_TYPE, _REQUEST_KEYS)
         try:
             ss = doc["security_server"]
             return cls(
@@ -225,8 +257,10 @@ class RestRequest:
                 issue=_opt_str(doc, "issue"),
                 security_server=None if ss is None else SecurityServerId.parse(ss),
             )
-        except (KeyError, TypeError) as exc:
-            raise _bad_part(f"request header part is incomplete: {exc}") from exc
+        except TypeError as exc:
+            raise _bad_part(f"request header part: {exc}") from exc
+        except BadRequestError as exc:
+            raise _bad_part(f"request header part: {exc.message}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +290,7 @@ class RestResponse:
 
     @classmethod
     def from_header_part(cls, data: bytes) -> Self:
-        doc = _load_header_part(data, _RESPONSE_TYPE)
+        doc = _load_header_part(data, _RESPONSE_TYPE, _RESPONSE_KEYS)
         try:
             status = doc["status"]
             if not isinstance(status, int) or not 100 <= status <= 599:
@@ -269,8 +303,10 @@ class RestResponse:
                 status=status,
                 headers=_headers(doc),
             )
-        except (KeyError, TypeError) as exc:
-            raise _bad_part(f"response header part is incomplete: {exc}") from exc
+        except TypeError as exc:
+            raise _bad_part(f"response header part: {exc}") from exc
+        except BadRequestError as exc:
+            raise _bad_part(f"response header part: {exc.message}") from exc
 
     def check_binding(self, request: RestRequest, expected_hash: str) -> None:
         """Raise unless this response answers ``request`` (same id, parties, request hash)."""
@@ -295,15 +331,20 @@ def _bad_part(message: str) -> BadRequestError:
     return BadRequestError(message, code="server.serverproxy.bad_request")
 
 
-def _load_header_part(data: bytes, kind: str) -> dict[str, Any]:
+def _load_header_part(data: bytes, kind: str, keys: frozenset[str]) -> dict[str, Any]:
     try:
         # parse_json, not json.loads: deep nesting, NaN and floats are the peer's errors.
         doc = parse_json(data)
         canonical = canonical_json(doc)
     except BadRequestError as exc:
         raise _bad_part(f"header part is not canonical UTF-8 JSON: {exc.message}") from exc
-    if not isinstance(doc, dict) or doc.get("type") != kind or doc.get("v") != 1:
+    if not isinstance(doc, dict) or doc.get("type") != kind or doc.get("v") != 1 \
+            or isinstance(doc.get("v"), bool):
         raise _bad_part(f"header part is not an {kind} v1 document")
+    if set(doc) != keys:
+        # Every field is signed and meaningful: a missing or an extra one is not tolerated.
+        raise _bad_part(f"header part fields differ from {kind} v1: "
+                        f"missing {sorted(keys - set(doc))}, unknown {sorted(set(doc) - keys)}")
     if canonical != data:
         raise _bad_part("header part is not in canonical form")
     return doc

@@ -1,13 +1,18 @@
-"""Message signatures: detached JWS (RFC 7515, appendix F) over a message's digest payload.
+"""Message signatures: detached JWS over a message's digest payload.
+
+A JWS (RFC 7515) in compact serialization with the payload detached (appendix F) and not
+base64url-encoded (RFC 7797: ``"b64": false``, ``"crit": ["b64"]``), so the signing input is
+``BASE64URL(protected header) || "." || payload`` with the raw payload bytes.
 
 The signed payload is :func:`xchange.rest.digest_payload` -- ``SHA-512(header part)`` followed
-by ``SHA-512(body)`` when there is a body.  The JWS is in compact serialization with the
-payload detached (``<protected>..<signature>``); the protected header carries
+by ``SHA-512(body)`` when there is a body.  On the wire the token is
+``<protected>..<signature>``; the protected header carries
 
 * ``alg``: ``ES256`` for EC P-256 keys (the default), ``PS256`` for RSA keys (``RS256`` is
   accepted on input for RSA signers that cannot do PSS);
 * ``x5c``: the signer's certificate chain, leaf first (RFC 7515 section 4.1.6);
-* ``typ``: ``xchange-msg+jws``;
+* ``typ``: ``xchange-msg+jws`` (checked: a JWS made for another purpose is refused);
+* ``b64``: ``false`` and ``crit``: ``["b64"]`` (RFC 7797, checked);
 * ``iat`` and ``jti`` (RFC 7519 section 5.3, claims replicated as header parameters): when the
   message was signed (seconds since the epoch) and a random one-time value.  Requests carry
   both; the provider refuses a request signed too long ago or whose ``jti`` it has seen
@@ -141,6 +146,11 @@ def verify_message(
         header = _jws.get_unverified_header(signature)
     except jwt.PyJWTError as exc:
         raise InvalidSignatureError(f"signature is not a JWS: {exc}", code=code) from exc
+    if header.get("typ") != JWS_TYPE:
+        raise InvalidSignatureError(f"signature is not of type {JWS_TYPE}", code=code)
+    if header.get("b64") is not False or header.get("crit") != ["b64"]:
+        raise InvalidSignatureError("signature must use an unencoded detached payload "
+                                    '("b64": false, "crit": ["b64"])', code=code)
     alg = header.get("alg")
     if alg not in ALLOWED_ALGORITHMS:
         raise InvalidSignatureError(f"signature algorithm {alg!r} is not allowed", code=code)

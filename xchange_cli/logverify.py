@@ -17,9 +17,11 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from security_server.confclient import CACHE_FILE
 from security_server.config import SecurityServerConfig
-from security_server.db import create_db_engine, create_tables
+from security_server.db import create_db_engine
 from security_server.messagelog import MessageLog
 from xchange.errors import XRoadError
 from xchange.globalconf import ConfigurationAnchor, GlobalConf, verify_envelope
@@ -58,8 +60,11 @@ def _expected_signer(record: StoredRecord) -> ClientId:
 
 async def _check(config: SecurityServerConfig) -> LogVerification:
     conf = _anchors(config)
+    url = sa.make_url(config.database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        # Opening it would create an empty log that "verifies": refuse a wrong path instead.
+        raise ValueError(f"no message log at {url.database}")
     engine = create_db_engine(config.database_url)
-    create_tables(engine)
     log = MessageLog(engine)
     try:
         result = LogVerification(chain=await log.verify())
@@ -97,8 +102,11 @@ def check_log(config_path: Path) -> LogVerification:
 
 def verify_log(config_path: Path) -> int:
     result = check_log(config_path)
-    print(f"hash chain intact: {result.chain.count} records "
-          f"(sequence {result.chain.first_sequence}..{result.chain.last_sequence})")
+    if result.chain.count:
+        print(f"hash chain intact: {result.chain.count} records "
+              f"(sequence {result.chain.first_sequence}..{result.chain.last_sequence})")
+    else:
+        print("the message log is empty")
     print(f"{result.requests} requests, {result.responses} responses, "
           f"{result.rejected} logged as rejected")
     print(f"signatures verified: {result.signatures_verified}")

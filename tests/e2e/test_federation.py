@@ -128,10 +128,15 @@ def test_errors_of_the_provider_system_pass_through_untouched(fed: Federation) -
 
 
 def test_denied_client_gets_access_denied(fed: Federation) -> None:
-    answer = _ask(fed, client=str(fed.denied_client))
+    message_id = str(uuid.uuid4())
+    answer = _ask(fed, client=str(fed.denied_client), headers={"X-Road-Id": message_id})
     assert answer.status == 403
     assert _error(answer) == "server.serverproxy.access_denied"
     assert answer.json()["type"] == "server.serverproxy.access_denied"
+    # the provider keeps the signed, refused request as evidence
+    [record] = asyncio.run(_records(fed.servers[0], message_id))
+    assert (record.entry.status, record.entry.error_code) == (
+        "rejected", "server.serverproxy.access_denied")
 
 
 @pytest.mark.parametrize(

@@ -122,7 +122,8 @@ def test_full_file_parses_with_paths_relative_to_the_file(tmp_path: Path) -> Non
     )
     assert config.anchor == folder / "anchor.json"
     assert config.state_dir == folder / "state"
-    assert config.database_url == "sqlite:///messagelog.db"
+    # a relative SQLite path is relative to the file, like every other path
+    assert config.database_url == f"sqlite:///{folder / 'messagelog.db'}"
     assert config.clients == (MEMBER.subsystem_of("registry"), MEMBER)
     assert config.services == (
         ServiceConfig(PERSONS, "http://127.0.0.1:9000/", 2.5),
@@ -322,21 +323,22 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("environ", "url"),
     [
-        ({}, "sqlite:///messagelog.db"),
-        ({"XCHANGE_DATABASE_URL": ""}, "sqlite:///messagelog.db"),
+        ({}, "sqlite:///{folder}/messagelog.db"),
+        ({"XCHANGE_DATABASE_URL": ""}, "sqlite:///{folder}/messagelog.db"),
         ({"XCHANGE_DATABASE_URL": "postgresql://ss@db/ss"}, "postgresql://ss@db/ss"),
-        ({"DATABASE_URL": "postgresql://ss@db/ss"}, "sqlite:///messagelog.db"),
+        ({"DATABASE_URL": "postgresql://ss@db/ss"}, "sqlite:///{folder}/messagelog.db"),
     ],
 )
 def test_from_env_overrides_only_the_database_url(
     tmp_path: Path, environ: dict[str, str], url: str
 ) -> None:
     config = load(tmp_path, FULL)
+    folder = (tmp_path / "conf").resolve()
     overridden = config.from_env(environ)
-    assert overridden.database_url == url
+    assert overridden.database_url == url.format(folder=folder)
     assert overridden.services == config.services
     assert overridden.anchor == config.anchor
-    assert config.database_url == "sqlite:///messagelog.db", "the original stays unchanged"
+    assert config.database_url == f"sqlite:///{folder}/messagelog.db", "the original stays"
 
 
 def test_from_env_reads_the_process_environment_by_default(
@@ -344,3 +346,20 @@ def test_from_env_reads_the_process_environment_by_default(
 ) -> None:
     monkeypatch.setenv("XCHANGE_DATABASE_URL", "postgresql://ss@db/from-env")
     assert load(tmp_path, FULL).from_env().database_url == "postgresql://ss@db/from-env"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("timeout = 2.5", "timout = 2.5"), r"unknown key\(s\) in \[\[services\]\]: timout"),
+        (("timeout = 2.5", "timeout = 0"), "services.timeout must be positive"),
+        (("port = 8080", "port = 70000"), "port must be from 1 to 65535"),
+        (('url = "http://127.0.0.1:9000/"', 'url = "file:///etc/passwd"'),
+         "must be an http:// or https:// URL"),
+    ],
+)
+def test_entries_and_values_are_checked(tmp_path: Path, change: tuple[str, str],
+                                        message: str) -> None:
+    assert change[0] in FULL
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, FULL.replace(change[0], change[1], 1))

@@ -372,6 +372,21 @@ _RESP_PART = make_response(full_request()).header_part()
         _mutated(_REQ_PART, headers=[["accept", "x", "y"]]),
         _mutated(_REQ_PART, headers=[["accept", 1]]),
         _mutated(_REQ_PART, headers=["accept: x"]),
+        # missing or unknown fields
+        _mutated(_REQ_PART, user_id=_DELETE),
+        _mutated(_REQ_PART, extra="x"),
+        _REQ_PART.replace(b'"v":1', b'"v":true'),
+        # what the client proxy refuses from an IS, a peer may not slip in either
+        _mutated(_REQ_PART, path="/../admin"),
+        _mutated(_REQ_PART, path="/a/%2E%2e/b"),
+        _mutated(_REQ_PART, path="relative"),
+        _mutated(_REQ_PART, path="/a?b=1"),
+        _mutated(_REQ_PART, path="/a b"),
+        _mutated(_REQ_PART, method="get me"),
+        _mutated(_REQ_PART, method=""),
+        _mutated(_REQ_PART, query="a b"),
+        _mutated(_REQ_PART, id=""),
+        _mutated(_REQ_PART, user_id="a\x00"),
     ],
 )
 def test_bad_request_header_part_refused(data: bytes) -> None:
@@ -392,8 +407,9 @@ def test_bad_request_header_part_refused(data: bytes) -> None:
     ],
 )
 def test_bad_identifiers_in_request_header_part_refused(changes: dict[str, Any]) -> None:
-    with pytest.raises(BadRequestError):
+    with pytest.raises(BadRequestError) as info:
         RestRequest.from_header_part(_mutated(_REQ_PART, **changes))
+    assert info.value.code == PEER_BAD
 
 
 @pytest.mark.parametrize(

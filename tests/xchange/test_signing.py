@@ -124,13 +124,14 @@ def pyjws(
     ``sign_message`` would never produce."""
     token: str = jwt.PyJWS().encode(
         digest_payload(HEADER_PART, BODY) if payload is None else payload,
-        key, algorithm=alg, headers=headers, is_payload_detached=True,
+        key, algorithm=alg, headers={"typ": JWS_TYPE, **headers}, is_payload_detached=True,
     )
     return token
 
 
 def unsigned_token(header: dict[str, Any], signature: bytes = b"") -> str:
     """A detached compact JWS assembled byte by byte, with whatever signature is given."""
+    header = {"b64": False, "crit": ["b64"], **header}
     return f"{b64url(json.dumps(header).encode())}..{b64url(signature)}"
 
 
@@ -274,7 +275,7 @@ def test_any_changed_byte_breaks_the_signature(
 def test_changed_protected_header_breaks_the_signature(pki: Pki) -> None:
     signature = sign_message(pki.identity(pki.sign_ec), HEADER_PART, BODY)
     with pytest.raises(InvalidSignatureError, match="does not verify"):
-        verify(pki, replace_protected_header(signature, {"typ": "JWT"}))
+        verify(pki, replace_protected_header(signature, {"kid": "another"}))
 
 
 def test_changed_signature_bytes_break_it(pki: Pki) -> None:
@@ -291,8 +292,24 @@ def test_attached_payload_is_refused(pki: Pki) -> None:
         digest_payload(HEADER_PART, BODY), pki.sign_ec.key, algorithm="ES256",
         headers={"typ": JWS_TYPE, "x5c": x5c(pki.sign_ec.chain)},
     )
-    with pytest.raises(InvalidSignatureError, match="does not verify"):
+    with pytest.raises(InvalidSignatureError, match="unencoded detached payload"):
         verify(pki, token)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"typ": "JWT"}, "not of type"),
+        ({"typ": None}, "not of type"),
+        ({"b64": True}, "unencoded detached payload"),
+        ({"crit": []}, "not a JWS"),
+    ],
+)
+def test_protected_header_form_is_checked(pki: Pki, change: dict[str, Any],
+                                          message: str) -> None:
+    signature = sign_message(pki.identity(pki.sign_ec), HEADER_PART, BODY)
+    with pytest.raises(InvalidSignatureError, match=message):
+        verify(pki, replace_protected_header(signature, change))
 
 
 # -- who signed, with which certificate, when -------------------------------------------------
@@ -343,7 +360,8 @@ def test_ca_certificate_as_leaf_cannot_sign(pki: Pki, dev_ca: DevCA) -> None:
 
 def _hmac_with_public_key(pki: Pki) -> str:
     # The classic algorithm-confusion attack: HMAC keyed with the signer's *public* key.
-    header = {"alg": "HS256", "typ": JWS_TYPE, "x5c": x5c(pki.sign_ec.chain)}
+    header = {"alg": "HS256", "typ": JWS_TYPE, "b64": False, "crit": ["b64"],
+              "x5c": x5c(pki.sign_ec.chain)}
     protected = b64url(json.dumps(header).encode())
     secret = pki.sign_ec.certificate.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
