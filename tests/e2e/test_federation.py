@@ -539,3 +539,27 @@ def test_security_servers_log_to_postgresql(tmp_path: Path) -> None:
             for server in fed.servers:
                 result = check_log(server.config)
                 assert result.ok and result.signatures_verified >= 2
+
+
+def test_verify_log_command(fed: Federation, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    assert _ask(fed).status == 200
+    cmd = [sys.executable, "-m", "xchange_cli", "ss", "verify-log", "--config"]
+    done = subprocess.run([*cmd, str(fed.servers[0].config)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "hash chain intact" in done.stdout
+    assert "signatures verified" in done.stdout
+    # a configuration pointing at no log is an error, not an empty log that "verifies"
+    moved = tmp_path / "security-server.toml"
+    moved.write_text(fed.servers[0].config.read_text().replace(
+        str(fed.servers[0].database), str(tmp_path / "nothing.db")))
+    for name in ("anchor.json", "state"):
+        (tmp_path / name).symlink_to(fed.servers[0].directory / name)
+    done = subprocess.run([*cmd, str(moved)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith("xchange: error") and "no message log" in done.stderr
+    assert "Traceback" not in done.stderr
