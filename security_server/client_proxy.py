@@ -19,6 +19,7 @@ import json
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 import aiohttp
 from aiohttp import web
@@ -80,12 +81,27 @@ async def handle_health(request: web.Request) -> web.Response:
 
 async def handle_rest(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
-    now = rt.clock()
-    conf = rt.conf(now, side="client")
     req = RestRequest.from_is(
         request.method, request.raw_path, request.headers, request.headers.items()
     )
     request[MESSAGE_ID] = req.message_id
+    response, body, rhash = await send_request(rt, req, await request.read())
+    out = web.Response(status=response.status, body=body)
+    for name, value in response.headers:
+        out.headers.add(name, value)
+    out.headers["X-Road-Id"] = req.message_id
+    out.headers["X-Road-Client"] = str(req.client)
+    out.headers["X-Road-Service"] = str(req.service)
+    out.headers["X-Road-Request-Hash"] = rhash
+    return out
+
+
+async def send_request(rt: Runtime, req: RestRequest,
+                       body: bytes) -> tuple[RestResponse, bytes, str]:
+    """Steps 1 and 3-6 of the module docstring: return the verified response, its body and
+    the request hash it is bound to."""
+    now = rt.clock()
+    conf = rt.conf(now, side="client")
     _check_local_client(rt, conf, req)
     identity = rt.identities.get(req.client.member)
     if identity is None:
@@ -94,50 +110,41 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
         )
     targets = _provider_servers(conf, req)
 
-    body = await request.read()
     header_part = req.header_part()
     signature = sign_message(identity, header_part, body, signed_at=now,
                              nonce=uuid.uuid4().hex)
-    await rt.log_message(make_entry(req, "request", "outgoing", header_part, body, signature, now),
-                         side="client")
-    frame = encode_frame(SignedMessage(header_part, signature, body))
-    resp_msg = await _exchange(rt, targets, frame)
-
+    await rt.log_message(make_entry(req, "request", "outgoing", header_part, body, signature,
+                                    now), side="client")
+    answer = await _exchange(rt, targets, encode_frame(SignedMessage(header_part, signature,
+                                                                     body)))
     rhash = request_hash(header_part, body)
     verify_at = rt.clock()
     try:
-        try:
-            response = RestResponse.from_header_part(resp_msg.header_part)
-        except BadRequestError as exc:
-            raise InvalidSignatureError(f"malformed response: {exc.message}",
-                                        code="server.clientproxy.invalid_signature") from exc
-        verify_message(
-            resp_msg.signature, resp_msg.header_part, resp_msg.body,
-            expected_signer=req.service.provider, anchors=conf.trust_anchors(), at=verify_at,
-            code="server.clientproxy.invalid_signature",
-        )
-        response.check_binding(req, rhash)
+        response = _verified_response(conf, req, answer, rhash, verify_at)
     except XRoadError as exc:
         # A response that fails verification is kept as evidence, then refused.
-        await rt.log_message(
-            make_entry(req, "response", "incoming", resp_msg.header_part, resp_msg.body,
-                   resp_msg.signature, verify_at, error_code=exc.code),
-            side="client",
-        )
+        await rt.log_message(make_entry(req, "response", "incoming", answer.header_part,
+                                        answer.body, answer.signature, verify_at,
+                                        error_code=exc.code), side="client")
         raise
-    await rt.log_message(
-        make_entry(req, "response", "incoming", resp_msg.header_part, resp_msg.body,
-               resp_msg.signature, verify_at),
-        side="client",
-    )
-    out = web.Response(status=response.status, body=resp_msg.body)
-    for name, value in response.headers:
-        out.headers.add(name, value)
-    out.headers["X-Road-Id"] = req.message_id
-    out.headers["X-Road-Client"] = str(req.client)
-    out.headers["X-Road-Service"] = str(req.service)
-    out.headers["X-Road-Request-Hash"] = rhash
-    return out
+    await rt.log_message(make_entry(req, "response", "incoming", answer.header_part,
+                                    answer.body, answer.signature, verify_at), side="client")
+    return response, answer.body, rhash
+
+
+def _verified_response(conf: GlobalConf, req: RestRequest, answer: SignedMessage, rhash: str,
+                       at: datetime) -> RestResponse:
+    """The provider's response, signed by the provider's member and bound to ``req``."""
+    code = "server.clientproxy.invalid_signature"
+    try:
+        response = RestResponse.from_header_part(answer.header_part)
+    except BadRequestError as exc:
+        raise InvalidSignatureError(f"malformed response: {exc.message}", code=code) from exc
+    verify_message(answer.signature, answer.header_part, answer.body,
+                   expected_signer=req.service.provider, anchors=conf.trust_anchors(), at=at,
+                   code=code)
+    response.check_binding(req, rhash)
+    return response
 
 
 def _check_local_client(rt: Runtime, conf: GlobalConf, req: RestRequest) -> None:

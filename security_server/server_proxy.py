@@ -66,10 +66,17 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     now = rt.clock()
     conf = rt.conf(now, side="server")                                          # 1.
-    peer = _authenticate_peer(conf, request)                                   # 2.
+    peer = _authenticate_peer(conf, peer_certificate_der(request.transport))   # 2.
     msg = decode_frame(await request.read())                                   # 3.
     req = RestRequest.from_header_part(msg.header_part)
     request[MESSAGE_ID] = req.message_id
+    answer = await serve_request(rt, conf, peer, req, msg, now)
+    return web.Response(body=encode_frame(answer), content_type=FRAME_MEDIA_TYPE)
+
+
+async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
+                        req: RestRequest, msg: SignedMessage, now: datetime) -> SignedMessage:
+    """Steps 3-5 of the module docstring for a parsed request; return the signed response."""
     if not conf.is_hosted_on(req.client, peer.id):
         raise ServerProxyError(
             f"client {req.client} is not registered on the calling server {peer.id}",
@@ -84,31 +91,29 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
                                         msg.signature, now, error_code=exc.code),
                              side="server")
         raise
+    assert verified.nonce is not None  # _admit refuses requests without one
     try:
         await rt.log_message(make_entry(req, "request", "incoming", msg.header_part, msg.body,
                                         msg.signature, now), side="server")    # 5.
     except XRoadError:
-        assert verified.nonce is not None
-        rt.replay.forget(str(req.client), verified.nonce)
+        rt.replay.forget(str(req.client), verified.nonce)  # not passed on: may be retried
         raise
+    identity = rt.identities.get(req.service.provider.member)
+    if identity is None:
+        raise ServerProxyError(f"no signing key for provider {req.service.provider.member}")
     status, headers, body = await _call_provider(rt, service.url, service.timeout, req, msg.body)
     response = RestResponse(
         message_id=req.message_id, client=req.client, service=req.service,
         request_hash=request_hash(msg.header_part, msg.body), status=status, headers=headers,
     )
-    identity = rt.identities.get(req.service.provider.member)
-    if identity is None:
-        raise ServerProxyError(f"no signing key for provider {req.service.provider.member}")
     header_part = response.header_part()
     signature = sign_message(identity, header_part, body)
     await rt.log_message(make_entry(req, "response", "outgoing", header_part, body, signature,
                                     rt.clock()), side="server")
-    return web.Response(body=encode_frame(SignedMessage(header_part, signature, body)),
-                        content_type=FRAME_MEDIA_TYPE)
+    return SignedMessage(header_part, signature, body)
 
 
-def _authenticate_peer(conf: GlobalConf, request: web.Request) -> SecurityServerInfo:
-    der = peer_certificate_der(request.transport)
+def _authenticate_peer(conf: GlobalConf, der: bytes | None) -> SecurityServerInfo:
     peer = None if der is None else conf.server_by_auth_cert_hash(hashlib.sha256(der).hexdigest())
     if peer is None:
         raise ServerProxyError(
