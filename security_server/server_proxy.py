@@ -8,7 +8,8 @@ Listens on mutual TLS.  Per request (docs/protocol.md, "Provider side"):
   3. the frame and header part must parse; the signature must verify and be the client's
      member's -- a request that fails here is logged as rejected, then refused;
   4. the provider must be hosted here and the service configured; the client must have
-     access (deny by default); the message id must not be a replay;
+     access (deny by default); the signature must be fresh and its one-time value unused --
+     a signed request refused here is logged as rejected too, with the code it was given;
   5. log the request durably, call the provider system with the service's timeout,
      sign the response bound to the request hash, log it durably, and return it.
 """
