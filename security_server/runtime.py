@@ -63,6 +63,13 @@ def load_identities(config: SecurityServerConfig) -> dict[ClientId, SigningIdent
     return identities
 
 
+async def _close_later(session: aiohttp.ClientSession, *, delay: float) -> None:
+    try:
+        await asyncio.sleep(delay)
+    finally:
+        await session.close()
+
+
 @dataclass
 class _Peer:
     hashes: frozenset[str]
@@ -88,6 +95,8 @@ class Runtime:
         self._peers: dict[SecurityServerId, _Peer] = {}
         self._client_ctx = client_context(config.auth_cert, config.auth_key, [])
         self._known_anchor_hashes: set[str] = set()
+        self._anchors_version: int | None = None
+        self._retired: set[asyncio.Task[None]] = set()
         self.replay = ReplayWindow()
         self.server_tls: ssl.SSLContext | None = None
         """The server proxy's TLS context, set by the app before it serves."""
@@ -113,6 +122,9 @@ class Runtime:
     def _learn_anchors(self, conf: GlobalConf) -> None:
         """Add newly approved CAs to the TLS trust stores (which only ever grow; the
         handlers check every peer against the configuration in force)."""
+        if conf.version == self._anchors_version:
+            return
+        self._anchors_version = conf.version
         new = [
             c for c in conf.trust_anchors()
             if hashlib.sha256(c.tbs_certificate_bytes).hexdigest() not in self._known_anchor_hashes
@@ -135,10 +147,11 @@ class Runtime:
         if peer is not None and peer.hashes == hashes:
             return peer.session
         if peer is not None:
-            old = peer.session
-            self._peers.pop(server.id)
-            # let in-flight requests on the old pins finish; close soon after
-            asyncio.get_running_loop().call_later(120, lambda: asyncio.ensure_future(old.close()))
+            # New pins: new connections.  In-flight requests on the old ones may finish.
+            del self._peers[server.id]
+            task = asyncio.create_task(_close_later(peer.session, delay=120))
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
         connector = aiohttp.TCPConnector(ssl=PinnedPeer(hashes), limit=0,
                                          enable_cleanup_closed=False)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
@@ -150,6 +163,9 @@ class Runtime:
         return self._client_ctx
 
     async def close(self) -> None:
+        for task in list(self._retired):
+            task.cancel()  # _close_later closes its session when cancelled
+        await asyncio.gather(*self._retired, return_exceptions=True)
         for peer in self._peers.values():
             await peer.session.close()
         self._peers.clear()
