@@ -3,10 +3,13 @@
 Speaks the X-Road Message Protocol for REST (``/r1/...``) to the IS and xchange's
 security-server protocol (docs/protocol.md) to provider security servers.  Per request:
 
-  1. global configuration must be in force (else ``global_conf_outdated``);
-  2. parse the request (identifiers, X-Road headers) -- bad input is ``client.*``;
-  3. the client must be registered on this server (else ``unknown_member``);
-  4. build and sign the header part; log the signed request durably (else ``logging_failed``);
+  1. parse the request line and headers (identifiers, X-Road headers) -- bad input is
+     ``client.*``; nothing of the body is read yet;
+  2. global configuration must be in force (else ``global_conf_outdated``);
+  3. the client must be registered on this server (else ``unknown_member``), and the
+     provider known (else ``unknown_service``);
+  4. read the body; build and sign the header part; log the signed request durably (else
+     ``logging_failed``);
   5. send it over mutual TLS to a server hosting the provider, pinned to its registered
      auth certificate;
   6. verify the response's signature and its binding to the request, log it, then answer
@@ -18,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import aiohttp
@@ -85,7 +88,7 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
         request.method, request.raw_path, request.headers, request.headers.items()
     )
     request[MESSAGE_ID] = req.message_id
-    response, body, rhash = await send_request(rt, req, await request.read())
+    response, body, rhash = await send_request(rt, req, request.read)
     out = web.Response(status=response.status, body=body)
     for name, value in response.headers:
         out.headers.add(name, value)
@@ -97,9 +100,10 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
 
 
 async def send_request(rt: Runtime, req: RestRequest,
-                       body: bytes) -> tuple[RestResponse, bytes, str]:
-    """Steps 1 and 3-6 of the module docstring: return the verified response, its body and
-    the request hash it is bound to."""
+                       read_body: Callable[[], Awaitable[bytes]]) -> tuple[RestResponse, bytes,
+                                                                            str]:
+    """Steps 2-6 of the module docstring: return the verified response, its body and the
+    request hash it is bound to.  The body is read only once the request is admitted."""
     now = rt.clock()
     conf = rt.conf(now, side="client")
     _check_local_client(rt, conf, req)
@@ -110,6 +114,7 @@ async def send_request(rt: Runtime, req: RestRequest,
         )
     targets = _provider_servers(conf, req)
 
+    body = await read_body()
     header_part = req.header_part()
     signature = sign_message(identity, header_part, body, signed_at=now,
                              nonce=uuid.uuid4().hex)

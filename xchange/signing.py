@@ -101,6 +101,9 @@ def sign_message(
     """
     headers: dict[str, object] = {
         "typ": JWS_TYPE,
+        # Set here, not left to PyJWT: releases before 2.13 write b64 without crit.
+        "b64": False,
+        "crit": ["b64"],
         "x5c": [cert_to_b64der(c) for c in identity.chain],
     }
     if signed_at is not None:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from security_server.confclient import CACHE_FILE
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine
-from security_server.messagelog import MessageLog
+from security_server.messagelog import MessageLog, MessageRecord
 from xchange.errors import XRoadError
 from xchange.globalconf import ConfigurationAnchor, GlobalConf, verify_envelope
 from xchange.identifiers import ClientId, ServiceId
@@ -65,6 +65,14 @@ async def _check(config: SecurityServerConfig) -> LogVerification:
         # Opening it would create an empty log that "verifies": refuse a wrong path instead.
         raise ValueError(f"no message log at {url.database}")
     engine = create_db_engine(config.database_url)
+    try:
+        has_log = sa.inspect(engine).has_table(MessageRecord.__tablename__)
+    except sa.exc.SQLAlchemyError as exc:
+        engine.dispose()
+        raise ValueError(f"cannot open the message log database: {exc}") from exc
+    if not has_log:
+        engine.dispose()
+        raise ValueError("the database holds no message log")
     log = MessageLog(engine)
     try:
         result = LogVerification(chain=await log.verify())
