@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from xchange_cli.federation import Federation, RunningFederation, build_federation
 
 
-def _start(root: Path, **settings: float) -> Iterator[RunningFederation]:
-    fed = build_federation(root, **settings)  # type: ignore[arg-type]
+def _start(root: Path, **settings: Any) -> Iterator[RunningFederation]:
+    fed = build_federation(root, **settings)
     with RunningFederation(fed) as running:
         yield running
 
