@@ -38,8 +38,8 @@ from xchange.errors import (
     error_for_code,
 )
 from xchange.globalconf import GlobalConf, SecurityServerInfo
-from xchange.rest import RestRequest, RestResponse, request_hash
-from xchange.signing import sign_message, verify_message
+from xchange.rest import RestRequest, RestResponse, digest_payload, request_hash_of
+from xchange.signing import sign_payload, verify_message
 from xchange.transport import (
     FRAME_MEDIA_TYPE,
     PEER_PATH,
@@ -116,13 +116,13 @@ async def send_request(rt: Runtime, req: RestRequest,
 
     body = await read_body()
     header_part = req.header_part()
-    signature = sign_message(identity, header_part, body, signed_at=now,
-                             nonce=uuid.uuid4().hex)
+    payload = digest_payload(header_part, body)  # the body is hashed once, here
+    signature = sign_payload(identity, payload, signed_at=now, nonce=uuid.uuid4().hex)
     await rt.log_message(make_entry(req, "request", "outgoing", header_part, body, signature,
                                     now), side="client")
     answer = await _exchange(rt, targets, encode_frame(SignedMessage(header_part, signature,
                                                                      body)))
-    rhash = request_hash(header_part, body)
+    rhash = request_hash_of(payload)
     verify_at = rt.clock()
     try:
         response = _verified_response(conf, req, answer, rhash, verify_at)

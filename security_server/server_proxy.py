@@ -36,8 +36,14 @@ from xchange.errors import (
     XRoadError,
 )
 from xchange.globalconf import GlobalConf, SecurityServerInfo
-from xchange.rest import RestRequest, RestResponse, filter_headers, request_hash
-from xchange.signing import VerifiedSignature, sign_message, verify_message
+from xchange.rest import (
+    RestRequest,
+    RestResponse,
+    digest_payload,
+    filter_headers,
+    request_hash_of,
+)
+from xchange.signing import VerifiedSignature, sign_message, verify_payload
 from xchange.transport import (
     FRAME_MEDIA_TYPE,
     PEER_PATH,
@@ -83,7 +89,8 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
             f"client {req.client} is not registered on the calling server {peer.id}",
             code="server.serverproxy.ssl_authentication_failed",
         )
-    verified = await _verify_request(rt, conf, req, msg, now)
+    payload = digest_payload(msg.header_part, msg.body)  # the body is hashed once, here
+    verified = await _verify_request(rt, conf, req, msg, payload, now)
     try:
         service = _admit(rt, conf, req, verified, now)                         # 4.
     except XRoadError as exc:
@@ -105,7 +112,7 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
     status, headers, body = await _call_provider(rt, service.url, service.timeout, req, msg.body)
     response = RestResponse(
         message_id=req.message_id, client=req.client, service=req.service,
-        request_hash=request_hash(msg.header_part, msg.body), status=status, headers=headers,
+        request_hash=request_hash_of(payload), status=status, headers=headers,
     )
     header_part = response.header_part()
     signature = sign_message(identity, header_part, body)
@@ -125,11 +132,12 @@ def _authenticate_peer(conf: GlobalConf, der: bytes | None) -> SecurityServerInf
 
 
 async def _verify_request(rt: Runtime, conf: GlobalConf, req: RestRequest,
-                          msg: SignedMessage, now: datetime) -> VerifiedSignature:
+                          msg: SignedMessage, payload: bytes,
+                          now: datetime) -> VerifiedSignature:
     try:
-        return verify_message(msg.signature, msg.header_part, msg.body, expected_signer=req.client,
-                       anchors=conf.trust_anchors(), at=now,
-                       code="server.serverproxy.invalid_signature")
+        return verify_payload(msg.signature, payload, expected_signer=req.client,
+                              anchors=conf.trust_anchors(), at=now,
+                              code="server.serverproxy.invalid_signature")
     except InvalidSignatureError as exc:
         # Evidence first: the refused request is logged as rejected, then refused.
         await rt.log_message(make_entry(req, "request", "incoming", msg.header_part, msg.body,

@@ -37,6 +37,7 @@ __all__ = [
     "digest_payload",
     "filter_headers",
     "request_hash",
+    "request_hash_of",
 ]
 
 PROTOCOL_PREFIX = "/r1/"
@@ -86,7 +87,11 @@ def digest_payload(header_part: bytes, body: bytes) -> bytes:
 
 def request_hash(header_part: bytes, body: bytes) -> str:
     """X-Road's ``X-Road-Request-Hash`` of a request (PR-REST 4.3)."""
-    payload = digest_payload(header_part, body)
+    return request_hash_of(digest_payload(header_part, body))
+
+
+def request_hash_of(payload: bytes) -> str:
+    """:func:`request_hash` from the request's :func:`digest_payload`, already computed."""
     if len(payload) == hashlib.sha512().digest_size:
         return base64.b64encode(payload).decode("ascii")
     return base64.b64encode(hashlib.sha512(payload).digest()).decode("ascii")

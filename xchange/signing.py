@@ -49,7 +49,9 @@ __all__ = [
     "SigningIdentity",
     "VerifiedSignature",
     "sign_message",
+    "sign_payload",
     "verify_message",
+    "verify_payload",
 ]
 
 JWS_TYPE = "xchange-msg+jws"
@@ -99,6 +101,19 @@ def sign_message(
 
     ``signed_at`` and ``nonce`` become the protected ``iat`` and ``jti`` parameters.
     """
+    return sign_payload(identity, digest_payload(header_part, body), signed_at=signed_at,
+                        nonce=nonce)
+
+
+def sign_payload(
+    identity: SigningIdentity,
+    payload: bytes,
+    *,
+    signed_at: datetime | None = None,
+    nonce: str | None = None,
+) -> str:
+    """:func:`sign_message` for a digest payload the caller has already computed (the
+    security servers need it for the request hash too, and hash a body only once)."""
     headers: dict[str, object] = {
         "typ": JWS_TYPE,
         # Set here, not left to PyJWT: releases before 2.13 write b64 without crit.
@@ -113,7 +128,7 @@ def sign_message(
             raise ValueError("nonce must be 16 to 128 ASCII characters")
         headers["jti"] = nonce
     token = _jws.encode(
-        digest_payload(header_part, body),
+        payload,
         identity.key,
         algorithm=identity.algorithm,
         headers=headers,
@@ -132,7 +147,22 @@ def verify_message(
     at: datetime,
     code: str,
 ) -> VerifiedSignature:
-    """Verify a detached message signature made by ``expected_signer``'s member.
+    """Verify a detached message signature made by ``expected_signer``'s member
+    (see :func:`verify_payload`)."""
+    return verify_payload(signature, digest_payload(header_part, body),
+                          expected_signer=expected_signer, anchors=anchors, at=at, code=code)
+
+
+def verify_payload(
+    signature: str,
+    payload: bytes,
+    *,
+    expected_signer: ClientId,
+    anchors: Sequence[x509.Certificate],
+    at: datetime,
+    code: str,
+) -> VerifiedSignature:
+    """Verify a detached signature over a digest payload, made by ``expected_signer``'s member.
 
     Plan:
       1. parse the protected header; ``alg`` must be allowed, ``x5c`` present;
@@ -198,7 +228,7 @@ def verify_message(
             signature,
             key=public_key,  # type: ignore[arg-type]
             algorithms=[alg],
-            detached_payload=digest_payload(header_part, body),
+            detached_payload=payload,
         )
     except jwt.PyJWTError as exc:
         raise InvalidSignatureError("signature does not verify", code=code) from exc

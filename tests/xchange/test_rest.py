@@ -23,6 +23,7 @@ from xchange.rest import (
     digest_payload,
     filter_headers,
     request_hash,
+    request_hash_of,
 )
 
 SERVICE = "/r1/EE/GOV/5678/provider/getPerson"
@@ -520,3 +521,9 @@ def test_dot_segments_in_the_service_path_are_refused(tail: str) -> None:
     with pytest.raises(BadRequestError) as info:
         RestRequest.from_is("GET", target, headers, headers.items())
     assert info.value.code == "client.bad_request"
+
+
+@pytest.mark.parametrize("body", [b"", b"x" * 1000])
+def test_request_hash_of_the_digest_payload_is_the_request_hash(body: bytes) -> None:
+    part = full_request().header_part()
+    assert request_hash_of(digest_payload(part, body)) == request_hash(part, body)

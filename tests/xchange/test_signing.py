@@ -28,7 +28,9 @@ from xchange.signing import (
     SigningIdentity,
     VerifiedSignature,
     sign_message,
+    sign_payload,
     verify_message,
+    verify_payload,
 )
 
 MEMBER = ClientId("TEST", "GOV", "1234")
@@ -491,3 +493,17 @@ def test_the_callers_code_is_raised(
         verify(pki, signature, code=code, **overrides)
     assert info.value.code == code
     assert info.value.to_json()["type"] == code
+
+
+def test_payload_forms_are_the_message_forms(pki: Pki) -> None:
+    """sign_payload/verify_payload are sign_message/verify_message over digest_payload."""
+    identity = pki.identity(pki.sign_ec)
+    payload = digest_payload(HEADER_PART, BODY)
+    by_payload = sign_payload(identity, payload)
+    verify(pki, by_payload)  # verifies as a message signature
+    by_message = sign_message(identity, HEADER_PART, BODY)
+    verify_payload(by_message, payload, expected_signer=CLIENT, anchors=pki.anchors,
+                   at=pki.now, code=CODE)
+    with pytest.raises(InvalidSignatureError):
+        verify_payload(by_message, digest_payload(HEADER_PART, BODY + b"x"),
+                       expected_signer=CLIENT, anchors=pki.anchors, at=pki.now, code=CODE)
