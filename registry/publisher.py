@@ -35,6 +35,7 @@ from cryptography import x509
 from certs.keys import PrivateKey, load_certificate, load_private_key
 from registry.config import ConfigError, RegistryConfig
 from schemas import load_json_schema
+from xchange.certificates import cert_sha256
 from xchange.errors import XRoadError
 from xchange.globalconf import (
     ApprovedCA,
@@ -45,7 +46,6 @@ from xchange.globalconf import (
     GlobalGroupInfo,
     MemberInfo,
     SecurityServerInfo,
-    cert_sha256,
     sign_envelope,
 )
 from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId

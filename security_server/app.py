@@ -51,7 +51,7 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
     try:
         anchors = conf_client.current(utc_now()).trust_anchors()
     except GlobalConfOutdatedError:
-        anchors = []  # learnt when a configuration arrives
+        anchors = ()  # learnt when a configuration arrives
     runtime.server_tls = server_context(config.auth_cert, config.auth_key, anchors)
     runners: list[web.AppRunner] = []
     refresher = asyncio.create_task(conf_client.run(config.conf_refresh_seconds))

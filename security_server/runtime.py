@@ -125,18 +125,15 @@ class Runtime:
         if conf.version == self._anchors_version:
             return
         self._anchors_version = conf.version
-        new = [
-            c for c in conf.trust_anchors()
-            if hashlib.sha256(c.tbs_certificate_bytes).hexdigest() not in self._known_anchor_hashes
-        ]
+        by_hash = {hashlib.sha256(c.tbs_certificate_bytes).hexdigest(): c
+                   for c in conf.trust_anchors()}
+        new = [c for h, c in by_hash.items() if h not in self._known_anchor_hashes]
         if not new:
             return
         add_anchors(self._client_ctx, new)
         if self.server_tls is not None:
             add_anchors(self.server_tls, new)
-        self._known_anchor_hashes.update(
-            hashlib.sha256(c.tbs_certificate_bytes).hexdigest() for c in new
-        )
+        self._known_anchor_hashes.update(by_hash)
 
     # -- peers ----------------------------------------------------------------------------
 

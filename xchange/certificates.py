@@ -55,9 +55,9 @@ __all__ = [
     "EKU_SERVER_AUTH",
     "OID_SERIAL_NUMBER",
     "CertPurpose",
-    "auth_cert_hash",
     "auth_cert_subject",
     "cert_from_b64der",
+    "cert_sha256",
     "cert_to_b64der",
     "load_pem_chain",
     "member_of_sign_cert",
@@ -301,8 +301,9 @@ def verify_chain(
 # -- encodings --------------------------------------------------------------------------------
 
 
-def auth_cert_hash(cert: x509.Certificate) -> str:
-    """Lower-case hex SHA-256 of the DER: how global configuration registers an auth cert."""
+def cert_sha256(cert: x509.Certificate) -> str:
+    """Lower-case hex SHA-256 of the DER: how global configuration registers an auth
+    certificate, and the ``keyid`` of a configuration signer."""
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -61,6 +60,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from schemas import load_json_schema
 from xchange.canonical import canonical_json, parse_json
+from xchange.certificates import cert_sha256
 from xchange.errors import BadRequestError, GlobalConfOutdatedError, InvalidGlobalConfError
 from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId, check_part
 
@@ -78,7 +78,6 @@ __all__ = [
     "MemberInfo",
     "SecurityServerInfo",
     "TrustedGlobalConf",
-    "cert_sha256",
     "sign_envelope",
     "verify_envelope",
 ]
@@ -95,11 +94,6 @@ _T = TypeVar("_T")
 
 
 # -- small helpers ---------------------------------------------------------------------------
-
-
-def cert_sha256(cert: x509.Certificate) -> str:
-    """Hex SHA-256 of a certificate's DER: the envelope's ``keyid`` and the auth cert hash."""
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def _require_aware(t: datetime, what: str) -> None:
@@ -300,6 +294,7 @@ class GlobalConf:
     _groups: dict[GlobalGroupId, frozenset[ClientId]] = field(
         init=False, repr=False, compare=False
     )
+    _anchors: tuple[x509.Certificate, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -367,6 +362,7 @@ class GlobalConf:
         object.__setattr__(self, "_by_hash", by_hash)
         object.__setattr__(self, "_hosting", {c: tuple(v) for c, v in hosting.items()})
         object.__setattr__(self, "_groups", groups)
+        object.__setattr__(self, "_anchors", tuple(ca.certificate for ca in self.approved_cas))
 
     def _check_instance(self, instance: str, what: str) -> None:
         # Each instance publishes its own configuration; federation partners' come separately.
@@ -394,9 +390,9 @@ class GlobalConf:
         """The server whose TLS auth certificate has this hex SHA-256 (of its DER)."""
         return self._by_hash.get(cert_hash.lower())
 
-    def trust_anchors(self) -> list[x509.Certificate]:
+    def trust_anchors(self) -> tuple[x509.Certificate, ...]:
         """The approved CAs' certificates, as roots for X.509 path validation."""
-        return [ca.certificate for ca in self.approved_cas]
+        return self._anchors
 
     def members_of_group(self, group: GlobalGroupId) -> frozenset[ClientId]:
         """The group's members; empty for an unknown group (which then grants nothing)."""

@@ -15,7 +15,8 @@ from certs.keys import write_certificate
 from registry.config import ConfigError, RegistryConfig
 from registry.publisher import ANCHOR_FILE, CONF_FILE, VERSION_FILE, Publisher
 from tests.registry.conftest import LITERAL_HASH, Pki, registry_data, write_registry
-from xchange.globalconf import ConfigurationAnchor, TrustedGlobalConf, cert_sha256
+from xchange.certificates import cert_sha256
+from xchange.globalconf import ConfigurationAnchor, TrustedGlobalConf
 from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
@@ -52,7 +53,7 @@ def test_publish_writes_a_verifiable_document(config: RegistryConfig, pki: Pki) 
     # Hash from the certificate file first, then the literal one, normalised to lower case.
     assert ss1.auth_cert_hashes == (cert_sha256(pki.auth_cert), LITERAL_HASH.lower())
     assert conf.server_by_auth_cert_hash(cert_sha256(pki.auth_cert)) == ss1
-    assert conf.trust_anchors() == [pki.ca_cert]
+    assert conf.trust_anchors() == (pki.ca_cert,)
     assert conf.approved_cas[0].ocsp_url is None
     assert conf.is_registered(ClientId.parse("DEV/GOV/1234/REGISTRY"))
     assert conf.members_of_group(GlobalGroupId.parse("DEV/owners")) == {

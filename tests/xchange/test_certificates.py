@@ -19,9 +19,9 @@ from certs.keys import PrivateKey, generate_private_key
 from xchange.certificates import (
     OID_SERIAL_NUMBER,
     CertPurpose,
-    auth_cert_hash,
     auth_cert_subject,
     cert_from_b64der,
+    cert_sha256,
     cert_to_b64der,
     load_pem_chain,
     member_of_sign_cert,
@@ -369,7 +369,7 @@ def test_expired_anchor_is_refused_though_the_leaf_is_valid(
 
 def test_auth_cert_hash_is_lowercase_sha256_of_der(auth_creds: IssuedCredentials) -> None:
     cert = auth_creds.certificate
-    digest = auth_cert_hash(cert)
+    digest = cert_sha256(cert)
     assert digest == hashlib.sha256(cert.public_bytes(DER)).hexdigest()
     assert len(digest) == 64
     assert digest == digest.lower()

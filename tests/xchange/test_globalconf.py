@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from certs.keys import self_signed_certificate
 from xchange.canonical import canonical_json, parse_json
+from xchange.certificates import cert_sha256
 from xchange.errors import BadRequestError, GlobalConfOutdatedError
 from xchange.globalconf import (
     ApprovedCA,
@@ -30,7 +31,6 @@ from xchange.globalconf import (
     MemberInfo,
     SecurityServerInfo,
     TrustedGlobalConf,
-    cert_sha256,
     sign_envelope,
     verify_envelope,
 )
@@ -207,7 +207,7 @@ def test_queries(make_conf: Callable[..., GlobalConf], auth_cert: x509.Certifica
     assert conf.server_by_auth_cert_hash(cert_sha256(auth_cert)) == ss1
     assert conf.server_by_auth_cert_hash(cert_sha256(auth_cert).upper()) == ss1
     assert conf.server_by_auth_cert_hash("00" * 32) is None
-    assert conf.trust_anchors() == [ca_cert]
+    assert conf.trust_anchors() == (ca_cert,)
     assert conf.members_of_group(GROUP) == frozenset({ORG, OTHER})
     assert conf.members_of_group(GlobalGroupId("DEV", "nobody")) == frozenset()
     assert conf.member_name(SUB) == "Ministry of Tests"
