@@ -15,6 +15,9 @@ The tree::
     │   └── BadRequestError             malformed message, header or identifier
     ├── InvalidSignatureError           a signature, certificate or hash binding does not
     │                                   verify (code says which side found it)
+    ├── CertificateValidationError      a certificate is revoked or of unknown status, or its
+    │                                   OCSP response is missing, invalid or stale
+    ├── TimestampingFailedError         no time-stamp could be obtained or verified
     ├── ChainBrokenError                a message log's hash chain does not verify
     ├── ClientProxyError                the consumer security server refuses or fails
     │   │                               (server.clientproxy.*)
@@ -48,6 +51,7 @@ __all__ = [
     "ERROR_CODES",
     "AccessDeniedError",
     "BadRequestError",
+    "CertificateValidationError",
     "ChainBrokenError",
     "ClientError",
     "ClientProxyError",
@@ -60,6 +64,7 @@ __all__ = [
     "ServerProxyError",
     "ServerProxyLoggingError",
     "ServiceFailedError",
+    "TimestampingFailedError",
     "UnknownMemberError",
     "UnknownServiceError",
     "XRoadError",
@@ -123,6 +128,12 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "The response's signature does not verify."),
     ErrorCode("server.clientproxy.invalid_request_hash", _CP, 502,
               "The response is not bound to the request that was sent."),
+    ErrorCode("server.clientproxy.cert_validation", _CP, 502,
+              "A certificate of the provider security server (or of this server) is revoked "
+              "or of unknown status, or its OCSP response is missing, invalid or stale."),
+    ErrorCode("server.clientproxy.timestamping_failed", _CP, 503,
+              "Time-stamping has failed for longer than allowed; messages are refused until "
+              "it recovers."),
     ErrorCode("server.clientproxy.internal_error", _CP, 500, "Internal error."),
     # -- provider security server
     ErrorCode("server.serverproxy.access_denied", _SP, 403,
@@ -147,6 +158,12 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "The message log could not be written; the message was not passed on."),
     ErrorCode("server.serverproxy.bad_request", _SP, 400,
               "The message between security servers does not follow the protocol."),
+    ErrorCode("server.serverproxy.cert_validation", _SP, 401,
+              "A certificate of the calling security server or member is revoked or of "
+              "unknown status, or its OCSP response is missing, invalid or stale."),
+    ErrorCode("server.serverproxy.timestamping_failed", _SP, 503,
+              "Time-stamping has failed for longer than allowed; messages are refused until "
+              "it recovers."),
     ErrorCode("server.serverproxy.internal_error", _SP, 500, "Internal error."),
     # -- message log audit (either server's own log; Fault has no "this server" value)
     ErrorCode("server.messagelog.chain_broken", _SP, 500,
@@ -200,6 +217,20 @@ class InvalidSignatureError(XRoadError):
     """
 
     default_code = "server.serverproxy.invalid_signature"
+
+
+class CertificateValidationError(XRoadError):
+    """A certificate is revoked or of unknown status, or the OCSP response that should prove
+    its status is missing, not signed by the right responder, for another certificate, or
+    stale.  Like :class:`InvalidSignatureError`, the code says which side found it."""
+
+    default_code = "server.serverproxy.cert_validation"
+
+
+class TimestampingFailedError(XRoadError):
+    """A time-stamp could not be obtained from the TSA or does not verify."""
+
+    default_code = "server.clientproxy.timestamping_failed"
 
 
 class ClientProxyError(XRoadError):
