@@ -22,6 +22,8 @@ The tree::
     ├── AdminError                      an admin API refuses a call              (admin.*)
     │   ├── AdminUnauthorizedError      no valid bearer token
     │   └── AdminForbiddenError         the token's roles lack the permission
+    ├── ManagementRequestError          a security server's management request is refused
+    │                                   (registry.management.*)
     ├── ClientProxyError                the consumer security server refuses or fails
     │   │                               (server.clientproxy.*)
     │   ├── UnknownMemberError          client not registered on this security server
@@ -67,6 +69,7 @@ __all__ = [
     "GlobalConfOutdatedError",
     "InvalidGlobalConfError",
     "InvalidSignatureError",
+    "ManagementRequestError",
     "ServerProxyError",
     "ServerProxyLoggingError",
     "ServiceFailedError",
@@ -177,6 +180,23 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "or not signed by this server's admin-token key."),
     ErrorCode("admin.forbidden", _C, 403,
               "The token is valid but none of its roles grants this operation."),
+    ErrorCode("admin.bad_request", _C, 400,
+              "The admin request is malformed or breaks a rule of the data it changes."),
+    ErrorCode("admin.not_found", _C, 404, "No such object."),
+    ErrorCode("admin.conflict", _C, 409,
+              "The object already exists, is still in use, or is in the wrong state."),
+    # -- management requests from security servers to the registry
+    ErrorCode("registry.management.bad_request", _C, 400,
+              "The management request is malformed or names unknown objects."),
+    ErrorCode("registry.management.invalid_signature", _C, 400,
+              "A signature of the management request is missing or does not verify, or is "
+              "not by the member (or auth key) the request needs."),
+    ErrorCode("registry.management.not_allowed", _C, 403,
+              "The signer may not ask for this (for example another member's subsystem)."),
+    ErrorCode("registry.management.duplicate_request", _C, 409,
+              "A request with this id was already received (replay refused)."),
+    ErrorCode("registry.management.stale_request", _C, 400,
+              "The request was made too long ago or in the future."),
     # -- message log audit (either server's own log; Fault has no "this server" value)
     ErrorCode("server.messagelog.chain_broken", _SP, 500,
               "The message log's hash chain does not verify."),
@@ -293,6 +313,12 @@ class AdminForbiddenError(AdminError):
     """The caller is known, but none of its roles grants the operation."""
 
     default_code = "admin.forbidden"
+
+
+class ManagementRequestError(XRoadError):
+    """The registry refuses a management request from a security server."""
+
+    default_code = "registry.management.bad_request"
 
 
 class ClientProxyLoggingError(ClientProxyError):

@@ -88,3 +88,22 @@ def write_registry(folder: Path, pki: Pki, **config: object) -> Path:
     path = folder / "registry.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# -- the registry's database, on SQLite and PostgreSQL ----------------------------------------
+
+from collections.abc import Iterator  # noqa: E402
+
+from sqlalchemy.engine import Engine  # noqa: E402
+
+from registry.db import create_db_engine, migrate  # noqa: E402
+from tests.security_server.conftest import db_url  # noqa: E402, F401 (a fixture, re-used)
+
+
+@pytest.fixture
+def reg_engine(db_url: str) -> Iterator[Engine]:  # noqa: F811
+    """An engine on an empty database migrated to the newest registry schema."""
+    engine = create_db_engine(db_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()

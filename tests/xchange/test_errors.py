@@ -23,6 +23,7 @@ from xchange.errors import (
     GlobalConfOutdatedError,
     InvalidGlobalConfError,
     InvalidSignatureError,
+    ManagementRequestError,
     ServerProxyError,
     ServerProxyLoggingError,
     ServiceFailedError,
@@ -38,6 +39,7 @@ _CODE_SHAPE = re.compile(r"^[a-z]+(\.[a-z0-9]+(_[a-z0-9]+)*)+$")
 _FAULT_OF_PREFIX = {
     "client.": Fault.CLIENT,
     "admin.": Fault.CLIENT,
+    "registry.": Fault.CLIENT,
     "server.clientproxy.": Fault.CONSUMER_SERVER,
     "server.serverproxy.": Fault.PROVIDER_SERVER,
 }
@@ -83,6 +85,7 @@ _HIERARCHY: list[tuple[type[XRoadError], type, str]] = [
     (AdminError, XRoadError, "admin.unauthorized"),
     (AdminUnauthorizedError, AdminError, "admin.unauthorized"),
     (AdminForbiddenError, AdminError, "admin.forbidden"),
+    (ManagementRequestError, XRoadError, "registry.management.bad_request"),
 ]
 
 
