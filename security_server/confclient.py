@@ -6,6 +6,10 @@ against the anchor, schema, rollback, expiry), and on success writes the copy to
 folder so a restart begins with the last good configuration.  A failed download or a
 document that does not verify changes nothing: the last good copy stays in force until it
 expires, after which :meth:`current` raises ``global_conf_outdated`` and traffic stops.
+
+Configuration-signing keys announced by an accepted configuration (key rotation) are kept in
+``state_dir/conf-signing-keys.pem`` and trusted again after a restart, so a server that was
+down while the registry moved to a new key still accepts its next configuration.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from pathlib import Path
 from typing import Protocol
 
 import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from xchange.errors import XRoadError
 from xchange.globalconf import ConfigurationAnchor, GlobalConf, TrustedGlobalConf
@@ -28,6 +34,7 @@ __all__ = ["ConfFetcher", "GlobalConfClient", "HttpConfFetcher"]
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "globalconf.json"
+KEYS_FILE = "conf-signing-keys.pem"
 
 
 class ConfFetcher(Protocol):
@@ -61,13 +68,23 @@ class GlobalConfClient:
         fetcher: ConfFetcher,
         clock: Callable[[], datetime],
     ) -> None:
-        self._trusted = TrustedGlobalConf(anchor)
+        self._trusted = TrustedGlobalConf(anchor, self._learned_keys(state_dir))
         self._anchor = anchor
         self._state_dir = state_dir
         self._fetcher = fetcher
         self._clock = clock
         self.last_error: str | None = None
         self._stored_version: int | None = None
+
+    @staticmethod
+    def _learned_keys(state_dir: Path) -> list[x509.Certificate]:
+        try:
+            return x509.load_pem_x509_certificates((state_dir / KEYS_FILE).read_bytes())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.warning("learned configuration-signing keys not usable: %s", exc)
+            return []
 
     def current(self, now: datetime) -> GlobalConf:
         """The configuration in force at ``now``; raises GlobalConfOutdatedError."""
@@ -112,12 +129,15 @@ class GlobalConfClient:
 
     def _store(self, data: bytes) -> None:
         self._state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._state_dir / (CACHE_FILE + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._state_dir / CACHE_FILE)
+        keys = b"".join(c.public_bytes(serialization.Encoding.PEM)
+                        for c in self._trusted.trusted_keys)
+        for name, content in ((KEYS_FILE, keys), (CACHE_FILE, data)):
+            tmp = self._state_dir / (name + ".tmp")
+            with open(tmp, "wb") as fh:
+                fh.write(content)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self._state_dir / name)
 
     async def run(self, interval: float) -> None:
         """Refresh forever (a background task, cancelled on shutdown)."""

@@ -19,12 +19,19 @@ What is here:
 
 * the frozen model (:class:`GlobalConf` and its parts) with ``from_payload``/``to_payload``
   and the O(1) queries a security server makes on every message;
-* :func:`sign_envelope` (used by the registry) and :func:`verify_envelope`;
+* :func:`sign_envelope` / :func:`sign_envelope_by` (used by the registry) and
+  :func:`verify_envelope`;
 * :class:`ConfigurationAnchor`, what a security server trusts before any configuration
   (``schemas/anchor.schema.json``);
 * :class:`TrustedGlobalConf`, the state machine that accepts a new document only if it is
   signed by an anchor key, of the anchor's instance, not expired, and not a rollback, and
   otherwise keeps the last good copy (TUF ``TrustedMetadataSet``).
+
+Configuration-signing key rotation: a payload may list ``signing_keys``, the certificates of
+the keys the registry signs with now or will sign with next.  A document is accepted only if
+a key trusted *before* it verifies it; once accepted, its list becomes the trusted set (the
+anchor's keys when it lists none).  So a new key is trusted only after a configuration signed
+by an already trusted key announced it, and a key the registry drops is no longer trusted.
 
 What is not here: downloading, file handling and the refresh loop (the security server's
 configuration client), building the payload from the registry's data (``registry/``), and
@@ -79,6 +86,7 @@ __all__ = [
     "SecurityServerInfo",
     "TrustedGlobalConf",
     "sign_envelope",
+    "sign_envelope_by",
     "verify_envelope",
 ]
 
@@ -280,6 +288,9 @@ class GlobalConf:
     approved_cas: tuple[ApprovedCA, ...] = ()
     approved_tsas: tuple[ApprovedTSA, ...] = ()
     settings: FederationSettings = field(default_factory=FederationSettings)
+    signing_keys: tuple[x509.Certificate, ...] = ()
+    """Certificates of the configuration-signing keys security servers are to trust from
+    this version on (key rotation); empty: the anchor's keys."""
 
     # Lookup tables for the per-message queries, built once in __post_init__.
     _registered: frozenset[ClientId] = field(init=False, repr=False, compare=False)
@@ -317,6 +328,7 @@ class GlobalConf:
         _unique((m.id for m in self.members), "member")
         _unique((s.id for s in self.security_servers), "security server")
         _unique((g.id for g in self.global_groups), "global group")
+        _unique((cert_sha256(c) for c in self.signing_keys), "signing key")
 
         registered: set[ClientId] = set()
         names: dict[ClientId, str] = {}
@@ -457,10 +469,19 @@ class GlobalConf:
             approved_cas=cas,
             approved_tsas=tsas,
             settings=FederationSettings(**p["settings"]),
+            signing_keys=tuple(
+                _cert_from_b64(c, "signing key") for c in p.get("signing_keys", ())
+            ),
         )
 
     def to_payload(self) -> dict[str, Any]:
         """The JSON payload (the ``signed`` part); ``from_payload`` of it gives ``self`` back."""
+        payload = self._payload_without_keys()
+        if self.signing_keys:  # absent rather than empty: documents without rotation unchanged
+            payload["signing_keys"] = [_cert_to_b64(c) for c in self.signing_keys]
+        return payload
+
+    def _payload_without_keys(self) -> dict[str, Any]:
         return {
             "type": CONF_TYPE,
             "spec_version": SPEC_VERSION,
@@ -510,21 +531,23 @@ def _b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+ConfSigner = tuple[ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, x509.Certificate]
+"""A configuration-signing key and its certificate."""
+
+
 def sign_envelope(
     payload: Mapping[str, Any],
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
     cert: x509.Certificate,
 ) -> bytes:
-    """Sign a global configuration payload; return the envelope's wire bytes.
+    """Sign a global configuration payload with one key (see :func:`sign_envelope_by`)."""
+    return sign_envelope_by(payload, [(key, cert)])
 
-    The payload is checked first (schema and consistency), so that the registry can never
-    publish a document security servers would refuse.  EC P-256 keys sign ES256, RSA keys
-    PS256.  A key that does not match ``cert`` is a programming error (``ValueError``).
-    """
-    GlobalConf.from_payload(payload)
+
+def _signature(message: bytes, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+               cert: x509.Certificate) -> dict[str, str]:
     if key.public_key() != cert.public_key():
         raise ValueError("the signing key does not match the signing certificate")
-    message = canonical_json(payload)
     if isinstance(key, ec.EllipticCurvePrivateKey):
         if not isinstance(key.curve, ec.SECP256R1):
             raise ValueError(f"ES256 needs a P-256 key, not {key.curve.name}")
@@ -533,9 +556,25 @@ def sign_envelope(
     else:
         pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=_PSS_SALT_LENGTH)
         alg, sig = "PS256", key.sign(message, pss, hashes.SHA256())
+    return {"keyid": cert_sha256(cert), "alg": alg, "sig": _b64url(sig)}
+
+
+def sign_envelope_by(payload: Mapping[str, Any], signers: Sequence[ConfSigner]) -> bytes:
+    """Sign a global configuration payload with every signer; return the envelope's bytes.
+
+    The payload is checked first (schema and consistency), so that the registry can never
+    publish a document security servers would refuse.  EC P-256 keys sign ES256, RSA keys
+    PS256.  Several signers let a registry sign with an old and a new key during a rotation:
+    each security server verifies the signature of the key it trusts.  A key that does not
+    match its certificate, or no signer at all, is a programming error (``ValueError``).
+    """
+    if not signers or len(signers) > 16:
+        raise ValueError("an envelope needs 1 to 16 signers")
+    GlobalConf.from_payload(payload)
+    message = canonical_json(payload)
     envelope = {
         "signed": dict(payload),
-        "signatures": [{"keyid": cert_sha256(cert), "alg": alg, "sig": _b64url(sig)}],
+        "signatures": [_signature(message, key, cert) for key, cert in signers],
     }
     return canonical_json(envelope)
 
@@ -673,13 +712,21 @@ class TrustedGlobalConf:
         version <  v                                          -> refused (rollback)
         version == v, same payload                            -> no change
         version == v, other payload                           -> refused
-        version >  v (or nothing loaded)                      -> accepted
+        version >  v (or nothing loaded)                      -> accepted; its
+                                                                 signing_keys become the
+                                                                 trusted keys
     """
 
-    def __init__(self, anchor: ConfigurationAnchor) -> None:
+    def __init__(self, anchor: ConfigurationAnchor,
+                 learned_keys: Sequence[x509.Certificate] = ()) -> None:
+        """``learned_keys``: signing keys announced by a configuration this server verified
+        before (its caller keeps them across restarts); trusted alongside the anchor's until
+        the next accepted document says which keys to trust."""
         self._anchor = anchor
         self._conf: GlobalConf | None = None
         self._signed_bytes = b""
+        unique = {cert_sha256(c): c for c in (*anchor.certificates, *learned_keys)}
+        self._keys: tuple[x509.Certificate, ...] = tuple(unique.values())
 
     @property
     def anchor(self) -> ConfigurationAnchor:
@@ -690,10 +737,10 @@ class TrustedGlobalConf:
         """When the current copy expires; ``None`` before the first successful update."""
         return None if self._conf is None else self._conf.expires_at
 
-    def _verification_certificates(self) -> tuple[x509.Certificate, ...]:
-        # The one place that says which keys may sign.  Signing-key rotation will extend it
-        # with keys announced in the current (verified) configuration.
-        return self._anchor.certificates
+    @property
+    def trusted_keys(self) -> tuple[x509.Certificate, ...]:
+        """The configuration-signing certificates a next document may be signed by."""
+        return self._keys
 
     def update(self, data: bytes, *, now: datetime) -> GlobalConf:
         """Verify ``data`` (a signed envelope) and make it current; return the current conf.
@@ -702,7 +749,7 @@ class TrustedGlobalConf:
         """
         _require_aware(now, "now")
         # 1. Signature by a key the anchor trusts, over the canonical payload.
-        payload = _verified_payload(data, self._verification_certificates())
+        payload = _verified_payload(data, self._keys)
         # 2. Schema and consistency of the payload.
         conf = GlobalConf.from_payload(payload)
         # 3. The document is for our instance.
@@ -733,7 +780,9 @@ class TrustedGlobalConf:
                         "current document of the same version"
                     )
                 return old
+        # 6. Trust what it announces from now on (key rotation); see the module docstring.
         self._conf, self._signed_bytes = conf, signed_bytes
+        self._keys = conf.signing_keys or self._anchor.certificates
         return conf
 
     def current(self, *, now: datetime) -> GlobalConf:

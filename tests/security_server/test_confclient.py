@@ -20,9 +20,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from certs.keys import PrivateKey, generate_private_key
-from security_server.confclient import CACHE_FILE, ConfFetcher, GlobalConfClient
+from security_server.confclient import CACHE_FILE, KEYS_FILE, ConfFetcher, GlobalConfClient
 from xchange.errors import GlobalConfOutdatedError
-from xchange.globalconf import ConfigurationAnchor, GlobalConf, MemberInfo, sign_envelope
+from xchange.globalconf import (
+    ConfigurationAnchor,
+    GlobalConf,
+    MemberInfo,
+    sign_envelope,
+    sign_envelope_by,
+)
 from xchange.identifiers import ClientId
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -182,7 +188,7 @@ async def test_newer_version_replaces_the_cache_atomically(setup: Setup, publish
     assert setup.version() == 2
     assert setup.cache.read_bytes() == v2
     assert setup.cache.stat().st_ino != inode
-    assert sorted(os.listdir(setup.state_dir)) == [CACHE_FILE], "no temporary file left"
+    assert sorted(os.listdir(setup.state_dir)) == [KEYS_FILE, CACHE_FILE], "no temporary file left"
 
 
 async def test_the_same_version_again_changes_nothing(setup: Setup, publish: Publish) -> None:
@@ -400,3 +406,40 @@ async def test_run_keeps_refreshing_through_failures(setup: Setup, publish: Publ
             await task
     assert len(setup.fetcher.urls) >= 4
     assert setup.version() == 1
+
+
+# -- configuration-signing key rotation ---------------------------------------------------------
+
+
+def rotated(version: int, keys: tuple[Signer, ...], signers: tuple[Signer, ...]) -> bytes:
+    made = T0 + timedelta(minutes=version)
+    conf = GlobalConf(
+        instance="TEST", version=version, generated_at=made,
+        expires_at=made + timedelta(seconds=EXPIRY),
+        members=(MemberInfo(ClientId("TEST", "GOV", "1234"), "Ministry", ("registry",)),),
+        signing_keys=tuple(k.cert for k in keys),
+    )
+    return sign_envelope_by(conf.to_payload(), [(s.key, s.cert) for s in signers])
+
+
+async def test_a_rotated_key_is_remembered_across_a_restart(
+    setup: Setup, registry: Signer, anchor: ConfigurationAnchor
+) -> None:
+    """The old key announces the new one; after a restart the new key alone is accepted,
+    although the anchor still names only the old one."""
+    new = make_signer("next configuration signer")
+    setup.fetcher.serve(rotated(1, (registry, new), (registry,)))
+    assert await setup.client.refresh() is True
+    assert KEYS_FILE in os.listdir(setup.state_dir)
+
+    fetcher = MemoryFetcher(rotated(2, (new,), (new,)))
+    restarted = GlobalConfClient(anchor, setup.state_dir, fetcher, setup.clock)
+    assert await restarted.refresh() is True
+    assert restarted.current(setup.clock()).version == 2
+
+
+async def test_a_key_nobody_announced_is_refused(setup: Setup, stranger: Signer) -> None:
+    setup.fetcher.serve(rotated(1, (stranger,), (stranger,)))
+    assert await setup.client.refresh() is False
+    assert setup.client.last_error is not None
+    assert "not signed by a trusted key" in setup.client.last_error

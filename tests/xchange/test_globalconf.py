@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from xchange.globalconf import (
     SecurityServerInfo,
     TrustedGlobalConf,
     sign_envelope,
+    sign_envelope_by,
     verify_envelope,
 )
 from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId
@@ -548,3 +550,59 @@ def test_refused_updates_keep_the_last_good_copy(
 def test_naive_time_is_a_programming_error(anchor: ConfigurationAnchor) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         TrustedGlobalConf(anchor).current(now=datetime(2025, 1, 1))
+
+
+# -- configuration-signing key rotation -------------------------------------------------------
+
+
+def _with_keys(conf: GlobalConf, *keys: Signer) -> GlobalConf:
+    return dataclasses.replace(conf, signing_keys=tuple(k[1] for k in keys))
+
+
+def test_rotation_new_key_announced_by_the_old_one(
+    anchor: ConfigurationAnchor, make_conf: Callable[..., GlobalConf], signer: Signer,
+    stranger: Signer,
+) -> None:
+    """old signs v1; old announces new in v2; both sign v3; new alone signs v4 and drops old."""
+    new = stranger  # a key nobody trusts yet
+    trusted = TrustedGlobalConf(anchor)
+    trusted.update(signed(make_conf(1), signer), now=T0)
+    with pytest.raises(InvalidGlobalConfError, match="trusted key"):
+        trusted.update(signed(make_conf(2), new), now=T0)  # not announced: unknown key
+
+    trusted.update(signed(_with_keys(make_conf(2), signer, new), signer), now=T0)
+    assert {cert_sha256(c) for c in trusted.trusted_keys} == {
+        cert_sha256(signer[1]), cert_sha256(new[1])}
+    both = sign_envelope_by(_with_keys(make_conf(3), signer, new).to_payload(), [signer, new])
+    assert trusted.update(both, now=T0).version == 3
+    assert trusted.update(signed(_with_keys(make_conf(4), new), new), now=T0).version == 4
+    assert [cert_sha256(c) for c in trusted.trusted_keys] == [cert_sha256(new[1])]
+
+    # The retired key is not trusted any more, even for a newer version.
+    with pytest.raises(InvalidGlobalConfError, match="trusted key"):
+        trusted.update(signed(_with_keys(make_conf(9), signer), signer), now=T0)
+    # Rollback refusal still holds after a rotation.
+    with pytest.raises(InvalidGlobalConfError, match="rollback"):
+        trusted.update(signed(_with_keys(make_conf(3), new), new), now=T0)
+
+
+def test_learned_keys_survive_a_restart(
+    anchor: ConfigurationAnchor, make_conf: Callable[..., GlobalConf], signer: Signer,
+    stranger: Signer,
+) -> None:
+    restarted = TrustedGlobalConf(anchor, learned_keys=[stranger[1]])
+    conf = restarted.update(signed(_with_keys(make_conf(7), stranger), stranger), now=T0)
+    assert conf.signing_keys == (stranger[1],)
+
+
+def test_signing_keys_round_trip_and_stay_optional(
+    make_conf: Callable[..., GlobalConf], signer: Signer, stranger: Signer
+) -> None:
+    plain = make_conf()
+    assert "signing_keys" not in plain.to_payload()
+    rotated = _with_keys(plain, signer, stranger)
+    assert GlobalConf.from_payload(rotated.to_payload()) == rotated
+    with pytest.raises(InvalidGlobalConfError, match="listed twice"):
+        _with_keys(plain, signer, signer)
+    with pytest.raises(ValueError, match="1 to 16 signers"):
+        sign_envelope_by(plain.to_payload(), [])
