@@ -1,18 +1,17 @@
 """The registry's HTTP server: publishes the signed global configuration.
 
-Routes:
+Public routes:
 
 * ``GET /globalconf`` -- the signed envelope (``application/json``, ``Cache-Control: no-cache``);
 * ``GET /anchor``     -- the configuration anchor security servers are installed with;
 * ``GET /health``     -- 200 while the published configuration is unexpired, else 503.
 
-The configuration is published once before the server accepts requests (a registry that
-cannot sign does not start), then re-published by a background task whenever the data file
-changes or the regeneration interval passes; a failed run is logged and the last good
-publication stays in service.  The same bytes are also written to ``publish_dir`` so that a
-plain HTTP server or CDN can serve them instead.
-
-Not here (yet): the officer-facing admin API and management requests.
+On start the database is migrated to the newest schema and the configuration is published
+once before the server accepts requests (a registry that cannot sign does not start).  A
+background task then re-publishes whenever the data changes (looked at every second) or the
+regeneration interval passes; a failed run is logged and the last good publication stays in
+service.  The same bytes are also written to ``publish_dir`` so that a plain HTTP server or
+CDN can serve them instead.
 """
 
 from __future__ import annotations
@@ -25,17 +24,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy.engine import Engine
 
 from registry.config import RegistryConfig
+from registry.db import create_db_engine, migrate
+from registry.keys import KeyStore
 from registry.publisher import Publisher
 
-__all__ = ["CONFIG_KEY", "PUBLISHER_KEY", "create_app", "serve"]
+__all__ = ["CLOCK_KEY", "CONFIG_KEY", "ENGINE_KEY", "KEYS_KEY", "PUBLISHER_KEY", "create_app",
+           "serve"]
 
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = web.AppKey("registry_config", RegistryConfig)
 PUBLISHER_KEY = web.AppKey("registry_publisher", Publisher)
-_CLOCK_KEY: web.AppKey[Callable[[], datetime]] = web.AppKey("registry_clock")
+ENGINE_KEY = web.AppKey("registry_engine", Engine)
+KEYS_KEY = web.AppKey("registry_keys", KeyStore)
+CLOCK_KEY: web.AppKey[Callable[[], datetime]] = web.AppKey("registry_clock")
 
 _NO_CACHE = {"Cache-Control": "no-cache"}
 _POLL_SECONDS = 1.0  # how often the data file's mtime is looked at
@@ -64,7 +69,7 @@ async def get_anchor(request: web.Request) -> web.Response:
 
 async def get_health(request: web.Request) -> web.Response:
     latest = request.app[PUBLISHER_KEY].latest
-    now = request.app[_CLOCK_KEY]()
+    now = request.app[CLOCK_KEY]()
     if latest is None or latest.conf.is_expired(now):
         return web.json_response({"status": "expired"}, status=503, headers=_NO_CACHE)
     body = {
@@ -77,7 +82,7 @@ async def get_health(request: web.Request) -> web.Response:
 
 
 async def _regenerate_forever(app: web.Application) -> None:
-    publisher, clock = app[PUBLISHER_KEY], app[_CLOCK_KEY]
+    publisher, clock = app[PUBLISHER_KEY], app[CLOCK_KEY]
     while True:
         await asyncio.sleep(min(_POLL_SECONDS, publisher.interval_seconds))
         try:
@@ -94,25 +99,31 @@ async def _regenerate_forever(app: web.Application) -> None:
 
 async def _publishing(app: web.Application) -> AsyncIterator[None]:
     publisher = app[PUBLISHER_KEY]
-    await asyncio.to_thread(publisher.publish, app[_CLOCK_KEY]())
+    await asyncio.to_thread(migrate, app[ENGINE_KEY])
+    await asyncio.to_thread(publisher.publish, app[CLOCK_KEY]())
     task = asyncio.create_task(_regenerate_forever(app))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    app[ENGINE_KEY].dispose()
 
 
 def create_app(
     config: RegistryConfig, *, clock: Callable[[], datetime] = _utc_now
 ) -> web.Application:
-    """Build the registry app.  Loads the signing key now, so a bad key fails here.
+    """Build the registry app.  No connection is opened until the app starts.
 
     ``clock`` returns the current aware time; tests pass a fake one.
     """
     app = web.Application()
+    engine = create_db_engine(config.database_url)
+    keys = KeyStore(config.keys_dir)
     app[CONFIG_KEY] = config
-    app[PUBLISHER_KEY] = Publisher(config)
-    app[_CLOCK_KEY] = clock
+    app[ENGINE_KEY] = engine
+    app[KEYS_KEY] = keys
+    app[PUBLISHER_KEY] = Publisher(config, engine, keys)
+    app[CLOCK_KEY] = clock
     app.cleanup_ctx.append(_publishing)
     app.router.add_get("/globalconf", get_globalconf)
     app.router.add_get("/anchor", get_anchor)
@@ -122,7 +133,7 @@ def create_app(
 
 def serve(config_path: Path) -> None:
     """Run the registry from its TOML configuration until interrupted (the CLI's entry)."""
-    config = RegistryConfig.from_file(config_path)
+    config = RegistryConfig.from_env(config_path)
     app = create_app(config)
     url = f"http://{config.listen_host}:{config.listen_port}"
 

@@ -2,44 +2,66 @@
 
 The file is flat; relative paths are resolved against the file's own folder::
 
-    data_file = "registry-data.json"     # what to publish (schemas/registry-data.schema.json)
-    signing_key = "keys/conf-sign.key"   # PEM private key that signs global configuration
-    signing_cert = "keys/conf-sign.pem"  # its certificate (goes into the anchor)
-    publish_dir = "publish"              # where globalconf.json and anchor.json are written
-    listen_host = "127.0.0.1"            # optional, default 127.0.0.1
-    listen_port = 4400                   # optional, default 4400
+    database_url = "sqlite:///registry.db"   # optional; SQLite file next to this file
+    keys_dir = "keys"                        # optional; signing keys and the admin-token key
+    publish_dir = "publish"                  # optional; globalconf.json, anchor.json, version
+    listen_host = "127.0.0.1"                # optional, default 127.0.0.1
+    listen_port = 4400                       # optional, default 4400
     public_url = "https://conf.example.gov/globalconf"   # optional, see download_url
-    regenerate_seconds = 60              # optional, see RegistryConfig.regenerate_seconds
+    regenerate_seconds = 60                  # optional, see RegistryConfig.regenerate_seconds
+    admin_token_hours = 8                    # optional, lifetime of tokens `token` issues
 
-Unknown keys are refused, so that a typo does not silently fall back to a default.  The
-environment is not read.
+The federation's data lives in the database (``xchange registry init`` creates it, the admin
+API and ``xchange registry ...`` change it).  Unknown keys are refused, so that a typo does
+not silently fall back to a default; the keys of the old file-based registry (``data_file``,
+``signing_key``, ``signing_cert``) are refused with a pointer to ``xchange registry import``.
+The environment is read only in :meth:`RegistryConfig.from_env`.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "RegistryConfig"]
+import sqlalchemy as sa
+from sqlalchemy.exc import ArgumentError
 
-_REQUIRED_PATHS = ("data_file", "signing_key", "signing_cert", "publish_dir")
-_KNOWN = frozenset(
-    {*_REQUIRED_PATHS, "listen_host", "listen_port", "public_url", "regenerate_seconds"}
-)
+__all__ = ["DATABASE_URL_VARIABLE", "ConfigError", "RegistryConfig"]
+
+DATABASE_URL_VARIABLE = "XCHANGE_REGISTRY_DATABASE_URL"
+_PATHS = {"keys_dir": "keys", "publish_dir": "publish"}
+_KNOWN = frozenset({*_PATHS, "database_url", "listen_host", "listen_port", "public_url",
+                    "regenerate_seconds", "admin_token_hours"})
+_RETIRED = frozenset({"data_file", "signing_key", "signing_cert"})
 
 
 class ConfigError(ValueError):
     """The registry's configuration or data file is wrong; the message names the key."""
 
 
+def _database_url(value: object, base_dir: Path) -> str:
+    if value is None:
+        return f"sqlite:///{(base_dir / 'registry.db').resolve()}"
+    if not isinstance(value, str) or not value:
+        raise ConfigError("database_url must be a non-empty string")
+    try:
+        url = sa.make_url(value)
+    except ArgumentError as exc:
+        raise ConfigError("database_url is not a database URL") from exc
+    if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
+        # A relative SQLite path is relative to this file, as every other path here.
+        url = url.set(database=str((base_dir / url.database).resolve()))
+    return url.render_as_string(hide_password=False)
+
+
 @dataclass(frozen=True, slots=True)
 class RegistryConfig:
-    data_file: Path
-    signing_key: Path
-    signing_cert: Path
+    database_url: str
+    keys_dir: Path
     publish_dir: Path
     listen_host: str = "127.0.0.1"
     listen_port: int = 4400
@@ -48,15 +70,22 @@ class RegistryConfig:
     defaults to this server's own ``/globalconf``.  Set it when listening on 0.0.0.0 or
     behind a proxy or CDN."""
     regenerate_seconds: float | None = None
-    """Seconds between re-signings; ``None`` means the data file's
-    ``settings.conf_refresh_seconds``.  Fractions are allowed so that tests can run fast."""
+    """Longest time between re-signings; ``None`` means the federation setting
+    ``conf_refresh_seconds``.  A change of data is published within about a second whatever
+    this says.  Fractions are allowed so that tests can run fast."""
+    admin_token_hours: float = 8.0
+    """Lifetime of the admin tokens ``xchange registry token`` issues."""
 
     @property
     def download_url(self) -> str:
         if self.public_url is not None:
             return self.public_url
+        return f"{self.base_url}/globalconf"
+
+    @property
+    def base_url(self) -> str:
         host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
-        return f"http://{host}:{self.listen_port}/globalconf"
+        return f"http://{host}:{self.listen_port}"
 
     @classmethod
     def from_file(cls, path: Path) -> RegistryConfig:
@@ -69,13 +98,28 @@ class RegistryConfig:
         return cls.from_mapping(doc, base_dir=path.parent)
 
     @classmethod
+    def from_env(cls, path: Path) -> RegistryConfig:
+        """:meth:`from_file`, with ``XCHANGE_REGISTRY_DATABASE_URL`` (if set) as the database
+        URL, so that a password need not be written into the file."""
+        config = cls.from_file(path)
+        url = os.environ.get(DATABASE_URL_VARIABLE)
+        if url:
+            config = replace(config, database_url=_database_url(url, path.parent))
+        return config
+
+    @classmethod
     def from_mapping(cls, doc: Mapping[str, Any], *, base_dir: Path) -> RegistryConfig:
+        retired = sorted(set(doc) & _RETIRED)
+        if retired:
+            raise ConfigError(
+                f"{', '.join(retired)}: the registry keeps its data in a database now; "
+                "load an old data file with `xchange registry import`")
         unknown = sorted(set(doc) - _KNOWN)
         if unknown:
             raise ConfigError(f"unknown configuration key(s): {', '.join(unknown)}")
         paths: dict[str, Path] = {}
-        for key in _REQUIRED_PATHS:
-            value = doc.get(key)
+        for key, default in _PATHS.items():
+            value = doc.get(key, default)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{key} must be a non-empty string (a path)")
             paths[key] = (base_dir / value).resolve()
@@ -91,19 +135,22 @@ class RegistryConfig:
             not isinstance(public_url, str) or not public_url.startswith(("http://", "https://"))
         ):
             raise ConfigError("public_url must be an http:// or https:// URL")
-        interval = doc.get("regenerate_seconds")
-        if interval is not None and (
-            isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0
-        ):
-            raise ConfigError("regenerate_seconds must be a positive number")
+        numbers: dict[str, float | None] = {}
+        for key in ("regenerate_seconds", "admin_token_hours"):
+            value = doc.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            ):
+                raise ConfigError(f"{key} must be a positive number")
+            numbers[key] = None if value is None else float(value)
 
         return cls(
-            data_file=paths["data_file"],
-            signing_key=paths["signing_key"],
-            signing_cert=paths["signing_cert"],
+            database_url=_database_url(doc.get("database_url"), base_dir),
+            keys_dir=paths["keys_dir"],
             publish_dir=paths["publish_dir"],
             listen_host=host,
             listen_port=port,
             public_url=public_url,
-            regenerate_seconds=None if interval is None else float(interval),
+            regenerate_seconds=numbers["regenerate_seconds"],
+            admin_token_hours=numbers["admin_token_hours"] or 8.0,
         )

@@ -1,54 +1,52 @@
-"""Building, signing and publishing the global configuration from the registry's data file.
+"""Building, signing and publishing the global configuration from the registry's database.
 
-The registry's data file (``schemas/registry-data.schema.json``) is turned into a
-:class:`~xchange.globalconf.GlobalConf`, signed with :func:`~xchange.globalconf.sign_envelope`
-and written as static files, so that any HTTP server or CDN can serve them::
+Each publication reads the data (:func:`registry.confbuild.build_conf`), takes the next
+version from the database's counter, signs with every *active* configuration-signing key
+(:func:`~xchange.globalconf.sign_envelope_by`) and writes static files that any HTTP server
+or CDN can serve::
 
     publish_dir/globalconf.json   the signed envelope
-    publish_dir/anchor.json       the configuration anchor for security servers
-    publish_dir/version           the last published version (the registry's only state)
+    publish_dir/anchor.json       the configuration anchor for new security servers
+    publish_dir/version           the last published version (a copy of the counter)
 
-Every file is replaced atomically (temporary file, fsync, ``os.replace``).
+Every file is replaced atomically (temporary file, fsync, ``os.replace``, fsync of the
+folder).
 
-Versions are a persisted counter: each publication is the previous one + 1, and the counter
-is made durable before the document that uses it is written.  A counter (rather than the unix
-time) never goes back when the clock does, and never collides when the registry publishes
-more than once a second (a data change right after a scheduled run).  Losing ``publish_dir``
-restarts the count at 1, which security servers refuse as a rollback: it fails closed.
+Versions never go back: the next version is one more than the larger of the database's
+counter (row-locked on PostgreSQL, so two registry nodes never hand out the same number) and
+``publish_dir/version``, and the counter is committed before any file that uses it is
+written.  A database restored from an old backup therefore still publishes versions that
+security servers accept.
 
-Not here: serving the files and the regeneration schedule's event loop (``registry/app.py``).
+:meth:`Publisher.tick` publishes when the data changed (the content hash of what the
+configuration would say differs from the last publication's) or the interval has passed.
+
+Not here: the HTTP server and the event loop (``registry/app.py``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import jsonschema
-import jsonschema.exceptions
-from cryptography import x509
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, select
 
-from certs.keys import PrivateKey, load_certificate, load_private_key
+from registry.confbuild import build_conf, content_hash
 from registry.config import ConfigError, RegistryConfig
-from schemas import load_json_schema
-from xchange.certificates import cert_sha256
+from registry.keys import KeyStore
+from registry.models import PublicationRow
+from registry.service import RegistryService
 from xchange.errors import XRoadError
 from xchange.globalconf import (
-    ApprovedCA,
-    ApprovedTSA,
     ConfigurationAnchor,
     FederationSettings,
     GlobalConf,
-    GlobalGroupInfo,
-    MemberInfo,
-    SecurityServerInfo,
-    sign_envelope,
+    sign_envelope_by,
 )
-from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId
 
 __all__ = [
     "ANCHOR_FILE",
@@ -56,7 +54,7 @@ __all__ = [
     "VERSION_FILE",
     "Publication",
     "Publisher",
-    "build_conf",
+    "write_atomic",
 ]
 
 CONF_FILE = "globalconf.json"
@@ -72,88 +70,10 @@ class Publication:
     signed: bytes
     anchor: bytes
     published_at: datetime
+    content_hash: str
 
 
-def _load_cert(path: Path, what: str) -> x509.Certificate:
-    try:
-        return load_certificate(path)
-    except (OSError, ValueError, IndexError) as exc:
-        raise ConfigError(f"{what}: cannot load a PEM certificate from {path}: {exc}") from exc
-
-
-def _auth_hashes(server: dict[str, Any], base: Path) -> tuple[str, ...]:
-    from_files = (
-        cert_sha256(_load_cert(base / p, server["id"])) for p in server.get("auth_certs", ())
-    )
-    literal = (h.lower() for h in server.get("auth_cert_hashes", ()))
-    # dict.fromkeys drops repeats (a file and its hash both given) and keeps the order.
-    return tuple(dict.fromkeys([*from_files, *literal]))
-
-
-def build_conf(data_file: Path, *, version: int, now: datetime) -> GlobalConf:
-    """Read the data file and build the configuration it describes, valid from ``now``.
-
-    Certificate paths are relative to the data file's folder.  Raises :class:`ConfigError`.
-    """
-    try:
-        doc: Any = json.loads(data_file.read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"{data_file}: cannot read: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"{data_file}: not valid JSON: {exc}") from exc
-    validator = jsonschema.Draft202012Validator(load_json_schema("registry-data.schema.json"))
-    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top)"
-        raise ConfigError(f"{data_file}: at {where}: {error.message}")
-
-    base = data_file.parent
-    try:
-        settings = FederationSettings(**doc.get("settings", {}))
-        generated_at = now.astimezone(UTC).replace(microsecond=0)
-        return GlobalConf(
-            instance=doc["instance"],
-            version=version,
-            generated_at=generated_at,
-            expires_at=generated_at + timedelta(seconds=settings.conf_expiry_seconds),
-            members=tuple(
-                MemberInfo(ClientId.parse(m["id"]), m["name"], tuple(m.get("subsystems", ())))
-                for m in doc["members"]
-            ),
-            security_servers=tuple(
-                SecurityServerInfo(
-                    SecurityServerId.parse(s["id"]),
-                    s["address"],
-                    # Files first, then literal hashes; dict.fromkeys drops repeats in order.
-                    _auth_hashes(s, base),
-                    tuple(ClientId.parse(c) for c in s.get("clients", ())),
-                )
-                for s in doc.get("security_servers", ())
-            ),
-            global_groups=tuple(
-                GlobalGroupInfo(
-                    GlobalGroupId.parse(g["id"]),
-                    g.get("description", ""),
-                    tuple(ClientId.parse(c) for c in g.get("members", ())),
-                )
-                for g in doc.get("global_groups", ())
-            ),
-            approved_cas=tuple(
-                ApprovedCA(ca["name"], _load_cert(base / ca["certificate"], ca["name"]),
-                           ca.get("ocsp_url"))
-                for ca in doc.get("approved_cas", ())
-            ),
-            approved_tsas=tuple(
-                ApprovedTSA(t["name"], t["url"], _load_cert(base / t["certificate"], t["name"]))
-                for t in doc.get("approved_tsas", ())
-            ),
-            settings=settings,
-        )
-    except XRoadError as exc:
-        raise ConfigError(f"{data_file}: {exc.message}") from exc
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("wb") as f:
         f.write(data)
@@ -174,21 +94,13 @@ class Publisher:
     Not thread-safe: one caller at a time.  :attr:`latest` may be read from anywhere.
     """
 
-    def __init__(self, config: RegistryConfig) -> None:
+    def __init__(self, config: RegistryConfig, engine: Engine, keys: KeyStore) -> None:
         self._config = config
-        try:
-            self._key: PrivateKey = load_private_key(config.signing_key)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(f"signing_key {config.signing_key}: {exc}") from exc
-        self._cert = _load_cert(config.signing_cert, "signing_cert")
-        if self._key.public_key() != self._cert.public_key():
-            raise ConfigError("signing_key does not match signing_cert")
-        self._version_file = config.publish_dir / VERSION_FILE
-        self._last_version = self._read_version()
+        self._engine = engine
+        self._keys = keys
         self._latest: Publication | None = None
-        self._anchor: ConfigurationAnchor | None = None
-        self._attempt_mtime: int | None = None
         self._attempted_at: datetime | None = None
+        self._settings = FederationSettings()
 
     @property
     def latest(self) -> Publication | None:
@@ -196,67 +108,84 @@ class Publisher:
 
     @property
     def interval_seconds(self) -> float:
-        """Seconds between scheduled re-signings."""
+        """Longest time between re-signings."""
         if self._config.regenerate_seconds is not None:
             return self._config.regenerate_seconds
-        if self._latest is not None:
-            return float(self._latest.conf.settings.conf_refresh_seconds)
-        return float(FederationSettings().conf_refresh_seconds)
+        return float(self._settings.conf_refresh_seconds)
 
-    def _read_version(self) -> int:
+    def _file_version(self) -> int:
+        path = self._config.publish_dir / VERSION_FILE
         try:
-            text = self._version_file.read_text(encoding="ascii").strip()
+            text = path.read_text(encoding="ascii").strip()
         except FileNotFoundError:
             return 0
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{self._version_file}: cannot read: {exc}") from exc
+            raise ConfigError(f"{path}: cannot read: {exc}") from exc
         if not text.isdigit():
-            # Guessing would risk publishing a version security servers refuse as a rollback.
-            raise ConfigError(f"{self._version_file}: not a version number: {text[:40]!r}")
+            raise ConfigError(f"{path}: not a version number: {text[:40]!r}")
         return int(text)
 
     def publish(self, now: datetime) -> Publication:
-        """Build, sign and write a new version now.  Raises ConfigError; files stay as they were."""
+        """Build, sign and write a new version now.  Raises ConfigError; files stay as
+        they were."""
         self._attempted_at = now
         try:
-            self._attempt_mtime = self._config.data_file.stat().st_mtime_ns
-        except OSError:
-            self._attempt_mtime = None
-        version = self._last_version + 1
-        conf = build_conf(self._config.data_file, version=version, now=now)
-        signed = sign_envelope(conf.to_payload(), self._key, self._cert)
-        if self._anchor is None or self._anchor.instance != conf.instance:
-            self._anchor = ConfigurationAnchor(
+            return self._publish(now)
+        except SQLAlchemyError as exc:
+            raise ConfigError(f"registry database: {exc.__class__.__name__}: {exc}") from exc
+        except XRoadError as exc:
+            raise ConfigError(f"the registry's data is not publishable: {exc.message}") from exc
+
+    def _publish(self, now: datetime) -> Publication:
+        with Session(self._engine) as session:
+            svc = RegistryService(session, actor="registry", now=now)
+            counter = session.exec(
+                select(PublicationRow).where(PublicationRow.id == 1).with_for_update()
+            ).first() or PublicationRow(id=1, version=0)
+            version = max(counter.version, self._file_version()) + 1
+            conf = build_conf(svc, version=version, now=now)
+            active = svc.conf_keys("active")
+            if not active:
+                raise ConfigError("no active configuration-signing key (xchange registry init)")
+            signed = sign_envelope_by(conf.to_payload(),
+                                      [self._keys.conf_signer(c) for c in active])
+            anchor = ConfigurationAnchor(
                 instance=conf.instance,
-                certificates=(self._cert,),
+                certificates=conf.signing_keys,
                 download_url=self._config.download_url,
                 generated_at=conf.generated_at,
-            )
-        anchor = self._anchor.to_json()
+            ).to_json()
+            digest = content_hash(conf)
+            counter.version, counter.generated_at, counter.content_hash = (
+                version, conf.generated_at, digest)
+            session.add(counter)
+            # The counter first: a crash after it only skips a version, never reuses one.
+            session.commit()
 
         publish_dir = self._config.publish_dir
         try:
             publish_dir.mkdir(parents=True, exist_ok=True)
-            # The counter first: a crash after it only skips a version, never reuses one.
-            _write_atomic(self._version_file, f"{version}\n".encode("ascii"))
-            self._last_version = version
-            _write_atomic(publish_dir / CONF_FILE, signed)
-            _write_atomic(publish_dir / ANCHOR_FILE, anchor)
+            write_atomic(publish_dir / VERSION_FILE, f"{version}\n".encode("ascii"))
+            write_atomic(publish_dir / CONF_FILE, signed)
+            write_atomic(publish_dir / ANCHOR_FILE, anchor)
         except OSError as exc:
             raise ConfigError(f"publish_dir {publish_dir}: cannot write: {exc}") from exc
-        self._latest = Publication(conf, signed, anchor, now)
+        self._settings = conf.settings
+        self._latest = Publication(conf, signed, anchor, now, digest)
         return self._latest
 
     def tick(self, now: datetime) -> Publication | None:
-        """Publish if the data file changed or the interval has passed since the last try."""
-        if self._attempted_at is None:
+        """Publish if the data changed or the interval has passed since the last try."""
+        if self._attempted_at is None or self._latest is None:
+            return self.publish(now)
+        if now - self._attempted_at >= timedelta(seconds=self.interval_seconds):
             return self.publish(now)
         try:
-            mtime: int | None = self._config.data_file.stat().st_mtime_ns
-        except OSError:
-            mtime = None
-        interval = timedelta(seconds=self.interval_seconds)
-        if mtime != self._attempt_mtime or now - self._attempted_at >= interval:
+            with Session(self._engine) as session:
+                svc = RegistryService(session, actor="registry", now=now)
+                digest = content_hash(build_conf(svc, version=1, now=now))
+        except (SQLAlchemyError, XRoadError) as exc:
+            raise ConfigError(f"registry data not readable: {exc}") from exc
+        if digest != self._latest.content_hash:
             return self.publish(now)
         return None
-

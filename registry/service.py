@@ -31,6 +31,7 @@ from registry.models import (
     ApprovedTSARow,
     AuditRow,
     AuthCertRow,
+    ConfSigningKeyRow,
     FederationSetting,
     GlobalGroupMemberRow,
     GlobalGroupRow,
@@ -749,6 +750,76 @@ class RegistryService:
         self.session.delete(row)
         self.audit("tsa.delete", row.name, before, None)
         self._flush(f"approved TSA {tsa_id}")
+
+    # -- configuration-signing keys ------------------------------------------------------------
+
+    def _conf_key_json(self, row: ConfSigningKeyRow) -> dict[str, Any]:
+        cert = x509.load_der_x509_certificate(row.certificate)
+        return {"key_id": row.key_id, "state": row.state, "created_at": _time(row.created_at),
+                "activated_at": None if row.activated_at is None else _time(row.activated_at),
+                "subject": cert.subject.rfc4514_string()}
+
+    def list_conf_keys(self) -> list[dict[str, Any]]:
+        return [self._conf_key_json(r) for r in self.session.exec(
+            select(ConfSigningKeyRow).order_by(col(ConfSigningKeyRow.created_at)))]
+
+    def conf_keys(self, *states: str) -> list[x509.Certificate]:
+        """Certificates of the keys in ``states``, oldest first."""
+        rows = self.session.exec(select(ConfSigningKeyRow).where(
+            col(ConfSigningKeyRow.state).in_(states)).order_by(
+                col(ConfSigningKeyRow.created_at), col(ConfSigningKeyRow.key_id)))
+        return [x509.load_der_x509_certificate(r.certificate) for r in rows]
+
+    def add_conf_key(self, cert: x509.Certificate) -> dict[str, Any]:
+        """Record a new configuration-signing key.  The first key is active at once; later
+        ones are *announced*: listed in the configuration, signed by the active key, so that
+        security servers trust them before they sign anything."""
+        key_id = cert_sha256(cert)
+        if self.session.get(ConfSigningKeyRow, key_id) is not None:
+            raise _conflict(f"configuration-signing key {key_id} already exists")
+        first = not self.conf_keys("active")
+        row = ConfSigningKeyRow(key_id=key_id, certificate=_der(cert),
+                                state="active" if first else "announced", created_at=self.now,
+                                activated_at=self.now if first else None)
+        self.session.add(row)
+        self._flush(f"configuration-signing key {key_id}")
+        after = self._conf_key_json(row)
+        self.audit("conf_key.add", key_id, None, after)
+        return after
+
+    def _conf_key_row(self, key_id: str) -> ConfSigningKeyRow:
+        row = self.session.get(ConfSigningKeyRow, key_id)
+        if row is None:
+            raise _not_found(f"configuration-signing key {key_id}")
+        return row
+
+    def activate_conf_key(self, key_id: str) -> dict[str, Any]:
+        """An announced key starts signing (alongside the other active keys)."""
+        row = self._conf_key_row(key_id)
+        if row.state != "announced":
+            raise _conflict(f"key {key_id} is {row.state}, not announced")
+        before = self._conf_key_json(row)
+        row.state, row.activated_at = "active", self.now
+        self._flush(f"configuration-signing key {key_id}")
+        after = self._conf_key_json(row)
+        self.audit("conf_key.activate", key_id, before, after)
+        return after
+
+    def retire_conf_key(self, key_id: str) -> dict[str, Any]:
+        """A key stops signing and is no longer listed; security servers stop trusting it
+        with the next configuration they accept."""
+        row = self._conf_key_row(key_id)
+        if row.state == "retired":
+            raise _conflict(f"key {key_id} is already retired")
+        if row.state == "active" and len(self.conf_keys("active")) == 1:
+            raise _conflict("the last active configuration-signing key cannot be retired; "
+                            "add and activate its successor first")
+        before = self._conf_key_json(row)
+        row.state = "retired"
+        self._flush(f"configuration-signing key {key_id}")
+        after = self._conf_key_json(row)
+        self.audit("conf_key.retire", key_id, before, after)
+        return after
 
     # -- audit log -------------------------------------------------------------------------------
 

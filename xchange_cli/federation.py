@@ -36,12 +36,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from certs.ca import DevCA
-from certs.keys import (
-    generate_private_key,
-    self_signed_certificate,
-    write_certificate,
-    write_private_key,
-)
 from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 
 __all__ = [
@@ -155,12 +149,25 @@ class Federation:
         }
 
 
-def _conf_signing_cert(directory: Path, now: datetime) -> None:
-    """The registry's configuration-signing key and its self-signed certificate (the anchor)."""
-    key = generate_private_key()
-    write_private_key(directory / "conf-sign.key", key)
-    write_certificate(directory / "conf-sign.pem", self_signed_certificate(
-        key, f"{INSTANCE} configuration signer", now=now, organization=INSTANCE))
+def _prepare_registry(config_path: Path, data_path: Path, now: datetime) -> None:
+    """``xchange registry init`` and ``import``, in this process: an initialised database
+    with the data file loaded, and the registry's first signing and admin-token keys."""
+    from sqlmodel import Session
+
+    from registry.bootstrap import import_data, init_registry
+    from registry.config import RegistryConfig
+    from registry.db import create_db_engine
+    from registry.service import RegistryService
+
+    config = RegistryConfig.from_file(config_path)
+    engine = create_db_engine(config.database_url)
+    try:
+        init_registry(config, engine, INSTANCE, actor="demo", now=now)
+        with Session(engine) as session:
+            import_data(RegistryService(session, actor="demo", now=now), data_path)
+            session.commit()
+    finally:
+        engine.dispose()
 
 
 def build_federation(
@@ -185,7 +192,6 @@ def build_federation(
     ca = DevCA.create(root / "ca", INSTANCE, now=now)
     registry_dir = root / "registry"
     registry_dir.mkdir()
-    _conf_signing_cert(registry_dir, now)
     registry_port, provider_port = free_port(), free_port()
 
     persons = ServiceId(PROVIDER.subsystem("population-register"), "persons")
@@ -222,13 +228,14 @@ def build_federation(
     }
     data_path = registry_dir / "registry-data.json"
     data_path.write_text(json.dumps(registry_data, indent=2) + "\n", encoding="utf-8")
-    reg = {"data_file": "registry-data.json", "signing_key": "conf-sign.key",
-           "signing_cert": "conf-sign.pem", "publish_dir": "publish",
-           "listen_host": "127.0.0.1", "listen_port": registry_port}
+    reg: dict[str, Any] = {"database_url": "sqlite:///registry.db", "keys_dir": "keys",
+                           "publish_dir": "publish", "listen_host": "127.0.0.1",
+                           "listen_port": registry_port}
     if registry_regenerate_seconds is not None:
         reg["regenerate_seconds"] = registry_regenerate_seconds
     (registry_dir / "registry.toml").write_text(
         "".join(f"{k} = {_toml(v)}\n" for k, v in reg.items()), encoding="utf-8")
+    _prepare_registry(registry_dir / "registry.toml", data_path, now)
 
     provider_url = f"http://127.0.0.1:{provider_port}/"
     for i, s in enumerate(servers):

@@ -15,19 +15,13 @@ from pathlib import Path
 
 from security_server.config import ConfigError
 from xchange.errors import XRoadError
+from xchange_cli import registry_admin
 
 __all__ = ["main"]
 
 
 def _ss_serve(args: argparse.Namespace) -> int:
     from security_server.app import serve
-
-    serve(args.config)
-    return 0
-
-
-def _registry_serve(args: argparse.Namespace) -> int:
-    from registry.app import serve
 
     serve(args.config)
     return 0
@@ -71,8 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command(["ss", "verify-log"], _log_verify,
                 "verify a security server's message log: hash chain and every signature")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
-    p = command(["registry", "serve"], _registry_serve, "run the registry")
-    p.add_argument("--config", type=Path, required=True, help="registry TOML file")
+    registry_admin.register(command)
     p = command(["demo"], _demo,
                 "build a throwaway federation, run cross-agency queries, explain them")
     p.add_argument("--serve", action="store_true",
@@ -85,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Servers tell their operators what they refuse and why (INFO); other commands stay quiet.
-    serving = args.func in (_ss_serve, _registry_serve)
+    serving = args.func in (_ss_serve, registry_admin.SERVE)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO if serving else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

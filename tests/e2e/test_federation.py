@@ -20,6 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography import x509
 
 from certs.keys import load_certificates, load_private_key
 from security_server.db import create_db_engine
@@ -370,23 +371,46 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
-def test_provider_with_unregistered_tls_certificate_is_refused(fed: Federation) -> None:
-    """The consumer pins the provider to its registered certificate: register another hash
-    and the real provider server is refused before the request is sent."""
-    original = fed.registry_data.read_text()
-    doc = json.loads(original)
-    server = doc["security_servers"][0]
-    server.pop("auth_certs")
-    server["auth_cert_hashes"] = ["ab" * 32]
+def _swap_provider_auth_cert(fed: Federation, cert: x509.Certificate) -> None:
+    """Register ``cert`` as the provider server's only auth certificate, in the registry's
+    database, as an officer would; the registry republishes within a second."""
+    from sqlmodel import Session
+
+    from registry.config import RegistryConfig
+    from registry.db import create_db_engine as registry_engine
+    from registry.service import RegistryService
+
+    server = fed.servers[0].agency.server
+    engine = registry_engine(RegistryConfig.from_file(fed.registry_config).database_url)
     try:
-        fed.registry_data.write_text(json.dumps(doc))
+        with Session(engine) as session:
+            svc = RegistryService(session, actor="e2e", now=datetime.now(UTC))
+            for old in svc.get_server(server)["auth_cert_hashes"]:
+                svc.delete_auth_cert(server, old)
+            svc.add_auth_cert(server, cert)
+            session.commit()
+    finally:
+        engine.dispose()
+
+
+def test_provider_with_unregistered_tls_certificate_is_refused(fed: Federation,
+                                                              tmp_path: Path) -> None:
+    """The consumer pins the provider to its registered certificate: register another
+    certificate and the real provider server is refused before the request is sent."""
+    provider = fed.servers[0]
+    real = load_certificates(provider.directory / "auth.pem")[0]
+    other = fed.ca.issue_key_and_cert(tmp_path, "auth", provider.agency.server,
+                                      member_name=provider.agency.name,
+                                      now=datetime.now(UTC)).certificate
+    try:
+        _swap_provider_auth_cert(fed, other)
         # the registry republishes on change; the consumer picks it up within a second
         _wait_for(lambda: _ask(fed).status != 200)
         answer = _ask(fed)
         assert (answer.status, _error(answer)) == (502,
                                                    "server.clientproxy.ssl_authentication_failed")
     finally:
-        fed.registry_data.write_text(original)
+        _swap_provider_auth_cert(fed, real)
         _wait_for(lambda: _ask(fed).status == 200)
     assert _ask(fed).status == 200
 

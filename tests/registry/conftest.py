@@ -1,103 +1,87 @@
-"""Throwaway PKI and a registry folder (config, data file, keys) for the registry tests."""
+"""A registry folder for the registry tests: configuration, initialised database, data.
+
+The data is loaded the way an operator would, with ``init`` and ``import`` of a data file,
+using certificates of the session's development CA (instance ``TEST``).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
-from certs.keys import self_signed_certificate, write_certificate, write_private_key
+from certs.ca import DevCA, IssuedCredentials
+from certs.keys import write_certificate
+from registry.bootstrap import import_data, init_registry
+from registry.config import RegistryConfig
+from registry.db import create_db_engine, migrate
+from registry.service import RegistryService
+from tests.security_server.conftest import db_url  # noqa: F401 (a fixture, re-used)
 
-
-def self_signed(key: ec.EllipticCurvePrivateKey, cn: str) -> x509.Certificate:
-    return self_signed_certificate(key, cn, now=datetime.now(UTC))
-
-
-@dataclass(frozen=True)
-class Pki:
-    signing_key: ec.EllipticCurvePrivateKey
-    signing_cert: x509.Certificate
-    other_key: ec.EllipticCurvePrivateKey
-    ca_cert: x509.Certificate
-    auth_cert: x509.Certificate
-
-
-@pytest.fixture(scope="session")
-def pki() -> Pki:
-    signing_key, other_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
-        ec.SECP256R1()
-    )
-    return Pki(
-        signing_key=signing_key,
-        signing_cert=self_signed(signing_key, "DEV configuration signer"),
-        other_key=other_key,
-        ca_cert=self_signed(ec.generate_private_key(ec.SECP256R1()), "DEV CA"),
-        auth_cert=self_signed(ec.generate_private_key(ec.SECP256R1()), "ss1 auth"),
-    )
-
-
-LITERAL_HASH = "AB" * 32
+SERVER = "TEST/GOV/1234/ss1"
 
 
 def registry_data() -> dict[str, Any]:
     return {
-        "instance": "DEV",
+        "instance": "TEST",
         "members": [
-            {"id": "DEV/GOV/1234", "name": "Ministry of Tests", "subsystems": ["REGISTRY"]},
-            {"id": "DEV/COM/5678", "name": "Test Company"},
+            {"id": "TEST/GOV/1234", "name": "Ministry of Tests", "subsystems": ["REGISTRY"]},
+            {"id": "TEST/COM/5678", "name": "Test Company"},
         ],
         "security_servers": [
-            {
-                "id": "DEV/GOV/1234/ss1",
-                "address": "127.0.0.1:5500",
-                "auth_certs": ["certs/ss1-auth.pem"],
-                "auth_cert_hashes": [LITERAL_HASH],
-                "clients": ["DEV/GOV/1234/REGISTRY"],
-            }
+            {"id": SERVER, "address": "127.0.0.1:5500", "auth_certs": ["certs/ss1-auth.pem"],
+             "clients": ["TEST/GOV/1234/REGISTRY"]}
         ],
-        "global_groups": [{"id": "DEV/owners", "members": ["DEV/GOV/1234"]}],
-        "approved_cas": [{"name": "DEV CA", "certificate": "certs/ca.pem"}],
+        "global_groups": [{"id": "TEST/owners", "members": ["TEST/GOV/1234"]}],
+        "approved_cas": [{"name": "TEST CA", "certificate": "certs/ca.pem"}],
         "approved_tsas": [
-            {"name": "DEV TSA", "url": "http://127.0.0.1:3180", "certificate": "certs/ca.pem"}
+            {"name": "TEST TSA", "url": "http://127.0.0.1:3180", "certificate": "certs/ca.pem"}
         ],
         "settings": {"conf_expiry_seconds": 600},
     }
 
 
-def write_registry(folder: Path, pki: Pki, **config: object) -> Path:
-    """Lay out a registry folder; return the path of its TOML configuration."""
-    write_private_key(folder / "keys" / "conf-sign.key", pki.signing_key)
-    write_certificate(folder / "keys" / "conf-sign.pem", pki.signing_cert)
-    write_certificate(folder / "data" / "certs" / "ca.pem", pki.ca_cert)
-    write_certificate(folder / "data" / "certs" / "ss1-auth.pem", pki.auth_cert)
-    (folder / "data" / "registry.json").write_text(json.dumps(registry_data()))
-    values: dict[str, object] = {
-        "data_file": "data/registry.json",
-        "signing_key": "keys/conf-sign.key",
-        "signing_cert": "keys/conf-sign.pem",
-        "publish_dir": "publish",
-        **config,
-    }
-    lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    path = folder / "registry.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+MakeRegistry = Callable[..., Path]
+
+
+@pytest.fixture
+def make_registry(
+    dev_ca: DevCA, issue_server_auth: Callable[..., IssuedCredentials], pki_now: datetime
+) -> MakeRegistry:
+    """``make_registry(folder, **config)``: lay out and initialise a registry folder; return
+    the path of its TOML configuration."""
+    auth = issue_server_auth(SERVER)
+
+    def make(folder: Path, **config: object) -> Path:
+        data = folder / "data"
+        write_certificate(data / "certs" / "ca.pem", dev_ca.certificate)
+        write_certificate(data / "certs" / "ss1-auth.pem", auth.certificate)
+        (data / "registry.json").write_text(json.dumps(registry_data()))
+        values: dict[str, object] = {"database_url": "sqlite:///registry.db", **config}
+        path = folder / "registry.toml"
+        path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+        registry = RegistryConfig.from_file(path)
+        engine = create_db_engine(registry.database_url)
+        try:
+            init_registry(registry, engine, "TEST", actor="test", now=pki_now)
+            with Session(engine) as session:
+                import_data(RegistryService(session, actor="test", now=pki_now),
+                            data / "registry.json")
+                session.commit()
+        finally:
+            engine.dispose()
+        return path
+
+    return make
 
 
 # -- the registry's database, on SQLite and PostgreSQL ----------------------------------------
-
-from collections.abc import Iterator  # noqa: E402
-
-from sqlalchemy.engine import Engine  # noqa: E402
-
-from registry.db import create_db_engine, migrate  # noqa: E402
-from tests.security_server.conftest import db_url  # noqa: E402, F401 (a fixture, re-used)
 
 
 @pytest.fixture

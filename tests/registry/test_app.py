@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from registry.app import PUBLISHER_KEY, create_app
 from registry.config import ConfigError, RegistryConfig
-from tests.registry.conftest import Pki, write_registry
+from tests.registry.conftest import MakeRegistry
 from xchange.globalconf import ConfigurationAnchor, GlobalConf, TrustedGlobalConf
 
 
@@ -37,13 +37,14 @@ async def _fetch_conf(client: TestClient[aiohttp.web.Request, aiohttp.web.Applic
     return trusted.update(await response.read(), now=datetime.now(UTC))
 
 
-async def test_serves_a_verifiable_configuration(tmp_path: Path, pki: Pki) -> None:
-    config = RegistryConfig.from_file(write_registry(tmp_path, pki))
+async def test_serves_a_verifiable_configuration(tmp_path: Path,
+                                                 make_registry: MakeRegistry) -> None:
+    config = RegistryConfig.from_file(make_registry(tmp_path))
     async with TestClient(TestServer(create_app(config))) as client:
         anchor_response = await client.get("/anchor")
         assert anchor_response.status == 200
         anchor = ConfigurationAnchor.from_json(await anchor_response.read())
-        assert anchor.certificates == (pki.signing_cert,)
+        assert len(anchor.certificates) == 1
 
         response = await client.get("/globalconf")
         assert response.status == 200
@@ -52,7 +53,8 @@ async def test_serves_a_verifiable_configuration(tmp_path: Path, pki: Pki) -> No
         body = await response.read()
         assert body == (config.publish_dir / "globalconf.json").read_bytes()
         conf = TrustedGlobalConf(anchor).update(body, now=datetime.now(UTC))
-        assert conf.instance == "DEV" and conf.version == 1
+        assert conf.instance == "TEST" and conf.version == 1
+        assert conf.signing_keys == anchor.certificates
 
         health = await client.get("/health")
         assert health.status == 200
@@ -62,8 +64,9 @@ async def test_serves_a_verifiable_configuration(tmp_path: Path, pki: Pki) -> No
         assert (await client.get("/nothing")).status == 404
 
 
-async def test_regenerates_in_the_background(tmp_path: Path, pki: Pki) -> None:
-    config = RegistryConfig.from_file(write_registry(tmp_path, pki, regenerate_seconds=0.1))
+async def test_regenerates_in_the_background(tmp_path: Path,
+                                            make_registry: MakeRegistry) -> None:
+    config = RegistryConfig.from_file(make_registry(tmp_path, regenerate_seconds=0.1))
     async with TestClient(TestServer(create_app(config))) as client:
         anchor = ConfigurationAnchor.from_json(await (await client.get("/anchor")).read())
         trusted = TrustedGlobalConf(anchor)
@@ -77,15 +80,16 @@ async def test_regenerates_in_the_background(tmp_path: Path, pki: Pki) -> None:
             pytest.fail("no new version was published")
 
 
-async def test_bad_data_keeps_serving_the_last_good_copy(
-    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+async def test_a_failed_publication_keeps_serving_the_last_good_copy(
+    tmp_path: Path, make_registry: MakeRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = RegistryConfig.from_file(write_registry(tmp_path, pki, regenerate_seconds=0.1))
-    good_data = config.data_file.read_text()
+    config = RegistryConfig.from_file(make_registry(tmp_path, regenerate_seconds=0.1))
     app = create_app(config)
     async with TestClient(TestServer(app)) as client:
         good = await (await client.get("/globalconf")).read()
-        config.data_file.write_text("{broken")
+        keys = {p: p.read_bytes() for p in config.keys_dir.glob("conf-sign-*.key")}
+        for path in keys:
+            path.unlink()
         with caplog.at_level(logging.ERROR, logger="registry.app"):
             for _ in range(50):
                 await asyncio.sleep(0.1)
@@ -95,20 +99,23 @@ async def test_bad_data_keeps_serving_the_last_good_copy(
         latest = app[PUBLISHER_KEY].latest
         assert latest is not None and latest.signed == good
         served = await (await client.get("/globalconf")).read()
-        assert json.loads(served)["signed"]["version"] == json.loads(good)["signed"]["version"]
+        assert served == good
 
-        config.data_file.write_text(good_data)
+        for path, data in keys.items():
+            path.write_bytes(data)
         for _ in range(50):
             await asyncio.sleep(0.1)
             served = await (await client.get("/globalconf")).read()
             if json.loads(served)["signed"]["version"] > json.loads(good)["signed"]["version"]:
                 break
         else:
-            pytest.fail("the fixed data file was not published")
+            pytest.fail("publishing did not resume")
 
 
-async def test_health_fails_once_the_publication_expires(tmp_path: Path, pki: Pki) -> None:
-    config = RegistryConfig.from_file(write_registry(tmp_path, pki, regenerate_seconds=3600))
+async def test_health_fails_once_the_publication_expires(
+    tmp_path: Path, make_registry: MakeRegistry
+) -> None:
+    config = RegistryConfig.from_file(make_registry(tmp_path, regenerate_seconds=3600))
     clock = FakeClock()
     async with TestClient(TestServer(create_app(config, clock=clock))) as client:
         assert (await client.get("/health")).status == 200
@@ -118,11 +125,13 @@ async def test_health_fails_once_the_publication_expires(tmp_path: Path, pki: Pk
         assert (await response.json())["status"] == "expired"
 
 
-def test_a_bad_signing_key_fails_at_creation(tmp_path: Path, pki: Pki) -> None:
-    config = RegistryConfig.from_file(write_registry(tmp_path, pki))
-    config.signing_key.write_text("not a key")
-    with pytest.raises(ConfigError, match="signing_key"):
-        create_app(config)
+async def test_an_uninitialised_registry_does_not_start(tmp_path: Path) -> None:
+    path = tmp_path / "registry.toml"
+    path.write_text("")
+    runner = aiohttp.web.AppRunner(create_app(RegistryConfig.from_file(path)))
+    with pytest.raises(ConfigError, match="xchange registry init"):
+        await runner.setup()
+    await runner.cleanup()
 
 
 def _free_port() -> int:
@@ -133,9 +142,9 @@ def _free_port() -> int:
 
 
 @pytest.mark.e2e
-async def test_the_registry_process(tmp_path: Path, pki: Pki) -> None:
+async def test_the_registry_process(tmp_path: Path, make_registry: MakeRegistry) -> None:
     port = _free_port()
-    config_path = write_registry(tmp_path, pki, listen_port=port)
+    config_path = make_registry(tmp_path, listen_port=port)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "registry", "--config", str(config_path),

@@ -1,30 +1,47 @@
-"""Tests of registry.publisher: what is built, signed and written, and when."""
+"""Tests of registry.publisher: what is built, signed and written, and when; key rotation."""
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from sqlmodel import Session
 
-from certs.keys import write_certificate
 from registry.config import ConfigError, RegistryConfig
+from registry.db import create_db_engine
+from registry.keys import KeyStore
 from registry.publisher import ANCHOR_FILE, CONF_FILE, VERSION_FILE, Publisher
-from tests.registry.conftest import LITERAL_HASH, Pki, registry_data, write_registry
+from registry.service import RegistryService
+from tests.registry.conftest import SERVER, MakeRegistry
 from xchange.certificates import cert_sha256
 from xchange.globalconf import ConfigurationAnchor, TrustedGlobalConf
 from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId
 
-T0 = datetime(2025, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
+
+@pytest.fixture
+def config(tmp_path: Path, make_registry: MakeRegistry) -> RegistryConfig:
+    return RegistryConfig.from_file(make_registry(tmp_path))
 
 
 @pytest.fixture
-def config(tmp_path: Path, pki: Pki) -> RegistryConfig:
-    return RegistryConfig.from_file(write_registry(tmp_path, pki))
+def publisher(config: RegistryConfig) -> Iterator[Publisher]:
+    engine = create_db_engine(config.database_url)
+    yield Publisher(config, engine, KeyStore(config.keys_dir))
+    engine.dispose()
+
+
+def _change(config: RegistryConfig, now: datetime, action: str, *args: object) -> object:
+    engine = create_db_engine(config.database_url)
+    try:
+        with Session(engine) as session:
+            result = getattr(RegistryService(session, actor="test", now=now), action)(*args)
+            session.commit()
+            return result
+    finally:
+        engine.dispose()
 
 
 def _trusted(config: RegistryConfig) -> TrustedGlobalConf:
@@ -32,8 +49,11 @@ def _trusted(config: RegistryConfig) -> TrustedGlobalConf:
     return TrustedGlobalConf(anchor)
 
 
-def test_publish_writes_a_verifiable_document(config: RegistryConfig, pki: Pki) -> None:
-    publication = Publisher(config).publish(T0)
+def test_publish_writes_a_verifiable_document(
+    config: RegistryConfig, publisher: Publisher, pki_now: datetime
+) -> None:
+    t0 = pki_now + timedelta(microseconds=250000)
+    publication = publisher.publish(t0)
     out = config.publish_dir
     assert (out / CONF_FILE).read_bytes() == publication.signed
     assert (out / ANCHOR_FILE).read_bytes() == publication.anchor
@@ -41,130 +61,118 @@ def test_publish_writes_a_verifiable_document(config: RegistryConfig, pki: Pki) 
     assert not list(out.glob(".*.tmp"))
 
     trusted = _trusted(config)
-    assert trusted.anchor.certificates == (pki.signing_cert,)
     assert trusted.anchor.download_url == config.download_url
-    conf = trusted.update((out / CONF_FILE).read_bytes(), now=T0)
+    conf = trusted.update((out / CONF_FILE).read_bytes(), now=t0)
     assert conf == publication.conf
-    assert conf.version == 1
-    assert conf.generated_at == T0.replace(microsecond=0)
+    assert conf.signing_keys == trusted.anchor.certificates
+    assert (conf.version, conf.generated_at) == (1, pki_now)
     assert conf.expires_at == conf.generated_at + timedelta(seconds=600)
-    ss1 = conf.server(SecurityServerId.parse("DEV/GOV/1234/ss1"))
-    assert ss1 is not None
-    # Hash from the certificate file first, then the literal one, normalised to lower case.
-    assert ss1.auth_cert_hashes == (cert_sha256(pki.auth_cert), LITERAL_HASH.lower())
-    assert conf.server_by_auth_cert_hash(cert_sha256(pki.auth_cert)) == ss1
-    assert conf.trust_anchors() == (pki.ca_cert,)
+    ss1 = conf.server(SecurityServerId.parse(SERVER))
+    assert ss1 is not None and len(ss1.auth_cert_hashes) == 1
+    assert ss1.clients == (ClientId.parse("TEST/GOV/1234/REGISTRY"),)
     assert conf.approved_cas[0].ocsp_url is None
-    assert conf.is_registered(ClientId.parse("DEV/GOV/1234/REGISTRY"))
-    assert conf.members_of_group(GlobalGroupId.parse("DEV/owners")) == {
-        ClientId.parse("DEV/GOV/1234")
-    }
-    assert conf.global_groups[0].description == ""
+    assert conf.members_of_group(GlobalGroupId.parse("TEST/owners")) == {
+        ClientId.parse("TEST/GOV/1234")}
+    assert [t.name for t in conf.approved_tsas] == ["TEST TSA"]
 
 
-def test_versions_increase_across_restarts(config: RegistryConfig) -> None:
-    trusted = None
-    for restart in range(3):
-        publisher = Publisher(config)
-        for step in range(2):
-            now = T0 + timedelta(seconds=10 * (2 * restart + step))
-            publisher.publish(now)
-            trusted = trusted or _trusted(config)
-            conf = trusted.update((config.publish_dir / CONF_FILE).read_bytes(), now=now)
-            assert conf.version == 2 * restart + step + 1
-    assert (config.publish_dir / VERSION_FILE).read_text() == "6\n"
-
-
-def test_tick_publishes_when_due(config: RegistryConfig) -> None:
-    publisher = Publisher(config)
-    assert publisher.interval_seconds == 60  # the data file's default conf_refresh_seconds
-    first = publisher.tick(T0)
-    assert first is not None and first.conf.version == 1
-    assert publisher.tick(T0 + timedelta(seconds=59)) is None
-    due = publisher.tick(T0 + timedelta(seconds=60))
-    assert due is not None and due.conf.version == 2
-
-    # A changed data file is published on the next tick, whatever the interval.
-    data = registry_data()
-    data["members"][1]["name"] = "Renamed Company"
-    config.data_file.write_text(json.dumps(data))
-    stat = config.data_file.stat()
-    os.utime(config.data_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    changed = publisher.tick(T0 + timedelta(seconds=61))
-    assert changed is not None and changed.conf.version == 3
-    assert changed.conf.member_name(ClientId.parse("DEV/COM/5678")) == "Renamed Company"
-    assert publisher.tick(T0 + timedelta(seconds=62)) is None
-
-
-def test_configured_interval_overrides_the_data_file(tmp_path: Path, pki: Pki) -> None:
-    config = RegistryConfig.from_file(write_registry(tmp_path, pki, regenerate_seconds=0.5))
-    publisher = Publisher(config)
-    assert publisher.interval_seconds == 0.5
-    publisher.tick(T0)
-    assert publisher.tick(T0 + timedelta(seconds=0.4)) is None
-    assert publisher.tick(T0 + timedelta(seconds=0.5)) is not None
-
-
-def _unregistered_client(d: dict[str, Any]) -> None:
-    d["security_servers"][0]["clients"].append("DEV/GOV/1234/GHOST")
-
-
-@pytest.mark.parametrize(
-    ("break_data", "message"),
-    [
-        (lambda path: path.write_text("{not json"), "not valid JSON"),
-        (lambda path: path.write_text(json.dumps({"instance": "DEV"})), "members"),
-        (lambda path: path.unlink(), "cannot read"),
-        (lambda path: (path.parent / "certs" / "ca.pem").write_text("garbage"), "DEV CA"),
-        (lambda path: _rewrite(path, _unregistered_client), "not registered"),
-        (lambda path: _rewrite(path, lambda d: d.update(instance="PROD")), "instance"),
-    ],
-    ids=["not-json", "schema", "missing", "bad-ca-cert", "unregistered-client", "instance"],
-)
-def test_bad_data_keeps_the_published_files(
-    config: RegistryConfig, break_data: Callable[[Path], object], message: str
-) -> None:
-    publisher = Publisher(config)
-    good = publisher.publish(T0)
-    break_data(config.data_file)
-    with pytest.raises(ConfigError, match=message):
-        publisher.publish(T0 + timedelta(seconds=60))
-    assert publisher.latest is good
-    assert (config.publish_dir / CONF_FILE).read_bytes() == good.signed
-    assert (config.publish_dir / VERSION_FILE).read_text() == "1\n"
-
-
-def _rewrite(path: Path, change: Callable[[dict[str, Any]], object]) -> None:
-    data = registry_data()
-    change(data)
-    path.write_text(json.dumps(data))
-
-
-def test_a_failed_run_does_not_use_up_a_version(config: RegistryConfig) -> None:
-    publisher = Publisher(config)
-    publisher.publish(T0)
-    _rewrite(config.data_file, _unregistered_client)
-    with pytest.raises(ConfigError):
-        publisher.publish(T0)
-    _rewrite(config.data_file, lambda d: None)
-    assert publisher.publish(T0).conf.version == 2
-
-
-def test_corrupt_version_file_stops_the_publisher(config: RegistryConfig) -> None:
-    config.publish_dir.mkdir()
-    (config.publish_dir / VERSION_FILE).write_text("twelve\n")
+def test_versions_only_go_up(config: RegistryConfig, publisher: Publisher,
+                             pki_now: datetime) -> None:
+    assert publisher.publish(pki_now).conf.version == 1
+    assert publisher.publish(pki_now).conf.version == 2
+    # A database restored from an older backup: the published counter still wins.
+    (config.publish_dir / VERSION_FILE).write_text("41\n")
+    assert publisher.publish(pki_now).conf.version == 42
+    (config.publish_dir / VERSION_FILE).write_text("garbage")
     with pytest.raises(ConfigError, match="not a version number"):
-        Publisher(config)
+        publisher.publish(pki_now)
+    assert json.loads((config.publish_dir / CONF_FILE).read_bytes())["signed"]["version"] == 42
 
 
-def test_mismatched_signing_key_is_refused(tmp_path: Path, pki: Pki) -> None:
-    config = RegistryConfig.from_file(write_registry(tmp_path, pki))
-    write_certificate(config.signing_cert, pki.ca_cert)
-    with pytest.raises(ConfigError, match="does not match"):
-        Publisher(config)
+def test_tick_publishes_on_change_and_on_interval(
+    config: RegistryConfig, publisher: Publisher, pki_now: datetime
+) -> None:
+    first = publisher.tick(pki_now)
+    assert first is not None and first.conf.version == 1
+    assert publisher.tick(pki_now + timedelta(seconds=1)) is None  # nothing changed
+    _change(config, pki_now, "rename_member", ClientId.parse("TEST/COM/5678"), "Renamed Ltd")
+    changed = publisher.tick(pki_now + timedelta(seconds=2))
+    assert changed is not None
+    assert changed.conf.member_name(ClientId.parse("TEST/COM/5678")) == "Renamed Ltd"
+    assert publisher.tick(pki_now + timedelta(seconds=3)) is None
+    due = publisher.tick(pki_now + timedelta(seconds=63))  # conf_refresh_seconds = 60
+    assert due is not None and due.conf.version == 3
 
 
-def test_missing_signing_key_is_refused(config: RegistryConfig) -> None:
-    config.signing_key.unlink()
-    with pytest.raises(ConfigError, match="signing_key"):
-        Publisher(config)
+def test_a_disabled_client_and_a_server_without_certificates_are_not_published(
+    config: RegistryConfig, publisher: Publisher, pki_now: datetime
+) -> None:
+    server = SecurityServerId.parse(SERVER)
+    _change(config, pki_now, "set_client_enabled", server,
+            ClientId.parse("TEST/GOV/1234/REGISTRY"), False)
+    conf = publisher.publish(pki_now).conf
+    ss1 = conf.server(server)
+    assert ss1 is not None and ss1.clients == ()
+    _change(config, pki_now, "create_server", SecurityServerId.parse("TEST/COM/5678/ss9"),
+            "127.0.0.1:5599")
+    conf = publisher.publish(pki_now).conf
+    assert conf.server(SecurityServerId.parse("TEST/COM/5678/ss9")) is None
+
+
+def test_key_rotation_through_publications(
+    config: RegistryConfig, publisher: Publisher, pki_now: datetime
+) -> None:
+    """announce (old signs, both listed) -> activate (both sign) -> retire old (new alone)."""
+    publisher.publish(pki_now)
+    trusted = _trusted(config)
+    old_id = cert_sha256(trusted.anchor.certificates[0])
+    trusted.update(publisher.publish(pki_now).signed, now=pki_now)
+
+    new_cert = KeyStore(config.keys_dir).new_conf_key("TEST", pki_now)
+    new_id = cert_sha256(new_cert)
+    added = _change(config, pki_now, "add_conf_key", new_cert)
+    assert isinstance(added, dict) and added["state"] == "announced"
+
+    def step() -> list[str]:
+        data = publisher.publish(pki_now).signed
+        trusted.update(data, now=pki_now)
+        return [s["keyid"] for s in json.loads(data)["signatures"]]
+
+    assert step() == [old_id]
+    assert {cert_sha256(c) for c in trusted.trusted_keys} == {old_id, new_id}
+    _change(config, pki_now, "activate_conf_key", new_id)
+    assert sorted(step()) == sorted([old_id, new_id])
+    _change(config, pki_now, "retire_conf_key", old_id)
+    assert step() == [new_id]
+    assert [cert_sha256(c) for c in trusted.trusted_keys] == [new_id]
+    anchor = ConfigurationAnchor.from_json((config.publish_dir / ANCHOR_FILE).read_bytes())
+    assert [cert_sha256(c) for c in anchor.certificates] == [new_id]
+
+
+def test_a_missing_private_key_stops_publishing_and_keeps_the_files(
+    config: RegistryConfig, publisher: Publisher, pki_now: datetime
+) -> None:
+    good = publisher.publish(pki_now).signed
+    for key in config.keys_dir.glob("conf-sign-*.key"):
+        key.unlink()
+    with pytest.raises(ConfigError, match="configuration-signing key"):
+        publisher.publish(pki_now)
+    assert (config.publish_dir / CONF_FILE).read_bytes() == good
+    assert publisher.latest is not None and publisher.latest.signed == good
+
+
+def test_the_last_active_key_cannot_be_retired(config: RegistryConfig,
+                                                pki_now: datetime) -> None:
+    from xchange.errors import AdminError
+
+    engine = create_db_engine(config.database_url)
+    try:
+        with Session(engine) as session:
+            svc = RegistryService(session, actor="test", now=datetime.now(UTC))
+            (only,) = svc.list_conf_keys()
+            with pytest.raises(AdminError, match="last active"):
+                svc.retire_conf_key(only["key_id"])
+            with pytest.raises(AdminError, match="not announced"):
+                svc.activate_conf_key(only["key_id"])
+    finally:
+        engine.dispose()
