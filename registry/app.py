@@ -26,6 +26,7 @@ from pathlib import Path
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
+from registry.admin_api import ADMIN_KEY, AdminContext, add_routes, problem_middleware
 from registry.config import RegistryConfig
 from registry.db import create_db_engine, migrate
 from registry.keys import KeyStore
@@ -100,7 +101,10 @@ async def _regenerate_forever(app: web.Application) -> None:
 async def _publishing(app: web.Application) -> AsyncIterator[None]:
     publisher = app[PUBLISHER_KEY]
     await asyncio.to_thread(migrate, app[ENGINE_KEY])
-    await asyncio.to_thread(publisher.publish, app[CLOCK_KEY]())
+    latest = await asyncio.to_thread(publisher.publish, app[CLOCK_KEY]())
+    admin = app[ADMIN_KEY]
+    admin.keys = [admin.key_store.admin_key().public_key()]
+    admin.instance = latest.conf.instance
     task = asyncio.create_task(_regenerate_forever(app))
     yield
     task.cancel()
@@ -116,7 +120,7 @@ def create_app(
 
     ``clock`` returns the current aware time; tests pass a fake one.
     """
-    app = web.Application()
+    app = web.Application(middlewares=[problem_middleware])
     engine = create_db_engine(config.database_url)
     keys = KeyStore(config.keys_dir)
     app[CONFIG_KEY] = config
@@ -124,10 +128,12 @@ def create_app(
     app[KEYS_KEY] = keys
     app[PUBLISHER_KEY] = Publisher(config, engine, keys)
     app[CLOCK_KEY] = clock
+    app[ADMIN_KEY] = AdminContext(engine=engine, keys=[], clock=clock, key_store=keys)
     app.cleanup_ctx.append(_publishing)
     app.router.add_get("/globalconf", get_globalconf)
     app.router.add_get("/anchor", get_anchor)
     app.router.add_get("/health", get_health)
+    add_routes(app)
     return app
 
 

@@ -124,7 +124,7 @@ class RegistryService:
         self.session.add(AuditRow(at=self.now, actor=self.actor, action=action,
                                   target=target, before=before, after=after))
 
-    def _page(self, query: SelectOfScalar[_R], limit: int, offset: int,
+    def page(self, query: SelectOfScalar[_R], limit: int, offset: int,
               render: Callable[[_R], dict[str, Any]]) -> Page:
         total = self.session.exec(select(func.count()).select_from(query.subquery())).one()
         rows = self.session.exec(query.limit(limit).offset(offset)).all()
@@ -172,6 +172,9 @@ class RegistryService:
         unknown = sorted(set(changes) - set(SETTINGS_FIELDS))
         if unknown:
             raise _bad(f"unknown setting(s): {', '.join(unknown)}")
+        # JSON has one number type: 60.0 is the integer 60 (JSON Schema agrees).
+        changes = {k: int(v) if isinstance(v, float) and v.is_integer() else v
+                   for k, v in changes.items()}
         merged = {**before, **changes}
         try:  # check first: a refused change must leave the row as it was
             FederationSettings(**{k: merged[k] for k in FederationSettings().to_payload()})
@@ -254,7 +257,7 @@ class RegistryService:
             pattern = f"%{_escape_like(q)}%"
             query = query.where(sa.or_(col(MemberRow.name).ilike(pattern, escape="\\"),
                                        col(MemberRow.code).ilike(pattern, escape="\\")))
-        return self._page(query, limit, offset, self._member_json)
+        return self.page(query, limit, offset, self._member_json)
 
     def get_member(self, member: ClientId) -> dict[str, Any]:
         return self._member_json(self._member_row(member))
@@ -386,7 +389,7 @@ class RegistryService:
         if q:
             query = query.where(col(SecurityServerRow.code).ilike(
                 f"%{_escape_like(q)}%", escape="\\"))
-        return self._page(query, limit, offset, self._server_json)
+        return self.page(query, limit, offset, self._server_json)
 
     def get_server(self, server: SecurityServerId) -> dict[str, Any]:
         return self._server_json(self.server_row(server))
@@ -561,7 +564,7 @@ class RegistryService:
                 "description": row.description, "members": list(members)}
 
     def list_groups(self, *, limit: int = 100, offset: int = 0) -> Page:
-        return self._page(select(GlobalGroupRow).order_by(col(GlobalGroupRow.code)),
+        return self.page(select(GlobalGroupRow).order_by(col(GlobalGroupRow.code)),
                           limit, offset, self._group_json)
 
     def get_group(self, code: str) -> dict[str, Any]:
@@ -645,7 +648,7 @@ class RegistryService:
             query = query.where(ServiceRow.subsystem_id == sub.id)
         if kind is not None:
             query = query.where(ServiceRow.kind == kind)
-        return self._page(query, limit, offset, self._service_json)
+        return self.page(query, limit, offset, self._service_json)
 
     def get_service(self, provider: ClientId, code: str) -> dict[str, Any]:
         return self._service_json(self._service_row(provider, code))
@@ -830,7 +833,7 @@ class RegistryService:
             query = query.where(AuditRow.actor == actor)
         if action is not None:
             query = query.where(AuditRow.action == action)
-        return self._page(query, limit, offset, lambda r: {
+        return self.page(query, limit, offset, lambda r: {
             "id": r.id, "at": _time(r.at), "actor": r.actor, "action": r.action,
             "target": r.target, "before": r.before, "after": r.after})
 

@@ -6,18 +6,25 @@ using certificates of the session's development CA (instance ``TEST``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from certs.ca import DevCA, IssuedCredentials
 from certs.keys import write_certificate
+from registry.adminroles import issue_admin_token
+from registry.app import create_app
 from registry.bootstrap import import_data, init_registry
 from registry.config import RegistryConfig
 from registry.db import create_db_engine, migrate
@@ -50,7 +57,7 @@ def registry_data() -> dict[str, Any]:
 MakeRegistry = Callable[..., Path]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_registry(
     dev_ca: DevCA, issue_server_auth: Callable[..., IssuedCredentials], pki_now: datetime
 ) -> MakeRegistry:
@@ -79,6 +86,50 @@ def make_registry(
         return path
 
     return make
+
+
+# -- a registry serving on a real socket, in a thread of its own -----------------------------
+
+
+@dataclass
+class LiveRegistry:
+    config: RegistryConfig
+    url: str
+
+    def token(self, *roles: str, subject: str = "tester", hours: float = 1.0) -> str:
+        return issue_admin_token(self.config, subject=subject, roles=roles or ALL_ROLES,
+                                 now=datetime.now(UTC), lifetime=timedelta(hours=hours))
+
+
+ALL_ROLES = ("observer", "registration_officer", "security_officer", "system_administrator")
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: web.Application) -> Iterator[str]:
+    """Run ``app`` on a free loopback port in a thread with its own event loop."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+
+
+@pytest.fixture(scope="module")
+def live_registry(tmp_path_factory: pytest.TempPathFactory,
+                  make_registry: MakeRegistry) -> Iterator[LiveRegistry]:
+    config = RegistryConfig.from_file(make_registry(tmp_path_factory.mktemp("live")))
+    with serve_in_thread(create_app(config)) as url:
+        yield LiveRegistry(config, url)
 
 
 # -- the registry's database, on SQLite and PostgreSQL ----------------------------------------
