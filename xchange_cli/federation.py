@@ -181,11 +181,13 @@ def build_federation(
     service_timeout: float = 10.0,
     slow_service_timeout: float = 2.0,
     database_urls: Sequence[str] | None = None,
+    empty_registry: bool = False,
 ) -> Federation:
     """Write a two-agency federation into ``root`` (which must be empty or absent).
 
     Message logs are SQLite files in each server's folder unless ``database_urls`` gives one
-    URL per server (provider's first).
+    URL per server (provider's first).  With ``empty_registry`` the registry's database is
+    left alone (not even initialised): the caller onboards everything through the CLI.
     """
     now = now or datetime.now(UTC)
     root.mkdir(parents=True, exist_ok=True)
@@ -235,7 +237,8 @@ def build_federation(
         reg["regenerate_seconds"] = registry_regenerate_seconds
     (registry_dir / "registry.toml").write_text(
         "".join(f"{k} = {_toml(v)}\n" for k, v in reg.items()), encoding="utf-8")
-    _prepare_registry(registry_dir / "registry.toml", data_path, now)
+    if not empty_registry:
+        _prepare_registry(registry_dir / "registry.toml", data_path, now)
 
     provider_url = f"http://127.0.0.1:{provider_port}/"
     for i, s in enumerate(servers):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from security_server.config import ConfigError
 from xchange.errors import XRoadError
-from xchange_cli import registry_admin
+from xchange_cli import registry_admin, ss_register
 
 __all__ = ["main"]
 
@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
                 "verify a security server's message log: hash chain and every signature")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
     registry_admin.register(command)
+    ss_register.register(command)
     p = command(["demo"], _demo,
                 "build a throwaway federation, run cross-agency queries, explain them")
     p.add_argument("--serve", action="store_true",

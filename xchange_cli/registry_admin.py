@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SERVE", "register"]
+__all__ = ["SERVE", "api_call", "register"]
 
 Command = Callable[[list[str], Callable[[argparse.Namespace], int], str],
                    argparse.ArgumentParser]
@@ -103,6 +107,179 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- talking to the admin API -------------------------------------------------------------------
+
+
+def api_call(url: str, token: str | None, method: str, path: str,
+             body: object | None = None) -> Any:
+    """One admin API call; a problem answer becomes an XRoadError with its code."""
+    from xchange.errors import ERROR_CODES, XRoadError
+
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"registry URL must be http(s): {url!r}")
+    data = None if body is None else json.dumps(body).encode("utf-8")
+    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
+        url.rstrip("/") + path, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (admin URL)
+            text = response.read()
+    except urllib.error.HTTPError as exc:
+        try:
+            problem = json.loads(exc.read())
+            code, detail = problem["code"], problem.get("detail") or problem["title"]
+        except (ValueError, KeyError, TypeError):
+            raise XRoadError(f"{method} {path}: HTTP {exc.code}") from exc
+        raise XRoadError(str(detail), code=code if code in ERROR_CODES else None) from exc
+    return json.loads(text) if text else None
+
+
+def _api(args: argparse.Namespace) -> tuple[str, str]:
+    url = args.url or os.environ.get("XCHANGE_REGISTRY_URL")
+    token = args.token or os.environ.get("XCHANGE_REGISTRY_TOKEN")
+    if not url or not token:
+        raise ValueError("give --url and --token (or XCHANGE_REGISTRY_URL and "
+                         "XCHANGE_REGISTRY_TOKEN); `xchange registry token` issues one")
+    return url, token
+
+
+def _id_path(text: str, parts: int) -> str:
+    """``INSTANCE/A/B[/C]`` -> ``/A/B[/C]`` (the instance is the registry's own)."""
+    pieces = text.split("/")
+    if len(pieces) != parts + 1 or not all(pieces):
+        raise ValueError(f"{text!r}: expected INSTANCE and {parts} more parts, '/'-separated")
+    return "".join("/" + urllib.parse.quote(p, safe="") for p in pieces[1:])
+
+
+def _read_text(path: Path | None) -> str | None:
+    return None if path is None else path.read_text(encoding="utf-8")
+
+
+def _decision(verb: str) -> tuple[list[str], str, list[tuple[tuple[str, ...], dict[str, Any]]],
+                                  Callable[[argparse.Namespace], Request]]:
+    return (["requests", verb], f"{verb} a pending management request",
+            [(("id",), {"type": int}), (("--comment",), {"default": ""})],
+            lambda a: ("POST", f"/api/v1/management-requests/{a.id}/{verb}",
+                       {"comment": a.comment}))
+
+
+# Each API command: (words, help, arguments, request builder).  The builder gets the parsed
+# arguments and returns (method, path, body).
+Request = tuple[str, str, object | None]
+_API_COMMANDS: list[tuple[list[str], str, list[tuple[tuple[str, ...], dict[str, Any]]],
+                          Callable[[argparse.Namespace], Request]]] = [
+    (["me"], "who the token is for", [], lambda a: ("GET", "/api/v1/me", None)),
+    (["settings", "show"], "federation settings", [],
+     lambda a: ("GET", "/api/v1/settings", None)),
+    (["settings", "set"], "change settings (NAME=VALUE ...)",
+     [(("assignments",), {"nargs": "+", "help": "e.g. auto_approve_clients=true"})],
+     lambda a: ("PATCH", "/api/v1/settings",
+                {k: json.loads(v) for k, _, v in (x.partition("=") for x in a.assignments)})),
+    (["member-class", "add"], "add a member class",
+     [(("code",), {}), (("--description",), {"default": ""})],
+     lambda a: ("POST", "/api/v1/member-classes",
+                {"code": a.code, "description": a.description})),
+    (["member", "add"], "register a member",
+     [(("id",), {"help": "INSTANCE/CLASS/CODE"}), (("--name",), {"required": True})],
+     lambda a: ("POST", "/api/v1/members", dict(zip(
+         ("member_class", "member_code"), a.id.split("/")[1:], strict=True), name=a.name))),
+    (["member", "list"], "list members",
+     [(("--q",), {"default": None}), (("--limit",), {"type": int, "default": 100})],
+     lambda a: ("GET", "/api/v1/members?" + urllib.parse.urlencode(
+         {k: v for k, v in (("q", a.q), ("limit", a.limit)) if v is not None}), None)),
+    (["subsystem", "add"], "add a subsystem to a member",
+     [(("id",), {"help": "INSTANCE/CLASS/CODE/SUBSYSTEM"})],
+     lambda a: ("POST", f"/api/v1/members{_id_path(a.id.rsplit('/', 1)[0], 2)}/subsystems",
+                {"code": a.id.rsplit("/", 1)[1]})),
+    (["server", "list"], "list security servers", [],
+     lambda a: ("GET", "/api/v1/security-servers", None)),
+    (["server", "show"], "one security server", [(("id",), {})],
+     lambda a: ("GET", f"/api/v1/security-servers{_id_path(a.id, 3)}", None)),
+    (["client", "add"], "register a subsystem as a client of a server",
+     [(("server",), {}), (("client",), {})],
+     lambda a: ("POST", f"/api/v1/security-servers{_id_path(a.server, 3)}/clients",
+                {"client": a.client})),
+    (["group", "add"], "add a global group", [(("code",), {}),
+                                               (("--description",), {"default": ""})],
+     lambda a: ("POST", "/api/v1/global-groups", {"code": a.code,
+                                                   "description": a.description})),
+    (["group", "add-member"], "add a member or subsystem to a global group",
+     [(("code",), {}), (("client",), {})],
+     lambda a: ("POST", f"/api/v1/global-groups/{urllib.parse.quote(a.code, safe='')}"
+                        "/members", {"client": a.client})),
+    (["service", "add"], "publish a service in the catalogue",
+     [(("provider",), {"help": "INSTANCE/CLASS/CODE/SUBSYSTEM"}), (("code",), {}),
+      (("--kind",), {"choices": ["REST", "SOAP"], "default": "REST"}),
+      (("--description",), {"default": ""}),
+      (("--document",), {"type": Path, "default": None,
+                         "help": "OpenAPI or WSDL file describing it"})],
+     lambda a: ("POST", "/api/v1/services", {
+         "provider": a.provider, "code": a.code, "kind": a.kind, "description": a.description,
+         "description_document": _read_text(a.document)})),
+    (["service", "list"], "the service catalogue", [(("--provider",), {"default": None})],
+     lambda a: ("GET", "/api/v1/services" + (
+         "?" + urllib.parse.urlencode({"provider": a.provider}) if a.provider else ""), None)),
+    (["ca", "add"], "approve a certification authority",
+     [(("name",), {}), (("certificate",), {"type": Path, "help": "PEM file"}),
+      (("--ocsp-url",), {"action": "append", "default": []})],
+     lambda a: ("POST", "/api/v1/approved-cas", {
+         "name": a.name, "certificate": a.certificate.read_text(encoding="ascii"),
+         "ocsp_urls": a.ocsp_url})),
+    (["tsa", "add"], "approve a time-stamping authority",
+     [(("name",), {}), (("url",), {}), (("certificate",), {"type": Path})],
+     lambda a: ("POST", "/api/v1/approved-tsas", {
+         "name": a.name, "url": a.url, "certificate": a.certificate.read_text("ascii")})),
+    (["requests", "list"], "management requests",
+     [(("--state",), {"choices": ["pending", "approved", "rejected", "revoked"]})],
+     lambda a: ("GET", "/api/v1/management-requests" + (
+         f"?state={a.state}" if a.state else ""), None)),
+    _decision("approve"), _decision("reject"), _decision("revoke"),
+    (["keys", "list"], "configuration-signing keys", [],
+     lambda a: ("GET", "/api/v1/conf-signing-keys", None)),
+    (["keys", "add"], "generate a new configuration-signing key (announced)", [],
+     lambda a: ("POST", "/api/v1/conf-signing-keys", None)),
+    (["keys", "activate"], "an announced key starts signing", [(("key_id",), {})],
+     lambda a: ("POST", f"/api/v1/conf-signing-keys/{a.key_id}/activate", None)),
+    (["keys", "retire"], "a key stops signing and is no longer trusted", [(("key_id",), {})],
+     lambda a: ("POST", f"/api/v1/conf-signing-keys/{a.key_id}/retire", None)),
+    (["audit"], "the audit log, newest first",
+     [(("--actor",), {"default": None}), (("--limit",), {"type": int, "default": 50})],
+     lambda a: ("GET", "/api/v1/audit-log?" + urllib.parse.urlencode(
+         {k: v for k, v in (("actor", a.actor), ("limit", a.limit)) if v is not None}), None)),
+]
+
+
+def _api_command(build: Callable[[argparse.Namespace], Request]) -> Callable[
+        [argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        url, token = _api(args)
+        method, path, body = build(args)
+        if method != "GET" and body is None:
+            body = {} if path.endswith("/conf-signing-keys") else None
+        _print(api_call(url, token, method, path, body))
+        return 0
+
+    return run
+
+
+def _anchor(args: argparse.Namespace) -> int:
+    url = args.url or os.environ.get("XCHANGE_REGISTRY_URL")
+    if not url:
+        raise ValueError("give --url (or XCHANGE_REGISTRY_URL)")
+    with urllib.request.urlopen(url.rstrip("/") + "/anchor", timeout=30) as response:  # noqa: S310
+        data = response.read()
+    from xchange.globalconf import ConfigurationAnchor
+
+    anchor = ConfigurationAnchor.from_json(data)  # refuse to write something unusable
+    args.out.write_bytes(data)
+    print(f"configuration anchor of {anchor.instance} written to {args.out}; compare its "
+          "key fingerprints with the registry's operator before trusting it")
+    return 0
+
+
 SERVE = _serve
 """The serving command (``main`` logs at INFO for servers)."""
 
@@ -130,3 +307,13 @@ def register(command: Command) -> None:
                    help="a role: registration_officer, security_officer, "
                         "system_administrator or observer (repeatable)")
     p.add_argument("--hours", type=float, default=None, help="lifetime (default from config)")
+    p = command(["registry", "anchor"], _anchor,
+                "download the configuration anchor a new security server is installed with")
+    p.add_argument("--url", default=None, help="registry base URL")
+    p.add_argument("--out", type=Path, required=True, help="where to write anchor.json")
+    for words, help_text, arguments, build in _API_COMMANDS:
+        p = command(["registry", *words], _api_command(build), help_text)
+        p.add_argument("--url", default=None, help="registry base URL (XCHANGE_REGISTRY_URL)")
+        p.add_argument("--token", default=None, help="admin token (XCHANGE_REGISTRY_TOKEN)")
+        for names, options in arguments:
+            p.add_argument(*names, **options)

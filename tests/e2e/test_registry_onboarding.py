@@ -1,0 +1,184 @@
+"""From an empty registry and two fresh security servers to a cross-agency query, through
+the command line and the APIs only; then a configuration-signing key rotation with traffic
+flowing throughout.
+
+Files written before the start are what an installer writes: each server's own TOML
+configuration and keys (issued by the development CA), the registry's TOML file.  Everything
+the federation knows -- members, subsystems, servers, certificates, clients, the service, the
+trust anchor each server is installed with -- goes through ``xchange registry ...`` (admin
+API with a token), ``xchange ss register ...`` (signed management requests) and
+``xchange registry anchor``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xchange_cli.demo import query
+from xchange_cli.federation import (
+    CONSUMER,
+    PROVIDER,
+    Federation,
+    RunningFederation,
+    build_federation,
+)
+
+pytestmark = pytest.mark.e2e
+
+PERSON = "/persons/38001010001"
+
+
+def xchange(*args: str, env: dict[str, str] | None = None) -> Any:
+    done = subprocess.run([sys.executable, "-m", "xchange_cli", *args], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
+                          env=env)
+    assert done.returncode == 0, f"xchange {' '.join(args)}:\n{done.stdout}{done.stderr}"
+    try:
+        return json.loads(done.stdout)
+    except ValueError:
+        return done.stdout.strip()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not reached in time")
+
+
+class Onboarded:
+    def __init__(self, running: RunningFederation, token: str) -> None:
+        self.running, self.token = running, token
+        self.fed: Federation = running.federation
+
+    def admin(self, *args: str) -> Any:
+        return xchange("registry", *args, "--url", self.fed.registry_url, "--token", self.token)
+
+    def ask(self) -> int:
+        consumer = self.fed.servers[1]
+        return query(consumer.client_proxy_url, str(self.fed.services["persons"]), PERSON,
+                     str(self.fed.allowed_client)).status
+
+
+@pytest.fixture(scope="module")
+def onboarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Onboarded]:
+    fed = build_federation(tmp_path_factory.mktemp("onboarding"), empty_registry=True,
+                           registry_regenerate_seconds=0.5, ss_refresh_seconds=0.5)
+    running = RunningFederation(fed)
+    try:
+        running.start_provider()
+        # The registry's operator: an empty database, the first keys, a token for the officer.
+        xchange("registry", "init", "--config", str(fed.registry_config), "--instance", "DEMO")
+        running.start_registry()
+        token = xchange("registry", "token", "--config", str(fed.registry_config), "--subject",
+                        "olivia", "--role", "registration_officer", "--role",
+                        "security_officer", "--role", "system_administrator")
+        yield Onboarded(running, token)
+    finally:
+        running.stop()
+
+
+def test_from_an_empty_registry_to_a_cross_agency_query(onboarded: Onboarded) -> None:
+    fed, admin = onboarded.fed, onboarded.admin
+    # 1. Trust services and settings (security officer, system administrator).
+    admin("settings", "set", "conf_refresh_seconds=1", "conf_expiry_seconds=30")
+    admin("ca", "add", "DEMO development CA", str(fed.ca.cert_path))
+    # 2. Members and subsystems (registration officer).
+    admin("member-class", "add", "GOV", "--description", "government agencies")
+    for agency in (PROVIDER, CONSUMER):
+        admin("member", "add", str(agency.member), "--name", agency.name)
+        for code in agency.subsystems:
+            admin("subsystem", "add", str(agency.subsystem(code)))
+
+    # 3. Each new server asks to register its auth certificate; the officer approves.
+    for server in fed.servers:
+        sent = xchange("ss", "register", "auth-cert", "--config", str(server.config),
+                       "--registry", fed.registry_url)
+        assert sent["state"] == "pending"
+        status = xchange("ss", "register", "status", "--config", str(server.config),
+                         "--registry", fed.registry_url, sent["request_id"])
+        assert status["state"] == "pending"
+    pending = admin("requests", "list", "--state", "pending")["items"]
+    assert sorted(r["server"] for r in pending) == sorted(str(s.agency.server)
+                                                          for s in fed.servers)
+    for request in pending:
+        assert admin("requests", "approve", str(request["id"]), "--comment",
+                     "identity checked")["state"] == "approved"
+
+    # 4. Clients: the federation approves a server owner's own subsystems automatically.
+    admin("settings", "set", "auto_approve_clients=true")
+    for server in fed.servers:
+        for code in server.agency.subsystems:
+            sent = xchange("ss", "register", "client", "--config", str(server.config),
+                           "--registry", fed.registry_url, "--client",
+                           str(server.agency.subsystem(code)))
+            assert sent["state"] == "approved"
+
+    # 5. The anchor each server is installed with; then the servers start.
+    for i, server in enumerate(fed.servers):
+        xchange("registry", "anchor", "--url", fed.registry_url, "--out",
+                str(server.directory / "anchor.json"))
+        onboarded.running.start_server(i)
+
+    # 6. The provider's service in the catalogue, then the query.
+    persons = fed.services["persons"]
+    admin("service", "add", str(persons.provider), persons.code, "--kind", "REST",
+          "--description", "Population register: persons")
+    assert [s["id"] for s in admin("service", "list")["items"]] == [str(persons)]
+    wait_for(lambda: onboarded.ask() == 200)
+    denied = query(fed.servers[1].client_proxy_url, str(persons), PERSON,
+                   str(fed.denied_client))
+    assert denied.headers["X-Road-Error"] == "server.serverproxy.access_denied"
+
+    # Everything above is in the audit log under the officer's name or the request's.
+    audit = admin("audit", "--actor", "olivia", "--limit", "200")["items"]
+    actions = {e["action"] for e in audit}
+    assert {"member.create", "subsystem.create", "ca.add", "management.approved",
+            "server.create", "server.auth_cert.add", "service.create"} <= actions
+
+
+def test_key_rotation_with_traffic_flowing(onboarded: Onboarded, tmp_path: Path) -> None:
+    """announce a new key, activate it, retire the old one: every query answers 200."""
+    assert onboarded.ask() == 200
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            statuses.append(onboarded.ask())
+            time.sleep(0.05)
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        (old,) = onboarded.admin("keys", "list")
+        new = onboarded.admin("keys", "add")
+        assert new["state"] == "announced"
+        time.sleep(3)  # several publications and downloads: every server learns the new key
+        onboarded.admin("keys", "activate", new["key_id"])
+        time.sleep(3)
+        onboarded.admin("keys", "retire", old["key_id"])
+        time.sleep(3)
+    finally:
+        stop.set()
+        worker.join(30)
+    assert len(statuses) > 20 and set(statuses) == {200}, statuses
+    # The servers now trust the new key alone, and remember it across restarts.
+    fed = onboarded.fed
+    for server in fed.servers:
+        keys = (server.directory / "state" / "conf-signing-keys.pem").read_text()
+        assert keys.count("BEGIN CERTIFICATE") == 1
+    onboarded.running.stop_process(fed.servers[1].agency.server_code)
+    onboarded.running.start_server(1)
+    wait_for(lambda: onboarded.ask() == 200)

@@ -1,0 +1,121 @@
+"""``xchange ss register ...``: a security server's management requests to the registry.
+
+Each command builds a request (:mod:`xchange.management`), signs it with the key of the
+member it concerns -- taken from the server's own configuration (``[[keys.signing]]``) --
+and, to register the server's auth certificate, with the auth key as well; then posts it
+to the registry's ``/management/requests`` and prints the request id and its state.
+``status REQUEST_ID`` asks for the state later.
+
+The registry URL is ``--registry``, or else the anchor's download URL without its last
+path segment.  A fresh server has no anchor yet; its first request (the auth certificate)
+is what makes it known, and the officer hands out the anchor (``xchange registry anchor``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.parse
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+Command = Callable[[list[str], Callable[[argparse.Namespace], int], str],
+                   argparse.ArgumentParser]
+
+
+def _registry_url(args: argparse.Namespace, anchor: Path) -> str:
+    if args.registry:
+        return str(args.registry)
+    from xchange.globalconf import ConfigurationAnchor
+
+    try:
+        url = ConfigurationAnchor.from_json(anchor.read_bytes()).download_url
+    except OSError as exc:
+        raise ValueError("no anchor yet: give --registry URL") from exc
+    return url.rsplit("/", 1)[0]
+
+
+def _send(kind: str, fields: Callable[[argparse.Namespace, Any], dict[str, str]]) -> Callable[
+        [argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from certs.keys import load_private_key
+        from security_server.config import SecurityServerConfig
+        from security_server.runtime import load_identities
+        from xchange.management import new_request, sign_request
+        from xchange_cli.registry_admin import api_call
+
+        config = SecurityServerConfig.from_file(args.config)
+        request = new_request(kind, config.server_id, now=datetime.now(UTC),
+                              **fields(args, config))
+        signer = request.required_signer()
+        identities = load_identities(config)
+        if signer not in identities:
+            raise ValueError(f"this server holds no signing key for {signer}, "
+                             f"whose signature a {kind} request needs")
+        auth_key = load_private_key(config.auth_key) if kind == "auth_cert_register" else None
+        envelope = sign_request(request, identities[signer], auth_key)
+        answer = api_call(_registry_url(args, config.anchor), None, "POST",
+                          "/management/requests", json.loads(envelope))
+        print(json.dumps(answer, indent=2))
+        return 0
+
+    return run
+
+
+def _auth_fields(args: argparse.Namespace, config: Any) -> dict[str, str]:
+    from certs.keys import load_certificates
+    from xchange.management import cert_text
+
+    address = args.address or f"{config.server_proxy.host}:{config.server_proxy.port}"
+    return {"auth_cert": cert_text(load_certificates(config.auth_cert)[0]), "address": address}
+
+
+def _status(args: argparse.Namespace) -> int:
+    from security_server.config import SecurityServerConfig
+    from xchange_cli.registry_admin import api_call
+
+    config = SecurityServerConfig.from_file(args.config)
+    path = "/management/requests/" + urllib.parse.quote(args.request_id, safe="")
+    print(json.dumps(api_call(_registry_url(args, config.anchor), None, "GET", path), indent=2))
+    return 0
+
+
+_COMMANDS: list[tuple[str, str, str, list[str],
+                      Callable[[argparse.Namespace, Any], dict[str, str]]]] = [
+    ("auth-cert", "auth_cert_register",
+     "register this server's auth certificate (the first one bootstraps the server)",
+     ["--address"], _auth_fields),
+    ("auth-cert-delete", "auth_cert_delete", "unregister an auth certificate",
+     ["--cert-hash"], lambda a, c: {"cert_hash": a.cert_hash}),
+    ("address", "address_change", "change this server's registered address",
+     ["--address"], lambda a, c: {"address": a.address}),
+    ("client", "client_register", "register a subsystem as a client of this server",
+     ["--client"], lambda a, c: {"client": a.client}),
+    ("client-delete", "client_delete", "unregister a client", ["--client"],
+     lambda a, c: {"client": a.client}),
+    ("client-enable", "client_enable", "enable a client", ["--client"],
+     lambda a, c: {"client": a.client}),
+    ("client-disable", "client_disable", "disable a client", ["--client"],
+     lambda a, c: {"client": a.client}),
+    ("owner", "owner_change", "hand this server to another member (signed by the new owner)",
+     ["--new-owner"], lambda a, c: {"new_owner": a.new_owner}),
+]
+
+
+def register(command: Command) -> None:
+    """Add the ``ss register`` subcommands through ``main``'s ``command`` helper."""
+    for name, kind, help_text, options, fields in _COMMANDS:
+        p = command(["ss", "register", name], _send(kind, fields), help_text)
+        p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+        p.add_argument("--registry", default=None, help="registry base URL")
+        for option in options:
+            required = not (name == "auth-cert" and option == "--address")
+            p.add_argument(option, required=required, default=None)
+    p = command(["ss", "register", "status"], _status, "the state of a request sent earlier")
+    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    p.add_argument("--registry", default=None, help="registry base URL")
+    p.add_argument("request_id")
