@@ -1,0 +1,89 @@
+"""``xchange registry ...`` in-process: the local commands, and API errors as one line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from certs.ca import DevCA, IssuedCredentials
+from certs.keys import write_certificate
+from registry.adminroles import PERMISSIONS, audience
+from registry.keys import KeyStore
+from xchange.adminauth import verify_token
+from xchange_cli.main import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_init_import_migrate_and_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], dev_ca: DevCA,
+    issue_server_auth: Callable[..., IssuedCredentials],
+) -> None:
+    config = tmp_path / "registry.toml"
+    config.write_text('database_url = "sqlite:///reg.db"\n')
+    status, out, _ = run(capsys, "registry", "init", "--config", str(config),
+                         "--instance", "TEST")
+    assert status == 0 and json.loads(out)["instance"] == "TEST"
+    keys = sorted(p.name for p in (tmp_path / "keys").iterdir())
+    assert keys[0] == "admin-token.key" and keys[1].startswith("conf-sign-")
+    assert (tmp_path / "keys" / "admin-token.key").stat().st_mode & 0o777 == 0o600
+    # again: nothing changes; another instance: refused
+    assert run(capsys, "registry", "init", "--config", str(config), "--instance", "TEST")[0] == 0
+    status, _, err = run(capsys, "registry", "init", "--config", str(config),
+                         "--instance", "PROD")
+    assert status == 1 and "[admin.conflict]" in err and "already initialised" in err
+
+    auth = issue_server_auth("TEST/GOV/1/ss1")
+    write_certificate(tmp_path / "ca.pem", dev_ca.certificate)
+    write_certificate(tmp_path / "ss1.pem", auth.certificate)
+    data = {"instance": "TEST", "members": [{"id": "TEST/GOV/1", "name": "One"}],
+            "security_servers": [{"id": "TEST/GOV/1/ss1", "address": "127.0.0.1:5500",
+                                  "auth_certs": ["ss1.pem"]}],
+            "approved_cas": [{"name": "CA", "certificate": "ca.pem"}]}
+    (tmp_path / "data.json").write_text(json.dumps(data))
+    status, out, _ = run(capsys, "registry", "import", "--config", str(config),
+                         str(tmp_path / "data.json"))
+    assert status == 0 and "imported 2" in out
+    data["security_servers"][0]["auth_cert_hashes"] = ["ab" * 32]
+    (tmp_path / "hashes.json").write_text(json.dumps({**data, "members": [], "approved_cas": []}))
+    status, _, err = run(capsys, "registry", "import", "--config", str(config),
+                         str(tmp_path / "hashes.json"))
+    assert status == 1 and "auth_cert_hashes cannot be imported" in err
+
+    status, out, _ = run(capsys, "registry", "migrate", "--config", str(config))
+    assert status == 0 and "revision 0001" in out
+
+    status, out, _ = run(capsys, "registry", "token", "--config", str(config), "--subject",
+                         "olga", "--role", "observer", "--hours", "1")
+    principal = verify_token(out.strip(), keys=[KeyStore(tmp_path / "keys").admin_key()
+                                               .public_key()],
+                             audience=audience("TEST"), now=datetime.now(UTC), table=PERMISSIONS)
+    assert (principal.subject, principal.roles) == ("olga", frozenset({"observer"}))
+    status, _, err = run(capsys, "registry", "token", "--config", str(config), "--subject",
+                         "x", "--role", "root")
+    assert status == 1 and "unknown role" in err
+
+
+def test_api_commands_need_a_url_and_a_token(capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XCHANGE_REGISTRY_URL", raising=False)
+    monkeypatch.delenv("XCHANGE_REGISTRY_TOKEN", raising=False)
+    status, _, err = run(capsys, "registry", "member", "list")
+    assert status == 1 and "--token" in err
+
+
+def test_old_registry_configuration_is_refused_with_a_pointer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "registry.toml"
+    config.write_text('data_file = "registry-data.json"\n')
+    status, _, err = run(capsys, "registry", "migrate", "--config", str(config))
+    assert status == 1 and "xchange registry import" in err
