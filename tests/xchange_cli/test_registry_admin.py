@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,7 @@ def test_init_import_migrate_and_token(
     auth = issue_server_auth("TEST/GOV/1/ss1")
     write_certificate(tmp_path / "ca.pem", dev_ca.certificate)
     write_certificate(tmp_path / "ss1.pem", auth.certificate)
-    data = {"instance": "TEST", "members": [{"id": "TEST/GOV/1", "name": "One"}],
+    data: dict[str, Any] = {"instance": "TEST", "members": [{"id": "TEST/GOV/1", "name": "One"}],
             "security_servers": [{"id": "TEST/GOV/1/ss1", "address": "127.0.0.1:5500",
                                   "auth_certs": ["ss1.pem"]}],
             "approved_cas": [{"name": "CA", "certificate": "ca.pem"}]}
