@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -159,26 +160,39 @@ def test_key_rotation_with_traffic_flowing(onboarded: Onboarded, tmp_path: Path)
             statuses.append(onboarded.ask())
             time.sleep(0.05)
 
+    fed = onboarded.fed
+
+    def learnt(count: int) -> Callable[[], bool]:
+        """Every server trusts ``count`` keys (written with each configuration it accepts)."""
+        def check() -> bool:
+            files = [s.directory / "state" / "conf-signing-keys.pem" for s in fed.servers]
+            return all(f.exists() and f.read_text().count("BEGIN CERTIFICATE") == count
+                       for f in files)
+        return check
+
+    def signatures() -> int:
+        with urllib.request.urlopen(f"{fed.registry_url}/globalconf") as response:
+            return len(json.loads(response.read())["signatures"])
+
     worker = threading.Thread(target=traffic)
     worker.start()
     try:
         (old,) = onboarded.admin("keys", "list")
         new = onboarded.admin("keys", "add")
         assert new["state"] == "announced"
-        time.sleep(3)  # several publications and downloads: every server learns the new key
+        wait_for(learnt(2))  # the old key announced the new one to every server
         onboarded.admin("keys", "activate", new["key_id"])
-        time.sleep(3)
+        wait_for(lambda: signatures() == 2)
+        time.sleep(1)  # a couple of downloads with both signatures
         onboarded.admin("keys", "retire", old["key_id"])
-        time.sleep(3)
+        wait_for(lambda: signatures() == 1)
+        wait_for(learnt(1))  # the new key alone, from a document the new key alone signed
+        time.sleep(1)
     finally:
         stop.set()
         worker.join(30)
     assert len(statuses) > 20 and set(statuses) == {200}, statuses
-    # The servers now trust the new key alone, and remember it across restarts.
-    fed = onboarded.fed
-    for server in fed.servers:
-        keys = (server.directory / "state" / "conf-signing-keys.pem").read_text()
-        assert keys.count("BEGIN CERTIFICATE") == 1
+    # The servers remember the new key across a restart.
     onboarded.running.stop_process(fed.servers[1].agency.server_code)
     onboarded.running.start_server(1)
     wait_for(lambda: onboarded.ask() == 200)
