@@ -43,8 +43,11 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any, Final
 
+import jsonschema
+import jsonschema.exceptions
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -64,6 +67,8 @@ from xchange.signing import SigningIdentity, sign_payload, verify_payload
 
 __all__ = [
     "KINDS",
+    "MAX_AGE",
+    "MAX_SKEW",
     "REQUEST_TYPE",
     "ManagementRequest",
     "VerifiedRequest",
@@ -178,17 +183,17 @@ def sign_request(request: ManagementRequest, member: SigningIdentity,
     return canonical_json(envelope)
 
 
-def _parse(data: bytes) -> tuple[ManagementRequest, dict[str, Any]]:
-    import jsonschema
-    import jsonschema.exceptions
+@cache
+def _validator() -> jsonschema.Validator:
+    return jsonschema.Draft202012Validator(load_json_schema("management-request.schema.json"))
 
+
+def _parse(data: bytes) -> tuple[ManagementRequest, dict[str, Any]]:
     try:
         envelope = parse_json(data)
     except BadRequestError as exc:
         raise _bad(f"management request: {exc.message}") from exc
-    validator = jsonschema.Draft202012Validator(
-        load_json_schema("management-request.schema.json"))
-    error = jsonschema.exceptions.best_match(validator.iter_errors(envelope))
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(envelope))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top)"
         raise _bad(f"management request at {where}: {error.message[:200]}")
