@@ -28,7 +28,7 @@ from typing import Final
 from sqlmodel import Session
 
 from registry.config import RegistryConfig
-from registry.db import create_db_engine
+from registry.db import opened_engine
 from registry.keys import KeyStore
 from registry.service import RegistryService
 from xchange.adminauth import PermissionTable, issue_token
@@ -63,11 +63,7 @@ def issue_admin_token(config: RegistryConfig, *, subject: str, roles: Iterable[s
         raise AdminError(f"unknown role(s) {', '.join(unknown)}; known: "
                          f"{', '.join(sorted(ROLES))}", code="admin.bad_request")
     key = KeyStore(config.keys_dir).admin_key()
-    engine = create_db_engine(config.database_url)
-    try:
-        with Session(engine) as session:
-            instance = RegistryService(session, actor=subject, now=now).instance
-    finally:
-        engine.dispose()
+    with opened_engine(config.database_url) as engine, Session(engine) as session:
+        instance = RegistryService(session, actor=subject, now=now).instance
     return issue_token(key, subject=subject, roles=roles, audience=audience(instance),
                        issued_at=now, lifetime=lifetime)

@@ -14,6 +14,8 @@ This module does not read configuration or the environment: the URL is passed in
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -25,7 +27,14 @@ from sqlalchemy.engine import Engine
 
 from security_server.db import create_db_engine
 
-__all__ = ["MIGRATIONS", "create_db_engine", "current_revision", "head_revision", "migrate"]
+__all__ = [
+    "MIGRATIONS",
+    "create_db_engine",
+    "current_revision",
+    "head_revision",
+    "migrate",
+    "opened_engine",
+]
 
 MIGRATIONS: Final = Path(__file__).with_name("migrations")
 
@@ -36,6 +45,16 @@ def _alembic_config(engine: Engine | None = None) -> Config:
     if engine is not None:
         config.attributes["engine"] = engine
     return config
+
+
+@contextlib.contextmanager
+def opened_engine(url: str) -> Iterator[Engine]:
+    """An engine for one command's work, disposed of afterwards."""
+    engine = create_db_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

@@ -156,18 +156,15 @@ def _prepare_registry(config_path: Path, data_path: Path, now: datetime) -> None
 
     from registry.bootstrap import import_data, init_registry
     from registry.config import RegistryConfig
-    from registry.db import create_db_engine
+    from registry.db import opened_engine
     from registry.service import RegistryService
 
     config = RegistryConfig.from_file(config_path)
-    engine = create_db_engine(config.database_url)
-    try:
+    with opened_engine(config.database_url) as engine:
         init_registry(config, engine, INSTANCE, actor="demo", now=now)
         with Session(engine) as session:
             import_data(RegistryService(session, actor="demo", now=now), data_path)
             session.commit()
-    finally:
-        engine.dispose()
 
 
 def build_federation(

@@ -54,26 +54,20 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _init(args: argparse.Namespace) -> int:
     from registry.bootstrap import init_registry
-    from registry.db import create_db_engine
+    from registry.db import opened_engine
 
     config = _config(args)
-    engine = create_db_engine(config.database_url)
-    try:
+    with opened_engine(config.database_url) as engine:
         _print(init_registry(config, engine, args.instance, actor="cli:init", now=_now()))
-    finally:
-        engine.dispose()
     return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from registry.db import create_db_engine, current_revision, migrate
+    from registry.db import current_revision, migrate, opened_engine
 
-    engine = create_db_engine(_config(args).database_url)
-    try:
+    with opened_engine(_config(args).database_url) as engine:
         migrate(engine)
         print(f"database at revision {current_revision(engine)}")
-    finally:
-        engine.dispose()
     return 0
 
 
@@ -81,18 +75,14 @@ def _import(args: argparse.Namespace) -> int:
     from sqlmodel import Session
 
     from registry.bootstrap import import_data
-    from registry.db import create_db_engine, migrate
+    from registry.db import migrate, opened_engine
     from registry.service import RegistryService
 
-    engine = create_db_engine(_config(args).database_url)
-    try:
+    with opened_engine(_config(args).database_url) as engine, Session(engine) as session:
         migrate(engine)
-        with Session(engine) as session:
-            count = import_data(RegistryService(session, actor="cli:import", now=_now()),
-                                args.file)
-            session.commit()
-    finally:
-        engine.dispose()
+        count = import_data(RegistryService(session, actor="cli:import", now=_now()),
+                            args.file)
+        session.commit()
     print(f"imported {count} members, servers and groups from {args.file}")
     return 0
 
