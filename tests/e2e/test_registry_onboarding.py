@@ -40,7 +40,7 @@ PERSON = "/persons/38001010001"
 
 def xchange(*args: str, env: dict[str, str] | None = None) -> Any:
     done = subprocess.run([sys.executable, "-m", "xchange_cli", *args], capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
                           env=env)
     assert done.returncode == 0, f"xchange {' '.join(args)}:\n{done.stdout}{done.stderr}"
     try:
@@ -49,7 +49,7 @@ def xchange(*args: str, env: dict[str, str] | None = None) -> Any:
         return done.stdout.strip()
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
