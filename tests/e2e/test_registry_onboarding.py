@@ -33,7 +33,8 @@ from xchange_cli.federation import (
     build_federation,
 )
 
-pytestmark = pytest.mark.e2e
+# Some 25 commands run as processes: allow for a loaded machine beyond the 120 s default.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 PERSON = "/persons/38001010001"
 
