@@ -1,5 +1,5 @@
 """Assembles and runs a security server process: client proxy + server proxy + background
-configuration refresh, over one :class:`~security_server.runtime.Runtime`.
+configuration and OCSP refresh, over one :class:`~security_server.runtime.Runtime`.
 
 ``serve(path)`` is what ``xchange ss serve --config FILE`` calls.  It prints one line,
 ``xchange security server <id> ready ...``, once both listeners accept connections, and stops
@@ -18,16 +18,18 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from certs.keys import load_certificates
 from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
 from security_server.messagelog import MessageLog
+from security_server.ocsp import HttpOcspFetcher, OwnCertificates
 from security_server.runtime import Runtime, load_identities, utc_now
 from security_server.server_proxy import create_server_proxy_app
 from security_server.tls import server_context
 from xchange.errors import GlobalConfOutdatedError
-from xchange.globalconf import ConfigurationAnchor
+from xchange.globalconf import ConfigurationAnchor, GlobalConf
 
 __all__ = ["running_server", "serve"]
 
@@ -46,15 +48,30 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
                                    utc_now)
     conf_client.load_cached()
     await conf_client.refresh()
-    runtime = Runtime(config, conf_client, message_log, load_identities(config))
+    identities = load_identities(config)
+    own_certs = OwnCertificates(
+        [("auth", load_certificates(config.auth_cert)[0])]
+        + [(str(member), ident.chain[0]) for member, ident in identities.items()],
+        config.state_dir, HttpOcspFetcher(conf_session), utc_now)
+    runtime = Runtime(config, conf_client, message_log, identities, own_certs)
     runtime.provider_session = aiohttp.ClientSession(auto_decompress=False)
-    try:
-        anchors = conf_client.current(utc_now()).trust_anchors()
-    except GlobalConfOutdatedError:
-        anchors = ()  # learnt when a configuration arrives
-    runtime.server_tls = server_context(config.auth_cert, config.auth_key, anchors)
+
+    def conf_now() -> GlobalConf | None:
+        try:
+            return conf_client.current(utc_now())
+        except GlobalConfOutdatedError:
+            return None  # nothing to check against until a configuration arrives
+
+    conf = conf_now()
+    if conf is not None:
+        own_certs.load_cached(conf)
+        await own_certs.refresh(conf)
+    runtime.server_tls = server_context(config.auth_cert, config.auth_key,
+                                        conf.trust_anchors() if conf else ())
     runners: list[web.AppRunner] = []
     refresher = asyncio.create_task(conf_client.run(config.conf_refresh_seconds))
+    ocsp_refresher = asyncio.create_task(own_certs.run(
+        conf_now, config.ocsp_refresh_seconds, config.ocsp_retry_seconds))
     try:
         for app, listen, ssl_ctx in (
             (create_client_proxy_app(runtime), config.client_proxy, None),
@@ -66,9 +83,10 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
             await web.TCPSite(runner, listen.host, listen.port, ssl_context=ssl_ctx).start()
         yield runtime
     finally:
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        for task in (refresher, ocsp_refresher):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for runner in reversed(runners):
             await runner.cleanup()
         await runtime.close()

@@ -76,6 +76,10 @@ class SecurityServerConfig:
     peer_timeout: float = 60.0
     """Seconds the client proxy waits for the provider security server."""
     max_body_bytes: int = 64 * 1024 * 1024
+    ocsp_refresh_seconds: float = 1200.0
+    """How often the server fetches OCSP responses for its own certificates."""
+    ocsp_retry_seconds: float = 60.0
+    """How soon it tries again after a failed fetch."""
 
     @classmethod
     def from_file(cls, path: Path) -> SecurityServerConfig:
@@ -134,13 +138,14 @@ def _listen(doc: Mapping[str, Any], name: str) -> ListenConfig:
 
 _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"clients", "server", "client_proxy", "server_proxy", "keys", "globalconf",
-                   "messagelog", "services", "access"}),
+                   "messagelog", "services", "access", "ocsp"}),
     "server": frozenset({"id", "state_dir"}),
     "client_proxy": frozenset({"host", "port", "peer_timeout", "max_body_bytes"}),
     "server_proxy": frozenset({"host", "port"}),
     "keys": frozenset({"auth_key", "auth_cert", "signing"}),
     "globalconf": frozenset({"anchor", "refresh_seconds"}),
     "messagelog": frozenset({"database_url"}),
+    "ocsp": frozenset({"refresh_seconds", "retry_seconds"}),
 }
 
 
@@ -239,6 +244,7 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
             )
             rules.append(AccessRule(svc, sub))
     cp = doc.get("client_proxy", {})
+    ocsp = _opt(doc, "ocsp", dict, "", {})
     return SecurityServerConfig(
         server_id=SecurityServerId.parse(_get(server, "id", str, "server.")),
         client_proxy=_listen(doc, "client_proxy"),
@@ -260,4 +266,8 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
         max_body_bytes=int(_positive(
             _opt(cp, "max_body_bytes", int, "client_proxy.", 64 * 1024 * 1024),
             "client_proxy.max_body_bytes")),
+        ocsp_refresh_seconds=_positive(_opt(ocsp, "refresh_seconds", float, "ocsp.", 1200.0),
+                                       "ocsp.refresh_seconds"),
+        ocsp_retry_seconds=_positive(_opt(ocsp, "retry_seconds", float, "ocsp.", 60.0),
+                                     "ocsp.retry_seconds"),
     )

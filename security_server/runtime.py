@@ -13,17 +13,21 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import aiohttp
 from aiohttp import web
+from cryptography import x509
+from xchange.ocsp import OcspStatus
 
 from certs.keys import load_certificates, load_private_key
 from security_server.confclient import GlobalConfClient
 from security_server.config import SecurityServerConfig
 from security_server.messagelog import LoggingFailedCode, MessageLog
+from security_server.ocsp import OwnCertificates
 from security_server.tls import PinnedPeer, add_anchors, client_context
+from xchange.certstatus import StapleVerifier, approved_ca_of
 from xchange.errors import GlobalConfOutdatedError, XRoadError
 from xchange.globalconf import GlobalConf, SecurityServerInfo
 from xchange.identifiers import ClientId, SecurityServerId
@@ -32,7 +36,8 @@ from xchange.replay import ReplayWindow
 from xchange.rest import RestRequest
 from xchange.signing import SigningIdentity
 
-__all__ = ["RUNTIME", "Runtime", "load_identities", "make_entry", "read_limited", "utc_now"]
+__all__ = ["RUNTIME", "ProviderStatus", "Runtime", "load_identities", "make_entry", "read_limited",
+           "utc_now"]
 
 
 log = logging.getLogger(__name__)
@@ -76,6 +81,16 @@ class _Peer:
     session: aiohttp.ClientSession
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    """The TLS certificate a provider server last presented and its latest verified OCSP
+    status, as the client proxy knows it."""
+
+    cert_hash: str
+    status: OcspStatus
+    checked_at: datetime
+
+
 class Runtime:
     def __init__(
         self,
@@ -83,6 +98,7 @@ class Runtime:
         conf_client: GlobalConfClient,
         message_log: MessageLog,
         identities: dict[ClientId, SigningIdentity],
+        own_certs: OwnCertificates,
         *,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -90,7 +106,12 @@ class Runtime:
         self.conf_client = conf_client
         self.log = message_log
         self.identities = identities
+        self.own_certs = own_certs
+        self.auth_certificate = load_certificates(config.auth_cert)[0]
         self.clock = clock
+        self.staples = StapleVerifier()
+        self.provider_auth: dict[SecurityServerId, ProviderStatus] = {}
+        """Per provider server, what the client proxy knows of its TLS certificate."""
         self.provider_session: aiohttp.ClientSession | None = None
         self._peers: dict[SecurityServerId, _Peer] = {}
         self._client_ctx = client_context(config.auth_cert, config.auth_key, [])
@@ -134,6 +155,37 @@ class Runtime:
         if self.server_tls is not None:
             add_anchors(self.server_tls, new)
         self._known_anchor_hashes.update(by_hash)
+
+    # -- certificate status (OCSP) ------------------------------------------------------------
+
+    @staticmethod
+    def ocsp_max_age(conf: GlobalConf) -> timedelta:
+        return timedelta(seconds=conf.settings.ocsp_freshness_seconds)
+
+    def own_staples(self, identity: SigningIdentity, conf: GlobalConf, at: datetime, *,
+                    code: str) -> tuple[bytes, bytes]:
+        """OCSP responses to staple: the signing member's certificate, then this server's
+        auth certificate.  Raises ``cert_validation`` if either is not good and fresh."""
+        max_age = self.ocsp_max_age(conf)
+        return (self.own_certs.staple(identity.chain[0], at=at, max_age=max_age, code=code),
+                self.own_certs.staple(self.auth_certificate, at=at, max_age=max_age,
+                                      code=code))
+
+    def check_peer_signer(self, staples: tuple[bytes, ...],
+                          sign_chain: tuple[x509.Certificate, ...], conf: GlobalConf,
+                          at: datetime, *, code: str) -> None:
+        """The peer's signing certificate (verified chain, leaf first) must be proven good and
+        fresh by one of its staples."""
+        self.staples.check(staples, sign_chain[0], sign_chain[1], at=at,
+                           max_age=self.ocsp_max_age(conf), code=code)
+
+    def peer_auth_status(self, staples: tuple[bytes, ...], auth_cert: x509.Certificate,
+                         conf: GlobalConf, at: datetime, *, code: str) -> OcspStatus:
+        """The verified, fresh status of the peer's TLS certificate from its staples (not
+        yet required to be good)."""
+        issuer = approved_ca_of(auth_cert, conf.approved_cas, code=code).certificate
+        return self.staples.find(staples, auth_cert, issuer, at=at,
+                                 max_age=self.ocsp_max_age(conf), code=code)
 
     # -- peers ----------------------------------------------------------------------------
 

@@ -127,6 +127,7 @@ class Federation:
     registry_port: int
     registry_data: Path
     provider_port: int
+    ocsp_port: int
     servers: list[ServerFiles]
     services: dict[str, ServiceId]
     allowed_client: ClientId
@@ -135,6 +136,10 @@ class Federation:
     @property
     def registry_url(self) -> str:
         return f"http://127.0.0.1:{self.registry_port}"
+
+    @property
+    def ocsp_url(self) -> str:
+        return f"http://127.0.0.1:{self.ocsp_port}/"
 
     def describe(self) -> dict[str, Any]:
         """The ``demo.json`` document (see the README)."""
@@ -174,6 +179,9 @@ def build_federation(
     service_timeout: float = 10.0,
     slow_service_timeout: float = 2.0,
     database_urls: Sequence[str] | None = None,
+    ocsp_freshness_seconds: int = 3600,
+    ocsp_refresh_seconds: float = 1200.0,
+    ocsp_retry_seconds: float = 60.0,
 ) -> Federation:
     """Write a two-agency federation into ``root`` (which must be empty or absent).
 
@@ -182,7 +190,8 @@ def build_federation(
     """
     now = now or datetime.now(UTC)
     root.mkdir(parents=True, exist_ok=True)
-    ca = DevCA.create(root / "ca", INSTANCE, now=now)
+    ocsp_port = free_port()
+    ca = DevCA.create(root / "ca", INSTANCE, now=now, ocsp_url=f"http://127.0.0.1:{ocsp_port}/")
     registry_dir = root / "registry"
     registry_dir.mkdir()
     _conf_signing_cert(registry_dir, now)
@@ -215,10 +224,12 @@ def build_federation(
         ],
         "global_groups": [],
         "approved_cas": [{"name": f"{INSTANCE} development CA",
-                          "certificate": str(ca.cert_path), "ocsp_url": None}],
+                          "certificate": str(ca.cert_path),
+                          "ocsp_url": f"http://127.0.0.1:{ocsp_port}/"}],
         "approved_tsas": [],
         "settings": {"conf_expiry_seconds": conf_expiry_seconds,
-                     "conf_refresh_seconds": conf_refresh_seconds},
+                     "conf_refresh_seconds": conf_refresh_seconds,
+                     "ocsp_freshness_seconds": ocsp_freshness_seconds},
     }
     data_path = registry_dir / "registry-data.json"
     data_path.write_text(json.dumps(registry_data, indent=2) + "\n", encoding="utf-8")
@@ -244,6 +255,8 @@ def build_federation(
                                         "refresh_seconds": ss_refresh_seconds})
         url = database_urls[i] if database_urls else f"sqlite:///{s.database}"
         text += _section("messagelog", {"database_url": url})
+        text += _section("ocsp", {"refresh_seconds": ocsp_refresh_seconds,
+                                  "retry_seconds": ocsp_retry_seconds})
         if s.agency is PROVIDER:
             text += _section("services", {"id": str(services["persons"]), "url": provider_url,
                                           "timeout": service_timeout}, array=True)
@@ -262,6 +275,7 @@ def build_federation(
     return Federation(
         root=root, ca=ca, registry_config=registry_dir / "registry.toml",
         registry_port=registry_port, registry_data=data_path, provider_port=provider_port,
+        ocsp_port=ocsp_port,
         servers=servers, services=services, allowed_client=CONSUMER.subsystem("benefits"),
         denied_client=CONSUMER.subsystem("analytics"),
     )
@@ -315,6 +329,11 @@ def _http_ok(url: str) -> bool:
         return bool(resp.status == 200)
 
 
+def _port_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
 def _xchange(*args: str) -> list[str]:
     return [sys.executable, "-m", "xchange_cli", *args]
 
@@ -341,6 +360,7 @@ class RunningFederation:
     def start(self) -> None:
         fed = self.federation
         self.start_provider()
+        self.start_ocsp_responder()
         self.start_registry()
         publish = fed.registry_config.parent / "publish"
         for s in fed.servers:
@@ -355,6 +375,14 @@ class RunningFederation:
                                                "--port", str(port)], self._logs)
         self.processes[p.name] = p
         p.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/persons"))
+
+    def start_ocsp_responder(self) -> None:
+        fed = self.federation
+        p = ManagedProcess("ocsp-responder", _xchange(
+            "ca", "ocsp-serve", str(fed.ca.directory), "--host", "127.0.0.1",
+            "--port", str(fed.ocsp_port)), self._logs)
+        self.processes[p.name] = p
+        p.wait_until(lambda: _port_open(fed.ocsp_port))
 
     def start_registry(self) -> None:
         fed = self.federation

@@ -45,6 +45,12 @@ def _log_verify(args: argparse.Namespace) -> int:
     return verify_log(args.config)
 
 
+def _ss_status(args: argparse.Namespace) -> int:
+    from xchange_cli.status import show_status
+
+    return show_status(args.config)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xchange", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show stack traces and debug logs")
@@ -70,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
     p = command(["ss", "verify-log"], _log_verify,
                 "verify a security server's message log: hash chain and every signature")
+    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    p = command(["ss", "status"], _ss_status,
+                "show a security server's certificates, their expiry and OCSP status")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
     p = command(["registry", "serve"], _registry_serve, "run the registry")
     p.add_argument("--config", type=Path, required=True, help="registry TOML file")
