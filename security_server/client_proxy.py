@@ -42,7 +42,6 @@ from security_server.runtime import (
     make_entry,
     read_limited,
 )
-from security_server.tls import peer_certificate_der
 from xchange.certificates import cert_sha256
 from xchange.certstatus import check_age
 from xchange.errors import (
@@ -164,7 +163,7 @@ async def send_request(rt: Runtime, req: RestRequest,
 class _Answer:
     server: SecurityServerInfo
     peer_cert: x509.Certificate
-    """The TLS certificate the provider server presented on the connection that answered."""
+    """The TLS certificate the provider server presented (on its latest connection)."""
     message: SignedMessage
 
 
@@ -212,7 +211,9 @@ def _known_good(rt: Runtime, conf: GlobalConf, server: SecurityServerInfo,
     one OCSP refresh interval and a status still fresh?  A known revoked or unknown status
     refuses the server outright, without contacting it."""
     known = rt.provider_auth.get(server.id)
-    if (known is None or known.cert_hash not in server.auth_cert_hashes
+    presented = rt.presented_certificate(server.id)
+    if (known is None or presented is None or known.cert_hash != cert_sha256(presented)
+            or known.cert_hash not in server.auth_cert_hashes
             or (at - known.checked_at).total_seconds() > rt.config.ocsp_refresh_seconds):
         return False
     try:
@@ -277,8 +278,6 @@ async def _exchange(rt: Runtime, conf: GlobalConf, targets: Sequence[SecuritySer
             async with session.post(base + PEER_PATH, data=frame, ssl=rt.client_tls,
                                     timeout=timeout,
                                     headers={"Content-Type": FRAME_MEDIA_TYPE}) as resp:
-                peer_der = peer_certificate_der(
-                    resp.connection.transport if resp.connection else None)
                 data = await read_limited(resp, rt.config.max_body_bytes + _FRAME_OVERHEAD)
                 ctype, status = resp.content_type, resp.status
                 error_code = resp.headers.get("X-Road-Error")
@@ -294,12 +293,13 @@ async def _exchange(rt: Runtime, conf: GlobalConf, targets: Sequence[SecuritySer
                                    code="server.clientproxy.network_error")
         if error_code is not None or ctype == "application/json":
             raise _peer_error(status, data, error_code)
-        if status != 200 or ctype != FRAME_MEDIA_TYPE or peer_der is None:
+        peer_cert = rt.presented_certificate(server.id)
+        if status != 200 or ctype != FRAME_MEDIA_TYPE or peer_cert is None:
             raise ClientProxyError(
                 f"security server {server.id} answered HTTP {status} {ctype}",
                 code="server.clientproxy.network_error")
         message = decode_frame(data, code="server.clientproxy.invalid_signature")
-        return _Answer(server, x509.load_der_x509_certificate(peer_der), message)
+        return _Answer(server, peer_cert, message)
     assert last is not None
     raise last
 
@@ -331,20 +331,20 @@ async def _fetch_provider_status(rt: Runtime, conf: GlobalConf, server: Security
     connection, verify it against the certificate that connection presented, and require
     it good.  Nothing of the message has been sent."""
     async with session.get(url, ssl=rt.client_tls, timeout=timeout) as resp:
-        peer_der = peer_certificate_der(resp.connection.transport if resp.connection else None)
         data = await read_limited(resp, _MAX_OCSP)
         ctype, status = resp.content_type, resp.status
         error_code = resp.headers.get("X-Road-Error")
-    if data is None or peer_der is None:
+    peer_cert = rt.presented_certificate(server.id)
+    if data is None or peer_cert is None:
         raise CertificateValidationError(
             f"security server {server.id} sent no usable OCSP response", code=_CODE_CERT)
+    if error_code is not None or ctype == "application/json":
+        raise _peer_error(status, data, error_code)  # e.g. it does not know us
     if status != 200 or ctype != OCSP_MEDIA_TYPE:
-        why = error_code or f"HTTP {status}"
         raise CertificateValidationError(
-            f"security server {server.id} has no good OCSP response for its certificate "
-            f"({why})", code=_CODE_CERT)
-    _learn_provider_status(rt, conf, server, x509.load_der_x509_certificate(peer_der), (data,),
-                           rt.clock(), asked=True)
+            f"security server {server.id} answered its OCSP status query with HTTP {status} "
+            f"{ctype}", code=_CODE_CERT)
+    _learn_provider_status(rt, conf, server, peer_cert, (data,), rt.clock(), asked=True)
 
 
 def _peer_error(status: int, data: bytes, header_code: str | None) -> XRoadError:

@@ -14,12 +14,12 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Literal
 
 import aiohttp
 from aiohttp import web
 from cryptography import x509
-from xchange.ocsp import OcspStatus
 
 from certs.keys import load_certificates, load_private_key
 from security_server.confclient import GlobalConfClient
@@ -32,6 +32,7 @@ from xchange.errors import GlobalConfOutdatedError, XRoadError
 from xchange.globalconf import GlobalConf, SecurityServerInfo
 from xchange.identifiers import ClientId, SecurityServerId
 from xchange.messagelog import LogEntry
+from xchange.ocsp import OcspStatus
 from xchange.replay import ReplayWindow
 from xchange.rest import RestRequest
 from xchange.signing import SigningIdentity
@@ -77,7 +78,7 @@ async def _close_later(session: aiohttp.ClientSession, *, delay: float) -> None:
 
 @dataclass
 class _Peer:
-    hashes: frozenset[str]
+    pin: PinnedPeer
     session: aiohttp.ClientSession
 
 
@@ -193,7 +194,7 @@ class Runtime:
         """A session whose connections are pinned to the server's registered certificates."""
         hashes = frozenset(server.auth_cert_hashes)
         peer = self._peers.get(server.id)
-        if peer is not None and peer.hashes == hashes:
+        if peer is not None and peer.pin.hashes == hashes:
             return peer.session
         if peer is not None:
             # New pins: new connections.  In-flight requests on the old ones may finish.
@@ -201,11 +202,17 @@ class Runtime:
             task = asyncio.create_task(_close_later(peer.session, delay=120))
             self._retired.add(task)
             task.add_done_callback(self._retired.discard)
-        connector = aiohttp.TCPConnector(ssl=PinnedPeer(hashes), limit=0,
-                                         enable_cleanup_closed=False)
+        pin = PinnedPeer(hashes)
+        connector = aiohttp.TCPConnector(ssl=pin, limit=0, enable_cleanup_closed=False)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        self._peers[server.id] = _Peer(hashes, session)
+        self._peers[server.id] = _Peer(pin, session)
         return session
+
+    def presented_certificate(self, server: SecurityServerId) -> x509.Certificate | None:
+        """The TLS certificate the server presented on its latest connection, if any."""
+        peer = self._peers.get(server)
+        der = None if peer is None else peer.pin.presented
+        return None if der is None else _certificate(der)
 
     @property
     def client_tls(self) -> ssl.SSLContext:
@@ -266,6 +273,11 @@ def make_entry(
         error_code=error_code,
         created_at=at,
     )
+
+
+@lru_cache(maxsize=256)
+def _certificate(der: bytes) -> x509.Certificate:
+    return x509.load_der_x509_certificate(der)
 
 
 RUNTIME = web.AppKey("xchange_runtime", Runtime)

@@ -79,6 +79,9 @@ class PinnedPeer(aiohttp.Fingerprint):
 
     def __init__(self, hashes: Iterable[str]) -> None:
         self.hashes = frozenset(h.lower() for h in hashes)
+        self.presented: bytes | None = None
+        """The DER certificate the peer presented on its latest accepted connection (the
+        client proxy checks that certificate's OCSP status)."""
         super().__init__(bytes(32))
 
     def check(self, transport: asyncio.Transport) -> None:
@@ -88,3 +91,4 @@ class PinnedPeer(aiohttp.Fingerprint):
             host, port, *_ = transport.get_extra_info("peername") or ("?", 0)
             raise aiohttp.ServerFingerprintMismatch(self.fingerprint, bytes.fromhex(got),
                                                     host, port)
+        self.presented = der
