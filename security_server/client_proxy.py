@@ -43,7 +43,6 @@ from security_server.runtime import (
     read_limited,
 )
 from xchange.certificates import cert_sha256
-from xchange.certstatus import check_age
 from xchange.errors import (
     BadRequestError,
     CertificateValidationError,
@@ -217,7 +216,7 @@ def _known_good(rt: Runtime, conf: GlobalConf, server: SecurityServerInfo,
             or (at - known.checked_at).total_seconds() > rt.config.ocsp_refresh_seconds):
         return False
     try:
-        check_age(known.status, at=at, max_age=rt.ocsp_max_age(conf), code=_CODE_CERT)
+        known.status.check_fresh(at=at, max_age=rt.ocsp_max_age(conf), code=_CODE_CERT)
     except CertificateValidationError:
         return False
     known.status.require_good(code=_CODE_CERT)

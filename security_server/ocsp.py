@@ -26,12 +26,12 @@ from typing import Protocol
 
 import aiohttp
 from cryptography import x509
-from xchange.ocsp import OcspStatus, ocsp_request, verify_ocsp_response
 
 from xchange.certificates import cert_sha256
-from xchange.certstatus import approved_ca_of, check_age, ocsp_url_for
+from xchange.certstatus import approved_ca_of, ocsp_url_for
 from xchange.errors import CertificateValidationError, XRoadError
 from xchange.globalconf import GlobalConf
+from xchange.ocsp import OcspStatus, ocsp_request, verify_ocsp_response
 
 __all__ = ["HttpOcspFetcher", "OcspFetcher", "OwnCertificate", "OwnCertificates"]
 
@@ -177,7 +177,7 @@ class OwnCertificates:
                 f"no OCSP response yet for this server's {own.label} certificate{why}",
                 code=code)
         try:
-            check_age(own.status, at=at, max_age=max_age, code=code)
+            own.status.check_fresh(at=at, max_age=max_age, code=code)
         except CertificateValidationError as exc:
             why = f" (last fetch: {own.last_error})" if own.last_error else ""
             raise CertificateValidationError(

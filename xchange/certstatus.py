@@ -28,9 +28,8 @@ from xchange.errors import CertificateValidationError
 from xchange.globalconf import ApprovedCA
 from xchange.ocsp import OcspStatus, ocsp_url_of, verify_ocsp_response
 
-__all__ = ["StapleVerifier", "approved_ca_of", "check_age", "ocsp_url_for"]
+__all__ = ["StapleVerifier", "approved_ca_of", "ocsp_url_for"]
 
-_FUTURE_SKEW = timedelta(seconds=60)
 _SHA256 = hashes.SHA256()
 
 
@@ -59,23 +58,6 @@ def ocsp_url_for(cert: x509.Certificate, ca: ApprovedCA, *, code: str) -> str:
             f"approved CA {ca.name!r} lists no OCSP responder and certificate "
             f"{cert.subject.rfc4514_string()} names none", code=code)
     return url
-
-
-def check_age(status: OcspStatus, *, at: datetime, max_age: timedelta, code: str) -> None:
-    """Refuse a response that is older than ``max_age`` at ``at``, or past its nextUpdate."""
-    if status.this_update - at > _FUTURE_SKEW:
-        raise CertificateValidationError(
-            f"OCSP response for serial {status.serial:x} is dated in the future "
-            f"({status.this_update.isoformat()})", code=code)
-    age = at - status.this_update
-    if age > max_age:
-        raise CertificateValidationError(
-            f"OCSP response for serial {status.serial:x} is stale: {int(age.total_seconds())} s "
-            f"old, the federation accepts at most {int(max_age.total_seconds())} s", code=code)
-    if status.next_update is not None and at > status.next_update:
-        raise CertificateValidationError(
-            f"OCSP response for serial {status.serial:x} expired at "
-            f"{status.next_update.isoformat()}", code=code)
 
 
 class StapleVerifier:
@@ -112,7 +94,7 @@ class StapleVerifier:
                 self._remember(key, status)
             else:
                 self._verified.move_to_end(key)
-                check_age(status, at=at, max_age=max_age, code=code)
+                status.check_fresh(at=at, max_age=max_age, code=code)
             return status
         raise CertificateValidationError(
             f"no OCSP response is stapled for certificate {cert.subject.rfc4514_string()} "

@@ -78,6 +78,12 @@ class OcspStatus:
     der: bytes
     """The whole OCSPResponse as received."""
 
+    def check_fresh(self, *, at: datetime, max_age: timedelta, code: str) -> None:
+        """Refuse the response, verified earlier, if at ``at`` it is older than ``max_age``,
+        past its nextUpdate, or dated in the future."""
+        _check_times(self.this_update, self.next_update, at.astimezone(UTC), max_age,
+                     f"certificate with serial {_serial(self.serial)}", code)
+
     def require_good(self, *, code: str) -> None:
         """Refuse a certificate the response says is revoked or unknown to the responder."""
         if self.status == "revoked":

@@ -10,7 +10,7 @@ from cryptography import x509
 
 from certs.ca import DevCA
 from certs.ocsp import OcspResponder
-from xchange.certstatus import StapleVerifier, approved_ca_of, check_age, ocsp_url_for
+from xchange.certstatus import StapleVerifier, approved_ca_of, ocsp_url_for
 from xchange.errors import CertificateValidationError
 from xchange.globalconf import ApprovedCA
 from xchange.identifiers import ClientId
@@ -58,18 +58,19 @@ def test_the_federation_names_the_responder_before_the_certificate_does(
         ocsp_url_for(bare_cert, ApprovedCA("bare", bare.certificate), code=CODE)
 
 
-def test_age_limits(ca: DevCA, tmp_path: Path, pki_now: datetime) -> None:
+def test_a_verified_response_is_checked_for_age_again(ca: DevCA, tmp_path: Path,
+                                                     pki_now: datetime) -> None:
     cert = _cert(ca, tmp_path, "1", pki_now)
     status = verify_ocsp_response(_staple(ca, cert, pki_now), cert, ca.certificate, at=pki_now,
                                   max_age=HOUR, code=CODE)
-    check_age(status, at=pki_now + HOUR, max_age=HOUR, code=CODE)
-    with pytest.raises(CertificateValidationError, match="stale: 3601 s old"):
-        check_age(status, at=pki_now + HOUR + timedelta(seconds=1), max_age=HOUR, code=CODE)
-    with pytest.raises(CertificateValidationError, match="in the future"):
-        check_age(status, at=pki_now - timedelta(minutes=5), max_age=HOUR, code=CODE)
+    status.check_fresh(at=pki_now + HOUR, max_age=HOUR, code=CODE)
+    with pytest.raises(CertificateValidationError, match="stale: it is 3601 s old"):
+        status.check_fresh(at=pki_now + HOUR + timedelta(seconds=1), max_age=HOUR, code=CODE)
+    with pytest.raises(CertificateValidationError, match="from the future"):
+        status.check_fresh(at=pki_now - timedelta(minutes=5), max_age=HOUR, code=CODE)
     assert status.next_update is not None
     with pytest.raises(CertificateValidationError, match="expired"):
-        check_age(status, at=status.next_update + timedelta(seconds=1),
+        status.check_fresh(at=status.next_update + timedelta(seconds=1),
                   max_age=timedelta(days=365), code=CODE)
 
 
