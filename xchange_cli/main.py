@@ -15,6 +15,7 @@ from pathlib import Path
 
 from security_server.config import ConfigError
 from xchange.errors import XRoadError
+from xchange_cli.tsa import register as register_tsa
 
 __all__ = ["main"]
 
@@ -79,13 +80,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep the federation running until interrupted")
     p.add_argument("--dir", type=Path, default=None,
                    help="folder for the federation (default: a temporary folder)")
+    register_tsa(command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Servers tell their operators what they refuse and why (INFO); other commands stay quiet.
-    serving = args.func in (_ss_serve, _registry_serve)
+    serving = args.func in (_ss_serve, _registry_serve) or getattr(args, "serving", False)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO if serving else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
