@@ -440,6 +440,34 @@ class DevCA:
         ]
         return self._issue("ocsp", subject, public_key, extensions, now=now, days=days)
 
+    def issue_tsa_cert(
+        self,
+        name: str,
+        *,
+        key: PrivateKey | None = None,
+        now: datetime,
+        days: int = 730,
+        key_kind: KeyKind = "ec",
+    ) -> tuple[PrivateKey, x509.Certificate]:
+        """A time-stamping authority's key and certificate (RFC 3161 section 2.3).
+
+        Subject ``CN=<name>``; extendedKeyUsage id-kp-timeStamping only, critical, as RFC 3161
+        requires; keyUsage digitalSignature, nonRepudiation (critical); basicConstraints
+        cA=FALSE (critical); AKI/SKI.  A new key of ``key_kind`` is made unless ``key`` is
+        given.  Nothing is written: the caller stores the key (``certs.keys``).
+        """
+        try:
+            subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        except ValueError as exc:
+            raise BadRequestError(f"TSA name {name!r}: {exc}") from exc
+        key = key if key is not None else generate_private_key(key_kind)
+        extensions: _Extensions = [
+            (_key_usage(non_repudiation=True), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), True),
+        ]
+        public_key = _public_key_of(key.public_key(), "the TSA key")
+        return key, self._issue("tsa", subject, public_key, extensions, now=now, days=days)
+
     def issue_from_csr(
         self,
         csr_pem: bytes,

@@ -37,7 +37,7 @@ __all__ = [
 
 INDEX_FILE = "index.db"
 
-Profile = Literal["sign", "auth", "tls", "ocsp"]
+Profile = Literal["sign", "auth", "tls", "ocsp", "tsa"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS certificates (

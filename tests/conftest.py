@@ -9,8 +9,11 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from cryptography import x509
 
 from certs.ca import DevCA, IssuedCredentials
+from certs.keys import PrivateKey
+from certs.tsa import TimeStampAuthority
 from security_server.db import create_db_engine
 from xchange.identifiers import ClientId, SecurityServerId
 
@@ -58,6 +61,22 @@ def issue_server_auth(
         )
 
     return issue
+
+
+# -- time-stamping: a TSA certified by the development CA -------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tsa_credentials(dev_ca: DevCA, pki_now: datetime) -> tuple[PrivateKey, x509.Certificate]:
+    """The key and certificate of the test TSA (EC P-256, critical timeStamping EKU)."""
+    return dev_ca.issue_tsa_cert("Test TSA", now=pki_now)
+
+
+@pytest.fixture(scope="session")
+def tsa(tsa_credentials: tuple[PrivateKey, x509.Certificate], dev_ca: DevCA) -> TimeStampAuthority:
+    """The test TSA, answering with the development TSA policy."""
+    key, cert = tsa_credentials
+    return TimeStampAuthority(key, [cert, dev_ca.certificate])
 
 
 # -- PostgreSQL: a schema of its own per test ------------------------------------------------

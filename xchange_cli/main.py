@@ -15,7 +15,7 @@ from pathlib import Path
 
 from security_server.config import ConfigError
 from xchange.errors import XRoadError
-from xchange_cli import ca
+from xchange_cli import ca, tsa
 
 __all__ = ["main"]
 
@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, default=None,
                    help="folder for the federation (default: a temporary folder)")
     ca.register(command)
+    tsa.register(command)
     return parser
 
 
