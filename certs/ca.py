@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, overload
@@ -57,8 +57,11 @@ from certs.keys import (
     generate_private_key,
     load_certificate,
     load_private_key,
+    random_passphrase,
+    read_secret_file,
     write_certificate,
     write_private_key,
+    write_secret_file,
 )
 from xchange.certificates import (
     EKU_CLIENT_AUTH,
@@ -75,6 +78,7 @@ from xchange.identifiers import ClientId, SecurityServerId, check_part
 __all__ = [
     "CA_CERT_FILE",
     "CA_KEY_FILE",
+    "CA_PASSPHRASE_FILE",
     "DevCA",
     "IssuedCredentials",
     "PublicKey",
@@ -83,6 +87,7 @@ __all__ = [
 
 CA_KEY_FILE = "ca.key"
 CA_CERT_FILE = "ca.pem"
+CA_PASSPHRASE_FILE = "ca.passphrase"  # noqa: S105 (a file name)
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
@@ -178,19 +183,25 @@ class IssuedCredentials:
     """Leaf first, then the CA: what ``cert_path`` holds and what TLS presents."""
     key_path: Path
     cert_path: Path
+    key_passphrase: bytes = field(repr=False)
+    """What ``key_path`` is encrypted under: the CA's :attr:`DevCA.key_passphrase`."""
 
 
 class DevCA:
     """One instance's development root CA, kept in a directory.
 
     Build with :meth:`create` or :meth:`load`.  Every ``issue_*`` method takes the issuing
-    time ``now`` (timezone-aware) instead of reading the clock.
+    time ``now`` (timezone-aware) instead of reading the clock.  ``ca.key`` and every key
+    that :meth:`issue_key_and_cert` writes are encrypted under :attr:`key_passphrase`.
     """
 
-    def __init__(self, directory: Path, key: PrivateKey, certificate: x509.Certificate) -> None:
+    def __init__(self, directory: Path, key: PrivateKey, certificate: x509.Certificate,
+                 key_passphrase: bytes | None = None) -> None:
         self._directory = directory
         self._key = key
         self._certificate = certificate
+        # A CA built in memory (tests) still writes encrypted keys, under a fresh passphrase.
+        self._passphrase = key_passphrase or random_passphrase()
 
     @classmethod
     def create(
@@ -201,9 +212,13 @@ class DevCA:
         now: datetime,
         validity_days: int = 3650,
         key_kind: KeyKind = "ec",
+        key_passphrase: bytes | None = None,
     ) -> DevCA:
         """Make a new root key and self-signed certificate in ``directory``.
 
+        Keys are encrypted under ``key_passphrase``.  Without one, a random passphrase is made
+        and kept in ``ca.passphrase`` (mode 0600) beside the key, where :meth:`load` finds it:
+        a throwaway CA keeps its own secret, in the same key format as a real deployment.
         Refuses to overwrite an existing CA (``FileExistsError``).
         """
         check_part(instance, "instance")
@@ -236,14 +251,21 @@ class DevCA:
             )
             .sign(key, hashes.SHA256())
         )
-        write_private_key(key_path, key)
+        if key_passphrase is None:
+            key_passphrase = random_passphrase()
+            write_secret_file(directory / CA_PASSPHRASE_FILE, key_passphrase + b"\n")
+        write_private_key(key_path, key, key_passphrase)
         write_certificate(cert_path, certificate)
-        return cls(directory, key, certificate)
+        return cls(directory, key, certificate, key_passphrase)
 
     @classmethod
-    def load(cls, directory: Path) -> DevCA:
-        """Load a CA made by :meth:`create`; refuses a key that does not match the certificate."""
-        key = load_private_key(directory / CA_KEY_FILE)
+    def load(cls, directory: Path, key_passphrase: bytes | None = None) -> DevCA:
+        """Load a CA made by :meth:`create`; refuses a key that does not match the certificate.
+
+        Without ``key_passphrase``, the one in ``ca.passphrase`` is used."""
+        if key_passphrase is None:
+            key_passphrase = read_secret_file(directory / CA_PASSPHRASE_FILE)
+        key = load_private_key(directory / CA_KEY_FILE, key_passphrase)
         certificate = load_certificate(directory / CA_CERT_FILE)
         spki = serialization.PublicFormat.SubjectPublicKeyInfo
         der = serialization.Encoding.DER
@@ -251,7 +273,7 @@ class DevCA:
             der, spki
         ):
             raise ValueError(f"{directory}: {CA_KEY_FILE} does not belong to {CA_CERT_FILE}")
-        return cls(directory, key, certificate)
+        return cls(directory, key, certificate, key_passphrase)
 
     @property
     def certificate(self) -> x509.Certificate:
@@ -260,6 +282,11 @@ class DevCA:
     @property
     def directory(self) -> Path:
         return self._directory
+
+    @property
+    def key_passphrase(self) -> bytes:
+        """The passphrase of ``ca.key`` and of the keys :meth:`issue_key_and_cert` writes."""
+        return self._passphrase
 
     @property
     def cert_path(self) -> Path:
@@ -465,7 +492,8 @@ class DevCA:
         """Generate a key, issue its ``profile`` certificate, write both into ``directory``.
 
         ``holder`` is the member (``sign``), the security server (``auth``) or the common name
-        (``tls``).  Files are ``<stem>.key`` (0600) and ``<stem>.pem`` (leaf, then the CA);
+        (``tls``).  Files are ``<stem>.key`` (0600, encrypted under :attr:`key_passphrase`)
+        and ``<stem>.pem`` (leaf, then the CA);
         ``stem`` defaults to the profile name.  Existing files are not replaced
         (``FileExistsError``).
         """
@@ -499,7 +527,7 @@ class DevCA:
             )
         else:
             raise TypeError(f"holder {holder!r} and member_name do not fit profile {profile!r}")
-        write_private_key(key_path, key)
+        write_private_key(key_path, key, self._passphrase)
         chain = (cert, self._certificate)
         write_certificate(cert_path, *chain)
-        return IssuedCredentials(key, cert, chain, key_path, cert_path)
+        return IssuedCredentials(key, cert, chain, key_path, cert_path, self._passphrase)

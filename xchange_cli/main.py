@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep the federation running until interrupted")
     p.add_argument("--dir", type=Path, default=None,
                    help="folder for the federation (default: a temporary folder)")
+    from xchange_cli.keys import register as register_keys
+
+    register_keys(command)
     return parser
 
 

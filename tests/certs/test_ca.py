@@ -346,7 +346,7 @@ def test_issue_key_and_cert_writes_0600_key_and_chain(
     assert _mode(creds.key_path) == 0o600
     assert load_certificates(creds.cert_path) == [creds.certificate, dev_ca.certificate]
     assert creds.chain == (creds.certificate, dev_ca.certificate)
-    loaded = load_private_key(creds.key_path)
+    loaded = load_private_key(creds.key_path, creds.key_passphrase)
     assert loaded.public_key().public_bytes(*SPKI) == (
         creds.certificate.public_key().public_bytes(*SPKI)
     )
@@ -384,7 +384,7 @@ def _context(*, server: bool, creds: IssuedCredentials, ca: DevCA) -> ssl.SSLCon
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED
     context.verify_flags |= ssl.VERIFY_X509_STRICT
-    context.load_cert_chain(creds.cert_path, creds.key_path)
+    context.load_cert_chain(creds.cert_path, creds.key_path, password=creds.key_passphrase)
     context.load_verify_locations(cafile=ca.cert_path)
     return context
 
