@@ -24,6 +24,8 @@ keys, or hold the TLS key (the authentication key stays a file).  Needs python-p
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import threading
 from collections.abc import Callable
@@ -74,14 +76,34 @@ class TokenError(ValueError):
     wrong PIN, a mechanism the device refuses.  The message names the token and the key."""
 
 
-class Token:
-    """One logged-in session on one token, shared by all its keys.  Thread-safe: every call
-    on the session holds the token's lock."""
+class _Login:
+    """The one logged-in session of this process on one token (see :class:`Token`)."""
 
-    def __init__(self, session: pkcs11.Session, label: str) -> None:
-        self._session = session
+    def __init__(self, session: pkcs11.Session, key: tuple[str, str], pin_digest: bytes,
+                 rw: bool) -> None:
+        self.session, self.key, self.pin_digest, self.rw = session, key, pin_digest, rw
+        self.lock = threading.Lock()
+        self.users = 0
+        self.closed = False
+
+
+_LOGINS: dict[tuple[str, str], _Login] = {}
+_LOGINS_LOCK = threading.Lock()
+
+
+class Token:
+    """A logged-in token, shared by all its keys.  Thread-safe: every call on the session
+    holds the session's lock.
+
+    PKCS#11 keeps a login per application and token, not per session, and logging out ends it
+    for every session.  So a process has one session per token: :meth:`open` of a token that
+    is already open here shares its session (once the PIN is checked against the one that
+    logged in), and the session closes when every :class:`Token` on it is closed.
+    """
+
+    def __init__(self, login: _Login, label: str) -> None:
+        self._login = login
         self._label = label
-        self._lock = threading.Lock()
         self._closed = False
 
     @classmethod
@@ -89,34 +111,40 @@ class Token:
         """Load the PKCS#11 ``module``, find the token by label and log in as its user.
         ``rw`` is needed to generate keys, not to sign."""
         where = f"PKCS#11 token {token_label!r} ({module})"
-        try:
-            text_pin = pin.decode("utf-8")  # python-pkcs11 takes the PIN as text
-        except UnicodeDecodeError as exc:
-            raise TokenError(f"{where}: the PIN is not UTF-8 text") from exc
-        try:
-            lib = pkcs11.lib(str(module))
-            token = lib.get_token(token_label=token_label)
-            session = token.open(user_pin=text_pin, rw=rw)
-        except pkcs11.PinIncorrect as exc:
-            raise TokenError(f"{where}: wrong PIN") from exc
-        except pkcs11.NoSuchToken as exc:
-            raise TokenError(f"{where}: no such token") from exc
-        except pkcs11.PKCS11Error as exc:
-            raise TokenError(f"{where}: {_describe(exc)}") from exc
-        return cls(session, token_label)
+        key = (str(module), token_label)
+        pin_digest = hashlib.sha256(pin).digest()
+        with _LOGINS_LOCK:
+            login = _LOGINS.get(key)
+            if login is None:
+                session = _log_in(module, token_label, pin, rw, where)
+                login = _LOGINS[key] = _Login(session, key, pin_digest, rw)
+            elif not hmac.compare_digest(login.pin_digest, pin_digest):
+                raise TokenError(f"{where}: wrong PIN")
+            elif rw and not login.rw:
+                raise TokenError(f"{where}: open read-only in this process")
+            login.users += 1
+        return cls(login, token_label)
 
     @property
     def label(self) -> str:
         return self._label
 
     def close(self) -> None:
-        """Log out and close the session; the keys handed out stop working."""
-        with self._lock:
+        """Stop using the token; the keys it handed out stop working.  The last user of the
+        session logs out and closes it.  Closing twice does nothing."""
+        login = self._login
+        with _LOGINS_LOCK:
             if self._closed:
                 return
             self._closed = True
+            login.users -= 1
+            if login.users:
+                return
+            del _LOGINS[login.key]
+        with login.lock:
+            login.closed = True
             try:
-                self._session.close()
+                login.session.close()
             except pkcs11.PKCS11Error as exc:
                 raise TokenError(f"token {self._label!r}: closing: {_describe(exc)}") from exc
 
@@ -126,14 +154,14 @@ class Token:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def call(self, what: str, operation: Callable[[], _T]) -> _T:
-        """Run ``operation`` on the session under the lock; PKCS#11 errors become
-        :class:`TokenError` naming ``what`` was being done."""
-        with self._lock:
-            if self._closed:
+    def call(self, what: str, operation: Callable[[pkcs11.Session], _T]) -> _T:
+        """Run ``operation`` on the session under its lock; PKCS#11 errors become
+        :class:`TokenError` naming what was being done."""
+        with self._login.lock:
+            if self._closed or self._login.closed:
                 raise TokenError(f"token {self._label!r}: {what}: the session is closed")
             try:
-                return operation()
+                return operation(self._login.session)
             except pkcs11.PKCS11Error as exc:
                 raise TokenError(f"token {self._label!r}: {what}: {_describe(exc)}") from exc
 
@@ -141,20 +169,20 @@ class Token:
 
     def private_key(self, label: str) -> TokenKey:
         """The key pair labelled ``label``: exactly one private and one public key object."""
-        private, public = self.call(f"finding key {label!r}", lambda: (
-            self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label),
-            self._session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=label),
+        private, public = self.call(f"finding key {label!r}", lambda session: (
+            session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label),
+            session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=label),
         ))
         if not isinstance(private, SignMixin):
             raise TokenError(f"token {self._label!r}: key {label!r} cannot sign")
         if private.key_type == KeyType.EC:
-            params, point = self.call(f"reading key {label!r}", lambda: (
+            params, point = self.call(f"reading key {label!r}", lambda _: (
                 public[Attribute.EC_PARAMS], public[Attribute.EC_POINT]))
             if params != _P256_PARAMS:
                 raise TokenError(f"token {self._label!r}: key {label!r} is not on curve P-256")
             return TokenEcKey(self, private, label, _ec_public_key(point))
         if private.key_type == KeyType.RSA:
-            modulus, exponent = self.call(f"reading key {label!r}", lambda: (
+            modulus, exponent = self.call(f"reading key {label!r}", lambda _: (
                 public[Attribute.MODULUS], public[Attribute.PUBLIC_EXPONENT]))
             numbers = rsa.RSAPublicNumbers(int.from_bytes(exponent, "big"),
                                            int.from_bytes(modulus, "big"))
@@ -162,8 +190,8 @@ class Token:
         raise TokenError(f"token {self._label!r}: key {label!r} is neither EC nor RSA")
 
     def has_key(self, label: str) -> bool:
-        found = self.call(f"searching for {label!r}", lambda: list(
-            self._session.get_objects({Attribute.LABEL: label})))
+        found = self.call(f"searching for {label!r}", lambda session: list(
+            session.get_objects({Attribute.LABEL: label})))
         return bool(found)
 
     def generate_key(self, label: str, kind: Literal["ec", "rsa"] = "ec") -> TokenKey:
@@ -178,19 +206,38 @@ class Token:
                             Attribute.SIGN: True, Attribute.DECRYPT: False}
         public_template = {Attribute.TOKEN: True, Attribute.VERIFY: True}
 
-        def generate() -> None:
+        def generate(session: pkcs11.Session) -> None:
             if kind == "ec":
-                parameters = self._session.create_domain_parameters(
+                parameters = session.create_domain_parameters(
                     KeyType.EC, {Attribute.EC_PARAMS: _P256_PARAMS}, local=True)
                 parameters.generate_keypair(private_template=private_template,
                                             public_template=public_template, **common)
             else:
-                self._session.generate_keypair(KeyType.RSA, _RSA_BITS,
+                session.generate_keypair(KeyType.RSA, _RSA_BITS,
                                                private_template=private_template,
                                                public_template=public_template, **common)
 
         self.call(f"generating key {label!r}", generate)
         return self.private_key(label)
+
+
+def _log_in(module: Path, token_label: str, pin: bytes, rw: bool, where: str) -> pkcs11.Session:
+    try:
+        text_pin = pin.decode("utf-8")  # python-pkcs11 takes the PIN as text
+    except UnicodeDecodeError as exc:
+        raise TokenError(f"{where}: the PIN is not UTF-8 text") from exc
+    try:
+        lib = pkcs11.lib(str(module))
+        token = lib.get_token(token_label=token_label)
+        return token.open(user_pin=text_pin, rw=rw)
+    except pkcs11.PinIncorrect as exc:
+        raise TokenError(f"{where}: wrong PIN") from exc
+    except pkcs11.NoSuchToken as exc:
+        raise TokenError(f"{where}: no such token") from exc
+    except pkcs11.UserAlreadyLoggedIn as exc:
+        raise TokenError(f"{where}: other code in this process is logged in already") from exc
+    except pkcs11.PKCS11Error as exc:
+        raise TokenError(f"{where}: {_describe(exc)}") from exc
 
 
 def _describe(exc: pkcs11.PKCS11Error) -> str:
@@ -244,7 +291,7 @@ class TokenEcKey(ec.EllipticCurvePrivateKey):
         if not isinstance(signature_algorithm, ec.ECDSA):
             raise UnsupportedAlgorithm("a token EC key signs with ECDSA only")
         digest = _digest(bytes(data), signature_algorithm.algorithm)
-        raw = self._token.call(f"signing with {self._label!r}", lambda: self._handle.sign(
+        raw = self._token.call(f"signing with {self._label!r}", lambda _: self._handle.sign(
             digest, mechanism=Mechanism.ECDSA))
         half = len(raw) // 2
         return utils.encode_dss_signature(int.from_bytes(raw[:half], "big"),
@@ -308,7 +355,7 @@ class TokenRsaKey(rsa.RSAPrivateKey):
         mechanism, param = self._mechanism(padding, algorithm, pss, pkcs1, hash_mech, mgf)
         signature: bytes = self._token.call(
             f"signing with {self._label!r}",
-            lambda: self._handle.sign(bytes(data), mechanism=mechanism, mechanism_param=param))
+            lambda _: self._handle.sign(bytes(data), mechanism=mechanism, mechanism_param=param))
         return signature
 
     def _mechanism(self, pad: AsymmetricPadding, algorithm: hashes.HashAlgorithm,

@@ -112,14 +112,18 @@ class SecurityServerConfig:
         except BadRequestError as exc:
             raise ConfigError(f"{path}: {exc.message}") from exc
 
-    def from_env(self, environ: Mapping[str, str] | None = None) -> SecurityServerConfig:
+    def from_env(self, environ: Mapping[str, str] | None = None, *,
+                 secrets: bool = True) -> SecurityServerConfig:
         """Apply the deployment's environment: ``XCHANGE_DATABASE_URL`` over the file's value,
         and read the secrets the file points to (the key passphrase and token PINs, from
-        their files or from ``environ``).  The one place that reads either."""
+        their files or from ``environ``).  The one place that reads either.  Tools that use
+        no key (``verify-log``) pass ``secrets=False``."""
         env = os.environ if environ is None else environ
         config = self
         if url := env.get("XCHANGE_DATABASE_URL"):
             config = replace(config, database_url=url)
+        if not secrets:
+            return config
         try:
             if self.key_passphrase_source is not None:
                 config = replace(config, key_passphrase=self.key_passphrase_source.read(env))

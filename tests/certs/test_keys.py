@@ -152,7 +152,7 @@ def test_missing_secret_file_and_directory_are_refused(tmp_path: Path) -> None:
         read_secret_file(tmp_path / "absent")
     folder = tmp_path / "dir"
     folder.mkdir(mode=0o700)
-    with pytest.raises(ProtectedKeyError, match="Is a directory|regular file"):
+    with pytest.raises(ProtectedKeyError, match=r"Is a directory|regular file"):
         read_secret_file(folder)
 
 
