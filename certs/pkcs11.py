@@ -30,7 +30,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import pkcs11
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -267,16 +267,11 @@ def _digest(data: bytes, algorithm: hashes.HashAlgorithm | utils.Prehashed) -> b
     return h.finalize()
 
 
-_NOT_EXPORTABLE = "the private key is in a PKCS#11 token and cannot be exported"
+class _InToken:
+    """What the two key classes share: a handle on the token, and no way out for the key."""
 
-
-class TokenEcKey(ec.EllipticCurvePrivateKey):
-    """An EC P-256 private key in a token (see the module)."""
-
-    def __init__(self, token: Token, handle: SignMixin, label: str,
-                 public_key: ec.EllipticCurvePublicKey) -> None:
+    def __init__(self, token: Token, handle: SignMixin, label: str) -> None:
         self._token, self._handle, self._label = token, handle, label
-        self._public_key = public_key
 
     @property
     def label(self) -> str:
@@ -286,13 +281,46 @@ class TokenEcKey(ec.EllipticCurvePrivateKey):
     def token(self) -> Token:
         return self._token
 
+    def _sign(self, data: bytes, **mechanism: Any) -> bytes:
+        signature: bytes = self._token.call(f"signing with {self._label!r}",
+                                            lambda _: self._handle.sign(data, **mechanism))
+        return signature
+
+    def private_numbers(self) -> Any:
+        raise TypeError(_NOT_EXPORTABLE)
+
+    def private_bytes(self, encoding: serialization.Encoding,
+                      format: serialization.PrivateFormat,
+                      encryption_algorithm: serialization.KeySerializationEncryption) -> bytes:
+        raise TypeError(_NOT_EXPORTABLE)
+
+    def __copy__(self) -> Self:
+        return self  # a handle: copies would share the token anyway
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._label!r} in token {self._token.label!r}>"
+
+
+_NOT_EXPORTABLE = "the private key is in a PKCS#11 token and cannot be exported"
+
+
+class TokenEcKey(_InToken, ec.EllipticCurvePrivateKey):
+    """An EC P-256 private key in a token (see the module)."""
+
+    def __init__(self, token: Token, handle: SignMixin, label: str,
+                 public_key: ec.EllipticCurvePublicKey) -> None:
+        super().__init__(token, handle, label)
+        self._public_key = public_key
+
     def sign(self, data: Buffer,
              signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         if not isinstance(signature_algorithm, ec.ECDSA):
             raise UnsupportedAlgorithm("a token EC key signs with ECDSA only")
         digest = _digest(bytes(data), signature_algorithm.algorithm)
-        raw = self._token.call(f"signing with {self._label!r}", lambda _: self._handle.sign(
-            digest, mechanism=Mechanism.ECDSA))
+        raw = self._sign(digest, mechanism=Mechanism.ECDSA)
         half = len(raw) // 2
         return utils.encode_dss_signature(int.from_bytes(raw[:half], "big"),
                                           int.from_bytes(raw[half:], "big"))
@@ -311,39 +339,14 @@ class TokenEcKey(ec.EllipticCurvePrivateKey):
     def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
         raise UnsupportedAlgorithm("a token signing key does not do key agreement")
 
-    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
-        raise TypeError(_NOT_EXPORTABLE)
 
-    def private_bytes(self, encoding: serialization.Encoding,
-                      format: serialization.PrivateFormat,
-                      encryption_algorithm: serialization.KeySerializationEncryption) -> bytes:
-        raise TypeError(_NOT_EXPORTABLE)
-
-    def __copy__(self) -> TokenEcKey:
-        return self  # a handle: copies would share the token anyway
-
-    def __deepcopy__(self, memo: dict[int, object]) -> TokenEcKey:
-        return self
-
-    def __repr__(self) -> str:
-        return f"<TokenEcKey {self._label!r} in token {self._token.label!r}>"
-
-
-class TokenRsaKey(rsa.RSAPrivateKey):
+class TokenRsaKey(_InToken, rsa.RSAPrivateKey):
     """An RSA private key in a token (see the module)."""
 
     def __init__(self, token: Token, handle: SignMixin, label: str,
                  public_key: rsa.RSAPublicKey) -> None:
-        self._token, self._handle, self._label = token, handle, label
+        super().__init__(token, handle, label)
         self._public_key = public_key
-
-    @property
-    def label(self) -> str:
-        return self._label
-
-    @property
-    def token(self) -> Token:
-        return self._token
 
     def sign(self, data: bytes, padding: AsymmetricPadding,
              algorithm: utils.Prehashed | hashes.HashAlgorithm | utils.NoDigestInfo) -> bytes:
@@ -353,10 +356,7 @@ class TokenRsaKey(rsa.RSAPrivateKey):
                                        "SHA-384 or SHA-512")
         pss, pkcs1, hash_mech, mgf = _RSA_MECHANISMS[algorithm.name]
         mechanism, param = self._mechanism(padding, algorithm, pss, pkcs1, hash_mech, mgf)
-        signature: bytes = self._token.call(
-            f"signing with {self._label!r}",
-            lambda _: self._handle.sign(bytes(data), mechanism=mechanism, mechanism_param=param))
-        return signature
+        return self._sign(bytes(data), mechanism=mechanism, mechanism_param=param)
 
     def _mechanism(self, pad: AsymmetricPadding, algorithm: hashes.HashAlgorithm,
                    pss: Mechanism, pkcs1: Mechanism, hash_mech: Mechanism,
@@ -387,23 +387,6 @@ class TokenRsaKey(rsa.RSAPrivateKey):
 
     def public_key(self) -> rsa.RSAPublicKey:
         return self._public_key
-
-    def private_numbers(self) -> rsa.RSAPrivateNumbers:
-        raise TypeError(_NOT_EXPORTABLE)
-
-    def private_bytes(self, encoding: serialization.Encoding,
-                      format: serialization.PrivateFormat,
-                      encryption_algorithm: serialization.KeySerializationEncryption) -> bytes:
-        raise TypeError(_NOT_EXPORTABLE)
-
-    def __copy__(self) -> TokenRsaKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> TokenRsaKey:
-        return self
-
-    def __repr__(self) -> str:
-        return f"<TokenRsaKey {self._label!r} in token {self._token.label!r}>"
 
 
 TokenKey = TokenEcKey | TokenRsaKey

@@ -25,7 +25,8 @@ from certs.keys import load_certificates, load_private_key, read_secret_file
 from security_server.db import create_db_engine
 from security_server.messagelog import MessageLog
 from security_server.tls import client_context, server_context
-from xchange.messagelog import ChainBrokenError, StoredRecord
+from tests.e2e.conftest import log_records
+from xchange.messagelog import ChainBrokenError
 from xchange.rest import RestRequest, RestResponse, request_hash
 from xchange.signing import SigningIdentity, sign_message
 from xchange.transport import PEER_PATH, SignedMessage, decode_frame, encode_frame
@@ -58,14 +59,7 @@ def _error(answer: Answer) -> str | None:
     return answer.headers.get("X-Road-Error")
 
 
-async def _records(server: ServerFiles, query_id: str) -> list[StoredRecord]:
-    engine = create_db_engine(f"sqlite:///{server.database}")
-    log = MessageLog(engine)
-    try:
-        return await log.records(query_id=query_id)
-    finally:
-        log.close()
-        engine.dispose()
+_records = log_records
 
 
 def _identity(server: ServerFiles) -> SigningIdentity:

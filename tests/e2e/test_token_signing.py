@@ -15,16 +15,13 @@ from datetime import UTC, datetime
 import pytest
 
 from certs.keys import load_certificates
-from security_server.db import create_db_engine
-from security_server.messagelog import MessageLog
 from tests.conftest import SoftHsm
-from xchange.messagelog import StoredRecord
+from tests.e2e.conftest import log_records
 from xchange.signing import verify_message
 from xchange_cli.demo import query
 from xchange_cli.federation import (
     Federation,
     RunningFederation,
-    ServerFiles,
     TokenSlot,
     build_federation,
 )
@@ -40,16 +37,6 @@ def fed(tmp_path_factory: pytest.TempPathFactory, softhsm: SoftHsm) -> Iterator[
                              consumer_signing_token=slot)
     with RunningFederation(built):
         yield built
-
-
-async def _records(server: ServerFiles, query_id: str) -> list[StoredRecord]:
-    engine = create_db_engine(f"sqlite:///{server.database}")
-    log = MessageLog(engine)
-    try:
-        return await log.records(query_id=query_id)
-    finally:
-        log.close()
-        engine.dispose()
 
 
 def test_consumer_key_is_in_the_token_not_on_disk(fed: Federation) -> None:
@@ -74,7 +61,7 @@ def test_query_signed_in_the_token_is_answered_and_verified_by_the_provider(
 
     # The provider accepted (verified) the request and logged it; its signature is the
     # token's, under the certificate issued for the token's key.
-    [request, _response] = asyncio.run(_records(provider, message_id))
+    [request, _response] = asyncio.run(log_records(provider, message_id))
     assert (request.entry.kind, request.entry.direction, request.entry.status) == (
         "request", "incoming", "ok")
     verified = verify_message(request.entry.signature, request.entry.header_part,

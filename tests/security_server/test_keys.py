@@ -21,6 +21,7 @@ from security_server.keys import ServerKeys, load_keys
 from security_server.messagelog import MessageLog
 from security_server.runtime import Runtime
 from tests.conftest import SoftHsm
+from tests.security_server.test_config import MINIMAL
 from xchange.errors import XRoadError
 from xchange.globalconf import ConfigurationAnchor
 from xchange.identifiers import ClientId, SecurityServerId
@@ -39,28 +40,10 @@ class Files:
 
     def config(self, keys: str = f'passphrase_env = "{VARIABLE}"', signing: str = "") -> Path:
         signing = signing or 'member = "TEST/GOV/4242"\nkey = "sign.key"\ncert = "sign.pem"'
+        text = MINIMAL.replace('id = "TEST/GOV/1234/ss1"', f'id = "{SERVER}"').replace(
+            "signing = []\n", f"{keys}\n[[keys.signing]]\n{signing}\n")
         path = self.folder / "security-server.toml"
-        path.write_text(f"""\
-clients = []
-[server]
-id = "{SERVER}"
-[client_proxy]
-host = "127.0.0.1"
-port = 8080
-[server_proxy]
-host = "127.0.0.1"
-port = 5500
-[keys]
-auth_key = "auth.key"
-auth_cert = "auth.pem"
-{keys}
-[[keys.signing]]
-{signing}
-[globalconf]
-anchor = "anchor.json"
-[messagelog]
-database_url = "sqlite:///messagelog.db"
-""")
+        path.write_text(text)
         return path
 
     @property
