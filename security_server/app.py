@@ -23,9 +23,10 @@ from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
+from security_server.keys import ServerKeys, load_keys
 from security_server.messagelog import MessageLog
 from security_server.ocsp import HttpOcspFetcher, OwnCertificates
-from security_server.runtime import Runtime, load_identities, utc_now
+from security_server.runtime import Runtime, utc_now
 from security_server.server_proxy import create_server_proxy_app
 from security_server.tls import server_context
 from xchange.errors import GlobalConfOutdatedError
@@ -39,6 +40,16 @@ log = logging.getLogger(__name__)
 @contextlib.asynccontextmanager
 async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]:
     """Start both listeners and the refresh task; stop them all on exit."""
+    keys = load_keys(config)  # first: a key problem stops the start before anything opens
+    try:
+        async with _running(config, keys) as runtime:
+            yield runtime
+    finally:
+        keys.close()
+
+
+@contextlib.asynccontextmanager
+async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncIterator[Runtime]:
     anchor = ConfigurationAnchor.from_json(config.anchor.read_bytes())
     engine = create_db_engine(config.database_url)
     create_tables(engine)
@@ -48,12 +59,12 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
                                    utc_now)
     conf_client.load_cached()
     await conf_client.refresh()
-    identities = load_identities(config)
     own_certs = OwnCertificates(
         [("auth", load_certificates(config.auth_cert)[0])]
-        + [(str(member), ident.chain[0]) for member, ident in identities.items()],
+        + [(str(member), ident.chain[0]) for member, ident in keys.identities.items()],
         config.state_dir, HttpOcspFetcher(conf_session), utc_now)
-    runtime = Runtime(config, conf_client, message_log, identities, own_certs)
+    runtime = Runtime(config, conf_client, message_log, keys.identities, own_certs,
+                      in_token=keys.in_token)
     runtime.provider_session = aiohttp.ClientSession(auto_decompress=False)
 
     def conf_now() -> GlobalConf | None:
@@ -67,7 +78,8 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
         own_certs.load_cached(conf)
         await own_certs.refresh(conf)
     runtime.server_tls = server_context(config.auth_cert, config.auth_key,
-                                        conf.trust_anchors() if conf else ())
+                                        conf.trust_anchors() if conf else (),
+                                        passphrase=config.key_passphrase)
     runners: list[web.AppRunner] = []
     refresher = asyncio.create_task(conf_client.run(config.conf_refresh_seconds))
     ocsp_refresher = asyncio.create_task(own_certs.run(

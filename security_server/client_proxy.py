@@ -54,7 +54,7 @@ from xchange.errors import (
 )
 from xchange.globalconf import GlobalConf, SecurityServerInfo
 from xchange.rest import RestRequest, RestResponse, digest_payload, request_hash_of
-from xchange.signing import sign_payload, verify_message
+from xchange.signing import verify_message
 from xchange.transport import (
     FRAME_MEDIA_TYPE,
     OCSP_MEDIA_TYPE,
@@ -137,7 +137,8 @@ async def send_request(rt: Runtime, req: RestRequest,
     body = await read_body()
     header_part = req.header_part()
     payload = digest_payload(header_part, body)  # the body is hashed once, here
-    signature = sign_payload(identity, payload, signed_at=now, nonce=uuid.uuid4().hex)
+    signature = await rt.sign(identity, payload, side="client", signed_at=now,
+                              nonce=uuid.uuid4().hex)
     await rt.log_message(make_entry(req, "request", "outgoing", header_part, body, signature,
                                     now), side="client")
     answer = await _exchange(rt, conf, targets,

@@ -1,21 +1,22 @@
 """Security-server configuration: one TOML file, read in one place, typed and frozen.
 
 Paths in the file are relative to the file's own folder.  See docs/configuration.md for every
-key, its unit and its default.  Environment variables are read only in
-:meth:`SecurityServerConfig.from_env`.
+key, its unit and its default.  Environment variables, and the secrets the file points to (the
+key passphrase, token PINs), are read only in :meth:`SecurityServerConfig.from_env`.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from certs.keys import ProtectedKeyError, SecretSource
 from xchange.access import AccessRule, AccessRules
 from xchange.errors import BadRequestError
 from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId, ServiceId
@@ -23,6 +24,7 @@ from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId, Servi
 __all__ = [
     "ConfigError",
     "ListenConfig",
+    "Pkcs11KeyConfig",
     "SecurityServerConfig",
     "ServiceConfig",
     "SigningKeyConfig",
@@ -40,11 +42,26 @@ class ListenConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Pkcs11KeyConfig:
+    """A signing key in a PKCS#11 token, found by its label (``CKA_LABEL``)."""
+
+    module: Path
+    """The token's PKCS#11 library, e.g. ``/usr/lib/softhsm/libsofthsm2.so``."""
+    token_label: str
+    key_label: str
+    pin_source: SecretSource
+    pin: bytes | None = field(default=None, repr=False)
+    """The user PIN, read from ``pin_source`` by :meth:`SecurityServerConfig.from_env`."""
+
+
+@dataclass(frozen=True, slots=True)
 class SigningKeyConfig:
     member: ClientId
-    key: Path
+    key: Path | None
+    """The key file; None when the key is in a token (``pkcs11``)."""
     cert: Path
     """PEM: the signing certificate first, then its chain (the root may be included)."""
+    pkcs11: Pkcs11KeyConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +97,13 @@ class SecurityServerConfig:
     """How often the server fetches OCSP responses for its own certificates."""
     ocsp_retry_seconds: float = 60.0
     """How soon it tries again after a failed fetch."""
+    key_passphrase_source: SecretSource | None = None
+    """Where the passphrase of the encrypted key files comes from (``[keys]``
+    ``passphrase_file`` or ``passphrase_env``)."""
+    unsafe_plaintext_keys: bool = False
+    """Accept unencrypted key files (development only)."""
+    key_passphrase: bytes | None = field(default=None, repr=False)
+    """The passphrase itself, read by :meth:`from_env`."""
 
     @classmethod
     def from_file(cls, path: Path) -> SecurityServerConfig:
@@ -92,15 +116,29 @@ class SecurityServerConfig:
         except BadRequestError as exc:
             raise ConfigError(f"{path}: {exc.message}") from exc
 
-    def from_env(self, environ: Mapping[str, str] | None = None) -> SecurityServerConfig:
-        """Apply ``XCHANGE_DATABASE_URL`` over the file's value (deployment override)."""
+    def from_env(self, environ: Mapping[str, str] | None = None, *,
+                 secrets: bool = True) -> SecurityServerConfig:
+        """Apply the deployment's environment: ``XCHANGE_DATABASE_URL`` over the file's value,
+        and read the secrets the file points to (the key passphrase and token PINs, from
+        their files or from ``environ``).  The one place that reads either.  Tools that use
+        no key (``verify-log``) pass ``secrets=False``."""
         env = os.environ if environ is None else environ
-        url = env.get("XCHANGE_DATABASE_URL")
-        if not url:
-            return self
-        from dataclasses import replace
-
-        return replace(self, database_url=url)
+        config = self
+        if url := env.get("XCHANGE_DATABASE_URL"):
+            config = replace(config, database_url=url)
+        if not secrets:
+            return config
+        try:
+            if self.key_passphrase_source is not None:
+                config = replace(config, key_passphrase=self.key_passphrase_source.read(env))
+            signing = tuple(
+                replace(sk, pkcs11=replace(sk.pkcs11, pin=sk.pkcs11.pin_source.read(env)))
+                if sk.pkcs11 is not None else sk
+                for sk in self.signing_keys
+            )
+        except ProtectedKeyError as exc:
+            raise ConfigError(str(exc)) from exc
+        return replace(config, signing_keys=signing)
 
     def service(self, service: ServiceId) -> ServiceConfig | None:
         wanted = service.unversioned
@@ -142,7 +180,8 @@ _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "server": frozenset({"id", "state_dir"}),
     "client_proxy": frozenset({"host", "port", "peer_timeout", "max_body_bytes"}),
     "server_proxy": frozenset({"host", "port"}),
-    "keys": frozenset({"auth_key", "auth_cert", "signing"}),
+    "keys": frozenset({"auth_key", "auth_cert", "signing", "passphrase_file", "passphrase_env",
+                       "unsafe_plaintext_keys"}),
     "globalconf": frozenset({"anchor", "refresh_seconds"}),
     "messagelog": frozenset({"database_url"}),
     "ocsp": frozenset({"refresh_seconds", "retry_seconds"}),
@@ -152,8 +191,9 @@ _KNOWN_KEYS: dict[str, frozenset[str]] = {
 _KNOWN_ENTRY_KEYS: dict[str, frozenset[str]] = {
     "services": frozenset({"id", "url", "timeout"}),
     "access": frozenset({"service", "clients"}),
-    "keys.signing": frozenset({"member", "key", "cert"}),
+    "keys.signing": frozenset({"member", "key", "cert", "pkcs11"}),
 }
+_PKCS11_KEYS = frozenset({"module", "token_label", "key_label", "pin_file", "pin_env"})
 
 
 def _refuse_unknown(doc: Mapping[str, Any]) -> None:
@@ -200,6 +240,46 @@ def _database_url(value: str, base: Path) -> str:
     return value
 
 
+def _secret_source(table: Mapping[str, Any], name: str, where: str,
+                   path: Callable[[str], Path]) -> SecretSource | None:
+    """``<name>_file`` or ``<name>_env``: where a secret comes from (never the secret)."""
+    file = _opt(table, f"{name}_file", str, where, None)
+    env = _opt(table, f"{name}_env", str, where, None)
+    if file is None and env is None:
+        return None
+    try:
+        return SecretSource(file=None if file is None else path(file), env=env)
+    except ProtectedKeyError as exc:
+        raise ConfigError(f"{where}{name}_file / {where}{name}_env: {exc}") from exc
+
+
+def _signing_key(entry: Mapping[str, Any], path: Callable[[str], Path]) -> SigningKeyConfig:
+    where = "keys.signing."
+    member = ClientId.parse(_get(entry, "member", str, where))
+    if "key" in entry and "pkcs11" in entry:
+        raise ConfigError("a [[keys.signing]] entry has keys.signing.key (a key file) or "
+                          "keys.signing.pkcs11 (a key in a token), not both")
+    token = None
+    if "pkcs11" in entry:
+        table = _get(entry, "pkcs11", dict, where)
+        if unknown := sorted(set(table) - _PKCS11_KEYS):
+            raise ConfigError(f"unknown key(s) in keys.signing.pkcs11: {', '.join(unknown)}")
+        inner = "keys.signing.pkcs11."
+        pin = _secret_source(table, "pin", inner, path)
+        if pin is None:
+            raise ConfigError("keys.signing.pkcs11 needs pin_file or pin_env")
+        token = Pkcs11KeyConfig(module=path(_get(table, "module", str, inner)),
+                                token_label=_get(table, "token_label", str, inner),
+                                key_label=_get(table, "key_label", str, inner),
+                                pin_source=pin)
+    return SigningKeyConfig(
+        member=member,
+        key=path(_get(entry, "key", str, where)) if token is None else None,
+        cert=path(_get(entry, "cert", str, where)),
+        pkcs11=token,
+    )
+
+
 def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
     _refuse_unknown(doc)
 
@@ -211,14 +291,7 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
     keys = _get(doc, "keys", dict, "")
     gconf = _get(doc, "globalconf", dict, "")
     log = _get(doc, "messagelog", dict, "")
-    signing = tuple(
-        SigningKeyConfig(
-            member=ClientId.parse(_get(s, "member", str, "keys.signing.")),
-            key=path(_get(s, "key", str, "keys.signing.")),
-            cert=path(_get(s, "cert", str, "keys.signing.")),
-        )
-        for s in _get(keys, "signing", list, "keys.")
-    )
+    signing = tuple(_signing_key(s, path) for s in _get(keys, "signing", list, "keys."))
     for sk in signing:
         if sk.member.subsystem is not None:
             raise ConfigError("keys.signing.member must name a member (INSTANCE/CLASS/CODE): "
@@ -270,4 +343,6 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
                                        "ocsp.refresh_seconds"),
         ocsp_retry_seconds=_positive(_opt(ocsp, "retry_seconds", float, "ocsp.", 60.0),
                                      "ocsp.retry_seconds"),
+        key_passphrase_source=_secret_source(keys, "passphrase", "keys.", path),
+        unsafe_plaintext_keys=_opt(keys, "unsafe_plaintext_keys", bool, "keys.", False),
     )

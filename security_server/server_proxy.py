@@ -53,7 +53,7 @@ from xchange.rest import (
     filter_headers,
     request_hash_of,
 )
-from xchange.signing import VerifiedSignature, sign_message, verify_payload
+from xchange.signing import VerifiedSignature, verify_payload
 from xchange.transport import (
     FRAME_MEDIA_TYPE,
     OCSP_MEDIA_TYPE,
@@ -153,7 +153,7 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
         request_hash=request_hash_of(payload), status=status, headers=headers,
     )
     header_part = response.header_part()
-    signature = sign_message(identity, header_part, body)
+    signature = await rt.sign(identity, digest_payload(header_part, body), side="server")
     await rt.log_message(make_entry(req, "response", "outgoing", header_part, body, signature,
                                     rt.clock()), side="server")
     return SignedMessage(header_part, signature, body, staples)

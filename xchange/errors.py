@@ -134,6 +134,9 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     ErrorCode("server.clientproxy.timestamping_failed", _CP, 503,
               "Time-stamping has failed for longer than allowed; messages are refused until "
               "it recovers."),
+    ErrorCode("server.clientproxy.cannot_create_signature", _CP, 500,
+              "The client's signing key (a key file or a PKCS#11 token) could not sign; the "
+              "request was not sent."),
     ErrorCode("server.clientproxy.internal_error", _CP, 500, "Internal error."),
     # -- provider security server
     ErrorCode("server.serverproxy.access_denied", _SP, 403,
@@ -164,6 +167,9 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     ErrorCode("server.serverproxy.timestamping_failed", _SP, 503,
               "Time-stamping has failed for longer than allowed; messages are refused until "
               "it recovers."),
+    ErrorCode("server.serverproxy.cannot_create_signature", _SP, 500,
+              "The provider's signing key (a key file or a PKCS#11 token) could not sign the "
+              "response."),
     ErrorCode("server.serverproxy.internal_error", _SP, 500, "Internal error."),
     # -- message log audit (either server's own log; Fault has no "this server" value)
     ErrorCode("server.messagelog.chain_broken", _SP, 500,

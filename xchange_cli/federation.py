@@ -38,9 +38,12 @@ from typing import IO, Any
 from certs.ca import DevCA
 from certs.keys import (
     generate_private_key,
+    random_passphrase,
+    read_secret_file,
     self_signed_certificate,
     write_certificate,
     write_private_key,
+    write_secret_file,
 )
 from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 
@@ -49,6 +52,7 @@ __all__ = [
     "Federation",
     "ManagedProcess",
     "RunningFederation",
+    "TokenSlot",
     "build_federation",
     "free_port",
 ]
@@ -74,6 +78,8 @@ def _toml(value: Any) -> str:
         return json.dumps(str(value), ensure_ascii=False)
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"no TOML form for {value!r}")
 
 
@@ -132,6 +138,12 @@ class Federation:
     services: dict[str, ServiceId]
     allowed_client: ClientId
     denied_client: ClientId
+    key_passphrase_file: Path
+    """The passphrase of every key file of the federation (mode 0600)."""
+
+    @property
+    def key_passphrase(self) -> bytes:
+        return read_secret_file(self.key_passphrase_file)
 
     @property
     def registry_url(self) -> str:
@@ -160,10 +172,19 @@ class Federation:
         }
 
 
-def _conf_signing_cert(directory: Path, now: datetime) -> None:
+@dataclass(frozen=True)
+class TokenSlot:
+    """A PKCS#11 token (already initialised) to keep the consumer's signing key in."""
+
+    module: Path
+    token_label: str
+    pin: bytes
+
+
+def _conf_signing_cert(directory: Path, now: datetime, passphrase: bytes) -> None:
     """The registry's configuration-signing key and its self-signed certificate (the anchor)."""
     key = generate_private_key()
-    write_private_key(directory / "conf-sign.key", key)
+    write_private_key(directory / "conf-sign.key", key, passphrase)
     write_certificate(directory / "conf-sign.pem", self_signed_certificate(
         key, f"{INSTANCE} configuration signer", now=now, organization=INSTANCE))
 
@@ -182,19 +203,27 @@ def build_federation(
     ocsp_freshness_seconds: int = 3600,
     ocsp_refresh_seconds: float = 1200.0,
     ocsp_retry_seconds: float = 60.0,
+    consumer_signing_token: TokenSlot | None = None,
 ) -> Federation:
     """Write a two-agency federation into ``root`` (which must be empty or absent).
 
     Message logs are SQLite files in each server's folder unless ``database_urls`` gives one
-    URL per server (provider's first).
+    URL per server (provider's first).  Every key file is encrypted under one random
+    passphrase, kept in ``root/keys.passphrase`` (0600), which the configurations name.  With
+    ``consumer_signing_token`` the consumer's signing key is generated inside that token
+    instead, and its certificate issued from a request signed there.
     """
     now = now or datetime.now(UTC)
     root.mkdir(parents=True, exist_ok=True)
+    passphrase_file = root / "keys.passphrase"
+    passphrase = random_passphrase()
+    write_secret_file(passphrase_file, passphrase + b"\n")
     ocsp_port = free_port()
-    ca = DevCA.create(root / "ca", INSTANCE, now=now, ocsp_url=f"http://127.0.0.1:{ocsp_port}/")
+    ca = DevCA.create(root / "ca", INSTANCE, now=now, ocsp_url=f"http://127.0.0.1:{ocsp_port}/",
+                      key_passphrase=passphrase)
     registry_dir = root / "registry"
     registry_dir.mkdir()
-    _conf_signing_cert(registry_dir, now)
+    _conf_signing_cert(registry_dir, now, passphrase)
     registry_port, provider_port = free_port(), free_port()
 
     persons = ServiceId(PROVIDER.subsystem("population-register"), "persons")
@@ -208,7 +237,10 @@ def build_federation(
         d = root / agency.server_code
         d.mkdir()
         ca.issue_key_and_cert(d, "auth", agency.server, member_name=agency.name, now=now)
-        ca.issue_key_and_cert(d, "sign", agency.member, member_name=agency.name, now=now)
+        if agency is CONSUMER and consumer_signing_token is not None:
+            signing_in_token = _token_signing_key(ca, d, agency, consumer_signing_token, now)
+        else:
+            ca.issue_key_and_cert(d, "sign", agency.member, member_name=agency.name, now=now)
         servers.append(ServerFiles(agency, d, d / "security-server.toml", free_port(),
                                    free_port(), d / "messagelog.db"))
 
@@ -234,7 +266,8 @@ def build_federation(
     data_path = registry_dir / "registry-data.json"
     data_path.write_text(json.dumps(registry_data, indent=2) + "\n", encoding="utf-8")
     reg = {"data_file": "registry-data.json", "signing_key": "conf-sign.key",
-           "signing_cert": "conf-sign.pem", "publish_dir": "publish",
+           "signing_cert": "conf-sign.pem", "passphrase_file": str(passphrase_file),
+           "publish_dir": "publish",
            "listen_host": "127.0.0.1", "listen_port": registry_port}
     if registry_regenerate_seconds is not None:
         reg["regenerate_seconds"] = registry_regenerate_seconds
@@ -248,8 +281,12 @@ def build_federation(
         text += _section("server", {"id": str(s.agency.server), "state_dir": "state"})
         text += _section("client_proxy", {"host": "127.0.0.1", "port": s.client_proxy_port})
         text += _section("server_proxy", {"host": "127.0.0.1", "port": s.server_proxy_port})
-        text += _section("keys", {"auth_key": "auth.key", "auth_cert": "auth.pem"})
-        text += _section("keys.signing", {"member": str(s.agency.member), "key": "sign.key",
+        text += _section("keys", {"auth_key": "auth.key", "auth_cert": "auth.pem",
+                                  "passphrase_file": str(passphrase_file)})
+        key: dict[str, Any] = {"key": "sign.key"}
+        if s.agency is CONSUMER and consumer_signing_token is not None:
+            key = {"pkcs11": signing_in_token}
+        text += _section("keys.signing", {"member": str(s.agency.member), **key,
                                           "cert": "sign.pem"}, array=True)
         text += _section("globalconf", {"anchor": "anchor.json",
                                         "refresh_seconds": ss_refresh_seconds})
@@ -277,8 +314,25 @@ def build_federation(
         registry_port=registry_port, registry_data=data_path, provider_port=provider_port,
         ocsp_port=ocsp_port,
         servers=servers, services=services, allowed_client=CONSUMER.subsystem("benefits"),
-        denied_client=CONSUMER.subsystem("analytics"),
+        denied_client=CONSUMER.subsystem("analytics"), key_passphrase_file=passphrase_file,
     )
+
+
+def _token_signing_key(ca: DevCA, directory: Path, agency: Agency, slot: TokenSlot,
+                       now: datetime) -> dict[str, str]:
+    """Generate ``agency``'s signing key in the token, have the CA certify it (``sign.pem``),
+    and return the ``pkcs11`` table of its ``[[keys.signing]]`` entry."""
+    from certs.pkcs11 import Token, generate_sign_key_and_csr
+
+    # Unique per federation: several federations may share one token.
+    label = f"xchange-sign-{agency.member.member_code}-{os.urandom(4).hex()}"
+    with Token.open(slot.module, slot.token_label, slot.pin, rw=True) as token:
+        _key, csr = generate_sign_key_and_csr(token, label, agency.member, agency.name)
+    write_certificate(directory / "sign.pem", ca.issue_from_csr(csr, "sign", now=now),
+                      ca.certificate)
+    write_secret_file(directory / "token.pin", slot.pin + b"\n")
+    return {"module": str(slot.module), "token_label": slot.token_label, "key_label": label,
+            "pin_file": "token.pin"}
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -380,7 +434,8 @@ class RunningFederation:
         fed = self.federation
         p = ManagedProcess("ocsp-responder", _xchange(
             "ca", "ocsp-serve", str(fed.ca.directory), "--host", "127.0.0.1",
-            "--port", str(fed.ocsp_port)), self._logs)
+            "--port", str(fed.ocsp_port), "--passphrase-file", str(fed.key_passphrase_file)),
+            self._logs)
         self.processes[p.name] = p
         p.wait_until(lambda: _port_open(fed.ocsp_port))
 

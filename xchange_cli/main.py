@@ -15,7 +15,7 @@ from pathlib import Path
 
 from security_server.config import ConfigError
 from xchange.errors import XRoadError
-from xchange_cli import ca, tsa
+from xchange_cli import ca, keys, tsa
 
 __all__ = ["main"]
 
@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder for the federation (default: a temporary folder)")
     ca.register(command)
     tsa.register(command)
+    keys.register(command)
     return parser
 
 

@@ -54,7 +54,7 @@ def _xchange(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _revoke(fed: Federation, cert: Path) -> None:
     done = _xchange("ca", "revoke", str(fed.ca.directory), "--cert", str(cert),
-                    "--reason", "keyCompromise")
+                    "--reason", "keyCompromise", "--passphrase-file", str(fed.key_passphrase_file))
     assert done.returncode == 0, done.stderr
 
 
