@@ -174,11 +174,13 @@ def build_federation(
     service_timeout: float = 10.0,
     slow_service_timeout: float = 2.0,
     database_urls: Sequence[str] | None = None,
+    max_body_bytes: int | None = None,
 ) -> Federation:
     """Write a two-agency federation into ``root`` (which must be empty or absent).
 
     Message logs are SQLite files in each server's folder unless ``database_urls`` gives one
-    URL per server (provider's first).
+    URL per server (provider's first).  ``max_body_bytes`` overrides the servers' default
+    body limit (the benchmark sends a body larger than the default).
     """
     now = now or datetime.now(UTC)
     root.mkdir(parents=True, exist_ok=True)
@@ -235,7 +237,10 @@ def build_federation(
         clients = [str(s.agency.subsystem(c)) for c in s.agency.subsystems]
         text = f"clients = {_toml(clients)}\n\n"
         text += _section("server", {"id": str(s.agency.server), "state_dir": "state"})
-        text += _section("client_proxy", {"host": "127.0.0.1", "port": s.client_proxy_port})
+        proxy: dict[str, Any] = {"host": "127.0.0.1", "port": s.client_proxy_port}
+        if max_body_bytes is not None:
+            proxy["max_body_bytes"] = max_body_bytes
+        text += _section("client_proxy", proxy)
         text += _section("server_proxy", {"host": "127.0.0.1", "port": s.server_proxy_port})
         text += _section("keys", {"auth_key": "auth.key", "auth_cert": "auth.pem"})
         text += _section("keys.signing", {"member": str(s.agency.member), "key": "sign.key",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from security_server.config import ConfigError
 from xchange.errors import XRoadError
+from xchange_cli.bench import add_bench_command
 
 __all__ = ["main"]
 
@@ -68,9 +69,14 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command(["ss", "serve"], _ss_serve, "run a security server")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
-    p = command(["ss", "verify-log"], _log_verify,
-                "verify a security server's message log: hash chain and every signature")
-    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    for path, help_text in (
+        (["ss", "verify-log"], "verify a security server's message log: hash chain and "
+                               "every signature"),
+        (["audit", "verify"], "the same command as `ss verify-log`"),
+    ):
+        p = command(path, _log_verify, help_text)
+        p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    add_bench_command(command)
     p = command(["registry", "serve"], _registry_serve, "run the registry")
     p.add_argument("--config", type=Path, required=True, help="registry TOML file")
     p = command(["demo"], _demo,
