@@ -15,11 +15,13 @@ from xchange_cli.bench.stats import (
     ServerFigures,
     check_targets,
     markdown_summary,
+    parse_machine_busy,
     parse_proc_stat,
     parse_proc_status,
     ratios,
     server_figures,
     summarize_point,
+    summarize_profile,
 )
 from xchange_cli.bench.wrk import WrkResult
 
@@ -38,6 +40,20 @@ Threads:\t3
 
 def test_cpu_ticks_are_read_after_the_command_name() -> None:
     assert parse_proc_stat(STAT) == 1234 + 56
+
+
+def test_machine_busy_time_leaves_out_idle_and_iowait() -> None:
+    text = ("cpu  100 2 30 5000 40 5 6 7 0 0\n"
+            "cpu0 50 1 15 2500 20 2 3 3 0 0\nintr 1 2 3\n")
+    assert parse_machine_busy(text) == 100 + 2 + 30 + 5 + 6 + 7
+    with pytest.raises(ValueError):
+        parse_machine_busy("intr 1 2 3\n")
+
+
+def test_other_cpu_is_what_the_machine_spent_beyond_the_measured_processes() -> None:
+    sample = replace(_sample(100, 1.0, cpu=3.0), wrk_cpu_s=1.5, machine_cpu_s=7.0)
+    assert sample.other_cpu_s == pytest.approx(2.5)
+    assert replace(sample, machine_cpu_s=4.0).other_cpu_s == 0.0  # never negative
 
 
 def test_rss_and_peak_are_read_in_bytes() -> None:
@@ -187,3 +203,25 @@ def test_summary_lists_every_point_ratio_target_and_skip() -> None:
     assert "| federated, SQLite logs | 64 | 3.0% | 49.00 | 85.00 |" in text
     assert "| throughput at 64 connections | >= 1000 req/s | 1200 req/s | **no** |" in text
     assert "* a note" in text
+
+
+def test_profile_summary_ranks_functions_by_self_and_total_share() -> None:
+    collapsed = "\n".join([
+        "MainThread (1);run (asyncio/base_events.py:600);handle (ss/proxy.py:10);"
+        "sign (x/signing.py:5) 6",
+        "MainThread (1);run (asyncio/base_events.py:600);handle (ss/proxy.py:12) 2",
+        "MainThread (1);run (asyncio/base_events.py:610);select (selectors.py:4) 2",
+        "garbage line",
+    ])
+    summary = summarize_profile(collapsed, top=2)
+    assert summary["samples"] == 10
+    assert summary["self"] == [{"function": "sign (x/signing.py)", "share": 0.6},
+                               {"function": "handle (ss/proxy.py)", "share": 0.2}]
+    # lines of one function are merged; the thread is a frame like any other
+    assert summary["total"][0] == {"function": "MainThread (1)", "share": 1.0}
+    assert {"function": "handle (ss/proxy.py)", "share": 0.8} in summarize_profile(
+        collapsed)["total"]
+
+
+def test_an_empty_profile_has_no_functions() -> None:
+    assert summarize_profile("") == {"samples": 0, "self": [], "total": []}

@@ -66,7 +66,7 @@ def _bench(args: argparse.Namespace) -> int:
         base, modes=args.modes, connections=args.connections, duration_s=args.duration,
         warmup_s=args.warmup, repeats=args.repeats, many_connections=args.many_connections,
         large_body_mib=args.large_body_mib, verify_records=args.verify_records,
-        work_dir=args.work_dir,
+        work_dir=args.work_dir, profile=args.profile or None,
         wrk=WrkSettings(threads=args.wrk_threads or base.wrk.threads,
                         timeout_s=args.wrk_timeout or base.wrk.timeout_s))
     if args.pg_url is not None:
@@ -106,9 +106,11 @@ def add_bench_command(command: Command) -> None:
                         "postgresql://postgres@127.0.0.1:5432/test; empty: skip)")
     p.add_argument("--wrk-threads", type=int, default=None, help="wrk threads (default 1)")
     p.add_argument("--wrk-timeout", type=float, default=None,
-                   help="seconds before wrk counts a request as timed out (default 30)")
+                   help="seconds before wrk counts a request as timed out (default 5)")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for the results file (default bench/results)")
+    p.add_argument("--profile", action="store_true",
+                   help="also sample both security servers with py-spy at 64 connections")
     p.add_argument("--no-write", action="store_true", help="print the summary only")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="build the federations here and keep them (default: a temp folder)")

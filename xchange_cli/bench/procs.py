@@ -9,11 +9,17 @@ process's lifetime peak, and the run says so.
 from __future__ import annotations
 
 import os
+import resource
 from pathlib import Path
 
-from xchange_cli.bench.stats import ProcSample, parse_proc_stat, parse_proc_status
+from xchange_cli.bench.stats import (
+    ProcSample,
+    parse_machine_busy,
+    parse_proc_stat,
+    parse_proc_status,
+)
 
-__all__ = ["CLK_TCK", "reset_peak", "sample"]
+__all__ = ["CLK_TCK", "children_cpu_s", "machine_cpu_s", "reset_peak", "sample"]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -32,3 +38,14 @@ def reset_peak(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def machine_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot."""
+    return parse_machine_busy(Path("/proc/stat").read_text()) / CLK_TCK
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's finished (waited-for) children, such as wrk runs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

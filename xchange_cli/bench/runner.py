@@ -48,6 +48,7 @@ from xchange_cli.bench.stats import (
     ratios,
     server_figures,
     summarize_point,
+    summarize_profile,
 )
 from xchange_cli.bench.wrk import WrkSettings, lua_script, run_wrk
 from xchange_cli.federation import (
@@ -90,6 +91,8 @@ class BenchOptions:
     """None: write no results file."""
     work_dir: Path | None = None
     """Where federations are built; None: a temporary folder, removed afterwards."""
+    profile: bool = False
+    """Sample both security servers with py-spy during one federated point."""
 
     @classmethod
     def full(cls) -> BenchOptions:
@@ -207,17 +210,20 @@ def measure_point(wrk: str, target: _Target, connections: int, opts: BenchOption
             procs.reset_peak(pid)
             before[name] = procs.sample(pid)
         rows = sum(c() for c in target.counters)
+        machine, children = procs.machine_cpu_s(), procs.children_cpu_s()
         result = run_wrk(wrk, target.base_url, target.script, connections=connections,
                          duration_s=duration, settings=opts.wrk)
+        machine, children = procs.machine_cpu_s() - machine, procs.children_cpu_s() - children
         after = {name: procs.sample(pid) for name, pid in target.pids.items()}
         rows = sum(c() for c in target.counters) - rows
         samples.append(RepeatSample(
             wrk=result,
             servers={n: server_figures(before[n], after[n], procs.CLK_TCK) for n in before},
-            log_records=rows))
+            log_records=rows, wrk_cpu_s=children, machine_cpu_s=machine))
     point = summarize_point(connections, samples)
     _log(f"  {connections:>5} connections: {point.requests_per_s:8.0f} req/s, "
-         f"p50 {point.p50_ms:.2f} ms, p99 {point.p99_ms:.2f} ms, {point.errors} errors")
+         f"p50 {point.p50_ms:.2f} ms, p99 {point.p99_ms:.2f} ms, {point.errors} errors, "
+         f"other processes {point.other_cpu_s:.1f} CPU s")
     return point
 
 
@@ -247,6 +253,37 @@ def _running(root: Path, database_urls: Sequence[str] | None = None
         finally:
             for close in closers:
                 close()
+
+
+def profile_point(wrk: str, target: _Target, opts: BenchOptions,
+                  work: Path) -> dict[str, Any]:
+    """Sample each security server with py-spy while wrk loads the federation (at 64
+    connections, or the nearest measured level below); summarize the hottest functions.
+    The raw collapsed stacks stay in ``work`` (kept with ``--work-dir``)."""
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(pyspy).exists():
+        return {"skipped": "py-spy is not installed (it is in the dev extras)"}
+    connections = max([c for c in opts.connections if c <= 64] or [min(opts.connections)])
+    duration = max(3, round(opts.duration_s))
+    _log(f"profiling both security servers at {connections} connections for {duration} s")
+    spies = {}
+    for role in ("consumer-ss", "provider-ss"):
+        out = work / f"profile-{role}.txt"
+        spies[role] = (out, subprocess.Popen(
+            [pyspy, "record", "--pid", str(target.pids[role]), "--duration", str(duration),
+             "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    result = run_wrk(wrk, target.base_url, target.script, connections=connections,
+                     duration_s=duration, settings=opts.wrk)
+    profiles: dict[str, Any] = {"connections": connections, "duration_s": duration,
+                                "requests_per_s": result.requests_per_s}
+    for role, (out, spy) in spies.items():
+        _, err = spy.communicate(timeout=duration + 60)
+        if spy.returncode != 0 or not out.exists():
+            profiles[role] = {"skipped": f"py-spy failed: {err.strip()[-300:]}"}
+        else:
+            profiles[role] = summarize_profile(out.read_text(errors="replace"))
+    return profiles
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -310,6 +347,8 @@ def run_bench(opts: BenchOptions, wrk: str) -> dict[str, Any]:
                     _log("federated, SQLite message logs")
                     modes["federated_sqlite"] = {"points": [
                         measure_point(wrk, fed_target, c, opts) for c in opts.connections]}
+                if opts.profile:
+                    extras["profile"] = profile_point(wrk, fed_target, opts, work)
                 if many:
                     _log(f"federated, SQLite message logs, {many} connections "
                          f"for {opts.many_duration_s:g} s")
@@ -419,7 +458,19 @@ def summary(results: Mapping[str, Any]) -> str:
     if vl := results.get("verify_log"):
         rate = f"{vl['records_per_s']:.0f} records/s" if vl["records_per_s"] else "FAILED"
         extra.append(f"verify-log: {vl['records']} records in {vl['seconds']:.1f} s = {rate}")
-    return text + ("\n" + "\n".join(f"* {e}" for e in extra) + "\n" if extra else "")
+    text += "\n" + "\n".join(f"* {e}" for e in extra) + "\n" if extra else ""
+    if prof := results.get("profile"):
+        for role in ("consumer-ss", "provider-ss"):
+            p = prof.get(role, {})
+            if "self" not in p:
+                continue
+            text += (f"\nProfile of {role} at {prof['connections']} connections "
+                     f"({p['samples']} samples): share of samples, self / with callees\n\n")
+            text += "\n".join(f"    {e['share']:6.1%}  {e['function']}" for e in p["self"][:8])
+            text += "\n    --\n"
+            text += "\n".join(f"    {e['share']:6.1%}  {e['function']}" for e in p["total"][:12])
+            text += "\n"
+    return text
 
 
 def with_overrides(opts: BenchOptions, **changes: Any) -> BenchOptions:

@@ -6,6 +6,7 @@ figure the harness prints can be checked by a unit test.
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,11 +24,13 @@ __all__ = [
     "TargetCheck",
     "check_targets",
     "markdown_summary",
+    "parse_machine_busy",
     "parse_proc_stat",
     "parse_proc_status",
     "ratios",
     "server_figures",
     "summarize_point",
+    "summarize_profile",
 ]
 
 MIB: Final = 1024 * 1024
@@ -60,6 +63,17 @@ def parse_proc_stat(text: str) -> int:
     """
     rest = text[text.rindex(")") + 2:].split()
     return int(rest[11]) + int(rest[12])
+
+
+def parse_machine_busy(text: str) -> int:
+    """Clock ticks all CPUs spent busy, from the ``cpu`` line of ``/proc/stat``: user, nice,
+    system, irq, softirq and steal (not idle or iowait; guest time is inside user)."""
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (
+                int(v) for v in line.split()[1:9])
+            return user + nice + system + irq + softirq + steal
+    raise ValueError("no cpu line in /proc/stat")
 
 
 def parse_proc_status(text: str) -> tuple[int, int]:
@@ -105,6 +119,17 @@ class RepeatSample:
     servers: Mapping[str, ServerFigures]
     log_records: int
     """Records added to all message logs during the run."""
+    wrk_cpu_s: float = 0.0
+    """CPU seconds of the load generator."""
+    machine_cpu_s: float = 0.0
+    """CPU seconds all processes of the machine spent during the run."""
+
+    @property
+    def other_cpu_s(self) -> float:
+        """CPU seconds of everything else on the machine: neither a measured process nor
+        the load generator.  Well above zero means the run shared its cores."""
+        return max(0.0, self.machine_cpu_s - self.wrk_cpu_s
+                   - sum(f.cpu_s for f in self.servers.values()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +150,9 @@ class PointSummary:
     cpu_per_request_ms: dict[str, float]
     peak_rss_mib: dict[str, float]
     """Highest peak RSS per process over all repeats."""
+    wrk_cpu_s: float = 0.0
+    other_cpu_s: float = 0.0
+    """Median CPU seconds per repeat of the load generator and of everything else."""
     runs: list[dict[str, Any]] = field(default_factory=list)
     """Each repeat's raw figures, for the JSON file."""
 
@@ -156,11 +184,14 @@ def summarize_point(connections: int, samples: Sequence[RepeatSample]) -> PointS
         cpu_per_request_ms=per_request,
         peak_rss_mib={n: max(s.servers[n].peak_rss_mib for s in samples if n in s.servers)
                       for n in names},
+        wrk_cpu_s=med(s.wrk_cpu_s for s in samples),
+        other_cpu_s=med(s.other_cpu_s for s in samples),
         runs=[{"requests": s.wrk.requests, "duration_s": s.wrk.duration_s,
                "requests_per_s": s.wrk.requests_per_s, "p50_ms": s.wrk.p50_ms,
                "p90_ms": s.wrk.p90_ms, "p99_ms": s.wrk.p99_ms, "p999_ms": s.wrk.p999_ms,
                "max_ms": s.wrk.max_ms, "errors": s.wrk.error_detail,
-               "log_records": s.log_records,
+               "log_records": s.log_records, "wrk_cpu_s": s.wrk_cpu_s,
+               "other_cpu_s": s.other_cpu_s,
                "servers": {n: {"cpu_s": f.cpu_s, "peak_rss_mib": f.peak_rss_mib}
                            for n, f in s.servers.items()}}
               for s in samples],
@@ -265,6 +296,49 @@ def check_targets(
     return checks
 
 
+# -- profiles -----------------------------------------------------------------------------
+
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def _frame_name(frame: str) -> str:
+    """``handle (security_server/x.py:12)`` -> ``handle (x.py)``: one name per function."""
+    m = _FRAME.match(frame.strip())
+    if m is None:
+        return frame.strip()
+    file = m["file"].replace("\\", "/")
+    return f"{m['func']} ({'/'.join(file.split('/')[-2:])})"
+
+
+def summarize_profile(collapsed: str, *, top: int = 12) -> dict[str, Any]:
+    """Top functions of a sampling profile in collapsed-stack form (``a;b;c 42`` per line,
+    root first, as ``py-spy record --format raw`` writes it): share of samples spent in the
+    function itself (``self``) and with it anywhere on the stack (``total``)."""
+    self_counts: dict[str, int] = {}
+    total_counts: dict[str, int] = {}
+    samples = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame_name(f) for f in stack.split(";") if f.strip()]
+        if not frames:
+            continue
+        samples += count
+        self_counts[frames[-1]] = self_counts.get(frames[-1], 0) + count
+        for name in set(frames):
+            total_counts[name] = total_counts.get(name, 0) + count
+
+    def ranked(counts: dict[str, int]) -> list[dict[str, Any]]:
+        best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        return [{"function": name, "share": n / samples} for name, n in best]
+
+    if samples == 0:
+        return {"samples": 0, "self": [], "total": []}
+    return {"samples": samples, "self": ranked(self_counts), "total": ranked(total_counts)}
+
+
 # -- the printed summary ----------------------------------------------------------------------
 
 
@@ -285,12 +359,12 @@ def markdown_summary(results: Mapping[str, Any]) -> str:
                f"{results['machine']['cpus']} CPUs.")
     out.append("")
     out.append("| mode | conns | req/s | p50 ms | p90 ms | p99 ms | errors | log rec/s "
-               "| SS CPU s (per run) | SS peak RSS MiB |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+               "| CPU s per run | peak RSS MiB | wrk / other CPU s |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
     for mode, data in results["modes"].items():
         if "skipped" in data:
             out.append(f"| {MODE_TITLES.get(mode, mode)} | - | skipped: {data['skipped']} "
-                       "| | | | | | | |")
+                       "| | | | | | | | |")
             continue
         for p in data["points"]:
             point = p if isinstance(p, PointSummary) else PointSummary(**p)
@@ -298,7 +372,8 @@ def markdown_summary(results: Mapping[str, Any]) -> str:
                 f"| {MODE_TITLES.get(mode, mode)} | {point.connections} | "
                 f"{point.requests_per_s:.0f} | {point.p50_ms:.2f} | {point.p90_ms:.2f} | "
                 f"{point.p99_ms:.2f} | {point.errors} | {point.log_records_per_s:.0f} | "
-                f"{_fmt_cpu(point)} | {_fmt_rss(point)} |")
+                f"{_fmt_cpu(point)} | {_fmt_rss(point)} | "
+                f"{point.wrk_cpu_s:.1f} / {point.other_cpu_s:.1f} |")
     out.append("")
     if any(results.get("ratios", {}).values()):
         out.append("| mode | conns | throughput / direct | added p50 ms | added p99 ms |")

@@ -122,7 +122,10 @@ class WrkSettings:
     """The load generator's settings, the same for every mode of one run."""
 
     threads: int = 1
-    timeout_s: float = 30.0
+    timeout_s: float = 5.0
+    """A request unanswered this long counts as an error.  It must be well below the run's
+    duration: wrk ignores requests still unanswered when the run ends, so only this
+    timeout makes a stalled connection show."""
 
     def threads_for(self, connections: int) -> int:
         return max(1, min(self.threads, connections))
