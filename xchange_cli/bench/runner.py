@@ -393,7 +393,8 @@ def _results(opts: BenchOptions, wrk: str, modes: dict[str, dict[str, Any]],
         many_connections=extras.get("many_connections"), large_body=extras.get("large_body"),
         verify_records_per_s=verify["records_per_s"] if verify else None)
     commit = _git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                      ":(exclude)*.egg-info"))
     now = datetime.now(UTC)
     results: dict[str, Any] = {
         "date": now.strftime("%Y-%m-%d"),
