@@ -181,6 +181,7 @@ def test_unmeasured_targets_are_neither_met_nor_failed() -> None:
 def test_summary_lists_every_point_ratio_target_and_skip() -> None:
     direct = [_point(64, 40000, 1.0, 5.0)]
     federated = [replace(_point(64, 1200, 50, 90, errors=2), cpu_s={"consumer-ss": 9.5},
+                         cpu_per_request_ms={"consumer-ss": 0.79, "provider-is": 0.001},
                          peak_rss_mib={"consumer-ss": 120.0})]
     results = {
         "date": "2026-01-15", "commit": "abc1234",
@@ -198,7 +199,7 @@ def test_summary_lists_every_point_ratio_target_and_skip() -> None:
     assert "2026-01-15, commit abc1234" in text
     assert "| direct (wrk -> provider) | 64 | 40000 | 1.00 |" in text
     assert "| federated, SQLite logs | 64 | 1200 | 50.00 | 50.00 | 90.00 | 2 |" in text
-    assert "consumer-ss 9.5" in text
+    assert "| consumer-ss 0.79 | consumer-ss 120 |" in text  # idle processes left out
     assert "skipped: PostgreSQL is unreachable" in text
     assert "| federated, SQLite logs | 64 | 3.0% | 49.00 | 85.00 |" in text
     assert "| throughput at 64 connections | >= 1000 req/s | 1200 req/s | **no** |" in text

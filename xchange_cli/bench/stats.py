@@ -343,7 +343,8 @@ def summarize_profile(collapsed: str, *, top: int = 12) -> dict[str, Any]:
 
 
 def _fmt_cpu(point: PointSummary) -> str:
-    return ", ".join(f"{n} {v:.1f}" for n, v in point.cpu_s.items()) or "-"
+    return ", ".join(f"{n} {v:.2f}" for n, v in point.cpu_per_request_ms.items()
+                     if v >= 0.005) or "-"
 
 
 def _fmt_rss(point: PointSummary) -> str:
@@ -359,7 +360,7 @@ def markdown_summary(results: Mapping[str, Any]) -> str:
                f"{results['machine']['cpus']} CPUs.")
     out.append("")
     out.append("| mode | conns | req/s | p50 ms | p90 ms | p99 ms | errors | log rec/s "
-               "| CPU s per run | peak RSS MiB | wrk / other CPU s |")
+               "| CPU ms per request | peak RSS MiB | wrk / other CPU s per run |")
     out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
     for mode, data in results["modes"].items():
         if "skipped" in data:
