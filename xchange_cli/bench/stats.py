@@ -301,6 +301,13 @@ def check_targets(
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
+_WRAPPERS: Final = ("(asyncio/", "runpy>)", "(threading.py)", "(futures/thread.py)",
+                    "(xchange_cli/__main__.py)", "(xchange_cli/main.py)",
+                    "(security_server/app.py)", "Thread (", "MainThread (", "process ")
+"""Frames on (nearly) every stack -- the loop, the thread, the entry point -- left out of
+the ``total`` ranking, where they would crowd out the functions that do the work."""
+
+
 def _frame_name(frame: str) -> str:
     """``handle (security_server/x.py:12)`` -> ``handle (x.py)``: one name per function."""
     m = _FRAME.match(frame.strip())
@@ -330,13 +337,15 @@ def summarize_profile(collapsed: str, *, top: int = 12) -> dict[str, Any]:
         for name in set(frames):
             total_counts[name] = total_counts.get(name, 0) + count
 
-    def ranked(counts: dict[str, int]) -> list[dict[str, Any]]:
-        best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    def ranked(counts: dict[str, int], *, skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        kept = [kv for kv in counts.items() if not any(g in kv[0] for g in skip)]
+        best = sorted(kept, key=lambda kv: (-kv[1], kv[0]))[:top]
         return [{"function": name, "share": n / samples} for name, n in best]
 
     if samples == 0:
         return {"samples": 0, "self": [], "total": []}
-    return {"samples": samples, "self": ranked(self_counts), "total": ranked(total_counts)}
+    return {"samples": samples, "self": ranked(self_counts),
+            "total": ranked(total_counts, skip=_WRAPPERS)}
 
 
 # -- the printed summary ----------------------------------------------------------------------
