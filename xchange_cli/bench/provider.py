@@ -19,7 +19,7 @@ import argparse
 import asyncio
 import json
 import signal
-from typing import Final
+from typing import Final, cast
 
 __all__ = ["DOCUMENT", "RESPONSE", "ProviderProtocol", "serve"]
 
@@ -40,15 +40,14 @@ class ProviderProtocol(asyncio.Protocol):
     """One connection: split the byte stream into requests, answer each with RESPONSE."""
 
     def __init__(self) -> None:
-        self._transport: asyncio.Transport | None = None
+        self._transport: asyncio.WriteTransport | None = None
         self._buf = bytearray()
         self._state = _HEAD
         self._skip = 0  # bytes still to discard in the _BODY, _CHUNK and _LAST states
         self._close_after = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.WriteTransport, transport)  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
