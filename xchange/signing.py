@@ -26,6 +26,7 @@ it never returns a bool.  No clock is read: the verification time is passed in.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,10 +42,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from xchange.canonical import parse_json
 from xchange.certificates import (
+    VerifiedPathCache,
     cert_from_b64der,
     cert_to_b64der,
     member_of_sign_cert,
-    verify_chain,
 )
 from xchange.errors import BadRequestError, InvalidSignatureError
 from xchange.identifiers import ClientId
@@ -67,6 +68,19 @@ _MAX_JWS_LENGTH = 64 * 1024
 _MAX_NONCE_LENGTH = 128
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+_PATHS = VerifiedPathCache()
+"""Signers' certificate paths that verified: one member signs many messages with one chain.
+Process-wide and bounded; see :class:`~xchange.certificates.VerifiedPathCache` for why a
+remembered path is as good as a new validation."""
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_x5c(x5c: tuple[str, ...]) -> tuple[x509.Certificate, ...]:
+    """The certificates of an x5c header, parsed once per distinct chain (certificates are
+    immutable; a failure is not cached)."""
+    return tuple(cert_from_b64der(c) for c in x5c)
+
 
 _jws = jwt.PyJWS()
 """Signs (PyJWT writes the token); verification is done here, see _split_detached."""
@@ -198,7 +212,7 @@ def verify_payload(
     if not isinstance(x5c, list) or not x5c or not all(isinstance(c, str) for c in x5c):
         raise InvalidSignatureError("signature has no x5c certificate chain", code=code)
     try:
-        chain = [cert_from_b64der(c) for c in x5c]
+        chain = _parse_x5c(tuple(x5c))
     except Exception as exc:  # any decoding failure of peer data is a bad signature
         raise InvalidSignatureError("x5c holds an unreadable certificate", code=code) from exc
     leaf = chain[0]
@@ -206,7 +220,7 @@ def verify_payload(
 
     # 2.
     try:
-        verify_chain(leaf, chain[1:], anchors, at=at, purpose="sign")
+        _PATHS.verify(leaf, chain[1:], anchors, at=at, purpose="sign")
     except InvalidSignatureError as exc:
         raise InvalidSignatureError(f"signing certificate: {exc.message}", code=code) from exc
 
