@@ -236,6 +236,11 @@ class MessageLog:
         except SQLAlchemyError as exc:
             raise MessageLogError("the message log could not be read") from exc
 
+    def iter_records(self) -> Iterator[StoredRecord]:
+        """Every record in sequence order, read in batches (blocking: call it off the event
+        loop).  Raises like :meth:`records`."""
+        return self._iter_all()
+
     def _iter_all(self) -> Iterator[StoredRecord]:
         # Keyset pagination, one short transaction per batch: constant memory, no
         # long-lived cursor or snapshot, and appends may go on meanwhile.
