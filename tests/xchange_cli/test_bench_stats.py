@@ -206,6 +206,14 @@ def test_summary_lists_every_point_ratio_target_and_skip() -> None:
     assert "* a note" in text
 
 
+def test_points_whose_every_answer_came_too_late_show_timeouts() -> None:
+    late = _point(1000, 59, 0.0, 0.0, errors=1889)
+    results = {"date": "d", "commit": "c", "machine": {"cpus": 2},
+               "settings": {"wrk_threads": 1, "duration_s": 30, "warmup_s": 3, "repeats": 1},
+               "modes": {"federated_sqlite": {"points": [late]}}}
+    assert "| 1000 | 59 | timeout | timeout | timeout | 1889 |" in markdown_summary(results)
+
+
 def test_profile_summary_ranks_functions_by_self_and_total_share() -> None:
     collapsed = "\n".join([
         "MainThread (1);run (asyncio/base_events.py:600);handle (ss/proxy.py:10);"

@@ -394,7 +394,7 @@ def _results(opts: BenchOptions, wrk: str, modes: dict[str, dict[str, Any]],
         verify_records_per_s=verify["records_per_s"] if verify else None)
     commit = _git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".",
-                      ":(exclude)*.egg-info"))
+                      ":(exclude)*.egg-info/*"))
     now = datetime.now(UTC)
     results: dict[str, Any] = {
         "date": now.strftime("%Y-%m-%d"),

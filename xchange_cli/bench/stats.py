@@ -360,6 +360,13 @@ def _fmt_rss(point: PointSummary) -> str:
     return ", ".join(f"{n} {v:.0f}" for n, v in point.peak_rss_mib.items()) or "-"
 
 
+def _fmt_latencies(point: PointSummary) -> str:
+    if point.p50_ms == 0 and point.errors:
+        # wrk records no latency for an answer later than its timeout: all were too late.
+        return "timeout | timeout | timeout"
+    return f"{point.p50_ms:.2f} | {point.p90_ms:.2f} | {point.p99_ms:.2f}"
+
+
 def markdown_summary(results: Mapping[str, Any]) -> str:
     """The Markdown tables printed at the end of a run (and pasted into the docs)."""
     out = [f"### xchange benchmark, {results['date']}, commit {results['commit']}", ""]
@@ -380,8 +387,8 @@ def markdown_summary(results: Mapping[str, Any]) -> str:
             point = p if isinstance(p, PointSummary) else PointSummary(**p)
             out.append(
                 f"| {MODE_TITLES.get(mode, mode)} | {point.connections} | "
-                f"{point.requests_per_s:.0f} | {point.p50_ms:.2f} | {point.p90_ms:.2f} | "
-                f"{point.p99_ms:.2f} | {point.errors} | {point.log_records_per_s:.0f} | "
+                f"{point.requests_per_s:.0f} | {_fmt_latencies(point)} | "
+                f"{point.errors} | {point.log_records_per_s:.0f} | "
                 f"{_fmt_cpu(point)} | {_fmt_rss(point)} | "
                 f"{point.wrk_cpu_s:.1f} / {point.other_cpu_s:.1f} |")
     out.append("")
