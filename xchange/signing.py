@@ -21,24 +21,32 @@ by ``SHA-512(body)`` when there is a body.  On the wire the token is
 Verification (:func:`verify_message`) follows a fixed plan and raises
 :class:`~xchange.errors.InvalidSignatureError` (with the caller's code) at the first failure;
 it never returns a bool.  No clock is read: the verification time is passed in.
+
+Tokens are written and read here, with pyca/cryptography for the signature values: a
+general JWS library spent most of each message's signing and verification time on JSON and
+base64 work that this one fixed token form does not need (docs/performance.md).  The tests
+check every token against PyJWT, an independent implementation.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import jwt
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
 from xchange.canonical import parse_json
 from xchange.certificates import (
@@ -82,8 +90,8 @@ def _parse_x5c(x5c: tuple[str, ...]) -> tuple[x509.Certificate, ...]:
     return tuple(cert_from_b64der(c) for c in x5c)
 
 
-_jws = jwt.PyJWS()
-"""Signs (PyJWT writes the token); verification is done here, see _split_detached."""
+_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=hashes.SHA256.digest_size)
+"""PS256 (RFC 7518 section 3.5): MGF1 with SHA-256, a salt as long as the hash."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +101,14 @@ class SigningIdentity:
     member: ClientId
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     chain: tuple[x509.Certificate, ...]
+    x5c: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """The chain as a JWS ``x5c`` value, encoded once rather than for every message."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.key, ec.EllipticCurvePrivateKey) and not isinstance(
+                self.key.curve, ec.SECP256R1):
+            raise ValueError("EC signing keys must be P-256 (ES256)")
+        object.__setattr__(self, "x5c", tuple(cert_to_b64der(c) for c in self.chain))
 
     @property
     def algorithm(self) -> str:
@@ -139,11 +155,11 @@ def sign_payload(
     """:func:`sign_message` for a digest payload the caller has already computed (the
     security servers need it for the request hash too, and hash a body only once)."""
     headers: dict[str, object] = {
+        "alg": identity.algorithm,
         "typ": JWS_TYPE,
-        # Set here, not left to PyJWT: releases before 2.13 write b64 without crit.
         "b64": False,
         "crit": ["b64"],
-        "x5c": [cert_to_b64der(c) for c in identity.chain],
+        "x5c": list(identity.x5c),
     }
     if signed_at is not None:
         headers["iat"] = int(signed_at.timestamp())
@@ -151,14 +167,16 @@ def sign_payload(
         if not 16 <= len(nonce) <= _MAX_NONCE_LENGTH or not nonce.isascii():
             raise ValueError("nonce must be 16 to 128 ASCII characters")
         headers["jti"] = nonce
-    token = _jws.encode(
-        payload,
-        identity.key,
-        algorithm=identity.algorithm,
-        headers=headers,
-        is_payload_detached=True,
-    )
-    return token
+    # JSON with ASCII escapes only, so the protected header is ASCII before encoding.
+    protected = _b64url_encode(json.dumps(headers, separators=(",", ":")).encode("ascii"))
+    signing_input = protected.encode("ascii") + b"." + payload  # RFC 7797: b64 false
+    key = identity.key
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")  # RFC 7518 section 3.4
+    else:
+        raw = key.sign(signing_input, _PSS, hashes.SHA256())
+    return f"{protected}..{_b64url_encode(raw)}"
 
 
 def verify_message(
@@ -240,6 +258,10 @@ def verify_payload(
                              signed_at=signed_at, nonce=nonce)
 
 
+def _b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
 def _b64url_decode(segment: str) -> bytes:
     if len(segment) % 4 == 1 or not _B64URL.fullmatch(segment):
         raise ValueError("not unpadded base64url")
@@ -286,11 +308,7 @@ def _check_signature(public_key: object, alg: str, signing_input: bytes, raw: by
             return
         if not isinstance(public_key, rsa.RSAPublicKey):
             raise InvalidSignatureError(f"{alg} does not match the certificate's key", code=code)
-        pad: padding.AsymmetricPadding = (
-            padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
-                        salt_length=hashes.SHA256.digest_size)
-            if alg == "PS256" else padding.PKCS1v15()
-        )
+        pad: padding.AsymmetricPadding = _PSS if alg == "PS256" else padding.PKCS1v15()
         public_key.verify(raw, signing_input, pad, hashes.SHA256())
     except InvalidSignature as exc:
         raise InvalidSignatureError("signature does not verify", code=code) from exc
