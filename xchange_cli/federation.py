@@ -204,6 +204,7 @@ def build_federation(
     ocsp_refresh_seconds: float = 1200.0,
     ocsp_retry_seconds: float = 60.0,
     consumer_signing_token: TokenSlot | None = None,
+    max_body_bytes: int | None = None,
 ) -> Federation:
     """Write a two-agency federation into ``root`` (which must be empty or absent).
 
@@ -211,7 +212,8 @@ def build_federation(
     URL per server (provider's first).  Every key file is encrypted under one random
     passphrase, kept in ``root/keys.passphrase`` (0600), which the configurations name.  With
     ``consumer_signing_token`` the consumer's signing key is generated inside that token
-    instead, and its certificate issued from a request signed there.
+    instead, and its certificate issued from a request signed there.  ``max_body_bytes``
+    overrides the servers' default body limit (the benchmark sends a body larger than it).
     """
     now = now or datetime.now(UTC)
     root.mkdir(parents=True, exist_ok=True)
@@ -279,7 +281,10 @@ def build_federation(
         clients = [str(s.agency.subsystem(c)) for c in s.agency.subsystems]
         text = f"clients = {_toml(clients)}\n\n"
         text += _section("server", {"id": str(s.agency.server), "state_dir": "state"})
-        text += _section("client_proxy", {"host": "127.0.0.1", "port": s.client_proxy_port})
+        proxy: dict[str, Any] = {"host": "127.0.0.1", "port": s.client_proxy_port}
+        if max_body_bytes is not None:
+            proxy["max_body_bytes"] = max_body_bytes
+        text += _section("client_proxy", proxy)
         text += _section("server_proxy", {"host": "127.0.0.1", "port": s.server_proxy_port})
         text += _section("keys", {"auth_key": "auth.key", "auth_cert": "auth.pem",
                                   "passphrase_file": str(passphrase_file)})

@@ -16,6 +16,7 @@ from pathlib import Path
 from security_server.config import ConfigError
 from xchange.errors import XRoadError
 from xchange_cli import ca, keys, tsa
+from xchange_cli.bench import add_bench_command
 
 __all__ = ["main"]
 
@@ -75,9 +76,14 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command(["ss", "serve"], _ss_serve, "run a security server")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
-    p = command(["ss", "verify-log"], _log_verify,
-                "verify a security server's message log: hash chain and every signature")
-    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    for path, help_text in (
+        (["ss", "verify-log"], "verify a security server's message log: hash chain and "
+                               "every signature"),
+        (["audit", "verify"], "the same command as `ss verify-log`"),
+    ):
+        p = command(path, _log_verify, help_text)
+        p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    add_bench_command(command)
     p = command(["ss", "status"], _ss_status,
                 "show a security server's certificates, their expiry and OCSP status")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
