@@ -16,9 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from xchange.access import AccessRule, AccessRules
+from xchange.access import AccessRule, AccessRules, parse_subject
 from xchange.errors import BadRequestError
-from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId, ServiceId
+from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 
 __all__ = [
     "ConfigError",
@@ -233,11 +233,7 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
             if not isinstance(subject, str):
                 raise ConfigError("access.clients must be a list of strings")
             # "INST/GROUP" (two parts) names a global group; otherwise a member or subsystem.
-            sub: ClientId | GlobalGroupId = (
-                GlobalGroupId.parse(subject) if subject.count("/") == 1
-                else ClientId.parse(subject)
-            )
-            rules.append(AccessRule(svc, sub))
+            rules.append(AccessRule(svc, parse_subject(subject)))
     cp = doc.get("client_proxy", {})
     return SecurityServerConfig(
         server_id=SecurityServerId.parse(_get(server, "id", str, "server.")),

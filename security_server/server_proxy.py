@@ -151,7 +151,8 @@ def _admit(rt: Runtime, conf: GlobalConf, req: RestRequest, verified: VerifiedSi
     """Decide whether a verified request may pass: hosted provider, known service, access
     right, fresh signature, first use of its one-time value."""
     service = _local_service(rt, conf, req)
-    rt.config.access.check(req.client, req.service, conf.members_of_group)
+    rt.config.access.check(req.client, req.service, req.method, req.path,
+                            conf.members_of_group)
     if verified.signed_at is None or verified.nonce is None:
         raise ServerProxyError("request signature lacks iat or jti",
                                code="server.serverproxy.bad_request")

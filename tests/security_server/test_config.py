@@ -155,7 +155,7 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert config.peer_timeout == 60.0
     assert config.max_body_bytes == 64 * 1024 * 1024
     with pytest.raises(AccessDeniedError):  # deny by default
-        config.access.check(BENEFITS, PERSONS, no_groups)
+        config.access.check(BENEFITS, PERSONS, "GET", "", no_groups)
 
 
 def test_service_lookup_ignores_versions(tmp_path: Path) -> None:
@@ -179,13 +179,15 @@ def test_access_subjects_are_clients_or_global_groups(tmp_path: Path) -> None:
             frozenset()
         )
 
-    config.access.check(BENEFITS, PERSONS, members)  # named directly
-    config.access.check(ClientId("TEST", "GOV", "9999", "app"), PERSONS, members)  # via group
+    config.access.check(BENEFITS, PERSONS, "GET", "", members)  # named directly
+    config.access.check(ClientId("TEST", "GOV", "9999", "app"), PERSONS, "GET", "",
+                        members)  # via group
     assert asked == [GROUP], "'TEST/benefit-clients' must be read as a global group"
     with pytest.raises(AccessDeniedError):
-        config.access.check(ClientId("TEST", "GOV", "9999", "other"), PERSONS, members)
+        config.access.check(ClientId("TEST", "GOV", "9999", "other"), PERSONS, "GET", "",
+                            members)
     with pytest.raises(AccessDeniedError):  # a grant is per service
-        config.access.check(BENEFITS, ADDRESSES, members)
+        config.access.check(BENEFITS, ADDRESSES, "GET", "", members)
 
 
 # -- refusals -------------------------------------------------------------------------------------
