@@ -19,6 +19,9 @@ The tree::
     │                                   OCSP response is missing, invalid or stale
     ├── TimestampingFailedError         no time-stamp could be obtained or verified
     ├── ChainBrokenError                a message log's hash chain does not verify
+    ├── AdminError                      an admin API refuses a call              (admin.*)
+    │   ├── AdminUnauthorizedError      no valid bearer token
+    │   └── AdminForbiddenError         the token's roles lack the permission
     ├── ClientProxyError                the consumer security server refuses or fails
     │   │                               (server.clientproxy.*)
     │   ├── UnknownMemberError          client not registered on this security server
@@ -50,6 +53,9 @@ from dataclasses import dataclass
 __all__ = [
     "ERROR_CODES",
     "AccessDeniedError",
+    "AdminError",
+    "AdminForbiddenError",
+    "AdminUnauthorizedError",
     "BadRequestError",
     "CertificateValidationError",
     "ChainBrokenError",
@@ -165,6 +171,12 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "Time-stamping has failed for longer than allowed; messages are refused until "
               "it recovers."),
     ErrorCode("server.serverproxy.internal_error", _SP, 500, "Internal error."),
+    # -- admin APIs (registry and security server); the caller is the administrator
+    ErrorCode("admin.unauthorized", _C, 401,
+              "No valid admin bearer token: missing, malformed, expired, for another server, "
+              "or not signed by this server's admin-token key."),
+    ErrorCode("admin.forbidden", _C, 403,
+              "The token is valid but none of its roles grants this operation."),
     # -- message log audit (either server's own log; Fault has no "this server" value)
     ErrorCode("server.messagelog.chain_broken", _SP, 500,
               "The message log's hash chain does not verify."),
@@ -263,6 +275,24 @@ class ChainBrokenError(XRoadError):
         super().__init__(f"message log chain broken at record {sequence}: {reason}")
         self.sequence = sequence
         self.reason = reason
+
+
+class AdminError(XRoadError):
+    """An admin API (registry or security server) refuses a call."""
+
+    default_code = "admin.unauthorized"
+
+
+class AdminUnauthorizedError(AdminError):
+    """The caller did not prove who it is: no token, or one that does not verify."""
+
+    default_code = "admin.unauthorized"
+
+
+class AdminForbiddenError(AdminError):
+    """The caller is known, but none of its roles grants the operation."""
+
+    default_code = "admin.forbidden"
 
 
 class ClientProxyLoggingError(ClientProxyError):
