@@ -22,9 +22,13 @@ from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
+from security_server.directory import Directory, StoreDirectory, seed_from_config
 from security_server.messagelog import MessageLog
+from security_server.metadata import metadata_service
+from security_server.migrate import upgrade
 from security_server.runtime import Runtime, load_identities, utc_now
 from security_server.server_proxy import create_server_proxy_app
+from security_server.store import ServerStore
 from security_server.tls import server_context
 from xchange.errors import GlobalConfOutdatedError
 from xchange.globalconf import ConfigurationAnchor
@@ -40,6 +44,9 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
     anchor = ConfigurationAnchor.from_json(config.anchor.read_bytes())
     engine = create_db_engine(config.database_url)
     create_tables(engine)
+    upgrade(engine)
+    store = ServerStore(engine)
+    seed_from_config(store, config, utc_now())
     message_log = MessageLog(engine)
     conf_session = aiohttp.ClientSession()
     conf_client = GlobalConfClient(anchor, config.state_dir, HttpConfFetcher(conf_session),
@@ -47,6 +54,7 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
     conf_client.load_cached()
     await conf_client.refresh()
     runtime = Runtime(config, conf_client, message_log, load_identities(config))
+    runtime.directory = Directory(StoreDirectory(store), metadata_service)
     runtime.provider_session = aiohttp.ClientSession(auto_decompress=False)
     try:
         anchors = conf_client.current(utc_now()).trust_anchors()

@@ -28,6 +28,7 @@ import aiohttp
 from aiohttp import web
 
 from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
+from security_server.metadata import register_list_clients
 from security_server.runtime import RUNTIME, Runtime, make_entry, read_limited
 from xchange.errors import (
     BadRequestError,
@@ -66,6 +67,7 @@ def create_client_proxy_app(runtime: Runtime) -> web.Application:
     hide_server_version(app)
     app.router.add_route("*", "/r1/{tail:.*}", handle_rest)
     app.router.add_get("/health", handle_health)
+    register_list_clients(app)
     return app
 
 

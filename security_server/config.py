@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -22,11 +22,16 @@ from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 
 __all__ = [
     "ConfigError",
+    "ConnectionType",
     "ListenConfig",
     "SecurityServerConfig",
     "ServiceConfig",
     "SigningKeyConfig",
 ]
+
+
+ConnectionType = Literal["HTTP", "HTTPS", "HTTPS_AUTH"]
+"""How an information system must connect for a client: X-Road's NOSSL, SSLNOAUTH, SSLAUTH."""
 
 
 class ConfigError(ValueError):
@@ -72,6 +77,9 @@ class SecurityServerConfig:
     clients: tuple[ClientId, ...]
     services: tuple[ServiceConfig, ...]
     access: AccessRules
+    is_connection: Mapping[ClientId, ConnectionType] = field(default_factory=dict)
+    """Connection type per client from ``[is_connection]``; clients not named there get
+    ``HTTPS_AUTH`` when imported into the configuration store."""
     conf_refresh_seconds: float = 60.0
     peer_timeout: float = 60.0
     """Seconds the client proxy waits for the provider security server."""
@@ -134,7 +142,7 @@ def _listen(doc: Mapping[str, Any], name: str) -> ListenConfig:
 
 _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"clients", "server", "client_proxy", "server_proxy", "keys", "globalconf",
-                   "messagelog", "services", "access"}),
+                   "messagelog", "services", "access", "is_connection"}),
     "server": frozenset({"id", "state_dir"}),
     "client_proxy": frozenset({"host", "port", "peer_timeout", "max_body_bytes"}),
     "server_proxy": frozenset({"host", "port"}),
@@ -235,6 +243,11 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
             # "INST/GROUP" (two parts) names a global group; otherwise a member or subsystem.
             rules.append(AccessRule(svc, parse_subject(subject)))
     cp = doc.get("client_proxy", {})
+    is_connection: dict[ClientId, ConnectionType] = {}
+    for name, kind in _opt(doc, "is_connection", dict, "", {}).items():
+        if kind not in ("HTTP", "HTTPS", "HTTPS_AUTH"):
+            raise ConfigError(f"is_connection.{name} must be HTTP, HTTPS or HTTPS_AUTH")
+        is_connection[ClientId.parse(name)] = kind
     return SecurityServerConfig(
         server_id=SecurityServerId.parse(_get(server, "id", str, "server.")),
         client_proxy=_listen(doc, "client_proxy"),
@@ -248,6 +261,7 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
         clients=tuple(ClientId.parse(c) for c in _get(doc, "clients", list, "")),
         services=services,
         access=AccessRules(rules),
+        is_connection=is_connection,
         conf_refresh_seconds=_positive(
             _opt(gconf, "refresh_seconds", float, "globalconf.", 60.0),
             "globalconf.refresh_seconds"),

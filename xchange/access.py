@@ -245,6 +245,13 @@ class AccessRules:
                 allowed |= endpoints
         return frozenset(allowed)
 
+    def all_rules(self) -> list[AccessRule]:
+        """Every rule, in a stable order."""
+        return sorted(
+            (AccessRule(svc, subj, ep) for svc, subjects in self._index.items()
+             for subj, eps in subjects.items() for ep in eps),
+            key=lambda r: (str(r.service), str(r.subject), r.endpoint))
+
     def services(self) -> frozenset[ServiceId]:
         """The (unversioned) services any rule names."""
         return frozenset(self._index)

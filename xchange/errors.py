@@ -177,6 +177,24 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "or not signed by this server's admin-token key."),
     ErrorCode("admin.forbidden", _C, 403,
               "The token is valid but none of its roles grants this operation."),
+    # -- security-server administration and its effect on traffic
+    ErrorCode("admin.bad_request", _C, 400,
+              "The admin request is malformed or does not match the API's schema."),
+    ErrorCode("admin.not_found", _C, 404, "No such object on this server."),
+    ErrorCode("admin.conflict", _C, 409,
+              "The change conflicts with what the server holds (duplicate or still in use)."),
+    ErrorCode("admin.invalid_description", _C, 422,
+              "A service description (OpenAPI 3 or WSDL) cannot be read or is not acceptable."),
+    ErrorCode("admin.description_unreachable", _C, 422,
+              "The service description could not be downloaded from its URL."),
+    ErrorCode("admin.invalid_backup", _C, 422,
+              "A configuration backup does not decrypt with the key given, was altered, or "
+              "does not match the backup schema; nothing was restored."),
+    ErrorCode("server.clientproxy.is_authentication_failed", _CP, 401,
+              "The information system did not connect the way its client's connection type "
+              "requires: HTTPS, or HTTPS with a TLS certificate registered for the client."),
+    ErrorCode("server.serverproxy.service_disabled", _SP, 503,
+              "The service exists but its administrator has disabled it."),
     # -- message log audit (either server's own log; Fault has no "this server" value)
     ErrorCode("server.messagelog.chain_broken", _SP, 500,
               "The message log's hash chain does not verify."),
