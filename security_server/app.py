@@ -18,6 +18,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from security_server.admin_api import AdminContext, audience_for, create_admin_app
+from security_server.admin_keys import admin_public_key
 from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import SecurityServerConfig
@@ -63,11 +65,16 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
     runtime.server_tls = server_context(config.auth_cert, config.auth_key, anchors)
     runners: list[web.AppRunner] = []
     refresher = asyncio.create_task(conf_client.run(config.conf_refresh_seconds))
+    listeners = [
+        (create_client_proxy_app(runtime), config.client_proxy, None),
+        (create_server_proxy_app(runtime), config.server_proxy, runtime.server_tls),
+    ]
+    if config.admin_api is not None and config.admin_key is not None:
+        admin = AdminContext(store, runtime.directory, (admin_public_key(config.admin_key),),
+                             audience_for(str(config.server_id)), utc_now)
+        listeners.append((create_admin_app(admin), config.admin_api, None))
     try:
-        for app, listen, ssl_ctx in (
-            (create_client_proxy_app(runtime), config.client_proxy, None),
-            (create_server_proxy_app(runtime), config.server_proxy, runtime.server_tls),
-        ):
+        for app, listen, ssl_ctx in listeners:
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             runners.append(runner)

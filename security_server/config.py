@@ -80,6 +80,10 @@ class SecurityServerConfig:
     is_connection: Mapping[ClientId, ConnectionType] = field(default_factory=dict)
     """Connection type per client from ``[is_connection]``; clients not named there get
     ``HTTPS_AUTH`` when imported into the configuration store."""
+    admin_api: ListenConfig | None = None
+    """The admin API listener (``[admin_api]``); None: no admin API."""
+    admin_key: Path | None = None
+    """PEM private key (EC P-256 or Ed25519) that signs and verifies admin tokens."""
     conf_refresh_seconds: float = 60.0
     peer_timeout: float = 60.0
     """Seconds the client proxy waits for the provider security server."""
@@ -142,7 +146,8 @@ def _listen(doc: Mapping[str, Any], name: str) -> ListenConfig:
 
 _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"clients", "server", "client_proxy", "server_proxy", "keys", "globalconf",
-                   "messagelog", "services", "access", "is_connection"}),
+                   "messagelog", "services", "access", "is_connection", "admin_api"}),
+    "admin_api": frozenset({"host", "port", "token_key"}),
     "server": frozenset({"id", "state_dir"}),
     "client_proxy": frozenset({"host", "port", "peer_timeout", "max_body_bytes"}),
     "server_proxy": frozenset({"host", "port"}),
@@ -262,6 +267,9 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
         services=services,
         access=AccessRules(rules),
         is_connection=is_connection,
+        admin_api=_listen(doc, "admin_api") if "admin_api" in doc else None,
+        admin_key=path(_get(doc["admin_api"], "token_key", str, "admin_api."))
+        if "admin_api" in doc else None,
         conf_refresh_seconds=_positive(
             _opt(gconf, "refresh_seconds", float, "globalconf.", 60.0),
             "globalconf.refresh_seconds"),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from security_server.config import ConfigError
 from xchange.errors import XRoadError
+from xchange_cli.ss_admin import register as register_ss_admin
 
 __all__ = ["main"]
 
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command(["ss", "verify-log"], _log_verify,
                 "verify a security server's message log: hash chain and every signature")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    register_ss_admin(command)
     p = command(["registry", "serve"], _registry_serve, "run the registry")
     p.add_argument("--config", type=Path, required=True, help="registry TOML file")
     p = command(["demo"], _demo,
