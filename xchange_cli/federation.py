@@ -13,7 +13,12 @@ The cast:
   its subsystem ``population-register`` through security server ``ss-population``;
 * **Social Insurance Board** (``DEMO/GOV/70000002``) consumes it from its subsystem
   ``benefits`` (allowed) through ``ss-insurance``; its ``analytics`` subsystem is registered
-  but has no right to the service (denied).
+  but has no right to the service (denied).  ``analytics`` is in the global group
+  ``DEMO/statistics``, which has no rights either until an administrator grants some.
+
+The provider's security server also runs its admin API (``admin_port``, token key
+``admin.key`` in its folder).  The demo's information systems call their security servers
+over plain HTTP, so every demo client's connection type is ``HTTP`` (``[is_connection]``).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ __all__ = [
 ]
 
 INSTANCE = "DEMO"
+STATISTICS_GROUP = "DEMO/statistics"
 
 
 def free_port() -> int:
@@ -111,6 +117,11 @@ class ServerFiles:
     client_proxy_port: int
     server_proxy_port: int
     database: Path
+    admin_port: int | None = None
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def client_proxy_url(self) -> str:
@@ -201,7 +212,8 @@ def build_federation(
         ca.issue_key_and_cert(d, "auth", agency.server, member_name=agency.name, now=now)
         ca.issue_key_and_cert(d, "sign", agency.member, member_name=agency.name, now=now)
         servers.append(ServerFiles(agency, d, d / "security-server.toml", free_port(),
-                                   free_port(), d / "messagelog.db"))
+                                   free_port(), d / "messagelog.db", free_port()))
+        write_private_key(d / "admin.key", generate_private_key())
 
     registry_data = {
         "instance": INSTANCE,
@@ -213,7 +225,8 @@ def build_federation(
              "clients": [str(s.agency.subsystem(c)) for c in s.agency.subsystems]}
             for s in servers
         ],
-        "global_groups": [],
+        "global_groups": [{"id": STATISTICS_GROUP, "description": "Statistics producers",
+                           "members": [str(CONSUMER.subsystem("analytics"))]}],
         "approved_cas": [{"name": f"{INSTANCE} development CA",
                           "certificate": str(ca.cert_path), "ocsp_url": None}],
         "approved_tsas": [],
@@ -244,6 +257,9 @@ def build_federation(
                                         "refresh_seconds": ss_refresh_seconds})
         url = database_urls[i] if database_urls else f"sqlite:///{s.database}"
         text += _section("messagelog", {"database_url": url})
+        text += _section("admin_api", {"host": "127.0.0.1", "port": s.admin_port,
+                                       "token_key": "admin.key"})
+        text += "[is_connection]\n" + "".join(f'"{c}" = "HTTP"\n' for c in clients) + "\n"
         if s.agency is PROVIDER:
             text += _section("services", {"id": str(services["persons"]), "url": provider_url,
                                           "timeout": service_timeout}, array=True)
