@@ -7,6 +7,7 @@ signatures); RSA 3072 is available for deployments whose CA or HSM requires RSA.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
     "KeyKind",
@@ -25,6 +26,7 @@ __all__ = [
     "load_certificates",
     "load_private_key",
     "self_signed_certificate",
+    "self_signed_tls_certificate",
     "write_certificate",
     "write_private_key",
     "write_secret_file",
@@ -110,3 +112,35 @@ def self_signed_certificate(
         )
         .sign(key, hashes.SHA256())
     )
+
+
+def self_signed_tls_certificate(
+    key: PrivateKey, common_name: str, *, now: datetime, hosts: tuple[str, ...] = (),
+    client: bool = False, days: int = 3650,
+) -> x509.Certificate:
+    """A self-signed TLS certificate: a security server's internal certificate (server
+    authentication, ``hosts`` as DNS names or IP addresses) or an information system's
+    client certificate (``client=True``).  Each is trusted by pinning it, not by a CA."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(
+            [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]),
+            critical=False)
+    )
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(key, hashes.SHA256())

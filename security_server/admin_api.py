@@ -28,11 +28,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache, partial
 from importlib import resources
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import aiohttp
 import jsonschema
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from security_server.directory import Directory
 from security_server.http import error_middleware, hide_server_version
@@ -48,6 +51,7 @@ from security_server.store import (
 )
 from xchange.access import ALL_ENDPOINTS, EndpointPattern, LocalGroupId
 from xchange.adminauth import AdminPublicKey, PermissionTable, Principal, require, verify_token
+from xchange.certificates import cert_sha256
 from xchange.errors import AdminUnauthorizedError, BadRequestError, XRoadError
 from xchange.identifiers import ClientId, ServiceId
 from xchange.servicedesc import MAX_DESCRIPTION_BYTES, parse_openapi
@@ -85,6 +89,8 @@ class AdminContext:
     clock: Callable[[], datetime]
     fetch_timeout: float = 30.0
     session: aiohttp.ClientSession | None = None
+    internal_cert: Path | None = None
+    """The client proxy's internal TLS certificate (PEM), shown to administrators."""
 
 
 ADMIN = web.AppKey("xchange_admin", AdminContext)
@@ -139,6 +145,7 @@ async def _run(request: web.Request, func: Callable[..., _R], *args: Any,
     result = await asyncio.to_thread(partial(func, *args, **kwargs))
     if change:
         ctx.directory.invalidate()
+        await asyncio.to_thread(ctx.directory.snapshot)  # rebuilt now: TLS learns new certs
     return result
 
 
@@ -243,6 +250,55 @@ async def update_client(request: web.Request) -> web.Response:
                      at=ctx.clock(), enabled=data.get("enabled"),
                      is_connection=data.get("is_connection"), change=True)
     return web.json_response(_client_json(row))
+
+
+def _cert_json(sha256: str, pem: str) -> dict[str, Any]:
+    cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    return {"sha256": sha256, "subject": cert.subject.rfc4514_string(),
+            "not_after": cert.not_valid_after_utc.isoformat(), "pem": pem}
+
+
+async def list_client_certs(request: web.Request) -> web.Response:
+    _principal(request, "clients.read")
+    ctx, client = request.app[ADMIN], _client(request)
+    await _run(request, ctx.store.client, client)
+    rows = await _run(request, ctx.store.client_certs, client)
+    return web.json_response([_cert_json(r.sha256, r.pem) for r in rows])
+
+
+async def add_client_cert(request: web.Request) -> web.Response:
+    """Register an information system's TLS certificate (PEM) for a client."""
+    who = _principal(request, "clients.write")
+    data = await _body(request, "NewCertificate")
+    try:
+        cert = x509.load_pem_x509_certificate(data["pem"].encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise _bad("pem is not a PEM X.509 certificate") from exc
+    pem = cert.public_bytes(Encoding.PEM).decode("ascii")
+    ctx = request.app[ADMIN]
+    row = await _run(request, ctx.store.add_client_cert, _client(request),
+                     cert_sha256(cert), pem, actor=who.subject, at=ctx.clock(), change=True)
+    return web.json_response(_cert_json(row.sha256, row.pem), status=201)
+
+
+async def delete_client_cert(request: web.Request) -> web.Response:
+    who = _principal(request, "clients.write")
+    ctx = request.app[ADMIN]
+    await _run(request, ctx.store.delete_client_cert, _client(request),
+               request.match_info["sha256"].lower(), actor=who.subject, at=ctx.clock(),
+               change=True)
+    return web.Response(status=204)
+
+
+async def get_internal_cert(request: web.Request) -> web.Response:
+    _principal(request, "clients.read")
+    path = request.app[ADMIN].internal_cert
+    if path is None or not path.exists():
+        raise XRoadError("this server has no HTTPS listener for information systems",
+                         code="admin.not_found")
+    pem = await asyncio.to_thread(path.read_text, encoding="ascii")
+    cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    return web.json_response(_cert_json(cert_sha256(cert), pem))
 
 
 async def _document(ctx: AdminContext, data: Mapping[str, Any]) -> str:
@@ -452,6 +508,10 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("POST", "/api/v1/clients", add_client),
     ("GET", "/api/v1/clients/{client}", get_client),
     ("PATCH", "/api/v1/clients/{client}", update_client),
+    ("GET", "/api/v1/clients/{client}/tls-certificates", list_client_certs),
+    ("POST", "/api/v1/clients/{client}/tls-certificates", add_client_cert),
+    ("DELETE", "/api/v1/clients/{client}/tls-certificates/{sha256}", delete_client_cert),
+    ("GET", "/api/v1/internal-tls-certificate", get_internal_cert),
     ("GET", "/api/v1/clients/{client}/service-descriptions", list_descriptions),
     ("POST", "/api/v1/clients/{client}/service-descriptions", add_description),
     ("POST", "/api/v1/clients/{client}/local-groups", add_local_group),

@@ -25,6 +25,7 @@ from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
 from security_server.directory import Directory, StoreDirectory, seed_from_config
+from security_server.is_tls import IsTls, ensure_internal_certificate
 from security_server.messagelog import MessageLog
 from security_server.metadata import metadata_service
 from security_server.migrate import upgrade
@@ -56,7 +57,8 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
     conf_client.load_cached()
     await conf_client.refresh()
     runtime = Runtime(config, conf_client, message_log, load_identities(config))
-    runtime.directory = Directory(StoreDirectory(store), metadata_service)
+    store_directory = StoreDirectory(store)
+    runtime.directory = Directory(store_directory, metadata_service)
     runtime.provider_session = aiohttp.ClientSession(auto_decompress=False)
     try:
         anchors = conf_client.current(utc_now()).trust_anchors()
@@ -69,9 +71,21 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
         (create_client_proxy_app(runtime), config.client_proxy, None),
         (create_server_proxy_app(runtime), config.server_proxy, runtime.server_tls),
     ]
+    if config.client_proxy_tls is not None:
+        assert config.internal_tls_cert is not None and config.internal_tls_key is not None
+        ensure_internal_certificate(config.internal_tls_cert, config.internal_tls_key,
+                                    str(config.server_id), config.client_proxy_tls.host,
+                                    utc_now())
+        is_tls = IsTls(config.internal_tls_cert, config.internal_tls_key)
+        store_directory.on_rebuild.append(is_tls.learn)
+        is_tls.learn(runtime.directory.snapshot())
+        listeners.append((create_client_proxy_app(runtime), config.client_proxy_tls,
+                          is_tls.context))
     if config.admin_api is not None and config.admin_key is not None:
         admin = AdminContext(store, runtime.directory, (admin_public_key(config.admin_key),),
-                             audience_for(str(config.server_id)), utc_now)
+                             audience_for(str(config.server_id)), utc_now,
+                             internal_cert=config.internal_tls_cert
+                             if config.client_proxy_tls is not None else None)
         listeners.append((create_admin_app(admin), config.admin_api, None))
     try:
         for app, listen, ssl_ctx in listeners:

@@ -28,6 +28,7 @@ import aiohttp
 from aiohttp import web
 
 from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
+from security_server.is_tls import check_is_connection
 from security_server.metadata import register_list_clients
 from security_server.runtime import RUNTIME, Runtime, make_entry, read_limited
 from xchange.errors import (
@@ -90,6 +91,7 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
         request.method, request.raw_path, request.headers, request.headers.items()
     )
     request[MESSAGE_ID] = req.message_id
+    check_is_connection(rt.directory, req.client, request.transport)
     response, body, rhash = await send_request(rt, req, request.read)
     out = web.Response(status=response.status, body=body)
     for name, value in response.headers:

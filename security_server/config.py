@@ -80,6 +80,11 @@ class SecurityServerConfig:
     is_connection: Mapping[ClientId, ConnectionType] = field(default_factory=dict)
     """Connection type per client from ``[is_connection]``; clients not named there get
     ``HTTPS_AUTH`` when imported into the configuration store."""
+    client_proxy_tls: ListenConfig | None = None
+    """The client proxy's HTTPS listener (``[client_proxy] tls_port``); None: HTTP only."""
+    internal_tls_cert: Path | None = None
+    """The internal TLS certificate (PEM) the HTTPS listener serves; generated if missing."""
+    internal_tls_key: Path | None = None
     admin_api: ListenConfig | None = None
     """The admin API listener (``[admin_api]``); None: no admin API."""
     admin_key: Path | None = None
@@ -136,11 +141,15 @@ def _opt(doc: Mapping[str, Any], key: str, kind: type, where: str, default: Any)
     return _get(doc, key, kind, where) if key in doc else default
 
 
+def _port(port: int, what: str) -> int:
+    if not 0 < port < 65536:
+        raise ConfigError(f"{what} must be from 1 to 65535")
+    return port
+
+
 def _listen(doc: Mapping[str, Any], name: str) -> ListenConfig:
     section = _get(doc, name, dict, "")
-    port = _get(section, "port", int, f"{name}.")
-    if not 0 < port < 65536:
-        raise ConfigError(f"{name}.port must be from 1 to 65535")
+    port = _port(_get(section, "port", int, f"{name}."), f"{name}.port")
     return ListenConfig(host=_get(section, "host", str, f"{name}."), port=port)
 
 
@@ -149,7 +158,8 @@ _KNOWN_KEYS: dict[str, frozenset[str]] = {
                    "messagelog", "services", "access", "is_connection", "admin_api"}),
     "admin_api": frozenset({"host", "port", "token_key"}),
     "server": frozenset({"id", "state_dir"}),
-    "client_proxy": frozenset({"host", "port", "peer_timeout", "max_body_bytes"}),
+    "client_proxy": frozenset({"host", "port", "peer_timeout", "max_body_bytes", "tls_port",
+                               "tls_cert", "tls_key"}),
     "server_proxy": frozenset({"host", "port"}),
     "keys": frozenset({"auth_key", "auth_cert", "signing"}),
     "globalconf": frozenset({"anchor", "refresh_seconds"}),
@@ -219,6 +229,7 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
     keys = _get(doc, "keys", dict, "")
     gconf = _get(doc, "globalconf", dict, "")
     log = _get(doc, "messagelog", dict, "")
+    state = path(_opt(server, "state_dir", str, "server.", "."))
     signing = tuple(
         SigningKeyConfig(
             member=ClientId.parse(_get(s, "member", str, "keys.signing.")),
@@ -261,12 +272,20 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
         auth_cert=path(_get(keys, "auth_cert", str, "keys.")),
         signing_keys=signing,
         anchor=path(_get(gconf, "anchor", str, "globalconf.")),
-        state_dir=path(_opt(server, "state_dir", str, "server.", ".")),
+        state_dir=state,
         database_url=_database_url(_get(log, "database_url", str, "messagelog."), base),
         clients=tuple(ClientId.parse(c) for c in _get(doc, "clients", list, "")),
         services=services,
         access=AccessRules(rules),
         is_connection=is_connection,
+        client_proxy_tls=None if "tls_port" not in cp else ListenConfig(
+            _get(cp, "host", str, "client_proxy."), _port(_get(cp, "tls_port", int,
+                                                                "client_proxy."),
+                                                           "client_proxy.tls_port")),
+        internal_tls_cert=path(_opt(cp, "tls_cert", str, "client_proxy.",
+                                    str(state / "internal-tls.pem"))),
+        internal_tls_key=path(_opt(cp, "tls_key", str, "client_proxy.",
+                                   str(state / "internal-tls.key"))),
         admin_api=_listen(doc, "admin_api") if "admin_api" in doc else None,
         admin_key=path(_get(doc["admin_api"], "token_key", str, "admin_api."))
         if "admin_api" in doc else None,

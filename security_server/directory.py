@@ -69,8 +69,12 @@ class LocalClient:
     id: ClientId
     enabled: bool = True
     is_connection: ConnectionType = "HTTPS_AUTH"
-    cert_hashes: frozenset[str] = frozenset()
-    """Hex SHA-256 of the information systems' registered TLS certificates."""
+    certs: tuple[tuple[str, str], ...] = ()
+    """The information systems' registered TLS certificates: (hex SHA-256 of DER, PEM)."""
+
+    @property
+    def cert_hashes(self) -> frozenset[str]:
+        return frozenset(h for h, _ in self.certs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +191,8 @@ class StoreDirectory:
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._checked_at = 0.0
+        self.on_rebuild: list[Callable[[Snapshot], None]] = []
+        """Called with every newly built snapshot (the IS TLS layer learns certificates)."""
 
     def invalidate(self) -> None:
         with self._lock:
@@ -201,25 +207,27 @@ class StoreDirectory:
             if snap is not None and self.store.version() == snap.version:
                 return snap
             try:
-                self._snapshot = build_snapshot(self.store)
+                fresh = build_snapshot(self.store)
             except XRoadError:
                 if snap is None:
                     raise
                 log.exception("configuration store unreadable; keeping version %d",
                               snap.version)
                 return snap
-            return self._snapshot
+            self._snapshot = fresh
+            for listener in self.on_rebuild:
+                listener(fresh)
+            return fresh
 
 
 def build_snapshot(store: ServerStore) -> Snapshot:
     version = store.version()
-    certs: dict[str, set[str]] = {}
     clients = {}
     for row in store.clients():
-        certs[row.id] = {c.sha256 for c in store.client_certs(ClientId.parse(row.id))}
         cid = ClientId.parse(row.id)
+        certs = tuple((c.sha256, c.pem) for c in store.client_certs(cid))
         clients[cid] = LocalClient(cid, row.enabled, row.is_connection,  # type: ignore[arg-type]
-                                   frozenset(certs[row.id]))
+                                   certs)
     descriptions = {d.id: d for d in store.descriptions()}
     endpoints = store.all_endpoints()
     services = {}

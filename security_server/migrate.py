@@ -7,6 +7,7 @@ Called at every start (idempotent).  The message log's table is still created by
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -25,6 +26,8 @@ def alembic_config() -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    # Which revisions ran is worth an INFO line; Alembic's plugin set-up is not.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection

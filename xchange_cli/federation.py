@@ -18,7 +18,9 @@ The cast:
 
 The provider's security server also runs its admin API (``admin_port``, token key
 ``admin.key`` in its folder).  The demo's information systems call their security servers
-over plain HTTP, so every demo client's connection type is ``HTTP`` (``[is_connection]``).
+over plain HTTP, so every demo client's connection type is ``HTTP`` (``[is_connection]``);
+the client proxies also serve HTTPS (``client_proxy_tls_port``) with a generated internal
+certificate.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ class ServerFiles:
     server_proxy_port: int
     database: Path
     admin_port: int | None = None
+    client_proxy_tls_port: int | None = None
 
     @property
     def admin_url(self) -> str:
@@ -212,7 +215,8 @@ def build_federation(
         ca.issue_key_and_cert(d, "auth", agency.server, member_name=agency.name, now=now)
         ca.issue_key_and_cert(d, "sign", agency.member, member_name=agency.name, now=now)
         servers.append(ServerFiles(agency, d, d / "security-server.toml", free_port(),
-                                   free_port(), d / "messagelog.db", free_port()))
+                                   free_port(), d / "messagelog.db", free_port(),
+                                   free_port()))
         write_private_key(d / "admin.key", generate_private_key())
 
     registry_data = {
@@ -248,7 +252,8 @@ def build_federation(
         clients = [str(s.agency.subsystem(c)) for c in s.agency.subsystems]
         text = f"clients = {_toml(clients)}\n\n"
         text += _section("server", {"id": str(s.agency.server), "state_dir": "state"})
-        text += _section("client_proxy", {"host": "127.0.0.1", "port": s.client_proxy_port})
+        text += _section("client_proxy", {"host": "127.0.0.1", "port": s.client_proxy_port,
+                                          "tls_port": s.client_proxy_tls_port})
         text += _section("server_proxy", {"host": "127.0.0.1", "port": s.server_proxy_port})
         text += _section("keys", {"auth_key": "auth.key", "auth_cert": "auth.pem"})
         text += _section("keys.signing", {"member": str(s.agency.member), "key": "sign.key",

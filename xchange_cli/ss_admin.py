@@ -156,6 +156,24 @@ def register(command: Command) -> None:
     p.add_argument("--disable", dest="enabled", action="store_false")
     p.add_argument("--connection", choices=["HTTP", "HTTPS", "HTTPS_AUTH"])
 
+    p = api(["ss", "client", "cert-add"], lambda a: call(
+        a, "POST", f"/api/v1/clients/{_colon(a.client)}/tls-certificates",
+        {"pem": Path(a.file).read_text(encoding="ascii")}),
+        "register an information system's TLS certificate (PEM file) for a client")
+    p.add_argument("client")
+    p.add_argument("file")
+    p = api(["ss", "client", "cert-list"], lambda a: call(
+        a, "GET", f"/api/v1/clients/{_colon(a.client)}/tls-certificates"),
+        "list the TLS certificates registered for a client")
+    p.add_argument("client")
+    p = api(["ss", "client", "cert-delete"], lambda a: call(
+        a, "DELETE", f"/api/v1/clients/{_colon(a.client)}/tls-certificates/{a.sha256}"),
+        "remove a registered TLS certificate")
+    p.add_argument("client")
+    p.add_argument("sha256")
+    api(["ss", "internal-cert"], lambda a: call(a, "GET", "/api/v1/internal-tls-certificate"),
+        "show the client proxy's internal TLS certificate (for information systems to trust)")
+
     p = api(["ss", "description", "add"], lambda a: call(
         a, "POST", f"/api/v1/clients/{_colon(a.client)}/service-descriptions",
         _description_body(a)), "add an OpenAPI 3, REST or WSDL service description")

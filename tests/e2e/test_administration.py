@@ -3,14 +3,25 @@ endpoint, a global group, revocation, and the metadata services through the fede
 
 from __future__ import annotations
 
+import http.client
 import json
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from lxml import etree
 
+from certs.keys import (
+    generate_private_key,
+    self_signed_tls_certificate,
+    write_certificate,
+    write_private_key,
+)
 from xchange.identifiers import NS_ID, NS_XROAD
 from xchange_cli.demo import Answer, query
 from xchange_cli.federation import (
@@ -141,8 +152,6 @@ def test_openapi_service_endpoint_rights_group_and_revocation(
 
 
 def test_list_clients_xml_and_json(fed: Federation) -> None:
-    import urllib.request
-
     url = f"{fed.servers[1].client_proxy_url}/listClients"
     with urllib.request.urlopen(url, timeout=10) as resp:
         assert resp.headers["Content-Type"].startswith("text/xml")
@@ -180,3 +189,62 @@ def test_metadata_services_through_the_federation(
     assert doc.json()["info"]["title"] == "Population register"
     missing = ask(fed, "?serviceCode=nope", service=f"{provider}/getOpenAPI")
     assert missing.headers.get("X-Road-Error") == "server.serverproxy.unknown_service"
+
+
+def _https(fed: Federation, client: str, ca_pem: str, cert: tuple[Path, Path] | None
+           ) -> Answer:
+    """Call the consumer's client proxy over HTTPS, trusting its internal certificate."""
+    ctx = ssl.create_default_context(cadata=ca_pem)
+    if cert is not None:
+        ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    url = (f"https://127.0.0.1:{fed.servers[1].client_proxy_tls_port}/r1/{API}"
+           "/persons/38001010001")
+    request = urllib.request.Request(url, headers={"X-Road-Client": client})
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=ctx) as resp:
+            return Answer(resp.status, dict(resp.headers.items()), resp.read())
+    except urllib.error.HTTPError as err:
+        return Answer(err.code, dict(err.headers.items()), err.read())
+    except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as err:
+        return Answer(0, {}, repr(err).encode())  # refused during the TLS handshake
+
+
+def _is_cert(directory: Path, name: str) -> tuple[Path, Path]:
+    key = generate_private_key()
+    cert = self_signed_tls_certificate(key, name, now=datetime.now(UTC), client=True)
+    write_private_key(directory / f"{name}.key", key)
+    write_certificate(directory / f"{name}.pem", cert)
+    return directory / f"{name}.pem", directory / f"{name}.key"
+
+
+def test_is_connection_security(fed: Federation, capsys: pytest.CaptureFixture[str],
+                                tmp_path: Path) -> None:
+    """analytics is switched to HTTPS with a registered client certificate: plain HTTP and
+    HTTPS without the certificate are refused with a clear code; with it, the call passes."""
+    consumer = fed.servers[1]
+    token = xchange(capsys, "ss", "admin-token", "--config", str(consumer.config),
+                    "--subject", "sec", "--role", "security-officer")
+
+    def cli(*args: str) -> Any:
+        return xchange(capsys, *args, "--url", consumer.admin_url, "--token", token)
+
+    internal = cli("ss", "internal-cert")["pem"]
+    assert ask(fed, "/persons/38001010001", ANALYTICS).status == 200  # HTTP, as seeded
+    cli("ss", "client", "update", ANALYTICS, "--connection", "HTTPS_AUTH")
+    refused = "server.clientproxy.is_authentication_failed"
+    plain = ask(fed, "/persons/38001010001", ANALYTICS)
+    assert (plain.status, plain.headers.get("X-Road-Error")) == (401, refused)
+    no_cert = _https(fed, ANALYTICS, internal, None)
+    assert (no_cert.status, no_cert.headers.get("X-Road-Error")) == (401, refused)
+    assert b"certificate" in no_cert.body
+
+    registered, stranger = _is_cert(tmp_path, "analytics-is"), _is_cert(tmp_path, "other-is")
+    cli("ss", "client", "cert-add", ANALYTICS, str(registered[0]))
+    assert _https(fed, ANALYTICS, internal, registered).status == 200
+    wrong = _https(fed, ANALYTICS, internal, stranger)
+    assert wrong.status == 401 or wrong.status == 0  # refused, in TLS or by the check
+    # benefits stays HTTP; a certificate of another client does not make it analytics
+    assert ask(fed, "/persons/38001010001").status in (200, 403)
+    cli("ss", "client", "update", ANALYTICS, "--connection", "HTTPS")
+    assert _https(fed, ANALYTICS, internal, None).status == 200
+    cli("ss", "client", "update", ANALYTICS, "--connection", "HTTP")
