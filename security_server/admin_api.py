@@ -22,6 +22,7 @@ inline as ``document``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from security_server.backup import create_backup, decrypt_backup, restore_backup
 from security_server.directory import Directory
 from security_server.http import error_middleware, hide_server_version
 from security_server.store import (
@@ -89,6 +91,8 @@ class AdminContext:
     clock: Callable[[], datetime]
     fetch_timeout: float = 30.0
     session: aiohttp.ClientSession | None = None
+    server: str = ""
+    """This server's identifier: a backup names it, a restore checks it."""
     internal_cert: Path | None = None
     """The client proxy's internal TLS certificate (PEM), shown to administrators."""
 
@@ -496,6 +500,32 @@ async def list_audit(request: web.Request) -> web.Response:
     return web.json_response([_audit_json(r) for r in rows])
 
 
+async def backup(request: web.Request) -> web.Response:
+    """The configuration, encrypted with the operator's passphrase (base64 in JSON)."""
+    who = _principal(request, "backup")
+    data = await _body(request, "BackupRequest")
+    ctx = request.app[ADMIN]
+    blob = await _run(request, create_backup, ctx.store, ctx.server, data["passphrase"],
+                      actor=who.subject, at=ctx.clock())
+    return web.json_response({"backup": base64.b64encode(blob).decode("ascii")})
+
+
+async def restore(request: web.Request) -> web.Response:
+    """Verify a backup completely (MAC, schema, values, server), then replace the
+    configuration in one transaction."""
+    who = _principal(request, "backup")
+    data = await _body(request, "RestoreRequest")
+    ctx = request.app[ADMIN]
+    try:
+        blob = base64.b64decode(data["backup"], validate=True)
+    except ValueError as exc:
+        raise XRoadError("the backup is not base64", code="admin.invalid_backup") from exc
+    doc = await _run(request, decrypt_backup, blob, data["passphrase"], ctx.server)
+    counts = await _run(request, restore_backup, ctx.store, doc, actor=who.subject,
+                        at=ctx.clock(), change=True)
+    return web.json_response({"restored": counts})
+
+
 async def get_openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
@@ -526,6 +556,8 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("POST", "/api/v1/services/{service}/access-rights", grant),
     ("POST", "/api/v1/services/{service}/access-rights/delete", revoke),
     ("GET", "/api/v1/audit", list_audit),
+    ("POST", "/api/v1/backup", backup),
+    ("POST", "/api/v1/restore", restore),
 )
 
 

@@ -84,7 +84,7 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
     if config.admin_api is not None and config.admin_key is not None:
         admin = AdminContext(store, runtime.directory, (admin_public_key(config.admin_key),),
                              audience_for(str(config.server_id)), utc_now,
-                             internal_cert=config.internal_tls_cert
+                             server=str(config.server_id), internal_cert=config.internal_tls_cert
                              if config.client_proxy_tls is not None else None)
         listeners.append((create_admin_app(admin), config.admin_api, None))
     try:

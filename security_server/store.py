@@ -254,6 +254,17 @@ class ServerStore:
             raise StoreError(f"{action}: configuration store could not be written",
                              code="server.serverproxy.internal_error") from exc
 
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A read-only session (for whole-configuration readers such as backups)."""
+        with self._read() as s:
+            yield s
+
+    def transaction(self, actor: str, action: str, data: dict[str, Any],
+                    at: datetime) -> Any:
+        """A change made outside this class's methods (restore), audited the same way."""
+        return self._change(actor, action, data, at)
+
     def version(self) -> int:
         with self._read() as s:
             meta = s.get(MetaRow, _VERSION_KEY)

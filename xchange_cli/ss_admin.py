@@ -13,6 +13,7 @@ file and prints a token for the given subject and roles.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 import urllib.error
@@ -110,6 +111,16 @@ def _endpoint_body(args: argparse.Namespace) -> dict[str, Any]:
         body["method"] = args.method or "*"
         body["path"] = args.path or "/**"
     return body
+
+
+def _passphrase(args: argparse.Namespace) -> str:
+    return str(args.passphrase_file.read_text(encoding="utf-8").rstrip("\n"))
+
+
+def _backup(args: argparse.Namespace) -> Any:
+    answer = call(args, "POST", "/api/v1/backup", {"passphrase": _passphrase(args)})
+    args.out.write_bytes(base64.b64decode(answer["backup"]))
+    return {"written": str(args.out)}
 
 
 def _set_description(args: argparse.Namespace, *, enabled: bool) -> Any:
@@ -250,6 +261,17 @@ def register(command: Command) -> None:
     p.add_argument("code")
     p.add_argument("member")
     p.add_argument("--remove", action="store_true")
+
+    p = api(["ss", "backup"], _backup,
+            "back up the configuration, encrypted with a passphrase (system administrator)")
+    p.add_argument("--out", type=Path, required=True, help="file to write the backup to")
+    p.add_argument("--passphrase-file", type=Path, required=True)
+    p = api(["ss", "restore"], lambda a: call(a, "POST", "/api/v1/restore", {
+        "backup": base64.b64encode(a.file.read_bytes()).decode("ascii"),
+        "passphrase": _passphrase(a)}),
+        "verify a backup, then replace the configuration with it")
+    p.add_argument("file", type=Path)
+    p.add_argument("--passphrase-file", type=Path, required=True)
 
     p = api(["ss", "audit"], lambda a: call(a, "GET", f"/api/v1/audit?after={a.after}"),
             "show the admin audit log")

@@ -248,3 +248,32 @@ def test_is_connection_security(fed: Federation, capsys: pytest.CaptureFixture[s
     cli("ss", "client", "update", ANALYTICS, "--connection", "HTTPS")
     assert _https(fed, ANALYTICS, internal, None).status == 200
     cli("ss", "client", "update", ANALYTICS, "--connection", "HTTP")
+
+
+def test_backup_and_restore_through_the_cli(fed: Federation, capsys: pytest.CaptureFixture[str],
+                                            token_file: str, tmp_path: Path) -> None:
+    provider = fed.servers[0]
+    sysadmin = xchange(capsys, "ss", "admin-token", "--config", str(provider.config),
+                       "--subject", "ops", "--role", "system-administrator")
+    secret = tmp_path / "passphrase"
+    secret.write_text("a long operator passphrase\n", encoding="utf-8")
+    backup = tmp_path / "ss-population.backup"
+    admin(fed, capsys, sysadmin, "ss", "backup", "--out", str(backup),
+          "--passphrase-file", str(secret))
+    assert ask(fed, "/persons/38001010001", ANALYTICS).status == 200
+    admin(fed, capsys, token_file, "ss", "access", "revoke", API, STATISTICS_GROUP,
+          "--method", "GET", "--path", "/persons/*")
+    assert ask(fed, "/persons/38001010001", ANALYTICS).status == 403
+    # an altered backup is refused and changes nothing
+    altered = tmp_path / "altered.backup"
+    data = bytearray(backup.read_bytes())
+    data[-5] ^= 1
+    altered.write_bytes(bytes(data))
+    assert main(["ss", "restore", str(altered), "--passphrase-file", str(secret), "--url",
+                 provider.admin_url, "--token", sysadmin]) == 1
+    assert "admin.invalid_backup" in capsys.readouterr().err
+    assert ask(fed, "/persons/38001010001", ANALYTICS).status == 403
+    restored = admin(fed, capsys, sysadmin, "ss", "restore", str(backup), "--passphrase-file",
+                     str(secret))
+    assert restored["restored"]["access_rights"] >= 4
+    assert ask(fed, "/persons/38001010001", ANALYTICS).status == 200
