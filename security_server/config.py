@@ -147,6 +147,19 @@ def _port(port: int, what: str) -> int:
     return port
 
 
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _admin_listen(doc: Mapping[str, Any]) -> ListenConfig:
+    """The admin API speaks plain HTTP with bearer tokens: loopback only, so a token never
+    crosses a network in clear.  Remote administration goes through a TLS proxy."""
+    listen = _listen(doc, "admin_api")
+    if listen.host not in _LOOPBACK:
+        raise ConfigError("admin_api.host must be a loopback address (127.0.0.1, ::1, "
+                          "localhost); put a TLS-terminating proxy in front for remote use")
+    return listen
+
+
 def _listen(doc: Mapping[str, Any], name: str) -> ListenConfig:
     section = _get(doc, name, dict, "")
     port = _port(_get(section, "port", int, f"{name}."), f"{name}.port")
@@ -286,7 +299,7 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
                                     str(state / "internal-tls.pem"))),
         internal_tls_key=path(_opt(cp, "tls_key", str, "client_proxy.",
                                    str(state / "internal-tls.key"))),
-        admin_api=_listen(doc, "admin_api") if "admin_api" in doc else None,
+        admin_api=_admin_listen(doc) if "admin_api" in doc else None,
         admin_key=path(_get(doc["admin_api"], "token_key", str, "admin_api."))
         if "admin_api" in doc else None,
         conf_refresh_seconds=_positive(

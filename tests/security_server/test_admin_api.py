@@ -157,3 +157,45 @@ async def test_schemathesis_finds_no_server_error(admin: Admin, tmp_path: Path) 
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=100)
     assert proc.returncode == 0, out.decode(errors="replace")[-4000:]
+
+
+WSDL = """<?xml version="1.0"?>
+<wsdl:definitions xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/"
+    xmlns:xrd="http://x-road.eu/xsd/xroad.xsd" name="t" targetNamespace="urn:t">
+  <wsdl:binding name="b" type="x">
+    <wsdl:operation name="getRandom"><xrd:version>v1</xrd:version></wsdl:operation>
+    <wsdl:operation name="helloService"/>
+  </wsdl:binding>
+</wsdl:definitions>"""
+
+
+async def test_wsdl_and_rest_descriptions_refresh_and_disable(admin: Admin) -> None:
+    token = admin.token("security-officer", "service-administrator")
+    await call(admin, "POST", "/api/v1/clients", token, {"id": PROVIDER})
+    base = "/api/v1/clients/TEST:GOV:1:register/service-descriptions"
+    status, desc = await call(admin, "POST", base, token, {
+        "type": "WSDL", "url": "http://127.0.0.1:9/service.wsdl", "document": WSDL,
+        "service_url": "http://127.0.0.1:9/soap"})
+    assert status == 201, desc
+    assert sorted(s["code"] for s in desc["services"]) == ["getRandom", "helloService"]
+    status, rest = await call(admin, "POST", base, token, {
+        "type": "REST", "url": "http://127.0.0.1:9/api", "service_code": "api",
+        "timeout": 3})
+    assert status == 201 and rest["services"][0]["timeout"] == 3
+    status, doc = await call(admin, "POST", base, token, {
+        "type": "WSDL", "url": "http://127.0.0.1:9/x.wsdl",
+        "document": '<!DOCTYPE x [<!ENTITY e "e">]><x/>'})
+    assert (status, doc["type"]) == (422, "admin.invalid_description")
+    # a description that cannot be downloaded is a clear error, not a hang or a 500
+    status, doc = await call(admin, "POST", base, token, {
+        "type": "OPENAPI3", "url": "http://127.0.0.1:9/openapi.json", "service_code": "x"})
+    assert (status, doc["type"]) == (422, "admin.description_unreachable")
+    status, doc = await call(admin, "PATCH", f"/api/v1/service-descriptions/{rest['id']}",
+                             token, {"enabled": False})
+    assert (status, doc["enabled"]) == (200, False)
+    svc = admin.directory.service(ServiceId(ClientId.parse(PROVIDER), "api"))
+    assert svc is not None and not svc.enabled
+    status, _ = await call(admin, "DELETE", f"/api/v1/service-descriptions/{desc['id']}",
+                           token)
+    assert status == 204
+    assert admin.directory.service(ServiceId(ClientId.parse(PROVIDER), "getRandom")) is None

@@ -365,3 +365,50 @@ def test_entries_and_values_are_checked(tmp_path: Path, change: tuple[str, str],
     assert change[0] in FULL
     with pytest.raises(ConfigError, match=message):
         load(tmp_path, FULL.replace(change[0], change[1], 1))
+
+
+# -- administration, IS connections ---------------------------------------------------------------
+
+ADMIN = """
+[admin_api]
+host = "127.0.0.1"
+port = 4000
+token_key = "keys/admin.key"
+
+[is_connection]
+"TEST/GOV/1234/registry" = "HTTP"
+"""
+
+
+def test_admin_api_tls_port_and_connection_types(tmp_path: Path) -> None:
+    text = FULL.replace("max_body_bytes = 1024\n", "max_body_bytes = 1024\ntls_port = 8443\n")
+    config = load(tmp_path, text + ADMIN)
+    conf_dir = (tmp_path / "conf").resolve()
+    assert config.admin_api is not None and config.admin_api.port == 4000
+    assert config.admin_key == conf_dir / "keys" / "admin.key"
+    assert config.client_proxy_tls is not None and config.client_proxy_tls.port == 8443
+    assert config.internal_tls_cert == conf_dir / "state" / "internal-tls.pem"
+    assert config.is_connection == {ClientId.parse("TEST/GOV/1234/registry"): "HTTP"}
+
+
+def test_defaults_without_administration(tmp_path: Path) -> None:
+    config = load(tmp_path, MINIMAL)
+    assert (config.admin_api, config.admin_key, config.client_proxy_tls) == (None, None, None)
+    assert config.is_connection == {}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('host = "127.0.0.1"\nport = 4000', 'host = "0.0.0.0"\nport = 4000', "loopback"),
+        ('port = 4000\n', 'port = 0\n', "admin_api.port"),
+        ('token_key = "keys/admin.key"\n', "", "token_key"),
+        ('= "HTTP"', '= "HTTPS_NOAUTH"', "is_connection"),
+        ('"TEST/GOV/1234/registry" = "HTTP"', '"TEST/GOV" = "HTTP"', "identifier"),
+        ('token_key', 'tokenkey', "unknown key"),
+    ],
+)
+def test_administration_settings_are_checked(tmp_path: Path, old: str, new: str,
+                                             message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, FULL + ADMIN.replace(old, new))
