@@ -254,19 +254,25 @@ def seed_from_config(store: ServerStore, config: SecurityServerConfig, at: datet
                      "once; the configuration store is authoritative now")
         return False
     actor = "configuration file"
+    local = set(dict.fromkeys((config.server_id.owner, *config.clients)))
     existing = {ClientId.parse(c.id) for c in store.clients()}
-    for client in dict.fromkeys((config.server_id.owner, *config.clients)):
-        if client not in existing:
-            store.add_client(client, actor=actor, at=at,
-                             is_connection=config.is_connection.get(client, "HTTPS_AUTH"))
+    for client in local - existing:
+        store.add_client(client, actor=actor, at=at,
+                         is_connection=config.is_connection.get(client, "HTTPS_AUTH"))
+    imported = set()
     for svc in config.services:
+        if svc.id.provider not in local:
+            # As before the store: a service of a provider that is not a local client is
+            # never served, so it is not imported either.
+            log.warning("[[services]] %s: its provider is not in clients; not imported", svc.id)
+            continue
         spec = ServiceSpec(svc.id.code, svc.url, timeout=svc.timeout)
-        if svc.id.provider not in existing and svc.id.provider not in config.clients:
-            store.add_client(svc.id.provider, actor=actor, at=at)
         store.add_description(svc.id.provider, "REST", svc.url, None, [spec], actor=actor,
                               at=at)
+        imported.add(svc.id.unversioned)
     for rule in config.access.all_rules():
-        store.grant(rule.service.unversioned, str(rule.subject), rule.endpoint, actor=actor,
-                    at=at)
+        if rule.service.unversioned in imported:
+            store.grant(rule.service.unversioned, str(rule.subject), rule.endpoint,
+                        actor=actor, at=at)
     store.set_meta(_SEEDED_KEY, at.isoformat(), actor=actor, at=at)
     return True
