@@ -83,6 +83,22 @@ def load_certificate(path: Path) -> x509.Certificate:
     return load_certificates(path)[0]
 
 
+def _self_signed_builder(key: PrivateKey, name: x509.Name, now: datetime,
+                         days: int) -> x509.CertificateBuilder:
+    """An end-entity certificate issued by itself, valid from five minutes before ``now``
+    (clock skew) for ``days`` days."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+
+
 def self_signed_certificate(
     key: PrivateKey, common_name: str, *, now: datetime, days: int = 3650,
     organization: str | None = None,
@@ -93,16 +109,8 @@ def self_signed_certificate(
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:
         attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    name = x509.Name(attrs)
     return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        _self_signed_builder(key, x509.Name(attrs), now, days)
         .add_extension(
             x509.KeyUsage(digital_signature=True, content_commitment=False,
                           key_encipherment=False, data_encipherment=False, key_agreement=False,
@@ -123,14 +131,7 @@ def self_signed_tls_certificate(
     client certificate (``client=True``).  Each is trusted by pinning it, not by a CA."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        _self_signed_builder(key, name, now, days)
         .add_extension(x509.ExtendedKeyUsage(
             [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]),
             critical=False)

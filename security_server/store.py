@@ -309,10 +309,7 @@ class ServerStore:
             row = s.get(ClientRow, str(client))
             if row is None:
                 raise _not_found(f"client {client}")
-            if enabled is not None:
-                row.enabled = enabled
-            if is_connection is not None:
-                row.is_connection = is_connection
+            _set_given(row, enabled=enabled, is_connection=is_connection)
             s.add(row)
         return self.client(client)
 
@@ -470,12 +467,7 @@ class ServerStore:
             row = _service_row(s, service)
             if row is None:
                 raise _not_found(f"service {service}")
-            if url is not None:
-                row.url = url
-            if timeout is not None:
-                row.timeout = timeout
-            if tls_verify is not None:
-                row.tls_verify = tls_verify
+            _set_given(row, url=url, timeout=timeout, tls_verify=tls_verify)
             s.add(row)
         return self.service(service)
 
@@ -643,6 +635,13 @@ class ServerStore:
 
 
 # -- helpers inside one transaction -------------------------------------------------------------
+
+
+def _set_given(row: SQLModel, **values: Any) -> None:
+    """Set the attributes whose new value is given (not None): a partial update."""
+    for name, value in values.items():
+        if value is not None:
+            setattr(row, name, value)
 
 
 def _check_connection(value: str) -> None:
