@@ -15,6 +15,7 @@ loading itself (Python's ``ssl`` reads the same files with the same passphrase).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -29,7 +30,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certs.pkcs8 import encrypt_private_key
 
@@ -45,6 +46,7 @@ __all__ = [
     "random_passphrase",
     "read_secret_file",
     "self_signed_certificate",
+    "self_signed_tls_certificate",
     "unsafe_write_plaintext_key",
     "write_certificate",
     "write_private_key",
@@ -207,6 +209,22 @@ def load_certificate(path: Path) -> x509.Certificate:
     return load_certificates(path)[0]
 
 
+def _self_signed_builder(key: PrivateKey, name: x509.Name, now: datetime,
+                         days: int) -> x509.CertificateBuilder:
+    """An end-entity certificate issued by itself, valid from five minutes before ``now``
+    (clock skew) for ``days`` days."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+
+
 def self_signed_certificate(
     key: PrivateKey, common_name: str, *, now: datetime, days: int = 3650,
     organization: str | None = None,
@@ -217,16 +235,8 @@ def self_signed_certificate(
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:
         attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    name = x509.Name(attrs)
     return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        _self_signed_builder(key, x509.Name(attrs), now, days)
         .add_extension(
             x509.KeyUsage(digital_signature=True, content_commitment=False,
                           key_encipherment=False, data_encipherment=False, key_agreement=False,
@@ -236,3 +246,28 @@ def self_signed_certificate(
         )
         .sign(key, hashes.SHA256())
     )
+
+
+def self_signed_tls_certificate(
+    key: PrivateKey, common_name: str, *, now: datetime, hosts: tuple[str, ...] = (),
+    client: bool = False, days: int = 3650,
+) -> x509.Certificate:
+    """A self-signed TLS certificate: a security server's internal certificate (server
+    authentication, ``hosts`` as DNS names or IP addresses) or an information system's
+    client certificate (``client=True``).  Each is trusted by pinning it, not by a CA."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = (
+        _self_signed_builder(key, name, now, days)
+        .add_extension(x509.ExtendedKeyUsage(
+            [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]),
+            critical=False)
+    )
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(key, hashes.SHA256())

@@ -19,15 +19,22 @@ import aiohttp
 from aiohttp import web
 
 from certs.keys import load_certificates
+from security_server.admin_api import AdminContext, audience_for, create_admin_app
+from security_server.admin_keys import admin_public_key
 from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
+from security_server.directory import Directory, StoreDirectory, seed_from_config
+from security_server.is_tls import IsTls, ensure_internal_certificate
 from security_server.keys import ServerKeys, load_keys
 from security_server.messagelog import MessageLog
+from security_server.metadata import metadata_service
+from security_server.migrate import upgrade
 from security_server.ocsp import HttpOcspFetcher, OwnCertificates
 from security_server.runtime import Runtime, utc_now
 from security_server.server_proxy import create_server_proxy_app
+from security_server.store import ServerStore
 from security_server.tls import server_context
 from xchange.errors import GlobalConfOutdatedError
 from xchange.globalconf import ConfigurationAnchor, GlobalConf
@@ -53,6 +60,9 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
     anchor = ConfigurationAnchor.from_json(config.anchor.read_bytes())
     engine = create_db_engine(config.database_url)
     create_tables(engine)
+    upgrade(engine)
+    store = ServerStore(engine)
+    seed_from_config(store, config, utc_now())
     message_log = MessageLog(engine)
     conf_session = aiohttp.ClientSession()
     conf_client = GlobalConfClient(anchor, config.state_dir, HttpConfFetcher(conf_session),
@@ -65,6 +75,8 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
         config.state_dir, HttpOcspFetcher(conf_session), utc_now)
     runtime = Runtime(config, conf_client, message_log, keys.identities, own_certs,
                       in_token=keys.in_token)
+    store_directory = StoreDirectory(store)
+    runtime.directory = Directory(store_directory, metadata_service)
     runtime.provider_session = aiohttp.ClientSession(auto_decompress=False)
 
     def conf_now() -> GlobalConf | None:
@@ -81,14 +93,31 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
                                         conf.trust_anchors() if conf else (),
                                         passphrase=config.key_passphrase)
     runners: list[web.AppRunner] = []
+    listeners = [
+        (create_client_proxy_app(runtime), config.client_proxy, None),
+        (create_server_proxy_app(runtime), config.server_proxy, runtime.server_tls),
+    ]
+    if config.client_proxy_tls is not None:
+        assert config.internal_tls_cert is not None and config.internal_tls_key is not None
+        ensure_internal_certificate(config.internal_tls_cert, config.internal_tls_key,
+                                    str(config.server_id), config.client_proxy_tls.host,
+                                    utc_now(), config.key_passphrase)
+        is_tls = IsTls(config.internal_tls_cert, config.internal_tls_key, config.key_passphrase)
+        store_directory.on_rebuild.append(is_tls.learn)
+        is_tls.learn(runtime.directory.snapshot())
+        listeners.append((create_client_proxy_app(runtime), config.client_proxy_tls,
+                          is_tls.context))
+    if config.admin_api is not None and config.admin_key is not None:
+        admin = AdminContext(store, runtime.directory, (admin_public_key(config),),
+                             audience_for(str(config.server_id)), utc_now,
+                             server=str(config.server_id), internal_cert=config.internal_tls_cert
+                             if config.client_proxy_tls is not None else None)
+        listeners.append((create_admin_app(admin), config.admin_api, None))
     refresher = asyncio.create_task(conf_client.run(config.conf_refresh_seconds))
     ocsp_refresher = asyncio.create_task(own_certs.run(
         conf_now, config.ocsp_refresh_seconds, config.ocsp_retry_seconds))
     try:
-        for app, listen, ssl_ctx in (
-            (create_client_proxy_app(runtime), config.client_proxy, None),
-            (create_server_proxy_app(runtime), config.server_proxy, runtime.server_tls),
-        ):
+        for app, listen, ssl_ctx in listeners:
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             runners.append(runner)

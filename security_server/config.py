@@ -12,23 +12,28 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
 from certs.keys import ProtectedKeyError, SecretSource
-from xchange.access import AccessRule, AccessRules
+from xchange.access import AccessRule, AccessRules, parse_subject
 from xchange.errors import BadRequestError
-from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId, ServiceId
+from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 
 __all__ = [
     "ConfigError",
+    "ConnectionType",
     "ListenConfig",
     "Pkcs11KeyConfig",
     "SecurityServerConfig",
     "ServiceConfig",
     "SigningKeyConfig",
 ]
+
+
+ConnectionType = Literal["HTTP", "HTTPS", "HTTPS_AUTH"]
+"""How an information system must connect for a client: X-Road's NOSSL, SSLNOAUTH, SSLAUTH."""
 
 
 class ConfigError(ValueError):
@@ -89,6 +94,18 @@ class SecurityServerConfig:
     clients: tuple[ClientId, ...]
     services: tuple[ServiceConfig, ...]
     access: AccessRules
+    is_connection: Mapping[ClientId, ConnectionType] = field(default_factory=dict)
+    """Connection type per client from ``[is_connection]``; clients not named there get
+    ``HTTPS_AUTH`` when imported into the configuration store."""
+    client_proxy_tls: ListenConfig | None = None
+    """The client proxy's HTTPS listener (``[client_proxy] tls_port``); None: HTTP only."""
+    internal_tls_cert: Path | None = None
+    """The internal TLS certificate (PEM) the HTTPS listener serves; generated if missing."""
+    internal_tls_key: Path | None = None
+    admin_api: ListenConfig | None = None
+    """The admin API listener (``[admin_api]``); None: no admin API."""
+    admin_key: Path | None = None
+    """PEM private key (EC P-256 or Ed25519) that signs and verifies admin tokens."""
     conf_refresh_seconds: float = 60.0
     peer_timeout: float = 60.0
     """Seconds the client proxy waits for the provider security server."""
@@ -166,19 +183,39 @@ def _opt(doc: Mapping[str, Any], key: str, kind: type, where: str, default: Any)
     return _get(doc, key, kind, where) if key in doc else default
 
 
+def _port(port: int, what: str) -> int:
+    if not 0 < port < 65536:
+        raise ConfigError(f"{what} must be from 1 to 65535")
+    return port
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _admin_listen(doc: Mapping[str, Any]) -> ListenConfig:
+    """The admin API speaks plain HTTP with bearer tokens: loopback only, so a token never
+    crosses a network in clear.  Remote administration goes through a TLS proxy."""
+    listen = _listen(doc, "admin_api")
+    if listen.host not in _LOOPBACK:
+        raise ConfigError("admin_api.host must be a loopback address (127.0.0.1, ::1, "
+                          "localhost); put a TLS-terminating proxy in front for remote use")
+    return listen
+
+
 def _listen(doc: Mapping[str, Any], name: str) -> ListenConfig:
     section = _get(doc, name, dict, "")
-    port = _get(section, "port", int, f"{name}.")
-    if not 0 < port < 65536:
-        raise ConfigError(f"{name}.port must be from 1 to 65535")
+    port = _port(_get(section, "port", int, f"{name}."), f"{name}.port")
     return ListenConfig(host=_get(section, "host", str, f"{name}."), port=port)
 
 
 _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"clients", "server", "client_proxy", "server_proxy", "keys", "globalconf",
-                   "messagelog", "services", "access", "ocsp"}),
+                   "messagelog", "services", "access", "ocsp", "is_connection",
+                   "admin_api"}),
+    "admin_api": frozenset({"host", "port", "token_key"}),
     "server": frozenset({"id", "state_dir"}),
-    "client_proxy": frozenset({"host", "port", "peer_timeout", "max_body_bytes"}),
+    "client_proxy": frozenset({"host", "port", "peer_timeout", "max_body_bytes", "tls_port",
+                               "tls_cert", "tls_key"}),
     "server_proxy": frozenset({"host", "port"}),
     "keys": frozenset({"auth_key", "auth_cert", "signing", "passphrase_file", "passphrase_env",
                        "unsafe_plaintext_keys"}),
@@ -291,6 +328,7 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
     keys = _get(doc, "keys", dict, "")
     gconf = _get(doc, "globalconf", dict, "")
     log = _get(doc, "messagelog", dict, "")
+    state = path(_opt(server, "state_dir", str, "server.", "."))
     signing = tuple(_signing_key(s, path) for s in _get(keys, "signing", list, "keys."))
     for sk in signing:
         if sk.member.subsystem is not None:
@@ -311,13 +349,14 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
             if not isinstance(subject, str):
                 raise ConfigError("access.clients must be a list of strings")
             # "INST/GROUP" (two parts) names a global group; otherwise a member or subsystem.
-            sub: ClientId | GlobalGroupId = (
-                GlobalGroupId.parse(subject) if subject.count("/") == 1
-                else ClientId.parse(subject)
-            )
-            rules.append(AccessRule(svc, sub))
+            rules.append(AccessRule(svc, parse_subject(subject)))
     cp = doc.get("client_proxy", {})
     ocsp = _opt(doc, "ocsp", dict, "", {})
+    is_connection: dict[ClientId, ConnectionType] = {}
+    for name, kind in _opt(doc, "is_connection", dict, "", {}).items():
+        if kind not in ("HTTP", "HTTPS", "HTTPS_AUTH"):
+            raise ConfigError(f"is_connection.{name} must be HTTP, HTTPS or HTTPS_AUTH")
+        is_connection[ClientId.parse(name)] = kind
     return SecurityServerConfig(
         server_id=SecurityServerId.parse(_get(server, "id", str, "server.")),
         client_proxy=_listen(doc, "client_proxy"),
@@ -326,11 +365,23 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
         auth_cert=path(_get(keys, "auth_cert", str, "keys.")),
         signing_keys=signing,
         anchor=path(_get(gconf, "anchor", str, "globalconf.")),
-        state_dir=path(_opt(server, "state_dir", str, "server.", ".")),
+        state_dir=state,
         database_url=_database_url(_get(log, "database_url", str, "messagelog."), base),
         clients=tuple(ClientId.parse(c) for c in _get(doc, "clients", list, "")),
         services=services,
         access=AccessRules(rules),
+        is_connection=is_connection,
+        client_proxy_tls=None if "tls_port" not in cp else ListenConfig(
+            _get(cp, "host", str, "client_proxy."), _port(_get(cp, "tls_port", int,
+                                                                "client_proxy."),
+                                                           "client_proxy.tls_port")),
+        internal_tls_cert=path(_opt(cp, "tls_cert", str, "client_proxy.",
+                                    str(state / "internal-tls.pem"))),
+        internal_tls_key=path(_opt(cp, "tls_key", str, "client_proxy.",
+                                   str(state / "internal-tls.key"))),
+        admin_api=_admin_listen(doc) if "admin_api" in doc else None,
+        admin_key=path(_get(doc["admin_api"], "token_key", str, "admin_api."))
+        if "admin_api" in doc else None,
         conf_refresh_seconds=_positive(
             _opt(gconf, "refresh_seconds", float, "globalconf.", 60.0),
             "globalconf.refresh_seconds"),

@@ -26,6 +26,7 @@ from cryptography import x509
 from certs.keys import load_certificates
 from security_server.confclient import GlobalConfClient
 from security_server.config import SecurityServerConfig
+from security_server.directory import ConfigDirectory, Directory
 from security_server.messagelog import LoggingFailedCode, MessageLog
 from security_server.ocsp import OwnCertificates
 from security_server.tls import PinnedPeer, add_anchors, client_context
@@ -121,10 +122,12 @@ class Runtime:
         self.replay = ReplayWindow()
         self.server_tls: ssl.SSLContext | None = None
         """The server proxy's TLS context, set by the app before it serves."""
+        self.directory = Directory(ConfigDirectory(config))
+        """Local clients, services and access rights; the app puts the store's behind it."""
 
     def is_local_client(self, client: ClientId) -> bool:
-        """Is ``client`` configured on this server (its subsystems, or the owner member)?"""
-        return client in self.config.clients or client == self.config.server_id.owner
+        """Is ``client`` an enabled local client of this server (see security_server.directory)?"""
+        return self.directory.client(client) is not None
 
     # -- global configuration -----------------------------------------------------------
 

@@ -13,7 +13,14 @@ The cast:
   its subsystem ``population-register`` through security server ``ss-population``;
 * **Social Insurance Board** (``DEMO/GOV/70000002``) consumes it from its subsystem
   ``benefits`` (allowed) through ``ss-insurance``; its ``analytics`` subsystem is registered
-  but has no right to the service (denied).
+  but has no right to the service (denied).  ``analytics`` is in the global group
+  ``DEMO/statistics``, which has no rights either until an administrator grants some.
+
+The provider's security server also runs its admin API (``admin_port``, token key
+``admin.key`` in its folder).  The demo's information systems call their security servers
+over plain HTTP, so every demo client's connection type is ``HTTP`` (``[is_connection]``);
+the client proxies also serve HTTPS (``client_proxy_tls_port``) with a generated internal
+certificate.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ __all__ = [
 ]
 
 INSTANCE = "DEMO"
+STATISTICS_GROUP = "DEMO/statistics"
 
 
 def free_port() -> int:
@@ -117,6 +125,12 @@ class ServerFiles:
     client_proxy_port: int
     server_proxy_port: int
     database: Path
+    admin_port: int | None = None
+    client_proxy_tls_port: int | None = None
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def client_proxy_url(self) -> str:
@@ -244,7 +258,9 @@ def build_federation(
         else:
             ca.issue_key_and_cert(d, "sign", agency.member, member_name=agency.name, now=now)
         servers.append(ServerFiles(agency, d, d / "security-server.toml", free_port(),
-                                   free_port(), d / "messagelog.db"))
+                                   free_port(), d / "messagelog.db", free_port(),
+                                   free_port()))
+        write_private_key(d / "admin.key", generate_private_key(), passphrase)
 
     registry_data = {
         "instance": INSTANCE,
@@ -256,7 +272,8 @@ def build_federation(
              "clients": [str(s.agency.subsystem(c)) for c in s.agency.subsystems]}
             for s in servers
         ],
-        "global_groups": [],
+        "global_groups": [{"id": STATISTICS_GROUP, "description": "Statistics producers",
+                           "members": [str(CONSUMER.subsystem("analytics"))]}],
         "approved_cas": [{"name": f"{INSTANCE} development CA",
                           "certificate": str(ca.cert_path),
                           "ocsp_url": f"http://127.0.0.1:{ocsp_port}/"}],
@@ -281,7 +298,8 @@ def build_federation(
         clients = [str(s.agency.subsystem(c)) for c in s.agency.subsystems]
         text = f"clients = {_toml(clients)}\n\n"
         text += _section("server", {"id": str(s.agency.server), "state_dir": "state"})
-        proxy: dict[str, Any] = {"host": "127.0.0.1", "port": s.client_proxy_port}
+        proxy: dict[str, Any] = {"host": "127.0.0.1", "port": s.client_proxy_port,
+                                 "tls_port": s.client_proxy_tls_port}
         if max_body_bytes is not None:
             proxy["max_body_bytes"] = max_body_bytes
         text += _section("client_proxy", proxy)
@@ -299,6 +317,9 @@ def build_federation(
         text += _section("messagelog", {"database_url": url})
         text += _section("ocsp", {"refresh_seconds": ocsp_refresh_seconds,
                                   "retry_seconds": ocsp_retry_seconds})
+        text += _section("admin_api", {"host": "127.0.0.1", "port": s.admin_port,
+                                       "token_key": "admin.key"})
+        text += "[is_connection]\n" + "".join(f'"{c}" = "HTTP"\n' for c in clients) + "\n"
         if s.agency is PROVIDER:
             text += _section("services", {"id": str(services["persons"]), "url": provider_url,
                                           "timeout": service_timeout}, array=True)

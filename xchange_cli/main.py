@@ -17,6 +17,7 @@ from security_server.config import ConfigError
 from xchange.errors import XRoadError
 from xchange_cli import ca, keys, tsa
 from xchange_cli.bench import add_bench_command
+from xchange_cli.ss_admin import register as register_ss_admin
 
 __all__ = ["main"]
 
@@ -87,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command(["ss", "status"], _ss_status,
                 "show a security server's certificates, their expiry and OCSP status")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    register_ss_admin(command)
     p = command(["registry", "serve"], _registry_serve, "run the registry")
     p.add_argument("--config", type=Path, required=True, help="registry TOML file")
     p = command(["demo"], _demo,

@@ -522,6 +522,9 @@ def test_impostor_security_server_process_is_refused(federation: RunningFederati
     text = (rogue_dir / "security-server.toml").read_text()
     text = text.replace(f"port = {consumer.client_proxy_port}", f"port = {cp_port}")
     text = text.replace(f"port = {consumer.server_proxy_port}", f"port = {free_port()}")
+    text = text.replace(f"port = {consumer.admin_port}", f"port = {free_port()}")
+    text = text.replace(f"tls_port = {consumer.client_proxy_tls_port}",
+                        f"tls_port = {free_port()}")
     text = text.replace(str(consumer.database), str(rogue_dir / "messagelog.db"))
     (rogue_dir / "security-server.toml").write_text(text)
     import sys

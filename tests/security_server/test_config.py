@@ -156,7 +156,7 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert config.peer_timeout == 60.0
     assert config.max_body_bytes == 64 * 1024 * 1024
     with pytest.raises(AccessDeniedError):  # deny by default
-        config.access.check(BENEFITS, PERSONS, no_groups)
+        config.access.check(BENEFITS, PERSONS, "GET", "", no_groups)
 
 
 def test_service_lookup_ignores_versions(tmp_path: Path) -> None:
@@ -180,13 +180,15 @@ def test_access_subjects_are_clients_or_global_groups(tmp_path: Path) -> None:
             frozenset()
         )
 
-    config.access.check(BENEFITS, PERSONS, members)  # named directly
-    config.access.check(ClientId("TEST", "GOV", "9999", "app"), PERSONS, members)  # via group
+    config.access.check(BENEFITS, PERSONS, "GET", "", members)  # named directly
+    config.access.check(ClientId("TEST", "GOV", "9999", "app"), PERSONS, "GET", "",
+                        members)  # via group
     assert asked == [GROUP], "'TEST/benefit-clients' must be read as a global group"
     with pytest.raises(AccessDeniedError):
-        config.access.check(ClientId("TEST", "GOV", "9999", "other"), PERSONS, members)
+        config.access.check(ClientId("TEST", "GOV", "9999", "other"), PERSONS, "GET", "",
+                            members)
     with pytest.raises(AccessDeniedError):  # a grant is per service
-        config.access.check(BENEFITS, ADDRESSES, members)
+        config.access.check(BENEFITS, ADDRESSES, "GET", "", members)
 
 
 # -- refusals -------------------------------------------------------------------------------------
@@ -397,6 +399,36 @@ def test_signing_key_in_a_token_parses(tmp_path: Path) -> None:
                                                      / "token.pin")
 
 
+# -- administration, IS connections ---------------------------------------------------------------
+
+ADMIN = """
+[admin_api]
+host = "127.0.0.1"
+port = 4000
+token_key = "keys/admin.key"
+
+[is_connection]
+"TEST/GOV/1234/registry" = "HTTP"
+"""
+
+
+def test_admin_api_tls_port_and_connection_types(tmp_path: Path) -> None:
+    text = FULL.replace("max_body_bytes = 1024\n", "max_body_bytes = 1024\ntls_port = 8443\n")
+    config = load(tmp_path, text + ADMIN)
+    conf_dir = (tmp_path / "conf").resolve()
+    assert config.admin_api is not None and config.admin_api.port == 4000
+    assert config.admin_key == conf_dir / "keys" / "admin.key"
+    assert config.client_proxy_tls is not None and config.client_proxy_tls.port == 8443
+    assert config.internal_tls_cert == conf_dir / "state" / "internal-tls.pem"
+    assert config.is_connection == {ClientId.parse("TEST/GOV/1234/registry"): "HTTP"}
+
+
+def test_defaults_without_administration(tmp_path: Path) -> None:
+    config = load(tmp_path, MINIMAL)
+    assert (config.admin_api, config.admin_key, config.client_proxy_tls) == (None, None, None)
+    assert config.is_connection == {}
+
+
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
@@ -439,3 +471,20 @@ def test_from_env_reads_the_passphrase_and_the_pins_and_only_there(tmp_path: Pat
     with pytest.raises(ConfigError, match=r"token\.pin: a secret file must be readable by its "
                                           r"owner only"):
         config.from_env({"SS_KEYS": "s3cret"})
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('host = "127.0.0.1"\nport = 4000', 'host = "0.0.0.0"\nport = 4000', "loopback"),
+        ('port = 4000\n', 'port = 0\n', "admin_api.port"),
+        ('token_key = "keys/admin.key"\n', "", "token_key"),
+        ('= "HTTP"', '= "HTTPS_NOAUTH"', "is_connection"),
+        ('"TEST/GOV/1234/registry" = "HTTP"', '"TEST/GOV" = "HTTP"', "identifier"),
+        ('token_key', 'tokenkey', "unknown key"),
+    ],
+)
+def test_administration_settings_are_checked(tmp_path: Path, old: str, new: str,
+                                             message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, FULL + ADMIN.replace(old, new))
