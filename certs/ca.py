@@ -1,14 +1,15 @@
 """The development CA: issues xchange certificates for test and demo federations.
 
-What it does: keeps one self-signed root per instance in a directory (``ca.key``, mode 0600, and
-``ca.pem``), issues the certificates of the profile below directly or from PKCS#10 requests
-(RFC 2986), and makes keys plus certificates for demos and tests in one call.  This module
-reads and writes files; the pure rules for reading these certificates back are in
-:mod:`xchange.certificates`.
+What it does: keeps one self-signed root per instance in a directory (``ca.key``, mode 0600,
+``ca.pem``, and ``index.db``: every certificate issued, revocations, the OCSP URL -- see
+:mod:`certs.index`), issues the certificates of the profile below directly or from PKCS#10
+requests (RFC 2986), revokes them, and makes keys plus certificates for demos and tests in one
+call.  This module reads and writes files; the pure rules for reading these certificates back
+are in :mod:`xchange.certificates`.
 
-What it does not: revocation, CRLs, OCSP or time-stamping (later modules of ``certs/``), key
-escrow, or anything a production CA needs (HSMs, audit, policies).  Real deployments use a real
-CA that issues certificates of the same profile.
+What it does not: answer OCSP requests (:mod:`certs.ocsp`), CRLs, time-stamping, key escrow, or
+anything a production CA needs (HSMs, audit, policies).  Real deployments use a real CA that
+issues certificates of the same profile.
 
 Certificate profile of xchange (RFC 5280 terms; all certificates X.509 v3, serial numbers random
 159-bit positive integers, signed with SHA-256, validity capped at the CA's own):
@@ -30,8 +31,14 @@ Certificate profile of xchange (RFC 5280 terms; all certificates X.509 v3, seria
 * **Internal TLS certificate** (the IS-facing HTTPS of a security server) -- subject
   ``CN=<name>``; keyUsage digitalSignature, keyEncipherment (critical); extendedKeyUsage
   serverAuth; subjectAltName; basicConstraints cA=FALSE (critical); AKI/SKI.
-* Signing and authentication certificates get an authorityInfoAccess extension with an OCSP
-  URL when one is given (RFC 5280 4.2.2.1), for the OCSP responder (RFC 6960).
+* **Delegated OCSP responder certificate** -- subject ``CN=<instance> OCSP Responder,
+  O=<instance>``; keyUsage digitalSignature (critical); extendedKeyUsage id-kp-OCSPSigning
+  (RFC 6960 4.2.2.2); id-pkix-ocsp-nocheck (4.2.2.2.1: a responder's own status is not asked
+  for, so its validity is short, 30 days by default); basicConstraints cA=FALSE (critical);
+  AKI/SKI.
+* Signing and authentication certificates get an authorityInfoAccess extension with the OCSP
+  URL (RFC 5280 4.2.2.1) given when issuing, or else the CA's own (:meth:`DevCA.create`
+  ``ocsp_url``), for the OCSP responder (RFC 6960).
 
 The serialNumber value is a PrintableString as X.520 asks, or a UTF8String when the identifier
 holds characters PrintableString cannot (``_``, ``%``).
@@ -41,24 +48,29 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, overload
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
+from certs.index import INDEX_FILE, CertificateIndex, IssuedCertificate, Profile
 from certs.keys import (
     KeyKind,
     PrivateKey,
     generate_private_key,
     load_certificate,
     load_private_key,
+    random_passphrase,
+    read_secret_file,
     write_certificate,
     write_private_key,
+    write_secret_file,
 )
 from xchange.certificates import (
     EKU_CLIENT_AUTH,
@@ -75,6 +87,8 @@ from xchange.identifiers import ClientId, SecurityServerId, check_part
 __all__ = [
     "CA_CERT_FILE",
     "CA_KEY_FILE",
+    "CA_PASSPHRASE_FILE",
+    "OCSP_RESPONDER_DAYS",
     "DevCA",
     "IssuedCredentials",
     "PublicKey",
@@ -83,6 +97,10 @@ __all__ = [
 
 CA_KEY_FILE = "ca.key"
 CA_CERT_FILE = "ca.pem"
+OCSP_RESPONDER_DAYS = 30
+"""Default validity of a delegated OCSP responder certificate: nobody asks for its status."""
+_OCSP_URL_SETTING = "ocsp_url"
+CA_PASSPHRASE_FILE = "ca.passphrase"  # noqa: S105 (a file name)
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
@@ -145,6 +163,14 @@ def _tls_extensions(dns_names: Sequence[str], ip_addresses: Sequence[str]) -> _E
     ]
 
 
+def _check_ocsp_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # RFC 6960 Appendix A: OCSP over HTTP; anything else no verifier here can reach.
+        raise ValueError(f"OCSP URL {url!r} is not an http(s) URL with a host")
+    return url
+
+
 def _start(now: datetime) -> datetime:
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
@@ -178,19 +204,26 @@ class IssuedCredentials:
     """Leaf first, then the CA: what ``cert_path`` holds and what TLS presents."""
     key_path: Path
     cert_path: Path
+    key_passphrase: bytes = field(repr=False)
+    """What ``key_path`` is encrypted under: the CA's :attr:`DevCA.key_passphrase`."""
 
 
 class DevCA:
     """One instance's development root CA, kept in a directory.
 
     Build with :meth:`create` or :meth:`load`.  Every ``issue_*`` method takes the issuing
-    time ``now`` (timezone-aware) instead of reading the clock.
+    time ``now`` (timezone-aware) instead of reading the clock.  ``ca.key`` and every key
+    that :meth:`issue_key_and_cert` writes are encrypted under :attr:`key_passphrase`.
     """
 
-    def __init__(self, directory: Path, key: PrivateKey, certificate: x509.Certificate) -> None:
+    def __init__(self, directory: Path, key: PrivateKey, certificate: x509.Certificate,
+                 key_passphrase: bytes | None = None) -> None:
         self._directory = directory
         self._key = key
         self._certificate = certificate
+        self._index = CertificateIndex(directory / INDEX_FILE)
+        # A CA built in memory (tests) still writes encrypted keys, under a fresh passphrase.
+        self._passphrase = key_passphrase or random_passphrase()
 
     @classmethod
     def create(
@@ -201,14 +234,23 @@ class DevCA:
         now: datetime,
         validity_days: int = 3650,
         key_kind: KeyKind = "ec",
+        ocsp_url: str | None = None,
+        key_passphrase: bytes | None = None,
     ) -> DevCA:
         """Make a new root key and self-signed certificate in ``directory``.
 
+        ``ocsp_url`` is the CA's OCSP responder: signing and authentication certificates carry
+        it in their authorityInfoAccess.  Keys are encrypted under ``key_passphrase``.  Without
+        one, a random passphrase is made and kept in ``ca.passphrase`` (mode 0600) beside the
+        key, where :meth:`load` finds it: a throwaway CA keeps its own secret, in the same key
+        format as a real deployment.
         Refuses to overwrite an existing CA (``FileExistsError``).
         """
         check_part(instance, "instance")
+        if ocsp_url is not None:
+            _check_ocsp_url(ocsp_url)
         key_path, cert_path = directory / CA_KEY_FILE, directory / CA_CERT_FILE
-        for path in (key_path, cert_path):
+        for path in (key_path, cert_path, directory / INDEX_FILE):
             if path.exists():
                 raise FileExistsError(f"{path} exists; refusing to replace a CA")
         if validity_days <= 0:
@@ -236,14 +278,23 @@ class DevCA:
             )
             .sign(key, hashes.SHA256())
         )
-        write_private_key(key_path, key)
+        if key_passphrase is None:
+            key_passphrase = random_passphrase()
+            write_secret_file(directory / CA_PASSPHRASE_FILE, key_passphrase + b"\n")
+        write_private_key(key_path, key, key_passphrase)
         write_certificate(cert_path, certificate)
-        return cls(directory, key, certificate)
+        ca = cls(directory, key, certificate, key_passphrase)
+        ca._index.set_setting(_OCSP_URL_SETTING, ocsp_url)
+        return ca
 
     @classmethod
-    def load(cls, directory: Path) -> DevCA:
-        """Load a CA made by :meth:`create`; refuses a key that does not match the certificate."""
-        key = load_private_key(directory / CA_KEY_FILE)
+    def load(cls, directory: Path, key_passphrase: bytes | None = None) -> DevCA:
+        """Load a CA made by :meth:`create`; refuses a key that does not match the certificate.
+
+        Without ``key_passphrase``, the one in ``ca.passphrase`` is used."""
+        if key_passphrase is None:
+            key_passphrase = read_secret_file(directory / CA_PASSPHRASE_FILE)
+        key = load_private_key(directory / CA_KEY_FILE, key_passphrase)
         certificate = load_certificate(directory / CA_CERT_FILE)
         spki = serialization.PublicFormat.SubjectPublicKeyInfo
         der = serialization.Encoding.DER
@@ -251,15 +302,30 @@ class DevCA:
             der, spki
         ):
             raise ValueError(f"{directory}: {CA_KEY_FILE} does not belong to {CA_CERT_FILE}")
-        return cls(directory, key, certificate)
+        return cls(directory, key, certificate, key_passphrase)
 
     @property
     def certificate(self) -> x509.Certificate:
         return self._certificate
 
     @property
+    def key(self) -> PrivateKey:
+        """The CA's private key: for an OCSP responder that signs as the CA itself."""
+        return self._key
+
+    @property
     def directory(self) -> Path:
         return self._directory
+
+    @property
+    def ocsp_url(self) -> str | None:
+        """The CA's OCSP responder URL, written into signing and authentication certificates."""
+        return self._index.setting(_OCSP_URL_SETTING)
+
+    @property
+    def key_passphrase(self) -> bytes:
+        """The passphrase of ``ca.key`` and of the keys :meth:`issue_key_and_cert` writes."""
+        return self._passphrase
 
     @property
     def cert_path(self) -> Path:
@@ -270,6 +336,7 @@ class DevCA:
 
     def _issue(
         self,
+        profile: Profile,
         subject: x509.Name,
         public_key: PublicKey,
         extensions: _Extensions,
@@ -306,7 +373,13 @@ class DevCA:
                 AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url)
             )
             builder = builder.add_extension(x509.AuthorityInformationAccess([ocsp]), critical=False)
-        return builder.sign(self._key, hashes.SHA256())
+        cert = builder.sign(self._key, hashes.SHA256())
+        # Recorded before anyone sees it: the responder answers "good" only for what is here.
+        self._index.record(cert, profile)
+        return cert
+
+    def _aia_url(self, ocsp_url: str | None) -> str | None:
+        return self.ocsp_url if ocsp_url is None else _check_ocsp_url(ocsp_url)
 
     def issue_sign_cert(
         self,
@@ -319,10 +392,12 @@ class DevCA:
         country: str = "XX",
         ocsp_url: str | None = None,
     ) -> x509.Certificate:
-        """A member's signing certificate (see the profile above)."""
+        """A member's signing certificate (see the profile above).  ``ocsp_url`` defaults to
+        the CA's own."""
         subject = sign_cert_subject(member, member_name, country=country)
         return self._issue(
-            subject, public_key, _sign_extensions(), now=now, days=days, ocsp_url=ocsp_url
+            "sign", subject, public_key, _sign_extensions(), now=now, days=days,
+            ocsp_url=self._aia_url(ocsp_url),
         )
 
     def issue_auth_cert(
@@ -338,10 +413,14 @@ class DevCA:
         country: str = "XX",
         ocsp_url: str | None = None,
     ) -> x509.Certificate:
-        """A security server's authentication (mutual TLS) certificate."""
+        """A security server's authentication (mutual TLS) certificate.  ``ocsp_url``
+        defaults to the CA's own."""
         subject = auth_cert_subject(server, member_name, country=country)
         extensions = _auth_extensions(dns_names, ip_addresses)
-        return self._issue(subject, public_key, extensions, now=now, days=days, ocsp_url=ocsp_url)
+        return self._issue(
+            "auth", subject, public_key, extensions, now=now, days=days,
+            ocsp_url=self._aia_url(ocsp_url),
+        )
 
     def issue_tls_cert(
         self,
@@ -359,7 +438,62 @@ class DevCA:
         except ValueError as exc:
             raise BadRequestError(f"common name {common_name!r}: {exc}") from exc
         extensions = _tls_extensions(dns_names, ip_addresses)
-        return self._issue(subject, public_key, extensions, now=now, days=days)
+        return self._issue("tls", subject, public_key, extensions, now=now, days=days)
+
+    def issue_ocsp_responder_cert(
+        self,
+        public_key: PublicKey,
+        *,
+        now: datetime,
+        days: int = OCSP_RESPONDER_DAYS,
+    ) -> x509.Certificate:
+        """A delegated OCSP responder certificate (RFC 6960 4.2.2.2; profile above).
+
+        Its holder signs OCSP responses for this CA's certificates; verifiers accept it
+        because this CA issued it with id-kp-OCSPSigning.
+        """
+        instance = self._certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+        org = str(instance[0].value) if instance else "xchange"
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, f"{org} OCSP Responder"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+            ]
+        )
+        extensions: _Extensions = [
+            (_key_usage(), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), False),
+            (x509.OCSPNoCheck(), False),
+        ]
+        return self._issue("ocsp", subject, public_key, extensions, now=now, days=days)
+
+    def issue_tsa_cert(
+        self,
+        name: str,
+        *,
+        key: PrivateKey | None = None,
+        now: datetime,
+        days: int = 730,
+        key_kind: KeyKind = "ec",
+    ) -> tuple[PrivateKey, x509.Certificate]:
+        """A time-stamping authority's key and certificate (RFC 3161 section 2.3).
+
+        Subject ``CN=<name>``; extendedKeyUsage id-kp-timeStamping only, critical, as RFC 3161
+        requires; keyUsage digitalSignature, nonRepudiation (critical); basicConstraints
+        cA=FALSE (critical); AKI/SKI.  A new key of ``key_kind`` is made unless ``key`` is
+        given.  Nothing is written: the caller stores the key (``certs.keys``).
+        """
+        try:
+            subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        except ValueError as exc:
+            raise BadRequestError(f"TSA name {name!r}: {exc}") from exc
+        key = key if key is not None else generate_private_key(key_kind)
+        extensions: _Extensions = [
+            (_key_usage(non_repudiation=True), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), True),
+        ]
+        public_key = _public_key_of(key.public_key(), "the TSA key")
+        return key, self._issue("tsa", subject, public_key, extensions, now=now, days=days)
 
     def issue_from_csr(
         self,
@@ -398,8 +532,35 @@ class DevCA:
         except InvalidSignatureError as exc:
             raise BadRequestError(f"the request does not fit the {profile} profile: {exc}") from exc
         return self._issue(
-            csr.subject, public_key, extensions, now=now, days=days, ocsp_url=ocsp_url
+            profile, csr.subject, public_key, extensions, now=now, days=days,
+            ocsp_url=self._aia_url(ocsp_url),
         )
+
+    # -- revocation ------------------------------------------------------------------------
+
+    def revoke(
+        self,
+        serial: int,
+        *,
+        reason: x509.ReasonFlags = x509.ReasonFlags.unspecified,
+        at: datetime,
+    ) -> None:
+        """Revoke the certificate with ``serial`` as of ``at``, for ``reason``.
+
+        Takes effect at once for the OCSP responder, in this process or another.  Raises
+        ``ValueError`` for a serial this CA did not issue, one already revoked, or
+        ``removeFromCRL`` (not a reason to revoke).
+        """
+        self._index.revoke(serial, reason=reason, at=at)
+
+    def status_of(self, serial: int) -> IssuedCertificate | None:
+        """What this CA knows of ``serial``: the issued certificate and its revocation, or
+        ``None`` when it never issued that serial."""
+        return self._index.get(serial)
+
+    def issued(self) -> list[IssuedCertificate]:
+        """Every certificate this CA issued, oldest first."""
+        return self._index.all()
 
     # -- key and certificate in one go (demos and tests) --------------------------------------
 
@@ -465,7 +626,8 @@ class DevCA:
         """Generate a key, issue its ``profile`` certificate, write both into ``directory``.
 
         ``holder`` is the member (``sign``), the security server (``auth``) or the common name
-        (``tls``).  Files are ``<stem>.key`` (0600) and ``<stem>.pem`` (leaf, then the CA);
+        (``tls``).  Files are ``<stem>.key`` (0600, encrypted under :attr:`key_passphrase`)
+        and ``<stem>.pem`` (leaf, then the CA);
         ``stem`` defaults to the profile name.  Existing files are not replaced
         (``FileExistsError``).
         """
@@ -499,7 +661,7 @@ class DevCA:
             )
         else:
             raise TypeError(f"holder {holder!r} and member_name do not fit profile {profile!r}")
-        write_private_key(key_path, key)
+        write_private_key(key_path, key, self._passphrase)
         chain = (cert, self._certificate)
         write_certificate(cert_path, *chain)
-        return IssuedCredentials(key, cert, chain, key_path, cert_path)
+        return IssuedCredentials(key, cert, chain, key_path, cert_path, self._passphrase)

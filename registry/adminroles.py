@@ -62,7 +62,7 @@ def issue_admin_token(config: RegistryConfig, *, subject: str, roles: Iterable[s
     if unknown:
         raise AdminError(f"unknown role(s) {', '.join(unknown)}; known: "
                          f"{', '.join(sorted(ROLES))}", code="admin.bad_request")
-    key = KeyStore(config.keys_dir).admin_key()
+    key = KeyStore.from_config(config).admin_key()
     with opened_engine(config.database_url) as engine, Session(engine) as session:
         instance = RegistryService(session, actor=subject, now=now).instance
     return issue_token(key, subject=subject, roles=roles, audience=audience(instance),

@@ -120,9 +120,9 @@ def create_app(
 
     ``clock`` returns the current aware time; tests pass a fake one.
     """
+    keys = KeyStore.from_config(config)
     app = web.Application(middlewares=[problem_middleware])
     engine = create_db_engine(config.database_url)
-    keys = KeyStore(config.keys_dir)
     app[CONFIG_KEY] = config
     app[ENGINE_KEY] = engine
     app[KEYS_KEY] = keys
@@ -139,7 +139,7 @@ def create_app(
 
 def serve(config_path: Path) -> None:
     """Run the registry from its TOML configuration until interrupted (the CLI's entry)."""
-    config = RegistryConfig.from_env(config_path)
+    config = RegistryConfig.from_file(config_path).from_env()
     app = create_app(config)
     url = f"http://{config.listen_host}:{config.listen_port}"
 

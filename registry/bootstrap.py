@@ -38,9 +38,9 @@ __all__ = ["import_data", "init_registry"]
 def init_registry(config: RegistryConfig, engine: Engine, instance: str, *, actor: str,
                   now: datetime) -> dict[str, Any]:
     """Prepare an empty (or half-prepared) registry for ``instance``; return its settings."""
+    keys = KeyStore.from_config(config)
+    keys.admin_key(create=True)  # first: a registry that cannot keep keys is not started
     migrate(engine)
-    keys = KeyStore(config.keys_dir)
-    keys.admin_key(create=True)
     with Session(engine) as session:
         svc = RegistryService(session, actor=actor, now=now)
         svc.initialise(instance)

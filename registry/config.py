@@ -4,6 +4,7 @@ The file is flat; relative paths are resolved against the file's own folder::
 
     database_url = "sqlite:///registry.db"   # optional; SQLite file next to this file
     keys_dir = "keys"                        # optional; signing keys and the admin-token key
+    passphrase_file = "keys/passphrase"      # the keys' passphrase, mode 0600 (or passphrase_env)
     publish_dir = "publish"                  # optional; globalconf.json, anchor.json, version
     listen_host = "127.0.0.1"                # optional, default 127.0.0.1
     listen_port = 4400                       # optional, default 4400
@@ -15,7 +16,12 @@ The federation's data lives in the database (``xchange registry init`` creates i
 API and ``xchange registry ...`` change it).  Unknown keys are refused, so that a typo does
 not silently fall back to a default; the keys of the old file-based registry (``data_file``,
 ``signing_key``, ``signing_cert``) are refused with a pointer to ``xchange registry import``.
-The environment is read only in :meth:`RegistryConfig.from_env`.
+
+Every private key in ``keys_dir`` (configuration-signing keys, the admin-token key) is
+encrypted PKCS#8 under one passphrase, named by ``passphrase_file`` or ``passphrase_env``;
+``unsafe_plaintext_keys = true`` lets the registry read and write unencrypted keys instead.
+The environment (the passphrase, ``XCHANGE_REGISTRY_DATABASE_URL``) is read only in
+:meth:`RegistryConfig.from_env`.
 """
 
 from __future__ import annotations
@@ -23,19 +29,22 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import ArgumentError
 
+from certs.keys import ProtectedKeyError, SecretSource
+
 __all__ = ["DATABASE_URL_VARIABLE", "ConfigError", "RegistryConfig"]
 
 DATABASE_URL_VARIABLE = "XCHANGE_REGISTRY_DATABASE_URL"
 _PATHS = {"keys_dir": "keys", "publish_dir": "publish"}
 _KNOWN = frozenset({*_PATHS, "database_url", "listen_host", "listen_port", "public_url",
-                    "regenerate_seconds", "admin_token_hours"})
+                    "regenerate_seconds", "admin_token_hours", "passphrase_file",
+                    "passphrase_env", "unsafe_plaintext_keys"})
 _RETIRED = frozenset({"data_file", "signing_key", "signing_cert"})
 
 
@@ -75,6 +84,13 @@ class RegistryConfig:
     this says.  Fractions are allowed so that tests can run fast."""
     admin_token_hours: float = 8.0
     """Lifetime of the admin tokens ``xchange registry token`` issues."""
+    key_passphrase_source: SecretSource | None = None
+    """Where the passphrase of the keys in ``keys_dir`` comes from (``passphrase_file`` or
+    ``passphrase_env``)."""
+    unsafe_plaintext_keys: bool = False
+    """Read and write unencrypted keys in ``keys_dir`` (development only)."""
+    key_passphrase: bytes | None = field(default=None, repr=False)
+    """The passphrase itself, read by :meth:`from_env`."""
 
     @property
     def download_url(self) -> str:
@@ -97,15 +113,26 @@ class RegistryConfig:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         return cls.from_mapping(doc, base_dir=path.parent)
 
-    @classmethod
-    def from_env(cls, path: Path) -> RegistryConfig:
-        """:meth:`from_file`, with ``XCHANGE_REGISTRY_DATABASE_URL`` (if set) as the database
-        URL, so that a password need not be written into the file."""
-        config = cls.from_file(path)
-        url = os.environ.get(DATABASE_URL_VARIABLE)
-        if url:
-            config = replace(config, database_url=_database_url(url, path.parent))
-        return config
+    def from_env(self, environ: Mapping[str, str] | None = None) -> RegistryConfig:
+        """Apply the deployment's environment (default: the process's): read the key
+        passphrase from its file or variable, and take ``XCHANGE_REGISTRY_DATABASE_URL`` (if
+        set) as the database URL, so that a password need not be written into the file.  The
+        one place the registry reads either."""
+        env = os.environ if environ is None else environ
+        config = self
+        if url := env.get(DATABASE_URL_VARIABLE):
+            try:
+                # A relative SQLite path in the variable is the process's, as sqlite3 reads it.
+                config = replace(config, database_url=_database_url(url, Path()))
+            except ConfigError as exc:
+                raise ConfigError(f"{DATABASE_URL_VARIABLE}: {exc}") from exc
+        if self.key_passphrase_source is None:
+            return config
+        try:
+            secret = self.key_passphrase_source.read(env)
+        except ProtectedKeyError as exc:
+            raise ConfigError(str(exc)) from exc
+        return replace(config, key_passphrase=secret)
 
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any], *, base_dir: Path) -> RegistryConfig:
@@ -143,6 +170,10 @@ class RegistryConfig:
             ):
                 raise ConfigError(f"{key} must be a positive number")
             numbers[key] = None if value is None else float(value)
+        source = _passphrase_source(doc, base_dir)
+        unsafe_plaintext = doc.get("unsafe_plaintext_keys", False)
+        if not isinstance(unsafe_plaintext, bool):
+            raise ConfigError("unsafe_plaintext_keys must be true or false")
 
         return cls(
             database_url=_database_url(doc.get("database_url"), base_dir),
@@ -153,4 +184,18 @@ class RegistryConfig:
             public_url=public_url,
             regenerate_seconds=numbers["regenerate_seconds"],
             admin_token_hours=numbers["admin_token_hours"] or 8.0,
+            key_passphrase_source=source,
+            unsafe_plaintext_keys=unsafe_plaintext,
         )
+
+
+def _passphrase_source(doc: Mapping[str, Any], base_dir: Path) -> SecretSource | None:
+    file, env = doc.get("passphrase_file"), doc.get("passphrase_env")
+    if file is None and env is None:
+        return None
+    if not isinstance(file, str | None) or not isinstance(env, str | None):
+        raise ConfigError("passphrase_file and passphrase_env must be strings")
+    try:
+        return SecretSource(file=None if file is None else (base_dir / file).resolve(), env=env)
+    except ProtectedKeyError as exc:
+        raise ConfigError(f"passphrase_file / passphrase_env: {exc}") from exc

@@ -8,12 +8,17 @@ security-server protocol (docs/protocol.md) to provider security servers.  Per r
   2. global configuration must be in force (else ``global_conf_outdated``);
   3. the client must be registered on this server (else ``unknown_member``), and the
      provider known (else ``unknown_service``);
-  4. read the body; build and sign the header part; log the signed request durably (else
-     ``logging_failed``);
+  4. this server's own certificates must have good, fresh OCSP responses to staple (else
+     ``cert_validation``); read the body; build and sign the header part; log the signed
+     request durably (else ``logging_failed``);
   5. send it over mutual TLS to a server hosting the provider, pinned to its registered
-     auth certificate;
-  6. verify the response's signature and its binding to the request, log it, then answer
-     the IS with the provider's status, headers and body plus the X-Road response headers.
+     auth certificate, but only once that certificate is known to be good: the status last
+     stapled by that server, if still fresh, or else its current OCSP response fetched over
+     the pinned connection first (``GET /xchange/v1/ocsp``);
+  6. verify the response's signature, the OCSP responses stapled to it (the provider
+     member's signing certificate and the TLS certificate the connection presented) and
+     its binding to the request, log it, then answer the IS with the provider's status,
+     headers and body plus the X-Road response headers.
 """
 
 from __future__ import annotations
@@ -22,15 +27,27 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import aiohttp
 from aiohttp import web
+from cryptography import x509
 
 from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
-from security_server.runtime import RUNTIME, Runtime, make_entry, read_limited
+from security_server.is_tls import check_is_connection
+from security_server.metadata import register_list_clients
+from security_server.runtime import (
+    RUNTIME,
+    ProviderStatus,
+    Runtime,
+    make_entry,
+    read_limited,
+)
+from xchange.certificates import cert_sha256
 from xchange.errors import (
     BadRequestError,
+    CertificateValidationError,
     ClientProxyError,
     InvalidSignatureError,
     UnknownMemberError,
@@ -39,9 +56,11 @@ from xchange.errors import (
 )
 from xchange.globalconf import GlobalConf, SecurityServerInfo
 from xchange.rest import RestRequest, RestResponse, digest_payload, request_hash_of
-from xchange.signing import sign_payload, verify_message
+from xchange.signing import verify_message
 from xchange.transport import (
     FRAME_MEDIA_TYPE,
+    OCSP_MEDIA_TYPE,
+    PEER_OCSP_PATH,
     PEER_PATH,
     SignedMessage,
     decode_frame,
@@ -54,6 +73,8 @@ log = logging.getLogger(__name__)
 
 _FRAME_OVERHEAD = 2 * 1024 * 1024
 """Room for the header part, signature and OCSP sections around a body of the maximum size."""
+_MAX_OCSP = 64 * 1024
+_CODE_CERT = "server.clientproxy.cert_validation"
 
 
 
@@ -66,6 +87,7 @@ def create_client_proxy_app(runtime: Runtime) -> web.Application:
     hide_server_version(app)
     app.router.add_route("*", "/r1/{tail:.*}", handle_rest)
     app.router.add_get("/health", handle_health)
+    register_list_clients(app)
     return app
 
 
@@ -88,6 +110,7 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
         request.method, request.raw_path, request.headers, request.headers.items()
     )
     request[MESSAGE_ID] = req.message_id
+    check_is_connection(rt.directory, req.client, request.transport)
     response, body, rhash = await send_request(rt, req, request.read)
     out = web.Response(status=response.status, body=body)
     for name, value in response.headers:
@@ -113,43 +136,96 @@ async def send_request(rt: Runtime, req: RestRequest,
             f"this security server holds no signing key for {req.client.member}"
         )
     targets = _provider_servers(conf, req)
+    staples = rt.own_staples(identity, conf, now, code=_CODE_CERT)
 
     body = await read_body()
     header_part = req.header_part()
     payload = digest_payload(header_part, body)  # the body is hashed once, here
-    signature = sign_payload(identity, payload, signed_at=now, nonce=uuid.uuid4().hex)
+    signature = await rt.sign(identity, payload, side="client", signed_at=now,
+                              nonce=uuid.uuid4().hex)
     await rt.log_message(make_entry(req, "request", "outgoing", header_part, body, signature,
                                     now), side="client")
-    answer = await _exchange(rt, targets, encode_frame(SignedMessage(header_part, signature,
-                                                                     body)))
+    answer = await _exchange(rt, conf, targets,
+                             encode_frame(SignedMessage(header_part, signature, body, staples)))
     rhash = request_hash_of(payload)
     verify_at = rt.clock()
+    msg = answer.message
     try:
-        response = _verified_response(conf, req, answer, rhash, verify_at)
+        response = _verified_response(rt, conf, req, answer, rhash, verify_at)
     except XRoadError as exc:
         # A response that fails verification is kept as evidence, then refused.
-        await rt.log_message(make_entry(req, "response", "incoming", answer.header_part,
-                                        answer.body, answer.signature, verify_at,
+        await rt.log_message(make_entry(req, "response", "incoming", msg.header_part,
+                                        msg.body, msg.signature, verify_at,
                                         error_code=exc.code), side="client")
         raise
-    await rt.log_message(make_entry(req, "response", "incoming", answer.header_part,
-                                    answer.body, answer.signature, verify_at), side="client")
-    return response, answer.body, rhash
+    await rt.log_message(make_entry(req, "response", "incoming", msg.header_part,
+                                    msg.body, msg.signature, verify_at), side="client")
+    return response, msg.body, rhash
 
 
-def _verified_response(conf: GlobalConf, req: RestRequest, answer: SignedMessage, rhash: str,
-                       at: datetime) -> RestResponse:
-    """The provider's response, signed by the provider's member and bound to ``req``."""
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    server: SecurityServerInfo
+    peer_cert: x509.Certificate
+    """The TLS certificate the provider server presented (on its latest connection)."""
+    message: SignedMessage
+
+
+def _verified_response(rt: Runtime, conf: GlobalConf, req: RestRequest, answer: _Answer,
+                       rhash: str, at: datetime) -> RestResponse:
+    """The provider's response, signed by the provider's member with certificates proven
+    good, and bound to ``req``."""
     code = "server.clientproxy.invalid_signature"
+    msg = answer.message
     try:
-        response = RestResponse.from_header_part(answer.header_part)
+        response = RestResponse.from_header_part(msg.header_part)
     except BadRequestError as exc:
         raise InvalidSignatureError(f"malformed response: {exc.message}", code=code) from exc
-    verify_message(answer.signature, answer.header_part, answer.body,
-                   expected_signer=req.service.provider, anchors=conf.trust_anchors(), at=at,
-                   code=code)
+    verified = verify_message(msg.signature, msg.header_part, msg.body,
+                              expected_signer=req.service.provider,
+                              anchors=conf.trust_anchors(), at=at, code=code)
+    _learn_provider_status(rt, conf, answer.server, answer.peer_cert, msg.ocsp_responses, at)
+    rt.check_peer_signer(msg.ocsp_responses, verified.chain, conf, at, code=_CODE_CERT)
     response.check_binding(req, rhash)
     return response
+
+
+def _learn_provider_status(rt: Runtime, conf: GlobalConf, server: SecurityServerInfo,
+                           cert: x509.Certificate, staples: Sequence[bytes], at: datetime, *,
+                           asked: bool = False) -> None:
+    """Remember the status of the provider server's TLS certificate from what it stapled (or
+    answered, if ``asked``), and require it good.
+
+    The time of the check is renewed when we asked, or when the staple is newer than what we
+    knew: a server that keeps stapling an old response is asked again after one OCSP refresh
+    interval, so a revocation is noticed within one refresh even if that server hides it.
+    """
+    status = rt.peer_auth_status(tuple(staples), cert, conf, at, code=_CODE_CERT)
+    known = rt.provider_auth.get(server.id)
+    cert_hash = cert_sha256(cert)
+    if (asked or known is None or known.cert_hash != cert_hash
+            or status.this_update > known.status.this_update):
+        rt.provider_auth[server.id] = ProviderStatus(cert_hash, status, checked_at=at)
+    status.require_good(code=_CODE_CERT)
+
+
+def _known_good(rt: Runtime, conf: GlobalConf, server: SecurityServerInfo,
+                at: datetime) -> bool:
+    """Is the server's (still registered) certificate known good by a check no older than
+    one OCSP refresh interval and a status still fresh?  A known revoked or unknown status
+    refuses the server outright, without contacting it."""
+    known = rt.provider_auth.get(server.id)
+    presented = rt.presented_certificate(server.id)
+    if (known is None or presented is None or known.cert_hash != cert_sha256(presented)
+            or known.cert_hash not in server.auth_cert_hashes
+            or (at - known.checked_at).total_seconds() > rt.config.ocsp_refresh_seconds):
+        return False
+    try:
+        known.status.check_fresh(at=at, max_age=rt.ocsp_max_age(conf), code=_CODE_CERT)
+    except CertificateValidationError:
+        return False
+    known.status.require_good(code=_CODE_CERT)
+    return True
 
 
 def _check_local_client(rt: Runtime, conf: GlobalConf, req: RestRequest) -> None:
@@ -178,39 +254,39 @@ def _provider_servers(conf: GlobalConf, req: RestRequest) -> Sequence[SecuritySe
     return servers
 
 
-async def _exchange(rt: Runtime, targets: Sequence[SecurityServerInfo],
-                    frame: bytes) -> SignedMessage:
-    """Send the frame to the first provider server that accepts a (pinned) TLS connection.
+async def _exchange(rt: Runtime, conf: GlobalConf, targets: Sequence[SecurityServerInfo],
+                    frame: bytes) -> _Answer:
+    """Send the frame to the first provider server that accepts a (pinned) TLS connection and
+    whose certificate is known good.
 
     Another server is tried only when nothing was sent to the previous one (connection or
-    TLS refused, certificate not the registered one, connect timeout): once a request may
-    have been delivered it is never sent twice.
+    TLS refused, certificate not the registered one or not good, connect timeout): once a
+    request may have been delivered it is never sent twice.
     """
     timeout = aiohttp.ClientTimeout(total=rt.config.peer_timeout, sock_connect=5)
     last: XRoadError | None = None
     for server in targets:
         session = rt.peer_session(server)
-        url = f"https://{server.address}{PEER_PATH}"
+        base = f"https://{server.address}"
         try:
-            async with session.post(url, data=frame, ssl=rt.client_tls, timeout=timeout,
+            if not _known_good(rt, conf, server, rt.clock()):
+                await _fetch_provider_status(rt, conf, server, session, base + PEER_OCSP_PATH,
+                                             timeout)
+        except CertificateValidationError as exc:
+            last = exc
+            continue
+        except (aiohttp.ClientError, TimeoutError) as exc:  # only a status query was sent
+            last = _not_delivered(server, exc)
+            continue
+        try:
+            async with session.post(base + PEER_PATH, data=frame, ssl=rt.client_tls,
+                                    timeout=timeout,
                                     headers={"Content-Type": FRAME_MEDIA_TYPE}) as resp:
                 data = await read_limited(resp, rt.config.max_body_bytes + _FRAME_OVERHEAD)
                 ctype, status = resp.content_type, resp.status
                 error_code = resp.headers.get("X-Road-Error")
-        except aiohttp.ServerFingerprintMismatch as exc:
-            log.warning("%s presented an unregistered certificate: %s", server.id, exc)
-            last = ClientProxyError(
-                f"security server {server.id} presented a certificate that is not registered",
-                code="server.clientproxy.ssl_authentication_failed")
-            continue
-        except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as exc:
-            last = ClientProxyError(f"TLS with security server {server.id} failed: {exc}",
-                                    code="server.clientproxy.ssl_authentication_failed")
-            continue
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            last = ClientProxyError(
-                f"security server {server.id} could not be reached: {type(exc).__name__}",
-                code="server.clientproxy.network_error")
+        except _NOT_DELIVERED as exc:
+            last = _not_delivered(server, exc)
             continue
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ClientProxyError(
@@ -221,13 +297,58 @@ async def _exchange(rt: Runtime, targets: Sequence[SecurityServerInfo],
                                    code="server.clientproxy.network_error")
         if error_code is not None or ctype == "application/json":
             raise _peer_error(status, data, error_code)
-        if status != 200 or ctype != FRAME_MEDIA_TYPE:
+        peer_cert = rt.presented_certificate(server.id)
+        if status != 200 or ctype != FRAME_MEDIA_TYPE or peer_cert is None:
             raise ClientProxyError(
                 f"security server {server.id} answered HTTP {status} {ctype}",
                 code="server.clientproxy.network_error")
-        return decode_frame(data, code="server.clientproxy.invalid_signature")
+        message = decode_frame(data, code="server.clientproxy.invalid_signature")
+        return _Answer(server, peer_cert, message)
     assert last is not None
     raise last
+
+
+_NOT_DELIVERED = (aiohttp.ServerFingerprintMismatch, aiohttp.ClientSSLError,
+                  aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorError,
+                  aiohttp.ConnectionTimeoutError)
+"""Failures that prove the request was not delivered: another server may be tried."""
+
+
+def _not_delivered(server: SecurityServerInfo, exc: BaseException) -> XRoadError:
+    if isinstance(exc, aiohttp.ServerFingerprintMismatch):
+        log.warning("%s presented an unregistered certificate: %s", server.id, exc)
+        return ClientProxyError(
+            f"security server {server.id} presented a certificate that is not registered",
+            code="server.clientproxy.ssl_authentication_failed")
+    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ClientConnectorCertificateError):
+        return ClientProxyError(f"TLS with security server {server.id} failed: {exc}",
+                                code="server.clientproxy.ssl_authentication_failed")
+    return ClientProxyError(
+        f"security server {server.id} could not be reached: {type(exc).__name__}",
+        code="server.clientproxy.network_error")
+
+
+async def _fetch_provider_status(rt: Runtime, conf: GlobalConf, server: SecurityServerInfo,
+                                 session: aiohttp.ClientSession, url: str,
+                                 timeout: aiohttp.ClientTimeout) -> None:
+    """Ask the provider server for its TLS certificate's OCSP response over the pinned
+    connection, verify it against the certificate that connection presented, and require
+    it good.  Nothing of the message has been sent."""
+    async with session.get(url, ssl=rt.client_tls, timeout=timeout) as resp:
+        data = await read_limited(resp, _MAX_OCSP)
+        ctype, status = resp.content_type, resp.status
+        error_code = resp.headers.get("X-Road-Error")
+    peer_cert = rt.presented_certificate(server.id)
+    if data is None or peer_cert is None:
+        raise CertificateValidationError(
+            f"security server {server.id} sent no usable OCSP response", code=_CODE_CERT)
+    if error_code is not None or ctype == "application/json":
+        raise _peer_error(status, data, error_code)  # e.g. it does not know us
+    if status != 200 or ctype != OCSP_MEDIA_TYPE:
+        raise CertificateValidationError(
+            f"security server {server.id} answered its OCSP status query with HTTP {status} "
+            f"{ctype}", code=_CODE_CERT)
+    _learn_provider_status(rt, conf, server, peer_cert, (data,), rt.clock(), asked=True)
 
 
 def _peer_error(status: int, data: bytes, header_code: str | None) -> XRoadError:

@@ -7,11 +7,19 @@ Listens on mutual TLS.  Per request (docs/protocol.md, "Provider side"):
      security server, and that server must host the request's client;
   3. the frame and header part must parse; the signature must verify and be the client's
      member's -- a request that fails here is logged as rejected, then refused;
-  4. the provider must be hosted here and the service configured; the client must have
-     access (deny by default); the signature must be fresh and its one-time value unused --
-     a signed request refused here is logged as rejected too, with the code it was given;
+  4. the OCSP responses stapled to the request must prove the signing certificate and the
+     calling server's TLS certificate good and fresh; the provider must be hosted here and
+     the service configured; the client must have access (deny by default); the signature
+     must be fresh and its one-time value unused -- a signed request refused here is logged
+     as rejected too, with the code it was given;
   5. log the request durably, call the provider system with the service's timeout,
-     sign the response bound to the request hash, log it durably, and return it.
+     sign the response bound to the request hash, staple this server's own OCSP responses,
+     log it durably, and return it.
+
+``GET /xchange/v1/ocsp`` answers, to registered peers, the OCSP response this server staples
+for its own TLS certificate: a consumer asks before its first request (and whenever the
+status it knows is stale), so it never sends a message to a server whose certificate was
+revoked.
 """
 
 from __future__ import annotations
@@ -19,12 +27,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import datetime
+from functools import lru_cache
 
 import aiohttp
 from aiohttp import web
+from cryptography import x509
 from yarl import URL
 
-from security_server.config import ServiceConfig
+from security_server.directory import LocalService
 from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
 from security_server.runtime import RUNTIME, Runtime, make_entry, read_limited
 from security_server.tls import peer_certificate_der
@@ -43,9 +53,11 @@ from xchange.rest import (
     filter_headers,
     request_hash_of,
 )
-from xchange.signing import VerifiedSignature, sign_message, verify_payload
+from xchange.signing import VerifiedSignature, verify_payload
 from xchange.transport import (
     FRAME_MEDIA_TYPE,
+    OCSP_MEDIA_TYPE,
+    PEER_OCSP_PATH,
     PEER_PATH,
     SignedMessage,
     decode_frame,
@@ -66,23 +78,48 @@ def create_server_proxy_app(runtime: Runtime) -> web.Application:
     app[RUNTIME] = runtime
     hide_server_version(app)
     app.router.add_post(PEER_PATH, handle_message)
+    app.router.add_get(PEER_OCSP_PATH, handle_ocsp)
     return app
+
+
+_CODE_CERT = "server.serverproxy.cert_validation"
 
 
 async def handle_message(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     now = rt.clock()
     conf = rt.conf(now, side="server")                                          # 1.
-    peer = _authenticate_peer(conf, peer_certificate_der(request.transport))   # 2.
+    der = peer_certificate_der(request.transport)
+    peer = _authenticate_peer(conf, der)                                        # 2.
+    assert der is not None  # _authenticate_peer refuses a connection without one
     msg = decode_frame(await request.read())                                   # 3.
     req = RestRequest.from_header_part(msg.header_part)
     request[MESSAGE_ID] = req.message_id
-    answer = await serve_request(rt, conf, peer, req, msg, now)
+    answer = await serve_request(rt, conf, peer, _certificate(der), req, msg, now)
     return web.Response(body=encode_frame(answer), content_type=FRAME_MEDIA_TYPE)
 
 
+async def handle_ocsp(request: web.Request) -> web.StreamResponse:
+    """This server's latest fresh OCSP response for its own TLS certificate -- also when it
+    says revoked: the peer must learn that, and it refuses to send."""
+    rt = request.app[RUNTIME]
+    now = rt.clock()
+    conf = rt.conf(now, side="server")
+    _authenticate_peer(conf, peer_certificate_der(request.transport))
+    status = rt.own_certs.current(rt.auth_certificate, at=now, max_age=rt.ocsp_max_age(conf),
+                                  code=_CODE_CERT)
+    return web.Response(body=status.der, content_type=OCSP_MEDIA_TYPE)
+
+
+@lru_cache(maxsize=256)
+def _certificate(der: bytes) -> x509.Certificate:
+    """The peer's TLS certificate (already accepted by the TLS layer and registered)."""
+    return x509.load_der_x509_certificate(der)
+
+
 async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
-                        req: RestRequest, msg: SignedMessage, now: datetime) -> SignedMessage:
+                        peer_cert: x509.Certificate, req: RestRequest, msg: SignedMessage,
+                        now: datetime) -> SignedMessage:
     """Steps 3-5 of the module docstring for a parsed request; return the signed response."""
     if not conf.is_hosted_on(req.client, peer.id):
         raise ServerProxyError(
@@ -92,7 +129,7 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
     payload = digest_payload(msg.header_part, msg.body)  # the body is hashed once, here
     verified = await _verify_request(rt, conf, req, msg, payload, now)
     try:
-        service = _admit(rt, conf, req, verified, now)                         # 4.
+        service = _admit(rt, conf, req, msg, verified, peer_cert, now)          # 4.
     except XRoadError as exc:
         # Evidence: a signed request that was refused is logged, with the reason.
         await rt.log_message(make_entry(req, "request", "incoming", msg.header_part, msg.body,
@@ -109,16 +146,20 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
     identity = rt.identities.get(req.service.provider.member)
     if identity is None:
         raise ServerProxyError(f"no signing key for provider {req.service.provider.member}")
-    status, headers, body = await _call_provider(rt, service.url, service.timeout, req, msg.body)
+    staples = rt.own_staples(identity, conf, now, code=_CODE_CERT)
+    if service.local_handler is not None:  # a metadata service: this server answers
+        status, headers, body = await service.local_handler(req, conf)
+    else:
+        status, headers, body = await _call_provider(rt, service, req, msg.body)
     response = RestResponse(
         message_id=req.message_id, client=req.client, service=req.service,
         request_hash=request_hash_of(payload), status=status, headers=headers,
     )
     header_part = response.header_part()
-    signature = sign_message(identity, header_part, body)
+    signature = await rt.sign(identity, digest_payload(header_part, body), side="server")
     await rt.log_message(make_entry(req, "response", "outgoing", header_part, body, signature,
                                     rt.clock()), side="server")
-    return SignedMessage(header_part, signature, body)
+    return SignedMessage(header_part, signature, body, staples)
 
 
 def _authenticate_peer(conf: GlobalConf, der: bytes | None) -> SecurityServerInfo:
@@ -146,12 +187,17 @@ async def _verify_request(rt: Runtime, conf: GlobalConf, req: RestRequest,
         raise
 
 
-def _admit(rt: Runtime, conf: GlobalConf, req: RestRequest, verified: VerifiedSignature,
-           now: datetime) -> ServiceConfig:
-    """Decide whether a verified request may pass: hosted provider, known service, access
-    right, fresh signature, first use of its one-time value."""
+def _admit(rt: Runtime, conf: GlobalConf, req: RestRequest, msg: SignedMessage,
+           verified: VerifiedSignature, peer_cert: x509.Certificate,
+           now: datetime) -> LocalService:
+    """Decide whether a verified request may pass: certificates good, hosted provider, known
+    service, access right, fresh signature, first use of its one-time value."""
+    rt.check_peer_signer(msg.ocsp_responses, verified.chain, conf, now, code=_CODE_CERT)
+    rt.peer_auth_status(msg.ocsp_responses, peer_cert, conf, now,
+                        code=_CODE_CERT).require_good(code=_CODE_CERT)
     service = _local_service(rt, conf, req)
-    rt.config.access.check(req.client, req.service, conf.members_of_group)
+    rt.directory.check_access(req.client, req.service, req.method, req.path,
+                              conf.members_of_group)
     if verified.signed_at is None or verified.nonce is None:
         raise ServerProxyError("request signature lacks iat or jti",
                                code="server.serverproxy.bad_request")
@@ -160,15 +206,18 @@ def _admit(rt: Runtime, conf: GlobalConf, req: RestRequest, verified: VerifiedSi
     return service
 
 
-def _local_service(rt: Runtime, conf: GlobalConf, req: RestRequest) -> ServiceConfig:
+def _local_service(rt: Runtime, conf: GlobalConf, req: RestRequest) -> LocalService:
     provider = req.service.provider
     own = rt.config.server_id
     if not rt.is_local_client(provider) or not conf.is_hosted_on(provider, own):
         raise ServerProxyError(f"{provider} is not hosted on security server {own}",
                                code="server.serverproxy.unknown_member")
-    service = rt.config.service(req.service)
+    service = rt.directory.service(req.service)
     if service is None:
         raise UnknownServiceError(f"service {req.service} is not provided here")
+    if not service.enabled:
+        raise ServerProxyError(f"service {req.service} is disabled",
+                               code="server.serverproxy.service_disabled")
     return service
 
 
@@ -176,10 +225,11 @@ _PASS_TO_PROVIDER = ("X-Road-Client", "X-Road-Service", "X-Road-Id", "X-Road-Use
                      "X-Road-Issue")
 
 
-async def _call_provider(rt: Runtime, base_url: str, timeout: float, req: RestRequest,
+async def _call_provider(rt: Runtime, service: LocalService, req: RestRequest,
                          body: bytes) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
     assert rt.provider_session is not None
     # The service's base URL, then the request's own path (if any) and query, as received.
+    base_url, timeout = service.url, service.timeout
     url = (base_url.rstrip("/") + req.path if req.path else base_url) + (
         f"?{req.query}" if req.query else ""
     )
@@ -190,7 +240,7 @@ async def _call_provider(rt: Runtime, base_url: str, timeout: float, req: RestRe
     try:
         async with rt.provider_session.request(
             req.method, URL(url, encoded=True), headers=headers, data=body or None,
-            allow_redirects=False,
+            allow_redirects=False, ssl=service.tls_verify,
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
             data = await read_limited(resp, rt.config.max_body_bytes)

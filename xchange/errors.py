@@ -143,6 +143,9 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     ErrorCode("server.clientproxy.timestamping_failed", _CP, 503,
               "Time-stamping has failed for longer than allowed; messages are refused until "
               "it recovers."),
+    ErrorCode("server.clientproxy.cannot_create_signature", _CP, 500,
+              "The client's signing key (a key file or a PKCS#11 token) could not sign; the "
+              "request was not sent."),
     ErrorCode("server.clientproxy.internal_error", _CP, 500, "Internal error."),
     # -- provider security server
     ErrorCode("server.serverproxy.access_denied", _SP, 403,
@@ -173,6 +176,9 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     ErrorCode("server.serverproxy.timestamping_failed", _SP, 503,
               "Time-stamping has failed for longer than allowed; messages are refused until "
               "it recovers."),
+    ErrorCode("server.serverproxy.cannot_create_signature", _SP, 500,
+              "The provider's signing key (a key file or a PKCS#11 token) could not sign the "
+              "response."),
     ErrorCode("server.serverproxy.internal_error", _SP, 500, "Internal error."),
     # -- admin APIs (registry and security server); the caller is the administrator
     ErrorCode("admin.unauthorized", _C, 401,
@@ -181,10 +187,19 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     ErrorCode("admin.forbidden", _C, 403,
               "The token is valid but none of its roles grants this operation."),
     ErrorCode("admin.bad_request", _C, 400,
-              "The admin request is malformed or breaks a rule of the data it changes."),
-    ErrorCode("admin.not_found", _C, 404, "No such object."),
+              "The admin request is malformed, does not match the API's schema, or breaks a "
+              "rule of the data it changes."),
+    ErrorCode("admin.not_found", _C, 404, "No such object on this server."),
     ErrorCode("admin.conflict", _C, 409,
-              "The object already exists, is still in use, or is in the wrong state."),
+              "The change conflicts with what the server holds: the object already exists, is "
+              "still in use, or is in the wrong state."),
+    ErrorCode("admin.invalid_description", _C, 422,
+              "A service description (OpenAPI 3 or WSDL) cannot be read or is not acceptable."),
+    ErrorCode("admin.description_unreachable", _C, 422,
+              "The service description could not be downloaded from its URL."),
+    ErrorCode("admin.invalid_backup", _C, 422,
+              "A configuration backup does not decrypt with the key given, was altered, or "
+              "does not match the backup schema; nothing was restored."),
     # -- management requests from security servers to the registry
     ErrorCode("registry.management.bad_request", _C, 400,
               "The management request is malformed or names unknown objects."),
@@ -197,6 +212,12 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "A request with this id was already received (replay refused)."),
     ErrorCode("registry.management.stale_request", _C, 400,
               "The request was made too long ago or in the future."),
+    # -- security-server administration's effect on traffic
+    ErrorCode("server.clientproxy.is_authentication_failed", _CP, 401,
+              "The information system did not connect the way its client's connection type "
+              "requires: HTTPS, or HTTPS with a TLS certificate registered for the client."),
+    ErrorCode("server.serverproxy.service_disabled", _SP, 503,
+              "The service exists but its administrator has disabled it."),
     # -- message log audit (either server's own log; Fault has no "this server" value)
     ErrorCode("server.messagelog.chain_broken", _SP, 500,
               "The message log's hash chain does not verify."),

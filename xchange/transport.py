@@ -24,6 +24,8 @@ from xchange.errors import BadRequestError
 __all__ = [
     "FRAME_MEDIA_TYPE",
     "MAGIC",
+    "OCSP_MEDIA_TYPE",
+    "PEER_OCSP_PATH",
     "PEER_PATH",
     "SignedMessage",
     "decode_frame",
@@ -33,7 +35,10 @@ __all__ = [
 MAGIC = b"XCH1"
 FRAME_MEDIA_TYPE = "application/vnd.xchange.signed-message"
 PEER_PATH = "/xchange/v1/message"
-"""The server proxy's one endpoint; every frame is POSTed here over mutual TLS."""
+"""The server proxy's message endpoint; every frame is POSTed here over mutual TLS."""
+PEER_OCSP_PATH = "/xchange/v1/ocsp"
+"""GET: the server proxy's current OCSP response for its own TLS certificate."""
+OCSP_MEDIA_TYPE = "application/ocsp-response"
 
 _BODY, _HEADER_PART, _SIGNATURE, _OCSP = 0x00, 0x01, 0x02, 0x03
 _MAX_SECTION = 1024 * 1024

@@ -13,7 +13,14 @@ The cast:
   its subsystem ``population-register`` through security server ``ss-population``;
 * **Social Insurance Board** (``DEMO/GOV/70000002``) consumes it from its subsystem
   ``benefits`` (allowed) through ``ss-insurance``; its ``analytics`` subsystem is registered
-  but has no right to the service (denied).
+  but has no right to the service (denied).  ``analytics`` is in the global group
+  ``DEMO/statistics``, which has no rights either until an administrator grants some.
+
+The provider's security server also runs its admin API (``admin_port``, token key
+``admin.key`` in its folder).  The demo's information systems call their security servers
+over plain HTTP, so every demo client's connection type is ``HTTP`` (``[is_connection]``);
+the client proxies also serve HTTPS (``client_proxy_tls_port``) with a generated internal
+certificate.
 """
 
 from __future__ import annotations
@@ -36,6 +43,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from certs.ca import DevCA
+from certs.keys import (
+    generate_private_key,
+    random_passphrase,
+    read_secret_file,
+    write_certificate,
+    write_private_key,
+    write_secret_file,
+)
 from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 
 __all__ = [
@@ -43,11 +58,13 @@ __all__ = [
     "Federation",
     "ManagedProcess",
     "RunningFederation",
+    "TokenSlot",
     "build_federation",
     "free_port",
 ]
 
 INSTANCE = "DEMO"
+STATISTICS_GROUP = "DEMO/statistics"
 
 
 def free_port() -> int:
@@ -68,6 +85,8 @@ def _toml(value: Any) -> str:
         return json.dumps(str(value), ensure_ascii=False)
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"no TOML form for {value!r}")
 
 
@@ -105,6 +124,12 @@ class ServerFiles:
     client_proxy_port: int
     server_proxy_port: int
     database: Path
+    admin_port: int | None = None
+    client_proxy_tls_port: int | None = None
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def client_proxy_url(self) -> str:
@@ -121,14 +146,25 @@ class Federation:
     registry_port: int
     registry_data: Path
     provider_port: int
+    ocsp_port: int
     servers: list[ServerFiles]
     services: dict[str, ServiceId]
     allowed_client: ClientId
     denied_client: ClientId
+    key_passphrase_file: Path
+    """The passphrase of every key file of the federation (mode 0600)."""
+
+    @property
+    def key_passphrase(self) -> bytes:
+        return read_secret_file(self.key_passphrase_file)
 
     @property
     def registry_url(self) -> str:
         return f"http://127.0.0.1:{self.registry_port}"
+
+    @property
+    def ocsp_url(self) -> str:
+        return f"http://127.0.0.1:{self.ocsp_port}/"
 
     def describe(self) -> dict[str, Any]:
         """The ``demo.json`` document (see the README)."""
@@ -149,9 +185,19 @@ class Federation:
         }
 
 
+@dataclass(frozen=True)
+class TokenSlot:
+    """A PKCS#11 token (already initialised) to keep the consumer's signing key in."""
+
+    module: Path
+    token_label: str
+    pin: bytes
+
+
 def _prepare_registry(config_path: Path, data_path: Path, now: datetime) -> None:
     """``xchange registry init`` and ``import``, in this process: an initialised database
-    with the data file loaded, and the registry's first signing and admin-token keys."""
+    with the data file loaded, and the registry's first signing and admin-token keys
+    (encrypted under the passphrase the registry's configuration names)."""
     from sqlmodel import Session
 
     from registry.bootstrap import import_data, init_registry
@@ -159,7 +205,7 @@ def _prepare_registry(config_path: Path, data_path: Path, now: datetime) -> None
     from registry.db import opened_engine
     from registry.service import RegistryService
 
-    config = RegistryConfig.from_file(config_path)
+    config = RegistryConfig.from_file(config_path).from_env()
     with opened_engine(config.database_url) as engine:
         init_registry(config, engine, INSTANCE, actor="demo", now=now)
         with Session(engine) as session:
@@ -179,16 +225,31 @@ def build_federation(
     slow_service_timeout: float = 2.0,
     database_urls: Sequence[str] | None = None,
     empty_registry: bool = False,
+    ocsp_freshness_seconds: int = 3600,
+    ocsp_refresh_seconds: float = 1200.0,
+    ocsp_retry_seconds: float = 60.0,
+    consumer_signing_token: TokenSlot | None = None,
+    max_body_bytes: int | None = None,
 ) -> Federation:
     """Write a two-agency federation into ``root`` (which must be empty or absent).
 
     Message logs are SQLite files in each server's folder unless ``database_urls`` gives one
-    URL per server (provider's first).  With ``empty_registry`` the registry's database is
-    left alone (not even initialised): the caller onboards everything through the CLI.
+    URL per server (provider's first).  Every key file is encrypted under one random
+    passphrase, kept in ``root/keys.passphrase`` (0600), which the configurations name (the
+    registry's keys too).  With ``empty_registry`` the registry's database is left alone (not
+    even initialised): the caller onboards everything through the CLI.  With
+    ``consumer_signing_token`` the consumer's signing key is generated inside that token
+    instead, and its certificate issued from a request signed there.  ``max_body_bytes``
+    overrides the servers' default body limit (the benchmark sends a body larger than it).
     """
     now = now or datetime.now(UTC)
     root.mkdir(parents=True, exist_ok=True)
-    ca = DevCA.create(root / "ca", INSTANCE, now=now)
+    passphrase_file = root / "keys.passphrase"
+    passphrase = random_passphrase()
+    write_secret_file(passphrase_file, passphrase + b"\n")
+    ocsp_port = free_port()
+    ca = DevCA.create(root / "ca", INSTANCE, now=now, ocsp_url=f"http://127.0.0.1:{ocsp_port}/",
+                      key_passphrase=passphrase)
     registry_dir = root / "registry"
     registry_dir.mkdir()
     registry_port, provider_port = free_port(), free_port()
@@ -204,9 +265,14 @@ def build_federation(
         d = root / agency.server_code
         d.mkdir()
         ca.issue_key_and_cert(d, "auth", agency.server, member_name=agency.name, now=now)
-        ca.issue_key_and_cert(d, "sign", agency.member, member_name=agency.name, now=now)
+        if agency is CONSUMER and consumer_signing_token is not None:
+            signing_in_token = _token_signing_key(ca, d, agency, consumer_signing_token, now)
+        else:
+            ca.issue_key_and_cert(d, "sign", agency.member, member_name=agency.name, now=now)
         servers.append(ServerFiles(agency, d, d / "security-server.toml", free_port(),
-                                   free_port(), d / "messagelog.db"))
+                                   free_port(), d / "messagelog.db", free_port(),
+                                   free_port()))
+        write_private_key(d / "admin.key", generate_private_key(), passphrase)
 
     registry_data = {
         "instance": INSTANCE,
@@ -218,16 +284,20 @@ def build_federation(
              "clients": [str(s.agency.subsystem(c)) for c in s.agency.subsystems]}
             for s in servers
         ],
-        "global_groups": [],
+        "global_groups": [{"id": STATISTICS_GROUP, "description": "Statistics producers",
+                           "members": [str(CONSUMER.subsystem("analytics"))]}],
         "approved_cas": [{"name": f"{INSTANCE} development CA",
-                          "certificate": str(ca.cert_path), "ocsp_url": None}],
+                          "certificate": str(ca.cert_path),
+                          "ocsp_url": f"http://127.0.0.1:{ocsp_port}/"}],
         "approved_tsas": [],
         "settings": {"conf_expiry_seconds": conf_expiry_seconds,
-                     "conf_refresh_seconds": conf_refresh_seconds},
+                     "conf_refresh_seconds": conf_refresh_seconds,
+                     "ocsp_freshness_seconds": ocsp_freshness_seconds},
     }
     data_path = registry_dir / "registry-data.json"
     data_path.write_text(json.dumps(registry_data, indent=2) + "\n", encoding="utf-8")
     reg: dict[str, Any] = {"database_url": "sqlite:///registry.db", "keys_dir": "keys",
+                           "passphrase_file": str(passphrase_file),
                            "publish_dir": "publish", "listen_host": "127.0.0.1",
                            "listen_port": registry_port}
     if registry_regenerate_seconds is not None:
@@ -242,15 +312,28 @@ def build_federation(
         clients = [str(s.agency.subsystem(c)) for c in s.agency.subsystems]
         text = f"clients = {_toml(clients)}\n\n"
         text += _section("server", {"id": str(s.agency.server), "state_dir": "state"})
-        text += _section("client_proxy", {"host": "127.0.0.1", "port": s.client_proxy_port})
+        proxy: dict[str, Any] = {"host": "127.0.0.1", "port": s.client_proxy_port,
+                                 "tls_port": s.client_proxy_tls_port}
+        if max_body_bytes is not None:
+            proxy["max_body_bytes"] = max_body_bytes
+        text += _section("client_proxy", proxy)
         text += _section("server_proxy", {"host": "127.0.0.1", "port": s.server_proxy_port})
-        text += _section("keys", {"auth_key": "auth.key", "auth_cert": "auth.pem"})
-        text += _section("keys.signing", {"member": str(s.agency.member), "key": "sign.key",
+        text += _section("keys", {"auth_key": "auth.key", "auth_cert": "auth.pem",
+                                  "passphrase_file": str(passphrase_file)})
+        key: dict[str, Any] = {"key": "sign.key"}
+        if s.agency is CONSUMER and consumer_signing_token is not None:
+            key = {"pkcs11": signing_in_token}
+        text += _section("keys.signing", {"member": str(s.agency.member), **key,
                                           "cert": "sign.pem"}, array=True)
         text += _section("globalconf", {"anchor": "anchor.json",
                                         "refresh_seconds": ss_refresh_seconds})
         url = database_urls[i] if database_urls else f"sqlite:///{s.database}"
         text += _section("messagelog", {"database_url": url})
+        text += _section("ocsp", {"refresh_seconds": ocsp_refresh_seconds,
+                                  "retry_seconds": ocsp_retry_seconds})
+        text += _section("admin_api", {"host": "127.0.0.1", "port": s.admin_port,
+                                       "token_key": "admin.key"})
+        text += "[is_connection]\n" + "".join(f'"{c}" = "HTTP"\n' for c in clients) + "\n"
         if s.agency is PROVIDER:
             text += _section("services", {"id": str(services["persons"]), "url": provider_url,
                                           "timeout": service_timeout}, array=True)
@@ -269,9 +352,27 @@ def build_federation(
     return Federation(
         root=root, ca=ca, registry_config=registry_dir / "registry.toml",
         registry_port=registry_port, registry_data=data_path, provider_port=provider_port,
+        ocsp_port=ocsp_port,
         servers=servers, services=services, allowed_client=CONSUMER.subsystem("benefits"),
-        denied_client=CONSUMER.subsystem("analytics"),
+        denied_client=CONSUMER.subsystem("analytics"), key_passphrase_file=passphrase_file,
     )
+
+
+def _token_signing_key(ca: DevCA, directory: Path, agency: Agency, slot: TokenSlot,
+                       now: datetime) -> dict[str, str]:
+    """Generate ``agency``'s signing key in the token, have the CA certify it (``sign.pem``),
+    and return the ``pkcs11`` table of its ``[[keys.signing]]`` entry."""
+    from certs.pkcs11 import Token, generate_sign_key_and_csr
+
+    # Unique per federation: several federations may share one token.
+    label = f"xchange-sign-{agency.member.member_code}-{os.urandom(4).hex()}"
+    with Token.open(slot.module, slot.token_label, slot.pin, rw=True) as token:
+        _key, csr = generate_sign_key_and_csr(token, label, agency.member, agency.name)
+    write_certificate(directory / "sign.pem", ca.issue_from_csr(csr, "sign", now=now),
+                      ca.certificate)
+    write_secret_file(directory / "token.pin", slot.pin + b"\n")
+    return {"module": str(slot.module), "token_label": slot.token_label, "key_label": label,
+            "pin_file": "token.pin"}
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -322,6 +423,11 @@ def _http_ok(url: str) -> bool:
         return bool(resp.status == 200)
 
 
+def _port_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
 def _xchange(*args: str) -> list[str]:
     return [sys.executable, "-m", "xchange_cli", *args]
 
@@ -348,6 +454,7 @@ class RunningFederation:
     def start(self) -> None:
         fed = self.federation
         self.start_provider()
+        self.start_ocsp_responder()
         self.start_registry()
         publish = fed.registry_config.parent / "publish"
         for s in fed.servers:
@@ -362,6 +469,15 @@ class RunningFederation:
                                                "--port", str(port)], self._logs)
         self.processes[p.name] = p
         p.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/persons"))
+
+    def start_ocsp_responder(self) -> None:
+        fed = self.federation
+        p = ManagedProcess("ocsp-responder", _xchange(
+            "ca", "ocsp-serve", str(fed.ca.directory), "--host", "127.0.0.1",
+            "--port", str(fed.ocsp_port), "--passphrase-file", str(fed.key_passphrase_file)),
+            self._logs)
+        self.processes[p.name] = p
+        p.wait_until(lambda: _port_open(fed.ocsp_port))
 
     def start_registry(self) -> None:
         fed = self.federation

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from security_server.config import ConfigError
 from xchange.errors import XRoadError
-from xchange_cli import registry_admin, ss_register
+from xchange_cli import ca, keys, registry_admin, ss_register, tsa
+from xchange_cli.bench import add_bench_command
+from xchange_cli.ss_admin import register as register_ss_admin
 
 __all__ = ["main"]
 
@@ -37,6 +39,12 @@ def _log_verify(args: argparse.Namespace) -> int:
     from xchange_cli.logverify import verify_log
 
     return verify_log(args.config)
+
+
+def _ss_status(args: argparse.Namespace) -> int:
+    from xchange_cli.status import show_status
+
+    return show_status(args.config)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,24 +70,36 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command(["ss", "serve"], _ss_serve, "run a security server")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
-    p = command(["ss", "verify-log"], _log_verify,
-                "verify a security server's message log: hash chain and every signature")
+    for path, help_text in (
+        (["ss", "verify-log"], "verify a security server's message log: hash chain and "
+                               "every signature"),
+        (["audit", "verify"], "the same command as `ss verify-log`"),
+    ):
+        p = command(path, _log_verify, help_text)
+        p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    add_bench_command(command)
+    p = command(["ss", "status"], _ss_status,
+                "show a security server's certificates, their expiry and OCSP status")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
-    registry_admin.register(command)
+    register_ss_admin(command)
     ss_register.register(command)
+    registry_admin.register(command)
     p = command(["demo"], _demo,
                 "build a throwaway federation, run cross-agency queries, explain them")
     p.add_argument("--serve", action="store_true",
                    help="keep the federation running until interrupted")
     p.add_argument("--dir", type=Path, default=None,
                    help="folder for the federation (default: a temporary folder)")
+    ca.register(command)
+    tsa.register(command)
+    keys.register(command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Servers tell their operators what they refuse and why (INFO); other commands stay quiet.
-    serving = args.func in (_ss_serve, registry_admin.SERVE)
+    serving = args.func in (_ss_serve, registry_admin.SERVE) or getattr(args, "serving", False)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO if serving else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -38,7 +38,7 @@ def _now() -> datetime:
 def _config(args: argparse.Namespace) -> Any:
     from registry.config import RegistryConfig
 
-    return RegistryConfig.from_env(args.config)
+    return RegistryConfig.from_file(args.config).from_env()
 
 
 def _print(value: object) -> None:

@@ -1,8 +1,9 @@
 """``xchange ss register ...``: a security server's management requests to the registry.
 
 Each command builds a request (:mod:`xchange.management`), signs it with the key of the
-member it concerns -- taken from the server's own configuration (``[[keys.signing]]``) --
-and, to register the server's auth certificate, with the auth key as well; then posts it
+member it concerns -- taken from the server's own configuration (``[[keys.signing]]``, a key
+file under the ``[keys]`` passphrase or a PKCS#11 token) -- and, to register the server's
+auth certificate, with the auth key as well; then posts it
 to the registry's ``/management/requests`` and prints the request id and its state.
 ``status REQUEST_ID`` asks for the state later.
 
@@ -42,22 +43,24 @@ def _registry_url(args: argparse.Namespace, anchor: Path) -> str:
 def _send(kind: str, fields: Callable[[argparse.Namespace, Any], dict[str, str]]) -> Callable[
         [argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        from certs.keys import load_private_key
         from security_server.config import SecurityServerConfig
-        from security_server.runtime import load_identities
+        from security_server.keys import load_auth_key, load_keys
         from xchange.management import new_request, sign_request
         from xchange_cli.registry_admin import api_call
 
-        config = SecurityServerConfig.from_file(args.config)
+        config = SecurityServerConfig.from_file(args.config).from_env()
         request = new_request(kind, config.server_id, now=datetime.now(UTC),
                               **fields(args, config))
         signer = request.required_signer()
-        identities = load_identities(config)
-        if signer not in identities:
-            raise ValueError(f"this server holds no signing key for {signer}, "
-                             f"whose signature a {kind} request needs")
-        auth_key = load_private_key(config.auth_key) if kind == "auth_cert_register" else None
-        envelope = sign_request(request, identities[signer], auth_key)
+        keys = load_keys(config)
+        try:
+            if signer not in keys.identities:
+                raise ValueError(f"this server holds no signing key for {signer}, "
+                                 f"whose signature a {kind} request needs")
+            auth_key = load_auth_key(config) if kind == "auth_cert_register" else None
+            envelope = sign_request(request, keys.identities[signer], auth_key)
+        finally:
+            keys.close()
         answer = api_call(_registry_url(args, config.anchor), None, "POST",
                           "/management/requests", json.loads(envelope))
         print(json.dumps(answer, indent=2))

@@ -15,8 +15,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
-from certs.ca import CA_CERT_FILE, CA_KEY_FILE, DevCA, IssuedCredentials, make_csr
-from certs.keys import generate_private_key, load_certificates, load_private_key
+from certs.ca import (
+    CA_CERT_FILE,
+    CA_KEY_FILE,
+    CA_PASSPHRASE_FILE,
+    DevCA,
+    IssuedCredentials,
+    make_csr,
+)
+from certs.keys import (
+    ProtectedKeyError,
+    generate_private_key,
+    load_certificates,
+    load_private_key,
+    read_secret_file,
+)
 from xchange.certificates import (
     EKU_DOCUMENT_SIGNING,
     auth_cert_subject,
@@ -80,6 +93,25 @@ def test_load_round_trip(dev_ca: DevCA, pki_now: datetime, tmp_path: Path) -> No
     verify_chain(cert, [], [dev_ca.certificate], at=pki_now, purpose="sign")
 
 
+def test_ca_keys_are_encrypted_under_a_passphrase_kept_beside_them(dev_ca: DevCA) -> None:
+    assert (dev_ca.directory / CA_KEY_FILE).read_bytes().startswith(
+        b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert _mode(dev_ca.directory / CA_PASSPHRASE_FILE) == 0o600
+    assert read_secret_file(dev_ca.directory / CA_PASSPHRASE_FILE) == dev_ca.key_passphrase
+    with pytest.raises(ProtectedKeyError, match="wrong passphrase"):
+        DevCA.load(dev_ca.directory, b"not the passphrase")
+
+
+def test_a_given_passphrase_is_not_written_down(tmp_path: Path, pki_now: datetime) -> None:
+    ca = DevCA.create(tmp_path, "TEST", now=pki_now, key_passphrase=b"kept elsewhere")
+    assert not (tmp_path / CA_PASSPHRASE_FILE).exists()
+    assert DevCA.load(tmp_path, b"kept elsewhere").certificate == ca.certificate
+    creds = ca.issue_key_and_cert(tmp_path, "sign", MEMBER, member_name="Org", now=pki_now)
+    assert creds.key_passphrase == b"kept elsewhere"
+    assert load_private_key(creds.key_path, b"kept elsewhere").public_key() == \
+        creds.key.public_key()
+
+
 def test_create_refuses_to_replace_a_ca(dev_ca: DevCA, pki_now: datetime) -> None:
     with pytest.raises(FileExistsError):
         DevCA.create(dev_ca.directory, "TEST", now=pki_now)
@@ -115,7 +147,9 @@ def test_create_refuses_bad_input(
 # -- the leaf profiles --------------------------------------------------------------------------
 
 
-def _common_leaf_checks(cert: x509.Certificate, ca: DevCA, now: datetime) -> None:
+def _common_leaf_checks(
+    cert: x509.Certificate, ca: DevCA, now: datetime, *, days: int = 730
+) -> None:
     assert cert.issuer == ca.certificate.subject
     cert.verify_directly_issued_by(ca.certificate)
     assert 0 < cert.serial_number < 2**159
@@ -128,7 +162,7 @@ def _common_leaf_checks(cert: x509.Certificate, ca: DevCA, now: datetime) -> Non
         x509.SubjectKeyIdentifier.from_public_key(cert.public_key())
     )
     assert cert.not_valid_before_utc == now
-    assert cert.not_valid_after_utc == now + timedelta(days=730)
+    assert cert.not_valid_after_utc == now + timedelta(days=days)
 
 
 def test_sign_cert_profile(dev_ca: DevCA, pki_now: datetime) -> None:
@@ -346,7 +380,7 @@ def test_issue_key_and_cert_writes_0600_key_and_chain(
     assert _mode(creds.key_path) == 0o600
     assert load_certificates(creds.cert_path) == [creds.certificate, dev_ca.certificate]
     assert creds.chain == (creds.certificate, dev_ca.certificate)
-    loaded = load_private_key(creds.key_path)
+    loaded = load_private_key(creds.key_path, creds.key_passphrase)
     assert loaded.public_key().public_bytes(*SPKI) == (
         creds.certificate.public_key().public_bytes(*SPKI)
     )
@@ -384,7 +418,7 @@ def _context(*, server: bool, creds: IssuedCredentials, ca: DevCA) -> ssl.SSLCon
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED
     context.verify_flags |= ssl.VERIFY_X509_STRICT
-    context.load_cert_chain(creds.cert_path, creds.key_path)
+    context.load_cert_chain(creds.cert_path, creds.key_path, password=creds.key_passphrase)
     context.load_verify_locations(cafile=ca.cert_path)
     return context
 
@@ -418,3 +452,122 @@ def test_auth_certificates_do_mutual_tls(
     assert server_of_auth_cert(x509.load_der_x509_certificate(peer)) == SecurityServerId.parse(
         "TEST/GOV/1234/client-ss"
     )
+
+
+# -- the CA's OCSP URL, its record of issued certificates, revocation ------------------------
+
+
+@pytest.fixture(scope="module")
+def ocsp_ca(tmp_path_factory: pytest.TempPathFactory, pki_now: datetime) -> DevCA:
+    return DevCA.create(tmp_path_factory.mktemp("ocsp-ca"), "TEST", now=pki_now,
+                        ocsp_url="http://127.0.0.1:8888/ocsp")
+
+
+def _aia_urls(cert: x509.Certificate) -> list[str]:
+    try:
+        aia = _ext(cert, x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(a.access_location.value) for a in aia]
+
+
+def test_ca_ocsp_url_goes_into_sign_and_auth_certificates(
+    ocsp_ca: DevCA, pki_now: datetime, tmp_path: Path
+) -> None:
+    assert DevCA.load(ocsp_ca.directory).ocsp_url == "http://127.0.0.1:8888/ocsp"
+    sign = ocsp_ca.issue_key_and_cert(tmp_path, "sign", MEMBER, member_name="Org", now=pki_now)
+    auth = ocsp_ca.issue_key_and_cert(tmp_path, "auth", SERVER, member_name="Org", now=pki_now)
+    tls = ocsp_ca.issue_key_and_cert(tmp_path, "tls", "is.example", now=pki_now)
+    assert _aia_urls(sign.certificate) == ["http://127.0.0.1:8888/ocsp"]
+    assert _aia_urls(auth.certificate) == ["http://127.0.0.1:8888/ocsp"]
+    assert _aia_urls(tls.certificate) == []
+    csr = make_csr(generate_private_key(), sign_cert_subject(MEMBER, "Org"))
+    from_csr = ocsp_ca.issue_from_csr(csr, "sign", now=pki_now)
+    assert _aia_urls(from_csr) == ["http://127.0.0.1:8888/ocsp"]
+    override = ocsp_ca.issue_sign_cert(MEMBER, "Org", generate_private_key().public_key(),
+                                       now=pki_now, ocsp_url="https://ocsp.example/")
+    assert _aia_urls(override) == ["https://ocsp.example/"]
+
+
+def test_a_ca_without_ocsp_url_issues_without_aia(dev_ca: DevCA, pki_now: datetime) -> None:
+    assert dev_ca.ocsp_url is None
+    cert = dev_ca.issue_sign_cert(MEMBER, "Org", generate_private_key().public_key(), now=pki_now)
+    assert _aia_urls(cert) == []
+
+
+@pytest.mark.parametrize("url", ["ftp://ocsp.example/", "ocsp.example", "http:///path", ""])
+def test_ocsp_url_must_be_http(tmp_path: Path, pki_now: datetime, url: str) -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        DevCA.create(tmp_path, "TEST", now=pki_now, ocsp_url=url)
+    assert not (tmp_path / CA_KEY_FILE).exists()
+
+
+def test_every_issued_certificate_is_recorded(
+    ocsp_ca: DevCA, pki_now: datetime, tmp_path: Path
+) -> None:
+    before = {r.serial for r in ocsp_ca.issued()}
+    creds = ocsp_ca.issue_key_and_cert(tmp_path, "auth", SERVER, member_name="Org", now=pki_now)
+    csr = make_csr(generate_private_key(), auth_cert_subject(SERVER, "Org"))
+    from_csr = ocsp_ca.issue_from_csr(csr, "auth", now=pki_now)
+    responder = ocsp_ca.issue_ocsp_responder_cert(generate_private_key().public_key(),
+                                                  now=pki_now)
+    new = [r for r in ocsp_ca.issued() if r.serial not in before]
+    assert [(r.serial, r.profile) for r in new] == [
+        (creds.certificate.serial_number, "auth"),
+        (from_csr.serial_number, "auth"),
+        (responder.serial_number, "ocsp"),
+    ]
+    record = ocsp_ca.status_of(from_csr.serial_number)
+    assert record is not None
+    assert record.certificate == from_csr
+    assert record.subject == "serialNumber=TEST/GOV/1234/ss1,CN=ss1,OU=GOV,O=Org,C=XX"
+    assert (record.not_before, record.not_after) == (
+        from_csr.not_valid_before_utc, from_csr.not_valid_after_utc)
+    assert not record.revoked and record.reason is None
+    assert ocsp_ca.status_of(12345) is None
+
+
+def test_revoke(ocsp_ca: DevCA, pki_now: datetime) -> None:
+    cert = ocsp_ca.issue_sign_cert(MEMBER, "Org", generate_private_key().public_key(),
+                                   now=pki_now)
+    at = pki_now + timedelta(hours=1, microseconds=500)
+    ocsp_ca.revoke(cert.serial_number, reason=x509.ReasonFlags.key_compromise, at=at)
+    # Another process's view: a fresh load of the same directory.
+    record = DevCA.load(ocsp_ca.directory).status_of(cert.serial_number)
+    assert record is not None and record.revoked
+    assert record.revoked_at == pki_now + timedelta(hours=1)
+    assert record.reason is x509.ReasonFlags.key_compromise
+    with pytest.raises(ValueError, match=r"already revoked since .* \(keyCompromise\)"):
+        ocsp_ca.revoke(cert.serial_number, reason=x509.ReasonFlags.superseded, at=at)
+    record = ocsp_ca.status_of(cert.serial_number)
+    assert record is not None and record.reason is x509.ReasonFlags.key_compromise
+
+
+@pytest.mark.parametrize(
+    ("serial", "kwargs", "message"),
+    [
+        (0x1234, {}, "serial 1234 was not issued by this CA"),
+        (None, {"reason": x509.ReasonFlags.remove_from_crl}, "not a revocation reason"),
+    ],
+)
+def test_revoke_refuses(
+    ocsp_ca: DevCA, pki_now: datetime, serial: int | None, kwargs: dict[str, Any], message: str
+) -> None:
+    if serial is None:
+        serial = ocsp_ca.issue_sign_cert(MEMBER, "Org", generate_private_key().public_key(),
+                                         now=pki_now).serial_number
+    with pytest.raises(ValueError, match=message):
+        ocsp_ca.revoke(serial, at=pki_now, **kwargs)
+
+
+def test_ocsp_responder_certificate_profile(ocsp_ca: DevCA, pki_now: datetime) -> None:
+    key = generate_private_key()
+    cert = ocsp_ca.issue_ocsp_responder_cert(key.public_key(), now=pki_now)
+    _common_leaf_checks(cert, ocsp_ca, pki_now, days=30)
+    assert cert.subject.rfc4514_string() == "O=TEST,CN=TEST OCSP Responder"
+    assert list(_ext(cert, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.OCSP_SIGNING]
+    assert _ext(cert, x509.OCSPNoCheck).value == x509.OCSPNoCheck()
+    usage = _ext(cert, x509.KeyUsage)
+    assert usage.critical and usage.value.digital_signature
+    assert not usage.value.content_commitment and not usage.value.key_encipherment
+    assert _aia_urls(cert) == []

@@ -12,6 +12,7 @@ import json
 import shutil
 import sqlite3
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -22,14 +23,22 @@ import pytest
 from aiohttp import web
 from cryptography import x509
 
-from certs.keys import load_certificates, load_private_key
+from certs.keys import load_certificates, load_private_key, read_secret_file
 from security_server.db import create_db_engine
 from security_server.messagelog import MessageLog
 from security_server.tls import client_context, server_context
-from xchange.messagelog import ChainBrokenError, StoredRecord
+from tests.e2e.conftest import log_records
+from xchange.messagelog import ChainBrokenError
+from xchange.ocsp import ocsp_request
 from xchange.rest import RestRequest, RestResponse, request_hash
 from xchange.signing import SigningIdentity, sign_message
-from xchange.transport import PEER_PATH, SignedMessage, decode_frame, encode_frame
+from xchange.transport import (
+    PEER_OCSP_PATH,
+    PEER_PATH,
+    SignedMessage,
+    decode_frame,
+    encode_frame,
+)
 from xchange_cli.demo import Answer, query
 from xchange_cli.federation import (
     CONSUMER,
@@ -59,18 +68,13 @@ def _error(answer: Answer) -> str | None:
     return answer.headers.get("X-Road-Error")
 
 
-async def _records(server: ServerFiles, query_id: str) -> list[StoredRecord]:
-    engine = create_db_engine(f"sqlite:///{server.database}")
-    log = MessageLog(engine)
-    try:
-        return await log.records(query_id=query_id)
-    finally:
-        log.close()
-        engine.dispose()
+_records = log_records
 
 
 def _identity(server: ServerFiles) -> SigningIdentity:
-    return SigningIdentity(server.agency.member, load_private_key(server.directory / "sign.key"),
+    passphrase = read_secret_file(server.directory.parent / "keys.passphrase")
+    return SigningIdentity(server.agency.member,
+                           load_private_key(server.directory / "sign.key", passphrase),
                            tuple(load_certificates(server.directory / "sign.pem")))
 
 
@@ -211,11 +215,28 @@ async def _post_frame(fed: Federation, frame: bytes, *, as_server: int = 1,
                       to_server: int = 0) -> tuple[int, str | None, bytes]:
     me, peer = fed.servers[as_server], fed.servers[to_server]
     ctx = client_context(me.directory / "auth.pem", me.directory / "auth.key",
-                         [fed.ca.certificate])
+                         [fed.ca.certificate], passphrase=fed.key_passphrase)
     async with aiohttp.ClientSession() as session, session.post(
         f"https://127.0.0.1:{peer.server_proxy_port}{PEER_PATH}", data=frame, ssl=ctx
     ) as resp:
         return resp.status, resp.headers.get("X-Road-Error"), await resp.read()
+
+
+def _ocsp(fed: Federation, cert_path: Path) -> bytes:
+    """A fresh OCSP response for one of the federation's certificates, from its responder."""
+    cert = load_certificates(cert_path)[0]
+    request = urllib.request.Request(
+        fed.ocsp_url, data=ocsp_request(cert, fed.ca.certificate),
+        headers={"Content-Type": "application/ocsp-request"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return bytes(resp.read())
+
+
+def _frame(fed: Federation, header_part: bytes, signature: str, body: bytes = b"") -> bytes:
+    """A request frame as the consumer's server would send it, with its OCSP staples."""
+    me = fed.servers[1].directory
+    return encode_frame(SignedMessage(header_part, signature, body,
+                                      (_ocsp(fed, me / "sign.pem"), _ocsp(fed, me / "auth.pem"))))
 
 
 def _signed_request(fed: Federation, *, message_id: str | None = None,
@@ -232,7 +253,7 @@ def _signed_request(fed: Federation, *, message_id: str | None = None,
 
 async def test_altered_request_signature_is_refused_and_logged(fed: Federation) -> None:
     req, header_part, signature = _signed_request(fed)
-    frame = encode_frame(SignedMessage(header_part, _flip(signature), b""))
+    frame = _frame(fed, header_part, _flip(signature))
     status, code, _ = await _post_frame(fed, frame)
     assert (status, code) == (400, "server.serverproxy.invalid_signature")
     [record] = await _records(fed.servers[0], req.message_id)
@@ -248,14 +269,13 @@ async def test_request_signed_by_another_member_is_refused(fed: Federation) -> N
     # signed with the provider's key although the consumer is named as client
     sig = sign_message(_identity(fed.servers[0]), req.header_part(), b"",
                        signed_at=datetime.now(UTC), nonce=uuid.uuid4().hex)
-    status, code, _ = await _post_frame(fed, encode_frame(SignedMessage(req.header_part(), sig,
-                                                                        b"")))
+    status, code, _ = await _post_frame(fed, _frame(fed, req.header_part(), sig))
     assert (status, code) == (400, "server.serverproxy.invalid_signature")
 
 
 async def test_a_correct_frame_passes_and_a_replayed_one_is_refused(fed: Federation) -> None:
     _, header_part, signature = _signed_request(fed)
-    frame = encode_frame(SignedMessage(header_part, signature, b""))
+    frame = _frame(fed, header_part, signature)
     status, code, body = await _post_frame(fed, frame)
     assert (status, code) == (200, None)
     response = RestResponse.from_header_part(decode_frame(body).header_part)
@@ -271,8 +291,7 @@ async def test_the_same_x_road_id_may_be_sent_again(fed: Federation) -> None:
     message_id = str(uuid.uuid4())
     for _ in range(2):
         _, header_part, signature = _signed_request(fed, message_id=message_id)
-        status, code, _ = await _post_frame(fed, encode_frame(SignedMessage(header_part,
-                                                                            signature, b"")))
+        status, code, _ = await _post_frame(fed, _frame(fed, header_part, signature))
         assert (status, code) == (200, None)
 
 
@@ -280,8 +299,7 @@ async def test_the_same_x_road_id_may_be_sent_again(fed: Federation) -> None:
 async def test_a_request_signed_long_ago_or_in_the_future_is_refused(
         fed: Federation, age: timedelta) -> None:
     _, header_part, signature = _signed_request(fed, signed_at=datetime.now(UTC) - age)
-    status, code, _ = await _post_frame(fed, encode_frame(SignedMessage(header_part, signature,
-                                                                        b"")))
+    status, code, _ = await _post_frame(fed, _frame(fed, header_part, signature))
     assert (status, code) == (400, "server.serverproxy.stale_message")
 
 
@@ -299,11 +317,12 @@ async def test_peer_with_unregistered_tls_certificate_is_refused(fed: Federation
     rogue = fed.ca.issue_key_and_cert(tmp_path, "auth", me.agency.server,
                                       member_name=me.agency.name,
                                       now=fed.ca.certificate.not_valid_before_utc)
-    ctx = client_context(rogue.cert_path, rogue.key_path, [fed.ca.certificate])
+    ctx = client_context(rogue.cert_path, rogue.key_path, [fed.ca.certificate],
+                         passphrase=rogue.key_passphrase)
     _, header_part, signature = _signed_request(fed)
     async with aiohttp.ClientSession() as session, session.post(
         f"https://127.0.0.1:{fed.servers[0].server_proxy_port}{PEER_PATH}",
-        data=encode_frame(SignedMessage(header_part, signature, b"")), ssl=ctx,
+        data=_frame(fed, header_part, signature), ssl=ctx,
     ) as resp:
         assert resp.status == 401
         assert resp.headers["X-Road-Error"] == "server.serverproxy.ssl_authentication_failed"
@@ -318,6 +337,8 @@ async def fake_provider_proxy(federation: RunningFederation) -> AsyncIterator[li
     federation.stop_process(provider.agency.server_code)
     identity = _identity(provider)
     frames: list[bytes] = []
+    staples = (_ocsp(fed, provider.directory / "sign.pem"),
+               _ocsp(fed, provider.directory / "auth.pem"))
 
     async def handle(request: web.Request) -> web.Response:
         msg = decode_frame(await request.read())
@@ -327,16 +348,20 @@ async def fake_provider_proxy(federation: RunningFederation) -> AsyncIterator[li
                                 (("content-type", "application/json"),))
         body = b'{"name": "forged"}'
         sig = sign_message(identity, response.header_part(), b'{"name": "genuine"}')
-        frame = encode_frame(SignedMessage(response.header_part(), sig, body))
+        frame = encode_frame(SignedMessage(response.header_part(), sig, body, staples))
         frames.append(frame)
         return web.Response(body=frame, content_type="application/vnd.xchange.signed-message")
 
+    async def status(request: web.Request) -> web.Response:
+        return web.Response(body=staples[1], content_type="application/ocsp-response")
+
     app = web.Application()
     app.router.add_post(PEER_PATH, handle)
+    app.router.add_get(PEER_OCSP_PATH, status)
     runner = web.AppRunner(app)
     await runner.setup()
     tls = server_context(provider.directory / "auth.pem", provider.directory / "auth.key",
-                         [fed.ca.certificate])
+                         [fed.ca.certificate], passphrase=fed.key_passphrase)
     site = web.TCPSite(runner, "127.0.0.1", provider.server_proxy_port, ssl_context=tls)
     await site.start()
     try:
@@ -496,8 +521,7 @@ def test_expired_global_configuration_stops_traffic(tmp_path: Path) -> None:
 
         def provider_refuses() -> bool:
             _, header_part, signature = _signed_request(fed)
-            status, code, _ = asyncio.run(_post_frame(
-                fed, encode_frame(SignedMessage(header_part, signature, b""))))
+            status, code, _ = asyncio.run(_post_frame(fed, _frame(fed, header_part, signature)))
             return (status, code) == (503, "server.serverproxy.global_conf_outdated")
 
         _wait_for(provider_refuses, timeout=10)
@@ -522,6 +546,9 @@ def test_impostor_security_server_process_is_refused(federation: RunningFederati
     text = (rogue_dir / "security-server.toml").read_text()
     text = text.replace(f"port = {consumer.client_proxy_port}", f"port = {cp_port}")
     text = text.replace(f"port = {consumer.server_proxy_port}", f"port = {free_port()}")
+    text = text.replace(f"port = {consumer.admin_port}", f"port = {free_port()}")
+    text = text.replace(f"tls_port = {consumer.client_proxy_tls_port}",
+                        f"tls_port = {free_port()}")
     text = text.replace(str(consumer.database), str(rogue_dir / "messagelog.db"))
     (rogue_dir / "security-server.toml").write_text(text)
     import sys

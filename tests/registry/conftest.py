@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from certs.ca import DevCA, IssuedCredentials
-from certs.keys import write_certificate
+from certs.keys import write_certificate, write_secret_file
 from registry.adminroles import issue_admin_token
 from registry.app import create_app
 from registry.bootstrap import import_data, init_registry
@@ -32,6 +32,7 @@ from registry.service import RegistryService
 from tests.security_server.conftest import db_url  # noqa: F401 (a fixture, re-used)
 
 SERVER = "TEST/GOV/1234/ss1"
+PASSPHRASE = b"registry test passphrase"
 
 
 def registry_data() -> dict[str, Any]:
@@ -57,6 +58,11 @@ def registry_data() -> dict[str, Any]:
 MakeRegistry = Callable[..., Path]
 
 
+def load_config(path: Path) -> RegistryConfig:
+    """The registry's configuration as ``xchange registry ...`` reads it (passphrase read)."""
+    return RegistryConfig.from_file(path).from_env({})
+
+
 @pytest.fixture(scope="session")
 def make_registry(
     dev_ca: DevCA, issue_server_auth: Callable[..., IssuedCredentials], pki_now: datetime
@@ -70,10 +76,12 @@ def make_registry(
         write_certificate(data / "certs" / "ca.pem", dev_ca.certificate)
         write_certificate(data / "certs" / "ss1-auth.pem", auth.certificate)
         (data / "registry.json").write_text(json.dumps(registry_data()))
-        values: dict[str, object] = {"database_url": "sqlite:///registry.db", **config}
+        write_secret_file(folder / "passphrase", PASSPHRASE)
+        values: dict[str, object] = {"database_url": "sqlite:///registry.db",
+                                     "passphrase_file": "passphrase", **config}
         path = folder / "registry.toml"
         path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
-        registry = RegistryConfig.from_file(path)
+        registry = load_config(path)
         engine = create_db_engine(registry.database_url)
         try:
             init_registry(registry, engine, "TEST", actor="test", now=pki_now)
@@ -127,7 +135,7 @@ def serve_in_thread(app: web.Application) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def live_registry(tmp_path_factory: pytest.TempPathFactory,
                   make_registry: MakeRegistry) -> Iterator[LiveRegistry]:
-    config = RegistryConfig.from_file(make_registry(tmp_path_factory.mktemp("live")))
+    config = load_config(make_registry(tmp_path_factory.mktemp("live")))
     with serve_in_thread(create_app(config)) as url:
         yield LiveRegistry(config, url)
 

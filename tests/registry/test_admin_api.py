@@ -32,7 +32,7 @@ def b64(data: bytes) -> str:
 
 
 def forged_none_token(live: LiveRegistry) -> str:
-    key = KeyStore(live.config.keys_dir).admin_key()
+    key = KeyStore.from_config(live.config).admin_key()
     header = {"alg": "none", "typ": TOKEN_TYPE, "kid": key_id(key.public_key())}
     now = int(datetime.now(UTC).timestamp())
     claims = {"sub": "mallory", "roles": ["system_administrator"], "aud": audience("TEST"),
@@ -45,7 +45,7 @@ def forged_none_token(live: LiveRegistry) -> str:
     [
         (lambda live: None, "bearer token is required"),
         (forged_none_token, "algorithm 'none' is not allowed"),
-        (lambda live: issue_token(KeyStore(live.config.keys_dir).admin_key(), subject="x",
+        (lambda live: issue_token(KeyStore.from_config(live.config).admin_key(), subject="x",
                                   roles=["observer"], audience=audience("TEST"),
                                   issued_at=datetime.now(UTC) - timedelta(hours=2),
                                   lifetime=timedelta(hours=1)),
@@ -54,7 +54,7 @@ def forged_none_token(live: LiveRegistry) -> str:
                                   roles=["observer"], audience=audience("TEST"),
                                   issued_at=datetime.now(UTC), lifetime=timedelta(hours=1)),
          "not signed by a key of this server"),
-        (lambda live: issue_token(KeyStore(live.config.keys_dir).admin_key(), subject="x",
+        (lambda live: issue_token(KeyStore.from_config(live.config).admin_key(), subject="x",
                                   roles=["observer"], audience="xchange-registry:PROD",
                                   issued_at=datetime.now(UTC), lifetime=timedelta(hours=1)),
          "not issued for this server"),

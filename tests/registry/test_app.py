@@ -16,9 +16,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from certs.keys import write_secret_file
 from registry.app import PUBLISHER_KEY, create_app
 from registry.config import ConfigError, RegistryConfig
-from tests.registry.conftest import MakeRegistry
+from tests.registry.conftest import MakeRegistry, load_config
 from xchange.globalconf import ConfigurationAnchor, GlobalConf, TrustedGlobalConf
 
 
@@ -39,7 +40,7 @@ async def _fetch_conf(client: TestClient[aiohttp.web.Request, aiohttp.web.Applic
 
 async def test_serves_a_verifiable_configuration(tmp_path: Path,
                                                  make_registry: MakeRegistry) -> None:
-    config = RegistryConfig.from_file(make_registry(tmp_path))
+    config = load_config(make_registry(tmp_path))
     async with TestClient(TestServer(create_app(config))) as client:
         anchor_response = await client.get("/anchor")
         assert anchor_response.status == 200
@@ -66,7 +67,7 @@ async def test_serves_a_verifiable_configuration(tmp_path: Path,
 
 async def test_regenerates_in_the_background(tmp_path: Path,
                                             make_registry: MakeRegistry) -> None:
-    config = RegistryConfig.from_file(make_registry(tmp_path, regenerate_seconds=0.1))
+    config = load_config(make_registry(tmp_path, regenerate_seconds=0.1))
     async with TestClient(TestServer(create_app(config))) as client:
         anchor = ConfigurationAnchor.from_json(await (await client.get("/anchor")).read())
         trusted = TrustedGlobalConf(anchor)
@@ -83,7 +84,7 @@ async def test_regenerates_in_the_background(tmp_path: Path,
 async def test_a_failed_publication_keeps_serving_the_last_good_copy(
     tmp_path: Path, make_registry: MakeRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = RegistryConfig.from_file(make_registry(tmp_path, regenerate_seconds=0.1))
+    config = load_config(make_registry(tmp_path, regenerate_seconds=0.1))
     app = create_app(config)
     async with TestClient(TestServer(app)) as client:
         good = await (await client.get("/globalconf")).read()
@@ -115,7 +116,7 @@ async def test_a_failed_publication_keeps_serving_the_last_good_copy(
 async def test_health_fails_once_the_publication_expires(
     tmp_path: Path, make_registry: MakeRegistry
 ) -> None:
-    config = RegistryConfig.from_file(make_registry(tmp_path, regenerate_seconds=3600))
+    config = load_config(make_registry(tmp_path, regenerate_seconds=3600))
     clock = FakeClock()
     async with TestClient(TestServer(create_app(config, clock=clock))) as client:
         assert (await client.get("/health")).status == 200
@@ -132,6 +133,22 @@ async def test_an_uninitialised_registry_does_not_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="xchange registry init"):
         await runner.setup()
     await runner.cleanup()
+
+
+async def test_a_wrong_passphrase_keeps_the_registry_from_starting(
+    tmp_path: Path, make_registry: MakeRegistry
+) -> None:
+    path = make_registry(tmp_path)
+    write_secret_file(tmp_path / "passphrase", b"not the passphrase")
+    runner = aiohttp.web.AppRunner(create_app(load_config(path)))
+    with pytest.raises(ConfigError, match="wrong passphrase"):
+        await runner.setup()
+    await runner.cleanup()
+
+
+def test_the_passphrase_must_have_been_read(tmp_path: Path, make_registry: MakeRegistry) -> None:
+    with pytest.raises(ConfigError, match=r"call RegistryConfig\.from_env"):
+        create_app(RegistryConfig.from_file(make_registry(tmp_path)))
 
 
 def _free_port() -> int:

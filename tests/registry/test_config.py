@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from certs.keys import SecretSource, write_secret_file
 from registry.config import DATABASE_URL_VARIABLE, ConfigError, RegistryConfig
 
 
@@ -43,9 +44,15 @@ def test_defaults_for_everything(tmp_path: Path) -> None:
 def test_database_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write(tmp_path, 'database_url = "sqlite:///db/reg.db"\n')
     folder = (tmp_path / "conf").resolve()
-    assert RegistryConfig.from_file(path).database_url == f"sqlite:///{folder / 'db/reg.db'}"
-    monkeypatch.setenv(DATABASE_URL_VARIABLE, "postgresql://u:secret@db.example/reg")
-    assert RegistryConfig.from_env(path).database_url == "postgresql://u:secret@db.example/reg"
+    config = RegistryConfig.from_file(path)
+    assert config.database_url == f"sqlite:///{folder / 'db/reg.db'}"
+    assert config.from_env({}) == config
+    url = "postgresql://u:secret@db.example/reg"
+    assert config.from_env({DATABASE_URL_VARIABLE: url}).database_url == url
+    monkeypatch.setenv(DATABASE_URL_VARIABLE, url)
+    assert config.from_env().database_url == url
+    with pytest.raises(ConfigError, match="database_url"):
+        config.from_env({DATABASE_URL_VARIABLE: "nonsense"})
 
 
 @pytest.mark.parametrize(
@@ -92,3 +99,36 @@ def test_bad_files_are_refused(tmp_path: Path, text: str, message: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         RegistryConfig.from_file(tmp_path / "nope.toml")
+
+
+def test_passphrase_comes_from_a_file_or_a_variable_read_by_from_env(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE + 'passphrase_file = "keys/passphrase"')
+    config = RegistryConfig.from_file(path)
+    assert config.key_passphrase_source == SecretSource(
+        file=(tmp_path / "conf" / "keys" / "passphrase").resolve())
+    assert config.key_passphrase is None
+    write_secret_file(tmp_path / "conf" / "keys" / "passphrase", b"s3cret\n")
+    assert config.from_env({}).key_passphrase == b"s3cret"
+    (tmp_path / "conf" / "keys" / "passphrase").chmod(0o604)
+    with pytest.raises(ConfigError, match="owner only"):
+        config.from_env({})
+
+    path.write_text(BASE + 'passphrase_env = "REGISTRY_KEY"\nunsafe_plaintext_keys = false')
+    config = RegistryConfig.from_file(path)
+    assert config.from_env({"REGISTRY_KEY": "from-env"}).key_passphrase == b"from-env"
+    with pytest.raises(ConfigError, match="REGISTRY_KEY is not set"):
+        config.from_env({})
+    assert RegistryConfig.from_file(path.parent / ".." / "conf" / "registry.toml") == config
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('passphrase_file = "a"\npassphrase_env = "B"', "exactly one"),
+        ("passphrase_env = 7", "must be strings"),
+        ('unsafe_plaintext_keys = "yes"', "true or false"),
+    ],
+)
+def test_bad_passphrase_settings_are_refused(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RegistryConfig.from_file(_write(tmp_path, BASE + extra))

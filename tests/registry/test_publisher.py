@@ -15,7 +15,7 @@ from registry.db import create_db_engine
 from registry.keys import KeyStore
 from registry.publisher import ANCHOR_FILE, CONF_FILE, VERSION_FILE, Publisher
 from registry.service import RegistryService
-from tests.registry.conftest import SERVER, MakeRegistry
+from tests.registry.conftest import SERVER, MakeRegistry, load_config
 from xchange.certificates import cert_sha256
 from xchange.globalconf import ConfigurationAnchor, TrustedGlobalConf
 from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId
@@ -23,13 +23,13 @@ from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId
 
 @pytest.fixture
 def config(tmp_path: Path, make_registry: MakeRegistry) -> RegistryConfig:
-    return RegistryConfig.from_file(make_registry(tmp_path))
+    return load_config(make_registry(tmp_path))
 
 
 @pytest.fixture
 def publisher(config: RegistryConfig) -> Iterator[Publisher]:
     engine = create_db_engine(config.database_url)
-    yield Publisher(config, engine, KeyStore(config.keys_dir))
+    yield Publisher(config, engine, KeyStore.from_config(config))
     engine.dispose()
 
 
@@ -128,7 +128,7 @@ def test_key_rotation_through_publications(
     old_id = cert_sha256(trusted.anchor.certificates[0])
     trusted.update(publisher.publish(pki_now).signed, now=pki_now)
 
-    new_cert = KeyStore(config.keys_dir).new_conf_key("TEST", pki_now)
+    new_cert = KeyStore.from_config(config).new_conf_key("TEST", pki_now)
     new_id = cert_sha256(new_cert)
     added = _change(config, pki_now, "add_conf_key", new_cert)
     assert isinstance(added, dict) and added["state"] == "announced"

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from certs.ca import DevCA, IssuedCredentials
-from certs.keys import write_certificate
+from certs.keys import load_private_key, write_certificate, write_secret_file
 from registry.adminroles import PERMISSIONS, audience
 from registry.keys import KeyStore
 from xchange.adminauth import verify_token
 from xchange_cli.main import main
+
+PASSPHRASE = b"registry cli passphrase"
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -29,13 +31,17 @@ def test_init_import_migrate_and_token(
     issue_server_auth: Callable[..., IssuedCredentials],
 ) -> None:
     config = tmp_path / "registry.toml"
-    config.write_text('database_url = "sqlite:///reg.db"\n')
+    config.write_text('database_url = "sqlite:///reg.db"\npassphrase_file = "passphrase"\n')
+    write_secret_file(tmp_path / "passphrase", PASSPHRASE)
     status, out, _ = run(capsys, "registry", "init", "--config", str(config),
                          "--instance", "TEST")
     assert status == 0 and json.loads(out)["instance"] == "TEST"
-    keys = sorted(p.name for p in (tmp_path / "keys").iterdir())
-    assert keys[0] == "admin-token.key" and keys[1].startswith("conf-sign-")
-    assert (tmp_path / "keys" / "admin-token.key").stat().st_mode & 0o777 == 0o600
+    keys = sorted((tmp_path / "keys").iterdir())
+    assert keys[0].name == "admin-token.key" and keys[1].name.startswith("conf-sign-")
+    for key in keys:
+        assert key.stat().st_mode & 0o777 == 0o600
+        assert key.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        load_private_key(key, PASSPHRASE)
     # again: nothing changes; another instance: refused
     assert run(capsys, "registry", "init", "--config", str(config), "--instance", "TEST")[0] == 0
     status, _, err = run(capsys, "registry", "init", "--config", str(config),
@@ -64,8 +70,8 @@ def test_init_import_migrate_and_token(
 
     status, out, _ = run(capsys, "registry", "token", "--config", str(config), "--subject",
                          "olga", "--role", "observer", "--hours", "1")
-    principal = verify_token(out.strip(), keys=[KeyStore(tmp_path / "keys").admin_key()
-                                               .public_key()],
+    admin_key = KeyStore(tmp_path / "keys", PASSPHRASE).admin_key()
+    principal = verify_token(out.strip(), keys=[admin_key.public_key()],
                              audience=audience("TEST"), now=datetime.now(UTC), table=PERMISSIONS)
     assert (principal.subject, principal.roles) == ("olga", frozenset({"observer"}))
     status, _, err = run(capsys, "registry", "token", "--config", str(config), "--subject",
@@ -88,3 +94,41 @@ def test_old_registry_configuration_is_refused_with_a_pointer(
     config.write_text('data_file = "registry-data.json"\n')
     status, _, err = run(capsys, "registry", "migrate", "--config", str(config))
     assert status == 1 and "xchange registry import" in err
+
+
+def test_keys_are_written_and_read_under_the_configured_passphrase_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "registry.toml"
+    config.write_text('database_url = "sqlite:///reg.db"\n')
+    status, _, err = run(capsys, "registry", "init", "--config", str(config),
+                         "--instance", "TEST")
+    assert status == 1 and "passphrase_file or passphrase_env" in err
+    assert not (tmp_path / "reg.db").exists()  # refused before the database is touched
+
+    config.write_text('database_url = "sqlite:///reg.db"\npassphrase_env = "REGISTRY_KEYS"\n')
+    monkeypatch.delenv("REGISTRY_KEYS", raising=False)
+    status, _, err = run(capsys, "registry", "init", "--config", str(config),
+                         "--instance", "TEST")
+    assert status == 1 and "REGISTRY_KEYS is not set" in err
+    monkeypatch.setenv("REGISTRY_KEYS", "from the environment")
+    assert run(capsys, "registry", "init", "--config", str(config), "--instance", "TEST")[0] == 0
+    load_private_key(tmp_path / "keys" / "admin-token.key", b"from the environment")
+
+    monkeypatch.setenv("REGISTRY_KEYS", "another passphrase")
+    status, _, err = run(capsys, "registry", "token", "--config", str(config), "--subject",
+                         "x", "--role", "observer")
+    assert status == 1 and "admin-token key" in err and "wrong passphrase" in err
+
+
+def test_unsafe_plaintext_keys_when_asked_for(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "registry.toml"
+    config.write_text('database_url = "sqlite:///reg.db"\nunsafe_plaintext_keys = true\n')
+    assert run(capsys, "registry", "init", "--config", str(config), "--instance", "TEST")[0] == 0
+    key = tmp_path / "keys" / "admin-token.key"
+    assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert key.stat().st_mode & 0o777 == 0o600
+    status, out, _ = run(capsys, "registry", "token", "--config", str(config), "--subject",
+                         "x", "--role", "observer")
+    assert status == 0 and out.count(".") == 2
