@@ -29,6 +29,7 @@ from security_server.db import create_db_engine
 
 __all__ = [
     "MIGRATIONS",
+    "VERSION_TABLE",
     "create_db_engine",
     "current_revision",
     "head_revision",
@@ -37,6 +38,10 @@ __all__ = [
 ]
 
 MIGRATIONS: Final = Path(__file__).with_name("migrations")
+VERSION_TABLE: Final = "registry_alembic_version"
+"""Alembic's record of the registry's revision.  Named, as the security server's is
+(``ss_alembic_version``), so that the two histories never mistake each other's revision
+when they share a database."""
 
 
 def _alembic_config(engine: Engine | None = None) -> Config:
@@ -72,4 +77,5 @@ def head_revision() -> str:
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at; ``None`` for an empty database."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()

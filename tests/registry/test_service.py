@@ -11,7 +11,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from certs.ca import DevCA, IssuedCredentials
-from registry.db import current_revision, head_revision, migrate
+from registry.db import (
+    VERSION_TABLE,
+    create_db_engine,
+    current_revision,
+    head_revision,
+    migrate,
+)
 from registry.models import AuditRow
 from registry.service import RegistryService
 from xchange.errors import AdminError
@@ -43,6 +49,29 @@ def test_migrations_reach_head_and_are_idempotent(reg_engine: Engine) -> None:
     assert current_revision(reg_engine) == head_revision()
     migrate(reg_engine)
     assert current_revision(reg_engine) == head_revision()
+
+
+def test_the_security_servers_migrations_are_a_history_of_their_own(
+    db_url: str,
+) -> None:
+    """Registry and configuration store in one database.  Both histories start at revision
+    ``0001``: with one shared version table, the registry would take the store's ``0001`` for
+    its own and never create its tables."""
+    import sqlalchemy as sa
+
+    from security_server.migrate import upgrade
+
+    engine = create_db_engine(db_url)
+    try:
+        upgrade(engine)
+        assert current_revision(engine) is None
+        migrate(engine)
+        assert current_revision(engine) == head_revision()
+        tables = set(sa.inspect(engine).get_table_names())
+        assert {VERSION_TABLE, "ss_alembic_version", "members", "ss_client"} <= tables
+        assert "alembic_version" not in tables
+    finally:
+        engine.dispose()
 
 
 def test_migration_matches_the_models(reg_engine: Engine) -> None:
