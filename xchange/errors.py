@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 __all__ = [
@@ -104,6 +105,10 @@ class ErrorCode:
 
 
 def _codes(*entries: ErrorCode) -> dict[str, ErrorCode]:
+    # A code defined twice would silently keep only its last entry: refused at import.
+    twice = sorted(c for c, n in Counter(e.code for e in entries).items() if n > 1)
+    if twice:
+        raise ValueError(f"error code(s) defined twice: {', '.join(twice)}")
     return {e.code: e for e in entries}
 
 

@@ -65,6 +65,14 @@ def test_every_registered_code_is_sane(code: str) -> None:
     assert err.to_json() == {"type": code, "message": "boom", "detail": "why"}
 
 
+def test_a_code_defined_twice_is_refused() -> None:
+    """Both admin APIs (registry and security server) share the ``admin.*`` codes; a second
+    definition would silently replace the first one's description and status."""
+    entry = ERROR_CODES["admin.not_found"]
+    with pytest.raises(ValueError, match=r"admin\.not_found"):
+        errors._codes(entry, ERROR_CODES["admin.conflict"], entry)
+
+
 _HIERARCHY: list[tuple[type[XRoadError], type, str]] = [
     (XRoadError, Exception, "server.clientproxy.internal_error"),
     (ClientError, XRoadError, "client.bad_request"),
