@@ -225,6 +225,7 @@ def build_federation(
     slow_service_timeout: float = 2.0,
     database_urls: Sequence[str] | None = None,
     empty_registry: bool = False,
+    server_keys: bool = True,
     ocsp_freshness_seconds: int = 3600,
     ocsp_refresh_seconds: float = 1200.0,
     ocsp_retry_seconds: float = 60.0,
@@ -237,11 +238,18 @@ def build_federation(
     URL per server (provider's first).  Every key file is encrypted under one random
     passphrase, kept in ``root/keys.passphrase`` (0600), which the configurations name (the
     registry's keys too).  With ``empty_registry`` the registry's database is left alone (not
-    even initialised): the caller onboards everything through the CLI.  With
+    even initialised): the caller onboards everything through the CLI.  With ``server_keys``
+    false (only with ``empty_registry``), the servers' auth and signing keys and certificates
+    are not made either: the caller makes them as an installer does (``xchange ss keys
+    generate``, ``xchange ca issue``, ``xchange ss keys import-cert``) under the names the
+    configurations give (``auth.key``, ``auth.pem``, ``sign.key``, ``sign.pem``).  With
     ``consumer_signing_token`` the consumer's signing key is generated inside that token
     instead, and its certificate issued from a request signed there.  ``max_body_bytes``
     overrides the servers' default body limit (the benchmark sends a body larger than it).
     """
+    if not server_keys and not empty_registry:
+        raise ValueError("the registry's data names the servers' auth certificates: "
+                         "server_keys=False needs empty_registry=True")
     now = now or datetime.now(UTC)
     root.mkdir(parents=True, exist_ok=True)
     passphrase_file = root / "keys.passphrase"
@@ -264,10 +272,11 @@ def build_federation(
     for agency in (PROVIDER, CONSUMER):
         d = root / agency.server_code
         d.mkdir()
-        ca.issue_key_and_cert(d, "auth", agency.server, member_name=agency.name, now=now)
+        if server_keys:
+            ca.issue_key_and_cert(d, "auth", agency.server, member_name=agency.name, now=now)
         if agency is CONSUMER and consumer_signing_token is not None:
             signing_in_token = _token_signing_key(ca, d, agency, consumer_signing_token, now)
-        else:
+        elif server_keys:
             ca.issue_key_and_cert(d, "sign", agency.member, member_name=agency.name, now=now)
         servers.append(ServerFiles(agency, d, d / "security-server.toml", free_port(),
                                    free_port(), d / "messagelog.db", free_port(),

@@ -3,11 +3,14 @@ the command line and the APIs only; then a configuration-signing key rotation wi
 flowing throughout.
 
 Files written before the start are what an installer writes: each server's own TOML
-configuration and keys (issued by the development CA), the registry's TOML file.  Everything
-the federation knows -- members, subsystems, servers, certificates, clients, the service, the
-trust anchor each server is installed with -- goes through ``xchange registry ...`` (admin
-API with a token), ``xchange ss register ...`` (signed management requests) and
-``xchange registry anchor``.
+configuration, the registry's TOML file, the development CA and the federation's key
+passphrase file.  Each server's keys are made as an administrator makes them: ``xchange ss
+keys generate`` (an encrypted key and a request), ``xchange ca issue``, ``xchange ss keys
+import-cert``.  Everything the federation knows -- members, subsystems, servers, certificates,
+clients, the service, the trust anchor each server is installed with -- goes through
+``xchange registry ...`` (admin API with a token), ``xchange ss register ...`` (signed
+management requests) and ``xchange registry anchor``.  The CA's OCSP responder runs
+throughout: the servers staple its answers to every message.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ from xchange_cli.federation import (
     PROVIDER,
     Federation,
     RunningFederation,
+    ServerFiles,
     build_federation,
 )
 
-# Some 25 commands run as processes: allow for a loaded machine beyond the 120 s default.
+# Some 40 commands run as processes: allow for a loaded machine beyond the 120 s default.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 PERSON = "/persons/38001010001"
@@ -59,6 +63,21 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
+def make_keys(fed: Federation, server: ServerFiles) -> None:
+    """A server's auth and signing keys and certificates, the way docs/pki.md tells."""
+    passphrase = ["--passphrase-file", str(fed.key_passphrase_file)]
+    d, agency = server.directory, server.agency
+    for kind, ident in (("auth", agency.server), ("sign", agency.member)):
+        xchange("ss", "keys", "generate", "--kind", kind, "--id", str(ident), "--member-name",
+                agency.name, "--out-key", str(d / f"{kind}.key"), "--out-csr",
+                str(d / f"{kind}.csr"), *passphrase)
+        xchange("ca", "issue", str(fed.ca.directory), "--csr", str(d / f"{kind}.csr"),
+                "--profile", kind, "--out", str(d / f"{kind}.issued"), *passphrase)
+        xchange("ss", "keys", "import-cert", "--kind", kind, "--key", str(d / f"{kind}.key"),
+                "--cert", str(d / f"{kind}.issued"), "--out", str(d / f"{kind}.pem"),
+                *passphrase)
+
+
 class Onboarded:
     def __init__(self, running: RunningFederation, token: str) -> None:
         self.running, self.token = running, token
@@ -76,10 +95,14 @@ class Onboarded:
 @pytest.fixture(scope="module")
 def onboarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Onboarded]:
     fed = build_federation(tmp_path_factory.mktemp("onboarding"), empty_registry=True,
-                           registry_regenerate_seconds=0.5, ss_refresh_seconds=0.5)
+                           server_keys=False, registry_regenerate_seconds=0.5,
+                           ss_refresh_seconds=0.5)
     running = RunningFederation(fed)
     try:
         running.start_provider()
+        running.start_ocsp_responder()
+        for server in fed.servers:
+            make_keys(fed, server)
         # The registry's operator: an empty database, the first keys, a token for the officer.
         xchange("registry", "init", "--config", str(fed.registry_config), "--instance", "DEMO")
         running.start_registry()
@@ -95,7 +118,8 @@ def test_from_an_empty_registry_to_a_cross_agency_query(onboarded: Onboarded) ->
     fed, admin = onboarded.fed, onboarded.admin
     # 1. Trust services and settings (security officer, system administrator).
     admin("settings", "set", "conf_refresh_seconds=1", "conf_expiry_seconds=30")
-    admin("ca", "add", "DEMO development CA", str(fed.ca.cert_path))
+    admin("ca", "add", "DEMO development CA", str(fed.ca.cert_path), "--ocsp-url",
+          fed.ocsp_url)
     # 2. Members and subsystems (registration officer).
     admin("member-class", "add", "GOV", "--description", "government agencies")
     for agency in (PROVIDER, CONSUMER):
