@@ -29,12 +29,24 @@ from cryptography.hazmat.primitives import serialization
 from xchange.errors import XRoadError
 from xchange.globalconf import ConfigurationAnchor, GlobalConf, TrustedGlobalConf
 
-__all__ = ["ConfFetcher", "GlobalConfClient", "HttpConfFetcher"]
+__all__ = ["ConfFetcher", "GlobalConfClient", "HttpConfFetcher", "learned_keys"]
 
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "globalconf.json"
 KEYS_FILE = "conf-signing-keys.pem"
+
+
+def learned_keys(state_dir: Path) -> list[x509.Certificate]:
+    """The configuration-signing keys the last accepted configuration listed (written with
+    it), to trust besides the anchor's; none if the file is missing or unreadable."""
+    try:
+        return x509.load_pem_x509_certificates((state_dir / KEYS_FILE).read_bytes())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        log.warning("learned configuration-signing keys not usable: %s", exc)
+        return []
 
 
 class ConfFetcher(Protocol):
@@ -68,23 +80,13 @@ class GlobalConfClient:
         fetcher: ConfFetcher,
         clock: Callable[[], datetime],
     ) -> None:
-        self._trusted = TrustedGlobalConf(anchor, self._learned_keys(state_dir))
+        self._trusted = TrustedGlobalConf(anchor, learned_keys(state_dir))
         self._anchor = anchor
         self._state_dir = state_dir
         self._fetcher = fetcher
         self._clock = clock
         self.last_error: str | None = None
         self._stored_version: int | None = None
-
-    @staticmethod
-    def _learned_keys(state_dir: Path) -> list[x509.Certificate]:
-        try:
-            return x509.load_pem_x509_certificates((state_dir / KEYS_FILE).read_bytes())
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            log.warning("learned configuration-signing keys not usable: %s", exc)
-            return []
 
     def current(self, now: datetime) -> GlobalConf:
         """The configuration in force at ``now``; raises GlobalConfOutdatedError."""

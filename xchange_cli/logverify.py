@@ -7,7 +7,8 @@ Records logged as *rejected* are evidence of refused messages; their signatures 
 verify (that may be why they were refused), so only those of accepted records must.
 
 The approved CAs come from the server's last good global configuration, verified against its
-configuration anchor (expiry is not applied: this is a look at the past).
+configuration anchor and the signing keys later configurations announced (expiry is not
+applied: this is a look at the past).
 
 Speed: one pass over the log, read in batches, each record's chain link and signature
 checked as it streams by; memory stays bounded whatever the log's size.  A fully offline
@@ -25,7 +26,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from cryptography import x509
 
-from security_server.confclient import CACHE_FILE
+from security_server.confclient import CACHE_FILE, learned_keys
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine
 from security_server.messagelog import MessageLog, MessageRecord
@@ -59,7 +60,10 @@ class LogVerification:
 
 def _anchors(config: SecurityServerConfig) -> GlobalConf:
     anchor = ConfigurationAnchor.from_json(config.anchor.read_bytes())
-    payload = verify_envelope((config.state_dir / CACHE_FILE).read_bytes(), anchor.certificates)
+    # After a key rotation the stored copy is signed by a key the anchor does not hold, but
+    # an earlier configuration announced: trusted as the server itself trusts it.
+    trusted = [*anchor.certificates, *learned_keys(config.state_dir)]
+    payload = verify_envelope((config.state_dir / CACHE_FILE).read_bytes(), trusted)
     return GlobalConf.from_payload(payload)
 
 

@@ -221,3 +221,7 @@ def test_key_rotation_with_traffic_flowing(onboarded: Onboarded, tmp_path: Path)
     onboarded.running.stop_process(fed.servers[1].agency.server_code)
     onboarded.running.start_server(1)
     wait_for(lambda: onboarded.ask() == 200)
+    # The logs still verify: the configuration they are checked with is signed by the new key.
+    for server in fed.servers:
+        assert "signatures verified" in xchange("ss", "verify-log", "--config",
+                                                str(server.config))
