@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from certs.keys import load_private_key
 from xchange_cli.demo import query
 from xchange_cli.federation import (
     CONSUMER,
@@ -205,6 +206,12 @@ def test_key_rotation_with_traffic_flowing(onboarded: Onboarded, tmp_path: Path)
         (old,) = onboarded.admin("keys", "list")
         new = onboarded.admin("keys", "add")
         assert new["state"] == "announced"
+        # The running registry wrote the new key encrypted, under the federation's passphrase.
+        keys = sorted((fed.registry_config.parent / "keys").glob("*.key"))
+        assert len(keys) == 3  # the admin-token key and two configuration-signing keys
+        for key in keys:
+            load_private_key(key, fed.key_passphrase)
+            assert key.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
         wait_for(learnt(2))  # the old key announced the new one to every server
         onboarded.admin("keys", "activate", new["key_id"])
         wait_for(lambda: signatures() == 2)
