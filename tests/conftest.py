@@ -13,9 +13,12 @@ from cryptography import x509
 
 from certs.ca import DevCA, IssuedCredentials
 from certs.keys import PrivateKey
+from certs.ocsp import OcspResponder
 from certs.tsa import TimeStampAuthority
 from security_server.db import create_db_engine
+from tests.auditkit import AuditPki, trust_of
 from xchange.identifiers import ClientId, SecurityServerId
+from xchange.signing import SigningIdentity
 
 # -- PKI: a development CA and certificates issued by it ----------------------------------------
 
@@ -77,6 +80,27 @@ def tsa(tsa_credentials: tuple[PrivateKey, x509.Certificate], dev_ca: DevCA) -> 
     """The test TSA, answering with the development TSA policy."""
     key, cert = tsa_credentials
     return TimeStampAuthority(key, [cert, dev_ca.certificate])
+
+
+# -- audit: signing identities, an OCSP responder and the TSA, for evidence of a real log -----
+
+
+@pytest.fixture(scope="session")
+def audit_pki(
+    dev_ca: DevCA,
+    issue_member_sign: Callable[..., IssuedCredentials],
+    tsa: TimeStampAuthority,
+    pki_now: datetime,
+) -> AuditPki:
+    """What :mod:`tests.auditkit` needs to make a small, real, time-stamped log."""
+
+    def identity(member: str) -> SigningIdentity:
+        issued = issue_member_sign(member)
+        return SigningIdentity(ClientId.parse(member), issued.key, issued.chain)
+
+    return AuditPki(consumer=identity("TEST/GOV/1001"), provider=identity("TEST/GOV/1002"),
+                    ocsp=OcspResponder(dev_ca), tsa=tsa,
+                    trust=trust_of(dev_ca.certificate, tsa.certificate), now=pki_now)
 
 
 # -- PostgreSQL: a schema of its own per test ------------------------------------------------

@@ -16,6 +16,7 @@ from xchange.errors import (
     ClientError,
     ClientProxyError,
     ClientProxyLoggingError,
+    EvidenceError,
     Fault,
     GlobalConfOutdatedError,
     InvalidGlobalConfError,
@@ -99,12 +100,20 @@ def test_chain_broken_error() -> None:
     assert "record hash differs" in err.message
 
 
+def test_evidence_error_names_the_record_or_the_archive() -> None:
+    err = EvidenceError(12, "OCSP: revoked")
+    assert err.code == "server.messagelog.evidence_invalid"
+    assert (err.sequence, err.reason) == (12, "OCSP: revoked")
+    assert err.message == "evidence of record 12 does not verify: OCSP: revoked"
+    assert "evidence of archive does not verify" in EvidenceError(None, "link").message
+
+
 def test_every_exported_error_class_is_tested() -> None:
     exported = {
         obj for name in errors.__all__
         if isinstance(obj := getattr(errors, name), type) and issubclass(obj, XRoadError)
     }
-    assert exported == {cls for cls, _, _ in _HIERARCHY} | {ChainBrokenError}
+    assert exported == {cls for cls, _, _ in _HIERARCHY} | {ChainBrokenError, EvidenceError}
 
 
 def test_code_can_be_overridden_per_instance() -> None:
