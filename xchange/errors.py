@@ -19,6 +19,8 @@ The tree::
     │                                   OCSP response is missing, invalid or stale
     ├── TimestampingFailedError         no time-stamp could be obtained or verified
     ├── ChainBrokenError                a message log's hash chain does not verify
+    ├── StampInvalidError               a logged record's time-stamp (token or Merkle path)
+    │                                   does not verify
     ├── ClientProxyError                the consumer security server refuses or fails
     │   │                               (server.clientproxy.*)
     │   ├── UnknownMemberError          client not registered on this security server
@@ -64,6 +66,7 @@ __all__ = [
     "ServerProxyError",
     "ServerProxyLoggingError",
     "ServiceFailedError",
+    "StampInvalidError",
     "TimestampingFailedError",
     "UnknownMemberError",
     "UnknownServiceError",
@@ -168,6 +171,8 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     # -- message log audit (either server's own log; Fault has no "this server" value)
     ErrorCode("server.messagelog.chain_broken", _SP, 500,
               "The message log's hash chain does not verify."),
+    ErrorCode("server.messagelog.timestamp_invalid", _SP, 500,
+              "A logged record's time-stamp token or Merkle path does not verify."),
 )
 
 
@@ -261,6 +266,18 @@ class ChainBrokenError(XRoadError):
 
     def __init__(self, sequence: int, reason: str) -> None:
         super().__init__(f"message log chain broken at record {sequence}: {reason}")
+        self.sequence = sequence
+        self.reason = reason
+
+
+class StampInvalidError(XRoadError):
+    """The time-stamp of record ``sequence`` does not verify; ``reason`` says how."""
+
+    default_code = "server.messagelog.timestamp_invalid"
+
+    def __init__(self, sequence: int, reason: str) -> None:
+        super().__init__(f"time-stamp of message log record {sequence} does not verify: "
+                         f"{reason}")
         self.sequence = sequence
         self.reason = reason
 
