@@ -14,7 +14,11 @@ chain head in memory and reads it back from the database at start and after any 
 write (the failure may have struck after the commit).  Batching several records per
 transaction (group commit) belongs on that same thread and is not done yet.
 
-Not done here: time-stamping, encryption at rest, archiving, and several processes writing
+Time-stamp batches (:class:`~xchange.logbatch.TimestampBatch`) are kept in the
+``timestamp_batch`` table; each record names its batch and carries its Merkle path once
+stamped (:meth:`MessageLog.add_batch`, also on the writer thread).
+
+Not done here: asking for time-stamps, encryption at rest, archiving, and several processes writing
 one log (a second writer's records collide on the sequence number and fail closed; per-node
 logs come with a ``log_id`` column later).  Tables are created by
 :func:`security_server.db.create_tables` until Alembic migrations take over.
@@ -25,7 +29,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final, Literal, cast, get_args
 
 import sqlalchemy as sa
@@ -35,6 +39,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from xchange.errors import XRoadError
+from xchange.logbatch import BatchPlan, TimestampBatch
 from xchange.messagelog import (
     GENESIS,
     ChainBrokenError,
@@ -43,17 +48,22 @@ from xchange.messagelog import (
     Direction,
     Kind,
     LogEntry,
+    RecordStamp,
     Status,
     StoredRecord,
     chain_record,
+    decode_der_list,
+    encode_der_list,
     verify_chain,
 )
+from xchange.timestamp import TimestampToken
 
 __all__ = [
     "LoggingFailedCode",
     "MessageLog",
     "MessageLogError",
     "MessageRecord",
+    "TimestampBatchRow",
 ]
 
 LoggingFailedCode = Literal[
@@ -96,6 +106,25 @@ class MessageRecord(SQLModel, table=True):
     status: str = Field(max_length=16)
     error_code: str | None = None
     created_at: datetime
+    ocsp_responses: bytes
+    """The stapled DER OCSP responses, as :func:`~xchange.messagelog.encode_der_list`."""
+    batch_id: int | None = Field(default=None, index=True, foreign_key="timestamp_batch.id")
+    """The time-stamp batch covering the record; NULL until it is stamped."""
+    merkle_path: bytes | None = None
+    """The record's audit path to its batch's root: 32-byte hashes, leaf upwards."""
+
+
+class TimestampBatchRow(SQLModel, table=True):
+    """One row of ``timestamp_batch``: a :class:`~xchange.logbatch.TimestampBatch`."""
+
+    __tablename__ = "timestamp_batch"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    first_sequence: int = Field(sa_type=sa.BigInteger)
+    last_sequence: int = Field(sa_type=sa.BigInteger)
+    root: bytes
+    token: bytes
+    gen_time: datetime = Field(index=True)
 
 
 class MessageLog:
@@ -146,6 +175,34 @@ class MessageLog:
         """
         return await asyncio.to_thread(verify_chain, self._iter_all())
 
+    async def unstamped(self, limit: int) -> list[StoredRecord]:
+        """The oldest records not yet time-stamped, at most ``limit``, in sequence order."""
+        return await asyncio.to_thread(
+            self._read,
+            select(MessageRecord)
+            .where(col(MessageRecord.batch_id).is_(None))
+            .order_by(col(MessageRecord.sequence))
+            .limit(limit),
+        )
+
+    async def batches(self) -> list[TimestampBatch]:
+        """Every time-stamp batch, in order."""
+        return await asyncio.to_thread(self._read_batches)
+
+    async def add_batch(self, plan: BatchPlan, token: TimestampToken) -> TimestampBatch:
+        """Store the token for ``plan`` and every record's path, in one transaction.
+
+        Raises :class:`MessageLogError` (generic code) if that fails; the records then stay
+        unstamped, to be stamped again.
+        """
+        try:
+            return await asyncio.wrap_future(
+                self._writer.submit(self._add_batch_sync, plan, token))
+        except RuntimeError as exc:
+            raise MessageLogError("the message log is closed") from exc
+        except SQLAlchemyError as exc:
+            raise MessageLogError("the time-stamp batch could not be stored") from exc
+
     def close(self) -> None:
         """Wait for pending writes to finish, then refuse new ones."""
         self._writer.shutdown(wait=True)
@@ -160,6 +217,39 @@ class MessageLog:
             session.commit()
         self._head = ChainCheckpoint(record.sequence, record.record_hash)
         return record
+
+    def _add_batch_sync(self, plan: BatchPlan, token: TimestampToken) -> TimestampBatch:
+        with Session(self._engine) as session:
+            last = session.exec(select(sa.func.max(TimestampBatchRow.id))).one()
+            batch = TimestampBatch(id=(last or 0) + 1, first_sequence=plan.first_sequence,
+                                   last_sequence=plan.last_sequence, root=plan.root,
+                                   token=token.der, gen_time=token.gen_time)
+            session.add(TimestampBatchRow(
+                id=batch.id, first_sequence=batch.first_sequence,
+                last_sequence=batch.last_sequence, root=batch.root, token=batch.token,
+                gen_time=batch.gen_time))
+            session.flush()
+            for offset, path in enumerate(plan.paths):
+                updated = session.execute(
+                    sa.update(MessageRecord)
+                    .where(col(MessageRecord.sequence) == plan.first_sequence + offset,
+                           col(MessageRecord.batch_id).is_(None))
+                    .values(batch_id=batch.id, merkle_path=b"".join(path))
+                )
+                if updated.rowcount != 1:  # type: ignore[attr-defined]
+                    raise MessageLogError(
+                        f"record {plan.first_sequence + offset} is missing or already stamped")
+            session.commit()
+        return batch
+
+    def _read_batches(self) -> list[TimestampBatch]:
+        try:
+            with Session(self._engine) as session:
+                rows = session.exec(
+                    select(TimestampBatchRow).order_by(col(TimestampBatchRow.id))).all()
+                return [_to_batch(row) for row in rows]
+        except SQLAlchemyError as exc:
+            raise MessageLogError("the message log could not be read") from exc
 
     def _read(self, statement: SelectOfScalar[MessageRecord]) -> list[StoredRecord]:
         try:
@@ -233,6 +323,7 @@ def _to_row(record: StoredRecord) -> MessageRecord:
         status=e.status,
         error_code=e.error_code,
         created_at=e.created_at,
+        ocsp_responses=encode_der_list(e.ocsp_responses),
     )
 
 
@@ -253,12 +344,26 @@ def _to_record(row: MessageRecord) -> StoredRecord:
             status=cast(Status, row.status),
             error_code=row.error_code,
             created_at=row.created_at,
+            ocsp_responses=decode_der_list(row.ocsp_responses),
         )
+        stamp = None
+        if row.batch_id is not None:
+            path = row.merkle_path or b""
+            stamp = RecordStamp(row.batch_id, tuple(path[i:i + 32]
+                                                    for i in range(0, len(path), 32)))
         return StoredRecord(
             entry=entry,
             sequence=row.sequence,
             prev_hash=row.prev_hash,
             record_hash=row.record_hash,
+            stamp=stamp,
         )
     except (TypeError, ValueError) as exc:
         raise ChainBrokenError(row.sequence, f"stored record is malformed: {exc}") from exc
+
+
+def _to_batch(row: TimestampBatchRow) -> TimestampBatch:
+    return TimestampBatch(id=row.id, first_sequence=row.first_sequence,
+                          last_sequence=row.last_sequence, root=row.root, token=row.token,
+                          gen_time=row.gen_time.replace(tzinfo=UTC)
+                          if row.gen_time.tzinfo is None else row.gen_time)

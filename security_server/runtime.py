@@ -36,6 +36,7 @@ from xchange.ocsp import OcspStatus
 from xchange.replay import ReplayWindow
 from xchange.rest import RestRequest
 from xchange.signing import SigningIdentity
+from xchange.transport import SignedMessage
 
 __all__ = ["RUNTIME", "ProviderStatus", "Runtime", "load_identities", "make_entry", "read_limited",
            "utc_now"]
@@ -250,14 +251,13 @@ def make_entry(
     req: RestRequest,
     kind: Literal["request", "response"],
     direction: Literal["incoming", "outgoing"],
-    header_part: bytes,
-    body: bytes,
-    signature: str,
+    msg: SignedMessage,
     at: datetime,
     *,
     error_code: str | None = None,
 ) -> LogEntry:
-    """The log entry of one signed message; ``error_code`` marks it as rejected."""
+    """The log entry of one signed message, as sent or received with its OCSP staples;
+    ``error_code`` marks it as rejected."""
     return LogEntry(
         query_id=req.message_id,
         kind=kind,
@@ -266,12 +266,13 @@ def make_entry(
         service=str(req.service),
         user_id=req.user_id,
         issue=req.issue,
-        header_part=header_part,
-        body=body,
-        signature=signature,
+        header_part=msg.header_part,
+        body=msg.body,
+        signature=msg.signature,
         status="rejected" if error_code else "ok",
         error_code=error_code,
         created_at=at,
+        ocsp_responses=tuple(msg.ocsp_responses),
     )
 
 

@@ -21,6 +21,8 @@ The tree::
     ├── ChainBrokenError                a message log's hash chain does not verify
     ├── EvidenceError                   a logged message's evidence or an archive link does
     │                                   not verify
+    ├── StampInvalidError               a logged record's time-stamp (token or Merkle path)
+    │                                   does not verify
     ├── ClientProxyError                the consumer security server refuses or fails
     │   │                               (server.clientproxy.*)
     │   ├── UnknownMemberError          client not registered on this security server
@@ -67,6 +69,7 @@ __all__ = [
     "ServerProxyError",
     "ServerProxyLoggingError",
     "ServiceFailedError",
+    "StampInvalidError",
     "TimestampingFailedError",
     "UnknownMemberError",
     "UnknownServiceError",
@@ -178,6 +181,8 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "or archive link) does not verify."),
     ErrorCode("server.messagelog.decryption_failed", _SP, 400,
               "An encrypted archive cannot be opened with the key given."),
+    ErrorCode("server.messagelog.timestamp_invalid", _SP, 500,
+              "A logged record's time-stamp token or Merkle path does not verify."),
 )
 
 
@@ -284,6 +289,18 @@ class EvidenceError(XRoadError):
     def __init__(self, sequence: int | None, reason: str) -> None:
         where = "archive" if sequence is None else f"record {sequence}"
         super().__init__(f"evidence of {where} does not verify: {reason}")
+        self.sequence = sequence
+        self.reason = reason
+
+
+class StampInvalidError(XRoadError):
+    """The time-stamp of record ``sequence`` does not verify; ``reason`` says how."""
+
+    default_code = "server.messagelog.timestamp_invalid"
+
+    def __init__(self, sequence: int, reason: str) -> None:
+        super().__init__(f"time-stamp of message log record {sequence} does not verify: "
+                         f"{reason}")
         self.sequence = sequence
         self.reason = reason
 

@@ -12,10 +12,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from certs.tsa import TimeStampAuthority
 from security_server import messagelog as messagelog_module
 from security_server.db import create_db_engine, create_tables
 from security_server.messagelog import LoggingFailedCode, MessageLog, MessageLogError
+from xchange.errors import StampInvalidError
+from xchange.logbatch import TimestampBatch, plan_batch, verify_batch, verify_record_stamp
 from xchange.messagelog import GENESIS_HASH, ChainBrokenError, LogEntry
+from xchange.timestamp import parse_timestamp_response, timestamp_request, verify_timestamp_token
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 654321, tzinfo=UTC)
 CP: LoggingFailedCode = "server.clientproxy.logging_failed"
@@ -37,6 +41,7 @@ def entry(i: int, **changes: Any) -> LogEntry:
         "status": "ok",
         "error_code": None,
         "created_at": T0 + timedelta(seconds=i),
+        "ocsp_responses": (b"\x30\x03\x0a\x01\x06", b"ocsp-%d" % i),
     }
     fields.update(changes)
     return LogEntry(**fields)
@@ -304,3 +309,67 @@ def test_postgresql_urls_use_psycopg3(url: str) -> None:
 def test_unsupported_urls_are_refused(url: str) -> None:
     with pytest.raises(ValueError):
         create_db_engine(url)
+
+
+# -- time-stamp batches
+
+
+async def _stamp(log: MessageLog, tsa: TimeStampAuthority, at: datetime,
+                 limit: int = 100) -> TimestampBatch:
+    plan = plan_batch(await log.unstamped(limit))
+    reply = tsa.respond(timestamp_request(plan.root, nonce=1), at, serial=1)
+    der = parse_timestamp_response(reply, data_hash=plan.root, nonce=1)
+    token = verify_timestamp_token(der, data_hash=plan.root, tsa_certs=[tsa.certificate])
+    return await log.add_batch(plan, token)
+
+
+async def test_batches_are_stored_with_every_path(
+    log: MessageLog, tsa: TimeStampAuthority, pki_now: datetime
+) -> None:
+    await fill(log, 5)
+    first = await _stamp(log, tsa, pki_now, limit=3)
+    assert (first.id, first.first_sequence, first.last_sequence) == (1, 1, 3)
+    assert [r.sequence for r in await log.unstamped(10)] == [4, 5]
+    await fill(log, 2)  # records 6 and 7
+    second = await _stamp(log, tsa, pki_now + timedelta(seconds=1))
+    assert (second.id, second.first_sequence, second.last_sequence) == (2, 4, 7)
+    assert await log.unstamped(10) == []
+
+    batches = await log.batches()
+    assert batches == [first, second]
+    by_id = {b.id: b for b in batches}
+    for batch in batches:
+        verify_batch(batch, [tsa.certificate])
+    records = await log.records()
+    assert [r.stamp.batch_id if r.stamp else None for r in records] == [1, 1, 1, 2, 2, 2, 2]
+    for record in records:
+        assert record.stamp is not None
+        verify_record_stamp(record, by_id[record.stamp.batch_id])
+    assert (await log.verify()).count == 7  # stamping does not touch the chain
+
+
+async def test_a_record_is_stamped_once(
+    log: MessageLog, tsa: TimeStampAuthority, pki_now: datetime
+) -> None:
+    await fill(log, 2)
+    plan = plan_batch(await log.unstamped(10))
+    await _stamp(log, tsa, pki_now)
+    token_der = (await log.batches())[0].token
+    token = verify_timestamp_token(token_der, data_hash=plan.root, tsa_certs=[tsa.certificate])
+    with pytest.raises(MessageLogError):
+        await log.add_batch(plan, token)
+    assert len(await log.batches()) == 1
+
+
+async def test_altered_merkle_path_is_detected(
+    engine: Engine, log: MessageLog, tsa: TimeStampAuthority, pki_now: datetime
+) -> None:
+    await fill(log, 4)
+    batch = await _stamp(log, tsa, pki_now)
+    execute(engine, "UPDATE message_log SET merkle_path = :v WHERE sequence = 3",
+            v=b"\x00" * 64)
+    records = await log.records()
+    verify_record_stamp(records[1], batch)
+    with pytest.raises(StampInvalidError) as caught:
+        verify_record_stamp(records[2], batch)
+    assert caught.value.sequence == 3
