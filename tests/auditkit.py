@@ -3,18 +3,18 @@ time-stamps from a real TSA, all made with the session's development CA."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from certs.ocsp import OcspResponder
 from certs.tsa import TimeStampAuthority
-from xchange.audit import AuditTrust, merkle_leaf
-from xchange.evidence import BatchStamp, MerkleStep, MessageEvidence
+from xchange.audit import AuditTrust
+from xchange.evidence import MessageEvidence
 from xchange.globalconf import ApprovedCA
 from xchange.identifiers import ClientId, ServiceId
-from xchange.messagelog import GENESIS_HASH, LogEntry, StoredRecord, chain_record
+from xchange.logbatch import TimestampBatch, plan_batch
+from xchange.messagelog import GENESIS_HASH, LogEntry, RecordStamp, StoredRecord, chain_record
 from xchange.ocsp import ocsp_request
 from xchange.rest import RestRequest, RestResponse, request_hash
 from xchange.signing import SigningIdentity, sign_message
@@ -39,10 +39,9 @@ def _staple(pki: AuditPki, identity: SigningIdentity, at: datetime) -> bytes:
 
 
 def make_records(pki: AuditPki, queries: int, *, start: datetime,
-                 first: int = 1, prev_hash: str = GENESIS_HASH
-                 ) -> list[tuple[StoredRecord, tuple[bytes, ...]]]:
+                 first: int = 1, prev_hash: str = GENESIS_HASH) -> list[StoredRecord]:
     """A consumer server's log: per query an outgoing request and an incoming response."""
-    out: list[tuple[StoredRecord, tuple[bytes, ...]]] = []
+    out: list[StoredRecord] = []
     sequence, prev = first, prev_hash
     for q in range(queries):
         at = start + timedelta(seconds=10 * q)
@@ -64,46 +63,26 @@ def make_records(pki: AuditPki, queries: int, *, start: datetime,
                              user_id="EE12345" if kind == "request" else None, issue=None,
                              header_part=header, body=body,
                              signature=sign_message(identity, header, body, signed_at=at),
-                             status="ok", error_code=None, created_at=at)
+                             status="ok", error_code=None, created_at=at,
+                             ocsp_responses=(_staple(pki, identity, at),))
             record = chain_record(entry, sequence, prev)
-            out.append((record, (_staple(pki, identity, at),)))
+            out.append(record)
             sequence, prev = sequence + 1, record.record_hash
     return out
 
 
-def _tree_paths(leaves: list[bytes]) -> tuple[bytes, list[list[MerkleStep]]]:
-    paths: list[list[MerkleStep]] = [[] for _ in leaves]
-    level = [(leaf, [i]) for i, leaf in enumerate(leaves)]
-    while len(level) > 1:
-        nxt = []
-        for j in range(0, len(level), 2):
-            if j + 1 == len(level):
-                nxt.append(level[j])
-                continue
-            (left, lidx), (right, ridx) = level[j], level[j + 1]
-            for i in lidx:
-                paths[i].append(MerkleStep("right", right))
-            for i in ridx:
-                paths[i].append(MerkleStep("left", left))
-            nxt.append((hashlib.sha256(b"\x01" + left + right).digest(), lidx + ridx))
-        level = nxt
-    return level[0][0], paths
-
-
-def stamp_batch(pki: AuditPki, records: list[tuple[StoredRecord, tuple[bytes, ...]]],
-                at: datetime, serial: int = 1) -> list[MessageEvidence]:
+def stamp_batch(pki: AuditPki, records: list[StoredRecord], at: datetime,
+                batch_id: int = 1) -> list[MessageEvidence]:
     """One Merkle tree and one TSA token over ``records``."""
-    leaves = [merkle_leaf(r) for r, _ in records]
-    root, paths = _tree_paths(leaves)
-    query = timestamp_request(root, nonce=serial)
-    token = parse_timestamp_response(pki.tsa.respond(query, at, serial), data_hash=root,
-                                     nonce=serial)
-    return [
-        MessageEvidence(record=r, ocsp_responses=staples,
-                        stamp=BatchStamp(token=token, hash_alg="sha256", leaf=leaf, root=root,
-                                         path=tuple(path)))
-        for (r, staples), leaf, path in zip(records, leaves, paths, strict=True)
-    ]
+    plan = plan_batch(records)
+    query = timestamp_request(plan.root, nonce=batch_id)
+    token = parse_timestamp_response(pki.tsa.respond(query, at, batch_id), data_hash=plan.root,
+                                     nonce=batch_id)
+    batch = TimestampBatch(id=batch_id, first_sequence=plan.first_sequence,
+                           last_sequence=plan.last_sequence, root=plan.root, token=token,
+                           gen_time=at.replace(microsecond=0))
+    return [MessageEvidence(record=replace(r, stamp=RecordStamp(batch_id, path)), batch=batch)
+            for r, path in zip(records, plan.paths, strict=True)]
 
 
 def make_log(pki: AuditPki, queries: int, *, batch: int = 3, first: int = 1,
@@ -115,8 +94,8 @@ def make_log(pki: AuditPki, queries: int, *, batch: int = 3, first: int = 1,
     out: list[MessageEvidence] = []
     for i in range(0, len(records), batch):
         chunk = records[i:i + batch]
-        out += stamp_batch(pki, chunk, chunk[-1][0].entry.created_at + timedelta(seconds=30),
-                           serial=first + i)
+        out += stamp_batch(pki, chunk, chunk[-1].entry.created_at + timedelta(seconds=30),
+                           batch_id=first + i)
     return out
 
 

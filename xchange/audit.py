@@ -10,8 +10,9 @@ evidence is checked against only
 gathered in an :class:`AuditTrust` (from a global configuration, or given by hand).
 :func:`verify_evidence` checks one record and returns what it established as a
 :class:`RecordCheck`, or raises naming the record: :class:`~xchange.errors.ChainBrokenError`
-when the record does not match its hash, :class:`~xchange.errors.EvidenceError` for anything
-else.  :func:`verify_archive` does so for every record of an archive already read by
+when the record does not match its hash, :class:`~xchange.errors.StampInvalidError` for its
+time-stamp, :class:`~xchange.errors.EvidenceError` for anything else.
+:func:`verify_archive` does so for every record of an archive already read by
 :func:`xchange.archive.read_archive` (which checked its links and chain).
 
 No I/O, no clock: every time is the record's own.
@@ -19,7 +20,6 @@ No I/O, no clock: every time is the record's own.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,21 +35,19 @@ from xchange.errors import (
     ChainBrokenError,
     EvidenceError,
     InvalidSignatureError,
-    TimestampingFailedError,
+    StampInvalidError,
 )
-from xchange.evidence import BatchStamp, MessageEvidence
+from xchange.evidence import MessageEvidence
 from xchange.globalconf import ApprovedCA, GlobalConf
 from xchange.identifiers import ClientId, ServiceId
+from xchange.logbatch import TimestampBatch, verify_batch, verify_record_stamp
 from xchange.messagelog import StoredRecord, chain_record
 from xchange.ocsp import CLOCK_SKEW
 from xchange.signing import VerifiedSignature, verify_message
-from xchange.timestamp import verify_timestamp_token
 
 __all__ = [
     "AuditTrust",
     "RecordCheck",
-    "merkle_leaf",
-    "merkle_root",
     "verify_all",
     "verify_archive",
     "verify_evidence",
@@ -100,24 +98,6 @@ class RecordCheck:
     """The time-stamp's genTime; ``None`` when not time-stamped (live log only)."""
 
 
-# -- the Merkle tree of a time-stamping batch --------------------------------------------------
-
-
-def merkle_leaf(record: StoredRecord) -> bytes:
-    """The leaf of ``record`` in its batch's tree: SHA-256(0x00 || SHA-256(signature))."""
-    signature_hash = hashlib.sha256(record.entry.signature.encode("utf-8")).digest()
-    return hashlib.sha256(b"\x00" + signature_hash).digest()
-
-
-def merkle_root(leaf: bytes, stamp: BatchStamp) -> bytes:
-    """Fold ``leaf`` up ``stamp.path``: each node is SHA-256(0x01 || left || right)."""
-    node = leaf
-    for step in stamp.path:
-        pair = step.hash + node if step.side == "left" else node + step.hash
-        node = hashlib.sha256(b"\x01" + pair).digest()
-    return node
-
-
 # -- verification -------------------------------------------------------------------------------
 
 
@@ -134,9 +114,11 @@ def verify_evidence(
          is tried, and the outcome noted);
       3. an accepted record's stapled OCSP responses prove that certificate good, fresh at
          the time of the record;
-      4. the record's leaf and Merkle path lead to the batch root;
-      5. the time-stamp token is an approved TSA's over that root, not earlier than the
-         record (within the clock skew).
+      4. the record's Merkle path leads from its hash to its batch's root
+         (:func:`xchange.logbatch.verify_record_stamp`);
+      5. the batch's token is an approved TSA's over that root, with the batch's genTime,
+         not earlier than the record (within the clock skew).
+    Failures of 4 and 5 raise :class:`~xchange.errors.StampInvalidError` for this record.
     """
     record, entry = evidence.record, evidence.record.entry
     seq = record.sequence
@@ -162,17 +144,17 @@ def verify_evidence(
         try:
             issuer = approved_ca_of(signed.certificate, trust.cas, code=_CODE)
             status = StapleVerifier().check(
-                evidence.ocsp_responses, signed.certificate, issuer.certificate,
+                entry.ocsp_responses, signed.certificate, issuer.certificate,
                 at=entry.created_at, max_age=trust.ocsp_max_age, code=_CODE)
         except CertificateValidationError as exc:
             raise EvidenceError(seq, f"OCSP: {exc.message}") from exc
         this_update = status.this_update
     # 4. and 5.
     stamped_at = None
-    if evidence.stamp is not None:
-        stamped_at = _check_stamp(record, evidence.stamp, trust)
+    if evidence.batch is not None:
+        stamped_at = _check_stamp(record, evidence.batch, trust)
     elif require_stamp:
-        raise EvidenceError(seq, "the record has no time-stamp")
+        raise StampInvalidError(seq, "the record is not time-stamped")
     return RecordCheck(sequence=seq, kind=entry.kind, status=entry.status,
                        signer=None if signed is None else str(signed.signer), note=note,
                        ocsp_this_update=this_update, stamped_at=stamped_at)
@@ -215,21 +197,17 @@ def _check_header_part(record: StoredRecord) -> None:
                             "client, service, user id or issue")
 
 
-def _check_stamp(record: StoredRecord, stamp: BatchStamp, trust: AuditTrust) -> datetime:
+def _check_stamp(record: StoredRecord, batch: TimestampBatch, trust: AuditTrust) -> datetime:
     seq = record.sequence
-    if stamp.leaf != merkle_leaf(record):
-        raise EvidenceError(seq, "the Merkle leaf is not the record's")
-    if merkle_root(stamp.leaf, stamp) != stamp.root:
-        raise EvidenceError(seq, "the Merkle path does not lead to the time-stamped root")
+    verify_record_stamp(record, batch)
     if not trust.tsas:
-        raise EvidenceError(seq, "no TSA certificate to verify the time-stamp with")
+        raise StampInvalidError(seq, "no TSA certificate to verify the time-stamp with")
     try:
-        token = verify_timestamp_token(stamp.token, data_hash=stamp.root,
-                                       tsa_certs=trust.tsas, hash_alg=stamp.hash_alg,
-                                       code=_CODE)
-    except TimestampingFailedError as exc:
-        raise EvidenceError(seq, f"time-stamp: {exc.message}") from exc
+        token = verify_batch(batch, trust.tsas)
+    except StampInvalidError as exc:
+        # verify_batch names the batch's first record; this is about this one.
+        raise StampInvalidError(seq, exc.reason) from exc
     if token.gen_time < record.entry.created_at - CLOCK_SKEW:
-        raise EvidenceError(seq, f"the time-stamp ({token.gen_time.isoformat()}) is older "
-                                 f"than the record ({record.entry.created_at.isoformat()})")
+        raise StampInvalidError(seq, f"the time-stamp ({token.gen_time.isoformat()}) is older "
+                                     f"than the record ({record.entry.created_at.isoformat()})")
     return token.gen_time

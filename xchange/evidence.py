@@ -27,13 +27,15 @@ entry                          content                             media type
                 "client", "service", "user_id", "issue", "status", "error_code",
                 "created_at"},
      "ocsp": ["evidence/ocsp-1.der", ...],
-     "timestamp": null | {"token": "evidence/timestamp.tst", "hash_alg": "sha256",
-                          "leaf": hex, "root": hex,
-                          "path": [{"side": "left" | "right", "hash": hex}, ...]}}
+     "timestamp": null | {"token": "evidence/timestamp.tst", "batch": <id>,
+                          "first_sequence": n, "last_sequence": m, "root": hex,
+                          "gen_time": time, "path": [hex, ...]}}
 
-``created_at`` is ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` as in the record hash.  This module writes
-and reads the container and checks that its parts fit together as a record
-(:class:`~xchange.messagelog.StoredRecord` validation); the cryptographic checks are
+Times are ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (``created_at`` exactly as in the record hash).
+``record`` with the message files and the OCSP responses (in ``ocsp`` order) is the record of
+:mod:`xchange.messagelog`; ``timestamp`` is its batch (:class:`xchange.logbatch.TimestampBatch`)
+and ``path`` its audit path, leaf upwards.  This module writes and reads the container and
+checks that its parts fit together as a record; the cryptographic checks are
 :mod:`xchange.audit`'s.  No I/O, no clock.
 """
 
@@ -43,17 +45,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, cast
 
 from xchange.asic import BAD_CONTAINER_CODE, Limits, read_container, write_container
 from xchange.canonical import canonical_json, parse_json
 from xchange.errors import BadRequestError
-from xchange.messagelog import Direction, Kind, LogEntry, Status, StoredRecord
+from xchange.logbatch import TimestampBatch
+from xchange.messagelog import Direction, Kind, LogEntry, RecordStamp, Status, StoredRecord
 
 __all__ = [
     "EVIDENCE_TYPE",
-    "BatchStamp",
-    "MerkleStep",
     "MessageEvidence",
     "format_time",
     "read_evidence",
@@ -82,32 +83,19 @@ _TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 @dataclass(frozen=True, slots=True)
-class MerkleStep:
-    """One step from a leaf towards the root: the sibling hash and on which side it is."""
-
-    side: Literal["left", "right"]
-    hash: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class BatchStamp:
-    """The time-stamp of a record's batch: the token over the batch's Merkle root, the
-    record's leaf and its path to that root."""
-
-    token: bytes
-    hash_alg: str
-    leaf: bytes
-    root: bytes
-    path: tuple[MerkleStep, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class MessageEvidence:
-    """A logged record and the evidence that goes with it."""
+    """A logged record (its OCSP staples and Merkle path included) and, once it is
+    time-stamped, the batch whose token covers it."""
 
     record: StoredRecord
-    ocsp_responses: tuple[bytes, ...] = ()
-    stamp: BatchStamp | None = None
+    batch: TimestampBatch | None = None
+
+    def __post_init__(self) -> None:
+        stamp = self.record.stamp
+        if (stamp is None) != (self.batch is None) or (
+            stamp is not None and self.batch is not None and stamp.batch_id != self.batch.id
+        ):
+            raise ValueError("a record's evidence has its batch if and only if it is stamped")
 
 
 def _bad(message: str) -> BadRequestError:
@@ -120,11 +108,11 @@ def format_time(t: datetime) -> str:
 
 def write_evidence(evidence: MessageEvidence) -> bytes:
     """The ASiC-E container of ``evidence`` (deterministic bytes)."""
-    record, entry = evidence.record, evidence.record.entry
-    if len(evidence.ocsp_responses) > _MAX_OCSP:
+    record, entry, batch = evidence.record, evidence.record.entry, evidence.batch
+    staples = entry.ocsp_responses
+    if len(staples) > _MAX_OCSP:
         raise ValueError(f"at most {_MAX_OCSP} OCSP responses per message")
-    ocsp_names = [f"evidence/ocsp-{i}.der" for i in range(1, len(evidence.ocsp_responses) + 1)]
-    stamp = evidence.stamp
+    ocsp_names = [f"evidence/ocsp-{i}.der" for i in range(1, len(staples) + 1)]
     description: dict[str, Any] = {
         "type": EVIDENCE_TYPE,
         "v": 1,
@@ -144,20 +132,22 @@ def write_evidence(evidence: MessageEvidence) -> bytes:
             "created_at": format_time(entry.created_at),
         },
         "ocsp": ocsp_names,
-        "timestamp": None if stamp is None else {
+        "timestamp": None if batch is None or record.stamp is None else {
             "token": TOKEN,
-            "hash_alg": stamp.hash_alg,
-            "leaf": stamp.leaf.hex(),
-            "root": stamp.root.hex(),
-            "path": [{"side": s.side, "hash": s.hash.hex()} for s in stamp.path],
+            "batch": batch.id,
+            "first_sequence": batch.first_sequence,
+            "last_sequence": batch.last_sequence,
+            "root": batch.root.hex(),
+            "gen_time": format_time(batch.gen_time),
+            "path": [h.hex() for h in record.stamp.path],
         },
     }
     objects = [
         (HEADER, entry.header_part),
         (BODY, entry.body),
         (SIGNATURE, entry.signature.encode("utf-8")),
-        *zip(ocsp_names, evidence.ocsp_responses, strict=True),
-        *([(TOKEN, stamp.token)] if stamp is not None else []),
+        *zip(ocsp_names, staples, strict=True),
+        *([(TOKEN, batch.token)] if batch is not None else []),
         (RECORD, canonical_json(description)),
     ]
     return write_container([(name, _TYPES[name], data) for name, data in objects])
@@ -178,19 +168,20 @@ def read_evidence(data: bytes, *, limits: Limits | None = None) -> MessageEviden
     if not isinstance(doc, dict) or doc.get("type") != EVIDENCE_TYPE or doc.get("v") != 1:
         raise _bad(f"{RECORD} is not an {EVIDENCE_TYPE} v1 document")
     _exact_keys(doc, {"type", "v", "record", "ocsp", "timestamp"}, RECORD)
-    record = _record(doc["record"], container.objects)
     ocsp_names = doc["ocsp"]
     expected = [f"evidence/ocsp-{i}.der" for i in range(1, len(ocsp_names) + 1)] \
         if isinstance(ocsp_names, list) else None
     if ocsp_names != expected:
         raise _bad("ocsp must list evidence/ocsp-1.der, evidence/ocsp-2.der, ... in order")
-    stamp = _stamp(doc["timestamp"], container.objects)
-    present = {HEADER, BODY, SIGNATURE, RECORD, *ocsp_names, *([TOKEN] if stamp else [])}
+    stamped = doc["timestamp"] is not None
+    present = {HEADER, BODY, SIGNATURE, RECORD, *ocsp_names, *([TOKEN] if stamped else [])}
     if set(container.objects) != present:
         extra = sorted(set(container.objects) ^ present)
         raise _bad(f"entries not described by {RECORD}: {', '.join(extra)}")
-    ocsp = tuple(container.get(name) for name in ocsp_names)
-    return MessageEvidence(record=record, ocsp_responses=ocsp, stamp=stamp)
+    staples = tuple(container.get(name) for name in ocsp_names)
+    batch, stamp = _stamp(doc["timestamp"], container.objects)
+    record = _record(doc["record"], container.objects, staples, stamp)
+    return MessageEvidence(record=record, batch=batch)
 
 
 def _exact_keys(doc: Mapping[str, Any], keys: set[str], what: str) -> None:
@@ -198,7 +189,8 @@ def _exact_keys(doc: Mapping[str, Any], keys: set[str], what: str) -> None:
         raise _bad(f"{what} must have exactly the keys {', '.join(sorted(keys))}")
 
 
-def _record(doc: object, objects: Mapping[str, bytes]) -> StoredRecord:
+def _record(doc: object, objects: Mapping[str, bytes], staples: tuple[bytes, ...],
+            stamp: RecordStamp | None) -> StoredRecord:
     keys = {"sequence", "prev_hash", "record_hash", "query_id", "kind", "direction", "client",
             "service", "user_id", "issue", "status", "error_code", "created_at"}
     if not isinstance(doc, dict):
@@ -221,9 +213,10 @@ def _record(doc: object, objects: Mapping[str, bytes]) -> StoredRecord:
             status=cast(Status, doc["status"]),
             error_code=doc["error_code"],
             created_at=created_at,
+            ocsp_responses=staples,
         )
         return StoredRecord(entry=entry, sequence=doc["sequence"], prev_hash=doc["prev_hash"],
-                            record_hash=doc["record_hash"])
+                            record_hash=doc["record_hash"], stamp=stamp)
     except (KeyError, TypeError, ValueError) as exc:
         raise _bad(f"record: {exc}") from exc
 
@@ -234,25 +227,26 @@ def _hex(value: object, what: str) -> bytes:
     return bytes.fromhex(value)
 
 
-def _stamp(doc: object, objects: Mapping[str, bytes]) -> BatchStamp | None:
+def _stamp(doc: object, objects: Mapping[str, bytes]
+           ) -> tuple[TimestampBatch | None, RecordStamp | None]:
     if doc is None:
-        return None
+        return None, None
     if not isinstance(doc, dict):
         raise _bad("timestamp must be an object or null")
-    _exact_keys(doc, {"token", "hash_alg", "leaf", "root", "path"}, "timestamp")
-    if doc["token"] != TOKEN or TOKEN not in objects:
-        raise _bad(f"timestamp.token must be {TOKEN}, present in the container")
-    if doc["hash_alg"] != "sha256":
-        raise _bad("timestamp.hash_alg must be sha256")
+    _exact_keys(doc, {"token", "batch", "first_sequence", "last_sequence", "root", "gen_time",
+                      "path"}, "timestamp")
+    if doc["token"] != TOKEN:
+        raise _bad(f"timestamp.token must be {TOKEN}")
     path = doc["path"]
     if not isinstance(path, list) or len(path) > 64:
-        raise _bad("timestamp.path must be a list of at most 64 steps")
-    steps = []
-    for step in path:
-        if not isinstance(step, dict) or set(step) != {"side", "hash"} or step["side"] not in (
-            "left", "right"
-        ):
-            raise _bad('each timestamp.path step must be {"side": "left"|"right", "hash": hex}')
-        steps.append(MerkleStep(step["side"], _hex(step["hash"], "timestamp.path hash")))
-    return BatchStamp(token=objects[TOKEN], hash_alg="sha256", leaf=_hex(doc["leaf"], "leaf"),
-                      root=_hex(doc["root"], "root"), path=tuple(steps))
+        raise _bad("timestamp.path must be a list of at most 64 hashes")
+    try:
+        batch = TimestampBatch(
+            id=doc["batch"], first_sequence=doc["first_sequence"],
+            last_sequence=doc["last_sequence"], root=_hex(doc["root"], "timestamp.root"),
+            token=objects[TOKEN],
+            gen_time=datetime.strptime(doc["gen_time"], _TIME_FORMAT).replace(tzinfo=UTC))
+        stamp = RecordStamp(batch.id, tuple(_hex(h, "timestamp.path") for h in path))
+    except (TypeError, ValueError) as exc:
+        raise _bad(f"timestamp: {exc}") from exc
+    return batch, stamp

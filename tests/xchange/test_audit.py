@@ -11,8 +11,8 @@ from cryptography import x509
 from certs.ca import DevCA
 from tests.auditkit import AuditPki, make_log, stamp_batch, trust_of, with_entry
 from xchange.audit import AuditTrust, verify_all, verify_evidence
-from xchange.errors import ChainBrokenError, EvidenceError
-from xchange.evidence import MerkleStep, MessageEvidence
+from xchange.errors import ChainBrokenError, EvidenceError, StampInvalidError
+from xchange.evidence import MessageEvidence
 from xchange.messagelog import chain_record
 
 
@@ -24,8 +24,8 @@ def log(audit_pki: AuditPki) -> list[MessageEvidence]:
 def rehashed(evidence: MessageEvidence, **changes: object) -> MessageEvidence:
     """A record altered by someone who also recomputed its hash."""
     record = with_entry(evidence, **changes).record
-    return replace(evidence, record=chain_record(record.entry, record.sequence,
-                                                 record.prev_hash))
+    new = chain_record(record.entry, record.sequence, record.prev_hash)
+    return replace(evidence, record=replace(new, stamp=record.stamp))
 
 
 def fails(evidence: MessageEvidence, trust: AuditTrust, match: str,
@@ -65,17 +65,17 @@ def test_a_rejected_record_is_noted_not_failed(log: list[MessageEvidence],
                                                audit_pki: AuditPki) -> None:
     rejected = rehashed(log[0], body=b"x", status="rejected",
                         error_code="server.serverproxy.invalid_signature")
-    rejected = stamp_batch(audit_pki, [(rejected.record, ())], audit_pki.now
-                           + timedelta(minutes=10))[0]
+    rejected = stamp_batch(audit_pki, [replace(rejected.record, stamp=None)],
+                           audit_pki.now + timedelta(minutes=10))[0]
     check = verify_evidence(rejected, audit_pki.trust)
     assert check.signer is None and check.note == "signature does not verify"
 
 
 def test_ocsp_evidence_is_required_good_and_fresh(log: list[MessageEvidence],
                                                   audit_pki: AuditPki) -> None:
-    fails(replace(log[0], ocsp_responses=()), audit_pki.trust, "OCSP: no OCSP response")
+    fails(rehashed(log[0], ocsp_responses=()), audit_pki.trust, "OCSP: no OCSP response")
     # the provider's staple does not prove the consumer's certificate
-    fails(replace(log[0], ocsp_responses=log[1].ocsp_responses), audit_pki.trust,
+    fails(rehashed(log[0], ocsp_responses=log[1].record.entry.ocsp_responses), audit_pki.trust,
           "OCSP: no OCSP response is stapled")
     # a record made two hours after its staple was produced: not valid at signing time
     late = rehashed(log[0], created_at=log[0].record.entry.created_at + timedelta(hours=2))
@@ -84,20 +84,21 @@ def test_ocsp_evidence_is_required_good_and_fresh(log: list[MessageEvidence],
 
 def test_merkle_path_and_token_are_checked(log: list[MessageEvidence],
                                            audit_pki: AuditPki) -> None:
-    stamp = log[2].stamp
-    assert stamp is not None
-    bad_step = MerkleStep("left", bytes(32))
-    fails(replace(log[2], stamp=replace(stamp, path=(bad_step, *stamp.path[1:]))),
-          audit_pki.trust, "Merkle path does not lead")
-    fails(replace(log[2], stamp=replace(stamp, leaf=bytes(32))), audit_pki.trust,
-          "Merkle leaf is not the record's")
-    other = log[5].stamp
-    assert other is not None and other.root != stamp.root
-    fails(replace(log[2], stamp=replace(stamp, token=other.token)), audit_pki.trust,
-          "time-stamp: .*imprint")
-    fails(replace(log[2], stamp=None), audit_pki.trust, "has no time-stamp")
-    assert verify_evidence(replace(log[2], stamp=None), audit_pki.trust,
-                           require_stamp=False).stamped_at is None
+    evidence = log[2]
+    stamp, batch = evidence.record.stamp, evidence.batch
+    assert stamp is not None and batch is not None
+    bad_path = replace(stamp, path=(bytes(32), *stamp.path[1:]))
+    fails(replace(evidence, record=replace(evidence.record, stamp=bad_path)), audit_pki.trust,
+          "Merkle path does not lead", StampInvalidError)
+    other = log[5].batch
+    assert other is not None and other.root != batch.root
+    fails(replace(evidence, batch=replace(batch, token=other.token)), audit_pki.trust,
+          "token of batch .*imprint", StampInvalidError)
+    fails(replace(evidence, batch=replace(batch, gen_time=other.gen_time)), audit_pki.trust,
+          "its token says", StampInvalidError)
+    unstamped = MessageEvidence(record=replace(evidence.record, stamp=None))
+    fails(unstamped, audit_pki.trust, "not time-stamped", StampInvalidError)
+    assert verify_evidence(unstamped, audit_pki.trust, require_stamp=False).stamped_at is None
 
 
 def test_only_the_given_anchors_are_trusted(
@@ -107,5 +108,6 @@ def test_only_the_given_anchors_are_trusted(
     tsa_cert: x509.Certificate = audit_pki.tsa.certificate
     fails(log[0], trust_of(stranger.certificate, tsa_cert), "signature: signing certificate")
     _key, other_tsa = stranger.issue_tsa_cert("Other TSA", now=audit_pki.now)
-    fails(log[0], replace(audit_pki.trust, tsas=(other_tsa,)), "time-stamp: ")
-    fails(log[0], replace(audit_pki.trust, tsas=()), "no TSA certificate")
+    fails(log[0], replace(audit_pki.trust, tsas=(other_tsa,)), "token of batch",
+          StampInvalidError)
+    fails(log[0], replace(audit_pki.trust, tsas=()), "no TSA certificate", StampInvalidError)

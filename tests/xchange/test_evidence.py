@@ -45,7 +45,8 @@ def test_round_trip_and_layout(evidence: MessageEvidence) -> None:
                            "evidence/timestamp.tst", "evidence/record.json",
                            "META-INF/manifest.xml"]
     assert files["message/header.json"] == evidence.record.entry.header_part
-    assert files["evidence/timestamp.tst"] == evidence.stamp.token  # type: ignore[union-attr]
+    assert files["evidence/timestamp.tst"] == evidence.batch.token  # type: ignore[union-attr]
+    assert files["evidence/ocsp-1.der"] == evidence.record.entry.ocsp_responses[0]
     doc = parse_json(files[RECORD])
     assert doc["record"]["record_hash"] == evidence.record.record_hash
     assert doc["record"]["created_at"].endswith("Z")
@@ -53,7 +54,9 @@ def test_round_trip_and_layout(evidence: MessageEvidence) -> None:
 
 
 def test_without_stamp_or_staples(evidence: MessageEvidence) -> None:
-    bare = replace(evidence, stamp=None, ocsp_responses=())
+    record = evidence.record
+    bare = MessageEvidence(record=replace(record, stamp=None,
+                                          entry=replace(record.entry, ocsp_responses=())))
     data = write_evidence(bare)
     assert read_evidence(data) == bare
     assert "evidence/timestamp.tst" not in entries(data)
@@ -72,7 +75,8 @@ def test_refuses_entries_the_description_does_not_name(evidence: MessageEvidence
     (("record", "created_at"), "2025-01-01 00:00:00", "does not match format"),
     (("record", "prev_hash"), "ABC", "prev_hash must be 64"),
     (("timestamp", "root"), "00", "root must be 64"),
-    (("timestamp", "hash_alg"), "md5", "hash_alg must be sha256"),
+    (("timestamp", "batch"), 0, "a batch has an id >= 1"),
+    (("timestamp", "path"), ["ab"], "path must be 64"),
     (("type",), "other", "is not an xchange-message-evidence"),
     (("ocsp",), ["evidence/ocsp-9.der"], "ocsp must list"),
 ])
@@ -99,3 +103,10 @@ def test_refuses_extra_keys_and_a_manifest_for_other_entries(evidence: MessageEv
     with pytest.raises(BadRequestError, match="exactly the keys"):
         read_evidence(rebuild(files))
     assert manifest_xml([]) != entries(write_evidence(evidence))["META-INF/manifest.xml"]
+
+
+def test_a_record_and_its_batch_go_together(evidence: MessageEvidence) -> None:
+    with pytest.raises(ValueError, match="if and only if"):
+        MessageEvidence(record=evidence.record)
+    with pytest.raises(ValueError, match="if and only if"):
+        MessageEvidence(record=replace(evidence.record, stamp=None), batch=evidence.batch)
