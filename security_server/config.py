@@ -21,6 +21,7 @@ from xchange.errors import BadRequestError
 from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId, ServiceId
 
 __all__ = [
+    "ArchiveConfig",
     "ConfigError",
     "ListenConfig",
     "SecurityServerConfig",
@@ -57,6 +58,25 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ArchiveConfig:
+    """``[archive]``: exporting the message log into archive files (docs/audit.md)."""
+
+    directory: Path
+    """Where archive files are written (default ``<state_dir>/archives``)."""
+    interval_seconds: float = 86400.0
+    """How often the server archives (and first right after it starts)."""
+    min_age_seconds: float = 0.0
+    """Only records at least this old are archived (they must be time-stamped anyway)."""
+    retention_days: float = 30.0
+    """Archived records stay in the database this long, then are removed."""
+    max_records: int = 10000
+    """At most this many records per archive file."""
+    recipients: tuple[Path, ...] = ()
+    """PEM certificates (or public keys) of the auditors archives are encrypted to; none:
+    archives are written unencrypted."""
+
+
+@dataclass(frozen=True, slots=True)
 class SecurityServerConfig:
     server_id: SecurityServerId
     client_proxy: ListenConfig
@@ -80,6 +100,8 @@ class SecurityServerConfig:
     """How often the server fetches OCSP responses for its own certificates."""
     ocsp_retry_seconds: float = 60.0
     """How soon it tries again after a failed fetch."""
+    archive: ArchiveConfig | None = None
+    """``None`` only for configurations built by hand; files always get one."""
 
     @classmethod
     def from_file(cls, path: Path) -> SecurityServerConfig:
@@ -138,7 +160,7 @@ def _listen(doc: Mapping[str, Any], name: str) -> ListenConfig:
 
 _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"clients", "server", "client_proxy", "server_proxy", "keys", "globalconf",
-                   "messagelog", "services", "access", "ocsp"}),
+                   "messagelog", "services", "access", "ocsp", "archive"}),
     "server": frozenset({"id", "state_dir"}),
     "client_proxy": frozenset({"host", "port", "peer_timeout", "max_body_bytes"}),
     "server_proxy": frozenset({"host", "port"}),
@@ -146,6 +168,8 @@ _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "globalconf": frozenset({"anchor", "refresh_seconds"}),
     "messagelog": frozenset({"database_url"}),
     "ocsp": frozenset({"refresh_seconds", "retry_seconds"}),
+    "archive": frozenset({"directory", "interval_seconds", "min_age_seconds", "retention_days",
+                          "max_records", "recipients"}),
 }
 
 
@@ -245,6 +269,7 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
             rules.append(AccessRule(svc, sub))
     cp = doc.get("client_proxy", {})
     ocsp = _opt(doc, "ocsp", dict, "", {})
+    state_dir = path(_opt(server, "state_dir", str, "server.", "."))
     return SecurityServerConfig(
         server_id=SecurityServerId.parse(_get(server, "id", str, "server.")),
         client_proxy=_listen(doc, "client_proxy"),
@@ -253,7 +278,7 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
         auth_cert=path(_get(keys, "auth_cert", str, "keys.")),
         signing_keys=signing,
         anchor=path(_get(gconf, "anchor", str, "globalconf.")),
-        state_dir=path(_opt(server, "state_dir", str, "server.", ".")),
+        state_dir=state_dir,
         database_url=_database_url(_get(log, "database_url", str, "messagelog."), base),
         clients=tuple(ClientId.parse(c) for c in _get(doc, "clients", list, "")),
         services=services,
@@ -270,4 +295,25 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
                                        "ocsp.refresh_seconds"),
         ocsp_retry_seconds=_positive(_opt(ocsp, "retry_seconds", float, "ocsp.", 60.0),
                                      "ocsp.retry_seconds"),
+        archive=_archive(_opt(doc, "archive", dict, "", {}), path, state_dir),
+    )
+
+
+def _archive(doc: Mapping[str, Any], path: Any, state_dir: Path) -> ArchiveConfig:
+    recipients = _opt(doc, "recipients", list, "archive.", [])
+    if not all(isinstance(r, str) for r in recipients):
+        raise ConfigError("archive.recipients must be a list of file names")
+    min_age = _opt(doc, "min_age_seconds", float, "archive.", 0.0)
+    if min_age < 0:
+        raise ConfigError("archive.min_age_seconds must not be negative")
+    return ArchiveConfig(
+        directory=path(_opt(doc, "directory", str, "archive.", str(state_dir / "archives"))),
+        interval_seconds=_positive(_opt(doc, "interval_seconds", float, "archive.", 86400.0),
+                                   "archive.interval_seconds"),
+        min_age_seconds=min_age,
+        retention_days=_positive(_opt(doc, "retention_days", float, "archive.", 30.0),
+                                 "archive.retention_days"),
+        max_records=int(_positive(_opt(doc, "max_records", int, "archive.", 10000),
+                                  "archive.max_records")),
+        recipients=tuple(path(r) for r in recipients),
     )

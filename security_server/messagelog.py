@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal, cast, get_args
 
@@ -59,6 +60,7 @@ from xchange.messagelog import (
 from xchange.timestamp import TimestampToken
 
 __all__ = [
+    "LogQuery",
     "LoggingFailedCode",
     "MessageLog",
     "MessageLogError",
@@ -80,6 +82,19 @@ class MessageLogError(XRoadError):
     A read failure carries the generic internal-error code.  The database's own error is
     the ``__cause__``; it is not put in the message, which may reach a client.
     """
+
+
+@dataclass(frozen=True, slots=True)
+class LogQuery:
+    """What an auditor searches by; ``None`` matches anything.  Times are aware, ``until``
+    exclusive."""
+
+    query_id: str | None = None
+    client: str | None = None
+    service: str | None = None
+    user_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 class MessageRecord(SQLModel, table=True):
@@ -167,13 +182,62 @@ class MessageLog:
             statement = statement.where(MessageRecord.query_id == query_id)
         return await asyncio.to_thread(self._read, statement)
 
-    async def verify(self) -> ChainReport:
-        """Verify the whole chain from the first record, read in batches.
+    async def verify(self, checkpoint: ChainCheckpoint = GENESIS) -> ChainReport:
+        """Verify the whole chain from ``checkpoint`` (the start, unless records before it
+        were archived and removed), read in batches.
 
         Raises :class:`~xchange.messagelog.ChainBrokenError` at the first bad record and
         :class:`MessageLogError` if reading fails.
         """
-        return await asyncio.to_thread(verify_chain, self._iter_all())
+        return await asyncio.to_thread(verify_chain, self._iter_all(checkpoint.sequence),
+                                       checkpoint=checkpoint)
+
+    # -- audit and archiving (security_server.archiver, xchange_cli.audit) --
+
+    async def records_after(self, after: int, limit: int) -> list[StoredRecord]:
+        """At most ``limit`` records numbered above ``after``, in sequence order."""
+        return await asyncio.to_thread(
+            self._read,
+            select(MessageRecord).where(col(MessageRecord.sequence) > after)
+            .order_by(col(MessageRecord.sequence)).limit(limit),
+        )
+
+    async def find(self, query: LogQuery, limit: int) -> list[StoredRecord]:
+        """The records matching every criterion of ``query``, oldest first, at most
+        ``limit``."""
+        statement = select(MessageRecord)
+        for column, value in ((MessageRecord.query_id, query.query_id),
+                              (MessageRecord.client, query.client),
+                              (MessageRecord.service, query.service),
+                              (MessageRecord.user_id, query.user_id)):
+            if value is not None:
+                statement = statement.where(column == value)
+        if query.since is not None:
+            statement = statement.where(col(MessageRecord.created_at) >= query.since)
+        if query.until is not None:
+            statement = statement.where(col(MessageRecord.created_at) < query.until)
+        return await asyncio.to_thread(
+            self._read, statement.order_by(col(MessageRecord.sequence)).limit(limit))
+
+    async def purge_through(self, sequence: int) -> int:
+        """Delete the time-stamped records numbered up to ``sequence`` (archived ones: the
+        caller's rule); return how many went.  The newest record always stays: the chain
+        goes on from it."""
+        def purge() -> int:
+            with Session(self._engine) as session:
+                head = _read_head(session).sequence
+                last = min(sequence, head - 1)
+                result = session.execute(
+                    sa.delete(MessageRecord).where(col(MessageRecord.sequence) <= last,
+                                                   col(MessageRecord.batch_id).is_not(None)))
+                session.commit()
+                return int(result.rowcount)  # type: ignore[attr-defined]
+        try:
+            return await asyncio.wrap_future(self._writer.submit(purge))
+        except RuntimeError as exc:
+            raise MessageLogError("the message log is closed") from exc
+        except SQLAlchemyError as exc:
+            raise MessageLogError("archived records could not be removed") from exc
 
     async def unstamped(self, limit: int) -> list[StoredRecord]:
         """The oldest records not yet time-stamped, at most ``limit``, in sequence order."""
@@ -265,10 +329,9 @@ class MessageLog:
         except SQLAlchemyError as exc:
             raise MessageLogError("the message log could not be read") from exc
 
-    def _iter_all(self) -> Iterator[StoredRecord]:
+    def _iter_all(self, after: int = 0) -> Iterator[StoredRecord]:
         # Keyset pagination, one short transaction per batch: constant memory, no
         # long-lived cursor or snapshot, and appends may go on meanwhile.
-        after = 0
         while True:
             batch = self._read(
                 select(MessageRecord)

@@ -42,9 +42,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
-from xchange.asic import BAD_CONTAINER_CODE, Limits, read_container, write_container
+from xchange.asic import (
+    BAD_CONTAINER_CODE,
+    Limits,
+    entry_names,
+    read_container,
+    write_container,
+)
 from xchange.canonical import canonical_json, parse_json
 from xchange.errors import BadRequestError, ChainBrokenError, EvidenceError
 from xchange.evidence import MessageEvidence, format_time, read_evidence, write_evidence
@@ -59,6 +65,7 @@ __all__ = [
     "archive_hash",
     "build_archive",
     "check_succession",
+    "container_kind",
     "read_archive",
 ]
 
@@ -255,6 +262,16 @@ def check_succession(previous: ArchiveLinking, current: ArchiveLinking) -> None:
         raise ChainBrokenError(current.first_sequence,
                                f"archive {current.number} does not continue the record chain "
                                f"of archive {previous.number}")
+
+
+def container_kind(data: bytes) -> Literal["archive", "bundle", "evidence"]:
+    """What a (decrypted) file is: an archive file, an exported query (a bundle of
+    evidence containers) or one evidence container.  Only the ZIP directory is read."""
+    names = entry_names(data)
+    if data[30:38] == b"mimetype" and data[38:38 + len(ARCHIVE_MIMETYPE)] == \
+            ARCHIVE_MIMETYPE.encode("ascii"):
+        return "archive"
+    return "bundle" if any(n.startswith("records/") for n in names) else "evidence"
 
 
 def _sequence_of(name: str) -> int | None:

@@ -45,6 +45,7 @@ __all__ = [
     "MANIFEST_NAME",
     "AsicContainer",
     "Limits",
+    "entry_names",
     "manifest_xml",
     "read_container",
     "write_container",
@@ -195,6 +196,16 @@ def read_container(
     if manifest != manifest_xml(list(types.items()), mimetype):
         raise _bad("META-INF/manifest.xml does not list exactly the container's data objects")
     return AsicContainer(objects=objects, media_types=types)
+
+
+def entry_names(data: bytes) -> list[str]:
+    """The entry names of a ZIP file, from its central directory, nothing decompressed (to
+    tell kinds of container apart before reading one in full)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return zf.namelist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+        raise _bad(f"not a ZIP file ({exc})") from exc
 
 
 def _check_layout(

@@ -42,12 +42,18 @@ checks that its parts fit together as a record; the cryptographic checks are
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, cast
 
-from xchange.asic import BAD_CONTAINER_CODE, Limits, read_container, write_container
+from xchange.asic import (
+    ASIC_E_MIMETYPE,
+    BAD_CONTAINER_CODE,
+    Limits,
+    read_container,
+    write_container,
+)
 from xchange.canonical import canonical_json, parse_json
 from xchange.errors import BadRequestError
 from xchange.logbatch import TimestampBatch
@@ -57,7 +63,9 @@ __all__ = [
     "EVIDENCE_TYPE",
     "MessageEvidence",
     "format_time",
+    "read_bundle",
     "read_evidence",
+    "write_bundle",
     "write_evidence",
 ]
 
@@ -79,6 +87,7 @@ _TYPES: Final[dict[str, str]] = {
     **{f"evidence/ocsp-{i}.der": "application/ocsp-response" for i in range(1, _MAX_OCSP + 1)},
 }
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
+_BUNDLE_ENTRY: Final = re.compile(r"records/\d{12}\.asice")
 _TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -182,6 +191,34 @@ def read_evidence(data: bytes, *, limits: Limits | None = None) -> MessageEviden
     batch, stamp = _stamp(doc["timestamp"], container.objects)
     record = _record(doc["record"], container.objects, staples, stamp)
     return MessageEvidence(record=record, batch=batch)
+
+
+def write_bundle(evidence: Sequence[MessageEvidence]) -> bytes:
+    """Several records' containers in one ASiC-E container (an exported query):
+    ``records/<sequence, 12 digits>.asice`` each, in sequence order."""
+    ordered = sorted(evidence, key=lambda e: e.record.sequence)
+    return write_container([(_bundle_name(e.record.sequence), ASIC_E_MIMETYPE,
+                             write_evidence(e)) for e in ordered])
+
+
+def read_bundle(data: bytes, *, limits: Limits | None = None) -> list[MessageEvidence]:
+    """The evidence in a container written by :func:`write_bundle`, in sequence order."""
+    container = read_container(
+        data, limits=limits,
+        media_type_of=lambda n: ASIC_E_MIMETYPE if _BUNDLE_ENTRY.fullmatch(n) else None)
+    out = []
+    for name, inner in container.objects.items():
+        evidence = read_evidence(inner, limits=limits)
+        if name != _bundle_name(evidence.record.sequence):
+            raise _bad(f"{name} holds record {evidence.record.sequence}")
+        out.append(evidence)
+    if not out:
+        raise _bad("the bundle holds no records")
+    return sorted(out, key=lambda e: e.record.sequence)
+
+
+def _bundle_name(sequence: int) -> str:
+    return f"records/{sequence:012d}.asice"
 
 
 def _exact_keys(doc: Mapping[str, Any], keys: set[str], what: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from security_server.config import ConfigError
 from xchange.errors import XRoadError
-from xchange_cli import ca, tsa
+from xchange_cli import audit, ca, tsa
 
 __all__ = ["main"]
 
@@ -38,12 +38,6 @@ def _demo(args: argparse.Namespace) -> int:
     from xchange_cli.demo import run_demo
 
     return run_demo(serve=args.serve, directory=args.dir)
-
-
-def _log_verify(args: argparse.Namespace) -> int:
-    from xchange_cli.logverify import verify_log
-
-    return verify_log(args.config)
 
 
 def _ss_status(args: argparse.Namespace) -> int:
@@ -75,9 +69,6 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command(["ss", "serve"], _ss_serve, "run a security server")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
-    p = command(["ss", "verify-log"], _log_verify,
-                "verify a security server's message log: hash chain and every signature")
-    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
     p = command(["ss", "status"], _ss_status,
                 "show a security server's certificates, their expiry and OCSP status")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
@@ -91,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder for the federation (default: a temporary folder)")
     ca.register(command)
     tsa.register(command)
+    audit.register(command)
     return parser
 
 

@@ -37,6 +37,7 @@ from xchange.transport import (
     decode_frame,
     encode_frame,
 )
+from xchange_cli.audit import check_log
 from xchange_cli.demo import Answer, query
 from xchange_cli.federation import (
     CONSUMER,
@@ -47,7 +48,6 @@ from xchange_cli.federation import (
     ServerFiles,
     free_port,
 )
-from xchange_cli.logverify import check_log
 
 pytestmark = pytest.mark.e2e
 

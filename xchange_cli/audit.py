@@ -1,0 +1,388 @@
+"""``xchange audit``: verify, search and export message-log evidence; make archives.
+
+* ``audit verify PATH`` -- an archive file (encrypted or not), a directory of archive files
+  (each, and the chain between them), a single evidence container, or an exported query; or
+  ``audit verify --config FILE``, a security server's live log (``ss verify-log`` is the same
+  command).  Offline, with only the trust anchors given: a configuration anchor and a global
+  configuration file (``--anchor``, ``--globalconf``), or CA and TSA certificates (``--ca``,
+  ``--tsa``); a live log defaults to its server's own anchor and last good configuration.
+  Exit status 0 when everything verifies, 1 naming the first broken record otherwise.
+* ``audit search --config FILE`` -- records by query id, client, service, user id, time.
+* ``audit export --config FILE --query-id ID --out FILE`` -- the request and response of one
+  query, with their evidence, as one self-contained ASiC-E container.
+* ``audit archive --config FILE`` -- archive now, and remove records past retention.
+
+The checks themselves are :mod:`xchange.audit` and :mod:`xchange.archive`; this module reads
+files and the database and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from certs.keys import load_certificates, load_private_key
+from security_server.archiver import Archiver, DirectoryTarget, live_checkpoint, load_recipients
+from security_server.confclient import CACHE_FILE
+from security_server.config import SecurityServerConfig
+from security_server.db import create_db_engine, create_tables
+from security_server.messagelog import LogQuery, MessageLog, MessageRecord
+from xchange.archive import (
+    ArchiveContents,
+    ArchiveLinking,
+    check_succession,
+    container_kind,
+    read_archive,
+)
+from xchange.archive_crypto import decrypt_archive, is_encrypted
+from xchange.audit import AuditTrust, RecordCheck, verify_evidence
+from xchange.errors import ChainBrokenError, EvidenceError, StampInvalidError, XRoadError
+from xchange.evidence import MessageEvidence, read_bundle, read_evidence, write_bundle
+from xchange.globalconf import ApprovedCA, ConfigurationAnchor, GlobalConf, verify_envelope
+from xchange.messagelog import ChainReport, StoredRecord
+
+__all__ = ["AuditReport", "check_log", "register"]
+
+Command = Callable[[list[str], Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+_PAGE = 1000
+BROKEN = (ChainBrokenError, EvidenceError, StampInvalidError)
+"""What a verification raises when evidence does not verify (as opposed to bad input)."""
+
+
+@dataclass
+class AuditReport:
+    """What was verified, and the first failure if any."""
+
+    subject: str
+    checks: list[RecordCheck] = field(default_factory=list)
+    chain: ChainReport | None = None
+    archives: list[ArchiveLinking] = field(default_factory=list)
+    unstamped: int = 0
+    failure: XRoadError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def failures(self) -> list[str]:
+        return [] if self.failure is None else [self.failure.message]
+
+    @property
+    def signatures_verified(self) -> int:
+        return sum(c.signer is not None for c in self.checks)
+
+    @property
+    def rejected(self) -> int:
+        return sum(c.status == "rejected" for c in self.checks)
+
+    def lines(self) -> Iterable[str]:
+        yield f"{self.subject}:"
+        for a in self.archives:
+            link = "first archive" if a.number == 1 else f"follows {a.previous_archive[:16]}..."
+            yield (f"  archive {a.number} of {a.server}: records {a.first_sequence}.."
+                   f"{a.last_sequence}, hash {a.archive_hash} ({link})")
+        if self.chain is not None:
+            yield (f"  hash chain intact: {self.chain.count} records"
+                   + (f" (sequence {self.chain.first_sequence}..{self.chain.last_sequence})"
+                      if self.chain.count else ""))
+        requests = sum(c.kind == "request" for c in self.checks)
+        yield (f"  {requests} requests, {len(self.checks) - requests} responses, "
+               f"{self.rejected} logged as rejected")
+        yield f"  signatures verified: {self.signatures_verified}"
+        yield f"  OCSP responses good at signing time: " \
+              f"{sum(c.ocsp_this_update is not None for c in self.checks)}"
+        stamped = [c.stamped_at for c in self.checks if c.stamped_at is not None]
+        span = f" ({min(stamped).isoformat()} .. {max(stamped).isoformat()})" if stamped else ""
+        yield f"  time-stamps verified: {len(stamped)}{span}"
+        if self.unstamped:
+            yield f"  not yet time-stamped: {self.unstamped} (newest records)"
+        for c in self.checks:
+            if c.note is not None:
+                yield f"  note: rejected record {c.sequence}: its signature: {c.note}"
+        if self.failure is None:
+            yield "OK: everything verifies"
+        else:
+            where = getattr(self.failure, "sequence", None)
+            name = f"record {where}" if where is not None else "archive link"
+            yield f"FAILED at {name}: {self.failure.message}"
+
+
+# -- trust ------------------------------------------------------------------------------------
+
+
+def _trust(args: argparse.Namespace, config: SecurityServerConfig | None) -> AuditTrust:
+    if args.ca:
+        cas = tuple(ApprovedCA(c.subject.rfc4514_string(), c)
+                    for path in args.ca for c in load_certificates(path))
+        tsas = tuple(load_certificates(path)[0] for path in args.tsa or ())
+        return AuditTrust(cas=cas, tsas=tsas,
+                          ocsp_max_age=timedelta(seconds=args.ocsp_max_age))
+    anchor_path = args.anchor or (config.anchor if config else None)
+    conf_path = args.globalconf or (config.state_dir / CACHE_FILE if config else None)
+    if anchor_path is None or conf_path is None:
+        raise ValueError("give the trust anchors: --anchor and --globalconf, or --ca and --tsa")
+    anchor = ConfigurationAnchor.from_json(Path(anchor_path).read_bytes())
+    # Expiry is not applied: an audit looks at the past.
+    conf = GlobalConf.from_payload(verify_envelope(Path(conf_path).read_bytes(),
+                                                   anchor.certificates))
+    return AuditTrust.from_globalconf(conf)
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def _plain(path: Path, key: Path | None) -> bytes:
+    data = path.read_bytes()
+    if not is_encrypted(data):
+        return data
+    if key is None:
+        raise ValueError(f"{path} is encrypted: give the auditor's private key with --key")
+    private = load_private_key(key)
+    return decrypt_archive(data, private)
+
+
+def _verify_archives(paths: list[Path], trust: AuditTrust, key: Path | None,
+                     report: AuditReport) -> None:
+    previous: ArchiveLinking | None = None
+    for path in paths:
+        contents: ArchiveContents = read_archive(_plain(path, key))
+        if previous is not None:
+            check_succession(previous, contents.linking)
+        report.archives.append(contents.linking)
+        report.checks += [verify_evidence(e, trust) for e in contents.evidence]
+        previous = contents.linking
+
+
+def verify_path(path: Path, trust: AuditTrust, *, key: Path | None = None,
+                previous: Path | None = None) -> AuditReport:
+    """Verify a file or directory (see the module docstring); failures go in the report."""
+    report = AuditReport(subject=str(path))
+    try:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            if not files:
+                raise ValueError(f"{path} holds no archive files")
+            _verify_archives(files, trust, key, report)
+            return report
+        data = _plain(path, key)
+        kind = container_kind(data)
+        if kind == "archive":
+            _verify_archives([*([previous] if previous else []), path], trust, key, report)
+        elif kind == "bundle":
+            report.checks += [verify_evidence(e, trust) for e in read_bundle(data)]
+        else:
+            report.checks.append(verify_evidence(read_evidence(data), trust))
+    except BROKEN as exc:
+        report.failure = exc
+    return report
+
+
+# -- the live log -----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _open_log(config: SecurityServerConfig, *, create: bool = False
+                    ) -> AsyncIterator[tuple[MessageLog, sa.Engine]]:
+    url = sa.make_url(config.database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        # Opening it would create an empty log that "verifies": refuse a wrong path instead.
+        raise ValueError(f"no message log at {url.database}")
+    engine = create_db_engine(config.database_url)
+    log = None
+    try:
+        try:
+            has_log = sa.inspect(engine).has_table(MessageRecord.__tablename__)
+            if has_log and create:
+                create_tables(engine)  # the archive table, on a log made before it existed
+        except sa.exc.SQLAlchemyError as exc:
+            raise ValueError(f"cannot open the message log database: {exc}") from exc
+        if not has_log:
+            raise ValueError("the database holds no message log")
+        log = MessageLog(engine)
+        yield log, engine
+    finally:
+        if log is not None:
+            log.close()
+        engine.dispose()
+
+
+async def _all_records(log: MessageLog, after: int) -> AsyncIterator[list[StoredRecord]]:
+    while page := await log.records_after(after, _PAGE):
+        yield page
+        after = page[-1].sequence
+
+
+async def _verify_live(config: SecurityServerConfig, trust: AuditTrust) -> AuditReport:
+    report = AuditReport(subject=f"live message log of {config.server_id}")
+    async with _open_log(config) as (log, engine):
+        try:
+            checkpoint = await live_checkpoint(log, engine)
+            report.chain = await log.verify(checkpoint)
+            batches = {b.id: b for b in await log.batches()}
+            async for page in _all_records(log, checkpoint.sequence):
+                for record in page:
+                    batch = batches.get(record.stamp.batch_id) if record.stamp else None
+                    if record.stamp is not None and batch is None:
+                        raise StampInvalidError(record.sequence,
+                                                f"batch {record.stamp.batch_id} is missing")
+                    check = verify_evidence(MessageEvidence(record, batch), trust,
+                                            require_stamp=False)
+                    report.checks.append(check)
+                    report.unstamped += check.stamped_at is None
+        except BROKEN as exc:
+            report.failure = exc
+    return report
+
+
+def check_log(config_path: Path, args: argparse.Namespace | None = None) -> AuditReport:
+    """Verify the live log of the security server configured in ``config_path``, with its
+    own trust anchors unless ``args`` names others."""
+    config = SecurityServerConfig.from_file(config_path).from_env()
+    trust = _trust(args or _no_trust_args(), config)
+    return asyncio.run(_verify_live(config, trust))
+
+
+def _no_trust_args() -> argparse.Namespace:
+    return argparse.Namespace(ca=None, tsa=None, anchor=None, globalconf=None, ocsp_max_age=3600)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def _verify(args: argparse.Namespace) -> int:
+    if (args.path is None) == (args.config is None):
+        raise ValueError("give either a PATH to verify or --config for a live log")
+    if args.config is not None:
+        report = check_log(args.config, args)
+    else:
+        report = verify_path(args.path, _trust(args, None), key=args.key,
+                             previous=args.previous)
+    for line in report.lines():
+        print(line)
+    return 0 if report.ok else 1
+
+
+def _query(args: argparse.Namespace) -> LogQuery:
+    return LogQuery(query_id=args.query_id, client=args.client, service=args.service,
+                    user_id=args.user_id, since=args.since, until=args.until)
+
+
+def _search(args: argparse.Namespace) -> int:
+    config = SecurityServerConfig.from_file(args.config).from_env()
+
+    async def search() -> list[StoredRecord]:
+        async with _open_log(config) as (log, _engine):
+            return await log.find(_query(args), args.limit)
+
+    records = asyncio.run(search())
+    for r in records:
+        e = r.entry
+        print(f"{r.sequence:>8} {e.created_at.isoformat()} {e.kind:<8} {e.direction:<8} "
+              f"{e.status:<8} {e.query_id} {e.client} -> {e.service}"
+              + (f" user={e.user_id}" if e.user_id else "")
+              + ("" if r.stamp else " (not yet time-stamped)"))
+    print(f"{len(records)} record(s)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    config = SecurityServerConfig.from_file(args.config).from_env()
+
+    async def collect() -> list[MessageEvidence]:
+        async with _open_log(config) as (log, _engine):
+            records = await log.find(LogQuery(query_id=args.query_id), 100)
+            batches = {b.id: b for b in await log.batches()}
+        return [MessageEvidence(r, batches[r.stamp.batch_id] if r.stamp else None)
+                for r in records]
+
+    evidence = asyncio.run(collect())
+    if not evidence:
+        raise ValueError(f"no record of query {args.query_id!r} in the log")
+    args.out.write_bytes(write_bundle(evidence))
+    unstamped = sum(e.batch is None for e in evidence)
+    print(f"exported {len(evidence)} record(s) of query {args.query_id} to {args.out}"
+          + (f"; {unstamped} not yet time-stamped" if unstamped else ""))
+    return 0
+
+
+def _archive(args: argparse.Namespace) -> int:
+    config = SecurityServerConfig.from_file(args.config).from_env()
+    settings = config.archive
+    if settings is None:  # pragma: no cover - from_file always sets it
+        raise ValueError("no [archive] settings")
+
+    async def run() -> tuple[list[Any], int]:
+        async with _open_log(config, create=True) as (log, engine):
+            archiver = Archiver(log, engine, DirectoryTarget(settings.directory),
+                                server_id=str(config.server_id), config=settings,
+                                recipients=load_recipients(settings.recipients))
+            now = datetime.now(UTC)
+            return await archiver.archive(now), await archiver.purge(now)
+
+    made, removed = asyncio.run(run())
+    for a in made:
+        print(f"archive {a.number}: records {a.first_sequence}..{a.last_sequence} -> "
+              f"{settings.directory / a.name} (hash {a.archive_hash})")
+    print(f"{len(made)} archive file(s) written, {removed} archived record(s) removed")
+    return 0
+
+
+def _time(text: str) -> datetime:
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def register(command: Command) -> None:
+    """Add the ``audit`` subcommands, and ``ss verify-log`` (the same as ``audit verify
+    --config``)."""
+    for path, text in ((["audit", "verify"], "verify message-log evidence offline: an archive "
+                        "file or directory of them, a container, or a live log (--config)"),
+                       (["ss", "verify-log"], "verify a security server's message log (the "
+                        "same as xchange audit verify --config)")):
+        p = command(path, _verify, text)
+        if path[0] == "audit":
+            p.add_argument("path", type=Path, nargs="?", help="archive, directory or container")
+        else:
+            p.set_defaults(path=None)
+        p.add_argument("--config", type=Path, required=path[0] == "ss",
+                       help="security server TOML file: verify its live log")
+        trust = p.add_argument_group("trust anchors (default for --config: the server's own)")
+        trust.add_argument("--anchor", type=Path, help="configuration anchor (anchor.json)")
+        trust.add_argument("--globalconf", type=Path,
+                           help="a signed global configuration file (globalconf.json)")
+        trust.add_argument("--ca", type=Path, action="append",
+                           help="an approved CA certificate (PEM; repeatable)")
+        trust.add_argument("--tsa", type=Path, action="append",
+                           help="an approved TSA certificate (PEM; repeatable)")
+        trust.add_argument("--ocsp-max-age", type=int, default=3600,
+                           help="with --ca: the oldest OCSP response accepted, in seconds")
+        p.add_argument("--key", type=Path, help="auditor's private key, for encrypted archives")
+        p.add_argument("--previous", type=Path,
+                       help="the previous archive file: check that PATH follows it")
+
+    p = command(["audit", "search"], _search, "find message-log records")
+    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    for name in ("query-id", "client", "service", "user-id"):
+        p.add_argument(f"--{name}")
+    p.add_argument("--since", type=_time, help="ISO time (inclusive; UTC if no zone)")
+    p.add_argument("--until", type=_time, help="ISO time (exclusive)")
+    p.add_argument("--limit", type=int, default=1000)
+
+    p = command(["audit", "export"], _export,
+                "export one query's request and response with their evidence (ASiC-E)")
+    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    p.add_argument("--query-id", required=True)
+    p.add_argument("--out", type=Path, required=True, help="the container file to write")
+
+    p = command(["audit", "archive"], _archive,
+                "archive time-stamped records now and remove those past retention")
+    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
