@@ -14,8 +14,9 @@ crash in between leaves a file that the next run writes again under the same nam
 
 Records are removed from the database ``retention_days`` after they were logged, and only
 whole archives' worth: every record up to the last record of an archive whose records are all
-older than that.  The newest record always stays (the chain goes on from it).  The live log
-then verifies from the checkpoint the last removed archive gives (:func:`live_checkpoint`).
+older than that.  The archive holding the newest record stays (the chain goes on from it).
+The live log then verifies from the checkpoint the last removed archive gives
+(:func:`live_checkpoint`).
 
 Targets: :class:`DirectoryTarget` writes files atomically into a folder.  Object storage is a
 second implementation of the same two-method protocol -- an S3-compatible ``put`` is a
@@ -43,7 +44,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from security_server.config import ArchiveConfig
-from security_server.messagelog import MessageLog
+from security_server.messagelog import MessageLog, MessageRecord
 from xchange.archive import build_archive
 from xchange.archive_crypto import RecipientKey, encrypt_archive
 from xchange.errors import ChainBrokenError, XRoadError
@@ -233,13 +234,17 @@ class Archiver:
                                 .order_by(col(ArchiveFileRow.number).desc()).limit(1)).first()
 
     def _last_expired(self, cutoff: datetime) -> int | None:
+        """The last record of the newest archive past retention that does not hold the
+        newest record (which stays, and with it its whole archive)."""
         with Session(self._engine) as session:
+            head = session.exec(select(sa.func.max(MessageRecord.sequence))).one() or 0
             rows = session.exec(select(ArchiveFileRow)
+                                .where(col(ArchiveFileRow.last_sequence) < head)
                                 .order_by(col(ArchiveFileRow.number).desc())).all()
         return next((r.last_sequence for r in rows if _aware(r.last_created_at) < cutoff), None)
 
     def _store(self, row: ArchiveFileRow) -> None:
-        with Session(self._engine) as session:
+        with Session(self._engine, expire_on_commit=False) as session:
             session.add(row)
             session.commit()
 

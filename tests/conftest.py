@@ -13,12 +13,10 @@ from cryptography import x509
 
 from certs.ca import DevCA, IssuedCredentials
 from certs.keys import PrivateKey
-from certs.ocsp import OcspResponder
 from certs.tsa import TimeStampAuthority
 from security_server.db import create_db_engine
-from tests.auditkit import AuditPki, trust_of
+from tests.auditkit import AuditPki, make_audit_pki
 from xchange.identifiers import ClientId, SecurityServerId
-from xchange.signing import SigningIdentity
 
 # -- PKI: a development CA and certificates issued by it ----------------------------------------
 
@@ -86,21 +84,10 @@ def tsa(tsa_credentials: tuple[PrivateKey, x509.Certificate], dev_ca: DevCA) -> 
 
 
 @pytest.fixture(scope="session")
-def audit_pki(
-    dev_ca: DevCA,
-    issue_member_sign: Callable[..., IssuedCredentials],
-    tsa: TimeStampAuthority,
-    pki_now: datetime,
-) -> AuditPki:
+def audit_pki(dev_ca: DevCA, tmp_path_factory: pytest.TempPathFactory,
+              pki_now: datetime) -> AuditPki:
     """What :mod:`tests.auditkit` needs to make a small, real, time-stamped log."""
-
-    def identity(member: str) -> SigningIdentity:
-        issued = issue_member_sign(member)
-        return SigningIdentity(ClientId.parse(member), issued.key, issued.chain)
-
-    return AuditPki(consumer=identity("TEST/GOV/1001"), provider=identity("TEST/GOV/1002"),
-                    ocsp=OcspResponder(dev_ca), tsa=tsa,
-                    trust=trust_of(dev_ca.certificate, tsa.certificate), now=pki_now)
+    return make_audit_pki(dev_ca, tmp_path_factory.mktemp("audit-pki"), pki_now)
 
 
 # -- PostgreSQL: a schema of its own per test ------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -47,7 +48,8 @@ from xchange.audit import AuditTrust, RecordCheck, verify_evidence
 from xchange.errors import ChainBrokenError, EvidenceError, StampInvalidError, XRoadError
 from xchange.evidence import MessageEvidence, read_bundle, read_evidence, write_bundle
 from xchange.globalconf import ApprovedCA, ConfigurationAnchor, GlobalConf, verify_envelope
-from xchange.messagelog import ChainReport, StoredRecord
+from xchange.logbatch import TimestampBatch
+from xchange.messagelog import ChainCheckpoint, ChainReport, StoredRecord, verify_chain
 
 __all__ = ["AuditReport", "check_log", "register"]
 
@@ -226,21 +228,50 @@ async def _verify_live(config: SecurityServerConfig, trust: AuditTrust) -> Audit
     async with _open_log(config) as (log, engine):
         try:
             checkpoint = await live_checkpoint(log, engine)
-            report.chain = await log.verify(checkpoint)
-            batches = {b.id: b for b in await log.batches()}
+            batches = LiveBatches(await log.batches())
+            head, first = checkpoint, None
+            # One pass, record by record, so the first broken record is named whatever
+            # check it fails: its link, its content, its batch, its evidence.
             async for page in _all_records(log, checkpoint.sequence):
                 for record in page:
-                    batch = batches.get(record.stamp.batch_id) if record.stamp else None
-                    if record.stamp is not None and batch is None:
-                        raise StampInvalidError(record.sequence,
-                                                f"batch {record.stamp.batch_id} is missing")
-                    check = verify_evidence(MessageEvidence(record, batch), trust,
+                    verify_chain([record], checkpoint=head)
+                    check = verify_evidence(MessageEvidence(record, batches.of(record)), trust,
                                             require_stamp=False)
                     report.checks.append(check)
                     report.unstamped += check.stamped_at is None
+                    head = ChainCheckpoint(record.sequence, record.record_hash)
+                    first = first or record.sequence
+            report.chain = ChainReport(count=len(report.checks), first_sequence=first,
+                                       last_sequence=head.sequence, last_hash=head.record_hash)
         except BROKEN as exc:
             report.failure = exc
     return report
+
+
+class LiveBatches:
+    """The live log's time-stamp batches, by id and by the range of records they cover."""
+
+    def __init__(self, batches: Iterable[TimestampBatch]) -> None:
+        self._by_id = {b.id: b for b in batches}
+        self._ranges = sorted((b.first_sequence, b.last_sequence, b.id)
+                              for b in self._by_id.values())
+
+    def of(self, record: StoredRecord) -> TimestampBatch | None:
+        """The batch that stamps ``record``; ``None`` if none does, nor should.  A record
+        inside a batch's range must be stamped by it (batches cover runs of consecutive
+        records): one that is not was put there afterwards."""
+        seq = record.sequence
+        i = bisect.bisect_right(self._ranges, (seq, float("inf"), 0)) - 1
+        covering = self._ranges[i][2] if i >= 0 and self._ranges[i][1] >= seq else None
+        if record.stamp is None:
+            if covering is not None:
+                raise StampInvalidError(seq, f"the record lies in batch {covering} but is not "
+                                             "stamped by it: it was inserted or altered later")
+            return None
+        batch = self._by_id.get(record.stamp.batch_id)
+        if batch is None:
+            raise StampInvalidError(seq, f"batch {record.stamp.batch_id} is missing")
+        return batch
 
 
 def check_log(config_path: Path, args: argparse.Namespace | None = None) -> AuditReport:

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
-import zipfile
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
-from tests.auditkit import AuditPki, make_log
+from tests.auditkit import AuditPki, make_log, relink, repack, swap_bodies, unpack
 from xchange.archive import (
-    ARCHIVE_MIMETYPE,
     LINKING_NAME,
     ArchiveContents,
     archive_hash,
     build_archive,
     check_succession,
-    next_link,
     read_archive,
 )
-from xchange.asic import write_container
 from xchange.canonical import canonical_json, parse_json
 from xchange.errors import BadRequestError, ChainBrokenError, EvidenceError
 from xchange.evidence import MessageEvidence
@@ -48,30 +40,6 @@ def archives(audit_pki: AuditPki, logs: tuple[list[MessageEvidence], list[Messag
     two, _ = build_archive(logs[1], server=SERVER, number=2, previous_archive=h1,
                            created_at=audit_pki.now)
     return one, two
-
-
-def unpack(data: bytes) -> dict[str, bytes]:
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        return {n: zf.read(n) for n in zf.namelist() if n not in ("mimetype",
-                                                                   "META-INF/manifest.xml")}
-
-
-def repack(files: dict[str, bytes]) -> bytes:
-    return write_container(
-        [(n, "application/json" if n == LINKING_NAME else "application/vnd.etsi.asic-e+zip", d)
-         for n, d in files.items()], mimetype=ARCHIVE_MIMETYPE)
-
-
-def relink(files: dict[str, bytes], edit: Callable[[list[dict[str, Any]]], object]) -> None:
-    """Edit the linking file's container list and recompute every hash and link, as a forger
-    with write access would."""
-    doc = parse_json(files[LINKING_NAME])
-    edit(doc["containers"])
-    link = doc["previous_archive"]
-    for c in doc["containers"]:
-        c["sha256"] = hashlib.sha256(files[c["name"]]).hexdigest()
-        link = c["link"] = next_link(link, c["sha256"])
-    files[LINKING_NAME] = canonical_json(doc)
 
 
 def test_round_trip(archives: tuple[bytes, bytes],
@@ -101,17 +69,6 @@ def broken(data: bytes, error: type[Exception], sequence: int | None, match: str
     with pytest.raises(error, match=match) as info:
         read_archive(data)
     assert getattr(info.value, "sequence", None) == sequence
-
-
-def swap_bodies(container: bytes) -> bytes:
-    files = unpack(container)
-    files["message/body"] = b'{"name": "Someone else"}'
-    types = {"message/header.json": "application/json", "message/body":
-             "application/octet-stream", "message/signature.jws": "application/jose",
-             "evidence/record.json": "application/json",
-             "evidence/timestamp.tst": "application/vnd.etsi.timestamp-token"}
-    return write_container([(n, types.get(n, "application/ocsp-response"), d)
-                            for n, d in files.items()])
 
 
 def test_altered_container_is_named(archives: tuple[bytes, bytes]) -> None:
