@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -80,6 +80,11 @@ class SecurityServerConfig:
     """How often the server fetches OCSP responses for its own certificates."""
     ocsp_retry_seconds: float = 60.0
     """How soon it tries again after a failed fetch."""
+    timestamping: Literal["batch", "sync"] = "batch"
+    """``batch``: records are stamped every ``timestamping_interval_seconds`` (global
+    configuration); ``sync``: each message waits for its record's stamp before it passes."""
+    timestamping_max_failure_seconds: float = 14400.0
+    """How long time-stamping may fail before new messages are refused."""
 
     @classmethod
     def from_file(cls, path: Path) -> SecurityServerConfig:
@@ -144,7 +149,8 @@ _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "server_proxy": frozenset({"host", "port"}),
     "keys": frozenset({"auth_key", "auth_cert", "signing"}),
     "globalconf": frozenset({"anchor", "refresh_seconds"}),
-    "messagelog": frozenset({"database_url"}),
+    "messagelog": frozenset({"database_url", "timestamping",
+                             "timestamping_max_failure_seconds"}),
     "ocsp": frozenset({"refresh_seconds", "retry_seconds"}),
 }
 
@@ -245,6 +251,9 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
             rules.append(AccessRule(svc, sub))
     cp = doc.get("client_proxy", {})
     ocsp = _opt(doc, "ocsp", dict, "", {})
+    timestamping = _opt(log, "timestamping", str, "messagelog.", "batch")
+    if timestamping not in ("batch", "sync"):
+        raise ConfigError('messagelog.timestamping must be "batch" or "sync"')
     return SecurityServerConfig(
         server_id=SecurityServerId.parse(_get(server, "id", str, "server.")),
         client_proxy=_listen(doc, "client_proxy"),
@@ -270,4 +279,8 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
                                        "ocsp.refresh_seconds"),
         ocsp_retry_seconds=_positive(_opt(ocsp, "retry_seconds", float, "ocsp.", 60.0),
                                      "ocsp.retry_seconds"),
+        timestamping=timestamping,
+        timestamping_max_failure_seconds=_positive(
+            _opt(log, "timestamping_max_failure_seconds", float, "messagelog.", 14400.0),
+            "messagelog.timestamping_max_failure_seconds"),
     )

@@ -1,8 +1,11 @@
 """``xchange ss verify-log``: check a security server's message log.
 
-Two checks over every record: the hash chain (each record's hash recomputed, each link to
-the previous record, no gap), and each accepted message's signature (by the member the
-message names, with a certificate that chained to an approved CA when it was logged).
+Three checks over every record: the hash chain (each record's hash recomputed, each link to
+the previous record, no gap); each accepted message's signature (by the member the message
+names, with a certificate that chained to an approved CA when it was logged); and its
+time-stamp: the token of its batch (signed by an approved TSA, over the batch's Merkle root)
+and its Merkle path to that root.  Records logged since the last batch are counted as not
+yet stamped; that is not a failure.
 Records logged as *rejected* are evidence of refused messages; their signatures may not
 verify (that may be why they were refused), so only those of accepted records must.
 
@@ -23,9 +26,10 @@ from security_server.confclient import CACHE_FILE
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine
 from security_server.messagelog import MessageLog, MessageRecord
-from xchange.errors import XRoadError
+from xchange.errors import StampInvalidError, XRoadError
 from xchange.globalconf import ConfigurationAnchor, GlobalConf, verify_envelope
 from xchange.identifiers import ClientId, ServiceId
+from xchange.logbatch import TimestampBatch, verify_batch, verify_record_stamp
 from xchange.messagelog import ChainReport, StoredRecord
 from xchange.signing import verify_message
 
@@ -39,6 +43,9 @@ class LogVerification:
     responses: int = 0
     rejected: int = 0
     signatures_verified: int = 0
+    batches_verified: int = 0
+    stamps_verified: int = 0
+    unstamped: int = 0
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -76,7 +83,9 @@ async def _check(config: SecurityServerConfig) -> LogVerification:
     log = MessageLog(engine)
     try:
         result = LogVerification(chain=await log.verify())
+        batches = await _verified_batches(log, conf, result)
         for record in await log.records():
+            _check_stamp(record, batches, result)
             entry = record.entry
             if entry.kind == "request":
                 result.requests += 1
@@ -100,6 +109,37 @@ async def _check(config: SecurityServerConfig) -> LogVerification:
         engine.dispose()
 
 
+async def _verified_batches(log: MessageLog, conf: GlobalConf,
+                            result: LogVerification) -> dict[int, TimestampBatch]:
+    """The batches whose tokens verify against the approved TSAs; the others are failures."""
+    tsa_certs = [t.certificate for t in conf.approved_tsas]
+    good = {}
+    for batch in await log.batches():
+        try:
+            verify_batch(batch, tsa_certs)
+        except StampInvalidError as exc:
+            result.failures.append(f"record {exc.sequence}: {exc.reason}")
+            continue
+        good[batch.id] = batch
+        result.batches_verified += 1
+    return good
+
+
+def _check_stamp(record: StoredRecord, batches: dict[int, TimestampBatch],
+                 result: LogVerification) -> None:
+    if record.stamp is None:
+        result.unstamped += 1
+        return
+    batch = batches.get(record.stamp.batch_id)
+    if batch is None:
+        return  # its batch's failure is reported already
+    try:
+        verify_record_stamp(record, batch)
+        result.stamps_verified += 1
+    except StampInvalidError as exc:
+        result.failures.append(f"record {exc.sequence}: {exc.reason}")
+
+
 def check_log(config_path: Path) -> LogVerification:
     """Verify the log of the security server configured in ``config_path``.
 
@@ -119,6 +159,8 @@ def verify_log(config_path: Path) -> int:
     print(f"{result.requests} requests, {result.responses} responses, "
           f"{result.rejected} logged as rejected")
     print(f"signatures verified: {result.signatures_verified}")
+    print(f"time-stamps verified: {result.stamps_verified} records in "
+          f"{result.batches_verified} batches; {result.unstamped} not yet time-stamped")
     for failure in result.failures:
         print(f"FAILED {failure}")
     return 0 if result.ok else 1
