@@ -23,13 +23,15 @@ from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
+from security_server.logstamper import LogStamper
 from security_server.messagelog import MessageLog
 from security_server.ocsp import HttpOcspFetcher, OwnCertificates
 from security_server.runtime import Runtime, load_identities, utc_now
 from security_server.server_proxy import create_server_proxy_app
+from security_server.timestamper import TsaClient
 from security_server.tls import server_context
 from xchange.errors import GlobalConfOutdatedError
-from xchange.globalconf import ConfigurationAnchor, GlobalConf
+from xchange.globalconf import ApprovedTSA, ConfigurationAnchor, FederationSettings, GlobalConf
 
 __all__ = ["running_server", "serve"]
 
@@ -53,14 +55,28 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
         [("auth", load_certificates(config.auth_cert)[0])]
         + [(str(member), ident.chain[0]) for member, ident in identities.items()],
         config.state_dir, HttpOcspFetcher(conf_session), utc_now)
-    runtime = Runtime(config, conf_client, message_log, identities, own_certs)
-    runtime.provider_session = aiohttp.ClientSession(auto_decompress=False)
 
     def conf_now() -> GlobalConf | None:
         try:
             return conf_client.current(utc_now())
         except GlobalConfOutdatedError:
             return None  # nothing to check against until a configuration arrives
+
+    def approved_tsas() -> tuple[ApprovedTSA, ...]:
+        conf = conf_client.current(utc_now())  # outdated: stamping fails, and says why
+        return conf.approved_tsas
+
+    def stamp_interval() -> float:
+        conf = conf_now()
+        return float(conf.settings.timestamping_interval_seconds if conf
+                     else FederationSettings().timestamping_interval_seconds)
+
+    tsa_client = TsaClient(approved_tsas, session=conf_session)
+    stamper = LogStamper(message_log, tsa_client, clock=utc_now,
+                         max_failure_seconds=config.timestamping_max_failure_seconds)
+    await stamper.load()
+    runtime = Runtime(config, conf_client, message_log, identities, own_certs, stamper)
+    runtime.provider_session = aiohttp.ClientSession(auto_decompress=False)
 
     conf = conf_now()
     if conf is not None:
@@ -72,6 +88,7 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
     refresher = asyncio.create_task(conf_client.run(config.conf_refresh_seconds))
     ocsp_refresher = asyncio.create_task(own_certs.run(
         conf_now, config.ocsp_refresh_seconds, config.ocsp_retry_seconds))
+    stamping = asyncio.create_task(stamper.run(stamp_interval))
     try:
         for app, listen, ssl_ctx in (
             (create_client_proxy_app(runtime), config.client_proxy, None),
@@ -83,7 +100,7 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
             await web.TCPSite(runner, listen.host, listen.port, ssl_context=ssl_ctx).start()
         yield runtime
     finally:
-        for task in (refresher, ocsp_refresher):
+        for task in (refresher, ocsp_refresher, stamping):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -102,6 +102,11 @@ class SecurityServerConfig:
     """How soon it tries again after a failed fetch."""
     archive: ArchiveConfig | None = None
     """``None`` only for configurations built by hand; files always get one."""
+    timestamping: Literal["batch", "sync"] = "batch"
+    """``batch``: records are stamped every ``timestamping_interval_seconds`` (global
+    configuration); ``sync``: each message waits for its record's stamp before it passes."""
+    timestamping_max_failure_seconds: float = 14400.0
+    """How long time-stamping may fail before new messages are refused."""
 
     @classmethod
     def from_file(cls, path: Path) -> SecurityServerConfig:
@@ -166,7 +171,8 @@ _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "server_proxy": frozenset({"host", "port"}),
     "keys": frozenset({"auth_key", "auth_cert", "signing"}),
     "globalconf": frozenset({"anchor", "refresh_seconds"}),
-    "messagelog": frozenset({"database_url"}),
+    "messagelog": frozenset({"database_url", "timestamping",
+                             "timestamping_max_failure_seconds"}),
     "ocsp": frozenset({"refresh_seconds", "retry_seconds"}),
     "archive": frozenset({"directory", "interval_seconds", "min_age_seconds", "retention_days",
                           "max_records", "recipients"}),
@@ -270,6 +276,9 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
     cp = doc.get("client_proxy", {})
     ocsp = _opt(doc, "ocsp", dict, "", {})
     state_dir = path(_opt(server, "state_dir", str, "server.", "."))
+    timestamping = _opt(log, "timestamping", str, "messagelog.", "batch")
+    if timestamping not in ("batch", "sync"):
+        raise ConfigError('messagelog.timestamping must be "batch" or "sync"')
     return SecurityServerConfig(
         server_id=SecurityServerId.parse(_get(server, "id", str, "server.")),
         client_proxy=_listen(doc, "client_proxy"),
@@ -295,6 +304,10 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
                                        "ocsp.refresh_seconds"),
         ocsp_retry_seconds=_positive(_opt(ocsp, "retry_seconds", float, "ocsp.", 60.0),
                                      "ocsp.retry_seconds"),
+        timestamping=timestamping,
+        timestamping_max_failure_seconds=_positive(
+            _opt(log, "timestamping_max_failure_seconds", float, "messagelog.", 14400.0),
+            "messagelog.timestamping_max_failure_seconds"),
         archive=_archive(_opt(doc, "archive", dict, "", {}), path, state_dir),
     )
 

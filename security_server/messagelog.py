@@ -7,12 +7,15 @@ rule: :meth:`MessageLog.append` returns only once the record is committed, and r
 ``server.serverproxy.logging_failed``, as the caller says) if it is not, so the message is
 not passed on.
 
-Ordering: sequence numbers and ``prev_hash`` are assigned on one dedicated writer thread,
-one committed transaction per record, so the chain is strictly ordered however many
-coroutines append at once and the event loop never blocks on disk.  The writer keeps the
-chain head in memory and reads it back from the database at start and after any failed
-write (the failure may have struck after the commit).  Batching several records per
-transaction (group commit) belongs on that same thread and is not done yet.
+Ordering and group commit: sequence numbers and ``prev_hash`` are assigned on one dedicated
+writer thread (:class:`~security_server.logwriter.GroupWriter`), so the chain is strictly
+ordered however many coroutines append at once and the event loop never blocks on disk.
+Under load the writer takes every record waiting and commits them in one transaction (one
+WAL flush on SQLite with ``synchronous=FULL``, one commit on PostgreSQL); each appender is
+answered only after that commit, and if it fails every appender in the group gets
+``logging_failed``.  Chain order is commit order.  The writer keeps the chain head in memory
+and reads it back from the database at start and after any failed write (the failure may
+have struck after the commit).
 
 Time-stamp batches (:class:`~xchange.logbatch.TimestampBatch`) are kept in the
 ``timestamp_batch`` table; each record names its batch and carries its Merkle path once
@@ -27,11 +30,11 @@ logs come with a ``log_id`` column later).  Tables are created by
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal, cast, get_args
+from typing import Final, Literal, TypeVar, cast, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -39,6 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from security_server.logwriter import GroupWriter, WriterClosedError
 from xchange.errors import XRoadError
 from xchange.logbatch import BatchPlan, TimestampBatch
 from xchange.messagelog import (
@@ -74,6 +78,7 @@ LoggingFailedCode = Literal[
 """The code of a failed write: the client proxy's or the server proxy's."""
 
 _VERIFY_BATCH: Final = 1000
+R = TypeVar("R")
 
 
 class MessageLogError(XRoadError):
@@ -145,12 +150,13 @@ class TimestampBatchRow(SQLModel, table=True):
 class MessageLog:
     """The message log over one database.  The engine is the caller's to dispose of."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, max_group: int = 1000) -> None:
         self._engine = engine
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog-writer")
         # Head of the chain; touched only on the writer thread.  None means "not known":
         # read it from the database before the next write.
         self._head: ChainCheckpoint | None = None
+        self._writer: GroupWriter[LogEntry, StoredRecord] = GroupWriter(
+            self._commit_group, max_group=max_group, name="messagelog-writer")
 
     async def append(self, entry: LogEntry, *, error_code: LoggingFailedCode) -> StoredRecord:
         """Chain ``entry`` after the last record and commit it; return the stored record.
@@ -161,8 +167,8 @@ class MessageLog:
         if error_code not in get_args(LoggingFailedCode):
             raise ValueError(f"not a logging failure code: {error_code!r}")
         try:
-            future = self._writer.submit(self._append_sync, entry)
-        except RuntimeError as exc:
+            future = self._writer.append(entry)
+        except WriterClosedError as exc:
             raise MessageLogError("the message log is closed", code=error_code) from exc
         try:
             return await asyncio.wrap_future(future)
@@ -233,8 +239,8 @@ class MessageLog:
                 session.commit()
                 return int(result.rowcount)  # type: ignore[attr-defined]
         try:
-            return await asyncio.wrap_future(self._writer.submit(purge))
-        except RuntimeError as exc:
+            return await _wait(self._writer.submit(purge))
+        except WriterClosedError as exc:
             raise MessageLogError("the message log is closed") from exc
         except SQLAlchemyError as exc:
             raise MessageLogError("archived records could not be removed") from exc
@@ -260,27 +266,31 @@ class MessageLog:
         unstamped, to be stamped again.
         """
         try:
-            return await asyncio.wrap_future(
-                self._writer.submit(self._add_batch_sync, plan, token))
-        except RuntimeError as exc:
+            return await _wait(self._writer.submit(lambda: self._add_batch_sync(plan, token)))
+        except WriterClosedError as exc:
             raise MessageLogError("the message log is closed") from exc
         except SQLAlchemyError as exc:
             raise MessageLogError("the time-stamp batch could not be stored") from exc
 
     def close(self) -> None:
         """Wait for pending writes to finish, then refuse new ones."""
-        self._writer.shutdown(wait=True)
+        self._writer.close()
 
-    def _append_sync(self, entry: LogEntry) -> StoredRecord:
+    def _commit_group(self, entries: Sequence[LogEntry]) -> list[StoredRecord]:
+        """On the writer thread: chain ``entries`` after the head and commit them at once."""
         head, self._head = self._head, None
+        records = []
         with Session(self._engine) as session:
             if head is None:
                 head = _read_head(session)
-            record = chain_record(entry, head.sequence + 1, head.record_hash)
-            session.add(_to_row(record))
+            for entry in entries:
+                record = chain_record(entry, head.sequence + 1, head.record_hash)
+                records.append(record)
+                head = ChainCheckpoint(record.sequence, record.record_hash)
+            session.add_all([_to_row(record) for record in records])
             session.commit()
-        self._head = ChainCheckpoint(record.sequence, record.record_hash)
-        return record
+        self._head = head  # only once committed: a failure leaves it unknown, to be re-read
+        return records
 
     def _add_batch_sync(self, plan: BatchPlan, token: TimestampToken) -> TimestampBatch:
         with Session(self._engine) as session:
@@ -343,6 +353,11 @@ class MessageLog:
             if len(batch) < _VERIFY_BATCH:
                 return
             after = batch[-1].sequence
+
+
+async def _wait(future: Future[R]) -> R:
+    """Await a writer future; its failure (a database error) propagates as it is."""
+    return await asyncio.wrap_future(future)
 
 
 def _read_head(session: Session) -> ChainCheckpoint:

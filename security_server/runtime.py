@@ -24,11 +24,12 @@ from cryptography import x509
 from certs.keys import load_certificates, load_private_key
 from security_server.confclient import GlobalConfClient
 from security_server.config import SecurityServerConfig
+from security_server.logstamper import LogStamper
 from security_server.messagelog import LoggingFailedCode, MessageLog
 from security_server.ocsp import OwnCertificates
 from security_server.tls import PinnedPeer, add_anchors, client_context
 from xchange.certstatus import StapleVerifier, approved_ca_of
-from xchange.errors import GlobalConfOutdatedError, XRoadError
+from xchange.errors import GlobalConfOutdatedError, TimestampingFailedError, XRoadError
 from xchange.globalconf import GlobalConf, SecurityServerInfo
 from xchange.identifiers import ClientId, SecurityServerId
 from xchange.messagelog import LogEntry
@@ -101,12 +102,14 @@ class Runtime:
         message_log: MessageLog,
         identities: dict[ClientId, SigningIdentity],
         own_certs: OwnCertificates,
+        stamper: LogStamper,
         *,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.config = config
         self.conf_client = conf_client
         self.log = message_log
+        self.stamper = stamper
         self.identities = identities
         self.own_certs = own_certs
         self.auth_certificate = load_certificates(config.auth_cert)[0]
@@ -232,13 +235,21 @@ class Runtime:
     # -- message log ------------------------------------------------------------------------
 
     async def log_message(self, entry: LogEntry, *, side: Literal["client", "server"]) -> None:
-        """Write ``entry`` durably or raise ``logging_failed``: fail closed."""
+        """Write ``entry`` durably or raise ``logging_failed``: fail closed.
+
+        A new request (not a response, not a refusal being recorded) is first refused with
+        ``timestamping_failed`` if time-stamping has failed for too long.  In ``sync`` mode
+        the record's time-stamp is awaited too, and its failure is ``timestamping_failed``.
+        """
+        proxy = "clientproxy" if side == "client" else "serverproxy"
+        if entry.kind == "request" and entry.status == "ok":
+            self.stamper.check(entry.created_at, code=f"server.{proxy}.timestamping_failed")
         code: LoggingFailedCode = (
             "server.clientproxy.logging_failed" if side == "client"
             else "server.serverproxy.logging_failed"
         )
         try:
-            await self.log.append(entry, error_code=code)
+            record = await self.log.append(entry, error_code=code)
         except Exception as exc:  # any failure to persist must stop the message
             # The client sees only the code; the operator needs the database's own words.
             log.error("message log write failed (%s %s of %s): %r", entry.direction,
@@ -246,6 +257,13 @@ class Runtime:
             if isinstance(exc, XRoadError):
                 raise
             raise XRoadError("message log could not be written", code=code) from exc
+        if self.config.timestamping == "sync":
+            try:
+                await self.stamper.stamp_through(record.sequence)
+            except XRoadError as exc:
+                raise TimestampingFailedError(
+                    f"the message could not be time-stamped: {exc.message}",
+                    code=f"server.{proxy}.timestamping_failed") from exc
 
 def make_entry(
     req: RestRequest,

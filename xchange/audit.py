@@ -96,6 +96,8 @@ class RecordCheck:
     """thisUpdate of the OCSP response that proved the signing certificate good."""
     stamped_at: datetime | None
     """The time-stamp's genTime; ``None`` when not time-stamped (live log only)."""
+    batch: int | None = None
+    """The id of the time-stamp batch whose token covers the record."""
 
 
 # -- verification -------------------------------------------------------------------------------
@@ -157,7 +159,8 @@ def verify_evidence(
         raise StampInvalidError(seq, "the record is not time-stamped")
     return RecordCheck(sequence=seq, kind=entry.kind, status=entry.status,
                        signer=None if signed is None else str(signed.signer), note=note,
-                       ocsp_this_update=this_update, stamped_at=stamped_at)
+                       ocsp_this_update=this_update, stamped_at=stamped_at,
+                       batch=None if evidence.batch is None else evidence.batch.id)
 
 
 def verify_archive(contents: ArchiveContents, trust: AuditTrust) -> list[RecordCheck]:

@@ -83,6 +83,14 @@ class AuditReport:
         return sum(c.signer is not None for c in self.checks)
 
     @property
+    def stamps_verified(self) -> int:
+        return sum(c.stamped_at is not None for c in self.checks)
+
+    @property
+    def batches_verified(self) -> int:
+        return len({c.batch for c in self.checks if c.batch is not None})
+
+    @property
     def rejected(self) -> int:
         return sum(c.status == "rejected" for c in self.checks)
 
@@ -104,7 +112,8 @@ class AuditReport:
               f"{sum(c.ocsp_this_update is not None for c in self.checks)}"
         stamped = [c.stamped_at for c in self.checks if c.stamped_at is not None]
         span = f" ({min(stamped).isoformat()} .. {max(stamped).isoformat()})" if stamped else ""
-        yield f"  time-stamps verified: {len(stamped)}{span}"
+        yield (f"  time-stamps verified: {len(stamped)} records in {self.batches_verified} "
+               f"batches{span}")
         if self.unstamped:
             yield f"  not yet time-stamped: {self.unstamped} (newest records)"
         for c in self.checks:

@@ -128,6 +128,10 @@ class Federation:
     registry_data: Path
     provider_port: int
     ocsp_port: int
+    tsa_port: int
+    tsa_key: Path
+    tsa_cert: Path
+    """The TSA certificate, then the CA's."""
     servers: list[ServerFiles]
     services: dict[str, ServiceId]
     allowed_client: ClientId
@@ -140,6 +144,10 @@ class Federation:
     @property
     def ocsp_url(self) -> str:
         return f"http://127.0.0.1:{self.ocsp_port}/"
+
+    @property
+    def tsa_url(self) -> str:
+        return f"http://127.0.0.1:{self.tsa_port}/"
 
     def describe(self) -> dict[str, Any]:
         """The ``demo.json`` document (see the README)."""
@@ -182,8 +190,14 @@ def build_federation(
     ocsp_freshness_seconds: int = 3600,
     ocsp_refresh_seconds: float = 1200.0,
     ocsp_retry_seconds: float = 60.0,
+    timestamping_interval_seconds: int = 60,
+    timestamping: str = "batch",
+    timestamping_max_failure_seconds: float = 14400.0,
 ) -> Federation:
     """Write a two-agency federation into ``root`` (which must be empty or absent).
+
+    The federation has one time-stamping authority, certified by the development CA and
+    approved in global configuration; its key and certificate are in ``root/tsa``.
 
     Message logs are SQLite files in each server's folder unless ``database_urls`` gives one
     URL per server (provider's first).
@@ -195,7 +209,12 @@ def build_federation(
     registry_dir = root / "registry"
     registry_dir.mkdir()
     _conf_signing_cert(registry_dir, now)
-    registry_port, provider_port = free_port(), free_port()
+    registry_port, provider_port, tsa_port = free_port(), free_port(), free_port()
+    tsa_dir = root / "tsa"
+    tsa_dir.mkdir()
+    tsa_key, tsa_cert = ca.issue_tsa_cert(f"{INSTANCE} development TSA", now=now)
+    write_private_key(tsa_dir / "tsa.key", tsa_key)
+    write_certificate(tsa_dir / "tsa.pem", tsa_cert, ca.certificate)
 
     persons = ServiceId(PROVIDER.subsystem("population-register"), "persons")
     services = {
@@ -226,10 +245,13 @@ def build_federation(
         "approved_cas": [{"name": f"{INSTANCE} development CA",
                           "certificate": str(ca.cert_path),
                           "ocsp_url": f"http://127.0.0.1:{ocsp_port}/"}],
-        "approved_tsas": [],
+        "approved_tsas": [{"name": f"{INSTANCE} development TSA",
+                           "url": f"http://127.0.0.1:{tsa_port}/",
+                           "certificate": str(tsa_dir / "tsa.pem")}],
         "settings": {"conf_expiry_seconds": conf_expiry_seconds,
                      "conf_refresh_seconds": conf_refresh_seconds,
-                     "ocsp_freshness_seconds": ocsp_freshness_seconds},
+                     "ocsp_freshness_seconds": ocsp_freshness_seconds,
+                     "timestamping_interval_seconds": timestamping_interval_seconds},
     }
     data_path = registry_dir / "registry-data.json"
     data_path.write_text(json.dumps(registry_data, indent=2) + "\n", encoding="utf-8")
@@ -254,7 +276,9 @@ def build_federation(
         text += _section("globalconf", {"anchor": "anchor.json",
                                         "refresh_seconds": ss_refresh_seconds})
         url = database_urls[i] if database_urls else f"sqlite:///{s.database}"
-        text += _section("messagelog", {"database_url": url})
+        text += _section("messagelog", {
+            "database_url": url, "timestamping": timestamping,
+            "timestamping_max_failure_seconds": timestamping_max_failure_seconds})
         text += _section("ocsp", {"refresh_seconds": ocsp_refresh_seconds,
                                   "retry_seconds": ocsp_retry_seconds})
         if s.agency is PROVIDER:
@@ -275,8 +299,9 @@ def build_federation(
     return Federation(
         root=root, ca=ca, registry_config=registry_dir / "registry.toml",
         registry_port=registry_port, registry_data=data_path, provider_port=provider_port,
-        ocsp_port=ocsp_port,
-        servers=servers, services=services, allowed_client=CONSUMER.subsystem("benefits"),
+        ocsp_port=ocsp_port, tsa_port=tsa_port, tsa_key=tsa_dir / "tsa.key",
+        tsa_cert=tsa_dir / "tsa.pem", servers=servers, services=services,
+        allowed_client=CONSUMER.subsystem("benefits"),
         denied_client=CONSUMER.subsystem("analytics"),
     )
 
@@ -312,6 +337,13 @@ class ManagedProcess:
                     return
             time.sleep(0.05)
         raise TimeoutError(f"{self.name} was not ready within {timeout:g} s; see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, as in a crash or power cut of the process."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:
@@ -361,6 +393,7 @@ class RunningFederation:
         fed = self.federation
         self.start_provider()
         self.start_ocsp_responder()
+        self.start_tsa()
         self.start_registry()
         publish = fed.registry_config.parent / "publish"
         for s in fed.servers:
@@ -384,6 +417,14 @@ class RunningFederation:
         self.processes[p.name] = p
         p.wait_until(lambda: _port_open(fed.ocsp_port))
 
+    def start_tsa(self) -> None:
+        fed = self.federation
+        p = ManagedProcess("tsa", _xchange(
+            "tsa", "serve", "--key", str(fed.tsa_key), "--cert", str(fed.tsa_cert),
+            "--host", "127.0.0.1", "--port", str(fed.tsa_port)), self._logs)
+        self.processes[p.name] = p
+        p.wait_until(lambda: _http_ok(f"{fed.tsa_url}health"))
+
     def start_registry(self) -> None:
         fed = self.federation
         p = ManagedProcess("registry", _xchange("registry", "serve", "--config",
@@ -400,6 +441,11 @@ class RunningFederation:
                            cwd=s.directory)
         self.processes[name] = p
         p.wait_until(lambda: _http_ok(f"{s.client_proxy_url}/health"))
+
+    def kill_process(self, name: str) -> None:
+        p = self.processes.pop(name, None)
+        if p is not None:
+            p.kill()
 
     def stop_process(self, name: str) -> None:
         p = self.processes.pop(name, None)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from security_server.db import create_db_engine, create_tables
 from security_server.messagelog import LoggingFailedCode, MessageLog, MessageLogError
 from xchange.errors import StampInvalidError
 from xchange.logbatch import TimestampBatch, plan_batch, verify_batch, verify_record_stamp
-from xchange.messagelog import GENESIS_HASH, ChainBrokenError, LogEntry
+from xchange.messagelog import GENESIS_HASH, ChainBrokenError, LogEntry, StoredRecord
 from xchange.timestamp import parse_timestamp_response, timestamp_request, verify_timestamp_token
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 654321, tzinfo=UTC)
@@ -188,18 +189,21 @@ async def test_undecodable_value_is_reported_at_its_record(
 # -- write failures fail closed and leave the chain consistent
 
 
-def _refuse_inserts(engine: Engine) -> None:
+def _refuse_inserts(engine: Engine, query_id: str | None = None) -> None:
+    """Make the database refuse inserts into the log (of one message id, if given)."""
     if engine.dialect.name == "sqlite":
+        when = "" if query_id is None else f" WHEN NEW.query_id = '{query_id}'"
         execute(
             engine,
-            "CREATE TRIGGER refuse BEFORE INSERT ON message_log "
+            f"CREATE TRIGGER refuse BEFORE INSERT ON message_log{when} "
             "BEGIN SELECT RAISE(ABORT, 'refused'); END",
         )
     else:
+        cond = "TRUE" if query_id is None else f"NEW.query_id = '{query_id}'"
         execute(
             engine,
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql "
-            "AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF {cond} THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$",
         )
         execute(
             engine,
@@ -232,6 +236,64 @@ async def test_failed_write_raises_and_logging_resumes(
     assert record.sequence == 4
     report = await log.verify()
     assert (report.count, report.last_hash) == (4, record.record_hash)
+
+
+def _hold_writer(log: MessageLog) -> threading.Event:
+    """Keep the log's writer thread busy until the returned event is set, so that appends
+    made meanwhile wait and are committed as one group."""
+    release, started = threading.Event(), threading.Event()
+
+    def blocker() -> None:
+        started.set()
+        release.wait(10)
+
+    log._writer.submit(blocker)
+    assert started.wait(10)
+    return release
+
+
+async def _when_queued(log: MessageLog, n: int) -> None:
+    # append() queues synchronously when its coroutine first runs; a few loop turns suffice
+    for _ in range(n + 5):
+        await asyncio.sleep(0)
+
+
+async def test_waiting_appends_share_one_commit(
+    engine: Engine, log: MessageLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits = []
+    real = log._commit_group
+
+    def counting(entries: Sequence[LogEntry]) -> list[StoredRecord]:
+        commits.append(len(entries))
+        return real(entries)
+
+    monkeypatch.setattr(log._writer, "_commit_group", counting)
+    release = _hold_writer(log)
+    appends = [asyncio.ensure_future(log.append(entry(i), error_code=CP)) for i in range(1, 31)]
+    await _when_queued(log, 30)
+    release.set()
+    stored = await asyncio.gather(*appends)
+    assert commits == [30]
+    assert [r.sequence for r in stored] == list(range(1, 31))  # chain order = queue order
+    assert (await log.verify()).count == 30
+
+
+async def test_a_failed_group_fails_every_waiter(engine: Engine, log: MessageLog) -> None:
+    await fill(log, 2)
+    _refuse_inserts(engine, query_id="q-bad")
+    release = _hold_writer(log)
+    entries = [entry(i, query_id="q-bad") if i == 5 else entry(i) for i in range(3, 9)]
+    appends = [asyncio.ensure_future(log.append(e, error_code=SP)) for e in entries]
+    await _when_queued(log, 6)
+    release.set()
+    results = await asyncio.gather(*appends, return_exceptions=True)
+    # one transaction: the bad record takes its whole group down, and nothing is acknowledged
+    assert all(isinstance(r, MessageLogError) and r.code == SP for r in results)
+    assert len(await log.records()) == 2
+    record = await log.append(entry(9), error_code=SP)
+    assert record.sequence == 3
+    assert (await log.verify()).count == 3
 
 
 async def test_head_is_reread_after_a_failed_write(engine: Engine, log: MessageLog) -> None:

@@ -130,7 +130,7 @@ def test_an_unaltered_live_log_verifies(server: Server, capsys: pytest.CaptureFi
     assert "hash chain intact: 4 records (sequence 1..4)" in out
     assert "signatures verified: 4" in out
     assert "OCSP responses good at signing time: 4" in out
-    assert "time-stamps verified: 3" in out  # one batch of 3; record 4 not yet stamped
+    assert "time-stamps verified: 3 records in 1 batches" in out  # record 4 not yet stamped
     assert "not yet time-stamped: 1" in out
     assert out.rstrip().endswith("OK: everything verifies")
     # ss verify-log is the same command
@@ -214,7 +214,7 @@ def test_archives_verify_alone_and_as_a_directory(
     assert code == 0, out
     assert "archive 1 of TEST/GOV/1001/ss1: records 1..4" in out
     assert "archive 2 of TEST/GOV/1001/ss1: records 5..6" in out
-    assert "time-stamps verified: 6" in out
+    assert "time-stamps verified: 6 records in 2 batches" in out
     code, out = run(capsys, "audit", "verify", str(files[1]), "--previous", str(files[0]),
                     *server.trust)
     assert code == 0, out
@@ -283,7 +283,7 @@ def test_a_single_container_verifies_and_tampering_is_named(
     [path] = archived(server, capsys)
     container = _container(path, 2, tmp_path)
     code, out = run(capsys, "audit", "verify", str(container), *server.trust)
-    assert code == 0 and "time-stamps verified: 1" in out, out
+    assert code == 0 and "time-stamps verified: 1 records in 1 batches" in out, out
     container.write_bytes(swap_bodies(container.read_bytes()))
     code, out = run(capsys, "audit", "verify", str(container), *server.trust)
     assert code == 1 and "FAILED at record 2: message log chain broken" in out, out
