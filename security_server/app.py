@@ -1,5 +1,6 @@
 """Assembles and runs a security server process: client proxy + server proxy + background
-configuration and OCSP refresh, over one :class:`~security_server.runtime.Runtime`.
+configuration and OCSP refresh, log time-stamping and archiving, over one
+:class:`~security_server.runtime.Runtime`.
 
 ``serve(path)`` is what ``xchange ss serve --config FILE`` calls.  It prints one line,
 ``xchange security server <id> ready ...``, once both listeners accept connections, and stops
@@ -19,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from certs.keys import load_certificates
+from security_server.archiver import Archiver, DirectoryTarget, load_recipients
 from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import SecurityServerConfig
@@ -89,6 +91,12 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
     ocsp_refresher = asyncio.create_task(own_certs.run(
         conf_now, config.ocsp_refresh_seconds, config.ocsp_retry_seconds))
     stamping = asyncio.create_task(stamper.run(stamp_interval))
+    tasks = [refresher, ocsp_refresher, stamping]
+    if config.archive is not None:
+        archiver = Archiver(message_log, engine, DirectoryTarget(config.archive.directory),
+                            server_id=str(config.server_id), config=config.archive,
+                            recipients=load_recipients(config.archive.recipients))
+        tasks.append(asyncio.create_task(archiver.run(utc_now)))
     try:
         for app, listen, ssl_ctx in (
             (create_client_proxy_app(runtime), config.client_proxy, None),
@@ -100,7 +108,7 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
             await web.TCPSite(runner, listen.host, listen.port, ssl_context=ssl_ctx).start()
         yield runtime
     finally:
-        for task in (refresher, ocsp_refresher, stamping):
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
