@@ -174,6 +174,8 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     # -- message log audit (either server's own log; Fault has no "this server" value)
     ErrorCode("server.messagelog.chain_broken", _SP, 500,
               "The message log's hash chain does not verify."),
+    ErrorCode("server.messagelog.timestamp_invalid", _SP, 500,
+              "A logged record's time-stamp token or Merkle path does not verify."),
     ErrorCode("server.messagelog.bad_container", _SP, 400,
               "An archive file or ASiC-E container is malformed or unsafe to open."),
     ErrorCode("server.messagelog.evidence_invalid", _SP, 500,
@@ -181,8 +183,6 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "or archive link) does not verify."),
     ErrorCode("server.messagelog.decryption_failed", _SP, 400,
               "An encrypted archive cannot be opened with the key given."),
-    ErrorCode("server.messagelog.timestamp_invalid", _SP, 500,
-              "A logged record's time-stamp token or Merkle path does not verify."),
 )
 
 
