@@ -30,29 +30,13 @@ from tests.auditkit import (
     swap_bodies,
     unpack,
 )
+from tests.security_server.test_config import MINIMAL
 from xchange.asic import write_container
 from xchange.canonical import canonical_json, parse_json
 from xchange_cli.main import main
 
 DAY_AGO = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
-CONFIG = """\
-clients = []
-[server]
-id = "TEST/GOV/1001/ss1"
-[client_proxy]
-host = "127.0.0.1"
-port = 8080
-[server_proxy]
-host = "127.0.0.1"
-port = 5500
-[keys]
-auth_key = "auth.key"
-auth_cert = "auth.pem"
-signing = []
-[globalconf]
-anchor = "anchor.json"
-[messagelog]
-database_url = "sqlite:///messagelog.db"
+CONFIG = MINIMAL.replace("TEST/GOV/1234/ss1", "TEST/GOV/1001/ss1") + """\
 [archive]
 directory = "archives"
 max_records = 4
