@@ -19,7 +19,7 @@ The live log then verifies from the checkpoint the last removed archive gives
 (:func:`live_checkpoint`).
 
 Targets: :class:`DirectoryTarget` writes files atomically into a folder.  Object storage is a
-second implementation of the same two-method protocol -- an S3-compatible ``put`` is a
+second implementation of the same one-method protocol -- an S3-compatible ``put`` is a
 ``PutObject`` of the name under a prefix (with object lock or versioning for immutability) --
 not included here.
 """
@@ -70,8 +70,6 @@ class ArchiveTarget(Protocol):
 
     def put(self, name: str, data: bytes) -> None: ...
 
-    def get(self, name: str) -> bytes: ...
-
 
 class DirectoryTarget:
     """Archive files in a folder: written to a temporary file, flushed to disk, renamed."""
@@ -100,9 +98,6 @@ class DirectoryTarget:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-
-    def get(self, name: str) -> bytes:
-        return (self.directory / name).read_bytes()
 
 
 class ArchiveFileRow(SQLModel, table=True):

@@ -3,6 +3,7 @@ chained and verifiable; records removed only once archived and past retention.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -129,3 +130,25 @@ async def test_find_by_each_criterion(log: MessageLog, audit_pki: AuditPki) -> N
                                     until=start + timedelta(seconds=15)), 10)
     assert [r.sequence for r in found] == [3, 4]
     assert len(await log.find(LogQuery(), 2)) == 2
+
+
+async def test_the_background_task_archives_at_start_and_survives_failures(
+    log: MessageLog, engine: Engine, audit_pki: AuditPki, tmp_path: Path
+) -> None:
+    await fill_log(log, audit_pki, 1, batch=2)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the archive folder should be")
+    failing = archiver(log, engine, blocked / "archives", interval_seconds=0.01)
+    working = archiver(log, engine, tmp_path / "archives", interval_seconds=3600.0)
+    clock = lambda: audit_pki.now + timedelta(hours=1)  # noqa: E731
+    tasks = [asyncio.create_task(a.run(clock)) for a in (failing, working)]
+    for _ in range(200):
+        if (tmp_path / "archives").exists() and any((tmp_path / "archives").iterdir()):
+            break
+        await asyncio.sleep(0.01)
+    for task in tasks:
+        assert not task.done()  # the failing one keeps trying
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert [p.name for p in (tmp_path / "archives").iterdir()] == [
+        "TEST_GOV_1001_ss1-00000001.zip"]
