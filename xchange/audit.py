@@ -46,6 +46,7 @@ from xchange.ocsp import CLOCK_SKEW
 from xchange.signing import VerifiedSignature, verify_message
 
 __all__ = [
+    "AuditMemo",
     "AuditTrust",
     "RecordCheck",
     "verify_all",
@@ -103,8 +104,26 @@ class RecordCheck:
 # -- verification -------------------------------------------------------------------------------
 
 
+class AuditMemo:
+    """Facts already verified during one audit, so that an OCSP response stapled to many
+    messages, or a batch token covering many records, is checked once.  Holds verified facts
+    only (never a decision): pass one to every :func:`verify_evidence` of a run."""
+
+    def __init__(self) -> None:
+        self.staples = StapleVerifier()
+        self._batches: dict[tuple[int, bytes, bytes, datetime], datetime] = {}
+
+    def batch_time(self, batch: TimestampBatch, trust: AuditTrust) -> datetime:
+        """The verified genTime of ``batch``'s token (:func:`xchange.logbatch.verify_batch`)."""
+        key = (batch.id, batch.root, batch.token, batch.gen_time)
+        if key not in self._batches:
+            self._batches[key] = verify_batch(batch, trust.tsas).gen_time
+        return self._batches[key]
+
+
 def verify_evidence(
-    evidence: MessageEvidence, trust: AuditTrust, *, require_stamp: bool = True
+    evidence: MessageEvidence, trust: AuditTrust, *, require_stamp: bool = True,
+    memo: AuditMemo | None = None,
 ) -> RecordCheck:
     """Verify one record's evidence; see the module docstring for what raises.
 
@@ -124,6 +143,7 @@ def verify_evidence(
     """
     record, entry = evidence.record, evidence.record.entry
     seq = record.sequence
+    memo = memo or AuditMemo()
     # 1.
     if chain_record(entry, seq, record.prev_hash).record_hash != record.record_hash:
         raise ChainBrokenError(seq, "record content does not match its hash")
@@ -145,7 +165,7 @@ def verify_evidence(
     if signed is not None and entry.status == "ok":
         try:
             issuer = approved_ca_of(signed.certificate, trust.cas, code=_CODE)
-            status = StapleVerifier().check(
+            status = memo.staples.check(
                 entry.ocsp_responses, signed.certificate, issuer.certificate,
                 at=entry.created_at, max_age=trust.ocsp_max_age, code=_CODE)
         except CertificateValidationError as exc:
@@ -154,7 +174,7 @@ def verify_evidence(
     # 4. and 5.
     stamped_at = None
     if evidence.batch is not None:
-        stamped_at = _check_stamp(record, evidence.batch, trust)
+        stamped_at = _check_stamp(record, evidence.batch, trust, memo)
     elif require_stamp:
         raise StampInvalidError(seq, "the record is not time-stamped")
     return RecordCheck(sequence=seq, kind=entry.kind, status=entry.status,
@@ -171,7 +191,8 @@ def verify_archive(contents: ArchiveContents, trust: AuditTrust) -> list[RecordC
 def verify_all(
     evidence: Iterable[MessageEvidence], trust: AuditTrust, *, require_stamp: bool = True
 ) -> list[RecordCheck]:
-    return [verify_evidence(e, trust, require_stamp=require_stamp) for e in evidence]
+    memo = AuditMemo()
+    return [verify_evidence(e, trust, require_stamp=require_stamp, memo=memo) for e in evidence]
 
 
 def _expected_signer(record: StoredRecord) -> ClientId:
@@ -200,17 +221,18 @@ def _check_header_part(record: StoredRecord) -> None:
                             "client, service, user id or issue")
 
 
-def _check_stamp(record: StoredRecord, batch: TimestampBatch, trust: AuditTrust) -> datetime:
+def _check_stamp(record: StoredRecord, batch: TimestampBatch, trust: AuditTrust,
+                 memo: AuditMemo) -> datetime:
     seq = record.sequence
     verify_record_stamp(record, batch)
     if not trust.tsas:
         raise StampInvalidError(seq, "no TSA certificate to verify the time-stamp with")
     try:
-        token = verify_batch(batch, trust.tsas)
+        gen_time = memo.batch_time(batch, trust)
     except StampInvalidError as exc:
         # verify_batch names the batch's first record; this is about this one.
         raise StampInvalidError(seq, exc.reason) from exc
-    if token.gen_time < record.entry.created_at - CLOCK_SKEW:
-        raise StampInvalidError(seq, f"the time-stamp ({token.gen_time.isoformat()}) is older "
+    if gen_time < record.entry.created_at - CLOCK_SKEW:
+        raise StampInvalidError(seq, f"the time-stamp ({gen_time.isoformat()}) is older "
                                      f"than the record ({record.entry.created_at.isoformat()})")
-    return token.gen_time
+    return gen_time

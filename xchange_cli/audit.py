@@ -26,12 +26,17 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 
 from certs.keys import load_certificates, load_private_key
-from security_server.archiver import Archiver, DirectoryTarget, live_checkpoint, load_recipients
+from security_server.archiver import (
+    Archiver,
+    DirectoryTarget,
+    MadeArchive,
+    live_checkpoint,
+    load_recipients,
+)
 from security_server.confclient import CACHE_FILE
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
@@ -44,7 +49,7 @@ from xchange.archive import (
     read_archive,
 )
 from xchange.archive_crypto import decrypt_archive, is_encrypted
-from xchange.audit import AuditTrust, RecordCheck, verify_evidence
+from xchange.audit import AuditMemo, AuditTrust, RecordCheck, verify_all, verify_evidence
 from xchange.errors import ChainBrokenError, EvidenceError, StampInvalidError, XRoadError
 from xchange.evidence import MessageEvidence, read_bundle, read_evidence, write_bundle
 from xchange.globalconf import ApprovedCA, ConfigurationAnchor, GlobalConf, verify_envelope
@@ -169,7 +174,7 @@ def _verify_archives(paths: list[Path], trust: AuditTrust, key: Path | None,
         if previous is not None:
             check_succession(previous, contents.linking)
         report.archives.append(contents.linking)
-        report.checks += [verify_evidence(e, trust) for e in contents.evidence]
+        report.checks += verify_all(contents.evidence, trust)
         previous = contents.linking
 
 
@@ -189,7 +194,7 @@ def verify_path(path: Path, trust: AuditTrust, *, key: Path | None = None,
         if kind == "archive":
             _verify_archives([*([previous] if previous else []), path], trust, key, report)
         elif kind == "bundle":
-            report.checks += [verify_evidence(e, trust) for e in read_bundle(data)]
+            report.checks += verify_all(read_bundle(data), trust)
         else:
             report.checks.append(verify_evidence(read_evidence(data), trust))
     except BROKEN as exc:
@@ -238,14 +243,14 @@ async def _verify_live(config: SecurityServerConfig, trust: AuditTrust) -> Audit
         try:
             checkpoint = await live_checkpoint(log, engine)
             batches = LiveBatches(await log.batches())
-            head, first = checkpoint, None
+            head, first, memo = checkpoint, None, AuditMemo()
             # One pass, record by record, so the first broken record is named whatever
             # check it fails: its link, its content, its batch, its evidence.
             async for page in _all_records(log, checkpoint.sequence):
                 for record in page:
                     verify_chain([record], checkpoint=head)
                     check = verify_evidence(MessageEvidence(record, batches.of(record)), trust,
-                                            require_stamp=False)
+                                            require_stamp=False, memo=memo)
                     report.checks.append(check)
                     report.unstamped += check.stamped_at is None
                     head = ChainCheckpoint(record.sequence, record.record_hash)
@@ -360,7 +365,7 @@ def _archive(args: argparse.Namespace) -> int:
     if settings is None:  # pragma: no cover - from_file always sets it
         raise ValueError("no [archive] settings")
 
-    async def run() -> tuple[list[Any], int]:
+    async def run() -> tuple[list[MadeArchive], int]:
         async with _open_log(config, create=True) as (log, engine):
             archiver = Archiver(log, engine, DirectoryTarget(settings.directory),
                                 server_id=str(config.server_id), config=settings,

@@ -111,3 +111,15 @@ def test_only_the_given_anchors_are_trusted(
     fails(log[0], replace(audit_pki.trust, tsas=(other_tsa,)), "token of batch",
           StampInvalidError)
     fails(log[0], replace(audit_pki.trust, tsas=()), "no TSA certificate", StampInvalidError)
+
+
+def test_a_shared_memo_still_checks_what_differs(log: list[MessageEvidence],
+                                                 audit_pki: AuditPki) -> None:
+    """The memo remembers verified tokens and staples, not records: a record whose batch
+    token was swapped fails even after its batch's genuine token verified for others."""
+    batch, other = log[0].batch, log[5].batch
+    assert batch is not None and other is not None
+    forged = replace(log[1], batch=replace(batch, token=other.token))
+    with pytest.raises(StampInvalidError, match="imprint") as info:
+        verify_all([log[0], forged], audit_pki.trust)
+    assert info.value.sequence == 2
