@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,12 +32,12 @@ from security_server.archiver import (
     Archiver,
     DirectoryTarget,
     MadeArchive,
-    live_checkpoint,
     load_recipients,
 )
 from security_server.confclient import CACHE_FILE
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
+from security_server.logaudit import BROKEN, AuditReport, export_query, verify_live_log
 from security_server.messagelog import LogQuery, MessageLog, MessageRecord
 from xchange.archive import (
     ArchiveContents,
@@ -49,87 +47,14 @@ from xchange.archive import (
     read_archive,
 )
 from xchange.archive_crypto import decrypt_archive, is_encrypted
-from xchange.audit import AuditMemo, AuditTrust, RecordCheck, verify_all, verify_evidence
-from xchange.errors import ChainBrokenError, EvidenceError, StampInvalidError, XRoadError
-from xchange.evidence import MessageEvidence, read_bundle, read_evidence, write_bundle
+from xchange.audit import AuditTrust, verify_all, verify_evidence
+from xchange.evidence import read_bundle, read_evidence
 from xchange.globalconf import ApprovedCA, ConfigurationAnchor, GlobalConf, verify_envelope
-from xchange.logbatch import TimestampBatch
-from xchange.messagelog import ChainCheckpoint, ChainReport, StoredRecord, verify_chain
+from xchange.messagelog import StoredRecord
 
-__all__ = ["AuditReport", "check_log", "register"]
+__all__ = ["AuditReport", "check_log", "register", "verify_path"]
 
 Command = Callable[[list[str], Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
-_PAGE = 1000
-BROKEN = (ChainBrokenError, EvidenceError, StampInvalidError)
-"""What a verification raises when evidence does not verify (as opposed to bad input)."""
-
-
-@dataclass
-class AuditReport:
-    """What was verified, and the first failure if any."""
-
-    subject: str
-    checks: list[RecordCheck] = field(default_factory=list)
-    chain: ChainReport | None = None
-    archives: list[ArchiveLinking] = field(default_factory=list)
-    unstamped: int = 0
-    failure: XRoadError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None
-
-    @property
-    def failures(self) -> list[str]:
-        return [] if self.failure is None else [self.failure.message]
-
-    @property
-    def signatures_verified(self) -> int:
-        return sum(c.signer is not None for c in self.checks)
-
-    @property
-    def stamps_verified(self) -> int:
-        return sum(c.stamped_at is not None for c in self.checks)
-
-    @property
-    def batches_verified(self) -> int:
-        return len({c.batch for c in self.checks if c.batch is not None})
-
-    @property
-    def rejected(self) -> int:
-        return sum(c.status == "rejected" for c in self.checks)
-
-    def lines(self) -> Iterable[str]:
-        yield f"{self.subject}:"
-        for a in self.archives:
-            link = "first archive" if a.number == 1 else f"follows {a.previous_archive[:16]}..."
-            yield (f"  archive {a.number} of {a.server}: records {a.first_sequence}.."
-                   f"{a.last_sequence}, hash {a.archive_hash} ({link})")
-        if self.chain is not None:
-            yield (f"  hash chain intact: {self.chain.count} records"
-                   + (f" (sequence {self.chain.first_sequence}..{self.chain.last_sequence})"
-                      if self.chain.count else ""))
-        requests = sum(c.kind == "request" for c in self.checks)
-        yield (f"  {requests} requests, {len(self.checks) - requests} responses, "
-               f"{self.rejected} logged as rejected")
-        yield f"  signatures verified: {self.signatures_verified}"
-        yield f"  OCSP responses good at signing time: " \
-              f"{sum(c.ocsp_this_update is not None for c in self.checks)}"
-        stamped = [c.stamped_at for c in self.checks if c.stamped_at is not None]
-        span = f" ({min(stamped).isoformat()} .. {max(stamped).isoformat()})" if stamped else ""
-        yield (f"  time-stamps verified: {len(stamped)} records in {self.batches_verified} "
-               f"batches{span}")
-        if self.unstamped:
-            yield f"  not yet time-stamped: {self.unstamped} (newest records)"
-        for c in self.checks:
-            if c.note is not None:
-                yield f"  note: rejected record {c.sequence}: its signature: {c.note}"
-        if self.failure is None:
-            yield "OK: everything verifies"
-        else:
-            where = getattr(self.failure, "sequence", None)
-            name = f"record {where}" if where is not None else "archive link"
-            yield f"FAILED at {name}: {self.failure.message}"
 
 
 # -- trust ------------------------------------------------------------------------------------
@@ -231,69 +156,18 @@ async def _open_log(config: SecurityServerConfig, *, create: bool = False
         engine.dispose()
 
 
-async def _all_records(log: MessageLog, after: int) -> AsyncIterator[list[StoredRecord]]:
-    while page := await log.records_after(after, _PAGE):
-        yield page
-        after = page[-1].sequence
-
-
-async def _verify_live(config: SecurityServerConfig, trust: AuditTrust) -> AuditReport:
-    report = AuditReport(subject=f"live message log of {config.server_id}")
-    async with _open_log(config) as (log, engine):
-        try:
-            checkpoint = await live_checkpoint(log, engine)
-            batches = LiveBatches(await log.batches())
-            head, first, memo = checkpoint, None, AuditMemo()
-            # One pass, record by record, so the first broken record is named whatever
-            # check it fails: its link, its content, its batch, its evidence.
-            async for page in _all_records(log, checkpoint.sequence):
-                for record in page:
-                    verify_chain([record], checkpoint=head)
-                    check = verify_evidence(MessageEvidence(record, batches.of(record)), trust,
-                                            require_stamp=False, memo=memo)
-                    report.checks.append(check)
-                    report.unstamped += check.stamped_at is None
-                    head = ChainCheckpoint(record.sequence, record.record_hash)
-                    first = first or record.sequence
-            report.chain = ChainReport(count=len(report.checks), first_sequence=first,
-                                       last_sequence=head.sequence, last_hash=head.record_hash)
-        except BROKEN as exc:
-            report.failure = exc
-    return report
-
-
-class LiveBatches:
-    """The live log's time-stamp batches, by id and by the range of records they cover."""
-
-    def __init__(self, batches: Iterable[TimestampBatch]) -> None:
-        self._by_id = {b.id: b for b in batches}
-        self._ranges = sorted((b.first_sequence, b.last_sequence, b.id)
-                              for b in self._by_id.values())
-
-    def of(self, record: StoredRecord) -> TimestampBatch | None:
-        """The batch that stamps ``record``; ``None`` if none does, nor should.  A record
-        inside a batch's range must be stamped by it (batches cover runs of consecutive
-        records): one that is not was put there afterwards."""
-        seq = record.sequence
-        i = bisect.bisect_right(self._ranges, (seq, float("inf"), 0)) - 1
-        covering = self._ranges[i][2] if i >= 0 and self._ranges[i][1] >= seq else None
-        if record.stamp is None:
-            if covering is not None:
-                raise StampInvalidError(seq, f"the record lies in batch {covering} but is not "
-                                             "stamped by it: it was inserted or altered later")
-            return None
-        batch = self._by_id.get(record.stamp.batch_id)
-        if batch is None:
-            raise StampInvalidError(seq, f"batch {record.stamp.batch_id} is missing")
-        return batch
-
-
 def check_log(config_path: Path, args: argparse.Namespace | None = None) -> AuditReport:
     """Verify the live log of the security server configured in ``config_path``, with its
     own trust anchors unless ``args`` names others."""
     config = SecurityServerConfig.from_file(config_path).from_env()
     trust = _trust(args or _no_trust_args(), config)
-    return asyncio.run(_verify_live(config, trust))
+
+    async def verify() -> AuditReport:
+        async with _open_log(config) as (log, engine):
+            return await verify_live_log(log, engine, trust,
+                                         subject=f"live message log of {config.server_id}")
+
+    return asyncio.run(verify())
 
 
 def _no_trust_args() -> argparse.Namespace:
@@ -342,19 +216,16 @@ def _search(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     config = SecurityServerConfig.from_file(args.config).from_env()
 
-    async def collect() -> list[MessageEvidence]:
+    async def collect() -> tuple[bytes, int, int] | None:
         async with _open_log(config) as (log, _engine):
-            records = await log.find(LogQuery(query_id=args.query_id), 100)
-            batches = {b.id: b for b in await log.batches()}
-        return [MessageEvidence(r, batches[r.stamp.batch_id] if r.stamp else None)
-                for r in records]
+            return await export_query(log, args.query_id)
 
-    evidence = asyncio.run(collect())
-    if not evidence:
+    exported = asyncio.run(collect())
+    if exported is None:
         raise ValueError(f"no record of query {args.query_id!r} in the log")
-    args.out.write_bytes(write_bundle(evidence))
-    unstamped = sum(e.batch is None for e in evidence)
-    print(f"exported {len(evidence)} record(s) of query {args.query_id} to {args.out}"
+    data, count, unstamped = exported
+    args.out.write_bytes(data)
+    print(f"exported {count} record(s) of query {args.query_id} to {args.out}"
           + (f"; {unstamped} not yet time-stamped" if unstamped else ""))
     return 0
 
