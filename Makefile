@@ -30,5 +30,15 @@ lint: $(VENV)/.installed-dev
 
 check: lint test
 
+# The benchmark (docs/performance.md).  QUICK=1: a short run; BENCH_ARGS: more options of
+# `xchange bench`.  wrk, the load generator, is a Debian package: installed when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+bench: $(VENV)/.installed
+	@command -v wrk >/dev/null 2>&1 || { \
+	    echo "bench: wrk (the load generator) is missing; installing it: apt-get install wrk"; \
+	    $(SUDO) apt-get install -y -q wrk || { $(SUDO) apt-get update -q && \
+	    $(SUDO) apt-get install -y -q wrk; }; }
+	$(BIN)/xchange bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

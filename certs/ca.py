@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, overload
@@ -66,8 +66,11 @@ from certs.keys import (
     generate_private_key,
     load_certificate,
     load_private_key,
+    random_passphrase,
+    read_secret_file,
     write_certificate,
     write_private_key,
+    write_secret_file,
 )
 from xchange.certificates import (
     EKU_CLIENT_AUTH,
@@ -84,6 +87,7 @@ from xchange.identifiers import ClientId, SecurityServerId, check_part
 __all__ = [
     "CA_CERT_FILE",
     "CA_KEY_FILE",
+    "CA_PASSPHRASE_FILE",
     "OCSP_RESPONDER_DAYS",
     "DevCA",
     "IssuedCredentials",
@@ -96,6 +100,7 @@ CA_CERT_FILE = "ca.pem"
 OCSP_RESPONDER_DAYS = 30
 """Default validity of a delegated OCSP responder certificate: nobody asks for its status."""
 _OCSP_URL_SETTING = "ocsp_url"
+CA_PASSPHRASE_FILE = "ca.passphrase"  # noqa: S105 (a file name)
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
@@ -199,20 +204,26 @@ class IssuedCredentials:
     """Leaf first, then the CA: what ``cert_path`` holds and what TLS presents."""
     key_path: Path
     cert_path: Path
+    key_passphrase: bytes = field(repr=False)
+    """What ``key_path`` is encrypted under: the CA's :attr:`DevCA.key_passphrase`."""
 
 
 class DevCA:
     """One instance's development root CA, kept in a directory.
 
     Build with :meth:`create` or :meth:`load`.  Every ``issue_*`` method takes the issuing
-    time ``now`` (timezone-aware) instead of reading the clock.
+    time ``now`` (timezone-aware) instead of reading the clock.  ``ca.key`` and every key
+    that :meth:`issue_key_and_cert` writes are encrypted under :attr:`key_passphrase`.
     """
 
-    def __init__(self, directory: Path, key: PrivateKey, certificate: x509.Certificate) -> None:
+    def __init__(self, directory: Path, key: PrivateKey, certificate: x509.Certificate,
+                 key_passphrase: bytes | None = None) -> None:
         self._directory = directory
         self._key = key
         self._certificate = certificate
         self._index = CertificateIndex(directory / INDEX_FILE)
+        # A CA built in memory (tests) still writes encrypted keys, under a fresh passphrase.
+        self._passphrase = key_passphrase or random_passphrase()
 
     @classmethod
     def create(
@@ -224,12 +235,16 @@ class DevCA:
         validity_days: int = 3650,
         key_kind: KeyKind = "ec",
         ocsp_url: str | None = None,
+        key_passphrase: bytes | None = None,
     ) -> DevCA:
         """Make a new root key and self-signed certificate in ``directory``.
 
         ``ocsp_url`` is the CA's OCSP responder: signing and authentication certificates carry
-        it in their authorityInfoAccess.  Refuses to overwrite an existing CA
-        (``FileExistsError``).
+        it in their authorityInfoAccess.  Keys are encrypted under ``key_passphrase``.  Without
+        one, a random passphrase is made and kept in ``ca.passphrase`` (mode 0600) beside the
+        key, where :meth:`load` finds it: a throwaway CA keeps its own secret, in the same key
+        format as a real deployment.
+        Refuses to overwrite an existing CA (``FileExistsError``).
         """
         check_part(instance, "instance")
         if ocsp_url is not None:
@@ -263,16 +278,23 @@ class DevCA:
             )
             .sign(key, hashes.SHA256())
         )
-        write_private_key(key_path, key)
+        if key_passphrase is None:
+            key_passphrase = random_passphrase()
+            write_secret_file(directory / CA_PASSPHRASE_FILE, key_passphrase + b"\n")
+        write_private_key(key_path, key, key_passphrase)
         write_certificate(cert_path, certificate)
-        ca = cls(directory, key, certificate)
+        ca = cls(directory, key, certificate, key_passphrase)
         ca._index.set_setting(_OCSP_URL_SETTING, ocsp_url)
         return ca
 
     @classmethod
-    def load(cls, directory: Path) -> DevCA:
-        """Load a CA made by :meth:`create`; refuses a key that does not match the certificate."""
-        key = load_private_key(directory / CA_KEY_FILE)
+    def load(cls, directory: Path, key_passphrase: bytes | None = None) -> DevCA:
+        """Load a CA made by :meth:`create`; refuses a key that does not match the certificate.
+
+        Without ``key_passphrase``, the one in ``ca.passphrase`` is used."""
+        if key_passphrase is None:
+            key_passphrase = read_secret_file(directory / CA_PASSPHRASE_FILE)
+        key = load_private_key(directory / CA_KEY_FILE, key_passphrase)
         certificate = load_certificate(directory / CA_CERT_FILE)
         spki = serialization.PublicFormat.SubjectPublicKeyInfo
         der = serialization.Encoding.DER
@@ -280,7 +302,7 @@ class DevCA:
             der, spki
         ):
             raise ValueError(f"{directory}: {CA_KEY_FILE} does not belong to {CA_CERT_FILE}")
-        return cls(directory, key, certificate)
+        return cls(directory, key, certificate, key_passphrase)
 
     @property
     def certificate(self) -> x509.Certificate:
@@ -299,6 +321,11 @@ class DevCA:
     def ocsp_url(self) -> str | None:
         """The CA's OCSP responder URL, written into signing and authentication certificates."""
         return self._index.setting(_OCSP_URL_SETTING)
+
+    @property
+    def key_passphrase(self) -> bytes:
+        """The passphrase of ``ca.key`` and of the keys :meth:`issue_key_and_cert` writes."""
+        return self._passphrase
 
     @property
     def cert_path(self) -> Path:
@@ -599,7 +626,8 @@ class DevCA:
         """Generate a key, issue its ``profile`` certificate, write both into ``directory``.
 
         ``holder`` is the member (``sign``), the security server (``auth``) or the common name
-        (``tls``).  Files are ``<stem>.key`` (0600) and ``<stem>.pem`` (leaf, then the CA);
+        (``tls``).  Files are ``<stem>.key`` (0600, encrypted under :attr:`key_passphrase`)
+        and ``<stem>.pem`` (leaf, then the CA);
         ``stem`` defaults to the profile name.  Existing files are not replaced
         (``FileExistsError``).
         """
@@ -633,7 +661,7 @@ class DevCA:
             )
         else:
             raise TypeError(f"holder {holder!r} and member_name do not fit profile {profile!r}")
-        write_private_key(key_path, key)
+        write_private_key(key_path, key, self._passphrase)
         chain = (cert, self._certificate)
         write_certificate(cert_path, *chain)
-        return IssuedCredentials(key, cert, chain, key_path, cert_path)
+        return IssuedCredentials(key, cert, chain, key_path, cert_path, self._passphrase)

@@ -93,6 +93,7 @@ def create_app(
 def serve(
     key_path: Path,
     cert_path: Path,
+    passphrase: bytes,
     *,
     host: str = "127.0.0.1",
     port: int = 3180,
@@ -100,9 +101,10 @@ def serve(
     accuracy_seconds: int | None = 1,
 ) -> None:
     """Run the TSA until interrupted (the CLI's entry).  ``cert_path`` holds the TSA
-    certificate first, then its CA certificates."""
+    certificate first, then its CA certificates; ``key_path`` is encrypted under
+    ``passphrase``."""
     tsa = TimeStampAuthority(
-        load_private_key(key_path),
+        load_private_key(key_path, passphrase),
         load_certificates(cert_path),
         policy_oid=policy,
         accuracy_seconds=accuracy_seconds,

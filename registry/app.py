@@ -122,7 +122,7 @@ def create_app(
 
 def serve(config_path: Path) -> None:
     """Run the registry from its TOML configuration until interrupted (the CLI's entry)."""
-    config = RegistryConfig.from_file(config_path)
+    config = RegistryConfig.from_file(config_path).from_env()
     app = create_app(config)
     url = f"http://{config.listen_host}:{config.listen_port}"
 

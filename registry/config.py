@@ -3,8 +3,9 @@
 The file is flat; relative paths are resolved against the file's own folder::
 
     data_file = "registry-data.json"     # what to publish (schemas/registry-data.schema.json)
-    signing_key = "keys/conf-sign.key"   # PEM private key that signs global configuration
+    signing_key = "keys/conf-sign.key"   # encrypted PKCS#8 key that signs global configuration
     signing_cert = "keys/conf-sign.pem"  # its certificate (goes into the anchor)
+    passphrase_file = "keys/passphrase"  # the key's passphrase, mode 0600 (or passphrase_env)
     publish_dir = "publish"              # where globalconf.json and anchor.json are written
     listen_host = "127.0.0.1"            # optional, default 127.0.0.1
     listen_port = 4400                   # optional, default 4400
@@ -12,22 +13,27 @@ The file is flat; relative paths are resolved against the file's own folder::
     regenerate_seconds = 60              # optional, see RegistryConfig.regenerate_seconds
 
 Unknown keys are refused, so that a typo does not silently fall back to a default.  The
-environment is not read.
+passphrase (from ``passphrase_file`` or the variable ``passphrase_env`` names) is read only by
+:meth:`RegistryConfig.from_env`; ``unsafe_plaintext_keys = true`` accepts an unencrypted key.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from certs.keys import ProtectedKeyError, SecretSource
 
 __all__ = ["ConfigError", "RegistryConfig"]
 
 _REQUIRED_PATHS = ("data_file", "signing_key", "signing_cert", "publish_dir")
 _KNOWN = frozenset(
-    {*_REQUIRED_PATHS, "listen_host", "listen_port", "public_url", "regenerate_seconds"}
+    {*_REQUIRED_PATHS, "listen_host", "listen_port", "public_url", "regenerate_seconds",
+     "passphrase_file", "passphrase_env", "unsafe_plaintext_keys"}
 )
 
 
@@ -50,6 +56,11 @@ class RegistryConfig:
     regenerate_seconds: float | None = None
     """Seconds between re-signings; ``None`` means the data file's
     ``settings.conf_refresh_seconds``.  Fractions are allowed so that tests can run fast."""
+    key_passphrase_source: SecretSource | None = None
+    unsafe_plaintext_keys: bool = False
+    """Accept an unencrypted ``signing_key`` (development only)."""
+    key_passphrase: bytes | None = field(default=None, repr=False)
+    """The passphrase of ``signing_key``, read by :meth:`from_env`."""
 
     @property
     def download_url(self) -> str:
@@ -57,6 +68,17 @@ class RegistryConfig:
             return self.public_url
         host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
         return f"http://{host}:{self.listen_port}/globalconf"
+
+    def from_env(self, environ: Mapping[str, str] | None = None) -> RegistryConfig:
+        """Read the key passphrase from its file or from ``environ`` (default: the process
+        environment).  The one place the registry reads either."""
+        if self.key_passphrase_source is None:
+            return self
+        try:
+            secret = self.key_passphrase_source.read(os.environ if environ is None else environ)
+        except ProtectedKeyError as exc:
+            raise ConfigError(str(exc)) from exc
+        return replace(self, key_passphrase=secret)
 
     @classmethod
     def from_file(cls, path: Path) -> RegistryConfig:
@@ -96,6 +118,10 @@ class RegistryConfig:
             isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0
         ):
             raise ConfigError("regenerate_seconds must be a positive number")
+        source = _passphrase_source(doc, base_dir)
+        unsafe_plaintext = doc.get("unsafe_plaintext_keys", False)
+        if not isinstance(unsafe_plaintext, bool):
+            raise ConfigError("unsafe_plaintext_keys must be true or false")
 
         return cls(
             data_file=paths["data_file"],
@@ -106,4 +132,18 @@ class RegistryConfig:
             listen_port=port,
             public_url=public_url,
             regenerate_seconds=None if interval is None else float(interval),
+            key_passphrase_source=source,
+            unsafe_plaintext_keys=unsafe_plaintext,
         )
+
+
+def _passphrase_source(doc: Mapping[str, Any], base_dir: Path) -> SecretSource | None:
+    file, env = doc.get("passphrase_file"), doc.get("passphrase_env")
+    if file is None and env is None:
+        return None
+    if not isinstance(file, str | None) or not isinstance(env, str | None):
+        raise ConfigError("passphrase_file and passphrase_env must be strings")
+    try:
+        return SecretSource(file=None if file is None else (base_dir / file).resolve(), env=env)
+    except ProtectedKeyError as exc:
+        raise ConfigError(f"passphrase_file / passphrase_env: {exc}") from exc

@@ -177,7 +177,11 @@ class Publisher:
     def __init__(self, config: RegistryConfig) -> None:
         self._config = config
         try:
-            self._key: PrivateKey = load_private_key(config.signing_key)
+            if config.key_passphrase_source is not None and config.key_passphrase is None:
+                raise ValueError("the passphrase was not read: call RegistryConfig.from_env")
+            self._key: PrivateKey = load_private_key(
+                config.signing_key, config.key_passphrase,
+                unsafe_plaintext=config.unsafe_plaintext_keys)
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(f"signing_key {config.signing_key}: {exc}") from exc
         self._cert = _load_cert(config.signing_cert, "signing_cert")

@@ -20,16 +20,24 @@ import aiohttp
 from aiohttp import web
 
 from certs.keys import load_certificates
+from security_server.admin_api import AdminContext, audience_for, create_admin_app
+from security_server.admin_keys import admin_public_key
 from security_server.archiver import Archiver, DirectoryTarget, load_recipients
 from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
+from security_server.directory import Directory, StoreDirectory, seed_from_config
+from security_server.is_tls import IsTls, ensure_internal_certificate
+from security_server.keys import ServerKeys, load_keys
 from security_server.logstamper import LogStamper
 from security_server.messagelog import MessageLog
+from security_server.metadata import metadata_service
+from security_server.migrate import upgrade
 from security_server.ocsp import HttpOcspFetcher, OwnCertificates
-from security_server.runtime import Runtime, load_identities, utc_now
+from security_server.runtime import Runtime, utc_now
 from security_server.server_proxy import create_server_proxy_app
+from security_server.store import ServerStore
 from security_server.timestamper import TsaClient
 from security_server.tls import server_context
 from xchange.errors import GlobalConfOutdatedError
@@ -43,19 +51,31 @@ log = logging.getLogger(__name__)
 @contextlib.asynccontextmanager
 async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]:
     """Start both listeners and the refresh task; stop them all on exit."""
+    keys = load_keys(config)  # first: a key problem stops the start before anything opens
+    try:
+        async with _running(config, keys) as runtime:
+            yield runtime
+    finally:
+        keys.close()
+
+
+@contextlib.asynccontextmanager
+async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncIterator[Runtime]:
     anchor = ConfigurationAnchor.from_json(config.anchor.read_bytes())
     engine = create_db_engine(config.database_url)
     create_tables(engine)
+    upgrade(engine)
+    store = ServerStore(engine)
+    seed_from_config(store, config, utc_now())
     message_log = MessageLog(engine)
     conf_session = aiohttp.ClientSession()
     conf_client = GlobalConfClient(anchor, config.state_dir, HttpConfFetcher(conf_session),
                                    utc_now)
     conf_client.load_cached()
     await conf_client.refresh()
-    identities = load_identities(config)
     own_certs = OwnCertificates(
         [("auth", load_certificates(config.auth_cert)[0])]
-        + [(str(member), ident.chain[0]) for member, ident in identities.items()],
+        + [(str(member), ident.chain[0]) for member, ident in keys.identities.items()],
         config.state_dir, HttpOcspFetcher(conf_session), utc_now)
 
     def conf_now() -> GlobalConf | None:
@@ -77,7 +97,10 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
     stamper = LogStamper(message_log, tsa_client, clock=utc_now,
                          max_failure_seconds=config.timestamping_max_failure_seconds)
     await stamper.load()
-    runtime = Runtime(config, conf_client, message_log, identities, own_certs, stamper)
+    runtime = Runtime(config, conf_client, message_log, keys.identities, own_certs, stamper,
+                      in_token=keys.in_token)
+    store_directory = StoreDirectory(store)
+    runtime.directory = Directory(store_directory, metadata_service)
     runtime.provider_session = aiohttp.ClientSession(auto_decompress=False)
 
     conf = conf_now()
@@ -85,8 +108,29 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
         own_certs.load_cached(conf)
         await own_certs.refresh(conf)
     runtime.server_tls = server_context(config.auth_cert, config.auth_key,
-                                        conf.trust_anchors() if conf else ())
+                                        conf.trust_anchors() if conf else (),
+                                        passphrase=config.key_passphrase)
     runners: list[web.AppRunner] = []
+    listeners = [
+        (create_client_proxy_app(runtime), config.client_proxy, None),
+        (create_server_proxy_app(runtime), config.server_proxy, runtime.server_tls),
+    ]
+    if config.client_proxy_tls is not None:
+        assert config.internal_tls_cert is not None and config.internal_tls_key is not None
+        ensure_internal_certificate(config.internal_tls_cert, config.internal_tls_key,
+                                    str(config.server_id), config.client_proxy_tls.host,
+                                    utc_now(), config.key_passphrase)
+        is_tls = IsTls(config.internal_tls_cert, config.internal_tls_key, config.key_passphrase)
+        store_directory.on_rebuild.append(is_tls.learn)
+        is_tls.learn(runtime.directory.snapshot())
+        listeners.append((create_client_proxy_app(runtime), config.client_proxy_tls,
+                          is_tls.context))
+    if config.admin_api is not None and config.admin_key is not None:
+        admin = AdminContext(store, runtime.directory, (admin_public_key(config),),
+                             audience_for(str(config.server_id)), utc_now,
+                             server=str(config.server_id), internal_cert=config.internal_tls_cert
+                             if config.client_proxy_tls is not None else None)
+        listeners.append((create_admin_app(admin), config.admin_api, None))
     refresher = asyncio.create_task(conf_client.run(config.conf_refresh_seconds))
     ocsp_refresher = asyncio.create_task(own_certs.run(
         conf_now, config.ocsp_refresh_seconds, config.ocsp_retry_seconds))
@@ -98,10 +142,7 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
                             recipients=load_recipients(config.archive.recipients))
         tasks.append(asyncio.create_task(archiver.run(utc_now)))
     try:
-        for app, listen, ssl_ctx in (
-            (create_client_proxy_app(runtime), config.client_proxy, None),
-            (create_server_proxy_app(runtime), config.server_proxy, runtime.server_tls),
-        ):
+        for app, listen, ssl_ctx in listeners:
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             runners.append(runner)

@@ -35,6 +35,8 @@ from aiohttp import web
 from cryptography import x509
 
 from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
+from security_server.is_tls import check_is_connection
+from security_server.metadata import register_list_clients
 from security_server.runtime import (
     RUNTIME,
     ProviderStatus,
@@ -54,7 +56,7 @@ from xchange.errors import (
 )
 from xchange.globalconf import GlobalConf, SecurityServerInfo
 from xchange.rest import RestRequest, RestResponse, digest_payload, request_hash_of
-from xchange.signing import sign_payload, verify_message
+from xchange.signing import verify_message
 from xchange.transport import (
     FRAME_MEDIA_TYPE,
     OCSP_MEDIA_TYPE,
@@ -85,6 +87,7 @@ def create_client_proxy_app(runtime: Runtime) -> web.Application:
     hide_server_version(app)
     app.router.add_route("*", "/r1/{tail:.*}", handle_rest)
     app.router.add_get("/health", handle_health)
+    register_list_clients(app)
     return app
 
 
@@ -107,6 +110,7 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
         request.method, request.raw_path, request.headers, request.headers.items()
     )
     request[MESSAGE_ID] = req.message_id
+    check_is_connection(rt.directory, req.client, request.transport)
     response, body, rhash = await send_request(rt, req, request.read)
     out = web.Response(status=response.status, body=body)
     for name, value in response.headers:
@@ -137,7 +141,8 @@ async def send_request(rt: Runtime, req: RestRequest,
     body = await read_body()
     header_part = req.header_part()
     payload = digest_payload(header_part, body)  # the body is hashed once, here
-    signature = sign_payload(identity, payload, signed_at=now, nonce=uuid.uuid4().hex)
+    signature = await rt.sign(identity, payload, side="client", signed_at=now,
+                              nonce=uuid.uuid4().hex)
     signed = SignedMessage(header_part, signature, body, staples)
     await rt.log_message(make_entry(req, "request", "outgoing", signed, now), side="client")
     answer = await _exchange(rt, conf, targets, encode_frame(signed))

@@ -1,33 +1,40 @@
 """Security-server configuration: one TOML file, read in one place, typed and frozen.
 
 Paths in the file are relative to the file's own folder.  See docs/configuration.md for every
-key, its unit and its default.  Environment variables are read only in
-:meth:`SecurityServerConfig.from_env`.
+key, its unit and its default.  Environment variables, and the secrets the file points to (the
+key passphrase, token PINs), are read only in :meth:`SecurityServerConfig.from_env`.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from xchange.access import AccessRule, AccessRules
+from certs.keys import ProtectedKeyError, SecretSource
+from xchange.access import AccessRule, AccessRules, parse_subject
 from xchange.errors import BadRequestError
-from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId, ServiceId
+from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 
 __all__ = [
     "ArchiveConfig",
     "ConfigError",
+    "ConnectionType",
     "ListenConfig",
+    "Pkcs11KeyConfig",
     "SecurityServerConfig",
     "ServiceConfig",
     "SigningKeyConfig",
 ]
+
+
+ConnectionType = Literal["HTTP", "HTTPS", "HTTPS_AUTH"]
+"""How an information system must connect for a client: X-Road's NOSSL, SSLNOAUTH, SSLAUTH."""
 
 
 class ConfigError(ValueError):
@@ -41,11 +48,26 @@ class ListenConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Pkcs11KeyConfig:
+    """A signing key in a PKCS#11 token, found by its label (``CKA_LABEL``)."""
+
+    module: Path
+    """The token's PKCS#11 library, e.g. ``/usr/lib/softhsm/libsofthsm2.so``."""
+    token_label: str
+    key_label: str
+    pin_source: SecretSource
+    pin: bytes | None = field(default=None, repr=False)
+    """The user PIN, read from ``pin_source`` by :meth:`SecurityServerConfig.from_env`."""
+
+
+@dataclass(frozen=True, slots=True)
 class SigningKeyConfig:
     member: ClientId
-    key: Path
+    key: Path | None
+    """The key file; None when the key is in a token (``pkcs11``)."""
     cert: Path
     """PEM: the signing certificate first, then its chain (the root may be included)."""
+    pkcs11: Pkcs11KeyConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +114,18 @@ class SecurityServerConfig:
     clients: tuple[ClientId, ...]
     services: tuple[ServiceConfig, ...]
     access: AccessRules
+    is_connection: Mapping[ClientId, ConnectionType] = field(default_factory=dict)
+    """Connection type per client from ``[is_connection]``; clients not named there get
+    ``HTTPS_AUTH`` when imported into the configuration store."""
+    client_proxy_tls: ListenConfig | None = None
+    """The client proxy's HTTPS listener (``[client_proxy] tls_port``); None: HTTP only."""
+    internal_tls_cert: Path | None = None
+    """The internal TLS certificate (PEM) the HTTPS listener serves; generated if missing."""
+    internal_tls_key: Path | None = None
+    admin_api: ListenConfig | None = None
+    """The admin API listener (``[admin_api]``); None: no admin API."""
+    admin_key: Path | None = None
+    """PEM private key (EC P-256 or Ed25519) that signs and verifies admin tokens."""
     conf_refresh_seconds: float = 60.0
     peer_timeout: float = 60.0
     """Seconds the client proxy waits for the provider security server."""
@@ -107,6 +141,13 @@ class SecurityServerConfig:
     configuration); ``sync``: each message waits for its record's stamp before it passes."""
     timestamping_max_failure_seconds: float = 14400.0
     """How long time-stamping may fail before new messages are refused."""
+    key_passphrase_source: SecretSource | None = None
+    """Where the passphrase of the encrypted key files comes from (``[keys]``
+    ``passphrase_file`` or ``passphrase_env``)."""
+    unsafe_plaintext_keys: bool = False
+    """Accept unencrypted key files (development only)."""
+    key_passphrase: bytes | None = field(default=None, repr=False)
+    """The passphrase itself, read by :meth:`from_env`."""
 
     @classmethod
     def from_file(cls, path: Path) -> SecurityServerConfig:
@@ -119,15 +160,29 @@ class SecurityServerConfig:
         except BadRequestError as exc:
             raise ConfigError(f"{path}: {exc.message}") from exc
 
-    def from_env(self, environ: Mapping[str, str] | None = None) -> SecurityServerConfig:
-        """Apply ``XCHANGE_DATABASE_URL`` over the file's value (deployment override)."""
+    def from_env(self, environ: Mapping[str, str] | None = None, *,
+                 secrets: bool = True) -> SecurityServerConfig:
+        """Apply the deployment's environment: ``XCHANGE_DATABASE_URL`` over the file's value,
+        and read the secrets the file points to (the key passphrase and token PINs, from
+        their files or from ``environ``).  The one place that reads either.  Tools that use
+        no key (``verify-log``) pass ``secrets=False``."""
         env = os.environ if environ is None else environ
-        url = env.get("XCHANGE_DATABASE_URL")
-        if not url:
-            return self
-        from dataclasses import replace
-
-        return replace(self, database_url=url)
+        config = self
+        if url := env.get("XCHANGE_DATABASE_URL"):
+            config = replace(config, database_url=url)
+        if not secrets:
+            return config
+        try:
+            if self.key_passphrase_source is not None:
+                config = replace(config, key_passphrase=self.key_passphrase_source.read(env))
+            signing = tuple(
+                replace(sk, pkcs11=replace(sk.pkcs11, pin=sk.pkcs11.pin_source.read(env)))
+                if sk.pkcs11 is not None else sk
+                for sk in self.signing_keys
+            )
+        except ProtectedKeyError as exc:
+            raise ConfigError(str(exc)) from exc
+        return replace(config, signing_keys=signing)
 
     def service(self, service: ServiceId) -> ServiceConfig | None:
         wanted = service.unversioned
@@ -155,21 +210,42 @@ def _opt(doc: Mapping[str, Any], key: str, kind: type, where: str, default: Any)
     return _get(doc, key, kind, where) if key in doc else default
 
 
+def _port(port: int, what: str) -> int:
+    if not 0 < port < 65536:
+        raise ConfigError(f"{what} must be from 1 to 65535")
+    return port
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _admin_listen(doc: Mapping[str, Any]) -> ListenConfig:
+    """The admin API speaks plain HTTP with bearer tokens: loopback only, so a token never
+    crosses a network in clear.  Remote administration goes through a TLS proxy."""
+    listen = _listen(doc, "admin_api")
+    if listen.host not in _LOOPBACK:
+        raise ConfigError("admin_api.host must be a loopback address (127.0.0.1, ::1, "
+                          "localhost); put a TLS-terminating proxy in front for remote use")
+    return listen
+
+
 def _listen(doc: Mapping[str, Any], name: str) -> ListenConfig:
     section = _get(doc, name, dict, "")
-    port = _get(section, "port", int, f"{name}.")
-    if not 0 < port < 65536:
-        raise ConfigError(f"{name}.port must be from 1 to 65535")
+    port = _port(_get(section, "port", int, f"{name}."), f"{name}.port")
     return ListenConfig(host=_get(section, "host", str, f"{name}."), port=port)
 
 
 _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"clients", "server", "client_proxy", "server_proxy", "keys", "globalconf",
-                   "messagelog", "services", "access", "ocsp", "archive"}),
+                   "messagelog", "services", "access", "ocsp", "archive", "is_connection",
+                   "admin_api"}),
+    "admin_api": frozenset({"host", "port", "token_key"}),
     "server": frozenset({"id", "state_dir"}),
-    "client_proxy": frozenset({"host", "port", "peer_timeout", "max_body_bytes"}),
+    "client_proxy": frozenset({"host", "port", "peer_timeout", "max_body_bytes", "tls_port",
+                               "tls_cert", "tls_key"}),
     "server_proxy": frozenset({"host", "port"}),
-    "keys": frozenset({"auth_key", "auth_cert", "signing"}),
+    "keys": frozenset({"auth_key", "auth_cert", "signing", "passphrase_file", "passphrase_env",
+                       "unsafe_plaintext_keys"}),
     "globalconf": frozenset({"anchor", "refresh_seconds"}),
     "messagelog": frozenset({"database_url", "timestamping",
                              "timestamping_max_failure_seconds"}),
@@ -182,8 +258,9 @@ _KNOWN_KEYS: dict[str, frozenset[str]] = {
 _KNOWN_ENTRY_KEYS: dict[str, frozenset[str]] = {
     "services": frozenset({"id", "url", "timeout"}),
     "access": frozenset({"service", "clients"}),
-    "keys.signing": frozenset({"member", "key", "cert"}),
+    "keys.signing": frozenset({"member", "key", "cert", "pkcs11"}),
 }
+_PKCS11_KEYS = frozenset({"module", "token_label", "key_label", "pin_file", "pin_env"})
 
 
 def _refuse_unknown(doc: Mapping[str, Any]) -> None:
@@ -230,6 +307,46 @@ def _database_url(value: str, base: Path) -> str:
     return value
 
 
+def _secret_source(table: Mapping[str, Any], name: str, where: str,
+                   path: Callable[[str], Path]) -> SecretSource | None:
+    """``<name>_file`` or ``<name>_env``: where a secret comes from (never the secret)."""
+    file = _opt(table, f"{name}_file", str, where, None)
+    env = _opt(table, f"{name}_env", str, where, None)
+    if file is None and env is None:
+        return None
+    try:
+        return SecretSource(file=None if file is None else path(file), env=env)
+    except ProtectedKeyError as exc:
+        raise ConfigError(f"{where}{name}_file / {where}{name}_env: {exc}") from exc
+
+
+def _signing_key(entry: Mapping[str, Any], path: Callable[[str], Path]) -> SigningKeyConfig:
+    where = "keys.signing."
+    member = ClientId.parse(_get(entry, "member", str, where))
+    if "key" in entry and "pkcs11" in entry:
+        raise ConfigError("a [[keys.signing]] entry has keys.signing.key (a key file) or "
+                          "keys.signing.pkcs11 (a key in a token), not both")
+    token = None
+    if "pkcs11" in entry:
+        table = _get(entry, "pkcs11", dict, where)
+        if unknown := sorted(set(table) - _PKCS11_KEYS):
+            raise ConfigError(f"unknown key(s) in keys.signing.pkcs11: {', '.join(unknown)}")
+        inner = "keys.signing.pkcs11."
+        pin = _secret_source(table, "pin", inner, path)
+        if pin is None:
+            raise ConfigError("keys.signing.pkcs11 needs pin_file or pin_env")
+        token = Pkcs11KeyConfig(module=path(_get(table, "module", str, inner)),
+                                token_label=_get(table, "token_label", str, inner),
+                                key_label=_get(table, "key_label", str, inner),
+                                pin_source=pin)
+    return SigningKeyConfig(
+        member=member,
+        key=path(_get(entry, "key", str, where)) if token is None else None,
+        cert=path(_get(entry, "cert", str, where)),
+        pkcs11=token,
+    )
+
+
 def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
     _refuse_unknown(doc)
 
@@ -241,14 +358,8 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
     keys = _get(doc, "keys", dict, "")
     gconf = _get(doc, "globalconf", dict, "")
     log = _get(doc, "messagelog", dict, "")
-    signing = tuple(
-        SigningKeyConfig(
-            member=ClientId.parse(_get(s, "member", str, "keys.signing.")),
-            key=path(_get(s, "key", str, "keys.signing.")),
-            cert=path(_get(s, "cert", str, "keys.signing.")),
-        )
-        for s in _get(keys, "signing", list, "keys.")
-    )
+    state = path(_opt(server, "state_dir", str, "server.", "."))
+    signing = tuple(_signing_key(s, path) for s in _get(keys, "signing", list, "keys."))
     for sk in signing:
         if sk.member.subsystem is not None:
             raise ConfigError("keys.signing.member must name a member (INSTANCE/CLASS/CODE): "
@@ -268,17 +379,17 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
             if not isinstance(subject, str):
                 raise ConfigError("access.clients must be a list of strings")
             # "INST/GROUP" (two parts) names a global group; otherwise a member or subsystem.
-            sub: ClientId | GlobalGroupId = (
-                GlobalGroupId.parse(subject) if subject.count("/") == 1
-                else ClientId.parse(subject)
-            )
-            rules.append(AccessRule(svc, sub))
+            rules.append(AccessRule(svc, parse_subject(subject)))
     cp = doc.get("client_proxy", {})
     ocsp = _opt(doc, "ocsp", dict, "", {})
-    state_dir = path(_opt(server, "state_dir", str, "server.", "."))
     timestamping = _opt(log, "timestamping", str, "messagelog.", "batch")
     if timestamping not in ("batch", "sync"):
         raise ConfigError('messagelog.timestamping must be "batch" or "sync"')
+    is_connection: dict[ClientId, ConnectionType] = {}
+    for name, kind in _opt(doc, "is_connection", dict, "", {}).items():
+        if kind not in ("HTTP", "HTTPS", "HTTPS_AUTH"):
+            raise ConfigError(f"is_connection.{name} must be HTTP, HTTPS or HTTPS_AUTH")
+        is_connection[ClientId.parse(name)] = kind
     return SecurityServerConfig(
         server_id=SecurityServerId.parse(_get(server, "id", str, "server.")),
         client_proxy=_listen(doc, "client_proxy"),
@@ -287,11 +398,23 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
         auth_cert=path(_get(keys, "auth_cert", str, "keys.")),
         signing_keys=signing,
         anchor=path(_get(gconf, "anchor", str, "globalconf.")),
-        state_dir=state_dir,
+        state_dir=state,
         database_url=_database_url(_get(log, "database_url", str, "messagelog."), base),
         clients=tuple(ClientId.parse(c) for c in _get(doc, "clients", list, "")),
         services=services,
         access=AccessRules(rules),
+        is_connection=is_connection,
+        client_proxy_tls=None if "tls_port" not in cp else ListenConfig(
+            _get(cp, "host", str, "client_proxy."), _port(_get(cp, "tls_port", int,
+                                                                "client_proxy."),
+                                                           "client_proxy.tls_port")),
+        internal_tls_cert=path(_opt(cp, "tls_cert", str, "client_proxy.",
+                                    str(state / "internal-tls.pem"))),
+        internal_tls_key=path(_opt(cp, "tls_key", str, "client_proxy.",
+                                   str(state / "internal-tls.key"))),
+        admin_api=_admin_listen(doc) if "admin_api" in doc else None,
+        admin_key=path(_get(doc["admin_api"], "token_key", str, "admin_api."))
+        if "admin_api" in doc else None,
         conf_refresh_seconds=_positive(
             _opt(gconf, "refresh_seconds", float, "globalconf.", 60.0),
             "globalconf.refresh_seconds"),
@@ -304,11 +427,13 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
                                        "ocsp.refresh_seconds"),
         ocsp_retry_seconds=_positive(_opt(ocsp, "retry_seconds", float, "ocsp.", 60.0),
                                      "ocsp.retry_seconds"),
+        key_passphrase_source=_secret_source(keys, "passphrase", "keys.", path),
+        unsafe_plaintext_keys=_opt(keys, "unsafe_plaintext_keys", bool, "keys.", False),
         timestamping=timestamping,
         timestamping_max_failure_seconds=_positive(
             _opt(log, "timestamping_max_failure_seconds", float, "messagelog.", 14400.0),
             "messagelog.timestamping_max_failure_seconds"),
-        archive=_archive(_opt(doc, "archive", dict, "", {}), path, state_dir),
+        archive=_archive(_opt(doc, "archive", dict, "", {}), path, state),
     )
 
 

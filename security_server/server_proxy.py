@@ -34,7 +34,7 @@ from aiohttp import web
 from cryptography import x509
 from yarl import URL
 
-from security_server.config import ServiceConfig
+from security_server.directory import LocalService
 from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
 from security_server.runtime import RUNTIME, Runtime, make_entry, read_limited
 from security_server.tls import peer_certificate_der
@@ -53,7 +53,7 @@ from xchange.rest import (
     filter_headers,
     request_hash_of,
 )
-from xchange.signing import VerifiedSignature, sign_message, verify_payload
+from xchange.signing import VerifiedSignature, verify_payload
 from xchange.transport import (
     FRAME_MEDIA_TYPE,
     OCSP_MEDIA_TYPE,
@@ -147,13 +147,17 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
     if identity is None:
         raise ServerProxyError(f"no signing key for provider {req.service.provider.member}")
     staples = rt.own_staples(identity, conf, now, code=_CODE_CERT)
-    status, headers, body = await _call_provider(rt, service.url, service.timeout, req, msg.body)
+    if service.local_handler is not None:  # a metadata service: this server answers
+        status, headers, body = await service.local_handler(req, conf)
+    else:
+        status, headers, body = await _call_provider(rt, service, req, msg.body)
     response = RestResponse(
         message_id=req.message_id, client=req.client, service=req.service,
         request_hash=request_hash_of(payload), status=status, headers=headers,
     )
     header_part = response.header_part()
-    signed = SignedMessage(header_part, sign_message(identity, header_part, body), body, staples)
+    signature = await rt.sign(identity, digest_payload(header_part, body), side="server")
+    signed = SignedMessage(header_part, signature, body, staples)
     await rt.log_message(make_entry(req, "response", "outgoing", signed, rt.clock()),
                          side="server")
     return signed
@@ -186,14 +190,15 @@ async def _verify_request(rt: Runtime, conf: GlobalConf, req: RestRequest,
 
 def _admit(rt: Runtime, conf: GlobalConf, req: RestRequest, msg: SignedMessage,
            verified: VerifiedSignature, peer_cert: x509.Certificate,
-           now: datetime) -> ServiceConfig:
+           now: datetime) -> LocalService:
     """Decide whether a verified request may pass: certificates good, hosted provider, known
     service, access right, fresh signature, first use of its one-time value."""
     rt.check_peer_signer(msg.ocsp_responses, verified.chain, conf, now, code=_CODE_CERT)
     rt.peer_auth_status(msg.ocsp_responses, peer_cert, conf, now,
                         code=_CODE_CERT).require_good(code=_CODE_CERT)
     service = _local_service(rt, conf, req)
-    rt.config.access.check(req.client, req.service, conf.members_of_group)
+    rt.directory.check_access(req.client, req.service, req.method, req.path,
+                              conf.members_of_group)
     if verified.signed_at is None or verified.nonce is None:
         raise ServerProxyError("request signature lacks iat or jti",
                                code="server.serverproxy.bad_request")
@@ -202,15 +207,18 @@ def _admit(rt: Runtime, conf: GlobalConf, req: RestRequest, msg: SignedMessage,
     return service
 
 
-def _local_service(rt: Runtime, conf: GlobalConf, req: RestRequest) -> ServiceConfig:
+def _local_service(rt: Runtime, conf: GlobalConf, req: RestRequest) -> LocalService:
     provider = req.service.provider
     own = rt.config.server_id
     if not rt.is_local_client(provider) or not conf.is_hosted_on(provider, own):
         raise ServerProxyError(f"{provider} is not hosted on security server {own}",
                                code="server.serverproxy.unknown_member")
-    service = rt.config.service(req.service)
+    service = rt.directory.service(req.service)
     if service is None:
         raise UnknownServiceError(f"service {req.service} is not provided here")
+    if not service.enabled:
+        raise ServerProxyError(f"service {req.service} is disabled",
+                               code="server.serverproxy.service_disabled")
     return service
 
 
@@ -218,10 +226,11 @@ _PASS_TO_PROVIDER = ("X-Road-Client", "X-Road-Service", "X-Road-Id", "X-Road-Use
                      "X-Road-Issue")
 
 
-async def _call_provider(rt: Runtime, base_url: str, timeout: float, req: RestRequest,
+async def _call_provider(rt: Runtime, service: LocalService, req: RestRequest,
                          body: bytes) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
     assert rt.provider_session is not None
     # The service's base URL, then the request's own path (if any) and query, as received.
+    base_url, timeout = service.url, service.timeout
     url = (base_url.rstrip("/") + req.path if req.path else base_url) + (
         f"?{req.query}" if req.query else ""
     )
@@ -232,7 +241,7 @@ async def _call_provider(rt: Runtime, base_url: str, timeout: float, req: RestRe
     try:
         async with rt.provider_session.request(
             req.method, URL(url, encoded=True), headers=headers, data=body or None,
-            allow_redirects=False,
+            allow_redirects=False, ssl=service.tls_verify,
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
             data = await read_limited(resp, rt.config.max_body_bytes)

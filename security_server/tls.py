@@ -31,24 +31,33 @@ def _pem_bundle(certs: Iterable[x509.Certificate]) -> str:
     return "".join(c.public_bytes(Encoding.PEM).decode("ascii") for c in certs)
 
 
-def _base_context(purpose: int, cert: Path, key: Path) -> ssl.SSLContext:
+def _no_passphrase() -> bytes:
+    # Without a callback OpenSSL would prompt on the terminal for an encrypted key.
+    raise ssl.SSLError("the TLS key is encrypted and no passphrase was given")
+
+
+def _base_context(purpose: int, cert: Path, key: Path, passphrase: bytes | None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(purpose)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    ctx.load_cert_chain(certfile=str(cert), keyfile=str(key),
+                        password=_no_passphrase if passphrase is None else passphrase)
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
 
-def server_context(cert: Path, key: Path, anchors: Iterable[x509.Certificate]) -> ssl.SSLContext:
+def server_context(cert: Path, key: Path, anchors: Iterable[x509.Certificate], *,
+                   passphrase: bytes | None = None) -> ssl.SSLContext:
     """The server proxy's context.  More anchors can be added later with
-    :func:`add_anchors`; removal is enforced by the handler's global-configuration check."""
-    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, cert, key)
+    :func:`add_anchors`; removal is enforced by the handler's global-configuration check.
+    ``passphrase`` opens an encrypted ``key``."""
+    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, cert, key, passphrase)
     add_anchors(ctx, anchors)
     return ctx
 
 
-def client_context(cert: Path, key: Path, anchors: Iterable[x509.Certificate]) -> ssl.SSLContext:
-    ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, cert, key)
+def client_context(cert: Path, key: Path, anchors: Iterable[x509.Certificate], *,
+                   passphrase: bytes | None = None) -> ssl.SSLContext:
+    ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, cert, key, passphrase)
     ctx.check_hostname = False  # identity is the pinned certificate hash
     add_anchors(ctx, anchors)
     return ctx

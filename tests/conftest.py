@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -114,3 +118,45 @@ def postgres_schema(base: str) -> Iterator[str]:
         with admin.begin() as connection:
             connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+# -- PKCS#11: one SoftHSM2 token for the session ---------------------------------------------
+
+SOFTHSM_MODULES = (
+    "/usr/lib/softhsm/libsofthsm2.so",  # Debian, Ubuntu
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib64/pkcs11/libsofthsm2.so",  # Fedora
+    "/usr/local/lib/softhsm/libsofthsm2.so",  # built from source
+    "/opt/homebrew/lib/softhsm/libsofthsm2.so",  # macOS
+)
+
+
+@dataclass(frozen=True)
+class SoftHsm:
+    module: Path
+    token_label: str
+    pin: bytes
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
+    """An initialised SoftHSM2 token in a temporary folder.  ``SOFTHSM2_CONF`` points there
+    for the whole session, in this process and the processes it starts: SoftHSM2 reads it once
+    per process, so every test shares this one token (keys get labels of their own).
+    Skips, saying what to install, where SoftHSM2 or python-pkcs11 is missing."""
+    pytest.importorskip("pkcs11", reason="python-pkcs11 not installed: pip install xchange[hsm]")
+    module = next((Path(m) for m in SOFTHSM_MODULES if Path(m).exists()), None)
+    util = shutil.which("softhsm2-util")
+    if module is None or util is None:
+        pytest.skip("SoftHSM2 not installed: apt-get install softhsm2")
+    folder = tmp_path_factory.mktemp("softhsm")
+    (folder / "tokens").mkdir()
+    conf = folder / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {folder / 'tokens'}\n"
+                    "objectstore.backend = file\nlog.level = ERROR\n")
+    pin, label = secrets.token_hex(8), "xchange-test"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOFTHSM2_CONF", str(conf))
+        subprocess.run([util, "--init-token", "--free", "--label", label, "--pin", pin,
+                        "--so-pin", secrets.token_hex(8)], check=True, capture_output=True)
+        yield SoftHsm(module, label, pin.encode())

@@ -10,6 +10,8 @@ What it does:
 * verifies a certificate path from a leaf to a trust anchor at a time passed in
   (:func:`verify_chain`, RFC 5280 section 6 through pyca/cryptography's verifier) and checks
   that the leaf fits the purpose it is used for (signing or security-server authentication);
+  :class:`VerifiedPathCache` remembers paths that verified, so that the same signer's next
+  message costs no path validation;
 * converts certificates to and from the forms they travel in: PEM bundles and the base64 DER
   of a JWS ``x5c`` header (RFC 7515 section 4.1.6), and the SHA-256 hash by which global
   configuration registers an authentication certificate.
@@ -28,7 +30,10 @@ import base64
 import binascii
 import hashlib
 import string
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, TypeVar
 
@@ -55,6 +60,7 @@ __all__ = [
     "EKU_SERVER_AUTH",
     "OID_SERIAL_NUMBER",
     "CertPurpose",
+    "VerifiedPathCache",
     "auth_cert_subject",
     "cert_from_b64der",
     "cert_sha256",
@@ -296,6 +302,65 @@ def verify_chain(
             f"{when.isoformat()} (unknown issuer or invalid CA certificate): {exc}"
         ) from exc
     return list(verified.chain)
+
+
+@dataclass(frozen=True, slots=True)
+class _VerifiedPath:
+    chain: tuple[x509.Certificate, ...]
+    valid_from: datetime
+    valid_until: datetime
+
+
+class VerifiedPathCache:
+    """:func:`verify_chain` with a memory of the paths that verified.
+
+    Path validation without revocation checking depends on the time only through the
+    validity periods of the certificates on the path: a path that verified at one time
+    verifies at any other time at which every certificate on it -- leaf, intermediates and
+    anchor -- is within its validity period.  So a hit is accepted only for a time inside
+    that window (the intersection of the periods, bounds included as in RFC 5280 4.1.2.5),
+    and for exactly the same leaf, intermediates, anchors and purpose; anything else is
+    verified in full.  Failures are never remembered.  Holds at most ``size`` paths, least
+    recently used dropped first; safe to share between threads.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        if size < 1:
+            raise ValueError("size must be positive")
+        self._size = size
+        self._paths: OrderedDict[tuple[object, ...], _VerifiedPath] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def verify(
+        self,
+        leaf: x509.Certificate,
+        intermediates: Sequence[x509.Certificate],
+        anchors: Sequence[x509.Certificate],
+        *,
+        at: datetime,
+        purpose: CertPurpose,
+    ) -> list[x509.Certificate]:
+        """Exactly :func:`verify_chain`, faster for a path seen before."""
+        when = _as_utc(at)
+        key = (leaf, tuple(intermediates), tuple(anchors), purpose)
+        with self._lock:
+            hit = self._paths.get(key)
+            if hit is not None:
+                self._paths.move_to_end(key)
+        if hit is not None and hit.valid_from <= when <= hit.valid_until:
+            return list(hit.chain)
+        chain = verify_chain(leaf, intermediates, anchors, at=when, purpose=purpose)
+        path = _VerifiedPath(tuple(chain), max(c.not_valid_before_utc for c in chain),
+                             min(c.not_valid_after_utc for c in chain))
+        with self._lock:
+            self._paths[key] = path
+            self._paths.move_to_end(key)
+            while len(self._paths) > self._size:
+                self._paths.popitem(last=False)
+        return chain
+
+    def __len__(self) -> int:
+        return len(self._paths)
 
 
 # -- encodings --------------------------------------------------------------------------------

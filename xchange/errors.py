@@ -23,6 +23,9 @@ The tree::
     │                                   not verify
     ├── StampInvalidError               a logged record's time-stamp (token or Merkle path)
     │                                   does not verify
+    ├── AdminError                      an admin API refuses a call              (admin.*)
+    │   ├── AdminUnauthorizedError      no valid bearer token
+    │   └── AdminForbiddenError         the token's roles lack the permission
     ├── ClientProxyError                the consumer security server refuses or fails
     │   │                               (server.clientproxy.*)
     │   ├── UnknownMemberError          client not registered on this security server
@@ -54,6 +57,9 @@ from dataclasses import dataclass
 __all__ = [
     "ERROR_CODES",
     "AccessDeniedError",
+    "AdminError",
+    "AdminForbiddenError",
+    "AdminUnauthorizedError",
     "BadRequestError",
     "CertificateValidationError",
     "ChainBrokenError",
@@ -140,6 +146,9 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     ErrorCode("server.clientproxy.timestamping_failed", _CP, 503,
               "Time-stamping has failed for longer than allowed; messages are refused until "
               "it recovers."),
+    ErrorCode("server.clientproxy.cannot_create_signature", _CP, 500,
+              "The client's signing key (a key file or a PKCS#11 token) could not sign; the "
+              "request was not sent."),
     ErrorCode("server.clientproxy.internal_error", _CP, 500, "Internal error."),
     # -- provider security server
     ErrorCode("server.serverproxy.access_denied", _SP, 403,
@@ -170,7 +179,34 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     ErrorCode("server.serverproxy.timestamping_failed", _SP, 503,
               "Time-stamping has failed for longer than allowed; messages are refused until "
               "it recovers."),
+    ErrorCode("server.serverproxy.cannot_create_signature", _SP, 500,
+              "The provider's signing key (a key file or a PKCS#11 token) could not sign the "
+              "response."),
     ErrorCode("server.serverproxy.internal_error", _SP, 500, "Internal error."),
+    # -- admin APIs (registry and security server); the caller is the administrator
+    ErrorCode("admin.unauthorized", _C, 401,
+              "No valid admin bearer token: missing, malformed, expired, for another server, "
+              "or not signed by this server's admin-token key."),
+    ErrorCode("admin.forbidden", _C, 403,
+              "The token is valid but none of its roles grants this operation."),
+    # -- security-server administration and its effect on traffic
+    ErrorCode("admin.bad_request", _C, 400,
+              "The admin request is malformed or does not match the API's schema."),
+    ErrorCode("admin.not_found", _C, 404, "No such object on this server."),
+    ErrorCode("admin.conflict", _C, 409,
+              "The change conflicts with what the server holds (duplicate or still in use)."),
+    ErrorCode("admin.invalid_description", _C, 422,
+              "A service description (OpenAPI 3 or WSDL) cannot be read or is not acceptable."),
+    ErrorCode("admin.description_unreachable", _C, 422,
+              "The service description could not be downloaded from its URL."),
+    ErrorCode("admin.invalid_backup", _C, 422,
+              "A configuration backup does not decrypt with the key given, was altered, or "
+              "does not match the backup schema; nothing was restored."),
+    ErrorCode("server.clientproxy.is_authentication_failed", _CP, 401,
+              "The information system did not connect the way its client's connection type "
+              "requires: HTTPS, or HTTPS with a TLS certificate registered for the client."),
+    ErrorCode("server.serverproxy.service_disabled", _SP, 503,
+              "The service exists but its administrator has disabled it."),
     # -- message log audit (either server's own log; Fault has no "this server" value)
     ErrorCode("server.messagelog.chain_broken", _SP, 500,
               "The message log's hash chain does not verify."),
@@ -303,6 +339,24 @@ class StampInvalidError(XRoadError):
                          f"{reason}")
         self.sequence = sequence
         self.reason = reason
+
+
+class AdminError(XRoadError):
+    """An admin API (registry or security server) refuses a call."""
+
+    default_code = "admin.unauthorized"
+
+
+class AdminUnauthorizedError(AdminError):
+    """The caller did not prove who it is: no token, or one that does not verify."""
+
+    default_code = "admin.unauthorized"
+
+
+class AdminForbiddenError(AdminError):
+    """The caller is known, but none of its roles grants the operation."""
+
+    default_code = "admin.forbidden"
 
 
 class ClientProxyLoggingError(ClientProxyError):

@@ -21,25 +21,41 @@ by ``SHA-512(body)`` when there is a body.  On the wire the token is
 Verification (:func:`verify_message`) follows a fixed plan and raises
 :class:`~xchange.errors.InvalidSignatureError` (with the caller's code) at the first failure;
 it never returns a bool.  No clock is read: the verification time is passed in.
+
+Tokens are written and read here, with pyca/cryptography for the signature values: a
+general JWS library spent most of each message's signing and verification time on JSON and
+base64 work that this one fixed token form does not need (docs/performance.md).  The tests
+check every token against PyJWT, an independent implementation.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-import jwt
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
+from xchange.canonical import parse_json
 from xchange.certificates import (
+    VerifiedPathCache,
     cert_from_b64der,
     cert_to_b64der,
     member_of_sign_cert,
-    verify_chain,
 )
-from xchange.errors import InvalidSignatureError
+from xchange.errors import BadRequestError, InvalidSignatureError
 from xchange.identifiers import ClientId
 from xchange.rest import digest_payload
 
@@ -59,7 +75,23 @@ ALLOWED_ALGORITHMS = frozenset({"ES256", "PS256", "RS256"})
 _MAX_JWS_LENGTH = 64 * 1024
 _MAX_NONCE_LENGTH = 128
 
-_jws = jwt.PyJWS()
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+_PATHS = VerifiedPathCache()
+"""Signers' certificate paths that verified: one member signs many messages with one chain.
+Process-wide and bounded; see :class:`~xchange.certificates.VerifiedPathCache` for why a
+remembered path is as good as a new validation."""
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_x5c(x5c: tuple[str, ...]) -> tuple[x509.Certificate, ...]:
+    """The certificates of an x5c header, parsed once per distinct chain (certificates are
+    immutable; a failure is not cached)."""
+    return tuple(cert_from_b64der(c) for c in x5c)
+
+
+_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=hashes.SHA256.digest_size)
+"""PS256 (RFC 7518 section 3.5): MGF1 with SHA-256, a salt as long as the hash."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +101,14 @@ class SigningIdentity:
     member: ClientId
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     chain: tuple[x509.Certificate, ...]
+    x5c: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """The chain as a JWS ``x5c`` value, encoded once rather than for every message."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.key, ec.EllipticCurvePrivateKey) and not isinstance(
+                self.key.curve, ec.SECP256R1):
+            raise ValueError("EC signing keys must be P-256 (ES256)")
+        object.__setattr__(self, "x5c", tuple(cert_to_b64der(c) for c in self.chain))
 
     @property
     def algorithm(self) -> str:
@@ -115,11 +155,11 @@ def sign_payload(
     """:func:`sign_message` for a digest payload the caller has already computed (the
     security servers need it for the request hash too, and hash a body only once)."""
     headers: dict[str, object] = {
+        "alg": identity.algorithm,
         "typ": JWS_TYPE,
-        # Set here, not left to PyJWT: releases before 2.13 write b64 without crit.
         "b64": False,
         "crit": ["b64"],
-        "x5c": [cert_to_b64der(c) for c in identity.chain],
+        "x5c": list(identity.x5c),
     }
     if signed_at is not None:
         headers["iat"] = int(signed_at.timestamp())
@@ -127,14 +167,16 @@ def sign_payload(
         if not 16 <= len(nonce) <= _MAX_NONCE_LENGTH or not nonce.isascii():
             raise ValueError("nonce must be 16 to 128 ASCII characters")
         headers["jti"] = nonce
-    token = _jws.encode(
-        payload,
-        identity.key,
-        algorithm=identity.algorithm,
-        headers=headers,
-        is_payload_detached=True,
-    )
-    return token
+    # JSON with ASCII escapes only, so the protected header is ASCII before encoding.
+    protected = _b64url_encode(json.dumps(headers, separators=(",", ":")).encode("ascii"))
+    signing_input = protected.encode("ascii") + b"." + payload  # RFC 7797: b64 false
+    key = identity.key
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")  # RFC 7518 section 3.4
+    else:
+        raw = key.sign(signing_input, _PSS, hashes.SHA256())
+    return f"{protected}..{_b64url_encode(raw)}"
 
 
 def verify_message(
@@ -175,10 +217,7 @@ def verify_payload(
     # 1.
     if not isinstance(signature, str) or len(signature) > _MAX_JWS_LENGTH:
         raise InvalidSignatureError("signature missing or too long", code=code)
-    try:
-        header = _jws.get_unverified_header(signature)
-    except jwt.PyJWTError as exc:
-        raise InvalidSignatureError(f"signature is not a JWS: {exc}", code=code) from exc
+    header, signing_prefix, raw_signature = _split_detached(signature, code)
     if header.get("typ") != JWS_TYPE:
         raise InvalidSignatureError(f"signature is not of type {JWS_TYPE}", code=code)
     if header.get("b64") is not False or header.get("crit") != ["b64"]:
@@ -191,7 +230,7 @@ def verify_payload(
     if not isinstance(x5c, list) or not x5c or not all(isinstance(c, str) for c in x5c):
         raise InvalidSignatureError("signature has no x5c certificate chain", code=code)
     try:
-        chain = [cert_from_b64der(c) for c in x5c]
+        chain = _parse_x5c(tuple(x5c))
     except Exception as exc:  # any decoding failure of peer data is a bad signature
         raise InvalidSignatureError("x5c holds an unreadable certificate", code=code) from exc
     leaf = chain[0]
@@ -199,7 +238,7 @@ def verify_payload(
 
     # 2.
     try:
-        verify_chain(leaf, chain[1:], anchors, at=at, purpose="sign")
+        _PATHS.verify(leaf, chain[1:], anchors, at=at, purpose="sign")
     except InvalidSignatureError as exc:
         raise InvalidSignatureError(f"signing certificate: {exc.message}", code=code) from exc
 
@@ -214,26 +253,65 @@ def verify_payload(
         )
 
     # 4.
-    public_key = leaf.public_key()
-    if alg == "ES256":
-        ok_key = isinstance(public_key, ec.EllipticCurvePublicKey) and isinstance(
-            public_key.curve, ec.SECP256R1
-        )
-    else:
-        ok_key = isinstance(public_key, rsa.RSAPublicKey)
-    if not ok_key:
-        raise InvalidSignatureError(f"{alg} does not match the certificate's key", code=code)
-    try:
-        _jws.decode_complete(
-            signature,
-            key=public_key,  # type: ignore[arg-type]
-            algorithms=[alg],
-            detached_payload=payload,
-        )
-    except jwt.PyJWTError as exc:
-        raise InvalidSignatureError("signature does not verify", code=code) from exc
+    _check_signature(leaf.public_key(), alg, signing_prefix + payload, raw_signature, code)
     return VerifiedSignature(signer=signer, certificate=leaf, chain=tuple(chain), algorithm=alg,
                              signed_at=signed_at, nonce=nonce)
+
+
+def _b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(segment: str) -> bytes:
+    if len(segment) % 4 == 1 or not _B64URL.fullmatch(segment):
+        raise ValueError("not unpadded base64url")
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _split_detached(signature: str, code: str) -> tuple[dict[str, Any], bytes, bytes]:
+    """Split a compact JWS with a detached payload (RFC 7515 section 7.1, appendix F) into
+    its protected header, the signing-input prefix ``BASE64URL(header) || "."`` and the
+    signature bytes.  (Done here rather than by PyJWT, whose character-by-character base64
+    check cost over half of a verification, the x5c chain being in the header.)"""
+    parts = signature.split(".")
+    if len(parts) != 3:
+        raise InvalidSignatureError("signature is not a JWS in compact form", code=code)
+    protected, attached, sig = parts
+    try:
+        header = parse_json(_b64url_decode(protected))
+        raw_signature = _b64url_decode(sig)
+    except (ValueError, BadRequestError) as exc:
+        raise InvalidSignatureError(f"signature is not a JWS: {exc}", code=code) from exc
+    if not isinstance(header, dict):
+        raise InvalidSignatureError("signature is not a JWS: header is not an object", code=code)
+    if attached:
+        raise InvalidSignatureError("signature must use an unencoded detached payload "
+                                    '(the payload segment must be empty)', code=code)
+    return header, protected.encode("ascii") + b".", raw_signature
+
+
+def _check_signature(public_key: object, alg: str, signing_input: bytes, raw: bytes,
+                     code: str) -> None:
+    """Verify the JWS signature value (RFC 7518 section 3) with the leaf's key; raise
+    InvalidSignatureError unless it verifies and the key fits ``alg``."""
+    try:
+        if alg == "ES256":
+            if not (isinstance(public_key, ec.EllipticCurvePublicKey)
+                    and isinstance(public_key.curve, ec.SECP256R1)):
+                raise InvalidSignatureError(f"{alg} does not match the certificate's key",
+                                            code=code)
+            if len(raw) != 64:  # R || S, 32 bytes each (RFC 7518 section 3.4)
+                raise InvalidSignature
+            der = encode_dss_signature(int.from_bytes(raw[:32], "big"),
+                                       int.from_bytes(raw[32:], "big"))
+            public_key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
+            return
+        if not isinstance(public_key, rsa.RSAPublicKey):
+            raise InvalidSignatureError(f"{alg} does not match the certificate's key", code=code)
+        pad: padding.AsymmetricPadding = _PSS if alg == "PS256" else padding.PKCS1v15()
+        public_key.verify(raw, signing_input, pad, hashes.SHA256())
+    except InvalidSignature as exc:
+        raise InvalidSignatureError("signature does not verify", code=code) from exc
 
 
 def _freshness(header: dict[str, object], code: str) -> tuple[datetime | None, str | None]:

@@ -26,8 +26,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from certs.keys import load_certificates, load_private_key
+from certs.keys import PrivateKey, load_certificates, load_private_key
 from security_server.archiver import (
     Archiver,
     DirectoryTarget,
@@ -51,6 +52,7 @@ from xchange.audit import AuditTrust, verify_all, verify_evidence
 from xchange.evidence import read_bundle, read_evidence
 from xchange.globalconf import ApprovedCA, ConfigurationAnchor, GlobalConf, verify_envelope
 from xchange.messagelog import StoredRecord
+from xchange_cli.keys import add_passphrase_options, passphrase_from
 
 __all__ = ["AuditReport", "check_log", "register", "verify_path"]
 
@@ -81,17 +83,18 @@ def _trust(args: argparse.Namespace, config: SecurityServerConfig | None) -> Aud
 # -- files ------------------------------------------------------------------------------------
 
 
-def _plain(path: Path, key: Path | None) -> bytes:
+def _plain(path: Path, key: PrivateKey | None) -> bytes:
     data = path.read_bytes()
     if not is_encrypted(data):
         return data
     if key is None:
         raise ValueError(f"{path} is encrypted: give the auditor's private key with --key")
-    private = load_private_key(key)
-    return decrypt_archive(data, private)
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise ValueError("archives are encrypted to RSA or EC keys")
+    return decrypt_archive(data, key)
 
 
-def _verify_archives(paths: list[Path], trust: AuditTrust, key: Path | None,
+def _verify_archives(paths: list[Path], trust: AuditTrust, key: PrivateKey | None,
                      report: AuditReport) -> None:
     previous: ArchiveLinking | None = None
     for path in paths:
@@ -103,7 +106,7 @@ def _verify_archives(paths: list[Path], trust: AuditTrust, key: Path | None,
         previous = contents.linking
 
 
-def verify_path(path: Path, trust: AuditTrust, *, key: Path | None = None,
+def verify_path(path: Path, trust: AuditTrust, *, key: PrivateKey | None = None,
                 previous: Path | None = None) -> AuditReport:
     """Verify a file or directory (see the module docstring); failures go in the report."""
     report = AuditReport(subject=str(path))
@@ -159,7 +162,7 @@ async def _open_log(config: SecurityServerConfig, *, create: bool = False
 def check_log(config_path: Path, args: argparse.Namespace | None = None) -> AuditReport:
     """Verify the live log of the security server configured in ``config_path``, with its
     own trust anchors unless ``args`` names others."""
-    config = SecurityServerConfig.from_file(config_path).from_env()
+    config = SecurityServerConfig.from_file(config_path).from_env(secrets=False)
     trust = _trust(args or _no_trust_args(), config)
 
     async def verify() -> AuditReport:
@@ -183,7 +186,10 @@ def _verify(args: argparse.Namespace) -> int:
     if args.config is not None:
         report = check_log(args.config, args)
     else:
-        report = verify_path(args.path, _trust(args, None), key=args.key,
+        passphrase = passphrase_from(args)
+        key = None if args.key is None else load_private_key(
+            args.key, passphrase, unsafe_plaintext=passphrase is None)
+        report = verify_path(args.path, _trust(args, None), key=key,
                              previous=args.previous)
     for line in report.lines():
         print(line)
@@ -196,7 +202,7 @@ def _query(args: argparse.Namespace) -> LogQuery:
 
 
 def _search(args: argparse.Namespace) -> int:
-    config = SecurityServerConfig.from_file(args.config).from_env()
+    config = SecurityServerConfig.from_file(args.config).from_env(secrets=False)
 
     async def search() -> list[StoredRecord]:
         async with _open_log(config) as (log, _engine):
@@ -214,7 +220,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    config = SecurityServerConfig.from_file(args.config).from_env()
+    config = SecurityServerConfig.from_file(args.config).from_env(secrets=False)
 
     async def collect() -> tuple[bytes, int, int] | None:
         async with _open_log(config) as (log, _engine):
@@ -231,7 +237,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _archive(args: argparse.Namespace) -> int:
-    config = SecurityServerConfig.from_file(args.config).from_env()
+    config = SecurityServerConfig.from_file(args.config).from_env(secrets=False)
     settings = config.archive
     if settings is None:  # pragma: no cover - from_file always sets it
         raise ValueError("no [archive] settings")
@@ -282,6 +288,7 @@ def register(command: Command) -> None:
         trust.add_argument("--ocsp-max-age", type=int, default=3600,
                            help="with --ca: the oldest OCSP response accepted, in seconds")
         p.add_argument("--key", type=Path, help="auditor's private key, for encrypted archives")
+        add_passphrase_options(p, "the auditor's key (none: the key file is not encrypted)")
         p.add_argument("--previous", type=Path,
                        help="the previous archive file: check that PATH follows it")
 

@@ -23,6 +23,7 @@ from certs.ca import OCSP_RESPONDER_DAYS, DevCA
 from certs.index import REVOCATION_REASONS, IssuedCertificate, parse_reason
 from certs.keys import generate_private_key, load_certificate, load_private_key
 from certs.ocsp import DEFAULT_VALIDITY, OcspResponder, OcspSigner
+from xchange_cli.keys import add_passphrase_options, passphrase_from
 
 __all__ = ["register"]
 
@@ -89,7 +90,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _issue(args: argparse.Namespace) -> int:
-    ca = DevCA.load(args.dir)
+    ca = _load(args)
     cert = ca.issue_from_csr(
         args.csr.read_bytes(), args.profile, now=_now(), days=args.days,
         dns_names=args.dns or ["localhost"], ip_addresses=args.ip or ["127.0.0.1"],
@@ -105,7 +106,7 @@ def _issue(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    ca = DevCA.load(args.dir)
+    ca = _load(args)
     record = _record(ca, args)
     ca.revoke(record.serial, reason=parse_reason(args.reason), at=_now())
     revoked = ca.status_of(record.serial) or record
@@ -114,7 +115,7 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    record = _record(DevCA.load(args.dir), args)
+    record = _record(_load(args), args)
     print(f"serial:    {record.serial:x}")
     print(f"subject:   {record.subject}")
     print(f"profile:   {record.profile}")
@@ -124,7 +125,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    ca = DevCA.load(args.dir)
+    ca = _load(args)
     print(f"# {ca.certificate.subject.rfc4514_string()}; OCSP URL: {ca.ocsp_url or 'none'}")
     for record in ca.issued():
         print(f"{record.serial:x}  {record.profile:<4}  {record.not_after.date()}  "
@@ -142,7 +143,7 @@ def _signer(ca: DevCA, args: argparse.Namespace) -> OcspSigner | None:
     if args.responder_cert is not None:
         if args.responder_key is None:
             raise ValueError("--responder-cert needs --responder-key")
-        return OcspSigner(load_private_key(args.responder_key),
+        return OcspSigner(load_private_key(args.responder_key, ca.key_passphrase),
                           load_certificate(args.responder_cert))
     if args.responder_key is not None:
         raise ValueError("--responder-key needs --responder-cert")
@@ -154,7 +155,7 @@ def _ocsp_serve(args: argparse.Namespace) -> int:
 
     if args.validity_seconds <= 0:
         raise ValueError("--validity-seconds must be positive")
-    ca = DevCA.load(args.dir)
+    ca = _load(args)
     responder = OcspResponder(ca, signer=_signer(ca, args),
                               validity=timedelta(seconds=args.validity_seconds))
     path = urlsplit(ca.ocsp_url).path if ca.ocsp_url else ""
@@ -171,6 +172,11 @@ def _certificate_choice(p: argparse.ArgumentParser) -> None:
     which.add_argument("--cert", type=Path, help="the certificate's PEM file")
 
 
+def _load(args: argparse.Namespace) -> DevCA:
+    """The CA in ``args.dir``, its key read with the passphrase given, else ``ca.passphrase``."""
+    return DevCA.load(args.dir, passphrase_from(args))
+
+
 def register(command: Command) -> None:
     """Add the ``ca`` subcommands through ``main``'s ``command`` helper."""
     p = command(["ca", "init"], _init, "create a development CA in a directory")
@@ -182,6 +188,7 @@ def register(command: Command) -> None:
 
     p = command(["ca", "issue"], _issue, "issue a certificate for a PKCS#10 request")
     p.add_argument("dir", type=Path, help="CA directory")
+    add_passphrase_options(p, "the CA key (default: ca.passphrase in the directory)")
     p.add_argument("--csr", type=Path, required=True, help="PEM certificate signing request")
     p.add_argument("--profile", choices=["sign", "auth"], required=True)
     p.add_argument("--out", type=Path, help="write the PEM here (default: standard output)")
@@ -191,19 +198,23 @@ def register(command: Command) -> None:
 
     p = command(["ca", "revoke"], _revoke, "revoke a certificate the CA issued")
     p.add_argument("dir", type=Path, help="CA directory")
+    add_passphrase_options(p, "the CA key (default: ca.passphrase in the directory)")
     _certificate_choice(p)
     p.add_argument("--reason", choices=[r.value for r in REVOCATION_REASONS], default="unspecified")
 
     p = command(["ca", "status"], _status, "show a certificate's revocation status")
     p.add_argument("dir", type=Path, help="CA directory")
+    add_passphrase_options(p, "the CA key (default: ca.passphrase in the directory)")
     _certificate_choice(p)
 
     p = command(["ca", "list"], _list, "list every certificate the CA issued")
     p.add_argument("dir", type=Path, help="CA directory")
+    add_passphrase_options(p, "the CA key (default: ca.passphrase in the directory)")
 
     p = command(["ca", "ocsp-serve"], _ocsp_serve, "run the CA's OCSP responder (RFC 6960)")
     p.set_defaults(serving=True)
     p.add_argument("dir", type=Path, help="CA directory")
+    add_passphrase_options(p, "the CA key (default: ca.passphrase in the directory)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8888)
     p.add_argument("--validity-seconds", type=int,
@@ -214,6 +225,7 @@ def register(command: Command) -> None:
                         help="sign with a fresh delegated responder certificate")
     signer.add_argument("--responder-cert", type=Path,
                         help="delegated responder certificate (with --responder-key)")
-    p.add_argument("--responder-key", type=Path, help="the responder certificate's key")
+    p.add_argument("--responder-key", type=Path,
+                   help="the responder certificate's key (encrypted under the CA's passphrase)")
     p.add_argument("--responder-days", type=int, default=OCSP_RESPONDER_DAYS,
                    help=f"--delegated: responder validity (default {OCSP_RESPONDER_DAYS})")

@@ -5,7 +5,8 @@ It plays an agency's population register behind its security server:
 * ``GET /persons/{code}``: one person's record (JSON), 404 when unknown;
 * ``GET /persons``: all records, or those whose name contains ``?name=``;
 * ``POST /echo``: the request body and the X-Road headers the security server passed on;
-* ``GET /slow?seconds=N``: answers after N seconds (to show timeouts).
+* ``GET /slow?seconds=N``: answers after N seconds (to show timeouts);
+* ``GET /openapi.json``: the OpenAPI 3 description of the above.
 
 Run: ``python -m xchange_cli.demo_provider --port 9000``; prints ``ready`` when listening.
 """
@@ -57,6 +58,26 @@ async def _slow(request: web.Request) -> web.Response:
     return web.json_response({"slow": True})
 
 
+OPENAPI: dict[str, object] = {
+    "openapi": "3.0.3",
+    "info": {"title": "Population register", "version": "1.0"},
+    "paths": {
+        "/persons": {"get": {"summary": "Search persons by name",
+                             "responses": {"200": {"description": "Persons"}}}},
+        "/persons/{code}": {"get": {"summary": "One person",
+                                    "parameters": [{"name": "code", "in": "path",
+                                                    "required": True,
+                                                    "schema": {"type": "string"}}],
+                                    "responses": {"200": {"description": "A person"}}}},
+        "/echo": {"post": {"summary": "Echo", "responses": {"200": {"description": "Echo"}}}},
+    },
+}
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
 def create_provider_app() -> web.Application:
     app = web.Application(client_max_size=512 * 1024 * 1024)
     app.router.add_get("/persons/{code}", _person)
@@ -64,6 +85,7 @@ def create_provider_app() -> web.Application:
     app.router.add_route("*", "/echo", _echo)
     app.router.add_route("*", "/echo/{tail:.*}", _echo)
     app.router.add_get("/slow", _slow)
+    app.router.add_get("/openapi.json", _openapi)
     return app
 
 

@@ -13,7 +13,14 @@ The cast:
   its subsystem ``population-register`` through security server ``ss-population``;
 * **Social Insurance Board** (``DEMO/GOV/70000002``) consumes it from its subsystem
   ``benefits`` (allowed) through ``ss-insurance``; its ``analytics`` subsystem is registered
-  but has no right to the service (denied).
+  but has no right to the service (denied).  ``analytics`` is in the global group
+  ``DEMO/statistics``, which has no rights either until an administrator grants some.
+
+The provider's security server also runs its admin API (``admin_port``, token key
+``admin.key`` in its folder).  The demo's information systems call their security servers
+over plain HTTP, so every demo client's connection type is ``HTTP`` (``[is_connection]``);
+the client proxies also serve HTTPS (``client_proxy_tls_port``) with a generated internal
+certificate.
 """
 
 from __future__ import annotations
@@ -38,9 +45,12 @@ from typing import IO, Any
 from certs.ca import DevCA
 from certs.keys import (
     generate_private_key,
+    random_passphrase,
+    read_secret_file,
     self_signed_certificate,
     write_certificate,
     write_private_key,
+    write_secret_file,
 )
 from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 
@@ -49,11 +59,13 @@ __all__ = [
     "Federation",
     "ManagedProcess",
     "RunningFederation",
+    "TokenSlot",
     "build_federation",
     "free_port",
 ]
 
 INSTANCE = "DEMO"
+STATISTICS_GROUP = "DEMO/statistics"
 
 
 def free_port() -> int:
@@ -74,6 +86,8 @@ def _toml(value: Any) -> str:
         return json.dumps(str(value), ensure_ascii=False)
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"no TOML form for {value!r}")
 
 
@@ -111,6 +125,12 @@ class ServerFiles:
     client_proxy_port: int
     server_proxy_port: int
     database: Path
+    admin_port: int | None = None
+    client_proxy_tls_port: int | None = None
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def client_proxy_url(self) -> str:
@@ -136,6 +156,12 @@ class Federation:
     services: dict[str, ServiceId]
     allowed_client: ClientId
     denied_client: ClientId
+    key_passphrase_file: Path
+    """The passphrase of every key file of the federation (mode 0600)."""
+
+    @property
+    def key_passphrase(self) -> bytes:
+        return read_secret_file(self.key_passphrase_file)
 
     @property
     def registry_url(self) -> str:
@@ -168,10 +194,19 @@ class Federation:
         }
 
 
-def _conf_signing_cert(directory: Path, now: datetime) -> None:
+@dataclass(frozen=True)
+class TokenSlot:
+    """A PKCS#11 token (already initialised) to keep the consumer's signing key in."""
+
+    module: Path
+    token_label: str
+    pin: bytes
+
+
+def _conf_signing_cert(directory: Path, now: datetime, passphrase: bytes) -> None:
     """The registry's configuration-signing key and its self-signed certificate (the anchor)."""
     key = generate_private_key()
-    write_private_key(directory / "conf-sign.key", key)
+    write_private_key(directory / "conf-sign.key", key, passphrase)
     write_certificate(directory / "conf-sign.pem", self_signed_certificate(
         key, f"{INSTANCE} configuration signer", now=now, organization=INSTANCE))
 
@@ -193,6 +228,8 @@ def build_federation(
     timestamping_interval_seconds: int = 60,
     timestamping: str = "batch",
     timestamping_max_failure_seconds: float = 14400.0,
+    consumer_signing_token: TokenSlot | None = None,
+    max_body_bytes: int | None = None,
 ) -> Federation:
     """Write a two-agency federation into ``root`` (which must be empty or absent).
 
@@ -200,20 +237,28 @@ def build_federation(
     approved in global configuration; its key and certificate are in ``root/tsa``.
 
     Message logs are SQLite files in each server's folder unless ``database_urls`` gives one
-    URL per server (provider's first).
+    URL per server (provider's first).  Every key file is encrypted under one random
+    passphrase, kept in ``root/keys.passphrase`` (0600), which the configurations name.  With
+    ``consumer_signing_token`` the consumer's signing key is generated inside that token
+    instead, and its certificate issued from a request signed there.  ``max_body_bytes``
+    overrides the servers' default body limit (the benchmark sends a body larger than it).
     """
     now = now or datetime.now(UTC)
     root.mkdir(parents=True, exist_ok=True)
+    passphrase_file = root / "keys.passphrase"
+    passphrase = random_passphrase()
+    write_secret_file(passphrase_file, passphrase + b"\n")
     ocsp_port = free_port()
-    ca = DevCA.create(root / "ca", INSTANCE, now=now, ocsp_url=f"http://127.0.0.1:{ocsp_port}/")
+    ca = DevCA.create(root / "ca", INSTANCE, now=now, ocsp_url=f"http://127.0.0.1:{ocsp_port}/",
+                      key_passphrase=passphrase)
     registry_dir = root / "registry"
     registry_dir.mkdir()
-    _conf_signing_cert(registry_dir, now)
+    _conf_signing_cert(registry_dir, now, passphrase)
     registry_port, provider_port, tsa_port = free_port(), free_port(), free_port()
     tsa_dir = root / "tsa"
     tsa_dir.mkdir()
     tsa_key, tsa_cert = ca.issue_tsa_cert(f"{INSTANCE} development TSA", now=now)
-    write_private_key(tsa_dir / "tsa.key", tsa_key)
+    write_private_key(tsa_dir / "tsa.key", tsa_key, passphrase)
     write_certificate(tsa_dir / "tsa.pem", tsa_cert, ca.certificate)
 
     persons = ServiceId(PROVIDER.subsystem("population-register"), "persons")
@@ -227,9 +272,14 @@ def build_federation(
         d = root / agency.server_code
         d.mkdir()
         ca.issue_key_and_cert(d, "auth", agency.server, member_name=agency.name, now=now)
-        ca.issue_key_and_cert(d, "sign", agency.member, member_name=agency.name, now=now)
+        if agency is CONSUMER and consumer_signing_token is not None:
+            signing_in_token = _token_signing_key(ca, d, agency, consumer_signing_token, now)
+        else:
+            ca.issue_key_and_cert(d, "sign", agency.member, member_name=agency.name, now=now)
         servers.append(ServerFiles(agency, d, d / "security-server.toml", free_port(),
-                                   free_port(), d / "messagelog.db"))
+                                   free_port(), d / "messagelog.db", free_port(),
+                                   free_port()))
+        write_private_key(d / "admin.key", generate_private_key(), passphrase)
 
     registry_data = {
         "instance": INSTANCE,
@@ -241,7 +291,8 @@ def build_federation(
              "clients": [str(s.agency.subsystem(c)) for c in s.agency.subsystems]}
             for s in servers
         ],
-        "global_groups": [],
+        "global_groups": [{"id": STATISTICS_GROUP, "description": "Statistics producers",
+                           "members": [str(CONSUMER.subsystem("analytics"))]}],
         "approved_cas": [{"name": f"{INSTANCE} development CA",
                           "certificate": str(ca.cert_path),
                           "ocsp_url": f"http://127.0.0.1:{ocsp_port}/"}],
@@ -256,7 +307,8 @@ def build_federation(
     data_path = registry_dir / "registry-data.json"
     data_path.write_text(json.dumps(registry_data, indent=2) + "\n", encoding="utf-8")
     reg = {"data_file": "registry-data.json", "signing_key": "conf-sign.key",
-           "signing_cert": "conf-sign.pem", "publish_dir": "publish",
+           "signing_cert": "conf-sign.pem", "passphrase_file": str(passphrase_file),
+           "publish_dir": "publish",
            "listen_host": "127.0.0.1", "listen_port": registry_port}
     if registry_regenerate_seconds is not None:
         reg["regenerate_seconds"] = registry_regenerate_seconds
@@ -268,10 +320,18 @@ def build_federation(
         clients = [str(s.agency.subsystem(c)) for c in s.agency.subsystems]
         text = f"clients = {_toml(clients)}\n\n"
         text += _section("server", {"id": str(s.agency.server), "state_dir": "state"})
-        text += _section("client_proxy", {"host": "127.0.0.1", "port": s.client_proxy_port})
+        proxy: dict[str, Any] = {"host": "127.0.0.1", "port": s.client_proxy_port,
+                                 "tls_port": s.client_proxy_tls_port}
+        if max_body_bytes is not None:
+            proxy["max_body_bytes"] = max_body_bytes
+        text += _section("client_proxy", proxy)
         text += _section("server_proxy", {"host": "127.0.0.1", "port": s.server_proxy_port})
-        text += _section("keys", {"auth_key": "auth.key", "auth_cert": "auth.pem"})
-        text += _section("keys.signing", {"member": str(s.agency.member), "key": "sign.key",
+        text += _section("keys", {"auth_key": "auth.key", "auth_cert": "auth.pem",
+                                  "passphrase_file": str(passphrase_file)})
+        key: dict[str, Any] = {"key": "sign.key"}
+        if s.agency is CONSUMER and consumer_signing_token is not None:
+            key = {"pkcs11": signing_in_token}
+        text += _section("keys.signing", {"member": str(s.agency.member), **key,
                                           "cert": "sign.pem"}, array=True)
         text += _section("globalconf", {"anchor": "anchor.json",
                                         "refresh_seconds": ss_refresh_seconds})
@@ -281,6 +341,9 @@ def build_federation(
             "timestamping_max_failure_seconds": timestamping_max_failure_seconds})
         text += _section("ocsp", {"refresh_seconds": ocsp_refresh_seconds,
                                   "retry_seconds": ocsp_retry_seconds})
+        text += _section("admin_api", {"host": "127.0.0.1", "port": s.admin_port,
+                                       "token_key": "admin.key"})
+        text += "[is_connection]\n" + "".join(f'"{c}" = "HTTP"\n' for c in clients) + "\n"
         if s.agency is PROVIDER:
             text += _section("services", {"id": str(services["persons"]), "url": provider_url,
                                           "timeout": service_timeout}, array=True)
@@ -302,8 +365,25 @@ def build_federation(
         ocsp_port=ocsp_port, tsa_port=tsa_port, tsa_key=tsa_dir / "tsa.key",
         tsa_cert=tsa_dir / "tsa.pem", servers=servers, services=services,
         allowed_client=CONSUMER.subsystem("benefits"),
-        denied_client=CONSUMER.subsystem("analytics"),
+        denied_client=CONSUMER.subsystem("analytics"), key_passphrase_file=passphrase_file,
     )
+
+
+def _token_signing_key(ca: DevCA, directory: Path, agency: Agency, slot: TokenSlot,
+                       now: datetime) -> dict[str, str]:
+    """Generate ``agency``'s signing key in the token, have the CA certify it (``sign.pem``),
+    and return the ``pkcs11`` table of its ``[[keys.signing]]`` entry."""
+    from certs.pkcs11 import Token, generate_sign_key_and_csr
+
+    # Unique per federation: several federations may share one token.
+    label = f"xchange-sign-{agency.member.member_code}-{os.urandom(4).hex()}"
+    with Token.open(slot.module, slot.token_label, slot.pin, rw=True) as token:
+        _key, csr = generate_sign_key_and_csr(token, label, agency.member, agency.name)
+    write_certificate(directory / "sign.pem", ca.issue_from_csr(csr, "sign", now=now),
+                      ca.certificate)
+    write_secret_file(directory / "token.pin", slot.pin + b"\n")
+    return {"module": str(slot.module), "token_label": slot.token_label, "key_label": label,
+            "pin_file": "token.pin"}
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -413,7 +493,8 @@ class RunningFederation:
         fed = self.federation
         p = ManagedProcess("ocsp-responder", _xchange(
             "ca", "ocsp-serve", str(fed.ca.directory), "--host", "127.0.0.1",
-            "--port", str(fed.ocsp_port)), self._logs)
+            "--port", str(fed.ocsp_port), "--passphrase-file", str(fed.key_passphrase_file)),
+            self._logs)
         self.processes[p.name] = p
         p.wait_until(lambda: _port_open(fed.ocsp_port))
 
@@ -421,7 +502,8 @@ class RunningFederation:
         fed = self.federation
         p = ManagedProcess("tsa", _xchange(
             "tsa", "serve", "--key", str(fed.tsa_key), "--cert", str(fed.tsa_cert),
-            "--host", "127.0.0.1", "--port", str(fed.tsa_port)), self._logs)
+            "--host", "127.0.0.1", "--port", str(fed.tsa_port),
+            "--passphrase-file", str(fed.key_passphrase_file)), self._logs)
         self.processes[p.name] = p
         p.wait_until(lambda: _http_ok(f"{fed.tsa_url}health"))
 

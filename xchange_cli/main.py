@@ -15,7 +15,9 @@ from pathlib import Path
 
 from security_server.config import ConfigError
 from xchange.errors import XRoadError
-from xchange_cli import audit, ca, tsa
+from xchange_cli import audit, ca, keys, tsa
+from xchange_cli.bench import add_bench_command
+from xchange_cli.ss_admin import register as register_ss_admin
 
 __all__ = ["main"]
 
@@ -69,9 +71,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command(["ss", "serve"], _ss_serve, "run a security server")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    add_bench_command(command)
     p = command(["ss", "status"], _ss_status,
                 "show a security server's certificates, their expiry and OCSP status")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    register_ss_admin(command)
     p = command(["registry", "serve"], _registry_serve, "run the registry")
     p.add_argument("--config", type=Path, required=True, help="registry TOML file")
     p = command(["demo"], _demo,
@@ -83,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     ca.register(command)
     tsa.register(command)
     audit.register(command)
+    keys.register(command)
     return parser
 
 

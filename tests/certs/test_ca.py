@@ -15,8 +15,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
-from certs.ca import CA_CERT_FILE, CA_KEY_FILE, DevCA, IssuedCredentials, make_csr
-from certs.keys import generate_private_key, load_certificates, load_private_key
+from certs.ca import (
+    CA_CERT_FILE,
+    CA_KEY_FILE,
+    CA_PASSPHRASE_FILE,
+    DevCA,
+    IssuedCredentials,
+    make_csr,
+)
+from certs.keys import (
+    ProtectedKeyError,
+    generate_private_key,
+    load_certificates,
+    load_private_key,
+    read_secret_file,
+)
 from xchange.certificates import (
     EKU_DOCUMENT_SIGNING,
     auth_cert_subject,
@@ -78,6 +91,25 @@ def test_load_round_trip(dev_ca: DevCA, pki_now: datetime, tmp_path: Path) -> No
     assert loaded.certificate == dev_ca.certificate
     cert = loaded.issue_sign_cert(MEMBER, "Org", generate_private_key().public_key(), now=pki_now)
     verify_chain(cert, [], [dev_ca.certificate], at=pki_now, purpose="sign")
+
+
+def test_ca_keys_are_encrypted_under_a_passphrase_kept_beside_them(dev_ca: DevCA) -> None:
+    assert (dev_ca.directory / CA_KEY_FILE).read_bytes().startswith(
+        b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert _mode(dev_ca.directory / CA_PASSPHRASE_FILE) == 0o600
+    assert read_secret_file(dev_ca.directory / CA_PASSPHRASE_FILE) == dev_ca.key_passphrase
+    with pytest.raises(ProtectedKeyError, match="wrong passphrase"):
+        DevCA.load(dev_ca.directory, b"not the passphrase")
+
+
+def test_a_given_passphrase_is_not_written_down(tmp_path: Path, pki_now: datetime) -> None:
+    ca = DevCA.create(tmp_path, "TEST", now=pki_now, key_passphrase=b"kept elsewhere")
+    assert not (tmp_path / CA_PASSPHRASE_FILE).exists()
+    assert DevCA.load(tmp_path, b"kept elsewhere").certificate == ca.certificate
+    creds = ca.issue_key_and_cert(tmp_path, "sign", MEMBER, member_name="Org", now=pki_now)
+    assert creds.key_passphrase == b"kept elsewhere"
+    assert load_private_key(creds.key_path, b"kept elsewhere").public_key() == \
+        creds.key.public_key()
 
 
 def test_create_refuses_to_replace_a_ca(dev_ca: DevCA, pki_now: datetime) -> None:
@@ -348,7 +380,7 @@ def test_issue_key_and_cert_writes_0600_key_and_chain(
     assert _mode(creds.key_path) == 0o600
     assert load_certificates(creds.cert_path) == [creds.certificate, dev_ca.certificate]
     assert creds.chain == (creds.certificate, dev_ca.certificate)
-    loaded = load_private_key(creds.key_path)
+    loaded = load_private_key(creds.key_path, creds.key_passphrase)
     assert loaded.public_key().public_bytes(*SPKI) == (
         creds.certificate.public_key().public_bytes(*SPKI)
     )
@@ -386,7 +418,7 @@ def _context(*, server: bool, creds: IssuedCredentials, ca: DevCA) -> ssl.SSLCon
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED
     context.verify_flags |= ssl.VERIFY_X509_STRICT
-    context.load_cert_chain(creds.cert_path, creds.key_path)
+    context.load_cert_chain(creds.cert_path, creds.key_path, password=creds.key_passphrase)
     context.load_verify_locations(cafile=ca.cert_path)
     return context
 

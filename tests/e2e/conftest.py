@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
-from xchange_cli.federation import Federation, RunningFederation, build_federation
+from security_server.db import create_db_engine
+from security_server.messagelog import MessageLog
+from xchange.messagelog import StoredRecord
+from xchange_cli.federation import Federation, RunningFederation, ServerFiles, build_federation
 
 
 def _start(root: Path, **settings: Any) -> Iterator[RunningFederation]:
@@ -34,3 +37,14 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFede
 @pytest.fixture
 def fed(federation: RunningFederation) -> Federation:
     return federation.federation
+
+
+async def log_records(server: ServerFiles, query_id: str) -> list[StoredRecord]:
+    """The records of one exchange in a server's SQLite message log."""
+    engine = create_db_engine(f"sqlite:///{server.database}")
+    log = MessageLog(engine)
+    try:
+        return await log.records(query_id=query_id)
+    finally:
+        log.close()
+        engine.dispose()

@@ -22,11 +22,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from certs.keys import load_certificates, load_private_key
+from certs.keys import load_certificates, load_private_key, read_secret_file
 from security_server.db import create_db_engine
 from security_server.messagelog import MessageLog
 from security_server.tls import client_context, server_context
-from xchange.messagelog import ChainBrokenError, StoredRecord
+from tests.e2e.conftest import log_records
+from xchange.messagelog import ChainBrokenError
 from xchange.ocsp import ocsp_request
 from xchange.rest import RestRequest, RestResponse, request_hash
 from xchange.signing import SigningIdentity, sign_message
@@ -66,18 +67,13 @@ def _error(answer: Answer) -> str | None:
     return answer.headers.get("X-Road-Error")
 
 
-async def _records(server: ServerFiles, query_id: str) -> list[StoredRecord]:
-    engine = create_db_engine(f"sqlite:///{server.database}")
-    log = MessageLog(engine)
-    try:
-        return await log.records(query_id=query_id)
-    finally:
-        log.close()
-        engine.dispose()
+_records = log_records
 
 
 def _identity(server: ServerFiles) -> SigningIdentity:
-    return SigningIdentity(server.agency.member, load_private_key(server.directory / "sign.key"),
+    passphrase = read_secret_file(server.directory.parent / "keys.passphrase")
+    return SigningIdentity(server.agency.member,
+                           load_private_key(server.directory / "sign.key", passphrase),
                            tuple(load_certificates(server.directory / "sign.pem")))
 
 
@@ -218,7 +214,7 @@ async def _post_frame(fed: Federation, frame: bytes, *, as_server: int = 1,
                       to_server: int = 0) -> tuple[int, str | None, bytes]:
     me, peer = fed.servers[as_server], fed.servers[to_server]
     ctx = client_context(me.directory / "auth.pem", me.directory / "auth.key",
-                         [fed.ca.certificate])
+                         [fed.ca.certificate], passphrase=fed.key_passphrase)
     async with aiohttp.ClientSession() as session, session.post(
         f"https://127.0.0.1:{peer.server_proxy_port}{PEER_PATH}", data=frame, ssl=ctx
     ) as resp:
@@ -320,7 +316,8 @@ async def test_peer_with_unregistered_tls_certificate_is_refused(fed: Federation
     rogue = fed.ca.issue_key_and_cert(tmp_path, "auth", me.agency.server,
                                       member_name=me.agency.name,
                                       now=fed.ca.certificate.not_valid_before_utc)
-    ctx = client_context(rogue.cert_path, rogue.key_path, [fed.ca.certificate])
+    ctx = client_context(rogue.cert_path, rogue.key_path, [fed.ca.certificate],
+                         passphrase=rogue.key_passphrase)
     _, header_part, signature = _signed_request(fed)
     async with aiohttp.ClientSession() as session, session.post(
         f"https://127.0.0.1:{fed.servers[0].server_proxy_port}{PEER_PATH}",
@@ -363,7 +360,7 @@ async def fake_provider_proxy(federation: RunningFederation) -> AsyncIterator[li
     runner = web.AppRunner(app)
     await runner.setup()
     tls = server_context(provider.directory / "auth.pem", provider.directory / "auth.key",
-                         [fed.ca.certificate])
+                         [fed.ca.certificate], passphrase=fed.key_passphrase)
     site = web.TCPSite(runner, "127.0.0.1", provider.server_proxy_port, ssl_context=tls)
     await site.start()
     try:
@@ -525,6 +522,9 @@ def test_impostor_security_server_process_is_refused(federation: RunningFederati
     text = (rogue_dir / "security-server.toml").read_text()
     text = text.replace(f"port = {consumer.client_proxy_port}", f"port = {cp_port}")
     text = text.replace(f"port = {consumer.server_proxy_port}", f"port = {free_port()}")
+    text = text.replace(f"port = {consumer.admin_port}", f"port = {free_port()}")
+    text = text.replace(f"tls_port = {consumer.client_proxy_tls_port}",
+                        f"tls_port = {free_port()}")
     text = text.replace(str(consumer.database), str(rogue_dir / "messagelog.db"))
     (rogue_dir / "security-server.toml").write_text(text)
     import sys

@@ -54,7 +54,7 @@ def _xchange(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _revoke(fed: Federation, cert: Path) -> None:
     done = _xchange("ca", "revoke", str(fed.ca.directory), "--cert", str(cert),
-                    "--reason", "keyCompromise")
+                    "--reason", "keyCompromise", "--passphrase-file", str(fed.key_passphrase_file))
     assert done.returncode == 0, done.stderr
 
 
@@ -78,16 +78,6 @@ def pki_federation(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[R
                            **settings)
     with RunningFederation(fed) as running:
         yield running
-
-
-def test_status_command_shows_each_certificate_with_its_ocsp_status(
-        pki_federation: RunningFederation) -> None:
-    fed = pki_federation.federation
-    done = _xchange("ss", "status", "--config", str(fed.servers[0].config))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "auth: " in done.stdout
-    assert str(fed.servers[0].agency.member) in done.stdout
-    assert done.stdout.count("OCSP: good") == 2
 
 
 def test_revoked_provider_auth_certificate_is_refused_within_one_refresh(
@@ -127,20 +117,25 @@ def test_revoked_provider_signing_certificate_stops_its_answers(
     _wait_for(lambda: _error(_ask(fed)) == SERVER_CERT, timeout=10)
 
 
-@pytest.mark.parametrize("pki_federation", [{"ocsp_freshness_seconds": 8}], indirect=True)
-def test_short_responder_outage_is_survived_while_responses_are_fresh(
+@pytest.mark.parametrize("pki_federation", [{"ocsp_freshness_seconds": 70}], indirect=True)
+def test_a_minute_long_responder_outage_is_survived_while_responses_are_fresh(
         pki_federation: RunningFederation) -> None:
     fed = pki_federation.federation
     assert _ask(fed).status == 200
+    # Operators see each certificate with its OCSP status and age.
+    done = _xchange("ss", "status", "--config", str(fed.servers[0].config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "auth: " in done.stdout and str(fed.servers[0].agency.member) in done.stdout
+    assert done.stdout.count("OCSP: good") == 2
     pki_federation.stop_process("ocsp-responder")
     stopped = time.monotonic()
-    # Responses were at most ~1 s old at the stop: traffic flows for several seconds more.
-    for _ in range(3):
-        assert _ask(fed).status == 200
-        time.sleep(1)
-    assert time.monotonic() - stopped < 5.5
-    # Once they are older than the federation's limit, both servers refuse to send.
-    _wait_for(lambda: _error(_ask(fed)) == CLIENT_CERT, timeout=10)
+    # Responses were at most ~1 s old at the stop: a minute of traffic goes on regardless.
+    while time.monotonic() - stopped < 60:
+        answer = _ask(fed)
+        assert answer.status == 200, answer.body
+        time.sleep(5)
+    # Once they are older than the federation's limit, the servers refuse to send.
+    _wait_for(lambda: _error(_ask(fed)) == CLIENT_CERT, timeout=20)
     answer = _ask(fed)
     assert b"stale" in answer.body
     # The responder comes back: the next refresh restores traffic.

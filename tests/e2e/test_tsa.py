@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from certs.ca import DevCA
+from certs.ca import CA_PASSPHRASE_FILE, DevCA
 from certs.keys import load_certificates
 from security_server.timestamper import TsaClient
 from xchange.globalconf import ApprovedTSA
@@ -75,7 +75,8 @@ def running_tsa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTsa
     port = free_port()
     process = ManagedProcess(
         "tsa", [sys.executable, "-m", "xchange_cli", "tsa", "serve", "--key", str(key),
-                "--cert", str(pem), "--port", str(port)], directory / "logs")
+                "--cert", str(pem), "--port", str(port),
+                "--passphrase-file", str(ca.directory / CA_PASSPHRASE_FILE)], directory / "logs")
     try:
         process.wait_until(lambda: _ok(f"http://127.0.0.1:{port}/health"))
         yield RunningTsa(f"http://127.0.0.1:{port}/", ca.cert_path, key, pem, directory)
@@ -168,7 +169,8 @@ def test_a_token_of_openssls_tsa_verifies_with_xchange(
     data_hash = hashlib.sha256(b"stamped by OpenSSL").digest()
     query, reply = tmp_path / "req.tsq", tmp_path / "reply.tsr"
     query.write_bytes(timestamp_request(data_hash, nonce=77))
-    made = _openssl("ts", "-reply", "-config", config, "-queryfile", query, "-out", reply)
+    made = _openssl("ts", "-reply", "-config", config, "-queryfile", query, "-out", reply,
+                    "-passin", f"file:{ca.directory / CA_PASSPHRASE_FILE}")
     assert made.returncode == 0, made.stderr
     token = parse_timestamp_response(reply.read_bytes(), data_hash=data_hash, nonce=77)
     stamped = verify_timestamp_token(token, data_hash=data_hash,

@@ -12,7 +12,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from certs.keys import self_signed_certificate, write_certificate, write_private_key
+from certs.keys import (
+    self_signed_certificate,
+    write_certificate,
+    write_private_key,
+    write_secret_file,
+)
+from registry.config import RegistryConfig
 
 
 def self_signed(key: ec.EllipticCurvePrivateKey, cn: str) -> x509.Certificate:
@@ -43,6 +49,7 @@ def pki() -> Pki:
 
 
 LITERAL_HASH = "AB" * 32
+PASSPHRASE = b"registry test passphrase"
 
 
 def registry_data() -> dict[str, Any]:
@@ -70,9 +77,15 @@ def registry_data() -> dict[str, Any]:
     }
 
 
+def load_registry(folder: Path, pki: Pki, **config: object) -> RegistryConfig:
+    """:func:`write_registry`, then its configuration as the registry reads it."""
+    return RegistryConfig.from_file(write_registry(folder, pki, **config)).from_env({})
+
+
 def write_registry(folder: Path, pki: Pki, **config: object) -> Path:
     """Lay out a registry folder; return the path of its TOML configuration."""
-    write_private_key(folder / "keys" / "conf-sign.key", pki.signing_key)
+    write_private_key(folder / "keys" / "conf-sign.key", pki.signing_key, PASSPHRASE)
+    write_secret_file(folder / "keys" / "passphrase", PASSPHRASE)
     write_certificate(folder / "keys" / "conf-sign.pem", pki.signing_cert)
     write_certificate(folder / "data" / "certs" / "ca.pem", pki.ca_cert)
     write_certificate(folder / "data" / "certs" / "ss1-auth.pem", pki.auth_cert)
@@ -81,6 +94,7 @@ def write_registry(folder: Path, pki: Pki, **config: object) -> Path:
         "data_file": "data/registry.json",
         "signing_key": "keys/conf-sign.key",
         "signing_cert": "keys/conf-sign.pem",
+        "passphrase_file": "keys/passphrase",
         "publish_dir": "publish",
         **config,
     }

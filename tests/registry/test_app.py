@@ -17,8 +17,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from registry.app import PUBLISHER_KEY, create_app
-from registry.config import ConfigError, RegistryConfig
-from tests.registry.conftest import Pki, write_registry
+from registry.config import ConfigError
+from tests.registry.conftest import Pki, load_registry, write_registry
 from xchange.globalconf import ConfigurationAnchor, GlobalConf, TrustedGlobalConf
 
 
@@ -38,7 +38,7 @@ async def _fetch_conf(client: TestClient[aiohttp.web.Request, aiohttp.web.Applic
 
 
 async def test_serves_a_verifiable_configuration(tmp_path: Path, pki: Pki) -> None:
-    config = RegistryConfig.from_file(write_registry(tmp_path, pki))
+    config = load_registry(tmp_path, pki)
     async with TestClient(TestServer(create_app(config))) as client:
         anchor_response = await client.get("/anchor")
         assert anchor_response.status == 200
@@ -63,7 +63,7 @@ async def test_serves_a_verifiable_configuration(tmp_path: Path, pki: Pki) -> No
 
 
 async def test_regenerates_in_the_background(tmp_path: Path, pki: Pki) -> None:
-    config = RegistryConfig.from_file(write_registry(tmp_path, pki, regenerate_seconds=0.1))
+    config = load_registry(tmp_path, pki, regenerate_seconds=0.1)
     async with TestClient(TestServer(create_app(config))) as client:
         anchor = ConfigurationAnchor.from_json(await (await client.get("/anchor")).read())
         trusted = TrustedGlobalConf(anchor)
@@ -80,7 +80,7 @@ async def test_regenerates_in_the_background(tmp_path: Path, pki: Pki) -> None:
 async def test_bad_data_keeps_serving_the_last_good_copy(
     tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = RegistryConfig.from_file(write_registry(tmp_path, pki, regenerate_seconds=0.1))
+    config = load_registry(tmp_path, pki, regenerate_seconds=0.1)
     good_data = config.data_file.read_text()
     app = create_app(config)
     async with TestClient(TestServer(app)) as client:
@@ -108,7 +108,7 @@ async def test_bad_data_keeps_serving_the_last_good_copy(
 
 
 async def test_health_fails_once_the_publication_expires(tmp_path: Path, pki: Pki) -> None:
-    config = RegistryConfig.from_file(write_registry(tmp_path, pki, regenerate_seconds=3600))
+    config = load_registry(tmp_path, pki, regenerate_seconds=3600)
     clock = FakeClock()
     async with TestClient(TestServer(create_app(config, clock=clock))) as client:
         assert (await client.get("/health")).status == 200
@@ -119,7 +119,7 @@ async def test_health_fails_once_the_publication_expires(tmp_path: Path, pki: Pk
 
 
 def test_a_bad_signing_key_fails_at_creation(tmp_path: Path, pki: Pki) -> None:
-    config = RegistryConfig.from_file(write_registry(tmp_path, pki))
+    config = load_registry(tmp_path, pki)
     config.signing_key.write_text("not a key")
     with pytest.raises(ConfigError, match="signing_key"):
         create_app(config)

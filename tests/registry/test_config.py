@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from certs.keys import SecretSource, write_secret_file
 from registry.config import ConfigError, RegistryConfig
 
 
@@ -76,3 +77,36 @@ def test_bad_files_are_refused(tmp_path: Path, text: str, message: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         RegistryConfig.from_file(tmp_path / "nope.toml")
+
+
+def test_passphrase_comes_from_a_file_or_a_variable_read_by_from_env(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE + 'passphrase_file = "keys/passphrase"')
+    config = RegistryConfig.from_file(path)
+    assert config.key_passphrase_source == SecretSource(
+        file=(tmp_path / "conf" / "keys" / "passphrase").resolve())
+    assert config.key_passphrase is None
+    write_secret_file(tmp_path / "conf" / "keys" / "passphrase", b"s3cret\n")
+    assert config.from_env({}).key_passphrase == b"s3cret"
+    (tmp_path / "conf" / "keys" / "passphrase").chmod(0o604)
+    with pytest.raises(ConfigError, match="owner only"):
+        config.from_env({})
+
+    path.write_text(BASE + 'passphrase_env = "REGISTRY_KEY"\nunsafe_plaintext_keys = false')
+    config = RegistryConfig.from_file(path)
+    assert config.from_env({"REGISTRY_KEY": "from-env"}).key_passphrase == b"from-env"
+    with pytest.raises(ConfigError, match="REGISTRY_KEY is not set"):
+        config.from_env({})
+    assert RegistryConfig.from_file(path.parent / ".." / "conf" / "registry.toml") == config
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('passphrase_file = "a"\npassphrase_env = "B"', "exactly one"),
+        ("passphrase_env = 7", "must be strings"),
+        ('unsafe_plaintext_keys = "yes"', "true or false"),
+    ],
+)
+def test_bad_passphrase_settings_are_refused(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RegistryConfig.from_file(_write(tmp_path, BASE + extra))

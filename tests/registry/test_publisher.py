@@ -14,7 +14,7 @@ import pytest
 from certs.keys import write_certificate
 from registry.config import ConfigError, RegistryConfig
 from registry.publisher import ANCHOR_FILE, CONF_FILE, VERSION_FILE, Publisher
-from tests.registry.conftest import LITERAL_HASH, Pki, registry_data, write_registry
+from tests.registry.conftest import LITERAL_HASH, Pki, load_registry, registry_data
 from xchange.certificates import cert_sha256
 from xchange.globalconf import ConfigurationAnchor, TrustedGlobalConf
 from xchange.identifiers import ClientId, GlobalGroupId, SecurityServerId
@@ -24,7 +24,7 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
 
 @pytest.fixture
 def config(tmp_path: Path, pki: Pki) -> RegistryConfig:
-    return RegistryConfig.from_file(write_registry(tmp_path, pki))
+    return load_registry(tmp_path, pki)
 
 
 def _trusted(config: RegistryConfig) -> TrustedGlobalConf:
@@ -97,7 +97,7 @@ def test_tick_publishes_when_due(config: RegistryConfig) -> None:
 
 
 def test_configured_interval_overrides_the_data_file(tmp_path: Path, pki: Pki) -> None:
-    config = RegistryConfig.from_file(write_registry(tmp_path, pki, regenerate_seconds=0.5))
+    config = load_registry(tmp_path, pki, regenerate_seconds=0.5)
     publisher = Publisher(config)
     assert publisher.interval_seconds == 0.5
     publisher.tick(T0)
@@ -158,7 +158,7 @@ def test_corrupt_version_file_stops_the_publisher(config: RegistryConfig) -> Non
 
 
 def test_mismatched_signing_key_is_refused(tmp_path: Path, pki: Pki) -> None:
-    config = RegistryConfig.from_file(write_registry(tmp_path, pki))
+    config = load_registry(tmp_path, pki)
     write_certificate(config.signing_cert, pki.ca_cert)
     with pytest.raises(ConfigError, match="does not match"):
         Publisher(config)

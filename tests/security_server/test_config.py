@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from certs.keys import SecretSource, write_secret_file
 from security_server.config import (
     ConfigError,
     ListenConfig,
@@ -156,7 +157,7 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert config.max_body_bytes == 64 * 1024 * 1024
     assert (config.timestamping, config.timestamping_max_failure_seconds) == ("batch", 14400.0)
     with pytest.raises(AccessDeniedError):  # deny by default
-        config.access.check(BENEFITS, PERSONS, no_groups)
+        config.access.check(BENEFITS, PERSONS, "GET", "", no_groups)
 
 
 def test_service_lookup_ignores_versions(tmp_path: Path) -> None:
@@ -180,13 +181,15 @@ def test_access_subjects_are_clients_or_global_groups(tmp_path: Path) -> None:
             frozenset()
         )
 
-    config.access.check(BENEFITS, PERSONS, members)  # named directly
-    config.access.check(ClientId("TEST", "GOV", "9999", "app"), PERSONS, members)  # via group
+    config.access.check(BENEFITS, PERSONS, "GET", "", members)  # named directly
+    config.access.check(ClientId("TEST", "GOV", "9999", "app"), PERSONS, "GET", "",
+                        members)  # via group
     assert asked == [GROUP], "'TEST/benefit-clients' must be read as a global group"
     with pytest.raises(AccessDeniedError):
-        config.access.check(ClientId("TEST", "GOV", "9999", "other"), PERSONS, members)
+        config.access.check(ClientId("TEST", "GOV", "9999", "other"), PERSONS, "GET", "",
+                            members)
     with pytest.raises(AccessDeniedError):  # a grant is per service
-        config.access.check(BENEFITS, ADDRESSES, members)
+        config.access.check(BENEFITS, ADDRESSES, "GET", "", members)
 
 
 # -- refusals -------------------------------------------------------------------------------------
@@ -374,3 +377,125 @@ def test_entries_and_values_are_checked(tmp_path: Path, change: tuple[str, str],
     assert change[0] in FULL
     with pytest.raises(ConfigError, match=message):
         load(tmp_path, FULL.replace(change[0], change[1], 1))
+
+
+# -- protected keys: passphrase sources and keys in a token ---------------------------------
+
+TOKEN_KEY = (
+    'pkcs11 = { module = "/usr/lib/softhsm/libsofthsm2.so", token_label = "agency", '
+    'key_label = "sign-2026", pin_file = "token.pin" }'
+)
+
+
+def test_passphrase_source_and_unsafe_switch_parse(tmp_path: Path) -> None:
+    base = (tmp_path / "conf").resolve()
+    config = load(tmp_path, FULL.replace('[keys]\n', '[keys]\npassphrase_file = "secret"\n'))
+    assert config.key_passphrase_source == SecretSource(file=base / "secret")
+    assert config.key_passphrase is None  # read by from_env, not by the file loader
+    assert config.unsafe_plaintext_keys is False
+    config = load(tmp_path, FULL.replace(
+        '[keys]\n', '[keys]\npassphrase_env = "SS_KEYS"\nunsafe_plaintext_keys = true\n'))
+    assert config.key_passphrase_source == SecretSource(env="SS_KEYS")
+    assert config.unsafe_plaintext_keys is True
+    assert load(tmp_path, FULL).key_passphrase_source is None
+
+
+def test_signing_key_in_a_token_parses(tmp_path: Path) -> None:
+    config = load(tmp_path, FULL.replace('key = "keys/sign.key"', TOKEN_KEY))
+    [signing] = config.signing_keys
+    assert signing.key is None and signing.pkcs11 is not None
+    assert signing.pkcs11.module == Path("/usr/lib/softhsm/libsofthsm2.so")
+    assert (signing.pkcs11.token_label, signing.pkcs11.key_label) == ("agency", "sign-2026")
+    assert signing.pkcs11.pin_source == SecretSource(file=(tmp_path / "conf").resolve()
+                                                     / "token.pin")
+
+
+# -- administration, IS connections ---------------------------------------------------------------
+
+ADMIN = """
+[admin_api]
+host = "127.0.0.1"
+port = 4000
+token_key = "keys/admin.key"
+
+[is_connection]
+"TEST/GOV/1234/registry" = "HTTP"
+"""
+
+
+def test_admin_api_tls_port_and_connection_types(tmp_path: Path) -> None:
+    text = FULL.replace("max_body_bytes = 1024\n", "max_body_bytes = 1024\ntls_port = 8443\n")
+    config = load(tmp_path, text + ADMIN)
+    conf_dir = (tmp_path / "conf").resolve()
+    assert config.admin_api is not None and config.admin_api.port == 4000
+    assert config.admin_key == conf_dir / "keys" / "admin.key"
+    assert config.client_proxy_tls is not None and config.client_proxy_tls.port == 8443
+    assert config.internal_tls_cert == conf_dir / "state" / "internal-tls.pem"
+    assert config.is_connection == {ClientId.parse("TEST/GOV/1234/registry"): "HTTP"}
+
+
+def test_defaults_without_administration(tmp_path: Path) -> None:
+    config = load(tmp_path, MINIMAL)
+    assert (config.admin_api, config.admin_key, config.client_proxy_tls) == (None, None, None)
+    assert config.is_connection == {}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("[keys]\n", '[keys]\npassphrase_file = "a"\npassphrase_env = "B"\n', "exactly one"),
+        ("[keys]\n", '[keys]\npassphrase_env = "NOT A NAME"\n', "not an environment variable"),
+        ("[keys]\n", "[keys]\npassphrase = 'hunter2'\n", r"unknown key\(s\) \[keys\] passphrase"),
+        ("[keys]\n", '[keys]\nunsafe_plaintext_keys = "yes"\n', "must be a bool"),
+        ('key = "keys/sign.key"', 'key = "keys/sign.key"\n' + TOKEN_KEY, "not both"),
+        ('key = "keys/sign.key"', TOKEN_KEY.replace("pin_file", "pin"),
+         r"unknown key\(s\) in keys.signing.pkcs11: pin"),
+        ('key = "keys/sign.key"', TOKEN_KEY.replace(', pin_file = "token.pin"', ""),
+         "needs pin_file or pin_env"),
+        ('key = "keys/sign.key"', TOKEN_KEY.replace('token_label = "agency", ', ""),
+         "missing key keys.signing.pkcs11.token_label"),
+        ('key = "keys/sign.key"', 'pkcs11 = "softhsm"', "keys.signing.pkcs11 must be a dict"),
+    ],
+)
+def test_protected_key_settings_are_checked(tmp_path: Path, old: str, new: str,
+                                            message: str) -> None:
+    assert old in FULL
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, FULL.replace(old, new, 1))
+
+
+def test_from_env_reads_the_passphrase_and_the_pins_and_only_there(tmp_path: Path) -> None:
+    folder = tmp_path / "conf"
+    text = FULL.replace("[keys]\n", '[keys]\npassphrase_env = "SS_KEYS"\n').replace(
+        'key = "keys/sign.key"', TOKEN_KEY)
+    config = load(tmp_path, text)
+    write_secret_file(folder / "token.pin", b"735916\n")
+    ready = config.from_env({"SS_KEYS": "s3cret"})
+    assert ready.key_passphrase == b"s3cret"
+    assert ready.signing_keys[0].pkcs11 is not None
+    assert ready.signing_keys[0].pkcs11.pin == b"735916"
+    assert "s3cret" not in repr(ready) and "735916" not in repr(ready)
+    assert config.from_env({}, secrets=False).key_passphrase is None  # verify-log needs none
+    with pytest.raises(ConfigError, match="SS_KEYS is not set"):
+        config.from_env({})
+    (folder / "token.pin").chmod(0o644)
+    with pytest.raises(ConfigError, match=r"token\.pin: a secret file must be readable by its "
+                                          r"owner only"):
+        config.from_env({"SS_KEYS": "s3cret"})
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('host = "127.0.0.1"\nport = 4000', 'host = "0.0.0.0"\nport = 4000', "loopback"),
+        ('port = 4000\n', 'port = 0\n', "admin_api.port"),
+        ('token_key = "keys/admin.key"\n', "", "token_key"),
+        ('= "HTTP"', '= "HTTPS_NOAUTH"', "is_connection"),
+        ('"TEST/GOV/1234/registry" = "HTTP"', '"TEST/GOV" = "HTTP"', "identifier"),
+        ('token_key', 'tokenkey', "unknown key"),
+    ],
+)
+def test_administration_settings_are_checked(tmp_path: Path, old: str, new: str,
+                                             message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, FULL + ADMIN.replace(old, new))

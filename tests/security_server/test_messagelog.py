@@ -116,6 +116,50 @@ async def test_concurrent_appends_form_one_chain(log: MessageLog) -> None:
     assert [r.sequence for r in await log.records()] == list(range(1, 201))
 
 
+async def test_records_waiting_during_a_commit_share_the_next_one(
+    engine: Engine, log: MessageLog
+) -> None:
+    """Group commit: the writer is held inside the first commit while 99 more records
+    arrive; they must all go into the second commit, and every record still chains."""
+    entered, release = threading.Event(), threading.Event()
+    commits: list[int] = []
+
+    def on_commit(_connection: Any) -> None:
+        commits.append(1)
+        if len(commits) == 1:
+            entered.set()
+            release.wait(10)
+
+    sa.event.listen(engine, "commit", on_commit)
+    try:
+        first = asyncio.ensure_future(log.append(entry(1), error_code=CP))
+        assert await asyncio.to_thread(entered.wait, 10)
+        rest = [asyncio.ensure_future(log.append(entry(i), error_code=CP))
+                for i in range(2, 101)]
+        await asyncio.sleep(0)  # every append has queued its record
+        assert not first.done()  # not acknowledged before its commit
+        release.set()
+        stored = await asyncio.gather(first, *rest)
+    finally:
+        release.set()
+        sa.event.remove(engine, "commit", on_commit)
+    assert len(commits) == 2
+    assert [r.sequence for r in stored] == list(range(1, 101))
+    assert (await log.verify()).count == 100
+
+
+async def test_a_failed_batch_fails_every_record_in_it(engine: Engine, log: MessageLog) -> None:
+    await fill(log, 2)
+    _refuse_inserts(engine)
+    results = await asyncio.gather(*(log.append(entry(i), error_code=SP) for i in range(3, 53)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, MessageLogError) and r.code == SP for r in results)
+    _allow_inserts(engine)
+    record = await log.append(entry(53), error_code=SP)
+    assert record.sequence == 3
+    assert (await log.verify()).count == 3
+
+
 async def test_verify_reads_in_batches(
     engine: Engine, log: MessageLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,9 +16,11 @@ from cryptography.x509.oid import NameOID
 
 from certs.ca import DevCA, IssuedCredentials, make_csr
 from certs.keys import PrivateKey, generate_private_key
+from xchange import certificates as certificates_module
 from xchange.certificates import (
     OID_SERIAL_NUMBER,
     CertPurpose,
+    VerifiedPathCache,
     auth_cert_subject,
     cert_from_b64der,
     cert_sha256,
@@ -362,6 +364,59 @@ def test_expired_anchor_is_refused_though_the_leaf_is_valid(
     root, sub, leaf = _issuing_chain(tmp_path, pki_now, root_days=5, sub_days=30)
     with pytest.raises(InvalidSignatureError, match="not valid at validation time"):
         verify_chain(leaf, [sub], [root], at=pki_now + timedelta(days=10), purpose="sign")
+
+
+# -- the cache of verified paths --------------------------------------------------------------
+
+
+def test_cached_path_is_reused_within_the_validity_of_every_certificate_on_it(
+    tmp_path: Path, pki_now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, sub, leaf = _issuing_chain(tmp_path, pki_now, root_days=5, sub_days=30)
+    cache = VerifiedPathCache()
+    assert cache.verify(leaf, [sub], [root], at=pki_now, purpose="sign") == [leaf, sub, root]
+    assert len(cache) == 1
+
+    def no_validation(*args: object, **kwargs: object) -> list[x509.Certificate]:
+        raise AssertionError("validated again")
+
+    monkeypatch.setattr(certificates_module, "verify_chain", no_validation)
+    # Later, but all three still valid: remembered.
+    assert cache.verify(leaf, [sub], [root], at=pki_now + timedelta(days=4),
+                        purpose="sign") == [leaf, sub, root]
+    monkeypatch.undo()
+    # The root expired (the leaf is still valid): validated again, and refused.
+    with pytest.raises(InvalidSignatureError, match="not valid at validation time"):
+        cache.verify(leaf, [sub], [root], at=pki_now + timedelta(days=10), purpose="sign")
+    with pytest.raises(InvalidSignatureError, match="not yet valid"):
+        cache.verify(leaf, [sub], [root], at=pki_now - timedelta(seconds=1), purpose="sign")
+
+
+def test_cached_path_counts_only_for_the_same_anchors_intermediates_and_purpose(
+    tmp_path: Path, pki_now: datetime, dev_ca: DevCA
+) -> None:
+    root, sub, leaf = _issuing_chain(tmp_path, pki_now, root_days=30, sub_days=30)
+    cache = VerifiedPathCache()
+    cache.verify(leaf, [sub], [root], at=pki_now, purpose="sign")
+    with pytest.raises(InvalidSignatureError, match="does not chain"):
+        cache.verify(leaf, [sub], [dev_ca.certificate], at=pki_now, purpose="sign")
+    with pytest.raises(InvalidSignatureError, match="does not chain"):
+        cache.verify(leaf, [], [root], at=pki_now, purpose="sign")
+    with pytest.raises(InvalidSignatureError, match="authentication"):
+        cache.verify(leaf, [sub], [root], at=pki_now, purpose="auth")
+    assert len(cache) == 1  # failures are not remembered
+
+
+def test_cache_keeps_the_most_recently_used_paths(
+    sign_creds: IssuedCredentials, auth_creds: IssuedCredentials, dev_ca: DevCA,
+    pki_now: datetime
+) -> None:
+    cache = VerifiedPathCache(size=1)
+    cache.verify(sign_creds.certificate, [], [dev_ca.certificate], at=pki_now, purpose="sign")
+    cache.verify(auth_creds.certificate, [], [dev_ca.certificate], at=pki_now, purpose="auth")
+    assert len(cache) == 1
+    with pytest.raises(ValueError):
+        VerifiedPathCache(size=0)
 
 
 # -- encodings --------------------------------------------------------------------------------

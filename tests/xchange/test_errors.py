@@ -10,6 +10,9 @@ from xchange import errors
 from xchange.errors import (
     ERROR_CODES,
     AccessDeniedError,
+    AdminError,
+    AdminForbiddenError,
+    AdminUnauthorizedError,
     BadRequestError,
     CertificateValidationError,
     ChainBrokenError,
@@ -36,6 +39,7 @@ from xchange.errors import (
 _CODE_SHAPE = re.compile(r"^[a-z]+(\.[a-z0-9]+(_[a-z0-9]+)*)+$")
 _FAULT_OF_PREFIX = {
     "client.": Fault.CLIENT,
+    "admin.": Fault.CLIENT,
     "server.clientproxy.": Fault.CONSUMER_SERVER,
     "server.serverproxy.": Fault.PROVIDER_SERVER,
 }
@@ -78,6 +82,9 @@ _HIERARCHY: list[tuple[type[XRoadError], type, str]] = [
     (UnknownServiceError, ServerProxyError, "server.serverproxy.unknown_service"),
     (ServiceFailedError, ServerProxyError, "server.serverproxy.service_failed"),
     (ServerProxyLoggingError, ServerProxyError, "server.serverproxy.logging_failed"),
+    (AdminError, XRoadError, "admin.unauthorized"),
+    (AdminUnauthorizedError, AdminError, "admin.unauthorized"),
+    (AdminForbiddenError, AdminError, "admin.forbidden"),
 ]
 
 

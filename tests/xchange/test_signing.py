@@ -173,6 +173,24 @@ def test_round_trip(pki: Pki, which: str, alg: str) -> None:
     )
 
 
+@pytest.mark.parametrize(("which", "alg"), [("sign_ec", "ES256"), ("sign_rsa", "PS256")])
+def test_signatures_verify_with_another_jws_implementation(pki: Pki, which: str,
+                                                           alg: str) -> None:
+    """xchange writes its tokens itself; PyJWT, independent of it, must accept them."""
+    creds: IssuedCredentials = getattr(pki, which)
+    signature = sign_message(pki.identity(creds), HEADER_PART, BODY,
+                             signed_at=pki.now, nonce="n" * 20)
+    decoded = jwt.PyJWS().decode_complete(
+        signature, key=creds.certificate.public_key(), algorithms=[alg],  # type: ignore[arg-type]
+        detached_payload=digest_payload(HEADER_PART, BODY))
+    assert decoded["header"]["jti"] == "n" * 20
+
+
+def test_ec_signing_keys_must_be_p256(pki: Pki) -> None:
+    with pytest.raises(ValueError, match="P-256"):
+        SigningIdentity(MEMBER, pki.p384_key, pki.p384_chain)
+
+
 def test_rs256_is_accepted_on_input(pki: Pki) -> None:
     signature = pyjws(pki.sign_rsa.key, "RS256", {"typ": JWS_TYPE, "x5c": x5c(pki.sign_rsa.chain)})
     assert verify(pki, signature).algorithm == "RS256"

@@ -18,7 +18,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from certs.ca import DevCA
-from certs.keys import generate_private_key, write_certificate, write_private_key
+from certs.keys import (
+    generate_private_key,
+    unsafe_write_plaintext_key,
+    write_certificate,
+    write_private_key,
+    write_secret_file,
+)
 from security_server.db import create_db_engine, create_tables
 from security_server.messagelog import MessageLog
 from tests.auditkit import (
@@ -314,7 +320,8 @@ def test_encrypted_archives_need_the_auditors_key(
     tmp_path: Path, past_pki: AuditPki, past_ca: DevCA, capsys: pytest.CaptureFixture[str]
 ) -> None:
     key = generate_private_key("ec")
-    write_private_key(tmp_path / "auditor.key", key)
+    write_private_key(tmp_path / "auditor.key", key, b"auditor passphrase")
+    write_secret_file(tmp_path / "auditor.pass", b"auditor passphrase\n")
     (tmp_path / "auditor.pub").write_bytes(key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     server = make_server(tmp_path / "ss", past_pki, past_ca,
@@ -324,10 +331,10 @@ def test_encrypted_archives_need_the_auditors_key(
     code, out = run(capsys, "audit", "verify", str(path), *server.trust)
     assert code == 1 and "is encrypted: give the auditor's private key with --key" in out
     code, out = run(capsys, "audit", "verify", str(path), "--key", str(tmp_path / "auditor.key"),
-                    *server.trust)
+                    "--passphrase-file", str(tmp_path / "auditor.pass"), *server.trust)
     assert code == 0, out
     other = generate_private_key("ec")
-    write_private_key(tmp_path / "other.key", other)
+    unsafe_write_plaintext_key(tmp_path / "other.key", other)
     code, out = run(capsys, "audit", "verify", str(path), "--key", str(tmp_path / "other.key"),
                     *server.trust)
     assert code == 1 and "not encrypted to this key" in out

@@ -1,0 +1,105 @@
+"""Encrypted PKCS#8 private keys: PBES2 with scrypt and AES-256-CBC.
+
+What it does: turns a private key into a PEM ``ENCRYPTED PRIVATE KEY`` (RFC 5958 section 3,
+``EncryptedPrivateKeyInfo``) whose encryption is PBES2 (RFC 8018 section 6.2) with the scrypt
+key-derivation function (RFC 7914 section 7: ``N = 2**14, r = 8, p = 1``, a 16-byte random
+salt) and AES-256-CBC (RFC 8018 appendix B.2.5 names the scheme; the IV is its parameter).
+
+Why our own encoder: cryptography's ``BestAvailableEncryption`` writes PBES2 with PBKDF2-SHA256
+at 2048 iterations, cheap to brute-force for a passphrase a person chose, and "best available"
+may change between releases; cryptography offers no way to choose the scheme for PKCS#8.  The
+ASN.1 here is a few fixed structures.  Reading is left to the libraries: cryptography and
+OpenSSL (so Python's ``ssl`` module too) read these files, as they read ``openssl pkcs8
+-topk8 -scrypt`` output, which has the same layout.
+
+What it does not: decrypt (see :func:`certs.keys.load_private_key`), or write any other scheme.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+from cryptography.hazmat.primitives import padding, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+__all__ = ["SCRYPT_N", "SCRYPT_P", "SCRYPT_R", "encrypt_private_key"]
+
+# RFC 7914 section 2 suggests r = 8, p = 1; N = 2**14 needs 16 MiB and about 50 ms here.  A
+# larger N would pass OpenSSL's default 32 MiB scrypt memory limit, and Python's ssl module
+# (which reads the TLS key with OpenSSL) could then no longer open the file.
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+
+_OID_PBES2 = "1.2.840.113549.1.5.13"  # RFC 8018 appendix A.4
+_OID_SCRYPT = "1.3.6.1.4.1.11591.4.11"  # RFC 7914 section 7
+_OID_AES256_CBC = "2.16.840.1.101.3.4.1.42"  # NIST CSOR, RFC 8018 appendix B.2.5
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    """One DER element (X.690 section 8.1): tag, definite length, content."""
+    size = len(content)
+    if size < 0x80:
+        length = bytes([size])
+    else:
+        octets = size.to_bytes((size.bit_length() + 7) // 8, "big")
+        length = bytes([0x80 | len(octets)]) + octets
+    return bytes([tag]) + length + content
+
+
+def _sequence(*items: bytes) -> bytes:
+    return _tlv(0x30, b"".join(items))
+
+
+def _octet_string(value: bytes) -> bytes:
+    return _tlv(0x04, value)
+
+
+def _integer(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("only non-negative integers are encoded here")
+    # One extra byte when the top bit is set keeps the value positive (X.690 section 8.3).
+    return _tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def _oid(dotted: str) -> bytes:
+    """X.690 section 8.19: the first two arcs in one subidentifier, each in base 128."""
+    arcs = [int(a) for a in dotted.split(".")]
+    body = bytearray()
+    for arc in [40 * arcs[0] + arcs[1], *arcs[2:]]:
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        body.extend(reversed(chunk))
+    return _tlv(0x06, bytes(body))
+
+
+def encrypt_private_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+                        passphrase: bytes) -> bytes:
+    """The PEM ``ENCRYPTED PRIVATE KEY`` of ``key`` under ``passphrase`` (see the module)."""
+    if not passphrase:
+        raise ValueError("an empty passphrase protects nothing")
+    plain = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+    salt, iv = os.urandom(16), os.urandom(16)
+    derived = Scrypt(salt=salt, length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P).derive(passphrase)
+    padder = padding.PKCS7(128).padder()  # RFC 8018 section 6.2.1 step 4
+    padded = padder.update(plain) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(derived), modes.CBC(iv)).encryptor()
+    encrypted = encryptor.update(padded) + encryptor.finalize()
+    scrypt_params = _sequence(_octet_string(salt), _integer(SCRYPT_N), _integer(SCRYPT_R),
+                              _integer(SCRYPT_P))
+    pbes2_params = _sequence(
+        _sequence(_oid(_OID_SCRYPT), scrypt_params),  # keyDerivationFunc
+        _sequence(_oid(_OID_AES256_CBC), _octet_string(iv)),  # encryptionScheme
+    )
+    der = _sequence(_sequence(_oid(_OID_PBES2), pbes2_params), _octet_string(encrypted))
+    body = base64.encodebytes(der).decode("ascii").replace("\n", "")
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return ("-----BEGIN ENCRYPTED PRIVATE KEY-----\n" + "\n".join(lines)
+            + "\n-----END ENCRYPTED PRIVATE KEY-----\n").encode("ascii")

@@ -1,0 +1,109 @@
+"""Metadata services answered by this security server itself (PR-MREST).
+
+* ``listMethods`` and ``allowedMethods`` (``GET /r1/{provider}/listMethods``...) and
+  ``getOpenAPI?serviceCode=`` reach the *provider's* security server through the federation
+  like any request -- signed, logged, verified -- and are answered here from the
+  configuration store instead of by a provider system: :func:`metadata_service` gives the
+  server proxy a :class:`~security_server.directory.LocalService` whose handler builds the
+  answer.  Every client may call them (X-Road does not restrict metadata services);
+  ``allowedMethods`` lists only what the calling client may call.
+* ``GET /listClients`` is answered by the *consumer's* client proxy from global
+  configuration (:func:`handle_list_clients`); it needs no provider.
+
+Disabled services are listed by neither; metadata services never list themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs
+
+from aiohttp import web
+
+from security_server.directory import LocalService, ProviderAnswer, Snapshot
+from security_server.runtime import RUNTIME
+from xchange.access import EndpointPattern
+from xchange.errors import BadRequestError, ServerProxyError, UnknownServiceError
+from xchange.globalconf import GlobalConf
+from xchange.identifiers import ServiceId
+from xchange.metadata import (
+    ServiceEntry,
+    client_entries,
+    client_list_json,
+    client_list_xml,
+    service_list_json,
+)
+from xchange.rest import RestRequest
+
+__all__ = ["handle_list_clients", "metadata_service", "register_list_clients"]
+
+_JSON = (("content-type", "application/json"),)
+
+
+def _entries(snapshot: Snapshot, req: RestRequest, conf: GlobalConf,
+             *, allowed_only: bool) -> list[ServiceEntry]:
+    out = []
+    for svc in snapshot.services_of(req.service.provider):
+        if not svc.enabled:
+            continue
+        endpoints: tuple[EndpointPattern, ...] = svc.endpoints
+        if allowed_only:
+            granted = snapshot.rules.allowed_endpoints(req.client, svc.id,
+                                                       conf.members_of_group,
+                                                       snapshot.local_members)
+            if not granted:
+                continue
+            whole = any(e.is_whole_service for e in granted)
+            endpoints = svc.endpoints if whole else tuple(
+                e for e in svc.endpoints if e in granted)
+        out.append(ServiceEntry(svc.id, svc.kind, endpoints))
+    return out
+
+
+def metadata_service(snapshot: Snapshot, service: ServiceId) -> LocalService | None:
+    """The local handler for a metadata service code, bound to ``snapshot``."""
+
+    async def list_methods(req: RestRequest, conf: GlobalConf) -> ProviderAnswer:
+        body = service_list_json(_entries(snapshot, req, conf, allowed_only=False))
+        return 200, _JSON, json.dumps(body).encode("utf-8")
+
+    async def allowed_methods(req: RestRequest, conf: GlobalConf) -> ProviderAnswer:
+        body = service_list_json(_entries(snapshot, req, conf, allowed_only=True))
+        return 200, _JSON, json.dumps(body).encode("utf-8")
+
+    async def get_openapi(req: RestRequest, conf: GlobalConf) -> ProviderAnswer:
+        codes = parse_qs(req.query).get("serviceCode", [])
+        if len(codes) != 1:
+            raise BadRequestError("getOpenAPI needs exactly one serviceCode parameter",
+                                  code="server.serverproxy.bad_request")
+        svc = snapshot.services.get(ServiceId(req.service.provider, codes[0]))
+        if svc is None or not svc.enabled:
+            raise UnknownServiceError(f"no service {codes[0]!r} of {req.service.provider}")
+        if svc.kind != "OPENAPI3" or svc.description is None:
+            raise ServerProxyError(f"service {svc.id} has no OpenAPI description",
+                                   code="server.serverproxy.unknown_service")
+        text = svc.description
+        ctype = "application/json" if text.lstrip().startswith("{") else "text/yaml"
+        return 200, (("content-type", ctype),), text.encode("utf-8")
+
+    handlers = {"listMethods": list_methods, "allowedMethods": allowed_methods,
+                "getOpenAPI": get_openapi}
+    handler = handlers.get(service.code)
+    if handler is None:
+        return None
+    return LocalService(service, url="", kind="METADATA", local_handler=handler)
+
+
+async def handle_list_clients(request: web.Request) -> web.Response:
+    """``GET /listClients[?xRoadInstance=]``: XML ``clientList``, or JSON on request."""
+    rt = request.app[RUNTIME]
+    conf = rt.conf(rt.clock(), side="client")
+    entries = client_entries(conf, request.query.get("xRoadInstance"))
+    if "application/json" in request.headers.get("Accept", ""):
+        return web.json_response(client_list_json(entries))
+    return web.Response(body=client_list_xml(entries), content_type="text/xml",
+                        charset="utf-8")
+
+
+def register_list_clients(app: web.Application) -> None:
+    app.router.add_get("/listClients", handle_list_clients)

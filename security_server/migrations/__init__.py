@@ -1,0 +1,1 @@
+"""Alembic migrations of the security server's configuration store (``ss_*`` tables)."""

@@ -1,0 +1,281 @@
+"""End to end: a service put on the federation only through the admin CLI, rights per
+endpoint, a global group, revocation, and the metadata services through the federation."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from certs.keys import (
+    generate_private_key,
+    self_signed_tls_certificate,
+    unsafe_write_plaintext_key,
+    write_certificate,
+)
+from xchange.identifiers import NS_ID, NS_XROAD
+from xchange_cli.demo import Answer, query
+from xchange_cli.federation import (
+    CONSUMER,
+    PROVIDER,
+    STATISTICS_GROUP,
+    Federation,
+    RunningFederation,
+    build_federation,
+)
+from xchange_cli.main import main
+
+pytestmark = pytest.mark.e2e
+
+REGISTER = PROVIDER.subsystem("population-register")
+API = f"{REGISTER}/register-api"
+BENEFITS = str(CONSUMER.subsystem("benefits"))
+ANALYTICS = str(CONSUMER.subsystem("analytics"))
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFederation]:
+    fed = build_federation(tmp_path_factory.mktemp("admin-federation"), conf_expiry_seconds=60,
+                           conf_refresh_seconds=1, registry_regenerate_seconds=0.5,
+                           ss_refresh_seconds=0.5)
+    with RunningFederation(fed) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def fed(federation: RunningFederation) -> Federation:
+    return federation.federation
+
+
+def xchange(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
+    """Run ``xchange ARGS`` in-process; return its JSON output (or text)."""
+    capsys.readouterr()
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    try:
+        return json.loads(out)
+    except ValueError:
+        return out.strip()
+
+
+@pytest.fixture(scope="module")
+def token_file(fed: Federation, tmp_path_factory: pytest.TempPathFactory) -> str:
+    from security_server.admin_api import audience_for
+    from security_server.admin_keys import admin_private_key
+    from security_server.config import SecurityServerConfig
+    from security_server.runtime import utc_now
+    from xchange.adminauth import issue_token
+
+    # What `xchange ss admin-token` prints (that command is exercised below too).
+    provider = fed.servers[0]
+    config = SecurityServerConfig.from_file(provider.config).from_env()
+    token = issue_token(admin_private_key(config), subject="alice",
+                        roles=["service-administrator", "auditor"],
+                        audience=audience_for(str(provider.agency.server)),
+                        issued_at=utc_now(), lifetime=timedelta(hours=1))
+    path = tmp_path_factory.mktemp("token") / "token"
+    path.write_text(token, encoding="utf-8")
+    return f"@{path}"
+
+
+def admin(fed: Federation, capsys: pytest.CaptureFixture[str], token: str, *args: str) -> Any:
+    return xchange(capsys, *args, "--url", fed.servers[0].admin_url, "--token", token)
+
+
+def ask(fed: Federation, path: str, client: str = BENEFITS,
+        service: str = API, **kw: Any) -> Answer:
+    return query(fed.servers[1].client_proxy_url, service, path, client, **kw)
+
+
+def test_admin_token_command(fed: Federation, capsys: pytest.CaptureFixture[str]) -> None:
+    token = xchange(capsys, "ss", "admin-token", "--config", str(fed.servers[0].config),
+                    "--subject", "bob", "--role", "observer")
+    clients = admin(fed, capsys, token, "ss", "client", "list")
+    assert {c["id"] for c in clients} >= {str(REGISTER), str(PROVIDER.member)}
+    assert main(["ss", "client", "add", "DEMO/GOV/70000001/x", "--url",
+                 fed.servers[0].admin_url, "--token", token]) == 1
+    assert "admin.forbidden" in capsys.readouterr().err
+
+
+def test_openapi_service_endpoint_rights_group_and_revocation(
+        fed: Federation, capsys: pytest.CaptureFixture[str], token_file: str) -> None:
+    provider_url = f"http://127.0.0.1:{fed.provider_port}"
+    desc = admin(fed, capsys, token_file, "ss", "description", "add", str(REGISTER),
+                 "--type", "OPENAPI3", "--description-url", f"{provider_url}/openapi.json",
+                 "--service-code", "register-api", "--service-url", provider_url + "/")
+    endpoints = {(e["method"], e["path"]) for e in desc["services"][0]["endpoints"]}
+    assert endpoints == {("GET", "/persons"), ("GET", "/persons/*"), ("POST", "/echo")}
+
+    # deny by default: the new service has no rights yet
+    assert ask(fed, "/persons/38001010001").headers.get("X-Road-Error") == \
+        "server.serverproxy.access_denied"
+
+    admin(fed, capsys, token_file, "ss", "access", "grant", API, BENEFITS,
+          "--method", "GET", "--path", "/persons/*")
+    granted = ask(fed, "/persons/38001010001")
+    assert granted.status == 200, granted.body
+    assert granted.json()["name"] == "Mari Maasikas"
+    # another endpoint of the same service, and spellings that try to escape the grant
+    for path in ("/persons", "/persons?name=x", "/echo", "/persons/1/x", "/Persons/1",
+                 "/persons/%2E%2E", "/persons//1"):
+        answer = ask(fed, path)
+        assert answer.status in (400, 403), (path, answer.status)
+    assert ask(fed, "/persons").headers.get("X-Road-Error") == \
+        "server.serverproxy.access_denied"
+
+    # a subsystem in a granted global group passes
+    assert ask(fed, "/persons/38001010001", ANALYTICS).status == 403
+    admin(fed, capsys, token_file, "ss", "access", "grant", API, STATISTICS_GROUP,
+          "--method", "GET", "--path", "/persons/*")
+    assert ask(fed, "/persons/38001010001", ANALYTICS).status == 200
+
+    # revocation: the very next request is denied
+    admin(fed, capsys, token_file, "ss", "access", "revoke", API, BENEFITS,
+          "--method", "GET", "--path", "/persons/*")
+    revoked = ask(fed, "/persons/38001010001")
+    assert revoked.headers.get("X-Road-Error") == "server.serverproxy.access_denied"
+    assert ask(fed, "/persons/38001010001", ANALYTICS).status == 200
+
+    # every change is in the audit log, with who made it
+    audit = admin(fed, capsys, token_file, "ss", "audit")
+    mine = [(a["actor"], a["action"]) for a in audit if a["actor"] == "alice"]
+    assert mine == [("alice", "add_description"), ("alice", "grant"), ("alice", "grant"),
+                    ("alice", "revoke")]
+
+
+def test_list_clients_xml_and_json(fed: Federation) -> None:
+    url = f"{fed.servers[1].client_proxy_url}/listClients"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("text/xml")
+        root = etree.fromstring(resp.read())
+    assert root.tag == f"{{{NS_XROAD}}}clientList"
+    ids = [(m.find(f"{{{NS_XROAD}}}id").get(f"{{{NS_ID}}}objectType"),  # type: ignore[union-attr]
+            m.findtext(f"{{{NS_XROAD}}}id/{{{NS_ID}}}subsystemCode"))
+           for m in root.iterfind(f"{{{NS_XROAD}}}member")]
+    assert ("SUBSYSTEM", "benefits") in ids and ("MEMBER", None) in ids
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        doc = json.loads(resp.read())
+    assert {"id": {"object_type": "SUBSYSTEM", "xroad_instance": "DEMO", "member_class": "GOV",
+                   "member_code": "70000002", "subsystem_code": "benefits"},
+            "name": "Social Insurance Board"} in doc["member"]
+
+
+def test_metadata_services_through_the_federation(
+        fed: Federation, capsys: pytest.CaptureFixture[str], token_file: str) -> None:
+    provider = str(REGISTER)
+    listed = ask(fed, "", service=f"{provider}/listMethods")
+    assert listed.status == 200, listed.body
+    codes = {s["service_code"] for s in listed.json()["service"]}
+    assert {"persons", "slow", "down"} <= codes
+    assert not codes & {"listMethods", "allowedMethods", "getOpenAPI"}
+    allowed = ask(fed, "", ANALYTICS, service=f"{provider}/allowedMethods").json()["service"]
+    assert [s["service_code"] for s in allowed] == ["register-api"]  # via its global group
+    assert allowed[0]["service_type"] == "OPENAPI"
+    assert allowed[0]["endpoint_list"] == [{"method": "GET", "path": "/persons/*"}]
+    benefits = {s["service_code"]: s for s in
+                ask(fed, "", service=f"{provider}/allowedMethods").json()["service"]}
+    assert "persons" in benefits and "register-api" not in benefits  # revoked above
+    doc = ask(fed, "?serviceCode=register-api", service=f"{provider}/getOpenAPI")
+    assert doc.status == 200
+    assert doc.json()["info"]["title"] == "Population register"
+    missing = ask(fed, "?serviceCode=nope", service=f"{provider}/getOpenAPI")
+    assert missing.headers.get("X-Road-Error") == "server.serverproxy.unknown_service"
+
+
+def _https(fed: Federation, client: str, ca_pem: str, cert: tuple[Path, Path] | None
+           ) -> Answer:
+    """Call the consumer's client proxy over HTTPS, trusting its internal certificate."""
+    ctx = ssl.create_default_context(cadata=ca_pem)
+    if cert is not None:
+        ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    url = (f"https://127.0.0.1:{fed.servers[1].client_proxy_tls_port}/r1/{API}"
+           "/persons/38001010001")
+    request = urllib.request.Request(url, headers={"X-Road-Client": client})
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=ctx) as resp:
+            return Answer(resp.status, dict(resp.headers.items()), resp.read())
+    except urllib.error.HTTPError as err:
+        return Answer(err.code, dict(err.headers.items()), err.read())
+    except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as err:
+        return Answer(0, {}, repr(err).encode())  # refused during the TLS handshake
+
+
+def _is_cert(directory: Path, name: str) -> tuple[Path, Path]:
+    key = generate_private_key()
+    cert = self_signed_tls_certificate(key, name, now=datetime.now(UTC), client=True)
+    unsafe_write_plaintext_key(directory / f"{name}.key", key)  # the IS's key, not ours
+    write_certificate(directory / f"{name}.pem", cert)
+    return directory / f"{name}.pem", directory / f"{name}.key"
+
+
+def test_is_connection_security(fed: Federation, capsys: pytest.CaptureFixture[str],
+                                tmp_path: Path) -> None:
+    """analytics is switched to HTTPS with a registered client certificate: plain HTTP and
+    HTTPS without the certificate are refused with a clear code; with it, the call passes."""
+    consumer = fed.servers[1]
+    token = xchange(capsys, "ss", "admin-token", "--config", str(consumer.config),
+                    "--subject", "sec", "--role", "security-officer")
+
+    def cli(*args: str) -> Any:
+        return xchange(capsys, *args, "--url", consumer.admin_url, "--token", token)
+
+    internal = cli("ss", "internal-cert")["pem"]
+    assert ask(fed, "/persons/38001010001", ANALYTICS).status == 200  # HTTP, as seeded
+    cli("ss", "client", "update", ANALYTICS, "--connection", "HTTPS_AUTH")
+    refused = "server.clientproxy.is_authentication_failed"
+    plain = ask(fed, "/persons/38001010001", ANALYTICS)
+    assert (plain.status, plain.headers.get("X-Road-Error")) == (401, refused)
+    no_cert = _https(fed, ANALYTICS, internal, None)
+    assert (no_cert.status, no_cert.headers.get("X-Road-Error")) == (401, refused)
+    assert b"certificate" in no_cert.body
+
+    registered, stranger = _is_cert(tmp_path, "analytics-is"), _is_cert(tmp_path, "other-is")
+    cli("ss", "client", "cert-add", ANALYTICS, str(registered[0]))
+    assert _https(fed, ANALYTICS, internal, registered).status == 200
+    wrong = _https(fed, ANALYTICS, internal, stranger)
+    assert wrong.status == 401 or wrong.status == 0  # refused, in TLS or by the check
+    # benefits stays HTTP; a certificate of another client does not make it analytics
+    assert ask(fed, "/persons/38001010001").status in (200, 403)
+    cli("ss", "client", "update", ANALYTICS, "--connection", "HTTPS")
+    assert _https(fed, ANALYTICS, internal, None).status == 200
+    cli("ss", "client", "update", ANALYTICS, "--connection", "HTTP")
+
+
+def test_backup_and_restore_through_the_cli(fed: Federation, capsys: pytest.CaptureFixture[str],
+                                            token_file: str, tmp_path: Path) -> None:
+    provider = fed.servers[0]
+    sysadmin = xchange(capsys, "ss", "admin-token", "--config", str(provider.config),
+                       "--subject", "ops", "--role", "system-administrator")
+    secret = tmp_path / "passphrase"
+    secret.write_text("a long operator passphrase\n", encoding="utf-8")
+    backup = tmp_path / "ss-population.backup"
+    admin(fed, capsys, sysadmin, "ss", "backup", "--out", str(backup),
+          "--passphrase-file", str(secret))
+    assert ask(fed, "/persons/38001010001", ANALYTICS).status == 200
+    admin(fed, capsys, token_file, "ss", "access", "revoke", API, STATISTICS_GROUP,
+          "--method", "GET", "--path", "/persons/*")
+    assert ask(fed, "/persons/38001010001", ANALYTICS).status == 403
+    # an altered backup is refused and changes nothing
+    altered = tmp_path / "altered.backup"
+    data = bytearray(backup.read_bytes())
+    data[-5] ^= 1
+    altered.write_bytes(bytes(data))
+    assert main(["ss", "restore", str(altered), "--passphrase-file", str(secret), "--url",
+                 provider.admin_url, "--token", sysadmin]) == 1
+    assert "admin.invalid_backup" in capsys.readouterr().err
+    assert ask(fed, "/persons/38001010001", ANALYTICS).status == 403
+    restored = admin(fed, capsys, sysadmin, "ss", "restore", str(backup), "--passphrase-file",
+                     str(secret))
+    assert restored["restored"]["access_rights"] >= 4
+    assert ask(fed, "/persons/38001010001", ANALYTICS).status == 200
