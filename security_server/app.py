@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from certs.keys import load_certificates
 from security_server.admin_api import AdminContext, audience_for, create_admin_app
 from security_server.admin_keys import admin_public_key
 from security_server.archiver import Archiver, DirectoryTarget, load_recipients
+from security_server.audit_api import AuditContext, add_audit_routes
 from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import SecurityServerConfig
@@ -30,6 +32,7 @@ from security_server.db import create_db_engine, create_tables
 from security_server.directory import Directory, StoreDirectory, seed_from_config
 from security_server.is_tls import IsTls, ensure_internal_certificate
 from security_server.keys import ServerKeys, load_keys
+from security_server.logaudit import server_trust
 from security_server.logstamper import LogStamper
 from security_server.messagelog import MessageLog
 from security_server.metadata import metadata_service
@@ -130,7 +133,11 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
                              audience_for(str(config.server_id)), utc_now,
                              server=str(config.server_id), internal_cert=config.internal_tls_cert
                              if config.client_proxy_tls is not None else None)
-        listeners.append((create_admin_app(admin), config.admin_api, None))
+        admin_app = create_admin_app(admin)
+        add_audit_routes(admin_app, AuditContext(
+            message_log, engine, functools.partial(server_trust, config),
+            subject=f"live message log of {config.server_id}"))
+        listeners.append((admin_app, config.admin_api, None))
     refresher = asyncio.create_task(conf_client.run(config.conf_refresh_seconds))
     ocsp_refresher = asyncio.create_task(own_certs.run(
         conf_now, config.ocsp_refresh_seconds, config.ocsp_retry_seconds))

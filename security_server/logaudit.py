@@ -13,19 +13,24 @@ from __future__ import annotations
 import bisect
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from security_server.archiver import live_checkpoint
+from security_server.confclient import CACHE_FILE
+from security_server.config import SecurityServerConfig
 from security_server.messagelog import LogQuery, MessageLog
 from xchange.archive import ArchiveLinking
 from xchange.audit import AuditMemo, AuditTrust, RecordCheck, verify_evidence
 from xchange.errors import ChainBrokenError, EvidenceError, StampInvalidError, XRoadError
 from xchange.evidence import MessageEvidence, write_bundle
+from xchange.globalconf import ConfigurationAnchor, GlobalConf, verify_envelope
 from xchange.logbatch import TimestampBatch
 from xchange.messagelog import ChainCheckpoint, ChainReport, StoredRecord, verify_chain
 
-__all__ = ["BROKEN", "AuditReport", "LiveBatches", "export_query", "verify_live_log"]
+__all__ = ["BROKEN", "AuditReport", "LiveBatches", "export_query", "server_trust",
+           "trust_from_files", "verify_live_log"]
 
 _PAGE = 1000
 BROKEN = (ChainBrokenError, EvidenceError, StampInvalidError)
@@ -156,6 +161,21 @@ class LiveBatches:
         if batch is None:
             raise StampInvalidError(seq, f"batch {record.stamp.batch_id} is missing")
         return batch
+
+
+def trust_from_files(anchor: Path, globalconf: Path) -> AuditTrust:
+    """The trust of an audit: the approved CAs, TSAs and OCSP freshness of a signed global
+    configuration file, verified against a configuration anchor.  Expiry is not applied:
+    an audit looks at the past."""
+    trusted = ConfigurationAnchor.from_json(anchor.read_bytes())
+    conf = GlobalConf.from_payload(verify_envelope(globalconf.read_bytes(),
+                                                   trusted.certificates))
+    return AuditTrust.from_globalconf(conf)
+
+
+def server_trust(config: SecurityServerConfig) -> AuditTrust:
+    """A server's own audit trust: its anchor and its last good global configuration."""
+    return trust_from_files(config.anchor, config.state_dir / CACHE_FILE)
 
 
 async def export_query(log: MessageLog, query_id: str) -> tuple[bytes, int, int] | None:

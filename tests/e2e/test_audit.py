@@ -6,10 +6,12 @@ with the federation's anchor and global configuration alone; the archived tokens
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 
 from security_server.config import SecurityServerConfig
 from xchange.canonical import parse_json
+from xchange.evidence import read_bundle
 from xchange_cli.audit import check_log
 from xchange_cli.demo import query
 from xchange_cli.federation import Federation, RunningFederation, build_federation
@@ -101,3 +104,32 @@ def test_archives_of_a_running_server_verify_offline(fed: Federation, tmp_path: 
          str(tmp_path / "timestamp.tst"), "-CAfile", str(fed.ca.cert_path), "-untrusted",
          str(fed.tsa_cert)], capture_output=True, text=True, timeout=60, check=False)
     assert "Verification: OK" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_audit_api_of_a_running_server(fed: Federation) -> None:
+    """An auditor's token (xchange ss admin-token --role auditor) reads the consumer's log
+    through its admin listener; the access shows in the admin audit log."""
+    consumer = fed.servers[1]
+    message_id = _ask(fed)
+    done = _xchange("ss", "admin-token", "--config", consumer.config, "--subject", "audrey",
+                    "--role", "auditor")
+    assert done.returncode == 0, done.stderr
+    headers = {"Authorization": f"Bearer {done.stdout.strip()}"}
+
+    def get(path: str) -> tuple[int, bytes]:
+        request = urllib.request.Request(consumer.admin_url + path, headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, resp.read()
+
+    status, body = get(f"/api/v1/messagelog/records?query_id={message_id}")
+    assert status == 200
+    assert [r["kind"] for r in json.loads(body)] == ["request", "response"]
+    status, body = get(f"/api/v1/messagelog/queries/{message_id}/evidence")
+    assert status == 200 and len(read_bundle(body)) == 2
+    status, body = get("/api/v1/messagelog/verification")
+    report = json.loads(body)
+    assert status == 200 and report["ok"], report
+    status, body = get("/api/v1/audit?limit=1000")
+    actions = [(e["actor"], e["action"]) for e in json.loads(body)]
+    assert actions[-3:] == [("audrey", "messagelog.search"), ("audrey", "messagelog.export"),
+                            ("audrey", "messagelog.verify")]
