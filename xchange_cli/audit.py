@@ -38,7 +38,13 @@ from security_server.archiver import (
 from security_server.confclient import CACHE_FILE
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
-from security_server.logaudit import BROKEN, AuditReport, export_query, verify_live_log
+from security_server.logaudit import (
+    BROKEN,
+    AuditReport,
+    export_query,
+    trust_from_files,
+    verify_live_log,
+)
 from security_server.messagelog import LogQuery, MessageLog, MessageRecord
 from xchange.archive import (
     ArchiveContents,
@@ -50,7 +56,7 @@ from xchange.archive import (
 from xchange.archive_crypto import decrypt_archive, is_encrypted
 from xchange.audit import AuditTrust, verify_all, verify_evidence
 from xchange.evidence import read_bundle, read_evidence
-from xchange.globalconf import ApprovedCA, ConfigurationAnchor, GlobalConf, verify_envelope
+from xchange.globalconf import ApprovedCA
 from xchange.messagelog import StoredRecord
 from xchange_cli.keys import add_passphrase_options, passphrase_from
 
@@ -73,11 +79,7 @@ def _trust(args: argparse.Namespace, config: SecurityServerConfig | None) -> Aud
     conf_path = args.globalconf or (config.state_dir / CACHE_FILE if config else None)
     if anchor_path is None or conf_path is None:
         raise ValueError("give the trust anchors: --anchor and --globalconf, or --ca and --tsa")
-    anchor = ConfigurationAnchor.from_json(Path(anchor_path).read_bytes())
-    # Expiry is not applied: an audit looks at the past.
-    conf = GlobalConf.from_payload(verify_envelope(Path(conf_path).read_bytes(),
-                                                   anchor.certificates))
-    return AuditTrust.from_globalconf(conf)
+    return trust_from_files(Path(anchor_path), Path(conf_path))
 
 
 # -- files ------------------------------------------------------------------------------------
