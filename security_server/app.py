@@ -23,6 +23,7 @@ from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
+from security_server.logkeys import load_keyring
 from security_server.logstamper import LogStamper
 from security_server.messagelog import MessageLog
 from security_server.ocsp import HttpOcspFetcher, OwnCertificates
@@ -44,7 +45,8 @@ async def running_server(config: SecurityServerConfig) -> AsyncIterator[Runtime]
     anchor = ConfigurationAnchor.from_json(config.anchor.read_bytes())
     engine = create_db_engine(config.database_url)
     create_tables(engine)
-    message_log = MessageLog(engine)
+    keyring = load_keyring(config.encryption_keys) if config.encryption_keys else None
+    message_log = MessageLog(engine, keyring=keyring)
     conf_session = aiohttp.ClientSession()
     conf_client = GlobalConfClient(anchor, config.state_dir, HttpConfFetcher(conf_session),
                                    utc_now)

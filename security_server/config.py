@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,6 +85,8 @@ class SecurityServerConfig:
     configuration); ``sync``: each message waits for its record's stamp before it passes."""
     timestamping_max_failure_seconds: float = 14400.0
     """How long time-stamping may fail before new messages are refused."""
+    encryption_keys: Path | None = None
+    """The message log's key file (``security_server.logkeys``); None: stored in the clear."""
 
     @classmethod
     def from_file(cls, path: Path) -> SecurityServerConfig:
@@ -98,14 +100,15 @@ class SecurityServerConfig:
             raise ConfigError(f"{path}: {exc.message}") from exc
 
     def from_env(self, environ: Mapping[str, str] | None = None) -> SecurityServerConfig:
-        """Apply ``XCHANGE_DATABASE_URL`` over the file's value (deployment override)."""
+        """Apply ``XCHANGE_DATABASE_URL`` and ``XCHANGE_MESSAGELOG_KEYS`` (a key file's path)
+        over the file's values (deployment overrides)."""
         env = os.environ if environ is None else environ
-        url = env.get("XCHANGE_DATABASE_URL")
-        if not url:
-            return self
-        from dataclasses import replace
-
-        return replace(self, database_url=url)
+        config = self
+        if url := env.get("XCHANGE_DATABASE_URL"):
+            config = replace(config, database_url=url)
+        if keys := env.get("XCHANGE_MESSAGELOG_KEYS"):
+            config = replace(config, encryption_keys=Path(keys))
+        return config
 
     def service(self, service: ServiceId) -> ServiceConfig | None:
         wanted = service.unversioned
@@ -150,7 +153,7 @@ _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "keys": frozenset({"auth_key", "auth_cert", "signing"}),
     "globalconf": frozenset({"anchor", "refresh_seconds"}),
     "messagelog": frozenset({"database_url", "timestamping",
-                             "timestamping_max_failure_seconds"}),
+                             "timestamping_max_failure_seconds", "encryption_keys"}),
     "ocsp": frozenset({"refresh_seconds", "retry_seconds"}),
 }
 
@@ -280,6 +283,8 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
         ocsp_retry_seconds=_positive(_opt(ocsp, "retry_seconds", float, "ocsp.", 60.0),
                                      "ocsp.retry_seconds"),
         timestamping=timestamping,
+        encryption_keys=(path(_get(log, "encryption_keys", str, "messagelog."))
+                         if "encryption_keys" in log else None),
         timestamping_max_failure_seconds=_positive(
             _opt(log, "timestamping_max_failure_seconds", float, "messagelog.", 14400.0),
             "messagelog.timestamping_max_failure_seconds"),

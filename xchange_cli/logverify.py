@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from security_server.confclient import CACHE_FILE
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine
+from security_server.logkeys import load_keyring
 from security_server.messagelog import MessageLog, MessageRecord
 from xchange.errors import StampInvalidError, XRoadError
 from xchange.globalconf import ConfigurationAnchor, GlobalConf, verify_envelope
@@ -71,6 +72,7 @@ async def _check(config: SecurityServerConfig) -> LogVerification:
     if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
         # Opening it would create an empty log that "verifies": refuse a wrong path instead.
         raise ValueError(f"no message log at {url.database}")
+    keyring = load_keyring(config.encryption_keys) if config.encryption_keys else None
     engine = create_db_engine(config.database_url)
     try:
         has_log = sa.inspect(engine).has_table(MessageRecord.__tablename__)
@@ -80,7 +82,7 @@ async def _check(config: SecurityServerConfig) -> LogVerification:
     if not has_log:
         engine.dispose()
         raise ValueError("the database holds no message log")
-    log = MessageLog(engine)
+    log = MessageLog(engine, keyring=keyring)
     try:
         result = LogVerification(chain=await log.verify())
         batches = await _verified_batches(log, conf, result)

@@ -9,7 +9,24 @@ from typing import Any
 
 import pytest
 
-from xchange_cli.federation import Federation, RunningFederation, build_federation
+from security_server.db import create_db_engine
+from security_server.logkeys import load_keyring
+from security_server.messagelog import MessageLog
+from xchange.messagelog import StoredRecord
+from xchange_cli.federation import Federation, RunningFederation, ServerFiles, build_federation
+
+
+async def read_records(server: ServerFiles, query_id: str | None = None, *,
+                       database: Path | None = None) -> list[StoredRecord]:
+    """The records of a server's SQLite log (or of a copy of it), decrypted with its keys."""
+    engine = create_db_engine(f"sqlite:///{database or server.database}")
+    keyring = load_keyring(server.log_keys) if server.log_keys else None
+    log = MessageLog(engine, keyring=keyring)
+    try:
+        return await log.records(query_id=query_id)
+    finally:
+        log.close()
+        engine.dispose()
 
 
 def _start(root: Path, **settings: Any) -> Iterator[RunningFederation]:

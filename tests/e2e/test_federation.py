@@ -23,9 +23,8 @@ import pytest
 from aiohttp import web
 
 from certs.keys import load_certificates, load_private_key
-from security_server.db import create_db_engine
-from security_server.messagelog import MessageLog
 from security_server.tls import client_context, server_context
+from tests.e2e.conftest import read_records
 from xchange.messagelog import ChainBrokenError, StoredRecord
 from xchange.ocsp import ocsp_request
 from xchange.rest import RestRequest, RestResponse, request_hash
@@ -67,13 +66,7 @@ def _error(answer: Answer) -> str | None:
 
 
 async def _records(server: ServerFiles, query_id: str) -> list[StoredRecord]:
-    engine = create_db_engine(f"sqlite:///{server.database}")
-    log = MessageLog(engine)
-    try:
-        return await log.records(query_id=query_id)
-    finally:
-        log.close()
-        engine.dispose()
+    return await read_records(server, query_id)
 
 
 def _identity(server: ServerFiles) -> SigningIdentity:
@@ -445,17 +438,8 @@ def test_altering_a_stored_record_breaks_the_chain(fed: Federation, tmp_path: Pa
         db.execute("UPDATE message_log SET body = CAST('{\"forged\": 1}' AS BLOB) "
                    "WHERE sequence = 2")
 
-    async def verify() -> None:
-        engine = create_db_engine(f"sqlite:///{copy}")
-        log = MessageLog(engine)
-        try:
-            await log.verify()
-        finally:
-            log.close()
-            engine.dispose()
-
     with pytest.raises(ChainBrokenError) as info:
-        asyncio.run(verify())
+        asyncio.run(read_records(fed.servers[0], database=copy))
     assert info.value.sequence == 2
 
 

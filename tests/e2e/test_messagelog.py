@@ -11,9 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from security_server.db import create_db_engine
-from security_server.messagelog import MessageLog
-from xchange.messagelog import StoredRecord
+from tests.e2e.conftest import read_records
 from xchange_cli.demo import Answer, query
 from xchange_cli.federation import Federation, RunningFederation, build_federation
 from xchange_cli.logverify import LogVerification, check_log
@@ -56,16 +54,6 @@ def _verified(fed: Federation) -> list[LogVerification]:
     for result in results:
         assert result.ok, result.failures
     return results
-
-
-async def _records(url: str) -> list[StoredRecord]:
-    engine = create_db_engine(url)
-    log = MessageLog(engine)
-    try:
-        return await log.records()
-    finally:
-        log.close()
-        engine.dispose()
 
 
 def test_records_are_stamped_by_the_federation_tsa(running: RunningFederation) -> None:
@@ -138,7 +126,7 @@ def test_sigkill_under_load_loses_no_acknowledged_record(
         for t in threads:
             t.join(60)
     for server in fed.servers:
-        records = asyncio.run(_records(f"sqlite:///{server.database}"))
+        records = asyncio.run(read_records(server))
         logged = {(r.entry.query_id, r.entry.kind) for r in records if r.entry.status == "ok"}
         missing = [q for q in acknowledged
                    if (q, "request") not in logged or (q, "response") not in logged]
