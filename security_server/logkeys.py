@@ -10,9 +10,9 @@ refused, as ssh refuses an open private key)::
     "2026-01" = "<base64 of 32 random bytes>"
     "2026-11" = "<base64 of 32 random bytes>"
 
-Rotation: add a key, point ``current`` at it, restart the server.  Remove a key only once no
-record (and no archive still to be made) uses it.  :func:`new_key_file` writes a file with
-one fresh key.
+Rotation: add a key, point ``current`` at it, restart the server (:func:`rotate_key` does
+the first two).  Remove a key only once no record (and no archive still to be made) uses it.
+:func:`new_key_file` writes a file with one fresh key.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from security_server.config import ConfigError
 from xchange.logcrypto import Keyring
 
-__all__ = ["load_keyring", "new_key_file"]
+__all__ = ["load_keyring", "new_key_file", "rotate_key"]
 
 
 def load_keyring(path: Path) -> Keyring:
@@ -62,7 +62,29 @@ def new_key_file(path: Path, key_id: str) -> None:
     """Write a key file (mode 0600) holding one fresh random key, made current.  An existing
     file is not replaced."""
     Keyring({key_id: bytes(32)}, key_id)  # checks the id
-    key = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(f'current = "{key_id}"\n\n[keys]\n"{key_id}" = "{key}"\n')
+        f.write(_render(Keyring({key_id: secrets.token_bytes(32)}, key_id)))
+
+
+def rotate_key(path: Path, key_id: str) -> None:
+    """Add a fresh key ``key_id`` to the key file and make it current; the old keys stay, to
+    read old records.  The file is replaced atomically, still mode 0600."""
+    ring = load_keyring(path)
+    if key_id in ring.keys:
+        raise ConfigError(f"{path}: key id {key_id!r} is taken; rotation needs a new id")
+    rotated = Keyring({**ring.keys, key_id: secrets.token_bytes(32)}, key_id)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(_render(rotated))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _render(ring: Keyring) -> str:
+    lines = [f'current = "{ring.current}"', "", "[keys]"]
+    lines += [f'"{key_id}" = "{base64.b64encode(key).decode("ascii")}"'
+              for key_id, key in ring.keys.items()]
+    return "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from security_server.config import ConfigError
 from xchange.errors import XRoadError
-from xchange_cli import ca, tsa
+from xchange_cli import ca, logkeys, tsa
 
 __all__ = ["main"]
 
@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command(["ss", "serve"], _ss_serve, "run a security server")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
     p = command(["ss", "verify-log"], _log_verify,
-                "verify a security server's message log: hash chain and every signature")
+                "verify a security server's message log: hash chain, signatures and "
+                "time-stamps")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
     p = command(["ss", "status"], _ss_status,
                 "show a security server's certificates, their expiry and OCSP status")
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder for the federation (default: a temporary folder)")
     ca.register(command)
     tsa.register(command)
+    logkeys.register(command)
     return parser
 
 

@@ -563,6 +563,7 @@ def test_verify_log_command(fed: Federation, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "hash chain intact" in done.stdout
     assert "signatures verified" in done.stdout
+    assert "time-stamps verified" in done.stdout
     # a configuration pointing at no log is an error, not an empty log that "verifies"
     moved = tmp_path / "security-server.toml"
     moved.write_text(fed.servers[0].config.read_text().replace(

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from security_server.config import ConfigError
-from security_server.logkeys import load_keyring, new_key_file
+from security_server.logkeys import load_keyring, new_key_file, rotate_key
+from xchange_cli.main import main
 
 KEY = base64.b64encode(b"\x07" * 32).decode()
 
@@ -62,3 +63,28 @@ def test_malformed_files_are_refused(tmp_path: Path, text: str, message: str) ->
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_keyring(tmp_path / "absent.toml")
+
+
+def test_rotation_adds_a_current_key_and_keeps_the_old(tmp_path: Path) -> None:
+    path = tmp_path / "keys.toml"
+    new_key_file(path, "k1")
+    old = load_keyring(path)
+    rotate_key(path, "k2")
+    ring = load_keyring(path)
+    assert ring.current == "k2"
+    assert ring.keys["k1"] == old.keys["k1"] and ring.keys["k2"] != old.keys["k1"]
+    assert path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ConfigError, match="taken"):
+        rotate_key(path, "k1")
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_key_file_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "keys.toml"
+    assert main(["ss", "log-key", "new", "--file", str(path), "--id", "2026-01"]) == 0
+    assert main(["ss", "log-key", "rotate", "--file", str(path), "--id", "2026-11"]) == 0
+    assert load_keyring(path).current == "2026-11"
+    assert main(["ss", "log-key", "new", "--file", str(path), "--id", "x"]) == 1
+    assert main(["ss", "log-key", "rotate", "--file", str(path), "--id", "bad id"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("xchange: error") == 2 and "Traceback" not in err
