@@ -17,6 +17,17 @@ from certs.tsa import TimeStampAuthority
 from security_server.db import create_db_engine
 from xchange.identifiers import ClientId, SecurityServerId
 
+
+class Clock:
+    """A clock that says what the test sets ``now`` to."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 # -- PKI: a development CA and certificates issued by it ----------------------------------------
 
 

@@ -3,7 +3,8 @@ on real loopback sockets, with real TLS, keys and SQLite message logs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,16 @@ from security_server.logkeys import load_keyring
 from security_server.messagelog import MessageLog
 from xchange.messagelog import StoredRecord
 from xchange_cli.federation import Federation, RunningFederation, ServerFiles, build_federation
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
 
 
 async def read_records(server: ServerFiles, query_id: str | None = None, *,

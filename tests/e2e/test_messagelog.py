@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import read_records
+from tests.e2e.conftest import read_records, wait_for
 from xchange_cli.demo import Answer, query
 from xchange_cli.federation import Federation, RunningFederation, build_federation
 from xchange_cli.logverify import LogVerification, check_log
@@ -36,15 +36,6 @@ def _ask(fed: Federation) -> Answer:
                  str(fed.allowed_client))
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
-
 def _all_stamped(fed: Federation) -> bool:
     return all(check_log(s.config).unstamped == 0 for s in fed.servers)
 
@@ -60,7 +51,7 @@ def test_records_are_stamped_by_the_federation_tsa(running: RunningFederation) -
     fed = running.federation
     for _ in range(3):
         assert _ask(fed).status == 200
-    _wait_for(lambda: _all_stamped(fed))
+    wait_for(lambda: _all_stamped(fed))
     for result in _verified(fed):
         assert result.stamps_verified == result.chain.count >= 6
         assert result.batches_verified >= 1
@@ -79,16 +70,16 @@ def test_tsa_outage_stops_traffic_then_the_backlog_is_stamped(
         return answer.status == 503 and answer.headers.get("X-Road-Error") == refused
 
     # traffic goes on within the acceptable period (records wait for their stamp) ...
-    _wait_for(lambda: not _all_stamped(fed), timeout=10)
+    wait_for(lambda: not _all_stamped(fed), timeout=10)
     # ... and stops once stamping has failed for longer
-    _wait_for(refused_now, timeout=ACCEPTABLE_FAILURE_SECONDS + 10)
+    wait_for(refused_now, timeout=ACCEPTABLE_FAILURE_SECONDS + 10)
     answer = _ask(fed)
     assert (answer.status, answer.headers.get("X-Road-Error")) == (503, refused)
     assert b"Mari" not in answer.body
 
     running.start_tsa()
-    _wait_for(lambda: _ask(fed).status == 200)
-    _wait_for(lambda: _all_stamped(fed))
+    wait_for(lambda: _ask(fed).status == 200)
+    wait_for(lambda: _all_stamped(fed))
     for result in _verified(fed):
         assert result.unstamped == 0
         assert result.stamps_verified == result.chain.count
@@ -116,11 +107,11 @@ def test_sigkill_under_load_loses_no_acknowledged_record(
     for t in threads:
         t.start()
     try:
-        _wait_for(lambda: len(acknowledged) >= 20)
+        wait_for(lambda: len(acknowledged) >= 20)
         running.kill_process(fed.servers[victim].agency.server_code)
         before_restart = len(acknowledged)
         running.start_server(victim)
-        _wait_for(lambda: len(acknowledged) >= before_restart + 20)
+        wait_for(lambda: len(acknowledged) >= before_restart + 20)
     finally:
         stop.set()
         for t in threads:
