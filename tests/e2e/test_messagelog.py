@@ -8,6 +8,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +124,17 @@ def test_sigkill_under_load_loses_no_acknowledged_record(
                    if (q, "request") not in logged or (q, "response") not in logged]
         assert missing == [], f"{server.agency.server_code} lost acknowledged records"
     _verified(fed)  # chains intact (and every signature and stamp that exists verifies)
+
+
+def test_sync_mode_stamps_each_message_before_it_passes(tmp_path: Path) -> None:
+    # a batch interval of an hour: only the per-message stamps can stamp anything
+    fed = build_federation(tmp_path / "fed", timestamping="sync",
+                           timestamping_interval_seconds=3600)
+    with RunningFederation(fed) as running:
+        assert _ask(fed).status == 200
+        for result in _verified(fed):  # no waiting: stamped before the answer came back
+            assert (result.unstamped, result.stamps_verified) == (0, 2)
+        running.stop_process("tsa")
+        answer = _ask(fed)
+        assert (answer.status, answer.headers.get("X-Road-Error")) == (
+            503, "server.clientproxy.timestamping_failed")
