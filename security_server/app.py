@@ -33,6 +33,7 @@ from security_server.directory import Directory, StoreDirectory, seed_from_confi
 from security_server.is_tls import IsTls, ensure_internal_certificate
 from security_server.keys import ServerKeys, load_keys
 from security_server.logaudit import server_trust
+from security_server.logkeys import load_keyring
 from security_server.logstamper import LogStamper
 from security_server.messagelog import MessageLog
 from security_server.metadata import metadata_service
@@ -70,7 +71,8 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
     upgrade(engine)
     store = ServerStore(engine)
     seed_from_config(store, config, utc_now())
-    message_log = MessageLog(engine)
+    keyring = load_keyring(config.encryption_keys) if config.encryption_keys else None
+    message_log = MessageLog(engine, keyring=keyring)
     conf_session = aiohttp.ClientSession()
     conf_client = GlobalConfClient(anchor, config.state_dir, HttpConfFetcher(conf_session),
                                    utc_now)

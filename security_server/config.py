@@ -148,6 +148,8 @@ class SecurityServerConfig:
     """Accept unencrypted key files (development only)."""
     key_passphrase: bytes | None = field(default=None, repr=False)
     """The passphrase itself, read by :meth:`from_env`."""
+    encryption_keys: Path | None = None
+    """The message log's key file (``security_server.logkeys``); None: stored in the clear."""
 
     @classmethod
     def from_file(cls, path: Path) -> SecurityServerConfig:
@@ -162,14 +164,17 @@ class SecurityServerConfig:
 
     def from_env(self, environ: Mapping[str, str] | None = None, *,
                  secrets: bool = True) -> SecurityServerConfig:
-        """Apply the deployment's environment: ``XCHANGE_DATABASE_URL`` over the file's value,
-        and read the secrets the file points to (the key passphrase and token PINs, from
+        """Apply the deployment's environment: ``XCHANGE_DATABASE_URL`` and
+        ``XCHANGE_MESSAGELOG_KEYS`` (a key file's path) over the file's values, and read the
+        secrets the file points to (the key passphrase and token PINs, from
         their files or from ``environ``).  The one place that reads either.  Tools that use
         no key (``verify-log``) pass ``secrets=False``."""
         env = os.environ if environ is None else environ
         config = self
         if url := env.get("XCHANGE_DATABASE_URL"):
             config = replace(config, database_url=url)
+        if keys := env.get("XCHANGE_MESSAGELOG_KEYS"):
+            config = replace(config, encryption_keys=Path(keys))
         if not secrets:
             return config
         try:
@@ -248,7 +253,7 @@ _KNOWN_KEYS: dict[str, frozenset[str]] = {
                        "unsafe_plaintext_keys"}),
     "globalconf": frozenset({"anchor", "refresh_seconds"}),
     "messagelog": frozenset({"database_url", "timestamping",
-                             "timestamping_max_failure_seconds"}),
+                             "timestamping_max_failure_seconds", "encryption_keys"}),
     "ocsp": frozenset({"refresh_seconds", "retry_seconds"}),
     "archive": frozenset({"directory", "interval_seconds", "min_age_seconds", "retention_days",
                           "max_records", "recipients"}),
@@ -430,6 +435,8 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
         key_passphrase_source=_secret_source(keys, "passphrase", "keys.", path),
         unsafe_plaintext_keys=_opt(keys, "unsafe_plaintext_keys", bool, "keys.", False),
         timestamping=timestamping,
+        encryption_keys=(path(_get(log, "encryption_keys", str, "messagelog."))
+                         if "encryption_keys" in log else None),
         timestamping_max_failure_seconds=_positive(
             _opt(log, "timestamping_max_failure_seconds", float, "messagelog.", 14400.0),
             "messagelog.timestamping_max_failure_seconds"),

@@ -111,13 +111,15 @@ class LogStamper:
                 stamped += batch.size
                 if len(records) < self._max_batch:
                     break
-        except XRoadError as exc:
+        except Exception as exc:  # whatever went wrong, the records stay unstamped
             if self.failing_since is None:
                 self.failing_since = self._clock()
-            self.last_error = exc.message
+            self.last_error = exc.message if isinstance(exc, XRoadError) else repr(exc)
             log.warning("time-stamping the message log failed (failing since %s): %s",
-                        self.failing_since.isoformat(), exc.message)
-            raise
+                        self.failing_since.isoformat(), self.last_error)
+            if isinstance(exc, XRoadError):
+                raise
+            raise TimestampingFailedError("time-stamping the message log failed") from exc
         if self.failing_since is not None:
             log.info("time-stamping the message log recovered; %d records stamped", stamped)
         self.failing_since = None

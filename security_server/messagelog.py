@@ -21,7 +21,13 @@ Time-stamp batches (:class:`~xchange.logbatch.TimestampBatch`) are kept in the
 ``timestamp_batch`` table; each record names its batch and carries its Merkle path once
 stamped (:meth:`MessageLog.add_batch`, also on the writer thread).
 
-Not done here: asking for time-stamps, encryption at rest, archiving, and several processes writing
+Encryption at rest: given a :class:`~xchange.logcrypto.Keyring`, header parts and bodies
+are stored encrypted with its current key (AES-256-GCM, bound to the record's hash) and the
+row names the key id (``key_id``; NULL: stored in the clear).  Reading decrypts with the key
+the row names; an undecryptable field is reported as a broken record, a missing key as a
+read failure.  Hashes are over the plaintext, so the chain is the same either way.
+
+Not done here: asking for time-stamps, archiving, and several processes writing
 one log (a second writer's records collide on the sequence number and fail closed; per-node
 logs come with a ``log_id`` column later).  Tables are created by
 :func:`security_server.db.create_tables` until Alembic migrations take over.
@@ -45,6 +51,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from security_server.logwriter import GroupWriter, WriterClosedError
 from xchange.errors import XRoadError
 from xchange.logbatch import BatchPlan, TimestampBatch
+from xchange.logcrypto import Keyring, LogDecryptionError, UnknownKeyError
 from xchange.messagelog import (
     GENESIS,
     ChainBrokenError,
@@ -121,7 +128,11 @@ class MessageRecord(SQLModel, table=True):
     user_id: str | None = None
     issue: str | None = None
     header_part: bytes
+    """The header part; encrypted if ``key_id`` is set."""
     body: bytes
+    """The body; encrypted if ``key_id`` is set."""
+    key_id: str | None = Field(default=None, max_length=64)
+    """The id of the key ``header_part`` and ``body`` are encrypted with; NULL: clear."""
     signature: str
     status: str = Field(max_length=16)
     error_code: str | None = None
@@ -150,8 +161,10 @@ class TimestampBatchRow(SQLModel, table=True):
 class MessageLog:
     """The message log over one database.  The engine is the caller's to dispose of."""
 
-    def __init__(self, engine: Engine, *, max_group: int = 1000) -> None:
+    def __init__(self, engine: Engine, *, keyring: Keyring | None = None,
+                 max_group: int = 1000) -> None:
         self._engine = engine
+        self._keyring = keyring
         # Head of the chain; touched only on the writer thread.  None means "not known":
         # read it from the database before the next write.
         self._head: ChainCheckpoint | None = None
@@ -287,7 +300,7 @@ class MessageLog:
                 record = chain_record(entry, head.sequence + 1, head.record_hash)
                 records.append(record)
                 head = ChainCheckpoint(record.sequence, record.record_hash)
-            session.add_all([_to_row(record) for record in records])
+            session.add_all([_to_row(record, self._keyring) for record in records])
             session.commit()
         self._head = head  # only once committed: a failure leaves it unknown, to be re-read
         return records
@@ -335,7 +348,7 @@ class MessageLog:
                     # column): an altered record, to be reported like any other.
                     sequence = _find_undecodable(session, statement)
                     raise ChainBrokenError(sequence, "stored record cannot be decoded") from exc
-                return [_to_record(row) for row in rows]
+                return [_to_record(row, self._keyring) for row in rows]
         except SQLAlchemyError as exc:
             raise MessageLogError("the message log could not be read") from exc
 
@@ -382,8 +395,13 @@ def _find_undecodable(session: Session, statement: SelectOfScalar[MessageRecord]
     raise MessageLogError("the message log could not be read")
 
 
-def _to_row(record: StoredRecord) -> MessageRecord:
+def _to_row(record: StoredRecord, keyring: Keyring | None) -> MessageRecord:
     e = record.entry
+    header_part, body, key_id = e.header_part, e.body, None
+    if keyring is not None:
+        key_id = keyring.current
+        header_part = keyring.encrypt("header_part", header_part, record.record_hash)
+        body = keyring.encrypt("body", body, record.record_hash)
     return MessageRecord(
         sequence=record.sequence,
         prev_hash=record.prev_hash,
@@ -395,8 +413,9 @@ def _to_row(record: StoredRecord) -> MessageRecord:
         service=e.service,
         user_id=e.user_id,
         issue=e.issue,
-        header_part=e.header_part,
-        body=e.body,
+        header_part=header_part,
+        body=body,
+        key_id=key_id,
         signature=e.signature,
         status=e.status,
         error_code=e.error_code,
@@ -405,7 +424,23 @@ def _to_row(record: StoredRecord) -> MessageRecord:
     )
 
 
-def _to_record(row: MessageRecord) -> StoredRecord:
+def _plaintext(row: MessageRecord, keyring: Keyring | None) -> tuple[bytes, bytes]:
+    if row.key_id is None:
+        return row.header_part, row.body
+    if keyring is None:
+        raise MessageLogError(f"record {row.sequence} is encrypted and no message-log keys "
+                              "were given")
+    try:
+        return (keyring.decrypt(row.key_id, "header_part", row.header_part, row.record_hash),
+                keyring.decrypt(row.key_id, "body", row.body, row.record_hash))
+    except UnknownKeyError as exc:
+        raise MessageLogError(f"record {row.sequence}: {exc}") from exc
+    except LogDecryptionError as exc:
+        raise ChainBrokenError(row.sequence, str(exc)) from exc
+
+
+def _to_record(row: MessageRecord, keyring: Keyring | None) -> StoredRecord:
+    header_part, body = _plaintext(row, keyring)
     try:
         entry = LogEntry(
             query_id=row.query_id,
@@ -416,8 +451,8 @@ def _to_record(row: MessageRecord) -> StoredRecord:
             service=row.service,
             user_id=row.user_id,
             issue=row.issue,
-            header_part=row.header_part,
-            body=row.body,
+            header_part=header_part,
+            body=body,
             signature=row.signature,
             status=cast(Status, row.status),
             error_code=row.error_code,

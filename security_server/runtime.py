@@ -275,7 +275,8 @@ class Runtime:
 
         A new request (not a response, not a refusal being recorded) is first refused with
         ``timestamping_failed`` if time-stamping has failed for too long.  In ``sync`` mode
-        the record's time-stamp is awaited too, and its failure is ``timestamping_failed``.
+        the record's time-stamp is awaited too, and its failure is ``timestamping_failed``
+        (not for a refusal being recorded: its own error code is what the caller must see).
         """
         proxy = "clientproxy" if side == "client" else "serverproxy"
         if entry.kind == "request" and entry.status == "ok":
@@ -293,7 +294,7 @@ class Runtime:
             if isinstance(exc, XRoadError):
                 raise
             raise XRoadError("message log could not be written", code=code) from exc
-        if self.config.timestamping == "sync":
+        if self.config.timestamping == "sync" and entry.status == "ok":
             try:
                 await self.stamper.stamp_through(record.sequence)
             except XRoadError as exc:

@@ -22,6 +22,17 @@ from security_server.db import create_db_engine
 from tests.auditkit import AuditPki, make_audit_pki
 from xchange.identifiers import ClientId, SecurityServerId
 
+
+class Clock:
+    """A clock that says what the test sets ``now`` to."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 # -- PKI: a development CA and certificates issued by it ----------------------------------------
 
 

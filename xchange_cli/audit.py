@@ -45,6 +45,7 @@ from security_server.logaudit import (
     trust_from_files,
     verify_live_log,
 )
+from security_server.logkeys import load_keyring
 from security_server.messagelog import LogQuery, MessageLog, MessageRecord
 from xchange.archive import (
     ArchiveContents,
@@ -142,6 +143,8 @@ async def _open_log(config: SecurityServerConfig, *, create: bool = False
     if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
         # Opening it would create an empty log that "verifies": refuse a wrong path instead.
         raise ValueError(f"no message log at {url.database}")
+    # Records are read decrypted when the log is encrypted at rest (security_server.logkeys).
+    keyring = load_keyring(config.encryption_keys) if config.encryption_keys else None
     engine = create_db_engine(config.database_url)
     log = None
     try:
@@ -153,7 +156,7 @@ async def _open_log(config: SecurityServerConfig, *, create: bool = False
             raise ValueError(f"cannot open the message log database: {exc}") from exc
         if not has_log:
             raise ValueError("the database holds no message log")
-        log = MessageLog(engine)
+        log = MessageLog(engine, keyring=keyring)
         yield log, engine
     finally:
         if log is not None:

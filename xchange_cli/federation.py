@@ -52,6 +52,7 @@ from certs.keys import (
     write_private_key,
     write_secret_file,
 )
+from security_server.logkeys import new_key_file
 from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 
 __all__ = [
@@ -125,6 +126,8 @@ class ServerFiles:
     client_proxy_port: int
     server_proxy_port: int
     database: Path
+    log_keys: Path | None = None
+    """The message log's key file, if its log is encrypted."""
     admin_port: int | None = None
     client_proxy_tls_port: int | None = None
 
@@ -230,11 +233,14 @@ def build_federation(
     timestamping_max_failure_seconds: float = 14400.0,
     consumer_signing_token: TokenSlot | None = None,
     max_body_bytes: int | None = None,
+    encrypt_logs: bool = True,
 ) -> Federation:
     """Write a two-agency federation into ``root`` (which must be empty or absent).
 
     The federation has one time-stamping authority, certified by the development CA and
-    approved in global configuration; its key and certificate are in ``root/tsa``.
+    approved in global configuration; its key and certificate are in ``root/tsa``.  Message
+    logs are encrypted at rest (a key file per server, ``messagelog-keys.toml``) unless
+    ``encrypt_logs`` is false.
 
     Message logs are SQLite files in each server's folder unless ``database_urls`` gives one
     URL per server (provider's first).  Every key file is encrypted under one random
@@ -276,8 +282,11 @@ def build_federation(
             signing_in_token = _token_signing_key(ca, d, agency, consumer_signing_token, now)
         else:
             ca.issue_key_and_cert(d, "sign", agency.member, member_name=agency.name, now=now)
+        keys = d / "messagelog-keys.toml" if encrypt_logs else None
+        if keys is not None:
+            new_key_file(keys, "demo-1")
         servers.append(ServerFiles(agency, d, d / "security-server.toml", free_port(),
-                                   free_port(), d / "messagelog.db", free_port(),
+                                   free_port(), d / "messagelog.db", keys, free_port(),
                                    free_port()))
         write_private_key(d / "admin.key", generate_private_key(), passphrase)
 
@@ -336,9 +345,12 @@ def build_federation(
         text += _section("globalconf", {"anchor": "anchor.json",
                                         "refresh_seconds": ss_refresh_seconds})
         url = database_urls[i] if database_urls else f"sqlite:///{s.database}"
-        text += _section("messagelog", {
+        log_settings: dict[str, Any] = {
             "database_url": url, "timestamping": timestamping,
-            "timestamping_max_failure_seconds": timestamping_max_failure_seconds})
+            "timestamping_max_failure_seconds": timestamping_max_failure_seconds}
+        if s.log_keys is not None:
+            log_settings["encryption_keys"] = s.log_keys.name
+        text += _section("messagelog", log_settings)
         text += _section("ocsp", {"refresh_seconds": ocsp_refresh_seconds,
                                   "retry_seconds": ocsp_retry_seconds})
         text += _section("admin_api", {"host": "127.0.0.1", "port": s.admin_port,

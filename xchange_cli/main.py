@@ -15,7 +15,7 @@ from pathlib import Path
 
 from security_server.config import ConfigError
 from xchange.errors import XRoadError
-from xchange_cli import audit, ca, keys, tsa
+from xchange_cli import audit, ca, keys, logkeys, tsa
 from xchange_cli.bench import add_bench_command
 from xchange_cli.ss_admin import register as register_ss_admin
 
@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     tsa.register(command)
     audit.register(command)
     keys.register(command)
+    logkeys.register(command)
     return parser
 
 

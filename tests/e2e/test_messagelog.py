@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from security_server.db import create_db_engine
-from security_server.messagelog import MessageLog
-from xchange.messagelog import StoredRecord
+from tests.e2e.conftest import read_records, wait_for
 from xchange_cli.audit import AuditReport, check_log
 from xchange_cli.demo import Answer, query
 from xchange_cli.federation import Federation, RunningFederation, build_federation
@@ -38,15 +37,6 @@ def _ask(fed: Federation) -> Answer:
                  str(fed.allowed_client))
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
-
 def _all_stamped(fed: Federation) -> bool:
     return all(check_log(s.config).unstamped == 0 for s in fed.servers)
 
@@ -58,21 +48,11 @@ def _verified(fed: Federation) -> list[AuditReport]:
     return results
 
 
-async def _records(url: str) -> list[StoredRecord]:
-    engine = create_db_engine(url)
-    log = MessageLog(engine)
-    try:
-        return await log.records()
-    finally:
-        log.close()
-        engine.dispose()
-
-
 def test_records_are_stamped_by_the_federation_tsa(running: RunningFederation) -> None:
     fed = running.federation
     for _ in range(3):
         assert _ask(fed).status == 200
-    _wait_for(lambda: _all_stamped(fed))
+    wait_for(lambda: _all_stamped(fed))
     for result in _verified(fed):
         assert result.chain is not None
         assert result.stamps_verified == result.chain.count >= 6
@@ -92,16 +72,16 @@ def test_tsa_outage_stops_traffic_then_the_backlog_is_stamped(
         return answer.status == 503 and answer.headers.get("X-Road-Error") == refused
 
     # traffic goes on within the acceptable period (records wait for their stamp) ...
-    _wait_for(lambda: not _all_stamped(fed), timeout=10)
+    wait_for(lambda: not _all_stamped(fed), timeout=10)
     # ... and stops once stamping has failed for longer
-    _wait_for(refused_now, timeout=ACCEPTABLE_FAILURE_SECONDS + 10)
+    wait_for(refused_now, timeout=ACCEPTABLE_FAILURE_SECONDS + 10)
     answer = _ask(fed)
     assert (answer.status, answer.headers.get("X-Road-Error")) == (503, refused)
     assert b"Mari" not in answer.body
 
     running.start_tsa()
-    _wait_for(lambda: _ask(fed).status == 200)
-    _wait_for(lambda: _all_stamped(fed))
+    wait_for(lambda: _ask(fed).status == 200)
+    wait_for(lambda: _all_stamped(fed))
     for result in _verified(fed):
         assert result.unstamped == 0 and result.chain is not None
         assert result.stamps_verified == result.chain.count
@@ -129,19 +109,33 @@ def test_sigkill_under_load_loses_no_acknowledged_record(
     for t in threads:
         t.start()
     try:
-        _wait_for(lambda: len(acknowledged) >= 20)
+        wait_for(lambda: len(acknowledged) >= 20)
         running.kill_process(fed.servers[victim].agency.server_code)
         before_restart = len(acknowledged)
         running.start_server(victim)
-        _wait_for(lambda: len(acknowledged) >= before_restart + 20)
+        wait_for(lambda: len(acknowledged) >= before_restart + 20)
     finally:
         stop.set()
         for t in threads:
             t.join(60)
     for server in fed.servers:
-        records = asyncio.run(_records(f"sqlite:///{server.database}"))
+        records = asyncio.run(read_records(server))
         logged = {(r.entry.query_id, r.entry.kind) for r in records if r.entry.status == "ok"}
         missing = [q for q in acknowledged
                    if (q, "request") not in logged or (q, "response") not in logged]
         assert missing == [], f"{server.agency.server_code} lost acknowledged records"
     _verified(fed)  # chains intact (and every signature and stamp that exists verifies)
+
+
+def test_sync_mode_stamps_each_message_before_it_passes(tmp_path: Path) -> None:
+    # a batch interval of an hour: only the per-message stamps can stamp anything
+    fed = build_federation(tmp_path / "fed", timestamping="sync",
+                           timestamping_interval_seconds=3600)
+    with RunningFederation(fed) as running:
+        assert _ask(fed).status == 200
+        for result in _verified(fed):  # no waiting: stamped before the answer came back
+            assert (result.unstamped, result.stamps_verified) == (0, 2)
+        running.stop_process("tsa")
+        answer = _ask(fed)
+        assert (answer.status, answer.headers.get("X-Road-Error")) == (
+            503, "server.clientproxy.timestamping_failed")

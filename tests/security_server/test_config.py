@@ -352,6 +352,18 @@ def test_from_env_reads_the_process_environment_by_default(
     assert load(tmp_path, FULL).from_env().database_url == "postgresql://ss@db/from-env"
 
 
+def test_encryption_key_file(tmp_path: Path) -> None:
+    assert load(tmp_path, MINIMAL).encryption_keys is None
+    config = load(tmp_path, MINIMAL + 'encryption_keys = "keys/log.toml"\n')
+    assert config.encryption_keys == (tmp_path / "conf").resolve() / "keys" / "log.toml"
+    overridden = config.from_env({"XCHANGE_MESSAGELOG_KEYS": "/run/secrets/log.toml"})
+    assert overridden.encryption_keys == Path("/run/secrets/log.toml")
+    assert overridden.database_url == config.database_url
+    assert config.from_env({"XCHANGE_MESSAGELOG_KEYS": ""}) == config
+    with pytest.raises(ConfigError, match="encryption_keys must be a str"):
+        load(tmp_path, MINIMAL + "encryption_keys = 1\n")
+
+
 def test_timestamping_settings(tmp_path: Path) -> None:
     text = MINIMAL + 'timestamping = "sync"\ntimestamping_max_failure_seconds = 600\n'
     config = load(tmp_path, text)

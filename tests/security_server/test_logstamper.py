@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from certs.tsa import TimeStampAuthority
 from security_server.logstamper import LogStamper
 from security_server.messagelog import MessageLog
+from tests.conftest import Clock
 from tests.security_server.test_messagelog import SP, entry, fill
 from xchange.errors import TimestampingFailedError
 from xchange.logbatch import verify_batch, verify_record_stamp
@@ -46,14 +47,6 @@ class LocalTsa:
         der = parse_timestamp_response(reply, data_hash=data_hash, nonce=5)
         return verify_timestamp_token(der, data_hash=data_hash,
                                       tsa_certs=[self.tsa.certificate])
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from security_server.db import create_db_engine, create_tables
 from security_server.messagelog import LoggingFailedCode, MessageLog, MessageLogError
 from xchange.errors import StampInvalidError
 from xchange.logbatch import TimestampBatch, plan_batch, verify_batch, verify_record_stamp
+from xchange.logcrypto import Keyring
 from xchange.messagelog import GENESIS_HASH, ChainBrokenError, LogEntry, StoredRecord
 from xchange.timestamp import parse_timestamp_response, timestamp_request, verify_timestamp_token
 
@@ -479,3 +480,84 @@ async def test_altered_merkle_path_is_detected(
     with pytest.raises(StampInvalidError) as caught:
         verify_record_stamp(records[2], batch)
     assert caught.value.sequence == 3
+
+
+# -- encryption at rest
+
+K1 = Keyring({"k1": b"\x01" * 32}, "k1")
+K12 = Keyring({"k1": b"\x01" * 32, "k2": b"\x02" * 32}, "k2")
+
+
+def _raw(engine: Engine, sequence: int) -> tuple[bytes, bytes, str | None]:
+    with engine.connect() as connection:
+        row = connection.execute(sa.text(
+            "SELECT header_part, body, key_id FROM message_log WHERE sequence = :s"),
+            {"s": sequence}).one()
+    return bytes(row[0]), bytes(row[1]), row[2]
+
+
+async def test_encrypted_log_stores_ciphertext_and_reads_plaintext(
+    engine: Engine, tmp_path: Path
+) -> None:
+    plain_engine = create_db_engine(f"sqlite:///{tmp_path / 'plain.db'}")
+    create_tables(plain_engine)
+    encrypted, plain = MessageLog(engine, keyring=K1), MessageLog(plain_engine)
+    try:
+        stored = [await encrypted.append(entry(i), error_code=SP) for i in (1, 2)]
+        clear = [await plain.append(entry(i), error_code=SP) for i in (1, 2)]
+        # the same chain, encrypted or not: hashes are over the plaintext
+        assert [r.record_hash for r in stored] == [r.record_hash for r in clear]
+        header, body, key_id = _raw(engine, 1)
+        assert key_id == "k1"
+        assert b"binary body" not in body and b"hdr-" not in header
+        assert _raw(plain_engine, 1)[1] == entry(1).body
+        assert await encrypted.records() == stored
+        assert (await encrypted.verify()).count == 2
+    finally:
+        encrypted.close()
+        plain.close()
+        plain_engine.dispose()
+
+
+async def test_rotation_keeps_old_records_readable(engine: Engine) -> None:
+    first = MessageLog(engine, keyring=K1)
+    try:
+        await first.append(entry(1), error_code=SP)
+    finally:
+        first.close()
+    rotated = MessageLog(engine, keyring=K12)
+    try:
+        await rotated.append(entry(2), error_code=SP)
+        assert [_raw(engine, s)[2] for s in (1, 2)] == ["k1", "k2"]
+        assert [r.entry.body for r in await rotated.records()] == [entry(1).body, entry(2).body]
+        assert (await rotated.verify()).count == 2
+    finally:
+        rotated.close()
+    without_k1 = MessageLog(engine, keyring=Keyring({"k2": b"\x02" * 32}, "k2"))
+    keyless = MessageLog(engine)
+    try:
+        for log in (without_k1, keyless):
+            with pytest.raises(MessageLogError, match="record 1"):
+                await log.records()
+    finally:
+        without_k1.close()
+        keyless.close()
+
+
+@pytest.mark.parametrize(("index", "sql"), [
+    (1, "UPDATE message_log SET body = :v WHERE sequence = 3"),
+    (0, "UPDATE message_log SET header_part = :v WHERE sequence = 3"),
+])
+async def test_altered_ciphertext_is_reported_at_its_record(engine: Engine, index: int,
+                                                            sql: str) -> None:
+    log = MessageLog(engine, keyring=K1)
+    try:
+        await fill(log, 4)
+        # a valid ciphertext from another record does not decrypt here either
+        execute(engine, sql, v=_raw(engine, 2)[index])
+        with pytest.raises(ChainBrokenError) as caught:
+            await log.verify()
+        assert caught.value.sequence == 3
+        assert "does not decrypt" in caught.value.reason
+    finally:
+        log.close()
