@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -140,7 +140,10 @@ async def test_the_background_task_archives_at_start_and_survives_failures(
     blocked.write_text("a file where the archive folder should be")
     failing = archiver(log, engine, blocked / "archives", interval_seconds=0.01)
     working = archiver(log, engine, tmp_path / "archives", interval_seconds=3600.0)
-    clock = lambda: audit_pki.now + timedelta(hours=1)  # noqa: E731
+
+    def clock() -> datetime:
+        return audit_pki.now + timedelta(hours=1)
+
     tasks = [asyncio.create_task(a.run(clock)) for a in (failing, working)]
     archive = tmp_path / "archives" / "TEST_GOV_1001_ss1-00000001.zip"
     for _ in range(3000):  # a generous bound for a loaded machine; usually a few tries
