@@ -59,8 +59,8 @@ from xchange.identifiers import ClientId, ServiceId
 from xchange.servicedesc import MAX_DESCRIPTION_BYTES, parse_openapi
 from xchange.soap.wsdl import parse_wsdl
 
-__all__ = ["ADMIN", "PERMISSIONS", "AdminContext", "audience_for", "create_admin_app",
-           "openapi_document"]
+__all__ = ["ADMIN", "PERMISSIONS", "AdminContext", "audience_for", "authorize",
+           "create_admin_app", "openapi_document"]
 
 _R = TypeVar("_R")
 
@@ -140,6 +140,12 @@ def _principal(request: web.Request, permission: str) -> Principal:
                              now=ctx.clock(), table=PERMISSIONS)
     require(principal, permission, PERMISSIONS)
     return principal
+
+
+def authorize(request: web.Request, permission: str) -> Principal:
+    """Steps 1 and 2 of the module docstring, for endpoints added by other modules
+    (:mod:`security_server.audit_api`)."""
+    return _principal(request, permission)
 
 
 async def _run(request: web.Request, func: Callable[..., _R], *args: Any,

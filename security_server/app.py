@@ -1,5 +1,6 @@
 """Assembles and runs a security server process: client proxy + server proxy + background
-configuration and OCSP refresh, over one :class:`~security_server.runtime.Runtime`.
+configuration and OCSP refresh, log time-stamping and archiving, over one
+:class:`~security_server.runtime.Runtime`.
 
 ``serve(path)`` is what ``xchange ss serve --config FILE`` calls.  It prints one line,
 ``xchange security server <id> ready ...``, once both listeners accept connections, and stops
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -21,6 +23,8 @@ from aiohttp import web
 from certs.keys import load_certificates
 from security_server.admin_api import AdminContext, audience_for, create_admin_app
 from security_server.admin_keys import admin_public_key
+from security_server.archiver import Archiver, DirectoryTarget, load_recipients
+from security_server.audit_api import AuditContext, add_audit_routes
 from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import SecurityServerConfig
@@ -28,6 +32,9 @@ from security_server.db import create_db_engine, create_tables
 from security_server.directory import Directory, StoreDirectory, seed_from_config
 from security_server.is_tls import IsTls, ensure_internal_certificate
 from security_server.keys import ServerKeys, load_keys
+from security_server.logaudit import server_trust
+from security_server.logkeys import load_keyring
+from security_server.logstamper import LogStamper
 from security_server.messagelog import MessageLog
 from security_server.metadata import metadata_service
 from security_server.migrate import upgrade
@@ -35,9 +42,10 @@ from security_server.ocsp import HttpOcspFetcher, OwnCertificates
 from security_server.runtime import Runtime, utc_now
 from security_server.server_proxy import create_server_proxy_app
 from security_server.store import ServerStore
+from security_server.timestamper import TsaClient
 from security_server.tls import server_context
 from xchange.errors import GlobalConfOutdatedError
-from xchange.globalconf import ConfigurationAnchor, GlobalConf
+from xchange.globalconf import ApprovedTSA, ConfigurationAnchor, FederationSettings, GlobalConf
 
 __all__ = ["running_server", "serve"]
 
@@ -63,7 +71,8 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
     upgrade(engine)
     store = ServerStore(engine)
     seed_from_config(store, config, utc_now())
-    message_log = MessageLog(engine)
+    keyring = load_keyring(config.encryption_keys) if config.encryption_keys else None
+    message_log = MessageLog(engine, keyring=keyring)
     conf_session = aiohttp.ClientSession()
     conf_client = GlobalConfClient(anchor, config.state_dir, HttpConfFetcher(conf_session),
                                    utc_now)
@@ -73,17 +82,31 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
         [("auth", load_certificates(config.auth_cert)[0])]
         + [(str(member), ident.chain[0]) for member, ident in keys.identities.items()],
         config.state_dir, HttpOcspFetcher(conf_session), utc_now)
-    runtime = Runtime(config, conf_client, message_log, keys.identities, own_certs,
-                      in_token=keys.in_token)
-    store_directory = StoreDirectory(store)
-    runtime.directory = Directory(store_directory, metadata_service)
-    runtime.provider_session = aiohttp.ClientSession(auto_decompress=False)
 
     def conf_now() -> GlobalConf | None:
         try:
             return conf_client.current(utc_now())
         except GlobalConfOutdatedError:
             return None  # nothing to check against until a configuration arrives
+
+    def approved_tsas() -> tuple[ApprovedTSA, ...]:
+        conf = conf_client.current(utc_now())  # outdated: stamping fails, and says why
+        return conf.approved_tsas
+
+    def stamp_interval() -> float:
+        conf = conf_now()
+        return float(conf.settings.timestamping_interval_seconds if conf
+                     else FederationSettings().timestamping_interval_seconds)
+
+    tsa_client = TsaClient(approved_tsas, session=conf_session)
+    stamper = LogStamper(message_log, tsa_client, clock=utc_now,
+                         max_failure_seconds=config.timestamping_max_failure_seconds)
+    await stamper.load()
+    runtime = Runtime(config, conf_client, message_log, keys.identities, own_certs, stamper,
+                      in_token=keys.in_token)
+    store_directory = StoreDirectory(store)
+    runtime.directory = Directory(store_directory, metadata_service)
+    runtime.provider_session = aiohttp.ClientSession(auto_decompress=False)
 
     conf = conf_now()
     if conf is not None:
@@ -112,10 +135,21 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
                              audience_for(str(config.server_id)), utc_now,
                              server=str(config.server_id), internal_cert=config.internal_tls_cert
                              if config.client_proxy_tls is not None else None)
-        listeners.append((create_admin_app(admin), config.admin_api, None))
+        admin_app = create_admin_app(admin)
+        add_audit_routes(admin_app, AuditContext(
+            message_log, engine, functools.partial(server_trust, config),
+            subject=f"live message log of {config.server_id}"))
+        listeners.append((admin_app, config.admin_api, None))
     refresher = asyncio.create_task(conf_client.run(config.conf_refresh_seconds))
     ocsp_refresher = asyncio.create_task(own_certs.run(
         conf_now, config.ocsp_refresh_seconds, config.ocsp_retry_seconds))
+    stamping = asyncio.create_task(stamper.run(stamp_interval))
+    tasks = [refresher, ocsp_refresher, stamping]
+    if config.archive is not None:
+        archiver = Archiver(message_log, engine, DirectoryTarget(config.archive.directory),
+                            server_id=str(config.server_id), config=config.archive,
+                            recipients=load_recipients(config.archive.recipients))
+        tasks.append(asyncio.create_task(archiver.run(utc_now)))
     try:
         for app, listen, ssl_ctx in listeners:
             runner = web.AppRunner(app, access_log=None)
@@ -124,7 +158,7 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
             await web.TCPSite(runner, listen.host, listen.port, ssl_context=ssl_ctx).start()
         yield runtime
     finally:
-        for task in (refresher, ocsp_refresher):
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

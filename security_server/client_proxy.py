@@ -143,10 +143,9 @@ async def send_request(rt: Runtime, req: RestRequest,
     payload = digest_payload(header_part, body)  # the body is hashed once, here
     signature = await rt.sign(identity, payload, side="client", signed_at=now,
                               nonce=uuid.uuid4().hex)
-    await rt.log_message(make_entry(req, "request", "outgoing", header_part, body, signature,
-                                    now), side="client")
-    answer = await _exchange(rt, conf, targets,
-                             encode_frame(SignedMessage(header_part, signature, body, staples)))
+    signed = SignedMessage(header_part, signature, body, staples)
+    await rt.log_message(make_entry(req, "request", "outgoing", signed, now), side="client")
+    answer = await _exchange(rt, conf, targets, encode_frame(signed))
     rhash = request_hash_of(payload)
     verify_at = rt.clock()
     msg = answer.message
@@ -154,12 +153,11 @@ async def send_request(rt: Runtime, req: RestRequest,
         response = _verified_response(rt, conf, req, answer, rhash, verify_at)
     except XRoadError as exc:
         # A response that fails verification is kept as evidence, then refused.
-        await rt.log_message(make_entry(req, "response", "incoming", msg.header_part,
-                                        msg.body, msg.signature, verify_at,
+        await rt.log_message(make_entry(req, "response", "incoming", msg, verify_at,
                                         error_code=exc.code), side="client")
         raise
-    await rt.log_message(make_entry(req, "response", "incoming", msg.header_part,
-                                    msg.body, msg.signature, verify_at), side="client")
+    await rt.log_message(make_entry(req, "response", "incoming", msg, verify_at),
+                         side="client")
     return response, msg.body, rhash
 
 

@@ -22,6 +22,7 @@ from xchange.errors import BadRequestError
 from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 
 __all__ = [
+    "ArchiveConfig",
     "ConfigError",
     "ConnectionType",
     "ListenConfig",
@@ -79,6 +80,25 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ArchiveConfig:
+    """``[archive]``: exporting the message log into archive files (docs/audit.md)."""
+
+    directory: Path
+    """Where archive files are written (default ``<state_dir>/archives``)."""
+    interval_seconds: float = 86400.0
+    """How often the server archives (and first right after it starts)."""
+    min_age_seconds: float = 0.0
+    """Only records at least this old are archived (they must be time-stamped anyway)."""
+    retention_days: float = 30.0
+    """Archived records stay in the database this long, then are removed."""
+    max_records: int = 10000
+    """At most this many records per archive file."""
+    recipients: tuple[Path, ...] = ()
+    """PEM certificates (or public keys) of the auditors archives are encrypted to; none:
+    archives are written unencrypted."""
+
+
+@dataclass(frozen=True, slots=True)
 class SecurityServerConfig:
     server_id: SecurityServerId
     client_proxy: ListenConfig
@@ -114,6 +134,13 @@ class SecurityServerConfig:
     """How often the server fetches OCSP responses for its own certificates."""
     ocsp_retry_seconds: float = 60.0
     """How soon it tries again after a failed fetch."""
+    archive: ArchiveConfig | None = None
+    """``None`` only for configurations built by hand; files always get one."""
+    timestamping: Literal["batch", "sync"] = "batch"
+    """``batch``: records are stamped every ``timestamping_interval_seconds`` (global
+    configuration); ``sync``: each message waits for its record's stamp before it passes."""
+    timestamping_max_failure_seconds: float = 14400.0
+    """How long time-stamping may fail before new messages are refused."""
     key_passphrase_source: SecretSource | None = None
     """Where the passphrase of the encrypted key files comes from (``[keys]``
     ``passphrase_file`` or ``passphrase_env``)."""
@@ -121,6 +148,8 @@ class SecurityServerConfig:
     """Accept unencrypted key files (development only)."""
     key_passphrase: bytes | None = field(default=None, repr=False)
     """The passphrase itself, read by :meth:`from_env`."""
+    encryption_keys: Path | None = None
+    """The message log's key file (``security_server.logkeys``); None: stored in the clear."""
 
     @classmethod
     def from_file(cls, path: Path) -> SecurityServerConfig:
@@ -135,14 +164,17 @@ class SecurityServerConfig:
 
     def from_env(self, environ: Mapping[str, str] | None = None, *,
                  secrets: bool = True) -> SecurityServerConfig:
-        """Apply the deployment's environment: ``XCHANGE_DATABASE_URL`` over the file's value,
-        and read the secrets the file points to (the key passphrase and token PINs, from
+        """Apply the deployment's environment: ``XCHANGE_DATABASE_URL`` and
+        ``XCHANGE_MESSAGELOG_KEYS`` (a key file's path) over the file's values, and read the
+        secrets the file points to (the key passphrase and token PINs, from
         their files or from ``environ``).  The one place that reads either.  Tools that use
         no key (``verify-log``) pass ``secrets=False``."""
         env = os.environ if environ is None else environ
         config = self
         if url := env.get("XCHANGE_DATABASE_URL"):
             config = replace(config, database_url=url)
+        if keys := env.get("XCHANGE_MESSAGELOG_KEYS"):
+            config = replace(config, encryption_keys=Path(keys))
         if not secrets:
             return config
         try:
@@ -210,7 +242,7 @@ def _listen(doc: Mapping[str, Any], name: str) -> ListenConfig:
 
 _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"clients", "server", "client_proxy", "server_proxy", "keys", "globalconf",
-                   "messagelog", "services", "access", "ocsp", "is_connection",
+                   "messagelog", "services", "access", "ocsp", "archive", "is_connection",
                    "admin_api"}),
     "admin_api": frozenset({"host", "port", "token_key"}),
     "server": frozenset({"id", "state_dir"}),
@@ -220,8 +252,11 @@ _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "keys": frozenset({"auth_key", "auth_cert", "signing", "passphrase_file", "passphrase_env",
                        "unsafe_plaintext_keys"}),
     "globalconf": frozenset({"anchor", "refresh_seconds"}),
-    "messagelog": frozenset({"database_url"}),
+    "messagelog": frozenset({"database_url", "timestamping",
+                             "timestamping_max_failure_seconds", "encryption_keys"}),
     "ocsp": frozenset({"refresh_seconds", "retry_seconds"}),
+    "archive": frozenset({"directory", "interval_seconds", "min_age_seconds", "retention_days",
+                          "max_records", "recipients"}),
 }
 
 
@@ -352,6 +387,9 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
             rules.append(AccessRule(svc, parse_subject(subject)))
     cp = doc.get("client_proxy", {})
     ocsp = _opt(doc, "ocsp", dict, "", {})
+    timestamping = _opt(log, "timestamping", str, "messagelog.", "batch")
+    if timestamping not in ("batch", "sync"):
+        raise ConfigError('messagelog.timestamping must be "batch" or "sync"')
     is_connection: dict[ClientId, ConnectionType] = {}
     for name, kind in _opt(doc, "is_connection", dict, "", {}).items():
         if kind not in ("HTTP", "HTTPS", "HTTPS_AUTH"):
@@ -396,4 +434,31 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
                                      "ocsp.retry_seconds"),
         key_passphrase_source=_secret_source(keys, "passphrase", "keys.", path),
         unsafe_plaintext_keys=_opt(keys, "unsafe_plaintext_keys", bool, "keys.", False),
+        timestamping=timestamping,
+        encryption_keys=(path(_get(log, "encryption_keys", str, "messagelog."))
+                         if "encryption_keys" in log else None),
+        timestamping_max_failure_seconds=_positive(
+            _opt(log, "timestamping_max_failure_seconds", float, "messagelog.", 14400.0),
+            "messagelog.timestamping_max_failure_seconds"),
+        archive=_archive(_opt(doc, "archive", dict, "", {}), path, state),
+    )
+
+
+def _archive(doc: Mapping[str, Any], path: Any, state_dir: Path) -> ArchiveConfig:
+    recipients = _opt(doc, "recipients", list, "archive.", [])
+    if not all(isinstance(r, str) for r in recipients):
+        raise ConfigError("archive.recipients must be a list of file names")
+    min_age = _opt(doc, "min_age_seconds", float, "archive.", 0.0)
+    if min_age < 0:
+        raise ConfigError("archive.min_age_seconds must not be negative")
+    return ArchiveConfig(
+        directory=path(_opt(doc, "directory", str, "archive.", str(state_dir / "archives"))),
+        interval_seconds=_positive(_opt(doc, "interval_seconds", float, "archive.", 86400.0),
+                                   "archive.interval_seconds"),
+        min_age_seconds=min_age,
+        retention_days=_positive(_opt(doc, "retention_days", float, "archive.", 30.0),
+                                 "archive.retention_days"),
+        max_records=int(_positive(_opt(doc, "max_records", int, "archive.", 10000),
+                                  "archive.max_records")),
+        recipients=tuple(path(r) for r in recipients),
     )

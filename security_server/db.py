@@ -24,14 +24,15 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError
 from sqlmodel import SQLModel
 
-from security_server.messagelog import MessageRecord
+from security_server.archiver import ArchiveFileRow
+from security_server.messagelog import MessageRecord, TimestampBatchRow
 
 __all__ = ["create_db_engine", "create_tables"]
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 """How long an SQLite connection waits for a lock held by another connection."""
 
-_MODELS: Final = (MessageRecord,)
+_MODELS: Final = (TimestampBatchRow, MessageRecord, ArchiveFileRow)
 """Every table model of the security server."""
 
 _PG_DRIVERS = frozenset({"postgresql", "postgres", "postgresql+psycopg"})

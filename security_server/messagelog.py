@@ -7,19 +7,27 @@ rule: :meth:`MessageLog.append` returns only once the record is committed, and r
 ``server.serverproxy.logging_failed``, as the caller says) if it is not, so the message is
 not passed on.
 
-Ordering: sequence numbers and ``prev_hash`` are assigned on one dedicated writer thread,
-so the chain is strictly ordered however many coroutines append at once and the event loop
-never blocks on disk.  The writer keeps the chain head in memory and reads it back from the
-database at start and after any failed write (the failure may have struck after the commit).
+Ordering and group commit: sequence numbers and ``prev_hash`` are assigned on one dedicated
+writer thread (:class:`~security_server.logwriter.GroupWriter`), so the chain is strictly
+ordered however many coroutines append at once and the event loop never blocks on disk.
+Under load the writer takes every record waiting and commits them in one transaction (one
+WAL flush on SQLite with ``synchronous=FULL``, one commit on PostgreSQL); each appender is
+answered only after that commit, and if it fails every appender in the group gets
+``logging_failed``.  Chain order is commit order.  The writer keeps the chain head in memory
+and reads it back from the database at start and after any failed write (the failure may
+have struck after the commit).
 
-Group commit: the writer takes every record waiting when it is free (up to
-:data:`MAX_BATCH`), chains them in arrival order and commits them in one transaction -- one
-fsync for the batch instead of one per record.  Each ``append`` still returns only after the
-commit that holds its record; if that commit fails, every record of the batch fails closed.
-A record waits for at most the commit in progress: no timer holds a batch open, so a lone
-message costs what it did before and a busy server gets bigger batches.
+Time-stamp batches (:class:`~xchange.logbatch.TimestampBatch`) are kept in the
+``timestamp_batch`` table; each record names its batch and carries its Merkle path once
+stamped (:meth:`MessageLog.add_batch`, also on the writer thread).
 
-Not done here: time-stamping, encryption at rest, archiving, and several processes writing
+Encryption at rest: given a :class:`~xchange.logcrypto.Keyring`, header parts and bodies
+are stored encrypted with its current key (AES-256-GCM, bound to the record's hash) and the
+row names the key id (``key_id``; NULL: stored in the clear).  Reading decrypts with the key
+the row names; an undecryptable field is reported as a broken record, a missing key as a
+read failure.  Hashes are over the plaintext, so the chain is the same either way.
+
+Not done here: asking for time-stamps, archiving, and several processes writing
 one log (a second writer's records collide on the sequence number and fail closed; per-node
 logs come with a ``log_id`` column later).  Tables are created by
 :func:`security_server.db.create_tables` until Alembic migrations take over.
@@ -28,12 +36,11 @@ logs come with a ``log_id`` column later).  Tables are created by
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from datetime import datetime
-from typing import Final, Literal, cast, get_args
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, Literal, TypeVar, cast, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -41,7 +48,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from security_server.logwriter import GroupWriter, WriterClosedError
 from xchange.errors import XRoadError
+from xchange.logbatch import BatchPlan, TimestampBatch
+from xchange.logcrypto import Keyring, LogDecryptionError, UnknownKeyError
 from xchange.messagelog import (
     GENESIS,
     ChainBrokenError,
@@ -50,17 +60,23 @@ from xchange.messagelog import (
     Direction,
     Kind,
     LogEntry,
+    RecordStamp,
     Status,
     StoredRecord,
     chain_record,
+    decode_der_list,
+    encode_der_list,
     verify_chain,
 )
+from xchange.timestamp import TimestampToken
 
 __all__ = [
+    "LogQuery",
     "LoggingFailedCode",
     "MessageLog",
     "MessageLogError",
     "MessageRecord",
+    "TimestampBatchRow",
 ]
 
 LoggingFailedCode = Literal[
@@ -69,10 +85,7 @@ LoggingFailedCode = Literal[
 """The code of a failed write: the client proxy's or the server proxy's."""
 
 _VERIFY_BATCH: Final = 1000
-MAX_BATCH: Final = 512
-"""Most records committed in one transaction by the writer."""
-
-_Job = tuple[LogEntry, "Future[StoredRecord]"]
+R = TypeVar("R")
 
 
 class MessageLogError(XRoadError):
@@ -81,6 +94,19 @@ class MessageLogError(XRoadError):
     A read failure carries the generic internal-error code.  The database's own error is
     the ``__cause__``; it is not put in the message, which may reach a client.
     """
+
+
+@dataclass(frozen=True, slots=True)
+class LogQuery:
+    """What an auditor searches by; ``None`` matches anything.  Times are aware, ``until``
+    exclusive."""
+
+    query_id: str | None = None
+    client: str | None = None
+    service: str | None = None
+    user_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 class MessageRecord(SQLModel, table=True):
@@ -102,29 +128,48 @@ class MessageRecord(SQLModel, table=True):
     user_id: str | None = None
     issue: str | None = None
     header_part: bytes
+    """The header part; encrypted if ``key_id`` is set."""
     body: bytes
+    """The body; encrypted if ``key_id`` is set."""
+    key_id: str | None = Field(default=None, max_length=64)
+    """The id of the key ``header_part`` and ``body`` are encrypted with; NULL: clear."""
     signature: str
     status: str = Field(max_length=16)
     error_code: str | None = None
     created_at: datetime
+    ocsp_responses: bytes
+    """The stapled DER OCSP responses, as :func:`~xchange.messagelog.encode_der_list`."""
+    batch_id: int | None = Field(default=None, index=True, foreign_key="timestamp_batch.id")
+    """The time-stamp batch covering the record; NULL until it is stamped."""
+    merkle_path: bytes | None = None
+    """The record's audit path to its batch's root: 32-byte hashes, leaf upwards."""
+
+
+class TimestampBatchRow(SQLModel, table=True):
+    """One row of ``timestamp_batch``: a :class:`~xchange.logbatch.TimestampBatch`."""
+
+    __tablename__ = "timestamp_batch"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    first_sequence: int = Field(sa_type=sa.BigInteger)
+    last_sequence: int = Field(sa_type=sa.BigInteger)
+    root: bytes
+    token: bytes
+    gen_time: datetime = Field(index=True)
 
 
 class MessageLog:
     """The message log over one database.  The engine is the caller's to dispose of."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, keyring: Keyring | None = None,
+                 max_group: int = 1000) -> None:
         self._engine = engine
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._closing = threading.Lock()
-        self._closed = False
+        self._keyring = keyring
         # Head of the chain; touched only on the writer thread.  None means "not known":
         # read it from the database before the next write.
         self._head: ChainCheckpoint | None = None
-        # A daemon: a process that exits without close() must not hang on it.  Records it
-        # had not committed were never acknowledged.
-        self._writer = threading.Thread(target=self._write_loop, name="messagelog-writer",
-                                        daemon=True)
-        self._writer.start()
+        self._writer: GroupWriter[LogEntry, StoredRecord] = GroupWriter(
+            self._commit_group, max_group=max_group, name="messagelog-writer")
 
     async def append(self, entry: LogEntry, *, error_code: LoggingFailedCode) -> StoredRecord:
         """Chain ``entry`` after the last record and commit it; return the stored record.
@@ -134,11 +179,10 @@ class MessageLog:
         """
         if error_code not in get_args(LoggingFailedCode):
             raise ValueError(f"not a logging failure code: {error_code!r}")
-        future: Future[StoredRecord] = Future()
-        with self._closing:
-            if self._closed:
-                raise MessageLogError("the message log is closed", code=error_code)
-            self._jobs.put((entry, future))
+        try:
+            future = self._writer.append(entry)
+        except WriterClosedError as exc:
+            raise MessageLogError("the message log is closed", code=error_code) from exc
         try:
             return await asyncio.wrap_future(future)
         except Exception as exc:
@@ -157,57 +201,96 @@ class MessageLog:
             statement = statement.where(MessageRecord.query_id == query_id)
         return await asyncio.to_thread(self._read, statement)
 
-    async def verify(self) -> ChainReport:
-        """Verify the whole chain from the first record, read in batches.
+    async def verify(self, checkpoint: ChainCheckpoint = GENESIS) -> ChainReport:
+        """Verify the whole chain from ``checkpoint`` (the start, unless records before it
+        were archived and removed), read in batches.
 
         Raises :class:`~xchange.messagelog.ChainBrokenError` at the first bad record and
         :class:`MessageLogError` if reading fails.
         """
-        return await asyncio.to_thread(verify_chain, self._iter_all())
+        return await asyncio.to_thread(verify_chain, self._iter_all(checkpoint.sequence),
+                                       checkpoint=checkpoint)
+
+    # -- audit and archiving (security_server.archiver, xchange_cli.audit) --
+
+    async def records_after(self, after: int, limit: int) -> list[StoredRecord]:
+        """At most ``limit`` records numbered above ``after``, in sequence order."""
+        return await asyncio.to_thread(
+            self._read,
+            select(MessageRecord).where(col(MessageRecord.sequence) > after)
+            .order_by(col(MessageRecord.sequence)).limit(limit),
+        )
+
+    async def find(self, query: LogQuery, limit: int) -> list[StoredRecord]:
+        """The records matching every criterion of ``query``, oldest first, at most
+        ``limit``."""
+        statement = select(MessageRecord)
+        for column, value in ((MessageRecord.query_id, query.query_id),
+                              (MessageRecord.client, query.client),
+                              (MessageRecord.service, query.service),
+                              (MessageRecord.user_id, query.user_id)):
+            if value is not None:
+                statement = statement.where(column == value)
+        if query.since is not None:
+            statement = statement.where(col(MessageRecord.created_at) >= query.since)
+        if query.until is not None:
+            statement = statement.where(col(MessageRecord.created_at) < query.until)
+        return await asyncio.to_thread(
+            self._read, statement.order_by(col(MessageRecord.sequence)).limit(limit))
+
+    async def purge_through(self, sequence: int) -> int:
+        """Delete the time-stamped records numbered up to ``sequence`` (archived ones: the
+        caller's rule); return how many went.  The newest record always stays: the chain
+        goes on from it."""
+        def purge() -> int:
+            with Session(self._engine) as session:
+                head = _read_head(session).sequence
+                last = min(sequence, head - 1)
+                result = session.execute(
+                    sa.delete(MessageRecord).where(col(MessageRecord.sequence) <= last,
+                                                   col(MessageRecord.batch_id).is_not(None)))
+                session.commit()
+                return int(result.rowcount)  # type: ignore[attr-defined]
+        try:
+            return await _wait(self._writer.submit(purge))
+        except WriterClosedError as exc:
+            raise MessageLogError("the message log is closed") from exc
+        except SQLAlchemyError as exc:
+            raise MessageLogError("archived records could not be removed") from exc
+
+    async def unstamped(self, limit: int) -> list[StoredRecord]:
+        """The oldest records not yet time-stamped, at most ``limit``, in sequence order."""
+        return await asyncio.to_thread(
+            self._read,
+            select(MessageRecord)
+            .where(col(MessageRecord.batch_id).is_(None))
+            .order_by(col(MessageRecord.sequence))
+            .limit(limit),
+        )
+
+    async def batches(self) -> list[TimestampBatch]:
+        """Every time-stamp batch, in order."""
+        return await asyncio.to_thread(self._read_batches)
+
+    async def add_batch(self, plan: BatchPlan, token: TimestampToken) -> TimestampBatch:
+        """Store the token for ``plan`` and every record's path, in one transaction.
+
+        Raises :class:`MessageLogError` (generic code) if that fails; the records then stay
+        unstamped, to be stamped again.
+        """
+        try:
+            return await _wait(self._writer.submit(lambda: self._add_batch_sync(plan, token)))
+        except WriterClosedError as exc:
+            raise MessageLogError("the message log is closed") from exc
+        except SQLAlchemyError as exc:
+            raise MessageLogError("the time-stamp batch could not be stored") from exc
 
     def close(self) -> None:
         """Wait for pending writes to finish, then refuse new ones."""
-        with self._closing:
-            if self._closed:
-                return
-            self._closed = True
-            self._jobs.put(None)
-        self._writer.join()
+        self._writer.close()
 
-    def _write_loop(self) -> None:
-        """The writer thread: take what is waiting, commit it as one batch, repeat."""
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            batch = [job]
-            while len(batch) < MAX_BATCH:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    self._commit(batch)
-                    return
-                batch.append(job)
-            self._commit(batch)
-
-    def _commit(self, batch: Sequence[_Job]) -> None:
-        # A caller that was cancelled while waiting does not pass its message on; its record
-        # is not written either.
-        live = [(entry, f) for entry, f in batch if f.set_running_or_notify_cancel()]
-        if not live:
-            return
-        try:
-            records = self._append_sync([entry for entry, _ in live])
-        except Exception as exc:
-            for _, f in live:
-                f.set_exception(exc)
-            return
-        for (_, f), record in zip(live, records, strict=True):
-            f.set_result(record)
-
-    def _append_sync(self, entries: Sequence[LogEntry]) -> list[StoredRecord]:
+    def _commit_group(self, entries: Sequence[LogEntry]) -> list[StoredRecord]:
+        """On the writer thread: chain ``entries`` after the head and commit them at once."""
         head, self._head = self._head, None
         records = []
         with Session(self._engine) as session:
@@ -217,10 +300,43 @@ class MessageLog:
                 record = chain_record(entry, head.sequence + 1, head.record_hash)
                 records.append(record)
                 head = ChainCheckpoint(record.sequence, record.record_hash)
-            session.execute(sa.insert(MessageRecord), [_to_params(r) for r in records])
+            session.add_all([_to_row(record, self._keyring) for record in records])
             session.commit()
-        self._head = head
+        self._head = head  # only once committed: a failure leaves it unknown, to be re-read
         return records
+
+    def _add_batch_sync(self, plan: BatchPlan, token: TimestampToken) -> TimestampBatch:
+        with Session(self._engine) as session:
+            last = session.exec(select(sa.func.max(TimestampBatchRow.id))).one()
+            batch = TimestampBatch(id=(last or 0) + 1, first_sequence=plan.first_sequence,
+                                   last_sequence=plan.last_sequence, root=plan.root,
+                                   token=token.der, gen_time=token.gen_time)
+            session.add(TimestampBatchRow(
+                id=batch.id, first_sequence=batch.first_sequence,
+                last_sequence=batch.last_sequence, root=batch.root, token=batch.token,
+                gen_time=batch.gen_time))
+            session.flush()
+            for offset, path in enumerate(plan.paths):
+                updated = session.execute(
+                    sa.update(MessageRecord)
+                    .where(col(MessageRecord.sequence) == plan.first_sequence + offset,
+                           col(MessageRecord.batch_id).is_(None))
+                    .values(batch_id=batch.id, merkle_path=b"".join(path))
+                )
+                if updated.rowcount != 1:  # type: ignore[attr-defined]
+                    raise MessageLogError(
+                        f"record {plan.first_sequence + offset} is missing or already stamped")
+            session.commit()
+        return batch
+
+    def _read_batches(self) -> list[TimestampBatch]:
+        try:
+            with Session(self._engine) as session:
+                rows = session.exec(
+                    select(TimestampBatchRow).order_by(col(TimestampBatchRow.id))).all()
+                return [_to_batch(row) for row in rows]
+        except SQLAlchemyError as exc:
+            raise MessageLogError("the message log could not be read") from exc
 
     def _read(self, statement: SelectOfScalar[MessageRecord]) -> list[StoredRecord]:
         try:
@@ -232,19 +348,13 @@ class MessageLog:
                     # column): an altered record, to be reported like any other.
                     sequence = _find_undecodable(session, statement)
                     raise ChainBrokenError(sequence, "stored record cannot be decoded") from exc
-                return [_to_record(row) for row in rows]
+                return [_to_record(row, self._keyring) for row in rows]
         except SQLAlchemyError as exc:
             raise MessageLogError("the message log could not be read") from exc
 
-    def iter_records(self) -> Iterator[StoredRecord]:
-        """Every record in sequence order, read in batches (blocking: call it off the event
-        loop).  Raises like :meth:`records`."""
-        return self._iter_all()
-
-    def _iter_all(self) -> Iterator[StoredRecord]:
+    def _iter_all(self, after: int = 0) -> Iterator[StoredRecord]:
         # Keyset pagination, one short transaction per batch: constant memory, no
         # long-lived cursor or snapshot, and appends may go on meanwhile.
-        after = 0
         while True:
             batch = self._read(
                 select(MessageRecord)
@@ -256,6 +366,11 @@ class MessageLog:
             if len(batch) < _VERIFY_BATCH:
                 return
             after = batch[-1].sequence
+
+
+async def _wait(future: Future[R]) -> R:
+    """Await a writer future; its failure (a database error) propagates as it is."""
+    return await asyncio.wrap_future(future)
 
 
 def _read_head(session: Session) -> ChainCheckpoint:
@@ -280,29 +395,52 @@ def _find_undecodable(session: Session, statement: SelectOfScalar[MessageRecord]
     raise MessageLogError("the message log could not be read")
 
 
-def _to_params(record: StoredRecord) -> dict[str, object]:
+def _to_row(record: StoredRecord, keyring: Keyring | None) -> MessageRecord:
     e = record.entry
-    return {
-        "sequence": record.sequence,
-        "prev_hash": record.prev_hash,
-        "record_hash": record.record_hash,
-        "query_id": e.query_id,
-        "kind": e.kind,
-        "direction": e.direction,
-        "client": e.client,
-        "service": e.service,
-        "user_id": e.user_id,
-        "issue": e.issue,
-        "header_part": e.header_part,
-        "body": e.body,
-        "signature": e.signature,
-        "status": e.status,
-        "error_code": e.error_code,
-        "created_at": e.created_at,
-    }
+    header_part, body, key_id = e.header_part, e.body, None
+    if keyring is not None:
+        key_id = keyring.current
+        header_part = keyring.encrypt("header_part", header_part, record.record_hash)
+        body = keyring.encrypt("body", body, record.record_hash)
+    return MessageRecord(
+        sequence=record.sequence,
+        prev_hash=record.prev_hash,
+        record_hash=record.record_hash,
+        query_id=e.query_id,
+        kind=e.kind,
+        direction=e.direction,
+        client=e.client,
+        service=e.service,
+        user_id=e.user_id,
+        issue=e.issue,
+        header_part=header_part,
+        body=body,
+        key_id=key_id,
+        signature=e.signature,
+        status=e.status,
+        error_code=e.error_code,
+        created_at=e.created_at,
+        ocsp_responses=encode_der_list(e.ocsp_responses),
+    )
 
 
-def _to_record(row: MessageRecord) -> StoredRecord:
+def _plaintext(row: MessageRecord, keyring: Keyring | None) -> tuple[bytes, bytes]:
+    if row.key_id is None:
+        return row.header_part, row.body
+    if keyring is None:
+        raise MessageLogError(f"record {row.sequence} is encrypted and no message-log keys "
+                              "were given")
+    try:
+        return (keyring.decrypt(row.key_id, "header_part", row.header_part, row.record_hash),
+                keyring.decrypt(row.key_id, "body", row.body, row.record_hash))
+    except UnknownKeyError as exc:
+        raise MessageLogError(f"record {row.sequence}: {exc}") from exc
+    except LogDecryptionError as exc:
+        raise ChainBrokenError(row.sequence, str(exc)) from exc
+
+
+def _to_record(row: MessageRecord, keyring: Keyring | None) -> StoredRecord:
+    header_part, body = _plaintext(row, keyring)
     try:
         entry = LogEntry(
             query_id=row.query_id,
@@ -313,18 +451,32 @@ def _to_record(row: MessageRecord) -> StoredRecord:
             service=row.service,
             user_id=row.user_id,
             issue=row.issue,
-            header_part=row.header_part,
-            body=row.body,
+            header_part=header_part,
+            body=body,
             signature=row.signature,
             status=cast(Status, row.status),
             error_code=row.error_code,
             created_at=row.created_at,
+            ocsp_responses=decode_der_list(row.ocsp_responses),
         )
+        stamp = None
+        if row.batch_id is not None:
+            path = row.merkle_path or b""
+            stamp = RecordStamp(row.batch_id, tuple(path[i:i + 32]
+                                                    for i in range(0, len(path), 32)))
         return StoredRecord(
             entry=entry,
             sequence=row.sequence,
             prev_hash=row.prev_hash,
             record_hash=row.record_hash,
+            stamp=stamp,
         )
     except (TypeError, ValueError) as exc:
         raise ChainBrokenError(row.sequence, f"stored record is malformed: {exc}") from exc
+
+
+def _to_batch(row: TimestampBatchRow) -> TimestampBatch:
+    return TimestampBatch(id=row.id, first_sequence=row.first_sequence,
+                          last_sequence=row.last_sequence, root=row.root, token=row.token,
+                          gen_time=row.gen_time.replace(tzinfo=UTC)
+                          if row.gen_time.tzinfo is None else row.gen_time)

@@ -27,11 +27,18 @@ from certs.keys import load_certificates
 from security_server.confclient import GlobalConfClient
 from security_server.config import SecurityServerConfig
 from security_server.directory import ConfigDirectory, Directory
+from security_server.logstamper import LogStamper
 from security_server.messagelog import LoggingFailedCode, MessageLog
 from security_server.ocsp import OwnCertificates
 from security_server.tls import PinnedPeer, add_anchors, client_context
 from xchange.certstatus import StapleVerifier, approved_ca_of
-from xchange.errors import ClientProxyError, GlobalConfOutdatedError, ServerProxyError, XRoadError
+from xchange.errors import (
+    ClientProxyError,
+    GlobalConfOutdatedError,
+    ServerProxyError,
+    TimestampingFailedError,
+    XRoadError,
+)
 from xchange.globalconf import GlobalConf, SecurityServerInfo
 from xchange.identifiers import ClientId, SecurityServerId
 from xchange.messagelog import LogEntry
@@ -39,6 +46,7 @@ from xchange.ocsp import OcspStatus
 from xchange.replay import ReplayWindow
 from xchange.rest import RestRequest
 from xchange.signing import SigningIdentity, sign_payload
+from xchange.transport import SignedMessage
 
 __all__ = ["RUNTIME", "ProviderStatus", "Runtime", "make_entry", "read_limited", "utc_now"]
 
@@ -94,6 +102,7 @@ class Runtime:
         message_log: MessageLog,
         identities: Mapping[ClientId, SigningIdentity],
         own_certs: OwnCertificates,
+        stamper: LogStamper,
         *,
         clock: Callable[[], datetime] = utc_now,
         in_token: frozenset[ClientId] = frozenset(),
@@ -101,6 +110,7 @@ class Runtime:
         self.config = config
         self.conf_client = conf_client
         self.log = message_log
+        self.stamper = stamper
         self.identities = identities
         self.own_certs = own_certs
         self.auth_certificate = load_certificates(config.auth_cert)[0]
@@ -261,13 +271,22 @@ class Runtime:
     # -- message log ------------------------------------------------------------------------
 
     async def log_message(self, entry: LogEntry, *, side: Literal["client", "server"]) -> None:
-        """Write ``entry`` durably or raise ``logging_failed``: fail closed."""
+        """Write ``entry`` durably or raise ``logging_failed``: fail closed.
+
+        A new request (not a response, not a refusal being recorded) is first refused with
+        ``timestamping_failed`` if time-stamping has failed for too long.  In ``sync`` mode
+        the record's time-stamp is awaited too, and its failure is ``timestamping_failed``
+        (not for a refusal being recorded: its own error code is what the caller must see).
+        """
+        proxy = "clientproxy" if side == "client" else "serverproxy"
+        if entry.kind == "request" and entry.status == "ok":
+            self.stamper.check(entry.created_at, code=f"server.{proxy}.timestamping_failed")
         code: LoggingFailedCode = (
             "server.clientproxy.logging_failed" if side == "client"
             else "server.serverproxy.logging_failed"
         )
         try:
-            await self.log.append(entry, error_code=code)
+            record = await self.log.append(entry, error_code=code)
         except Exception as exc:  # any failure to persist must stop the message
             # The client sees only the code; the operator needs the database's own words.
             log.error("message log write failed (%s %s of %s): %r", entry.direction,
@@ -275,19 +294,25 @@ class Runtime:
             if isinstance(exc, XRoadError):
                 raise
             raise XRoadError("message log could not be written", code=code) from exc
+        if self.config.timestamping == "sync" and entry.status == "ok":
+            try:
+                await self.stamper.stamp_through(record.sequence)
+            except XRoadError as exc:
+                raise TimestampingFailedError(
+                    f"the message could not be time-stamped: {exc.message}",
+                    code=f"server.{proxy}.timestamping_failed") from exc
 
 def make_entry(
     req: RestRequest,
     kind: Literal["request", "response"],
     direction: Literal["incoming", "outgoing"],
-    header_part: bytes,
-    body: bytes,
-    signature: str,
+    msg: SignedMessage,
     at: datetime,
     *,
     error_code: str | None = None,
 ) -> LogEntry:
-    """The log entry of one signed message; ``error_code`` marks it as rejected."""
+    """The log entry of one signed message, as sent or received with its OCSP staples;
+    ``error_code`` marks it as rejected."""
     return LogEntry(
         query_id=req.message_id,
         kind=kind,
@@ -296,12 +321,13 @@ def make_entry(
         service=str(req.service),
         user_id=req.user_id,
         issue=req.issue,
-        header_part=header_part,
-        body=body,
-        signature=signature,
+        header_part=msg.header_part,
+        body=msg.body,
+        signature=msg.signature,
         status="rejected" if error_code else "ok",
         error_code=error_code,
         created_at=at,
+        ocsp_responses=tuple(msg.ocsp_responses),
     )
 
 

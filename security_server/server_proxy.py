@@ -132,14 +132,14 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
         service = _admit(rt, conf, req, msg, verified, peer_cert, now)          # 4.
     except XRoadError as exc:
         # Evidence: a signed request that was refused is logged, with the reason.
-        await rt.log_message(make_entry(req, "request", "incoming", msg.header_part, msg.body,
-                                        msg.signature, now, error_code=exc.code),
+        await rt.log_message(make_entry(req, "request", "incoming", msg, now,
+                                        error_code=exc.code),
                              side="server")
         raise
     assert verified.nonce is not None  # _admit refuses requests without one
     try:
-        await rt.log_message(make_entry(req, "request", "incoming", msg.header_part, msg.body,
-                                        msg.signature, now), side="server")    # 5.
+        await rt.log_message(make_entry(req, "request", "incoming", msg, now),
+                             side="server")                                    # 5.
     except XRoadError:
         rt.replay.forget(str(req.client), verified.nonce)  # not passed on: may be retried
         raise
@@ -157,9 +157,10 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
     )
     header_part = response.header_part()
     signature = await rt.sign(identity, digest_payload(header_part, body), side="server")
-    await rt.log_message(make_entry(req, "response", "outgoing", header_part, body, signature,
-                                    rt.clock()), side="server")
-    return SignedMessage(header_part, signature, body, staples)
+    signed = SignedMessage(header_part, signature, body, staples)
+    await rt.log_message(make_entry(req, "response", "outgoing", signed, rt.clock()),
+                         side="server")
+    return signed
 
 
 def _authenticate_peer(conf: GlobalConf, der: bytes | None) -> SecurityServerInfo:
@@ -181,8 +182,8 @@ async def _verify_request(rt: Runtime, conf: GlobalConf, req: RestRequest,
                               code="server.serverproxy.invalid_signature")
     except InvalidSignatureError as exc:
         # Evidence first: the refused request is logged as rejected, then refused.
-        await rt.log_message(make_entry(req, "request", "incoming", msg.header_part, msg.body,
-                                        msg.signature, now, error_code=exc.code),
+        await rt.log_message(make_entry(req, "request", "incoming", msg, now,
+                                        error_code=exc.code),
                              side="server")
         raise
 

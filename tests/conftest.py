@@ -19,7 +19,19 @@ from certs.ca import DevCA, IssuedCredentials
 from certs.keys import PrivateKey
 from certs.tsa import TimeStampAuthority
 from security_server.db import create_db_engine
+from tests.auditkit import AuditPki, make_audit_pki
 from xchange.identifiers import ClientId, SecurityServerId
+
+
+class Clock:
+    """A clock that says what the test sets ``now`` to."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
 
 # -- PKI: a development CA and certificates issued by it ----------------------------------------
 
@@ -81,6 +93,16 @@ def tsa(tsa_credentials: tuple[PrivateKey, x509.Certificate], dev_ca: DevCA) -> 
     """The test TSA, answering with the development TSA policy."""
     key, cert = tsa_credentials
     return TimeStampAuthority(key, [cert, dev_ca.certificate])
+
+
+# -- audit: signing identities, an OCSP responder and the TSA, for evidence of a real log -----
+
+
+@pytest.fixture(scope="session")
+def audit_pki(dev_ca: DevCA, tmp_path_factory: pytest.TempPathFactory,
+              pki_now: datetime) -> AuditPki:
+    """What :mod:`tests.auditkit` needs to make a small, real, time-stamped log."""
+    return make_audit_pki(dev_ca, tmp_path_factory.mktemp("audit-pki"), pki_now)
 
 
 # -- PostgreSQL: a schema of its own per test ------------------------------------------------

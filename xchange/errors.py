@@ -19,6 +19,10 @@ The tree::
     │                                   OCSP response is missing, invalid or stale
     ├── TimestampingFailedError         no time-stamp could be obtained or verified
     ├── ChainBrokenError                a message log's hash chain does not verify
+    ├── EvidenceError                   a logged message's evidence or an archive link does
+    │                                   not verify
+    ├── StampInvalidError               a logged record's time-stamp (token or Merkle path)
+    │                                   does not verify
     ├── AdminError                      an admin API refuses a call              (admin.*)
     │   ├── AdminUnauthorizedError      no valid bearer token
     │   └── AdminForbiddenError         the token's roles lack the permission
@@ -66,6 +70,7 @@ __all__ = [
     "ClientProxyError",
     "ClientProxyLoggingError",
     "ErrorCode",
+    "EvidenceError",
     "Fault",
     "GlobalConfOutdatedError",
     "InvalidGlobalConfError",
@@ -74,6 +79,7 @@ __all__ = [
     "ServerProxyError",
     "ServerProxyLoggingError",
     "ServiceFailedError",
+    "StampInvalidError",
     "TimestampingFailedError",
     "UnknownMemberError",
     "UnknownServiceError",
@@ -226,6 +232,15 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     # -- message log audit (either server's own log; Fault has no "this server" value)
     ErrorCode("server.messagelog.chain_broken", _SP, 500,
               "The message log's hash chain does not verify."),
+    ErrorCode("server.messagelog.timestamp_invalid", _SP, 500,
+              "A logged record's time-stamp token or Merkle path does not verify."),
+    ErrorCode("server.messagelog.bad_container", _SP, 400,
+              "An archive file or ASiC-E container is malformed or unsafe to open."),
+    ErrorCode("server.messagelog.evidence_invalid", _SP, 500,
+              "A logged message's evidence (signature, OCSP response, time-stamp, Merkle path "
+              "or archive link) does not verify."),
+    ErrorCode("server.messagelog.decryption_failed", _SP, 400,
+              "An encrypted archive cannot be opened with the key given."),
 )
 
 
@@ -319,6 +334,31 @@ class ChainBrokenError(XRoadError):
 
     def __init__(self, sequence: int, reason: str) -> None:
         super().__init__(f"message log chain broken at record {sequence}: {reason}")
+        self.sequence = sequence
+        self.reason = reason
+
+
+class EvidenceError(XRoadError):
+    """Evidence of record ``sequence`` does not verify (``sequence`` is ``None`` when the
+    fault is in an archive as a whole, e.g. its link to the previous archive)."""
+
+    default_code = "server.messagelog.evidence_invalid"
+
+    def __init__(self, sequence: int | None, reason: str) -> None:
+        where = "archive" if sequence is None else f"record {sequence}"
+        super().__init__(f"evidence of {where} does not verify: {reason}")
+        self.sequence = sequence
+        self.reason = reason
+
+
+class StampInvalidError(XRoadError):
+    """The time-stamp of record ``sequence`` does not verify; ``reason`` says how."""
+
+    default_code = "server.messagelog.timestamp_invalid"
+
+    def __init__(self, sequence: int, reason: str) -> None:
+        super().__init__(f"time-stamp of message log record {sequence} does not verify: "
+                         f"{reason}")
         self.sequence = sequence
         self.reason = reason
 

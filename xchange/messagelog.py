@@ -12,7 +12,7 @@ Canonical encoding (the bytes that are hashed; copied into ``docs/protocol.md``)
 ---------------------------------------------------------------------------------
 ::
 
-    record_hash = lowercase_hex( SHA-256( F(tag) || F(v1) || F(v2) || ... || F(v15) ) )
+    record_hash = lowercase_hex( SHA-256( F(tag) || F(v1) || F(v2) || ... || F(v16) ) )
 
 where ``||`` is concatenation and every field is encoded by ``F``::
 
@@ -24,7 +24,7 @@ Text is UTF-8 (strict; no BOM, no normalisation).  The fields, in this order:
 ==  ==============  ==========================================================
  #  field           bytes
 ==  ==============  ==========================================================
- 0  tag             ``xchange-messagelog-v1`` (ASCII; names this format)
+ 0  tag             ``xchange-messagelog-v2`` (ASCII; names this format)
  1  sequence        decimal ASCII, no sign, no leading zeros (``1``, ``42``)
  2  prev_hash       64 lowercase hex ASCII characters
  3  query_id        UTF-8
@@ -37,16 +37,27 @@ Text is UTF-8 (strict; no BOM, no normalisation).  The fields, in this order:
 10  header_part     the 32 raw bytes of SHA-256(header_part)
 11  body            the 32 raw bytes of SHA-256(body)
 12  signature       UTF-8 (compact detached JWS)
-13  status          ``ok`` | ``rejected``
-14  error_code      UTF-8, or absent
-15  created_at      UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (always 6 fraction digits)
+13  ocsp_responses  F(r1) || F(r2) || ... over the stapled DER OCSP responses, in
+                    the order stapled (present, and empty, when there are none)
+14  status          ``ok`` | ``rejected``
+15  error_code      UTF-8, or absent
+16  created_at      UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (always 6 fraction digits)
 ==  ==============  ==========================================================
+
+Version 2 added ``ocsp_responses``: the OCSP responses stapled to the message (the signer's
+certificate status, then the sending server's TLS certificate status), kept whole so that an
+auditor can check the signer's certificate status offline, years later.  A v1 log does not
+verify as v2 (its tag differs); none were kept in production.
 
 The first record's ``prev_hash`` is 64 zeros (:data:`GENESIS_HASH`).  The encoding is
 prefix-free (every field says whether it is present and how long it is), so no two different
 records share an encoding, whatever characters their fields contain.  Body and header part
 enter as digests so the chain can be checked, and bodies later encrypted or purged, without
 changing any hash.
+
+Time-stamps are not part of a record: a record is chained when it is logged and stamped
+later, in a batch, by a token over a Merkle root (:mod:`xchange.logbatch`).  The batch and
+audit path a stored record is stamped by travel beside it (:attr:`StoredRecord.stamp`).
 
 This module does not store, time-stamp or encrypt anything and never reads the clock:
 ``created_at`` is passed in.  A verified chain proves the records are unaltered relative to
@@ -77,10 +88,13 @@ __all__ = [
     "Direction",
     "Kind",
     "LogEntry",
+    "RecordStamp",
     "Status",
     "StoredRecord",
     "canonical_record_bytes",
     "chain_record",
+    "decode_der_list",
+    "encode_der_list",
     "verify_chain",
 ]
 
@@ -89,7 +103,7 @@ Direction = Literal["outgoing", "incoming"]
 Status = Literal["ok", "rejected"]
 
 GENESIS_HASH: Final = "0" * 64
-FORMAT_TAG: Final = b"xchange-messagelog-v1"
+FORMAT_TAG: Final = b"xchange-messagelog-v2"
 CHAIN_BROKEN_CODE: Final = "server.messagelog.chain_broken"
 
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
@@ -141,6 +155,8 @@ class LogEntry:
     status: Status
     error_code: str | None
     created_at: datetime
+    ocsp_responses: tuple[bytes, ...]
+    """The DER OCSP responses stapled to the message, in the order stapled."""
 
     def __post_init__(self) -> None:
         for name, allowed in (("kind", Kind), ("direction", Direction), ("status", Status)):
@@ -157,19 +173,51 @@ class LogEntry:
         for name in ("header_part", "body"):
             if not isinstance(getattr(self, name), bytes):
                 raise TypeError(f"{name} must be bytes")
+        if not isinstance(self.ocsp_responses, tuple) or not all(
+            isinstance(r, bytes) for r in self.ocsp_responses
+        ):
+            raise TypeError("ocsp_responses must be a tuple of bytes")
         if not isinstance(self.created_at, datetime) or self.created_at.utcoffset() is None:
             raise ValueError("created_at must be a timezone-aware datetime")
         object.__setattr__(self, "created_at", self.created_at.astimezone(UTC))
 
 
 @dataclass(frozen=True, slots=True)
+class RecordStamp:
+    """Where a record's time-stamp is: the batch whose token covers it, and the record's
+    audit path (sibling hashes, leaf upwards) to that batch's Merkle root.
+
+    The leaf's index in the tree is the record's sequence minus the batch's first sequence;
+    see :mod:`xchange.logbatch`.
+    """
+
+    batch_id: int
+    path: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_id, bool) or not isinstance(self.batch_id, int):
+            raise TypeError("batch_id must be an int")
+        if self.batch_id < 1:
+            raise ValueError("batch ids start at 1")
+        if not isinstance(self.path, tuple) or not all(
+            isinstance(h, bytes) and len(h) == 32 for h in self.path
+        ):
+            raise ValueError("path must be a tuple of 32-byte hashes")
+
+
+@dataclass(frozen=True, slots=True)
 class StoredRecord:
-    """A :class:`LogEntry` numbered and chained: what the log holds."""
+    """A :class:`LogEntry` numbered and chained: what the log holds.
+
+    ``stamp`` is ``None`` until the record's batch is time-stamped; it is not covered by
+    ``record_hash`` (the stamp covers the record, not the other way round).
+    """
 
     entry: LogEntry
     sequence: int
     prev_hash: str
     record_hash: str
+    stamp: RecordStamp | None = None
 
     def __post_init__(self) -> None:
         _check_sequence(self.sequence)
@@ -231,20 +279,42 @@ def canonical_record_bytes(entry: LogEntry, sequence: int, prev_hash: str) -> by
         hashlib.sha256(entry.header_part).digest(),
         hashlib.sha256(entry.body).digest(),
         entry.signature,
+        encode_der_list(entry.ocsp_responses),
         entry.status,
         entry.error_code,
         created.isoformat(timespec="microseconds") + "Z",
     )
-    out = bytearray()
-    for value in fields:
-        if value is None:
-            out += b"\x00"
-            continue
-        raw = value.encode("utf-8") if isinstance(value, str) else value
-        if len(raw) > _MAX_FIELD:
-            raise ValueError("field too long for the canonical encoding")
-        out += b"\x01" + struct.pack(">I", len(raw)) + raw
-    return bytes(out)
+    return b"".join(_field(value) for value in fields)
+
+
+def _field(value: bytes | str | None) -> bytes:
+    """``F`` of the module docstring."""
+    if value is None:
+        return b"\x00"
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    if len(raw) > _MAX_FIELD:
+        raise ValueError("field too long for the canonical encoding")
+    return b"\x01" + struct.pack(">I", len(raw)) + raw
+
+
+def encode_der_list(items: Iterable[bytes]) -> bytes:
+    """``F(i1) || F(i2) || ...``: a list of byte strings as one, the form field 13 takes
+    (and the log stores)."""
+    return b"".join(_field(item) for item in items)
+
+
+def decode_der_list(data: bytes) -> tuple[bytes, ...]:
+    """The inverse of :func:`encode_der_list`; :class:`ValueError` if ``data`` is not one."""
+    items, offset = [], 0
+    while offset < len(data):
+        if data[offset] != 1 or offset + 5 > len(data):
+            raise ValueError("not an encoded list of byte strings")
+        (size,) = struct.unpack_from(">I", data, offset + 1)
+        start, offset = offset + 5, offset + 5 + size
+        if offset > len(data):
+            raise ValueError("not an encoded list of byte strings: truncated item")
+        items.append(data[start:offset])
+    return tuple(items)
 
 
 def chain_record(entry: LogEntry, sequence: int, prev_hash: str) -> StoredRecord:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -51,6 +52,7 @@ from certs.keys import (
     write_private_key,
     write_secret_file,
 )
+from security_server.logkeys import new_key_file
 from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 
 __all__ = [
@@ -67,12 +69,27 @@ INSTANCE = "DEMO"
 STATISTICS_GROUP = "DEMO/statistics"
 
 
+_PORTS = range(20000, 32000)
+"""Below Linux's ephemeral range (32768-60999): a port handed out here is not taken a moment
+later by some process's outgoing connection, as a port the kernel picks for bind(0) can be."""
+_issued: set[int] = set()
+
+
 def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A port that was free a moment ago on 127.0.0.1, never handed out twice by this
+    process."""
+    for _ in range(200):
+        port = secrets.choice(_PORTS)
+        if port in _issued:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _issued.add(port)
         return port
+    raise OSError("no free port found in 20000-31999")
 
 
 def _toml(value: Any) -> str:
@@ -124,6 +141,8 @@ class ServerFiles:
     client_proxy_port: int
     server_proxy_port: int
     database: Path
+    log_keys: Path | None = None
+    """The message log's key file, if its log is encrypted."""
     admin_port: int | None = None
     client_proxy_tls_port: int | None = None
 
@@ -147,6 +166,10 @@ class Federation:
     registry_data: Path
     provider_port: int
     ocsp_port: int
+    tsa_port: int
+    tsa_key: Path
+    tsa_cert: Path
+    """The TSA certificate, then the CA's."""
     servers: list[ServerFiles]
     services: dict[str, ServiceId]
     allowed_client: ClientId
@@ -165,6 +188,10 @@ class Federation:
     @property
     def ocsp_url(self) -> str:
         return f"http://127.0.0.1:{self.ocsp_port}/"
+
+    @property
+    def tsa_url(self) -> str:
+        return f"http://127.0.0.1:{self.tsa_port}/"
 
     def describe(self) -> dict[str, Any]:
         """The ``demo.json`` document (see the README)."""
@@ -229,10 +256,19 @@ def build_federation(
     ocsp_freshness_seconds: int = 3600,
     ocsp_refresh_seconds: float = 1200.0,
     ocsp_retry_seconds: float = 60.0,
+    timestamping_interval_seconds: int = 60,
+    timestamping: str = "batch",
+    timestamping_max_failure_seconds: float = 14400.0,
     consumer_signing_token: TokenSlot | None = None,
     max_body_bytes: int | None = None,
+    encrypt_logs: bool = True,
 ) -> Federation:
     """Write a two-agency federation into ``root`` (which must be empty or absent).
+
+    The federation has one time-stamping authority, certified by the development CA and
+    approved in global configuration; its key and certificate are in ``root/tsa``.  Message
+    logs are encrypted at rest (a key file per server, ``messagelog-keys.toml``) unless
+    ``encrypt_logs`` is false.
 
     Message logs are SQLite files in each server's folder unless ``database_urls`` gives one
     URL per server (provider's first).  Every key file is encrypted under one random
@@ -260,7 +296,12 @@ def build_federation(
                       key_passphrase=passphrase)
     registry_dir = root / "registry"
     registry_dir.mkdir()
-    registry_port, provider_port = free_port(), free_port()
+    registry_port, provider_port, tsa_port = free_port(), free_port(), free_port()
+    tsa_dir = root / "tsa"
+    tsa_dir.mkdir()
+    tsa_key, tsa_cert = ca.issue_tsa_cert(f"{INSTANCE} development TSA", now=now)
+    write_private_key(tsa_dir / "tsa.key", tsa_key, passphrase)
+    write_certificate(tsa_dir / "tsa.pem", tsa_cert, ca.certificate)
 
     persons = ServiceId(PROVIDER.subsystem("population-register"), "persons")
     services = {
@@ -278,8 +319,11 @@ def build_federation(
             signing_in_token = _token_signing_key(ca, d, agency, consumer_signing_token, now)
         elif server_keys:
             ca.issue_key_and_cert(d, "sign", agency.member, member_name=agency.name, now=now)
+        keys = d / "messagelog-keys.toml" if encrypt_logs else None
+        if keys is not None:
+            new_key_file(keys, "demo-1")
         servers.append(ServerFiles(agency, d, d / "security-server.toml", free_port(),
-                                   free_port(), d / "messagelog.db", free_port(),
+                                   free_port(), d / "messagelog.db", keys, free_port(),
                                    free_port()))
         write_private_key(d / "admin.key", generate_private_key(), passphrase)
 
@@ -298,10 +342,13 @@ def build_federation(
         "approved_cas": [{"name": f"{INSTANCE} development CA",
                           "certificate": str(ca.cert_path),
                           "ocsp_url": f"http://127.0.0.1:{ocsp_port}/"}],
-        "approved_tsas": [],
+        "approved_tsas": [{"name": f"{INSTANCE} development TSA",
+                           "url": f"http://127.0.0.1:{tsa_port}/",
+                           "certificate": str(tsa_dir / "tsa.pem")}],
         "settings": {"conf_expiry_seconds": conf_expiry_seconds,
                      "conf_refresh_seconds": conf_refresh_seconds,
-                     "ocsp_freshness_seconds": ocsp_freshness_seconds},
+                     "ocsp_freshness_seconds": ocsp_freshness_seconds,
+                     "timestamping_interval_seconds": timestamping_interval_seconds},
     }
     data_path = registry_dir / "registry-data.json"
     data_path.write_text(json.dumps(registry_data, indent=2) + "\n", encoding="utf-8")
@@ -337,7 +384,12 @@ def build_federation(
         text += _section("globalconf", {"anchor": "anchor.json",
                                         "refresh_seconds": ss_refresh_seconds})
         url = database_urls[i] if database_urls else f"sqlite:///{s.database}"
-        text += _section("messagelog", {"database_url": url})
+        log_settings: dict[str, Any] = {
+            "database_url": url, "timestamping": timestamping,
+            "timestamping_max_failure_seconds": timestamping_max_failure_seconds}
+        if s.log_keys is not None:
+            log_settings["encryption_keys"] = s.log_keys.name
+        text += _section("messagelog", log_settings)
         text += _section("ocsp", {"refresh_seconds": ocsp_refresh_seconds,
                                   "retry_seconds": ocsp_retry_seconds})
         text += _section("admin_api", {"host": "127.0.0.1", "port": s.admin_port,
@@ -361,8 +413,9 @@ def build_federation(
     return Federation(
         root=root, ca=ca, registry_config=registry_dir / "registry.toml",
         registry_port=registry_port, registry_data=data_path, provider_port=provider_port,
-        ocsp_port=ocsp_port,
-        servers=servers, services=services, allowed_client=CONSUMER.subsystem("benefits"),
+        ocsp_port=ocsp_port, tsa_port=tsa_port, tsa_key=tsa_dir / "tsa.key",
+        tsa_cert=tsa_dir / "tsa.pem", servers=servers, services=services,
+        allowed_client=CONSUMER.subsystem("benefits"),
         denied_client=CONSUMER.subsystem("analytics"), key_passphrase_file=passphrase_file,
     )
 
@@ -416,6 +469,13 @@ class ManagedProcess:
             time.sleep(0.05)
         raise TimeoutError(f"{self.name} was not ready within {timeout:g} s; see {self.log_path}")
 
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, as in a crash or power cut of the process."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -464,6 +524,7 @@ class RunningFederation:
         fed = self.federation
         self.start_provider()
         self.start_ocsp_responder()
+        self.start_tsa()
         self.start_registry()
         publish = fed.registry_config.parent / "publish"
         for s in fed.servers:
@@ -488,6 +549,15 @@ class RunningFederation:
         self.processes[p.name] = p
         p.wait_until(lambda: _port_open(fed.ocsp_port))
 
+    def start_tsa(self) -> None:
+        fed = self.federation
+        p = ManagedProcess("tsa", _xchange(
+            "tsa", "serve", "--key", str(fed.tsa_key), "--cert", str(fed.tsa_cert),
+            "--host", "127.0.0.1", "--port", str(fed.tsa_port),
+            "--passphrase-file", str(fed.key_passphrase_file)), self._logs)
+        self.processes[p.name] = p
+        p.wait_until(lambda: _http_ok(f"{fed.tsa_url}health"))
+
     def start_registry(self) -> None:
         fed = self.federation
         p = ManagedProcess("registry", _xchange("registry", "serve", "--config",
@@ -504,6 +574,11 @@ class RunningFederation:
                            cwd=s.directory)
         self.processes[name] = p
         p.wait_until(lambda: _http_ok(f"{s.client_proxy_url}/health"))
+
+    def kill_process(self, name: str) -> None:
+        p = self.processes.pop(name, None)
+        if p is not None:
+            p.kill()
 
     def stop_process(self, name: str) -> None:
         p = self.processes.pop(name, None)

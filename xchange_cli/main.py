@@ -15,7 +15,7 @@ from pathlib import Path
 
 from security_server.config import ConfigError
 from xchange.errors import XRoadError
-from xchange_cli import ca, keys, registry_admin, ss_register, tsa
+from xchange_cli import audit, ca, keys, logkeys, registry_admin, ss_register, tsa
 from xchange_cli.bench import add_bench_command
 from xchange_cli.ss_admin import register as register_ss_admin
 
@@ -33,12 +33,6 @@ def _demo(args: argparse.Namespace) -> int:
     from xchange_cli.demo import run_demo
 
     return run_demo(serve=args.serve, directory=args.dir)
-
-
-def _log_verify(args: argparse.Namespace) -> int:
-    from xchange_cli.logverify import verify_log
-
-    return verify_log(args.config)
 
 
 def _ss_status(args: argparse.Namespace) -> int:
@@ -70,13 +64,6 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command(["ss", "serve"], _ss_serve, "run a security server")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
-    for path, help_text in (
-        (["ss", "verify-log"], "verify a security server's message log: hash chain and "
-                               "every signature"),
-        (["audit", "verify"], "the same command as `ss verify-log`"),
-    ):
-        p = command(path, _log_verify, help_text)
-        p.add_argument("--config", type=Path, required=True, help="security server TOML file")
     add_bench_command(command)
     p = command(["ss", "status"], _ss_status,
                 "show a security server's certificates, their expiry and OCSP status")
@@ -92,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder for the federation (default: a temporary folder)")
     ca.register(command)
     tsa.register(command)
+    audit.register(command)
     keys.register(command)
+    logkeys.register(command)
     return parser
 
 

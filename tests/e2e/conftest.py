@@ -3,16 +3,41 @@ on real loopback sockets, with real TLS, keys and SQLite message logs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from security_server.db import create_db_engine
+from security_server.logkeys import load_keyring
 from security_server.messagelog import MessageLog
 from xchange.messagelog import StoredRecord
 from xchange_cli.federation import Federation, RunningFederation, ServerFiles, build_federation
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+async def read_records(server: ServerFiles, query_id: str | None = None, *,
+                       database: Path | None = None) -> list[StoredRecord]:
+    """The records of a server's SQLite log (or of a copy of it), decrypted with its keys."""
+    engine = create_db_engine(f"sqlite:///{database or server.database}")
+    keyring = load_keyring(server.log_keys) if server.log_keys else None
+    log = MessageLog(engine, keyring=keyring)
+    try:
+        return await log.records(query_id=query_id)
+    finally:
+        log.close()
+        engine.dispose()
 
 
 def _start(root: Path, **settings: Any) -> Iterator[RunningFederation]:
@@ -41,10 +66,4 @@ def fed(federation: RunningFederation) -> Federation:
 
 async def log_records(server: ServerFiles, query_id: str) -> list[StoredRecord]:
     """The records of one exchange in a server's SQLite message log."""
-    engine = create_db_engine(f"sqlite:///{server.database}")
-    log = MessageLog(engine)
-    try:
-        return await log.records(query_id=query_id)
-    finally:
-        log.close()
-        engine.dispose()
+    return await read_records(server, query_id)

@@ -14,7 +14,7 @@ import sqlite3
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,11 +24,9 @@ from aiohttp import web
 from cryptography import x509
 
 from certs.keys import load_certificates, load_private_key, read_secret_file
-from security_server.db import create_db_engine
-from security_server.messagelog import MessageLog
 from security_server.tls import client_context, server_context
-from tests.e2e.conftest import log_records
-from xchange.messagelog import ChainBrokenError
+from tests.e2e.conftest import read_records, wait_for
+from xchange.messagelog import ChainBrokenError, StoredRecord
 from xchange.ocsp import ocsp_request
 from xchange.rest import RestRequest, RestResponse, request_hash
 from xchange.signing import SigningIdentity, sign_message
@@ -39,6 +37,7 @@ from xchange.transport import (
     decode_frame,
     encode_frame,
 )
+from xchange_cli.audit import check_log
 from xchange_cli.demo import Answer, query
 from xchange_cli.federation import (
     CONSUMER,
@@ -49,7 +48,6 @@ from xchange_cli.federation import (
     ServerFiles,
     free_port,
 )
-from xchange_cli.logverify import check_log
 
 pytestmark = pytest.mark.e2e
 
@@ -68,7 +66,8 @@ def _error(answer: Answer) -> str | None:
     return answer.headers.get("X-Road-Error")
 
 
-_records = log_records
+async def _records(server: ServerFiles, query_id: str) -> list[StoredRecord]:
+    return await read_records(server, query_id)
 
 
 def _identity(server: ServerFiles) -> SigningIdentity:
@@ -387,15 +386,6 @@ async def test_altered_response_is_refused_and_logged(fed: Federation,
     assert records[1].entry.body == b'{"name": "forged"}'
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
-
 def _swap_provider_auth_cert(fed: Federation, cert: x509.Certificate) -> None:
     """Register ``cert`` as the provider server's only auth certificate, in the registry's
     database, as an officer would; the registry republishes within a second."""
@@ -430,13 +420,13 @@ def test_provider_with_unregistered_tls_certificate_is_refused(fed: Federation,
     try:
         _swap_provider_auth_cert(fed, other)
         # the registry republishes on change; the consumer picks it up within a second
-        _wait_for(lambda: _ask(fed).status != 200)
+        wait_for(lambda: _ask(fed).status != 200)
         answer = _ask(fed)
         assert (answer.status, _error(answer)) == (502,
                                                    "server.clientproxy.ssl_authentication_failed")
     finally:
         _swap_provider_auth_cert(fed, real)
-        _wait_for(lambda: _ask(fed).status == 200)
+        wait_for(lambda: _ask(fed).status == 200)
     assert _ask(fed).status == 200
 
 
@@ -466,17 +456,8 @@ def test_altering_a_stored_record_breaks_the_chain(fed: Federation, tmp_path: Pa
         db.execute("UPDATE message_log SET body = CAST('{\"forged\": 1}' AS BLOB) "
                    "WHERE sequence = 2")
 
-    async def verify() -> None:
-        engine = create_db_engine(f"sqlite:///{copy}")
-        log = MessageLog(engine)
-        try:
-            await log.verify()
-        finally:
-            log.close()
-            engine.dispose()
-
     with pytest.raises(ChainBrokenError) as info:
-        asyncio.run(verify())
+        asyncio.run(read_records(fed.servers[0], database=copy))
     assert info.value.sequence == 2
 
 
@@ -514,7 +495,7 @@ def test_expired_global_configuration_stops_traffic(tmp_path: Path) -> None:
         assert _ask(fed).status == 200
         running.stop_process("registry")
         outdated = "server.clientproxy.global_conf_outdated"
-        _wait_for(lambda: _error(_ask(fed)) == outdated, timeout=10)
+        wait_for(lambda: _error(_ask(fed)) == outdated, timeout=10)
         answer = _ask(fed)
         assert (answer.status, _error(answer)) == (503, outdated)
         # the provider refuses too, on its own clock
@@ -524,10 +505,10 @@ def test_expired_global_configuration_stops_traffic(tmp_path: Path) -> None:
             status, code, _ = asyncio.run(_post_frame(fed, _frame(fed, header_part, signature)))
             return (status, code) == (503, "server.serverproxy.global_conf_outdated")
 
-        _wait_for(provider_refuses, timeout=10)
+        wait_for(provider_refuses, timeout=10)
         # and recovers as soon as the registry publishes again
         running.start_registry()
-        _wait_for(lambda: _ask(fed).status == 200, timeout=10)
+        wait_for(lambda: _ask(fed).status == 200, timeout=10)
 
 
 def test_impostor_security_server_process_is_refused(federation: RunningFederation,
@@ -603,6 +584,7 @@ def test_verify_log_command(fed: Federation, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "hash chain intact" in done.stdout
     assert "signatures verified" in done.stdout
+    assert "time-stamps verified" in done.stdout
     # a configuration pointing at no log is an error, not an empty log that "verifies"
     moved = tmp_path / "security-server.toml"
     moved.write_text(fed.servers[0].config.read_text().replace(

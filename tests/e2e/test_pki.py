@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from security_server.db import create_db_engine
-from security_server.messagelog import MessageLog
+from tests.e2e.conftest import read_records
 from xchange_cli.demo import Answer, query
 from xchange_cli.federation import Federation, RunningFederation, build_federation
 
@@ -59,16 +58,7 @@ def _revoke(fed: Federation, cert: Path) -> None:
 
 
 def _log_size(fed: Federation, server: int) -> int:
-    async def count() -> int:
-        engine = create_db_engine(f"sqlite:///{fed.servers[server].database}")
-        log = MessageLog(engine)
-        try:
-            return len(await log.records())
-        finally:
-            log.close()
-            engine.dispose()
-
-    return asyncio.run(count())
+    return len(asyncio.run(read_records(fed.servers[server])))
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from certs.keys import load_certificates
 from tests.conftest import SoftHsm
 from tests.e2e.conftest import log_records
 from xchange.signing import verify_message
+from xchange_cli.audit import check_log
 from xchange_cli.demo import query
 from xchange_cli.federation import (
     Federation,
@@ -25,7 +26,6 @@ from xchange_cli.federation import (
     TokenSlot,
     build_federation,
 )
-from xchange_cli.logverify import check_log
 
 pytestmark = pytest.mark.e2e
 

@@ -155,6 +155,7 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert config.conf_refresh_seconds == 60.0
     assert config.peer_timeout == 60.0
     assert config.max_body_bytes == 64 * 1024 * 1024
+    assert (config.timestamping, config.timestamping_max_failure_seconds) == ("batch", 14400.0)
     with pytest.raises(AccessDeniedError):  # deny by default
         config.access.check(BENEFITS, PERSONS, "GET", "", no_groups)
 
@@ -349,6 +350,28 @@ def test_from_env_reads_the_process_environment_by_default(
 ) -> None:
     monkeypatch.setenv("XCHANGE_DATABASE_URL", "postgresql://ss@db/from-env")
     assert load(tmp_path, FULL).from_env().database_url == "postgresql://ss@db/from-env"
+
+
+def test_encryption_key_file(tmp_path: Path) -> None:
+    assert load(tmp_path, MINIMAL).encryption_keys is None
+    config = load(tmp_path, MINIMAL + 'encryption_keys = "keys/log.toml"\n')
+    assert config.encryption_keys == (tmp_path / "conf").resolve() / "keys" / "log.toml"
+    overridden = config.from_env({"XCHANGE_MESSAGELOG_KEYS": "/run/secrets/log.toml"})
+    assert overridden.encryption_keys == Path("/run/secrets/log.toml")
+    assert overridden.database_url == config.database_url
+    assert config.from_env({"XCHANGE_MESSAGELOG_KEYS": ""}) == config
+    with pytest.raises(ConfigError, match="encryption_keys must be a str"):
+        load(tmp_path, MINIMAL + "encryption_keys = 1\n")
+
+
+def test_timestamping_settings(tmp_path: Path) -> None:
+    text = MINIMAL + 'timestamping = "sync"\ntimestamping_max_failure_seconds = 600\n'
+    config = load(tmp_path, text)
+    assert (config.timestamping, config.timestamping_max_failure_seconds) == ("sync", 600.0)
+    with pytest.raises(ConfigError, match='"batch" or "sync"'):
+        load(tmp_path, MINIMAL + 'timestamping = "never"\n')
+    with pytest.raises(ConfigError, match="timestamping_max_failure_seconds must be positive"):
+        load(tmp_path, MINIMAL + "timestamping_max_failure_seconds = 0\n")
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,11 @@ from security_server.confclient import GlobalConfClient
 from security_server.config import ConfigError, SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
 from security_server.keys import ServerKeys, load_keys
+from security_server.logstamper import LogStamper
 from security_server.messagelog import MessageLog
 from security_server.ocsp import OwnCertificates
 from security_server.runtime import Runtime
+from security_server.timestamper import TsaClient
 from tests.conftest import SoftHsm
 from tests.security_server.test_config import MINIMAL
 from xchange.errors import XRoadError
@@ -198,7 +200,8 @@ async def runtime(token_setup: TokenSetup, dev_ca: DevCA,
     anchor = ConfigurationAnchor("TEST", (dev_ca.certificate,), "http://127.0.0.1:9/", pki_now)
     conf = GlobalConfClient(anchor, config.state_dir, _Offline(), lambda: pki_now)
     own = OwnCertificates([], config.state_dir, _NoOcsp(), lambda: pki_now)
-    rt = Runtime(config, conf, log, keys.identities, own, in_token=keys.in_token)
+    stamper = LogStamper(log, TsaClient(lambda: ()), clock=lambda: pki_now)  # never asked
+    rt = Runtime(config, conf, log, keys.identities, own, stamper, in_token=keys.in_token)
     try:
         yield rt, keys
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,10 +13,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from certs.tsa import TimeStampAuthority
 from security_server import messagelog as messagelog_module
 from security_server.db import create_db_engine, create_tables
 from security_server.messagelog import LoggingFailedCode, MessageLog, MessageLogError
-from xchange.messagelog import GENESIS_HASH, ChainBrokenError, LogEntry
+from xchange.errors import StampInvalidError
+from xchange.logbatch import TimestampBatch, plan_batch, verify_batch, verify_record_stamp
+from xchange.logcrypto import Keyring
+from xchange.messagelog import GENESIS_HASH, ChainBrokenError, LogEntry, StoredRecord
+from xchange.timestamp import parse_timestamp_response, timestamp_request, verify_timestamp_token
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 654321, tzinfo=UTC)
 CP: LoggingFailedCode = "server.clientproxy.logging_failed"
@@ -38,6 +43,7 @@ def entry(i: int, **changes: Any) -> LogEntry:
         "status": "ok",
         "error_code": None,
         "created_at": T0 + timedelta(seconds=i),
+        "ocsp_responses": (b"\x30\x03\x0a\x01\x06", b"ocsp-%d" % i),
     }
     fields.update(changes)
     return LogEntry(**fields)
@@ -228,18 +234,21 @@ async def test_undecodable_value_is_reported_at_its_record(
 # -- write failures fail closed and leave the chain consistent
 
 
-def _refuse_inserts(engine: Engine) -> None:
+def _refuse_inserts(engine: Engine, query_id: str | None = None) -> None:
+    """Make the database refuse inserts into the log (of one message id, if given)."""
     if engine.dialect.name == "sqlite":
+        when = "" if query_id is None else f" WHEN NEW.query_id = '{query_id}'"
         execute(
             engine,
-            "CREATE TRIGGER refuse BEFORE INSERT ON message_log "
+            f"CREATE TRIGGER refuse BEFORE INSERT ON message_log{when} "
             "BEGIN SELECT RAISE(ABORT, 'refused'); END",
         )
     else:
+        cond = "TRUE" if query_id is None else f"NEW.query_id = '{query_id}'"
         execute(
             engine,
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql "
-            "AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF {cond} THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$",
         )
         execute(
             engine,
@@ -272,6 +281,64 @@ async def test_failed_write_raises_and_logging_resumes(
     assert record.sequence == 4
     report = await log.verify()
     assert (report.count, report.last_hash) == (4, record.record_hash)
+
+
+def _hold_writer(log: MessageLog) -> threading.Event:
+    """Keep the log's writer thread busy until the returned event is set, so that appends
+    made meanwhile wait and are committed as one group."""
+    release, started = threading.Event(), threading.Event()
+
+    def blocker() -> None:
+        started.set()
+        release.wait(10)
+
+    log._writer.submit(blocker)
+    assert started.wait(10)
+    return release
+
+
+async def _when_queued(log: MessageLog, n: int) -> None:
+    # append() queues synchronously when its coroutine first runs; a few loop turns suffice
+    for _ in range(n + 5):
+        await asyncio.sleep(0)
+
+
+async def test_waiting_appends_share_one_commit(
+    engine: Engine, log: MessageLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits = []
+    real = log._commit_group
+
+    def counting(entries: Sequence[LogEntry]) -> list[StoredRecord]:
+        commits.append(len(entries))
+        return real(entries)
+
+    monkeypatch.setattr(log._writer, "_commit_group", counting)
+    release = _hold_writer(log)
+    appends = [asyncio.ensure_future(log.append(entry(i), error_code=CP)) for i in range(1, 31)]
+    await _when_queued(log, 30)
+    release.set()
+    stored = await asyncio.gather(*appends)
+    assert commits == [30]
+    assert [r.sequence for r in stored] == list(range(1, 31))  # chain order = queue order
+    assert (await log.verify()).count == 30
+
+
+async def test_a_failed_group_fails_every_waiter(engine: Engine, log: MessageLog) -> None:
+    await fill(log, 2)
+    _refuse_inserts(engine, query_id="q-bad")
+    release = _hold_writer(log)
+    entries = [entry(i, query_id="q-bad") if i == 5 else entry(i) for i in range(3, 9)]
+    appends = [asyncio.ensure_future(log.append(e, error_code=SP)) for e in entries]
+    await _when_queued(log, 6)
+    release.set()
+    results = await asyncio.gather(*appends, return_exceptions=True)
+    # one transaction: the bad record takes its whole group down, and nothing is acknowledged
+    assert all(isinstance(r, MessageLogError) and r.code == SP for r in results)
+    assert len(await log.records()) == 2
+    record = await log.append(entry(9), error_code=SP)
+    assert record.sequence == 3
+    assert (await log.verify()).count == 3
 
 
 async def test_head_is_reread_after_a_failed_write(engine: Engine, log: MessageLog) -> None:
@@ -349,3 +416,148 @@ def test_postgresql_urls_use_psycopg3(url: str) -> None:
 def test_unsupported_urls_are_refused(url: str) -> None:
     with pytest.raises(ValueError):
         create_db_engine(url)
+
+
+# -- time-stamp batches
+
+
+async def _stamp(log: MessageLog, tsa: TimeStampAuthority, at: datetime,
+                 limit: int = 100) -> TimestampBatch:
+    plan = plan_batch(await log.unstamped(limit))
+    reply = tsa.respond(timestamp_request(plan.root, nonce=1), at, serial=1)
+    der = parse_timestamp_response(reply, data_hash=plan.root, nonce=1)
+    token = verify_timestamp_token(der, data_hash=plan.root, tsa_certs=[tsa.certificate])
+    return await log.add_batch(plan, token)
+
+
+async def test_batches_are_stored_with_every_path(
+    log: MessageLog, tsa: TimeStampAuthority, pki_now: datetime
+) -> None:
+    await fill(log, 5)
+    first = await _stamp(log, tsa, pki_now, limit=3)
+    assert (first.id, first.first_sequence, first.last_sequence) == (1, 1, 3)
+    assert [r.sequence for r in await log.unstamped(10)] == [4, 5]
+    await fill(log, 2)  # records 6 and 7
+    second = await _stamp(log, tsa, pki_now + timedelta(seconds=1))
+    assert (second.id, second.first_sequence, second.last_sequence) == (2, 4, 7)
+    assert await log.unstamped(10) == []
+
+    batches = await log.batches()
+    assert batches == [first, second]
+    by_id = {b.id: b for b in batches}
+    for batch in batches:
+        verify_batch(batch, [tsa.certificate])
+    records = await log.records()
+    assert [r.stamp.batch_id if r.stamp else None for r in records] == [1, 1, 1, 2, 2, 2, 2]
+    for record in records:
+        assert record.stamp is not None
+        verify_record_stamp(record, by_id[record.stamp.batch_id])
+    assert (await log.verify()).count == 7  # stamping does not touch the chain
+
+
+async def test_a_record_is_stamped_once(
+    log: MessageLog, tsa: TimeStampAuthority, pki_now: datetime
+) -> None:
+    await fill(log, 2)
+    plan = plan_batch(await log.unstamped(10))
+    await _stamp(log, tsa, pki_now)
+    token_der = (await log.batches())[0].token
+    token = verify_timestamp_token(token_der, data_hash=plan.root, tsa_certs=[tsa.certificate])
+    with pytest.raises(MessageLogError):
+        await log.add_batch(plan, token)
+    assert len(await log.batches()) == 1
+
+
+async def test_altered_merkle_path_is_detected(
+    engine: Engine, log: MessageLog, tsa: TimeStampAuthority, pki_now: datetime
+) -> None:
+    await fill(log, 4)
+    batch = await _stamp(log, tsa, pki_now)
+    execute(engine, "UPDATE message_log SET merkle_path = :v WHERE sequence = 3",
+            v=b"\x00" * 64)
+    records = await log.records()
+    verify_record_stamp(records[1], batch)
+    with pytest.raises(StampInvalidError) as caught:
+        verify_record_stamp(records[2], batch)
+    assert caught.value.sequence == 3
+
+
+# -- encryption at rest
+
+K1 = Keyring({"k1": b"\x01" * 32}, "k1")
+K12 = Keyring({"k1": b"\x01" * 32, "k2": b"\x02" * 32}, "k2")
+
+
+def _raw(engine: Engine, sequence: int) -> tuple[bytes, bytes, str | None]:
+    with engine.connect() as connection:
+        row = connection.execute(sa.text(
+            "SELECT header_part, body, key_id FROM message_log WHERE sequence = :s"),
+            {"s": sequence}).one()
+    return bytes(row[0]), bytes(row[1]), row[2]
+
+
+async def test_encrypted_log_stores_ciphertext_and_reads_plaintext(
+    engine: Engine, tmp_path: Path
+) -> None:
+    plain_engine = create_db_engine(f"sqlite:///{tmp_path / 'plain.db'}")
+    create_tables(plain_engine)
+    encrypted, plain = MessageLog(engine, keyring=K1), MessageLog(plain_engine)
+    try:
+        stored = [await encrypted.append(entry(i), error_code=SP) for i in (1, 2)]
+        clear = [await plain.append(entry(i), error_code=SP) for i in (1, 2)]
+        # the same chain, encrypted or not: hashes are over the plaintext
+        assert [r.record_hash for r in stored] == [r.record_hash for r in clear]
+        header, body, key_id = _raw(engine, 1)
+        assert key_id == "k1"
+        assert b"binary body" not in body and b"hdr-" not in header
+        assert _raw(plain_engine, 1)[1] == entry(1).body
+        assert await encrypted.records() == stored
+        assert (await encrypted.verify()).count == 2
+    finally:
+        encrypted.close()
+        plain.close()
+        plain_engine.dispose()
+
+
+async def test_rotation_keeps_old_records_readable(engine: Engine) -> None:
+    first = MessageLog(engine, keyring=K1)
+    try:
+        await first.append(entry(1), error_code=SP)
+    finally:
+        first.close()
+    rotated = MessageLog(engine, keyring=K12)
+    try:
+        await rotated.append(entry(2), error_code=SP)
+        assert [_raw(engine, s)[2] for s in (1, 2)] == ["k1", "k2"]
+        assert [r.entry.body for r in await rotated.records()] == [entry(1).body, entry(2).body]
+        assert (await rotated.verify()).count == 2
+    finally:
+        rotated.close()
+    without_k1 = MessageLog(engine, keyring=Keyring({"k2": b"\x02" * 32}, "k2"))
+    keyless = MessageLog(engine)
+    try:
+        for log in (without_k1, keyless):
+            with pytest.raises(MessageLogError, match="record 1"):
+                await log.records()
+    finally:
+        without_k1.close()
+        keyless.close()
+
+
+@pytest.mark.parametrize(("index", "sql"), [
+    (1, "UPDATE message_log SET body = :v WHERE sequence = 3"),
+    (0, "UPDATE message_log SET header_part = :v WHERE sequence = 3"),
+])
+async def test_altered_ciphertext_is_reported_at_its_record(engine: Engine, index: int,
+                                                            sql: str) -> None:
+    log = MessageLog(engine, keyring=K1)
+    try:
+        await fill(log, 4)
+        # a valid ciphertext from another record does not decrypt here either
+        execute(engine, sql, v=_raw(engine, 2)[index])
+        with pytest.raises(ChainBrokenError) as caught:
+            await log.verify()
+        assert caught.value.sequence == 3
+        assert "does not decrypt" in caught.value.reason
+    finally:
+        log.close()

@@ -12,6 +12,7 @@ from cryptography import x509
 from certs.ca import DevCA
 from certs.ocsp import OcspResponder
 from security_server.ocsp import OwnCertificates
+from tests.conftest import Clock
 from xchange.errors import CertificateValidationError
 from xchange.globalconf import ApprovedCA, FederationSettings, GlobalConf
 from xchange.identifiers import ClientId
@@ -34,14 +35,6 @@ class InMemoryFetcher:
         if self.down:
             raise OSError("connection refused")
         return self.responder.respond(request, self.clock())
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

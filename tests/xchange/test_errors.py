@@ -19,6 +19,7 @@ from xchange.errors import (
     ClientError,
     ClientProxyError,
     ClientProxyLoggingError,
+    EvidenceError,
     Fault,
     GlobalConfOutdatedError,
     InvalidGlobalConfError,
@@ -27,6 +28,7 @@ from xchange.errors import (
     ServerProxyError,
     ServerProxyLoggingError,
     ServiceFailedError,
+    StampInvalidError,
     TimestampingFailedError,
     UnknownMemberError,
     UnknownServiceError,
@@ -108,13 +110,25 @@ def test_hierarchy_and_default_codes(cls: type[XRoadError], base: type, code: st
     assert repr(err) == f"{cls.__name__}({code!r}, 'message')"
 
 
-def test_chain_broken_error() -> None:
-    err = ChainBrokenError(7, "record hash differs")
+@pytest.mark.parametrize(("cls", "code"), [
+    (ChainBrokenError, "server.messagelog.chain_broken"),
+    (StampInvalidError, "server.messagelog.timestamp_invalid"),
+])
+def test_record_errors(cls: type[ChainBrokenError | StampInvalidError], code: str) -> None:
+    err = cls(7, "record hash differs")
     assert isinstance(err, XRoadError)
-    assert err.code == "server.messagelog.chain_broken"
+    assert err.code == code
     assert (err.sequence, err.reason) == (7, "record hash differs")
     assert "record 7" in err.message
     assert "record hash differs" in err.message
+
+
+def test_evidence_error_names_the_record_or_the_archive() -> None:
+    err = EvidenceError(12, "OCSP: revoked")
+    assert err.code == "server.messagelog.evidence_invalid"
+    assert (err.sequence, err.reason) == (12, "OCSP: revoked")
+    assert err.message == "evidence of record 12 does not verify: OCSP: revoked"
+    assert "evidence of archive does not verify" in EvidenceError(None, "link").message
 
 
 def test_every_exported_error_class_is_tested() -> None:
@@ -122,7 +136,8 @@ def test_every_exported_error_class_is_tested() -> None:
         obj for name in errors.__all__
         if isinstance(obj := getattr(errors, name), type) and issubclass(obj, XRoadError)
     }
-    assert exported == {cls for cls, _, _ in _HIERARCHY} | {ChainBrokenError}
+    assert exported == {cls for cls, _, _ in _HIERARCHY} | {ChainBrokenError, EvidenceError,
+                                                             StampInvalidError}
 
 
 def test_code_can_be_overridden_per_instance() -> None:

@@ -20,12 +20,15 @@ from xchange.messagelog import (
     StoredRecord,
     canonical_record_bytes,
     chain_record,
+    decode_der_list,
+    encode_der_list,
     verify_chain,
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+OCSP_UNAUTHORIZED = bytes.fromhex("3003 0a01 06")  # a whole DER OCSPResponse: "unauthorized"
 # record 1 of make_entry(); pins the canonical encoding (docs/protocol.md test vector)
-KNOWN_HASH = "af4f7e21eb666dd10475ecdb772932dd40ce1d56ba6c0628388759efeeadb112"
+KNOWN_HASH = "b784bf9f3fd579f494e3a3759c3cc7640766d42a46b258b7651d9791ef9822ba"
 
 
 def make_entry(**changes: Any) -> LogEntry:
@@ -43,6 +46,7 @@ def make_entry(**changes: Any) -> LogEntry:
         "status": "ok",
         "error_code": None,
         "created_at": T0,
+        "ocsp_responses": (OCSP_UNAUTHORIZED,),
     }
     fields.update(changes)
     return LogEntry(**fields)
@@ -69,7 +73,7 @@ def test_canonical_encoding_is_the_documented_one() -> None:
     entry = make_entry()
     expected = b"".join(
         [
-            f(b"xchange-messagelog-v1"),
+            f(b"xchange-messagelog-v2"),
             f(b"7"),
             f(b"ab" * 32),
             f(b"q-1"),
@@ -82,6 +86,7 @@ def test_canonical_encoding_is_the_documented_one() -> None:
             f(hashlib.sha256(b"header").digest()),
             f(hashlib.sha256(b'{"id": 1}').digest()),
             f(b"eyJhbGciOiJFUzI1NiJ9..c2ln"),
+            f(f(OCSP_UNAUTHORIZED)),
             f(b"ok"),
             f(None),
             f(b"2025-03-01T12:00:00.123456Z"),
@@ -113,6 +118,9 @@ def test_known_answer() -> None:
         {"header_part": b"header2"},
         {"body": b'{"id": 2}'},
         {"signature": "eyJhbGciOiJFUzI1NiJ9..c2lo"},
+        {"ocsp_responses": ()},
+        {"ocsp_responses": (OCSP_UNAUTHORIZED, b"")},
+        {"ocsp_responses": (OCSP_UNAUTHORIZED + b"\x00",)},
         {"status": "rejected", "error_code": "server.serverproxy.invalid_signature"},
         {"created_at": T0 + timedelta(microseconds=1)},
     ],
@@ -146,6 +154,23 @@ def test_created_at_is_the_instant_whatever_the_zone() -> None:
     assert chain_record(entry, 1, GENESIS_HASH) == chain_record(make_entry(), 1, GENESIS_HASH)
 
 
+def test_ocsp_response_boundaries_are_hashed() -> None:
+    one = make_entry(ocsp_responses=(b"ab", b"c"))
+    other = make_entry(ocsp_responses=(b"a", b"bc"))
+    assert chain_record(one, 1, GENESIS_HASH) != chain_record(other, 1, GENESIS_HASH)
+
+
+@pytest.mark.parametrize("items", [(), (b"",), (OCSP_UNAUTHORIZED, b"x" * 70000)])
+def test_der_list_round_trips(items: tuple[bytes, ...]) -> None:
+    assert decode_der_list(encode_der_list(items)) == items
+
+
+@pytest.mark.parametrize("data", [b"\x00", b"\x01\x00\x00", b"\x01\x00\x00\x00\x02a"])
+def test_der_list_refuses_garbage(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_der_list(data)
+
+
 def test_unicode_text_is_utf8() -> None:
     entry = make_entry(user_id="Jüri Õun")
     assert f("Jüri Õun".encode()) in canonical_record_bytes(entry, 1, GENESIS_HASH)
@@ -168,6 +193,8 @@ def test_unicode_text_is_utf8() -> None:
         ({"client": None}, TypeError),
         ({"user_id": 42}, TypeError),
         ({"query_id": "\udcff"}, ValueError),
+        ({"ocsp_responses": [OCSP_UNAUTHORIZED]}, TypeError),
+        ({"ocsp_responses": ("text",)}, TypeError),
     ],
 )
 def test_log_entry_rejects(change: dict[str, Any], error: type[Exception]) -> None:
@@ -253,6 +280,7 @@ def _relink(records: list[StoredRecord], index: int, **changes: Any) -> list[Sto
         (lambda r: _alter(r, 2, header_part=b"forged"), 3, "content"),
         (lambda r: _alter(r, 2, status="rejected", error_code="x.y.z"), 3, "content"),
         (lambda r: _alter(r, 0, created_at=T0 + timedelta(seconds=1)), 1, "content"),
+        (lambda r: _alter(r, 2, ocsp_responses=()), 3, "content"),
         (lambda r: _relink(r, 2, record_hash="f" * 64), 3, "content"),
         (lambda r: _relink(r, 2, prev_hash="f" * 64), 3, "prev_hash"),
         # a record re-hashed after alteration still breaks the next record's link
@@ -263,7 +291,7 @@ def _relink(records: list[StoredRecord], index: int, **changes: Any) -> list[Sto
         (lambda r: [r[0], r[2], r[1], *r[3:]], 2, "found record 3"),
         (lambda r: [*r[:3], r[2], *r[3:]], 4, "found record 3"),
     ],
-    ids=["body", "header", "status", "created_at", "record_hash", "prev_hash", "rehashed",
+    ids=["body", "header", "status", "created_at", "ocsp", "record_hash", "prev_hash", "rehashed",
          "deleted", "first_deleted", "swapped", "duplicated"],
 )
 def test_verify_detects_tampering(tamper: Any, sequence: int, reason: str) -> None:

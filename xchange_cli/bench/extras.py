@@ -27,11 +27,14 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from certs.keys import load_certificates, load_private_key, read_secret_file
+from certs.ocsp import OcspResponder
 from security_server.db import create_tables
 from security_server.messagelog import MessageLog
 from security_server.runtime import make_entry
+from xchange.ocsp import ocsp_request
 from xchange.rest import RestRequest, RestResponse, digest_payload, request_hash_of
 from xchange.signing import SigningIdentity, sign_message, sign_payload
+from xchange.transport import SignedMessage
 from xchange_cli.bench import procs
 from xchange_cli.bench.stats import MIB, server_figures
 from xchange_cli.federation import Federation, ServerFiles
@@ -121,6 +124,11 @@ def _unsafe_fast_sqlite(path: Path) -> sa.Engine:
 
 async def _fill(log: MessageLog, fed: Federation, records: int) -> None:
     consumer, provider = _identity(fed.servers[1]), _identity(fed.servers[0])
+    # Staple real OCSP responses, as the servers do: the audit checks them.
+    responder, issued = OcspResponder(fed.ca), datetime.now(UTC)
+    consumer_staples, provider_staples = (
+        (responder.respond(ocsp_request(i.chain[0], fed.ca.certificate), issued),)
+        for i in (consumer, provider))
     service = fed.services["persons"]
     body = b'{"code":"38001010001","name":"Mari Maasikas","born":"1980-01-01"}'
     pending: list[asyncio.Future[Any]] = []
@@ -132,14 +140,18 @@ async def _fill(log: MessageLog, fed: Federation, records: int) -> None:
         header_part = req.header_part()
         payload = digest_payload(header_part, b"")
         signature = sign_payload(consumer, payload, signed_at=now, nonce=uuid.uuid4().hex)
-        entries = [make_entry(req, "request", "outgoing", header_part, b"", signature, now)]
+        entries = [make_entry(req, "request", "outgoing",
+                              SignedMessage(header_part, signature, b"", consumer_staples),
+                              now)]
         if i + 1 < records:
             response = RestResponse(message_id=req.message_id, client=req.client,
                                     service=req.service, request_hash=request_hash_of(payload),
                                     status=200, headers=(("content-type", "application/json"),))
             rpart = response.header_part()
-            entries.append(make_entry(req, "response", "incoming", rpart, body,
-                                      sign_message(provider, rpart, body), now))
+            entries.append(make_entry(
+                req, "response", "incoming",
+                SignedMessage(rpart, sign_message(provider, rpart, body), body,
+                              provider_staples), now))
         pending += [asyncio.ensure_future(
             log.append(e, error_code="server.clientproxy.logging_failed")) for e in entries]
         if len(pending) >= 512:

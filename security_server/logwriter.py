@@ -1,0 +1,138 @@
+"""Group commit: one writer thread that commits whatever is waiting in one transaction.
+
+The message log must never acknowledge a record before it is durable, and its hash chain
+needs one strict order.  Committing each record on its own costs one disk flush (SQLite
+``synchronous=FULL``) or one round trip and WAL flush (PostgreSQL) per message, and that
+caps throughput.  :class:`GroupWriter` keeps the order and the durability and shares the
+flush: appenders queue their items; the one writer thread takes *everything* waiting (up to
+``max_group``) and hands it to ``commit_group`` as one list, to be written in one
+transaction.  Each appender's future is resolved only after that call returns, i.e. after the
+commit; if it raises, every item of the group fails with that error.
+
+Other work (``submit``) runs on the same thread, alone and in queue order, so nothing else
+ever writes the log concurrently.  An item whose future was cancelled before its group ran
+(the waiting request went away) is dropped, not written.
+
+This module knows nothing of the log's tables: ``commit_group`` does the writing.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
+
+__all__ = ["GroupWriter", "WriterClosedError"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+R2 = TypeVar("R2")
+
+DEFAULT_MAX_GROUP: Final = 1000
+
+
+class WriterClosedError(RuntimeError):
+    """The writer was closed: nothing more is accepted."""
+
+
+@dataclass(slots=True)
+class _Item(Generic[T, R]):
+    value: T
+    future: Future[R]
+
+
+@dataclass(slots=True)
+class _Task:
+    fn: Callable[[], Any]
+    future: Future[Any]
+
+
+_STOP: Final = object()
+
+
+class GroupWriter(Generic[T, R]):
+    """One thread committing queued items in groups (module docstring)."""
+
+    def __init__(self, commit_group: Callable[[Sequence[T]], Sequence[R]], *,
+                 max_group: int = DEFAULT_MAX_GROUP, name: str = "group-writer") -> None:
+        if max_group < 1:
+            raise ValueError("max_group must be at least 1")
+        self._commit_group = commit_group
+        self._max_group = max_group
+        self._queue: queue.SimpleQueue[_Item[T, R] | _Task | object] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def append(self, value: T) -> Future[R]:
+        """Queue ``value``; the future gives ``commit_group``'s result for it once committed."""
+        return self._put(lambda future: _Item(value, future))
+
+    def submit(self, fn: Callable[[], R2]) -> Future[R2]:
+        """Run ``fn`` on the writer thread, alone, after everything queued before it."""
+        return self._put(lambda future: _Task(fn, future))
+
+    def close(self) -> None:
+        """Finish everything queued, then stop; later calls raise :class:`WriterClosedError`."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(_STOP)
+        self._thread.join()
+
+    def _put(self, make: Callable[[Future[Any]], _Item[T, R] | _Task]) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:  # nothing may be queued behind _STOP
+            if self._closed:
+                raise WriterClosedError("the writer is closed")
+            self._queue.put(make(future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            jobs = [self._queue.get()]
+            while jobs[-1] is not _STOP and len(jobs) < self._max_group:
+                try:
+                    jobs.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            group: list[_Item[T, R]] = []
+            for job in jobs:
+                if isinstance(job, _Item):
+                    group.append(job)
+                    continue
+                self._commit(group)
+                group = []
+                if isinstance(job, _Task):
+                    _run_task(job)
+            self._commit(group)
+            if jobs[-1] is _STOP:
+                return
+
+    def _commit(self, group: list[_Item[T, R]]) -> None:
+        live = [item for item in group if item.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            results = self._commit_group([item.value for item in live])
+            if len(results) != len(live):
+                raise RuntimeError("commit_group did not return one result per item")
+        except Exception as exc:  # every waiter must hear of the failure
+            for item in live:
+                item.future.set_exception(exc)
+            return
+        for item, result in zip(live, results, strict=True):
+            item.future.set_result(result)
+
+
+def _run_task(task: _Task) -> None:
+    if not task.future.set_running_or_notify_cancel():
+        return
+    try:
+        task.future.set_result(task.fn())
+    except Exception as exc:
+        task.future.set_exception(exc)

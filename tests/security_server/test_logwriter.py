@@ -1,0 +1,144 @@
+"""Tests of the group-commit writer: grouping, order, failure of a whole group, cancel, close."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+
+import pytest
+
+from security_server.logwriter import GroupWriter, WriterClosedError
+
+
+class Recorder:
+    """A ``commit_group`` that records the groups it is given; it can be held or made to
+    fail for a given value."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[int]] = []
+        self.fail_on: int | None = None
+
+    def __call__(self, values: Sequence[int]) -> list[int]:
+        if self.fail_on in values:
+            raise OSError("disk full")
+        self.groups.append(list(values))
+        return [v * 10 for v in values]
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def writer(recorder: Recorder) -> Iterator[GroupWriter[int, int]]:
+    writer: GroupWriter[int, int] = GroupWriter(recorder, max_group=50)
+    yield writer
+    writer.close()
+
+
+def hold(writer: GroupWriter[int, int]) -> threading.Event:
+    """Keep the writer thread busy until the returned event is set."""
+    release, started = threading.Event(), threading.Event()
+
+    def blocker() -> None:
+        started.set()
+        release.wait(10)
+
+    writer.submit(blocker)
+    assert started.wait(10)
+    return release
+
+
+def test_waiting_items_are_committed_as_one_group(
+    writer: GroupWriter[int, int], recorder: Recorder
+) -> None:
+    release = hold(writer)
+    futures = [writer.append(i) for i in range(20)]
+    release.set()
+    assert [f.result(10) for f in futures] == [i * 10 for i in range(20)]
+    assert recorder.groups == [list(range(20))]
+
+
+def test_groups_are_capped(writer: GroupWriter[int, int], recorder: Recorder) -> None:
+    release = hold(writer)
+    futures = [writer.append(i) for i in range(120)]
+    release.set()
+    for f in futures:
+        f.result(10)
+    assert [len(g) for g in recorder.groups] == [50, 50, 20]
+    assert [v for g in recorder.groups for v in g] == list(range(120))
+
+
+def test_a_failed_group_fails_every_item(
+    writer: GroupWriter[int, int], recorder: Recorder
+) -> None:
+    recorder.fail_on = 3
+    release = hold(writer)
+    futures = [writer.append(i) for i in range(6)]
+    release.set()
+    for f in futures:
+        with pytest.raises(OSError, match="disk full"):
+            f.result(10)
+    recorder.fail_on = None
+    assert writer.append(7).result(10) == 70
+    assert recorder.groups == [[7]]
+
+
+def test_tasks_run_alone_and_in_order(writer: GroupWriter[int, int], recorder: Recorder) -> None:
+    release = hold(writer)
+    seen: list[list[list[int]]] = []
+    first = [writer.append(i) for i in (1, 2)]
+
+    def look() -> int:
+        seen.append([list(g) for g in recorder.groups])
+        return 99
+
+    task = writer.submit(look)
+    second = [writer.append(i) for i in (3, 4)]
+    release.set()
+    assert task.result(10) == 99
+    for f in first + second:
+        f.result(10)
+    assert seen == [[[1, 2]]]
+    assert recorder.groups == [[1, 2], [3, 4]]
+
+
+def test_failing_task_reports_its_error(writer: GroupWriter[int, int]) -> None:
+    def boom() -> None:
+        raise ValueError("bad")
+
+    with pytest.raises(ValueError, match="bad"):
+        writer.submit(boom).result(10)
+    assert writer.append(1).result(10) == 10
+
+
+def test_cancelled_items_are_not_written(
+    writer: GroupWriter[int, int], recorder: Recorder
+) -> None:
+    release = hold(writer)
+    futures = [writer.append(i) for i in range(4)]
+    assert futures[1].cancel()
+    release.set()
+    assert [f.result(10) for f in (futures[0], futures[2], futures[3])] == [0, 20, 30]
+    assert recorder.groups == [[0, 2, 3]]
+
+
+def test_close_drains_then_refuses(recorder: Recorder) -> None:
+    writer: GroupWriter[int, int] = GroupWriter(recorder)
+    release = hold(writer)
+    futures: list[Future[int]] = [writer.append(i) for i in range(3)]
+    closer = threading.Thread(target=writer.close)
+    closer.start()
+    release.set()
+    closer.join(10)
+    assert [f.result(0) for f in futures] == [0, 10, 20]
+    with pytest.raises(WriterClosedError):
+        writer.append(4)
+    writer.close()  # twice is fine
+
+
+def test_max_group_must_be_positive(recorder: Recorder) -> None:
+    with pytest.raises(ValueError):
+        GroupWriter(recorder, max_group=0)

@@ -1,0 +1,362 @@
+"""``xchange audit``: verify a live log, archives, containers and exports offline, with only
+the CA and TSA certificates; each kind of tampering is found and the record named."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+import sqlite3
+import subprocess
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from certs.ca import DevCA
+from certs.keys import (
+    generate_private_key,
+    unsafe_write_plaintext_key,
+    write_certificate,
+    write_private_key,
+    write_secret_file,
+)
+from security_server.db import create_db_engine, create_tables
+from security_server.messagelog import MessageLog
+from tests.auditkit import (
+    AuditPki,
+    fill_log,
+    make_audit_pki,
+    relink,
+    repack,
+    swap_bodies,
+    unpack,
+)
+from tests.security_server.test_config import MINIMAL
+from xchange.asic import write_container
+from xchange.canonical import canonical_json, parse_json
+from xchange_cli.main import main
+
+DAY_AGO = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+CONFIG = MINIMAL.replace("TEST/GOV/1234/ss1", "TEST/GOV/1001/ss1") + """\
+[archive]
+directory = "archives"
+max_records = 4
+"""
+
+
+@dataclass(frozen=True)
+class Server:
+    directory: Path
+    config: Path
+    trust: tuple[str, ...]
+    """``--ca ... --tsa ...``: the only anchors the auditor uses."""
+
+    @property
+    def database(self) -> Path:
+        return self.directory / "messagelog.db"
+
+    @property
+    def archives(self) -> Path:
+        return self.directory / "archives"
+
+
+def make_server(directory: Path, pki: AuditPki, ca: DevCA, *, extra: str = "",
+                queries: int = 2) -> Server:
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "security-server.toml"
+    config.write_text(CONFIG + extra)
+    engine = create_db_engine(f"sqlite:///{directory / 'messagelog.db'}")
+    create_tables(engine)
+
+    async def fill() -> None:
+        log = MessageLog(engine)
+        try:
+            await fill_log(log, pki, queries, batch=3, stamp_all=False)
+        finally:
+            log.close()
+
+    asyncio.run(fill())
+    engine.dispose()
+    write_certificate(directory / "tsa.pem", pki.tsa.certificate)
+    return Server(directory, config, ("--ca", str(ca.cert_path),
+                                      "--tsa", str(directory / "tsa.pem")))
+
+
+@pytest.fixture(scope="module")
+def past_ca(tmp_path_factory: pytest.TempPathFactory) -> DevCA:
+    """A CA of a day ago: the commands use the real clock, and must find the log's records
+    in the past, not in the future."""
+    return DevCA.create(tmp_path_factory.mktemp("past-ca"), "TEST", now=DAY_AGO)
+
+
+@pytest.fixture(scope="module")
+def past_pki(past_ca: DevCA, tmp_path_factory: pytest.TempPathFactory) -> AuditPki:
+    return make_audit_pki(past_ca, tmp_path_factory.mktemp("past-pki"), DAY_AGO)
+
+
+@pytest.fixture
+def server(tmp_path: Path, past_pki: AuditPki, past_ca: DevCA) -> Server:
+    return make_server(tmp_path / "ss", past_pki, past_ca)
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+# -- the live log ------------------------------------------------------------------------------
+
+
+def test_an_unaltered_live_log_verifies(server: Server, capsys: pytest.CaptureFixture[str]
+                                        ) -> None:
+    code, out = run(capsys, "audit", "verify", "--config", str(server.config), *server.trust)
+    assert code == 0, out
+    assert "hash chain intact: 4 records (sequence 1..4)" in out
+    assert "signatures verified: 4" in out
+    assert "OCSP responses good at signing time: 4" in out
+    assert "time-stamps verified: 3 records in 1 batches" in out  # record 4 not yet stamped
+    assert "not yet time-stamped: 1" in out
+    assert out.rstrip().endswith("OK: everything verifies")
+    # ss verify-log is the same command
+    assert run(capsys, "ss", "verify-log", "--config", str(server.config), *server.trust) == (
+        code, out)
+
+
+def _shift_insert(db: sqlite3.Connection) -> None:
+    """Slip a copy of record 2 in as record 2 -- with a valid link and a valid hash, being
+    the very same record -- and renumber the rest."""
+    db.execute("UPDATE message_log SET sequence = -sequence WHERE sequence >= 2")
+    db.execute("UPDATE message_log SET sequence = -sequence + 1 WHERE sequence < 0")
+    cursor = db.execute("SELECT * FROM message_log WHERE sequence = 3")
+    values = dict(zip([d[0] for d in cursor.description], cursor.fetchone(), strict=True))
+    values.update(sequence=2, batch_id=None, merkle_path=None)
+    columns, marks = ", ".join(values), ", ".join("?" for _ in values)
+    db.execute(f"INSERT INTO message_log ({columns}) VALUES ({marks})",  # noqa: S608
+               list(values.values()))
+
+
+TAMPERINGS: dict[str, tuple[Callable[[sqlite3.Connection], object], int, str]] = {
+    "alter": (lambda db: db.execute(
+        "UPDATE message_log SET body = X'00' WHERE sequence = 3"), 3,
+        "record content does not match its hash"),
+    "delete": (lambda db: db.execute("DELETE FROM message_log WHERE sequence = 3"), 3,
+               "expected record 3, found record 4"),
+    "insert": (_shift_insert, 2, "lies in batch 1 but is not stamped by it"),
+    "reorder": (lambda db: db.executescript(
+        "UPDATE message_log SET sequence = -1 WHERE sequence = 2;"
+        "UPDATE message_log SET sequence = 2 WHERE sequence = 3;"
+        "UPDATE message_log SET sequence = 3 WHERE sequence = -1;"), 2,
+        "record 2"),
+}
+
+
+@pytest.mark.parametrize("how", list(TAMPERINGS))
+def test_tampering_with_the_live_log_is_named(
+    server: Server, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    tamper, sequence, reason = TAMPERINGS[how]
+    with sqlite3.connect(server.database) as db:
+        tamper(db)
+    code, out = run(capsys, "audit", "verify", "--config", str(server.config), *server.trust)
+    assert code == 1, out
+    failed = out.strip().splitlines()[-1]
+    assert failed.startswith(f"FAILED at record {sequence}:"), out
+    assert reason in failed
+
+
+def test_search_finds_by_query_and_user(server: Server, capsys: pytest.CaptureFixture[str]
+                                        ) -> None:
+    code, out = run(capsys, "audit", "search", "--config", str(server.config),
+                    "--query-id", "q-3")
+    assert code == 0 and "2 record(s)" in out
+    assert "request  outgoing ok       q-3 TEST/GOV/1001/benefits" in out
+    assert out.count("(not yet time-stamped)") == 1  # record 4, the response
+    code, out = run(capsys, "audit", "search", "--config", str(server.config),
+                    "--user-id", "EE12345")
+    assert "2 record(s)" in out and "(not yet time-stamped)" not in out
+
+
+# -- archives ----------------------------------------------------------------------------------
+
+
+def archived(server: Server, capsys: pytest.CaptureFixture[str]) -> list[Path]:
+    code, out = run(capsys, "audit", "archive", "--config", str(server.config))
+    assert code == 0, out
+    assert "1 archive file(s) written" in out
+    return sorted(server.archives.iterdir())
+
+
+def test_archives_verify_alone_and_as_a_directory(
+    tmp_path: Path, past_pki: AuditPki, past_ca: DevCA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = make_server(tmp_path / "ss", past_pki, past_ca, queries=4)
+    # batches of 3: records 1-6 stamped; archives of at most 4 records
+    code, out = run(capsys, "audit", "archive", "--config", str(server.config))
+    assert code == 0 and "2 archive file(s) written" in out, out
+    files = sorted(server.archives.iterdir())
+    code, out = run(capsys, "audit", "verify", str(server.archives), *server.trust)
+    assert code == 0, out
+    assert "archive 1 of TEST/GOV/1001/ss1: records 1..4" in out
+    assert "archive 2 of TEST/GOV/1001/ss1: records 5..6" in out
+    assert "time-stamps verified: 6 records in 2 batches" in out
+    code, out = run(capsys, "audit", "verify", str(files[1]), "--previous", str(files[0]),
+                    *server.trust)
+    assert code == 0, out
+    # the second archive alone verifies, but not as the successor of a rewritten first
+    files[0].write_bytes(repack(_relinked(unpack(files[0].read_bytes()))))
+    code, out = run(capsys, "audit", "verify", str(server.archives), *server.trust)
+    assert code == 1 and "FAILED at archive link" in out, out
+
+
+def _relinked(files: dict[str, bytes]) -> dict[str, bytes]:
+    doc = parse_json(files["linking.json"])
+    doc["created_at"] = "2000-01-01T00:00:00.000000Z"  # any change to the linking file
+    files["linking.json"] = canonical_json(doc)
+    return files
+
+
+def _alter(files: dict[str, bytes]) -> None:
+    name = "containers/000000000002.asice"
+    files[name] = swap_bodies(files[name])
+
+
+def _delete(files: dict[str, bytes]) -> None:
+    del files["containers/000000000002.asice"]
+    relink(files, lambda cs: cs.pop(1))
+
+
+def _insert(files: dict[str, bytes]) -> None:
+    files["containers/000000000007.asice"] = files["containers/000000000001.asice"]
+    relink(files, lambda cs: cs.insert(1, {"name": "containers/000000000007.asice",
+                                          "sequence": 7, "sha256": "", "link": ""}))
+
+
+def _reorder(files: dict[str, bytes]) -> None:
+    relink(files, lambda cs: cs.insert(1, cs.pop(2)))
+
+
+ARCHIVE_TAMPERINGS: dict[str, tuple[Callable[[dict[str, bytes]], None], int]] = {
+    "alter": (_alter, 2), "delete": (_delete, 2), "insert": (_insert, 7),
+    "reorder": (_reorder, 2),
+}
+
+
+@pytest.mark.parametrize("how", list(ARCHIVE_TAMPERINGS))
+def test_tampering_with_an_archive_is_named(
+    server: Server, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    [path] = archived(server, capsys)
+    files = unpack(path.read_bytes())
+    tamper, sequence = ARCHIVE_TAMPERINGS[how]
+    tamper(files)
+    path.write_bytes(repack(files))
+    code, out = run(capsys, "audit", "verify", str(path), *server.trust)
+    assert code == 1, out
+    assert out.strip().splitlines()[-1].startswith(f"FAILED at record {sequence}:"), out
+
+
+def _container(archive: Path, sequence: int, tmp_path: Path) -> Path:
+    out = tmp_path / f"{sequence}.asice"
+    out.write_bytes(unpack(archive.read_bytes())[f"containers/{sequence:012d}.asice"])
+    return out
+
+
+def test_a_single_container_verifies_and_tampering_is_named(
+    server: Server, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    [path] = archived(server, capsys)
+    container = _container(path, 2, tmp_path)
+    code, out = run(capsys, "audit", "verify", str(container), *server.trust)
+    assert code == 0 and "time-stamps verified: 1 records in 1 batches" in out, out
+    container.write_bytes(swap_bodies(container.read_bytes()))
+    code, out = run(capsys, "audit", "verify", str(container), *server.trust)
+    assert code == 1 and "FAILED at record 2: message log chain broken" in out, out
+    # a part removed from a container: no longer a record at all
+    files = unpack(_container(path, 3, tmp_path).read_bytes())
+    del files["message/body"]
+    container.write_bytes(write_container([(n, "application/octet-stream", d)
+                                           for n, d in files.items()]))
+    code, out = run(capsys, "audit", "verify", str(container), *server.trust)
+    assert code == 1 and "error [server.messagelog.bad_container]" in out, out
+    container.write_bytes(b"PK\x03\x04garbage")
+    code, out = run(capsys, "audit", "verify", str(container), *server.trust)
+    assert code == 1 and "not a ZIP file" in out
+
+
+def test_untrusted_anchors_fail(server: Server, capsys: pytest.CaptureFixture[str],
+                                tmp_path: Path, past_pki: AuditPki) -> None:
+    [path] = archived(server, capsys)
+    other = DevCA.create(tmp_path / "other", "TEST", now=past_pki.now)
+    code, out = run(capsys, "audit", "verify", str(path), "--ca", str(other.cert_path),
+                    "--tsa", str(server.directory / "tsa.pem"))
+    assert code == 1 and "FAILED at record 1: evidence of record 1 does not verify: " \
+        "signature: signing certificate" in out, out
+
+
+def test_export_of_one_query_is_self_contained(
+    server: Server, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out_file = tmp_path / "q-1.asice"
+    code, out = run(capsys, "audit", "export", "--config", str(server.config), "--query-id",
+                    "q-1", "--out", str(out_file))
+    assert code == 0 and "exported 2 record(s) of query q-1" in out, out
+    with zipfile.ZipFile(io.BytesIO(out_file.read_bytes())) as zf:
+        assert zf.namelist() == ["mimetype", "records/000000000001.asice",
+                                 "records/000000000002.asice", "META-INF/manifest.xml"]
+    code, out = run(capsys, "audit", "verify", str(out_file), *server.trust)
+    assert code == 0 and "signatures verified: 2" in out, out
+    code, out = run(capsys, "audit", "export", "--config", str(server.config), "--query-id",
+                    "nope", "--out", str(out_file))
+    assert code == 1 and "no record of query 'nope'" in out
+
+
+def test_encrypted_archives_need_the_auditors_key(
+    tmp_path: Path, past_pki: AuditPki, past_ca: DevCA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = generate_private_key("ec")
+    write_private_key(tmp_path / "auditor.key", key, b"auditor passphrase")
+    write_secret_file(tmp_path / "auditor.pass", b"auditor passphrase\n")
+    (tmp_path / "auditor.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    server = make_server(tmp_path / "ss", past_pki, past_ca,
+                         extra=f'recipients = ["{tmp_path / "auditor.pub"}"]\n')
+    [path] = archived(server, capsys)
+    assert path.name.endswith(".zip.xenc")
+    code, out = run(capsys, "audit", "verify", str(path), *server.trust)
+    assert code == 1 and "is encrypted: give the auditor's private key with --key" in out
+    code, out = run(capsys, "audit", "verify", str(path), "--key", str(tmp_path / "auditor.key"),
+                    "--passphrase-file", str(tmp_path / "auditor.pass"), *server.trust)
+    assert code == 0, out
+    other = generate_private_key("ec")
+    unsafe_write_plaintext_key(tmp_path / "other.key", other)
+    code, out = run(capsys, "audit", "verify", str(path), "--key", str(tmp_path / "other.key"),
+                    *server.trust)
+    assert code == 1 and "not encrypted to this key" in out
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None,
+                    reason="the openssl command-line client is not installed")
+def test_archived_tokens_verify_with_openssl_alone(
+    server: Server, capsys: pytest.CaptureFixture[str], tmp_path: Path, past_ca: DevCA
+) -> None:
+    [path] = archived(server, capsys)
+    container = unpack(_container(path, 2, tmp_path).read_bytes())
+    token = tmp_path / "timestamp.tst"
+    token.write_bytes(container["evidence/timestamp.tst"])
+    root = parse_json(container["evidence/record.json"])["timestamp"]["root"]
+    done = subprocess.run(
+        ["openssl", "ts", "-verify", "-digest", root, "-token_in", "-in", str(token),
+         "-CAfile", str(past_ca.cert_path), "-untrusted", str(server.directory / "tsa.pem")],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert "Verification: OK" in done.stdout, done.stdout + done.stderr
+    wrong = subprocess.run(
+        ["openssl", "ts", "-verify", "-digest", "00" * 32, "-token_in", "-in", str(token),
+         "-CAfile", str(past_ca.cert_path), "-untrusted", str(server.directory / "tsa.pem")],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert "Verification: FAILED" in wrong.stdout

@@ -1,0 +1,319 @@
+"""``xchange audit``: verify, search and export message-log evidence; make archives.
+
+* ``audit verify PATH`` -- an archive file (encrypted or not), a directory of archive files
+  (each, and the chain between them), a single evidence container, or an exported query; or
+  ``audit verify --config FILE``, a security server's live log (``ss verify-log`` is the same
+  command).  Offline, with only the trust anchors given: a configuration anchor and a global
+  configuration file (``--anchor``, ``--globalconf``), or CA and TSA certificates (``--ca``,
+  ``--tsa``); a live log defaults to its server's own anchor and last good configuration.
+  Exit status 0 when everything verifies, 1 naming the first broken record otherwise.
+* ``audit search --config FILE`` -- records by query id, client, service, user id, time.
+* ``audit export --config FILE --query-id ID --out FILE`` -- the request and response of one
+  query, with their evidence, as one self-contained ASiC-E container.
+* ``audit archive --config FILE`` -- archive now, and remove records past retention.
+
+The checks themselves are :mod:`xchange.audit` and :mod:`xchange.archive`; this module reads
+files and the database and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from certs.keys import PrivateKey, load_certificates, load_private_key
+from security_server.archiver import (
+    Archiver,
+    DirectoryTarget,
+    MadeArchive,
+    load_recipients,
+)
+from security_server.confclient import CACHE_FILE, learned_keys
+from security_server.config import SecurityServerConfig
+from security_server.db import create_db_engine, create_tables
+from security_server.logaudit import (
+    BROKEN,
+    AuditReport,
+    export_query,
+    trust_from_files,
+    verify_live_log,
+)
+from security_server.logkeys import load_keyring
+from security_server.messagelog import LogQuery, MessageLog, MessageRecord
+from xchange.archive import (
+    ArchiveContents,
+    ArchiveLinking,
+    check_succession,
+    container_kind,
+    read_archive,
+)
+from xchange.archive_crypto import decrypt_archive, is_encrypted
+from xchange.audit import AuditTrust, verify_all, verify_evidence
+from xchange.evidence import read_bundle, read_evidence
+from xchange.globalconf import ApprovedCA
+from xchange.messagelog import StoredRecord
+from xchange_cli.keys import add_passphrase_options, passphrase_from
+
+__all__ = ["AuditReport", "check_log", "register", "verify_path"]
+
+Command = Callable[[list[str], Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+
+# -- trust ------------------------------------------------------------------------------------
+
+
+def _trust(args: argparse.Namespace, config: SecurityServerConfig | None) -> AuditTrust:
+    if args.ca:
+        cas = tuple(ApprovedCA(c.subject.rfc4514_string(), c)
+                    for path in args.ca for c in load_certificates(path))
+        tsas = tuple(load_certificates(path)[0] for path in args.tsa or ())
+        return AuditTrust(cas=cas, tsas=tsas,
+                          ocsp_max_age=timedelta(seconds=args.ocsp_max_age))
+    anchor_path = args.anchor or (config.anchor if config else None)
+    conf_path = args.globalconf or (config.state_dir / CACHE_FILE if config else None)
+    if anchor_path is None or conf_path is None:
+        raise ValueError("give the trust anchors: --anchor and --globalconf, or --ca and --tsa")
+    # A server's own state also holds the configuration-signing keys it learnt after the
+    # anchor (key rotation); an auditor's --anchor/--globalconf pair stands on its own.
+    learned = learned_keys(config.state_dir) if config and not args.globalconf else ()
+    return trust_from_files(Path(anchor_path), Path(conf_path), learned)
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def _plain(path: Path, key: PrivateKey | None) -> bytes:
+    data = path.read_bytes()
+    if not is_encrypted(data):
+        return data
+    if key is None:
+        raise ValueError(f"{path} is encrypted: give the auditor's private key with --key")
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise ValueError("archives are encrypted to RSA or EC keys")
+    return decrypt_archive(data, key)
+
+
+def _verify_archives(paths: list[Path], trust: AuditTrust, key: PrivateKey | None,
+                     report: AuditReport) -> None:
+    previous: ArchiveLinking | None = None
+    for path in paths:
+        contents: ArchiveContents = read_archive(_plain(path, key))
+        if previous is not None:
+            check_succession(previous, contents.linking)
+        report.archives.append(contents.linking)
+        report.checks += verify_all(contents.evidence, trust)
+        previous = contents.linking
+
+
+def verify_path(path: Path, trust: AuditTrust, *, key: PrivateKey | None = None,
+                previous: Path | None = None) -> AuditReport:
+    """Verify a file or directory (see the module docstring); failures go in the report."""
+    report = AuditReport(subject=str(path))
+    try:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            if not files:
+                raise ValueError(f"{path} holds no archive files")
+            _verify_archives(files, trust, key, report)
+            return report
+        data = _plain(path, key)
+        kind = container_kind(data)
+        if kind == "archive":
+            _verify_archives([*([previous] if previous else []), path], trust, key, report)
+        elif kind == "bundle":
+            report.checks += verify_all(read_bundle(data), trust)
+        else:
+            report.checks.append(verify_evidence(read_evidence(data), trust))
+    except BROKEN as exc:
+        report.failure = exc
+    return report
+
+
+# -- the live log -----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _open_log(config: SecurityServerConfig, *, create: bool = False
+                    ) -> AsyncIterator[tuple[MessageLog, sa.Engine]]:
+    url = sa.make_url(config.database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        # Opening it would create an empty log that "verifies": refuse a wrong path instead.
+        raise ValueError(f"no message log at {url.database}")
+    # Records are read decrypted when the log is encrypted at rest (security_server.logkeys).
+    keyring = load_keyring(config.encryption_keys) if config.encryption_keys else None
+    engine = create_db_engine(config.database_url)
+    log = None
+    try:
+        try:
+            has_log = sa.inspect(engine).has_table(MessageRecord.__tablename__)
+            if has_log and create:
+                create_tables(engine)  # the archive table, on a log made before it existed
+        except sa.exc.SQLAlchemyError as exc:
+            raise ValueError(f"cannot open the message log database: {exc}") from exc
+        if not has_log:
+            raise ValueError("the database holds no message log")
+        log = MessageLog(engine, keyring=keyring)
+        yield log, engine
+    finally:
+        if log is not None:
+            log.close()
+        engine.dispose()
+
+
+def check_log(config_path: Path, args: argparse.Namespace | None = None) -> AuditReport:
+    """Verify the live log of the security server configured in ``config_path``, with its
+    own trust anchors unless ``args`` names others."""
+    config = SecurityServerConfig.from_file(config_path).from_env(secrets=False)
+    trust = _trust(args or _no_trust_args(), config)
+
+    async def verify() -> AuditReport:
+        async with _open_log(config) as (log, engine):
+            return await verify_live_log(log, engine, trust,
+                                         subject=f"live message log of {config.server_id}")
+
+    return asyncio.run(verify())
+
+
+def _no_trust_args() -> argparse.Namespace:
+    return argparse.Namespace(ca=None, tsa=None, anchor=None, globalconf=None, ocsp_max_age=3600)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def _verify(args: argparse.Namespace) -> int:
+    if (args.path is None) == (args.config is None):
+        raise ValueError("give either a PATH to verify or --config for a live log")
+    if args.config is not None:
+        report = check_log(args.config, args)
+    else:
+        passphrase = passphrase_from(args)
+        key = None if args.key is None else load_private_key(
+            args.key, passphrase, unsafe_plaintext=passphrase is None)
+        report = verify_path(args.path, _trust(args, None), key=key,
+                             previous=args.previous)
+    for line in report.lines():
+        print(line)
+    return 0 if report.ok else 1
+
+
+def _query(args: argparse.Namespace) -> LogQuery:
+    return LogQuery(query_id=args.query_id, client=args.client, service=args.service,
+                    user_id=args.user_id, since=args.since, until=args.until)
+
+
+def _search(args: argparse.Namespace) -> int:
+    config = SecurityServerConfig.from_file(args.config).from_env(secrets=False)
+
+    async def search() -> list[StoredRecord]:
+        async with _open_log(config) as (log, _engine):
+            return await log.find(_query(args), args.limit)
+
+    records = asyncio.run(search())
+    for r in records:
+        e = r.entry
+        print(f"{r.sequence:>8} {e.created_at.isoformat()} {e.kind:<8} {e.direction:<8} "
+              f"{e.status:<8} {e.query_id} {e.client} -> {e.service}"
+              + (f" user={e.user_id}" if e.user_id else "")
+              + ("" if r.stamp else " (not yet time-stamped)"))
+    print(f"{len(records)} record(s)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    config = SecurityServerConfig.from_file(args.config).from_env(secrets=False)
+
+    async def collect() -> tuple[bytes, int, int] | None:
+        async with _open_log(config) as (log, _engine):
+            return await export_query(log, args.query_id)
+
+    exported = asyncio.run(collect())
+    if exported is None:
+        raise ValueError(f"no record of query {args.query_id!r} in the log")
+    data, count, unstamped = exported
+    args.out.write_bytes(data)
+    print(f"exported {count} record(s) of query {args.query_id} to {args.out}"
+          + (f"; {unstamped} not yet time-stamped" if unstamped else ""))
+    return 0
+
+
+def _archive(args: argparse.Namespace) -> int:
+    config = SecurityServerConfig.from_file(args.config).from_env(secrets=False)
+    settings = config.archive
+    if settings is None:  # pragma: no cover - from_file always sets it
+        raise ValueError("no [archive] settings")
+
+    async def run() -> tuple[list[MadeArchive], int]:
+        async with _open_log(config, create=True) as (log, engine):
+            archiver = Archiver(log, engine, DirectoryTarget(settings.directory),
+                                server_id=str(config.server_id), config=settings,
+                                recipients=load_recipients(settings.recipients))
+            now = datetime.now(UTC)
+            return await archiver.archive(now), await archiver.purge(now)
+
+    made, removed = asyncio.run(run())
+    for a in made:
+        print(f"archive {a.number}: records {a.first_sequence}..{a.last_sequence} -> "
+              f"{settings.directory / a.name} (hash {a.archive_hash})")
+    print(f"{len(made)} archive file(s) written, {removed} archived record(s) removed")
+    return 0
+
+
+def _time(text: str) -> datetime:
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def register(command: Command) -> None:
+    """Add the ``audit`` subcommands, and ``ss verify-log`` (the same as ``audit verify
+    --config``)."""
+    for path, text in ((["audit", "verify"], "verify message-log evidence offline: an archive "
+                        "file or directory of them, a container, or a live log (--config)"),
+                       (["ss", "verify-log"], "verify a security server's message log (the "
+                        "same as xchange audit verify --config)")):
+        p = command(path, _verify, text)
+        if path[0] == "audit":
+            p.add_argument("path", type=Path, nargs="?", help="archive, directory or container")
+        else:
+            p.set_defaults(path=None)
+        p.add_argument("--config", type=Path, required=path[0] == "ss",
+                       help="security server TOML file: verify its live log")
+        trust = p.add_argument_group("trust anchors (default for --config: the server's own)")
+        trust.add_argument("--anchor", type=Path, help="configuration anchor (anchor.json)")
+        trust.add_argument("--globalconf", type=Path,
+                           help="a signed global configuration file (globalconf.json)")
+        trust.add_argument("--ca", type=Path, action="append",
+                           help="an approved CA certificate (PEM; repeatable)")
+        trust.add_argument("--tsa", type=Path, action="append",
+                           help="an approved TSA certificate (PEM; repeatable)")
+        trust.add_argument("--ocsp-max-age", type=int, default=3600,
+                           help="with --ca: the oldest OCSP response accepted, in seconds")
+        p.add_argument("--key", type=Path, help="auditor's private key, for encrypted archives")
+        add_passphrase_options(p, "the auditor's key (none: the key file is not encrypted)")
+        p.add_argument("--previous", type=Path,
+                       help="the previous archive file: check that PATH follows it")
+
+    p = command(["audit", "search"], _search, "find message-log records")
+    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    for name in ("query-id", "client", "service", "user-id"):
+        p.add_argument(f"--{name}")
+    p.add_argument("--since", type=_time, help="ISO time (inclusive; UTC if no zone)")
+    p.add_argument("--until", type=_time, help="ISO time (exclusive)")
+    p.add_argument("--limit", type=int, default=1000)
+
+    p = command(["audit", "export"], _export,
+                "export one query's request and response with their evidence (ASiC-E)")
+    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    p.add_argument("--query-id", required=True)
+    p.add_argument("--out", type=Path, required=True, help="the container file to write")
+
+    p = command(["audit", "archive"], _archive,
+                "archive time-stamped records now and remove those past retention")
+    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
