@@ -155,7 +155,7 @@ def new_request(kind: str, server: SecurityServerId, *, now: datetime,
         raise ValueError(f"unknown management request kind {kind!r}")
     if set(fields) != set(KINDS[kind]):
         raise ValueError(f"{kind} needs exactly: {', '.join(KINDS[kind])}")
-    return ManagementRequest(secrets.token_urlsafe(24), kind, server,
+    return ManagementRequest(secrets.token_hex(24), kind, server,
                              now.astimezone(UTC).replace(microsecond=0), dict(fields))
 
 
