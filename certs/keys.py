@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certs.pkcs8 import encrypt_private_key
+from certs.pkcs8 import PEM_BEGIN, encrypt_private_key
 
 __all__ = [
     "KeyKind",
@@ -56,7 +56,7 @@ __all__ = [
 KeyKind = Literal["ec", "rsa"]
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
-_ENCRYPTED_MARKS = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
+_ENCRYPTED_MARKS = (PEM_BEGIN.encode("ascii"), b"Proc-Type: 4,ENCRYPTED")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

@@ -25,7 +25,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-__all__ = ["SCRYPT_N", "SCRYPT_P", "SCRYPT_R", "encrypt_private_key"]
+__all__ = ["PEM_BEGIN", "PEM_END", "SCRYPT_N", "SCRYPT_P", "SCRYPT_R", "encrypt_private_key"]
+
+PEM_LABEL = "ENCRYPTED PRIVATE KEY"
+"""The PEM label of encrypted PKCS#8 (RFC 7468 section 11)."""
+PEM_BEGIN = f"-----BEGIN {PEM_LABEL}-----"
+PEM_END = f"-----END {PEM_LABEL}-----"
 
 # RFC 7914 section 2 suggests r = 8, p = 1; N = 2**14 needs 16 MiB and about 50 ms here.  A
 # larger N would pass OpenSSL's default 32 MiB scrypt memory limit, and Python's ssl module
@@ -101,5 +106,4 @@ def encrypt_private_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
     der = _sequence(_sequence(_oid(_OID_PBES2), pbes2_params), _octet_string(encrypted))
     body = base64.encodebytes(der).decode("ascii").replace("\n", "")
     lines = [body[i:i + 64] for i in range(0, len(body), 64)]
-    return ("-----BEGIN ENCRYPTED PRIVATE KEY-----\n" + "\n".join(lines)
-            + "\n-----END ENCRYPTED PRIVATE KEY-----\n").encode("ascii")
+    return "\n".join([PEM_BEGIN, *lines, PEM_END, ""]).encode("ascii")

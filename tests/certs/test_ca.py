@@ -30,6 +30,7 @@ from certs.keys import (
     load_private_key,
     read_secret_file,
 )
+from certs.pkcs8 import PEM_BEGIN
 from xchange.certificates import (
     EKU_DOCUMENT_SIGNING,
     auth_cert_subject,
@@ -95,7 +96,7 @@ def test_load_round_trip(dev_ca: DevCA, pki_now: datetime, tmp_path: Path) -> No
 
 def test_ca_keys_are_encrypted_under_a_passphrase_kept_beside_them(dev_ca: DevCA) -> None:
     assert (dev_ca.directory / CA_KEY_FILE).read_bytes().startswith(
-        b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        PEM_BEGIN.encode())
     assert _mode(dev_ca.directory / CA_PASSPHRASE_FILE) == 0o600
     assert read_secret_file(dev_ca.directory / CA_PASSPHRASE_FILE) == dev_ca.key_passphrase
     with pytest.raises(ProtectedKeyError, match="wrong passphrase"):

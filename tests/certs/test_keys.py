@@ -24,6 +24,7 @@ from certs.keys import (
     write_private_key,
     write_secret_file,
 )
+from certs.pkcs8 import PEM_BEGIN, PEM_END
 
 PASSPHRASE = b"correct horse battery staple"
 # DER of the algorithm OIDs that must appear in the file (RFC 8018 A.4, RFC 7914 7, NIST).
@@ -34,7 +35,7 @@ OID_AES256_CBC = bytes.fromhex("060960864801650304012a")
 
 def _der(path: Path) -> bytes:
     lines = path.read_text().strip().splitlines()
-    assert lines[0] == "-----BEGIN ENCRYPTED PRIVATE KEY-----"
+    assert lines[0] == PEM_BEGIN
     return base64.b64decode("".join(lines[1:-1]))
 
 
@@ -93,8 +94,7 @@ def test_keys_encrypted_by_other_tools_load(tmp_path: Path) -> None:
 
 def test_damaged_or_foreign_files_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "k.key"
-    path.write_text("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n"
-                    "-----END ENCRYPTED PRIVATE KEY-----\n")
+    path.write_text(f"{PEM_BEGIN}\nAAAA\n{PEM_END}\n")
     with pytest.raises(ProtectedKeyError, match="cannot read"):
         load_private_key(path, PASSPHRASE)
     path.write_text("hello")

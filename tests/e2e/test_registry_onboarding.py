@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from certs.keys import load_private_key
+from certs.pkcs8 import PEM_BEGIN
 from xchange_cli.demo import query
 from xchange_cli.federation import (
     CONSUMER,
@@ -211,7 +212,7 @@ def test_key_rotation_with_traffic_flowing(onboarded: Onboarded, tmp_path: Path)
         assert len(keys) == 3  # the admin-token key and two configuration-signing keys
         for key in keys:
             load_private_key(key, fed.key_passphrase)
-            assert key.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+            assert key.read_bytes().startswith(PEM_BEGIN.encode())
         wait_for(learnt(2))  # the old key announced the new one to every server
         onboarded.admin("keys", "activate", new["key_id"])
         wait_for(lambda: signatures() == 2)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 
 from certs.keys import load_certificates
+from certs.pkcs8 import PEM_BEGIN
 from tests.conftest import SoftHsm
 from tests.e2e.conftest import log_records
 from xchange.signing import verify_message
@@ -46,7 +47,7 @@ def test_consumer_key_is_in_the_token_not_on_disk(fed: Federation) -> None:
     assert "pkcs11 = { module = " in config and 'pin_file = "token.pin"' in config
     # every key that is on disk is encrypted
     for path in fed.root.rglob("*.key"):
-        assert path.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----"), path
+        assert path.read_bytes().startswith(PEM_BEGIN.encode()), path
 
 
 def test_query_signed_in_the_token_is_answered_and_verified_by_the_provider(

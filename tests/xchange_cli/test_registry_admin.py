@@ -12,6 +12,7 @@ import pytest
 
 from certs.ca import DevCA, IssuedCredentials
 from certs.keys import load_private_key, write_certificate, write_secret_file
+from certs.pkcs8 import PEM_BEGIN
 from registry.adminroles import PERMISSIONS, audience
 from registry.keys import KeyStore
 from xchange.adminauth import verify_token
@@ -40,7 +41,7 @@ def test_init_import_migrate_and_token(
     assert keys[0].name == "admin-token.key" and keys[1].name.startswith("conf-sign-")
     for key in keys:
         assert key.stat().st_mode & 0o777 == 0o600
-        assert key.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        assert key.read_bytes().startswith(PEM_BEGIN.encode())
         load_private_key(key, PASSPHRASE)
     # again: nothing changes; another instance: refused
     assert run(capsys, "registry", "init", "--config", str(config), "--instance", "TEST")[0] == 0
@@ -127,7 +128,7 @@ def test_unsafe_plaintext_keys_when_asked_for(tmp_path: Path,
     config.write_text('database_url = "sqlite:///reg.db"\nunsafe_plaintext_keys = true\n')
     assert run(capsys, "registry", "init", "--config", str(config), "--instance", "TEST")[0] == 0
     key = tmp_path / "keys" / "admin-token.key"
-    assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert not key.read_bytes().startswith(PEM_BEGIN.encode())  # the unsafe plaintext form
     assert key.stat().st_mode & 0o777 == 0o600
     status, out, _ = run(capsys, "registry", "token", "--config", str(config), "--subject",
                          "x", "--role", "observer")
