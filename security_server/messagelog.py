@@ -27,6 +27,18 @@ row names the key id (``key_id``; NULL: stored in the clear).  Reading decrypts 
 the row names; an undecryptable field is reported as a broken record, a missing key as a
 read failure.  Hashes are over the plaintext, so the chain is the same either way.
 
+Large bodies (docs/decisions.md, "Large bodies in the message log"): a body given as an
+:class:`~xchange.body.ExternalBody` (a spooled body, over 1 MiB) is not put in its row.
+:meth:`MessageLog.append` first copies it, chunk by chunk, into the ``message_body_chunk``
+table under a random body id (encrypted chunk by chunk under the keyring, if there is
+one; committed every few chunks, off the writer thread, so other messages' records are not
+held up), then chains and commits the record, whose ``body_id`` names the chunks and whose
+``body`` is empty.  No step holds the body whole.  Reading such a record reads the chunks
+back once to take their digest (so an altered chunk breaks the record's hash like any other
+alteration) and hands the body on as an external body that reads them again on demand.
+Chunks of a record that failed to commit are deleted; chunks go with their record when it
+is purged.
+
 Not done here: asking for time-stamps, archiving, and several processes writing
 one log (a second writer's records collide on the sequence number and fail closed; per-node
 logs come with a ``log_id`` column later).  Tables are created by
@@ -36,9 +48,10 @@ logs come with a ``log_id`` column later).  Tables are created by
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final, Literal, TypeVar, cast, get_args
 
@@ -49,6 +62,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from security_server.logwriter import GroupWriter, WriterClosedError
+from xchange.body import CHUNK_SIZE, ExternalBody
 from xchange.errors import XRoadError
 from xchange.logbatch import BatchPlan, TimestampBatch
 from xchange.logcrypto import Keyring, LogDecryptionError, UnknownKeyError
@@ -71,6 +85,7 @@ from xchange.messagelog import (
 from xchange.timestamp import TimestampToken
 
 __all__ = [
+    "BodyChunkRow",
     "LogQuery",
     "LoggingFailedCode",
     "MessageLog",
@@ -85,6 +100,9 @@ LoggingFailedCode = Literal[
 """The code of a failed write: the client proxy's or the server proxy's."""
 
 _VERIFY_BATCH: Final = 1000
+_CHUNKS_PER_COMMIT: Final = 8
+"""A large body's chunks are committed 8 MiB at a time: short transactions that let the
+writer thread's group commits in between (SQLite has one writer at a time)."""
 R = TypeVar("R")
 
 
@@ -133,6 +151,8 @@ class MessageRecord(SQLModel, table=True):
     """The body; encrypted if ``key_id`` is set."""
     key_id: str | None = Field(default=None, max_length=64)
     """The id of the key ``header_part`` and ``body`` are encrypted with; NULL: clear."""
+    body_id: str | None = Field(default=None, max_length=32)
+    """A large body's id in ``message_body_chunk`` (``body`` is then empty); NULL: inline."""
     signature: str
     status: str = Field(max_length=16)
     error_code: str | None = None
@@ -143,6 +163,49 @@ class MessageRecord(SQLModel, table=True):
     """The time-stamp batch covering the record; NULL until it is stamped."""
     merkle_path: bytes | None = None
     """The record's audit path to its batch's root: 32-byte hashes, leaf upwards."""
+
+
+class BodyChunkRow(SQLModel, table=True):
+    """One piece of a large body (see the module docstring); encrypted like its record."""
+
+    __tablename__ = "message_body_chunk"
+
+    body_id: str = Field(primary_key=True, max_length=32)
+    index: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    data: bytes
+
+
+class _ChunkReader:
+    """Reads a large body back from ``message_body_chunk`` (:class:`xchange.body.BodyReader`),
+    one chunk per query, decrypting with the key its record names."""
+
+    def __init__(self, engine: Engine, keyring: Keyring | None, body_id: str,
+                 key_id: str | None) -> None:
+        self._engine, self._keyring = engine, keyring
+        self.body_id, self.key_id = body_id, key_id
+
+    def chunks(self) -> Iterator[bytes]:
+        table = _chunk_table()
+        with Session(self._engine) as session:
+            count = session.execute(sa.select(sa.func.count()).select_from(table)
+                                    .where(table.c.body_id == self.body_id)).scalar_one()
+            for index in range(count):
+                data = session.execute(sa.select(table.c.data).where(
+                    table.c.body_id == self.body_id, table.c.index == index)).scalar()
+                if data is None:
+                    raise LogDecryptionError(f"chunk {index} of the body is missing")
+                if self.key_id is None:
+                    yield data
+                    continue
+                if self._keyring is None:
+                    raise MessageLogError("the body is encrypted and no message-log keys "
+                                          "were given")
+                yield self._keyring.decrypt_chunk(self.key_id, self.body_id, index,
+                                                  index == count - 1, data)
+
+
+def _chunk_table() -> sa.Table:
+    return cast(sa.Table, BodyChunkRow.__table__)  # type: ignore[attr-defined]
 
 
 class TimestampBatchRow(SQLModel, table=True):
@@ -179,16 +242,55 @@ class MessageLog:
         """
         if error_code not in get_args(LoggingFailedCode):
             raise ValueError(f"not a logging failure code: {error_code!r}")
+        stored: _ChunkReader | None = None
         try:
+            if isinstance(entry.body, ExternalBody):
+                stored = await asyncio.to_thread(self._store_body, entry.body)
+                entry = replace(entry, body=ExternalBody(entry.body.digest, stored))
             future = self._writer.append(entry)
-        except WriterClosedError as exc:
-            raise MessageLogError("the message log is closed", code=error_code) from exc
-        try:
             return await asyncio.wrap_future(future)
         except Exception as exc:
+            if stored is not None:
+                await asyncio.to_thread(self._drop_body, stored.body_id)
+            if isinstance(exc, WriterClosedError):
+                raise MessageLogError("the message log is closed", code=error_code) from exc
             # Anything -- a full disk, a lost connection, a constraint, a trigger, a corrupt
             # head -- means the record may not be there: fail closed.
             raise MessageLogError("the message log could not be written", code=error_code) from exc
+
+    def _store_body(self, body: ExternalBody) -> _ChunkReader:
+        """Copy a large body into ``message_body_chunk``, a few chunks per transaction."""
+        body_id = uuid.uuid4().hex
+        key_id = None if self._keyring is None else self._keyring.current
+        table, index, left = _chunk_table(), 0, body.digest.size
+        try:
+            with Session(self._engine) as session:
+                for piece in _pieces(body.chunks(), CHUNK_SIZE):
+                    left -= len(piece)
+                    data = piece if self._keyring is None else self._keyring.encrypt_chunk(
+                        body_id, index, left <= 0, piece)
+                    session.execute(sa.insert(table).values(body_id=body_id, index=index,
+                                                            data=data))
+                    index += 1
+                    if index % _CHUNKS_PER_COMMIT == 0:
+                        session.commit()
+                session.commit()
+            if left != 0:
+                raise ValueError("the body's reader did not yield its declared size")
+        except BaseException:
+            self._drop_body(body_id)
+            raise
+        return _ChunkReader(self._engine, self._keyring, body_id, key_id)
+
+    def _drop_body(self, body_id: str) -> None:
+        """Best effort: remove the chunks of a body whose record was not written."""
+        table = _chunk_table()
+        try:
+            with Session(self._engine) as session:
+                session.execute(sa.delete(table).where(table.c.body_id == body_id))
+                session.commit()
+        except SQLAlchemyError:
+            pass  # an orphaned body is unreferenced, never read; the failure is reported
 
     async def records(self, *, query_id: str | None = None) -> list[StoredRecord]:
         """All records in sequence order, or those of one X-Road message id.
@@ -246,6 +348,12 @@ class MessageLog:
             with Session(self._engine) as session:
                 head = _read_head(session).sequence
                 last = min(sequence, head - 1)
+                chunks = _chunk_table()
+                session.execute(sa.delete(chunks).where(chunks.c.body_id.in_(
+                    select(MessageRecord.body_id).where(
+                        col(MessageRecord.sequence) <= last,
+                        col(MessageRecord.batch_id).is_not(None),
+                        col(MessageRecord.body_id).is_not(None)))))
                 result = session.execute(
                     sa.delete(MessageRecord).where(col(MessageRecord.sequence) <= last,
                                                    col(MessageRecord.batch_id).is_not(None)))
@@ -348,7 +456,7 @@ class MessageLog:
                     # column): an altered record, to be reported like any other.
                     sequence = _find_undecodable(session, statement)
                     raise ChainBrokenError(sequence, "stored record cannot be decoded") from exc
-                return [_to_record(row, self._keyring) for row in rows]
+                return [_to_record(row, self._keyring, self._engine) for row in rows]
         except SQLAlchemyError as exc:
             raise MessageLogError("the message log could not be read") from exc
 
@@ -395,13 +503,34 @@ def _find_undecodable(session: Session, statement: SelectOfScalar[MessageRecord]
     raise MessageLogError("the message log could not be read")
 
 
+def _pieces(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """``chunks`` regrouped into pieces of exactly ``size`` bytes (the last one shorter)."""
+    pending = bytearray()
+    for chunk in chunks:
+        pending += chunk
+        while len(pending) >= size:
+            yield bytes(pending[:size])
+            del pending[:size]
+    if pending:
+        yield bytes(pending)
+
+
 def _to_row(record: StoredRecord, keyring: Keyring | None) -> MessageRecord:
     e = record.entry
-    header_part, body, key_id = e.header_part, e.body, None
+    body_id = None
+    if isinstance(e.body, ExternalBody):
+        # MessageLog.append stored it already; anything else is a programming error.
+        if not isinstance(e.body.reader, _ChunkReader):
+            raise TypeError("a large body must be stored before its record")
+        body, body_id = b"", e.body.reader.body_id
+    else:
+        body = e.body
+    header_part, key_id = e.header_part, None
     if keyring is not None:
         key_id = keyring.current
         header_part = keyring.encrypt("header_part", header_part, record.record_hash)
-        body = keyring.encrypt("body", body, record.record_hash)
+        if body_id is None:
+            body = keyring.encrypt("body", body, record.record_hash)
     return MessageRecord(
         sequence=record.sequence,
         prev_hash=record.prev_hash,
@@ -416,6 +545,7 @@ def _to_row(record: StoredRecord, keyring: Keyring | None) -> MessageRecord:
         header_part=header_part,
         body=body,
         key_id=key_id,
+        body_id=body_id,
         signature=e.signature,
         status=e.status,
         error_code=e.error_code,
@@ -424,23 +554,32 @@ def _to_row(record: StoredRecord, keyring: Keyring | None) -> MessageRecord:
     )
 
 
-def _plaintext(row: MessageRecord, keyring: Keyring | None) -> tuple[bytes, bytes]:
-    if row.key_id is None:
-        return row.header_part, row.body
-    if keyring is None:
+def _plaintext(row: MessageRecord, keyring: Keyring | None,
+               engine: Engine) -> tuple[bytes, bytes | ExternalBody]:
+    if row.key_id is not None and keyring is None:
         raise MessageLogError(f"record {row.sequence} is encrypted and no message-log keys "
                               "were given")
     try:
+        if row.body_id is not None:
+            # Read through once: the digest must be of what is stored now.
+            body: bytes | ExternalBody = ExternalBody.measure(
+                _ChunkReader(engine, keyring, row.body_id, row.key_id))
+        elif row.key_id is None or keyring is None:
+            body = row.body
+        else:
+            body = keyring.decrypt(row.key_id, "body", row.body, row.record_hash)
+        if row.key_id is None or keyring is None:
+            return row.header_part, body
         return (keyring.decrypt(row.key_id, "header_part", row.header_part, row.record_hash),
-                keyring.decrypt(row.key_id, "body", row.body, row.record_hash))
+                body)
     except UnknownKeyError as exc:
         raise MessageLogError(f"record {row.sequence}: {exc}") from exc
     except LogDecryptionError as exc:
         raise ChainBrokenError(row.sequence, str(exc)) from exc
 
 
-def _to_record(row: MessageRecord, keyring: Keyring | None) -> StoredRecord:
-    header_part, body = _plaintext(row, keyring)
+def _to_record(row: MessageRecord, keyring: Keyring | None, engine: Engine) -> StoredRecord:
+    header_part, body = _plaintext(row, keyring, engine)
     try:
         entry = LogEntry(
             query_id=row.query_id,

@@ -75,6 +75,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal, get_args
 
+from xchange.body import ExternalBody, MessageBody, body_sha256
 from xchange.errors import ChainBrokenError
 
 __all__ = [
@@ -150,7 +151,8 @@ class LogEntry:
     user_id: str | None
     issue: str | None
     header_part: bytes
-    body: bytes
+    body: MessageBody
+    """The body's bytes, or -- for a large body -- an :class:`~xchange.body.ExternalBody`."""
     signature: str
     status: Status
     error_code: str | None
@@ -170,9 +172,10 @@ class LogEntry:
             value = getattr(self, name)
             if value is not None:
                 _check_text(name, value)
-        for name in ("header_part", "body"):
-            if not isinstance(getattr(self, name), bytes):
-                raise TypeError(f"{name} must be bytes")
+        if not isinstance(self.header_part, bytes):
+            raise TypeError("header_part must be bytes")
+        if not isinstance(self.body, bytes | ExternalBody):
+            raise TypeError("body must be bytes or an ExternalBody")
         if not isinstance(self.ocsp_responses, tuple) or not all(
             isinstance(r, bytes) for r in self.ocsp_responses
         ):
@@ -277,7 +280,7 @@ def canonical_record_bytes(entry: LogEntry, sequence: int, prev_hash: str) -> by
         entry.user_id,
         entry.issue,
         hashlib.sha256(entry.header_part).digest(),
-        hashlib.sha256(entry.body).digest(),
+        body_sha256(entry.body),
         entry.signature,
         encode_der_list(entry.ocsp_responses),
         entry.status,

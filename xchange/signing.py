@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from xchange.body import MessageBody
 from xchange.canonical import parse_json
 from xchange.certificates import (
     VerifiedPathCache,
@@ -182,7 +183,7 @@ def sign_payload(
 def verify_message(
     signature: str,
     header_part: bytes,
-    body: bytes,
+    body: MessageBody,
     *,
     expected_signer: ClientId,
     anchors: Sequence[x509.Certificate],
