@@ -104,6 +104,7 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
     await stamper.load()
     runtime = Runtime(config, conf_client, message_log, keys.identities, own_certs, stamper,
                       in_token=keys.in_token)
+    runtime.spool_dir.mkdir(parents=True, exist_ok=True)
     store_directory = StoreDirectory(store)
     runtime.directory = Directory(store_directory, metadata_service)
     runtime.provider_session = aiohttp.ClientSession(auto_decompress=False)

@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from xchange.body import MessageBody
+from xchange.body import BodyDigest, MessageBody
 from xchange.canonical import parse_json
 from xchange.certificates import (
     VerifiedPathCache,
@@ -183,7 +183,7 @@ def sign_payload(
 def verify_message(
     signature: str,
     header_part: bytes,
-    body: MessageBody,
+    body: MessageBody | BodyDigest,
     *,
     expected_signer: ClientId,
     anchors: Sequence[x509.Certificate],
