@@ -86,6 +86,7 @@ from xchange.timestamp import TimestampToken
 
 __all__ = [
     "BodyChunkRow",
+    "BodyStore",
     "LogQuery",
     "LoggingFailedCode",
     "MessageLog",
@@ -175,6 +176,73 @@ class BodyChunkRow(SQLModel, table=True):
     data: bytes
 
 
+class BodyStore:
+    """Stores one large body in ``message_body_chunk`` as it arrives, chunk by chunk
+    (encrypted under the keyring's current key, if any), committing every few chunks.
+
+    Blocking: call it from a worker thread.  :meth:`finish` writes the last chunk (its
+    encryption says it is the last, so it is written only once the end is known) and
+    returns the reader a log entry's :class:`~xchange.body.ExternalBody` takes;
+    :meth:`drop` removes whatever was stored (a body that will not be logged after all).
+    """
+
+    def __init__(self, engine: Engine, keyring: Keyring | None) -> None:
+        self._engine, self._keyring = engine, keyring
+        self.body_id = uuid.uuid4().hex
+        self._key_id = None if keyring is None else keyring.current
+        self._pending = bytearray()
+        self._index = 0
+        self._session: Session | None = None
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        self._pending += data
+        # Keep at least one byte back: the last chunk is only known at the end.
+        while len(self._pending) > CHUNK_SIZE:
+            self._insert(bytes(self._pending[:CHUNK_SIZE]), last=False)
+            del self._pending[:CHUNK_SIZE]
+
+    def finish(self) -> _ChunkReader:
+        if self._pending or self._index == 0:
+            self._insert(bytes(self._pending), last=True)
+            self._pending.clear()
+        if self._session is not None:
+            self._session.commit()
+            self._session.close()
+            self._session = None
+        return _ChunkReader(self._engine, self._keyring, self.body_id, self._key_id)
+
+    def drop(self) -> None:
+        """Best effort: remove the chunks stored so far."""
+        if self._session is not None:
+            self._session.close()  # rolls back what was not committed
+            self._session = None
+        _drop_chunks(self._engine, self.body_id)
+
+    def _insert(self, piece: bytes, *, last: bool) -> None:
+        if self._session is None:
+            self._session = Session(self._engine)
+        data = piece if self._keyring is None else self._keyring.encrypt_chunk(
+            self.body_id, self._index, last, piece)
+        self._session.execute(sa.insert(_chunk_table()).values(
+            body_id=self.body_id, index=self._index, data=data))
+        self._index += 1
+        if self._index % _CHUNKS_PER_COMMIT == 0:
+            self._session.commit()
+
+
+def _drop_chunks(engine: Engine, body_id: str) -> None:
+    """Best effort: remove the chunks of a body whose record was not written."""
+    table = _chunk_table()
+    try:
+        with Session(engine) as session:
+            session.execute(sa.delete(table).where(table.c.body_id == body_id))
+            session.commit()
+    except SQLAlchemyError:
+        pass  # an orphaned body is unreferenced, never read; the failure is reported
+
+
 class _ChunkReader:
     """Reads a large body back from ``message_body_chunk`` (:class:`xchange.body.BodyReader`),
     one chunk per query, decrypting with the key its record names."""
@@ -244,7 +312,8 @@ class MessageLog:
             raise ValueError(f"not a logging failure code: {error_code!r}")
         stored: _ChunkReader | None = None
         try:
-            if isinstance(entry.body, ExternalBody):
+            if isinstance(entry.body, ExternalBody) and not isinstance(entry.body.reader,
+                                                                       _ChunkReader):
                 stored = await asyncio.to_thread(self._store_body, entry.body)
                 entry = replace(entry, body=ExternalBody(entry.body.digest, stored))
             future = self._writer.append(entry)
@@ -258,39 +327,25 @@ class MessageLog:
             # head -- means the record may not be there: fail closed.
             raise MessageLogError("the message log could not be written", code=error_code) from exc
 
+    def body_store(self) -> BodyStore:
+        """A sink that stores a large body's chunks as it arrives (see :class:`BodyStore`)."""
+        return BodyStore(self._engine, self._keyring)
+
     def _store_body(self, body: ExternalBody) -> _ChunkReader:
-        """Copy a large body into ``message_body_chunk``, a few chunks per transaction."""
-        body_id = uuid.uuid4().hex
-        key_id = None if self._keyring is None else self._keyring.current
-        table, index, left = _chunk_table(), 0, body.digest.size
+        """Copy a large body into ``message_body_chunk``."""
+        store = self.body_store()
         try:
-            with Session(self._engine) as session:
-                for piece in _pieces(body.chunks(), CHUNK_SIZE):
-                    left -= len(piece)
-                    data = piece if self._keyring is None else self._keyring.encrypt_chunk(
-                        body_id, index, left <= 0, piece)
-                    session.execute(sa.insert(table).values(body_id=body_id, index=index,
-                                                            data=data))
-                    index += 1
-                    if index % _CHUNKS_PER_COMMIT == 0:
-                        session.commit()
-                session.commit()
-            if left != 0:
+            for chunk in body.chunks():
+                store.write(chunk)
+            if store.size != body.digest.size:
                 raise ValueError("the body's reader did not yield its declared size")
+            return store.finish()
         except BaseException:
-            self._drop_body(body_id)
+            store.drop()
             raise
-        return _ChunkReader(self._engine, self._keyring, body_id, key_id)
 
     def _drop_body(self, body_id: str) -> None:
-        """Best effort: remove the chunks of a body whose record was not written."""
-        table = _chunk_table()
-        try:
-            with Session(self._engine) as session:
-                session.execute(sa.delete(table).where(table.c.body_id == body_id))
-                session.commit()
-        except SQLAlchemyError:
-            pass  # an orphaned body is unreferenced, never read; the failure is reported
+        _drop_chunks(self._engine, body_id)
 
     async def records(self, *, query_id: str | None = None) -> list[StoredRecord]:
         """All records in sequence order, or those of one X-Road message id.
@@ -501,18 +556,6 @@ def _find_undecodable(session: Session, statement: SelectOfScalar[MessageRecord]
         except (ValueError, TypeError):
             return sequence
     raise MessageLogError("the message log could not be read")
-
-
-def _pieces(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
-    """``chunks`` regrouped into pieces of exactly ``size`` bytes (the last one shorter)."""
-    pending = bytearray()
-    for chunk in chunks:
-        pending += chunk
-        while len(pending) >= size:
-            yield bytes(pending[:size])
-            del pending[:size]
-    if pending:
-        yield bytes(pending)
 
 
 def _to_row(record: StoredRecord, keyring: Keyring | None) -> MessageRecord:

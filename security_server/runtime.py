@@ -158,8 +158,10 @@ class Runtime:
 
     async def spool(self, chunks: AsyncIterable[bytes], *, limit: int,
                     too_large: XRoadError) -> Body:
-        """Read a body as it arrives into a :class:`~security_server.body.Body`."""
-        return await spool(chunks, self.spool_dir, limit=limit, too_large=too_large)
+        """Read a body as it arrives into a :class:`~security_server.body.Body`; a large one
+        is written to the message log's chunk store as it arrives, ready to be logged."""
+        return await spool(chunks, self.spool_dir, limit=limit, too_large=too_large,
+                           sink=self.log.body_store)
 
     async def read_frame(self, chunks: AsyncIterable[bytes], *, limit: int, code: str,
                          too_large: XRoadError) -> tuple[FrameHead, Body]:
