@@ -25,6 +25,7 @@ from security_server.admin_api import AdminContext, audience_for, create_admin_a
 from security_server.admin_keys import admin_public_key
 from security_server.archiver import Archiver, DirectoryTarget, load_recipients
 from security_server.audit_api import AuditContext, add_audit_routes
+from security_server.body import limit_malloc_arenas
 from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import SecurityServerConfig
@@ -188,4 +189,5 @@ async def _serve(config: SecurityServerConfig) -> None:
 
 def serve(config_path: Path) -> None:
     config = SecurityServerConfig.from_file(config_path).from_env()
+    limit_malloc_arenas()  # before any thread: bodies stream through 1 MiB buffers
     asyncio.run(_serve(config))

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from security_server.body import MEMORY_THRESHOLD, Body, Spool, spool
+from security_server.body import (
+    MEMORY_THRESHOLD,
+    Body,
+    Spool,
+    limit_malloc_arenas,
+    spool,
+)
 from xchange.body import BodyDigest, BodyReader, ExternalBody, read_all
 from xchange.errors import XRoadError
 
@@ -191,3 +197,7 @@ def test_a_body_is_in_memory_or_in_a_file() -> None:
     with pytest.raises(ValueError, match="in memory or in a file"):
         Body(BodyDigest.of(b""))
     assert Body.of(b"abc").size == 3
+
+
+def test_malloc_arenas_can_be_limited_on_glibc() -> None:
+    assert limit_malloc_arenas(8) is True  # the project's Linux hosts: glibc
