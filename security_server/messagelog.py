@@ -233,11 +233,13 @@ class BodyStore:
 
 
 def _drop_chunks(engine: Engine, body_id: str) -> None:
-    """Best effort: remove the chunks of a body whose record was not written."""
+    """Best effort: remove the chunks of a body whose record was not written.  Never those
+    of a body a record names (a failed commit may have committed after all)."""
     table = _chunk_table()
+    named = select(MessageRecord.sequence).where(MessageRecord.body_id == body_id).exists()
     try:
         with Session(engine) as session:
-            session.execute(sa.delete(table).where(table.c.body_id == body_id))
+            session.execute(sa.delete(table).where(table.c.body_id == body_id, ~named))
             session.commit()
     except SQLAlchemyError:
         pass  # an orphaned body is unreferenced, never read; the failure is reported
