@@ -40,7 +40,7 @@ from aiohttp import web
 from cryptography import x509
 
 from security_server.body import Body
-from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
+from security_server.http import MESSAGE_ID, error_middleware, hide_server_version, stream_out
 from security_server.is_tls import check_is_connection
 from security_server.metadata import register_list_clients
 from security_server.runtime import (
@@ -70,6 +70,7 @@ from xchange.transport import (
     PEER_OCSP_PATH,
     PEER_PATH,
     FrameHead,
+    encode_frame_head,
 )
 
 __all__ = ["create_client_proxy_app"]
@@ -125,15 +126,18 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
 
     response, body, rhash = await send_request(rt, req, read_body)
     try:
-        out = web.StreamResponse(status=response.status)
+        # In memory: one write, as any answer; spooled: streamed from the spool.
+        out = (web.Response(status=response.status, body=body.data) if body.data is not None
+               else web.StreamResponse(status=response.status))
         for name, value in response.headers:
             out.headers.add(name, value)
         out.headers["X-Road-Id"] = req.message_id
         out.headers["X-Road-Client"] = str(req.client)
         out.headers["X-Road-Service"] = str(req.service)
         out.headers["X-Road-Request-Hash"] = rhash
-        await send_body(request, out, body)
-        return out
+        if body.data is not None:
+            return out
+        return await stream_out(request, out, body.size, body.stream())
     finally:
         body.close()
 
@@ -199,15 +203,6 @@ async def send_request(rt: Runtime, req: RestRequest,
         answer.body.close()
         raise
     return response, answer.body, rhash
-
-
-async def send_body(request: web.Request, out: web.StreamResponse, body: Body) -> None:
-    """Answer with ``body``: at once if it is in memory, else streamed from its spool."""
-    out.content_length = body.size
-    await out.prepare(request)
-    async for chunk in body.stream():
-        await out.write(chunk)
-    await out.write_eof()
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,9 +321,14 @@ async def _exchange(rt: Runtime, conf: GlobalConf, targets: Sequence[SecuritySer
         except (aiohttp.ClientError, TimeoutError) as exc:  # only a status query was sent
             last = _not_delivered(server, exc)
             continue
-        size, frame = frame_payload(head, body)
+        data: bytes | AsyncIterator[bytes]
+        if body.data is not None:  # in memory: one write
+            data = encode_frame_head(head) + body.data
+            size = len(data)
+        else:  # spooled: streamed from the spool (a new stream for each server tried)
+            size, data = frame_payload(head, body)
         try:
-            async with session.post(base + PEER_PATH, data=frame, ssl=rt.client_tls,
+            async with session.post(base + PEER_PATH, data=data, ssl=rt.client_tls,
                                     timeout=timeout,
                                     headers={"Content-Type": FRAME_MEDIA_TYPE,
                                              "Content-Length": str(size)}) as resp:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from xchange.errors import XRoadError
 
-__all__ = ["MESSAGE_ID", "error_middleware", "error_response", "hide_server_version"]
+__all__ = ["MESSAGE_ID", "error_middleware", "error_response", "hide_server_version",
+           "stream_out"]
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +73,19 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
 def hide_server_version(app: web.Application) -> None:
     """Answer ``Server: xchange`` instead of the Python and aiohttp versions."""
     app.on_response_prepare.append(_server_header)
+
+
+async def stream_out(request: web.Request, out: web.StreamResponse, size: int,
+                     chunks: AsyncIterator[bytes]) -> web.StreamResponse:
+    """Send ``out`` with a body of ``size`` bytes written piece by piece.  A client that goes
+    away meanwhile is the end of it, not an error: nothing can be answered any more."""
+    out.content_length = size
+    try:
+        await out.prepare(request)
+        async for chunk in chunks:
+            await out.write(chunk)
+        await out.write_eof()
+    except ConnectionError as exc:
+        log.info("%s %s: the client went away while the answer was sent (%s)",
+                 request.method, request.path, exc)
+    return out

@@ -43,7 +43,7 @@ from yarl import URL
 
 from security_server.body import Body
 from security_server.directory import LocalService
-from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
+from security_server.http import MESSAGE_ID, error_middleware, hide_server_version, stream_out
 from security_server.runtime import RUNTIME, Runtime, frame_payload, make_entry
 from security_server.tls import peer_certificate_der
 from xchange.errors import (
@@ -68,6 +68,7 @@ from xchange.transport import (
     PEER_OCSP_PATH,
     PEER_PATH,
     FrameHead,
+    encode_frame_head,
 )
 
 __all__ = ["create_server_proxy_app"]
@@ -108,15 +109,13 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
     finally:
         body.close()
     try:
+        if answer_body.data is not None:  # in memory: one write, as any answer
+            return web.Response(body=encode_frame_head(answer) + answer_body.data,
+                                content_type=FRAME_MEDIA_TYPE)
         size, frame = frame_payload(answer, answer_body)
         out = web.StreamResponse()
         out.content_type = FRAME_MEDIA_TYPE
-        out.content_length = size
-        await out.prepare(request)
-        async for chunk in frame:
-            await out.write(chunk)
-        await out.write_eof()
-        return out
+        return await stream_out(request, out, size, frame)
     finally:
         answer_body.close()
 
