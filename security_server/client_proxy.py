@@ -40,7 +40,13 @@ from aiohttp import web
 from cryptography import x509
 
 from security_server.body import Body
-from security_server.http import MESSAGE_ID, error_middleware, hide_server_version, stream_out
+from security_server.http import (
+    MESSAGE_ID,
+    error_middleware,
+    hide_server_version,
+    received,
+    stream_out,
+)
 from security_server.is_tls import check_is_connection
 from security_server.metadata import register_list_clients
 from security_server.runtime import (
@@ -77,6 +83,8 @@ __all__ = ["create_client_proxy_app"]
 
 log = logging.getLogger(__name__)
 
+_ONE_WRITE = 1024 * 1024
+"""A frame up to this size is sent as one piece of bytes (aiohttp's limit for that)."""
 _MAX_ERROR = 1024 * 1024
 """The most an error answer of the provider server may take."""
 _MAX_OCSP = 64 * 1024
@@ -122,7 +130,8 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
         raise _too_large(limit)  # refused before a byte of it is read
 
     async def read_body() -> Body:
-        return await rt.spool(_received(request), limit=limit, too_large=_too_large(limit))
+        return await rt.spool(received(request, code="client.bad_request"), limit=limit,
+                              too_large=_too_large(limit))
 
     response, body, rhash = await send_request(rt, req, read_body)
     try:
@@ -145,16 +154,6 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
 def _too_large(limit: int) -> XRoadError:
     return XRoadError(f"the message body exceeds {limit} bytes",
                       code="client.payload_too_large")
-
-
-async def _received(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives; a body cut short is the client's fault."""
-    try:
-        async for chunk in request.content.iter_any():
-            yield chunk
-    except (aiohttp.ClientPayloadError, ConnectionError) as exc:
-        raise BadRequestError("the request body was cut short",
-                              code="client.bad_request") from exc
 
 
 async def send_request(rt: Runtime, req: RestRequest,
@@ -322,11 +321,9 @@ async def _exchange(rt: Runtime, conf: GlobalConf, targets: Sequence[SecuritySer
             last = _not_delivered(server, exc)
             continue
         data: bytes | AsyncIterator[bytes]
-        if body.data is not None:  # in memory: one write
+        size, data = frame_payload(head, body)  # a new stream for each server tried
+        if body.data is not None and size <= _ONE_WRITE:  # small: one write
             data = encode_frame_head(head) + body.data
-            size = len(data)
-        else:  # spooled: streamed from the spool (a new stream for each server tried)
-            size, data = frame_payload(head, body)
         try:
             async with session.post(base + PEER_PATH, data=data, ssl=rt.client_tls,
                                     timeout=timeout,

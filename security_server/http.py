@@ -13,13 +13,14 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from xchange.errors import XRoadError
+from xchange.errors import BadRequestError, XRoadError
 
 __all__ = ["MESSAGE_ID", "error_middleware", "error_response", "hide_server_version",
-           "stream_out"]
+           "received", "stream_out"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,15 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
 def hide_server_version(app: web.Application) -> None:
     """Answer ``Server: xchange`` instead of the Python and aiohttp versions."""
     app.on_response_prepare.append(_server_header)
+
+
+async def received(request: web.Request, *, code: str) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a body cut short is the sender's fault (``code``)."""
+    try:
+        async for chunk in request.content.iter_any():
+            yield chunk
+    except (aiohttp.ClientPayloadError, ConnectionError) as exc:
+        raise BadRequestError("the request body was cut short", code=code) from exc
 
 
 async def stream_out(request: web.Request, out: web.StreamResponse, size: int,

@@ -43,7 +43,13 @@ from yarl import URL
 
 from security_server.body import Body
 from security_server.directory import LocalService
-from security_server.http import MESSAGE_ID, error_middleware, hide_server_version, stream_out
+from security_server.http import (
+    MESSAGE_ID,
+    error_middleware,
+    hide_server_version,
+    received,
+    stream_out,
+)
 from security_server.runtime import RUNTIME, Runtime, frame_payload, make_entry
 from security_server.tls import peer_certificate_der
 from xchange.errors import (
@@ -99,8 +105,9 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
     limit = rt.config.max_body_bytes
     too_large = XRoadError(f"the message body exceeds {limit} bytes",
                            code="client.payload_too_large")
-    head, body = await rt.read_frame(request.content.iter_any(), limit=limit,   # 3.
-                                     code="server.serverproxy.bad_request", too_large=too_large)
+    code = "server.serverproxy.bad_request"
+    head, body = await rt.read_frame(received(request, code=code), limit=limit,   # 3.
+                                     code=code, too_large=too_large)
     try:
         req = RestRequest.from_header_part(head.header_part)
         request[MESSAGE_ID] = req.message_id

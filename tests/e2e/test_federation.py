@@ -12,6 +12,7 @@ import contextlib
 import functools
 import hashlib
 import http.client
+import io
 import json
 import shutil
 import socket
@@ -317,7 +318,8 @@ async def _post_frame(fed: Federation, frame: bytes, *, as_server: int = 1,
     ctx = client_context(me.directory / "auth.pem", me.directory / "auth.key",
                          [fed.ca.certificate], passphrase=fed.key_passphrase)
     async with aiohttp.ClientSession() as session, session.post(
-        f"https://127.0.0.1:{peer.server_proxy_port}{PEER_PATH}", data=frame, ssl=ctx
+        f"https://127.0.0.1:{peer.server_proxy_port}{PEER_PATH}", data=io.BytesIO(frame),
+        ssl=ctx
     ) as resp:
         return resp.status, resp.headers.get("X-Road-Error"), await resp.read()
 
@@ -401,6 +403,34 @@ async def test_a_request_signed_long_ago_or_in_the_future_is_refused(
     _, header_part, signature = _signed_request(fed, signed_at=datetime.now(UTC) - age)
     status, code, _ = await _post_frame(fed, _frame(fed, header_part, signature))
     assert (status, code) == (400, "server.serverproxy.stale_message")
+
+
+async def test_a_large_frame_is_verified_whole_before_anything_passes(fed: Federation) -> None:
+    """A streamed body is spooled to its end and checked against the signature before the
+    provider system sees a byte: one altered byte at the very end is enough to refuse it."""
+    body = b"".join(sample_bytes(3 * MIB))
+    altered = body[:-1] + bytes([body[-1] ^ 1])
+
+    def signed(message_id: str) -> tuple[bytes, str]:
+        headers = {"X-Road-Client": str(fed.allowed_client), "X-Road-Id": message_id}
+        req = RestRequest.from_is("POST", f"/r1/{fed.services['persons']}/digest", headers,
+                                  headers.items())
+        return req.header_part(), sign_message(_identity(fed.servers[1]), req.header_part(),
+                                               body, signed_at=datetime.now(UTC),
+                                               nonce=uuid.uuid4().hex)
+
+    refused_id, passed_id = str(uuid.uuid4()), str(uuid.uuid4())
+    status, code, _ = await _post_frame(fed, _frame(fed, *signed(refused_id), altered))
+    assert (status, code) == (400, "server.serverproxy.invalid_signature")
+    [record] = await _records(fed.servers[0], refused_id)  # kept whole, as evidence
+    assert (record.entry.status, record.entry.kind) == ("rejected", "request")
+    assert isinstance(record.entry.body, ExternalBody)
+    assert record.entry.body.digest == BodyDigest.of(altered)
+
+    status, code, answer = await _post_frame(fed, _frame(fed, *signed(passed_id), body))
+    assert (status, code) == (200, None)
+    seen = json.loads(decode_frame(answer).body)
+    assert seen == {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
 
 async def test_garbage_between_servers_is_a_clear_error(fed: Federation) -> None:
