@@ -26,7 +26,13 @@ client_delete           client                      the client's member
 client_enable           client                      the client's member
 client_disable          client                      the client's member
 owner_change            new_owner (a member)        the new owner
+service_catalogue_      client, services (a list    the client's member
+update                  of catalogue entries)
 ======================  ==========================  ===================================
+
+``service_catalogue_update`` carries the *whole* list of a hosted subsystem's services
+(:mod:`xchange.catalogue`), so the registry can replace that provider's catalogue entries
+with it; its ``services`` field is the only one that is not a string.
 
 :func:`verify_request` checks, in order: shape, freshness, the member signature (chain to an
 approved CA, signing profile), that the signer is the member the kind requires (otherwise
@@ -54,6 +60,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from schemas import load_json_schema
 from xchange.canonical import canonical_json, parse_json
+from xchange.catalogue import CatalogueEntry, parse_catalogue
 from xchange.certificates import (
     cert_from_b64der,
     cert_to_b64der,
@@ -93,6 +100,7 @@ KINDS: Final = {
     "client_enable": ("client",),
     "client_disable": ("client",),
     "owner_change": ("new_owner",),
+    "service_catalogue_update": ("client", "services"),
 }
 """Each kind and its own fields."""
 
@@ -111,12 +119,17 @@ class ManagementRequest:
     kind: str
     server: SecurityServerId
     created_at: datetime
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
 
     @property
     def client(self) -> ClientId | None:
         text = self.fields.get("client")
         return None if text is None else ClientId.parse(text)
+
+    @property
+    def services(self) -> tuple[CatalogueEntry, ...] | None:
+        docs = self.fields.get("services")
+        return None if docs is None else parse_catalogue(docs)
 
     @property
     def auth_cert(self) -> x509.Certificate | None:
@@ -125,7 +138,7 @@ class ManagementRequest:
 
     def required_signer(self) -> ClientId:
         """The member whose signature this request needs."""
-        if self.kind.startswith("client_"):
+        if self.kind.startswith("client_") or self.kind == "service_catalogue_update":
             client = self.client
             assert client is not None
             return client.member
@@ -149,8 +162,9 @@ class VerifiedRequest:
 
 
 def new_request(kind: str, server: SecurityServerId, *, now: datetime,
-                **fields: str) -> ManagementRequest:
-    """A request with a fresh random id; ``fields`` must be exactly the kind's fields."""
+                **fields: Any) -> ManagementRequest:
+    """A request with a fresh random id; ``fields`` must be exactly the kind's fields
+    (strings, but ``services``: the list :func:`xchange.catalogue.catalogue_json` makes)."""
     if kind not in KINDS:
         raise ValueError(f"unknown management request kind {kind!r}")
     if set(fields) != set(KINDS[kind]):
@@ -217,6 +231,8 @@ def _parse(data: bytes) -> tuple[ManagementRequest, dict[str, Any]]:
             raise _bad("new_owner must be a member")
         if "auth_cert" in request.fields:
             request.auth_cert  # noqa: B018 (parse it now: a bad one is a bad request)
+        if "services" in request.fields:
+            request.services  # noqa: B018 (likewise)
     except (BadRequestError, ValueError) as exc:
         message = exc.message if isinstance(exc, BadRequestError) else str(exc)
         raise _bad(f"management request: {message}") from exc
