@@ -228,7 +228,7 @@ class CataloguePublisher:
         return answer
 
     def _due(self, row: CataloguePublicationRow, now: datetime) -> bool:
-        if row.state == "failed":
+        if row.state == "failed" and row.tried >= row.wanted:  # nothing new: back off
             last = row.attempted_at
             if last is not None and last.tzinfo is None:
                 last = last.replace(tzinfo=UTC)

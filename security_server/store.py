@@ -187,6 +187,9 @@ class CataloguePublicationRow(SQLModel, table=True):
     client_id: str = Field(primary_key=True, max_length=1100)
     wanted: int = 0
     published: int = 0
+    tried: int = 0
+    """The ``wanted`` count the last attempt covered (a failed one is retried at once when
+    a later change raised ``wanted``, else after the retry interval)."""
     state: str = Field(default="pending", max_length=16)
     """``pending``, ``published`` or ``failed`` (the last attempt; retried)."""
     digest: str | None = Field(default=None, max_length=64)
@@ -671,7 +674,7 @@ class ServerStore:
             row = s.get(CataloguePublicationRow, str(client))
             if row is None:
                 row = CataloguePublicationRow(client_id=str(client), wanted=covered)
-            row.attempted_at = at
+            row.attempted_at, row.tried = at, max(row.tried, covered)
             if error is None:
                 row.published = max(row.published, covered)
                 row.digest, row.services, row.published_at = digest, services, at

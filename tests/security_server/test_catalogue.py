@@ -170,3 +170,21 @@ def test_a_change_made_during_a_publication_stays_due(store: ServerStore) -> Non
     assert store.publication(CLIENT).state == "failed"  # stays failed until one succeeds
     store.publication_result(CLIENT, store.publication(CLIENT).wanted, at=AT, digest="e")
     assert publication_json(store.publication(CLIENT))["due"] is False
+
+
+async def test_a_failed_publication_backs_off_unless_something_changed(
+        store: ServerStore, identities: dict[ClientId, SigningIdentity]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    publisher = CataloguePublisher(store, SERVER, identities, lambda: url, clock=now,
+                                   retry_seconds=3600, timeout=5)
+    await publisher.changed(CLIENT)
+    await publisher._run_once()
+    first = store.publication(CLIENT)
+    assert first.state == "failed" and first.tried == first.wanted
+    await publisher._run_once()  # nothing new, and not an hour yet: not tried again
+    assert store.publication(CLIENT).attempted_at == first.attempted_at
+    await publisher.changed(CLIENT)  # a new change is tried at once
+    await publisher._run_once()
+    again = store.publication(CLIENT)
+    assert again.tried == again.wanted == first.wanted + 1
+    assert again.attempted_at != first.attempted_at

@@ -21,6 +21,7 @@ def upgrade() -> None:
         sa.Column('client_id', sa.String(length=1100), nullable=False),
         sa.Column('wanted', sa.Integer(), nullable=False),
         sa.Column('published', sa.Integer(), nullable=False),
+        sa.Column('tried', sa.Integer(), nullable=False),
         sa.Column('state', sa.String(length=16), nullable=False),
         sa.Column('digest', sa.String(length=64), nullable=True),
         sa.Column('request_id', sa.String(length=128), nullable=True),
