@@ -14,21 +14,21 @@ the signed bytes independent of the wire formatting.
 
 Who must sign (as in X-Road, the member whose data changes):
 
-======================  ==========================  ===================================
-kind                    fields                      member signature by
-======================  ==========================  ===================================
-auth_cert_register      auth_cert, address          the server's owner, *and* the auth
-                                                    key itself (proof of possession)
-auth_cert_delete        cert_hash                   the server's owner
-address_change          address                     the server's owner
-client_register         client (a subsystem)        the client's member
-client_delete           client                      the client's member
-client_enable           client                      the client's member
-client_disable          client                      the client's member
-owner_change            new_owner (a member)        the new owner
-service_catalogue_      client, services (a list    the client's member
-update                  of catalogue entries)
-======================  ==========================  ===================================
+========================  ========================  =================================
+kind                      fields                    member signature by
+========================  ========================  =================================
+auth_cert_register        auth_cert, address        the server's owner, *and* the
+                                                    auth key itself (proof of
+                                                    possession)
+auth_cert_delete          cert_hash                 the server's owner
+address_change            address                   the server's owner
+client_register           client (a subsystem)      the client's member
+client_delete             client                    the client's member
+client_enable             client                    the client's member
+client_disable            client                    the client's member
+owner_change              new_owner (a member)      the new owner
+service_catalogue_update  client, services          the client's member
+========================  ========================  =================================
 
 ``service_catalogue_update`` carries the *whole* list of a hosted subsystem's services
 (:mod:`xchange.catalogue`), so the registry can replace that provider's catalogue entries
