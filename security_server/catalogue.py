@@ -164,12 +164,19 @@ class CataloguePublisher:
         self._wake = asyncio.Event()
 
     async def changed(self, client: ClientId) -> None:
-        """``client``'s services changed: publish soon, in the background."""
+        """``client``'s services changed: publish soon, in the background.  Only subsystems
+        have a catalogue (as in X-Road, members provide services through subsystems)."""
+        if client.subsystem is None:
+            return
         await asyncio.to_thread(self.store.catalogue_due, client)
         self._wake.set()
 
     async def publish(self, client: ClientId, *, force: bool = True) -> CataloguePublicationRow:
-        """Publish now and return the state; never raises for the registry's sake."""
+        """Publish now and return the state; never raises for the registry's sake (a member
+        is :class:`BadRequestError`: it has no catalogue)."""
+        if client.subsystem is None:
+            raise BadRequestError(f"{client} is a member: only subsystems publish services",
+                                  code="admin.bad_request")
         async with self._lock:
             await self._publish(client, force=force)
         return await asyncio.to_thread(self.store.publication, client)

@@ -152,6 +152,11 @@ async def test_service_changes_make_a_catalogue_publication_due(admin: Admin) ->
     status, audit = await call(admin, "GET", "/api/v1/audit", token)
     assert audit[-2]["action"] == "publish_catalogue"
     assert audit[-2]["data"]["state"] == "failed"
+    await call(admin, "POST", "/api/v1/clients", token, {"id": "TEST/GOV/1"})
+    status, doc = await call(admin, "POST", "/api/v1/clients/TEST:GOV:1/catalogue/publish",
+                             token)
+    assert (status, doc["type"]) == (400, "admin.bad_request")
+    assert "only subsystems" in doc["message"]
     status, doc = await call(admin, "GET", "/api/v1/clients/TEST:GOV:1:nope/catalogue", token)
     assert (status, doc["type"]) == (404, "admin.not_found")
     status, doc = await call(admin, "POST", "/api/v1/clients/TEST:GOV:1:nope/catalogue/publish",
