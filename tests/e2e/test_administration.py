@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -283,10 +284,12 @@ def test_backup_and_restore_through_the_cli(fed: Federation, capsys: pytest.Capt
 
 
 def test_services_are_published_to_the_registrys_catalogue(
-        fed: Federation, capsys: pytest.CaptureFixture[str], token_file: str) -> None:
+        federation: RunningFederation, fed: Federation, capsys: pytest.CaptureFixture[str],
+        token_file: str) -> None:
     """An OpenAPI service added through the admin CLI appears, with its endpoints, in the
     registry's catalogue (sent by the provider's server, signed by its member), and
-    disappears when its description is deleted."""
+    disappears when its description is deleted; with the registry down, the change is made
+    at once and published later."""
     registry_token = xchange(capsys, "registry", "token", "--config", str(fed.registry_config),
                              "--subject", "olivia", "--role", "observer")
 
@@ -322,11 +325,30 @@ def test_services_are_published_to_the_registrys_catalogue(
     wait_for(lambda: "catalogue-api" not in listed())
     assert "persons" in listed()
 
+    # the registry down: the administrator's change does not wait for it
+    federation.stop_process("registry")
+    try:
+        started = time.monotonic()
+        admin(fed, capsys, token_file, "ss", "description", "add", str(REGISTER),
+              "--type", "REST", "--description-url", provider_url + "/", "--service-code",
+              "offline-api")
+        assert time.monotonic() - started < 5
+        wait_for(lambda: admin(fed, capsys, token_file, "ss", "catalogue", "show",
+                               str(REGISTER))["state"] == "failed")
+        failed = admin(fed, capsys, token_file, "ss", "catalogue", "show", str(REGISTER))
+        assert failed["due"] and "could not be reached" in failed["last_error"]
+    finally:
+        federation.start_registry()
+    published = admin(fed, capsys, token_file, "ss", "catalogue", "publish", str(REGISTER))
+    assert (published["state"], published["last_error"]) == ("published", None)
+    assert "offline-api" in listed()
+
     # on demand, from the command line, signed with the server's own configuration
     answer = xchange(capsys, "ss", "register", "services", "--config",
                      str(fed.servers[0].config), "--client", str(REGISTER))
     assert answer["state"] == "published" and answer["last_error"] is None
     assert "catalogue-api" not in {s["code"] for s in answer["catalogue"]}
+    assert "offline-api" in {s["code"] for s in answer["catalogue"]}
     capsys.readouterr()
     main(["ss", "status", "--config", str(fed.servers[0].config)])
     assert f"{REGISTER}: published" in capsys.readouterr().out
