@@ -133,7 +133,8 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
                           is_tls.context))
     registry = registry_url(config)
     catalogue = CataloguePublisher(store, config.server_id, keys.identities, lambda: registry,
-                                   clock=utc_now, retry_seconds=config.catalogue_retry_seconds)
+                                   clock=utc_now, retry_seconds=config.catalogue_retry_seconds,
+                                   sign=functools.partial(runtime.sign, side="client"))
     if config.admin_api is not None and config.admin_key is not None:
         admin = AdminContext(store, runtime.directory, (admin_public_key(config),),
                              audience_for(str(config.server_id)), utc_now,

@@ -7,8 +7,10 @@ for them in the registry's catalogue.  This module carries the first to the seco
   catalogue entries (:mod:`xchange.catalogue`): the services of its *enabled* descriptions,
   their type, the OpenAPI document's title and description, and the endpoints of REST
   services;
-* :func:`sign_catalogue` makes the ``service_catalogue_update`` management request for it
-  (:mod:`xchange.management`), signed by the client's member's signing key;
+* :func:`catalogue_request` makes the ``service_catalogue_update`` management request for it
+  (:mod:`xchange.management`), which the publisher has signed by the client's member's
+  signing key (through the server's signing function: a key in a token signs in the
+  token's own thread);
 * :class:`CataloguePublisher` sends it to the registry, records the result in the store
   (:class:`~security_server.store.CataloguePublicationRow`) and, as a background task of the
   running server, publishes what admin changes made due and retries what failed, every
@@ -25,7 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -44,17 +46,17 @@ from xchange.catalogue import (
 from xchange.errors import BadRequestError, XRoadError
 from xchange.globalconf import ConfigurationAnchor
 from xchange.identifiers import ClientId, SecurityServerId, ServiceId
-from xchange.management import new_request, sign_request
+from xchange.management import ManagementRequest, new_request, request_payload, seal_request
 from xchange.servicedesc import parse_openapi
-from xchange.signing import SigningIdentity
+from xchange.signing import SigningIdentity, sign_payload
 
 __all__ = [
     "CataloguePublisher",
     "PublicationError",
     "build_catalogue",
+    "catalogue_request",
     "publication_json",
     "registry_url",
-    "sign_catalogue",
 ]
 
 log = logging.getLogger(__name__)
@@ -107,17 +109,20 @@ def build_catalogue(store: ServerStore, client: ClientId) -> tuple[CatalogueEntr
                  for s in store.services(client) if s.description_id in enabled)
 
 
-def sign_catalogue(entries: tuple[CatalogueEntry, ...], client: ClientId,
-                   server: SecurityServerId, identities: Mapping[ClientId, SigningIdentity],
-                   now: datetime) -> bytes:
-    """The signed ``service_catalogue_update`` envelope (may block on a token)."""
-    identity = identities.get(client.member)
-    if identity is None:
-        raise PublicationError(f"this server holds no signing key for {client.member}, "
-                               "whose signature a service catalogue update needs")
-    request = new_request("service_catalogue_update", server, now=now, client=str(client),
-                          services=catalogue_json(entries))
-    return sign_request(request, identity)
+def catalogue_request(entries: tuple[CatalogueEntry, ...], client: ClientId,
+                      server: SecurityServerId, now: datetime) -> ManagementRequest:
+    """The ``service_catalogue_update`` of ``client``'s ``entries``, unsigned."""
+    return new_request("service_catalogue_update", server, now=now, client=str(client),
+                       services=catalogue_json(entries))
+
+
+Signer = Callable[[SigningIdentity, bytes], Awaitable[str]]
+"""Signs a payload as a member (:meth:`Runtime.sign <security_server.runtime.Runtime.sign>`
+in the running server)."""
+
+
+async def _sign_in_thread(identity: SigningIdentity, payload: bytes) -> str:
+    return await asyncio.to_thread(sign_payload, identity, payload)
 
 
 def _time(value: datetime | None) -> str | None:
@@ -150,7 +155,7 @@ class CataloguePublisher:
     def __init__(self, store: ServerStore, server: SecurityServerId,
                  identities: Mapping[ClientId, SigningIdentity], registry: Callable[[], str], *,
                  clock: Callable[[], datetime], retry_seconds: float = 60.0,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, sign: Signer = _sign_in_thread) -> None:
         self.store = store
         self.server = server
         self.identities = identities
@@ -159,6 +164,7 @@ class CataloguePublisher:
         self.clock = clock
         self.retry_seconds = retry_seconds
         self.timeout = timeout
+        self.sign = sign
         self.session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -168,7 +174,12 @@ class CataloguePublisher:
         have a catalogue (as in X-Road, members provide services through subsystems)."""
         if client.subsystem is None:
             return
-        await asyncio.to_thread(self.store.catalogue_due, client)
+        try:
+            await asyncio.to_thread(self.store.catalogue_due, client)
+        except XRoadError as exc:  # the change itself is made; do not fail it for this
+            log.warning("service catalogue of %s not marked for publication: %s", client,
+                        exc.message)
+            return
         self._wake.set()
 
     async def publish(self, client: ClientId, *, force: bool = True) -> CataloguePublicationRow:
@@ -191,9 +202,13 @@ class CataloguePublisher:
                 await asyncio.to_thread(self.store.publication_result, client, covered, at=now,
                                         digest=digest, services=len(entries))
                 return
-            envelope = await asyncio.to_thread(sign_catalogue, entries, client, self.server,
-                                               self.identities, now)
-            answer = await self._send(envelope)
+            identity = self.identities.get(client.member)
+            if identity is None:
+                raise PublicationError(f"this server holds no signing key for {client.member},"
+                                       " whose signature a service catalogue update needs")
+            request = catalogue_request(entries, client, self.server, now)
+            signature = await self.sign(identity, request_payload(request))
+            answer = await self._send(seal_request(request, signature))
         except XRoadError as exc:
             log.warning("service catalogue of %s not published: %s", client, exc.message)
             await asyncio.to_thread(self.store.publication_result, client, covered, at=now,

@@ -82,6 +82,7 @@ __all__ = [
     "cert_text",
     "new_request",
     "request_payload",
+    "seal_request",
     "sign_request",
     "verify_request",
 ]
@@ -190,10 +191,17 @@ def sign_request(request: ManagementRequest, member: SigningIdentity,
     """The envelope to send: signed by ``member`` (and by ``auth_key`` for a registration of
     that key's certificate)."""
     payload = request_payload(request)
-    envelope: dict[str, Any] = {"request": request.to_payload(),
-                                "signature": sign_payload(member, payload)}
-    if auth_key is not None:
-        envelope["auth_signature"] = _auth_sign(auth_key, payload)
+    auth_signature = None if auth_key is None else _auth_sign(auth_key, payload)
+    return seal_request(request, sign_payload(member, payload), auth_signature)
+
+
+def seal_request(request: ManagementRequest, signature: str,
+                 auth_signature: str | None = None) -> bytes:
+    """The envelope of ``request`` with a member ``signature`` over its
+    :func:`request_payload` made elsewhere (a key in a token signs in the token's thread)."""
+    envelope: dict[str, Any] = {"request": request.to_payload(), "signature": signature}
+    if auth_signature is not None:
+        envelope["auth_signature"] = auth_signature
     return canonical_json(envelope)
 
 
