@@ -32,12 +32,14 @@ from zeep.plugins import HistoryPlugin
 
 from tests.e2e.conftest import read_records
 from xchange.identifiers import NS_XROAD, ClientId, ServiceId
+from xchange_cli.audit import check_log
 from xchange_cli.federation import (
     CONSUMER,
     PROVIDER,
     Federation,
     ManagedProcess,
     RunningFederation,
+    ServerFiles,
     build_federation,
     free_port,
 )
@@ -102,20 +104,23 @@ def soap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Soap]:
         provider.stop()
 
 
-def _register(fed: Federation, provider_url: str) -> None:
+def _admin(server: ServerFiles, role: str) -> tuple[str, ...]:
+    """The CLI options that reach ``server``'s admin API with a token of ``role``."""
     from security_server.admin_api import audience_for
     from security_server.admin_keys import admin_private_key
     from security_server.config import SecurityServerConfig
     from security_server.runtime import utc_now
     from xchange.adminauth import issue_token
 
-    server = fed.servers[0]
     config = SecurityServerConfig.from_file(server.config).from_env()
-    token = issue_token(admin_private_key(config), subject="soap-admin",
-                        roles=["service-administrator"],
+    token = issue_token(admin_private_key(config), subject="soap-admin", roles=[role],
                         audience=audience_for(str(server.agency.server)),
                         issued_at=utc_now(), lifetime=timedelta(hours=1))
-    admin = ("--url", server.admin_url, "--token", token)
+    return ("--url", server.admin_url, "--token", token)
+
+
+def _register(fed: Federation, provider_url: str) -> None:
+    admin = _admin(fed.servers[0], "service-administrator")
     desc = _cli("ss", "description", "add", str(REGISTER), "--type", "WSDL",
                 "--description-url", f"{provider_url}/?wsdl", "--service-url",
                 f"{provider_url}/", *admin)
@@ -210,6 +215,8 @@ def test_both_servers_log_the_signed_soap_exchange(soap: Soap) -> None:
         assert b"<ns0:personCode>39002020002</ns0:personCode>" in request.entry.body
         assert b"requestHash" in response.entry.body
         assert request.entry.user_id == "EE38001010001"
+        result = check_log(server.config)  # what `xchange ss verify-log` runs
+        assert result.ok, result.failures
 
 
 def test_a_fault_of_the_provider_system_passes_through_untouched(soap: Soap) -> None:
@@ -247,6 +254,47 @@ def test_refusals_are_soap_faults_with_xroad_codes(soap: Soap, client: ClientId,
     assert fault is not None
     assert fault.findtext("faultactor") == ""
     assert uuid.UUID(fault.findtext("detail/faultDetail") or "")
+
+
+def test_the_client_must_connect_as_its_connection_type_requires(soap: Soap) -> None:
+    """As for REST: analytics switched to HTTPS is refused over plain HTTP with a fault."""
+    consumer = soap.fed.servers[1]
+    admin = _admin(consumer, "security-officer")
+    pem = _cli("ss", "internal-cert", *admin)["pem"]
+    data = _good()
+    data = data.replace(b"<id:subsystemCode>benefits", b"<id:subsystemCode>analytics")
+    _cli("ss", "client", "update", str(ANALYTICS), "--connection", "HTTPS", *admin)
+    try:
+        refused = _post(soap, data)
+        assert _fault_code(refused) == "server.clientproxy.is_authentication_failed"
+        pem_file = consumer.directory / "internal-for-test.pem"
+        pem_file.write_text(pem, encoding="ascii")
+        over_tls = soap.session.post(
+            f"https://127.0.0.1:{consumer.client_proxy_tls_port}/", data=data,
+            headers={"Content-Type": "text/xml"}, verify=str(pem_file), timeout=30)
+        # past the connection check: refused by the provider, which grants analytics nothing
+        assert _fault_code(over_tls) == "server.serverproxy.access_denied"
+    finally:
+        _cli("ss", "client", "update", str(ANALYTICS), "--connection", "HTTP", *admin)
+
+
+def test_soap_and_rest_services_are_not_mixed(soap: Soap) -> None:
+    # a SOAP request for the REST service "persons" of the same provider
+    data = _good("persons")
+    assert _fault_code(_post(soap, data)) == "server.serverproxy.unknown_service"
+    # a REST request for the SOAP service getPerson
+    with pytest.raises(urllib.error.HTTPError) as info:
+        request = urllib.request.Request(
+            f"{soap.proxy_url}/r1/{REGISTER}/getPerson", headers={"X-Road-Client":
+                                                                 str(BENEFITS)})
+        urllib.request.urlopen(request, timeout=30)
+    with info.value:
+        assert info.value.headers["X-Road-Error"] == "server.serverproxy.unknown_service"
+
+
+def _fault_code(response: requests.Response) -> str | None:
+    assert response.status_code == 500, response.content[:300]
+    return etree.fromstring(response.content).findtext(f".//{{{NS_SOAP_ENV}}}Fault/faultcode")
 
 
 # -- attachments --------------------------------------------------------------------------------
