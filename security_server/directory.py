@@ -39,7 +39,7 @@ from xchange.access import (
     GroupLookup,
     LocalGroupId,
 )
-from xchange.errors import XRoadError
+from xchange.errors import AccessDeniedError, XRoadError
 from xchange.globalconf import GlobalConf
 from xchange.identifiers import ClientId, ServiceId
 from xchange.messages import Request
@@ -150,10 +150,12 @@ class Directory:
         return snap.services.get(service.unversioned)
 
     def check_access(self, client: ClientId, service: ServiceId, method: str, path: str,
-                     group_members: GroupLookup) -> None:
-        """Deny by default.  Metadata services are open to every client, as in X-Road (their
-        handlers refuse what their protocol does not allow, security_server.metadata)."""
+                     group_members: GroupLookup, *, soap: bool = False) -> None:
+        """Deny by default.  Metadata services are open to every client, as in X-Road; over
+        REST they answer GET only (a SOAP request, ``soap``, is a POST)."""
         if service.code in METADATA_SERVICE_CODES and service.version is None:
+            if method != "GET" and not soap:
+                raise AccessDeniedError(f"metadata service {service} answers GET only")
             return
         snap = self.snapshot()
         snap.rules.check(client, service, method, path, group_members, snap.local_members)

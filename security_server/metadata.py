@@ -26,7 +26,6 @@ from security_server.directory import LocalService, ProviderAnswer, Snapshot
 from security_server.runtime import RUNTIME
 from xchange.access import EndpointPattern
 from xchange.errors import (
-    AccessDeniedError,
     BadRequestError,
     ServerProxyError,
     UnknownServiceError,
@@ -115,8 +114,6 @@ def metadata_service(snapshot: Snapshot, service: ServiceId) -> LocalService | N
         rest_handler = rest.get(service.code)
         if rest_handler is None:
             raise UnknownServiceError(f"{service.code} is a SOAP metadata service")
-        if req.method != "GET":
-            raise AccessDeniedError(f"metadata service {service} answers GET only")
         return await rest_handler(req, conf)
 
     return LocalService(service, url="", kind="METADATA", local_handler=handler)

@@ -207,7 +207,7 @@ def _admit(rt: Runtime, conf: GlobalConf, req: Request, msg: SignedMessage,
     if isinstance(req, SoapRequest):
         check_request_body(req, msg.body, max_bytes=rt.config.max_body_bytes)
     rt.directory.check_access(req.client, req.service, req.method, req.path,
-                              conf.members_of_group)
+                              conf.members_of_group, soap=isinstance(req, SoapRequest))
     if verified.signed_at is None or verified.nonce is None:
         raise ServerProxyError("request signature lacks iat or jti",
                                code="server.serverproxy.bad_request")

@@ -14,7 +14,8 @@ Operations (document/literal wrapped, namespace :data:`NS`):
 
 Every other answer copies the request's SOAP header fields, as an X-Road service must
 (PR-MESS 2.2).  ``GET /seen`` reports how many SOAP requests arrived and the HTTP headers of
-the last one, so that tests can assert that a refused request never reached it.
+the last one and the SHA-256 of its body, so that tests can assert that a refused request
+never reached it and that a message arrived byte for byte.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import io
 import json
 import threading
 from collections.abc import Callable, Iterable
@@ -84,11 +86,14 @@ def _recording(app: Callable[..., Any], seen: _Seen) -> Callable[..., Any]:
             start_response("200 OK", [("Content-Type", "application/json")])
             return [body]
         if environ.get("REQUEST_METHOD") == "POST":
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)
             with seen.lock:
                 seen.count += 1
                 seen.last = {"content_type": environ.get("CONTENT_TYPE", ""),
                              "soap_action": environ.get("HTTP_SOAPACTION", ""),
-                             "x_road_client": environ.get("HTTP_X_ROAD_CLIENT", "")}
+                             "x_road_client": environ.get("HTTP_X_ROAD_CLIENT", ""),
+                             "body_sha256": hashlib.sha256(body).hexdigest()}
         return app(environ, start_response)
 
     return wsgi

@@ -344,6 +344,28 @@ def test_an_mtom_attachment_crosses_signed_and_reaches_the_provider_whole(soap: 
     assert header_of(answer, "requestHash").text == \
         base64.b64encode(hashlib.sha512(soap_part).digest()).decode()
     assert soap.seen()["last"]["content_type"] == ctype
+    assert soap.seen()["last"]["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_a_swa_attachment_reaches_the_provider_byte_for_byte(soap: Soap) -> None:
+    """SOAP with Attachments (PR-MESS Annex F): text/xml root part first, any parts after."""
+    (client, _service), _history = zeep_client(soap)
+    envelope = client.create_message(client.service, "getPerson", personCode="38001010001",
+                                     _soapheaders=xroad_headers("getPerson"))
+    root = etree.tostring(envelope, encoding="UTF-8")
+    attachment = b"%PDF-1.4 \x00\xff binary \r\n--SWA\r\n"
+    body = (b"--SWA_BOUNDARY\r\nContent-Type: text/xml; charset=UTF-8\r\n"
+            b"Content-Transfer-Encoding: 8bit\r\nContent-ID: <rootpart>\r\n\r\n" + root +
+            b"\r\n--SWA_BOUNDARY\r\nContent-Type: application/pdf\r\n"
+            b"Content-Transfer-Encoding: binary\r\nContent-ID: <scan.pdf>\r\n\r\n" +
+            attachment + b"\r\n--SWA_BOUNDARY--\r\n")
+    ctype = 'multipart/related; type="text/xml"; start="<rootpart>"; boundary="SWA_BOUNDARY"'
+    response = _post(soap, body, {"Content-Type": ctype})
+    assert response.status_code == 200, response.content
+    assert b"Mari Maasikas" in response.content
+    assert soap.seen()["last"]["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert header_of(etree.fromstring(response.content), "requestHash").text == \
+        base64.b64encode(hashlib.sha512(root).digest()).decode()
 
 
 def test_zeep_without_attachments_sends_plain_text_xml(soap: Soap) -> None:
