@@ -19,7 +19,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +295,36 @@ def test_soap_and_rest_services_are_not_mixed(soap: Soap) -> None:
 def _fault_code(response: requests.Response) -> str | None:
     assert response.status_code == 500, response.content[:300]
     return etree.fromstring(response.content).findtext(f".//{{{NS_SOAP_ENV}}}Fault/faultcode")
+
+
+async def test_the_provider_refuses_an_envelope_that_differs_from_the_signed_header_part(
+        soap: Soap) -> None:
+    """A consumer security server that signs one thing and sends another gets nothing through:
+    the provider's server proxy reads the envelope again and compares."""
+    from tests.e2e.test_federation import _frame, _identity, _post_frame
+    from xchange.signing import sign_message
+    from xchange.soap.envelope import parse_request
+
+    data = _good()
+    req = parse_request(data, "text/xml", None, max_bytes=MAX_BODY)
+    tampered = data.replace(b"38001010001", b"39002020002")  # same headers, another body:
+    other = _good().replace(b"<id:subsystemCode>benefits", b"<id:subsystemCode>analytics")
+    before = soap.seen()["count"]
+    for body, expected in ((other, "server.serverproxy.bad_request"), (tampered, None)):
+        header_part = req.header_part()
+        signature = sign_message(_identity(soap.fed.servers[1]), header_part, body,
+                                 signed_at=datetime.now(UTC), nonce=uuid.uuid4().hex)
+        status, code, _ = await _post_frame(soap.fed, _frame(soap.fed, header_part, signature,
+                                                             body))
+        if expected is None:  # the body is signed as it is: only the headers must agree
+            assert (status, code) == (200, None)
+        else:
+            assert (status, code) == (400, expected)
+    assert soap.seen()["count"] == before + 1
+    records = await read_records(soap.fed.servers[0], req.message_id)
+    assert [(r.entry.status, r.entry.error_code) for r in records] == [
+        ("rejected", "server.serverproxy.bad_request"),  # the body that differed
+        ("ok", None), ("ok", None)]  # the other one, request and response
 
 
 # -- attachments --------------------------------------------------------------------------------
