@@ -44,7 +44,6 @@ __all__ = [
     "HASH_ALGORITHMS",
     "NS_REPRESENTATION",
     "NS_SOAP_ENV",
-    "NS_XOP",
     "SHA512",
     "ParsedEnvelope",
     "SoapRequest",
@@ -53,7 +52,6 @@ __all__ = [
     "check_soap_action",
     "fault_envelope",
     "finish_response",
-    "is_fault",
     "parse_envelope",
     "parse_request",
     "soap_request_hash",
@@ -62,7 +60,6 @@ __all__ = [
 NS_SOAP_ENV: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 NS_SOAP12_ENV: Final = "http://www.w3.org/2003/05/soap-envelope"
 NS_REPRESENTATION: Final = "http://x-road.eu/xsd/representation.xsd"
-NS_XOP: Final = "http://www.w3.org/2004/08/xop/include"
 SHA512: Final = "http://www.w3.org/2001/04/xmlenc#sha512"
 HASH_ALGORITHMS: Final = {
     SHA512: "sha512",
@@ -144,14 +141,6 @@ def parse_envelope(data: bytes, *, max_bytes: int,
                               code="client.invalid_body" if code.startswith("client.")
                               else code)
     return ParsedEnvelope(root, header, body, content[0])
-
-
-def is_fault(data: bytes, *, max_bytes: int) -> bool:
-    """Is ``data`` a SOAP 1.1 fault envelope?  (False for anything unparseable.)"""
-    try:
-        return parse_envelope(data, max_bytes=max_bytes).is_fault
-    except BadRequestError:
-        return False
 
 
 def _fields(env: ParsedEnvelope) -> dict[str, etree._Element]:
