@@ -51,6 +51,7 @@ NS_SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 NS_ID = "http://x-road.eu/xsd/identifiers"
 NS_XOP = "http://www.w3.org/2004/08/xop/include"
 NS_PROVIDER = "http://population.example/soap"
+NS_REPRESENTATION = "http://x-road.eu/xsd/representation.xsd"
 SHA512 = "http://www.w3.org/2001/04/xmlenc#sha512"
 REGISTER = PROVIDER.subsystem("population-register")
 BENEFITS = CONSUMER.subsystem("benefits")
@@ -276,6 +277,31 @@ def test_the_client_must_connect_as_its_connection_type_requires(soap: Soap) -> 
         assert _fault_code(over_tls) == "server.serverproxy.access_denied"
     finally:
         _cli("ss", "client", "update", str(ANALYTICS), "--connection", "HTTP", *admin)
+
+
+@pytest.mark.parametrize(("server", "code"), [
+    (PROVIDER.server, None),
+    (CONSUMER.server, "server.clientproxy.unknown_service"),  # does not host the provider
+])
+def test_security_server_targeting_and_represented_party(soap: Soap, server: Any,
+                                                         code: str | None) -> None:
+    (_, service), history = zeep_client(soap)
+    party = etree.Element(f"{{{NS_REPRESENTATION}}}representedParty")
+    etree.SubElement(party, f"{{{NS_REPRESENTATION}}}partyClass").text = "COM"
+    etree.SubElement(party, f"{{{NS_REPRESENTATION}}}partyCode").text = "12345678"
+    headers = [*xroad_headers("getPerson"), server.to_xml(f"{{{NS_XROAD}}}securityServer"),
+               party]
+    if code is not None:
+        with pytest.raises(zeep.exceptions.Fault) as info:
+            service.getPerson(personCode="38001010001", _soapheaders=headers)
+        assert info.value.code == code
+        return
+    assert service.getPerson(personCode="38001010001", _soapheaders=headers) == \
+        "Mari Maasikas"
+    echoed = _last(history, "received").find(f"{{{NS_SOAP_ENV}}}Header/"
+                                             f"{{{NS_REPRESENTATION}}}representedParty")
+    assert echoed is not None and echoed.findtext(f"{{{NS_REPRESENTATION}}}partyCode") == \
+        "12345678"
 
 
 def test_soap_and_rest_services_are_not_mixed(soap: Soap) -> None:
