@@ -16,6 +16,12 @@ Listens on mutual TLS.  Per request (docs/protocol.md, "Provider side"):
      sign the response bound to the request hash, staple this server's own OCSP responses,
      log it durably, and return it.
 
+A SOAP request (its header part's type says so) takes the same steps; in step 4 its
+envelope must also yield exactly its signed header part and its service must be a WSDL one,
+and in step 5 the provider system gets the message as the IS sent it, with only
+``Content-Type`` and ``SOAPAction``, and its answer must copy the X-Road header fields (a
+fault passes untouched) and gets ``requestHash`` (xchange.soap.envelope).
+
 ``GET /xchange/v1/ocsp`` answers, to registered peers, the OCSP response this server staples
 for its own TLS certificate: a consumer asks before its first request (and whenever the
 status it knows is stale), so it never sends a message to a server whose certificate was
