@@ -6,8 +6,8 @@ caller's code:
 
 * more than ``max_bytes`` bytes;
 * a DOCTYPE (so no internal or external DTD, no entity declaration: XXE and "billion
-  laughs" cannot start) -- looked for in the prolog before the parser runs, and checked again
-  on the parsed tree;
+  laughs" cannot start) -- looked for in the prolog before the parser runs (a prolog longer
+  than 4 KiB is refused), and checked again on the parsed tree;
 * anything that is not well-formed, including a reference to an undeclared entity;
 * nesting deeper than ``max_depth`` elements;
 * processing instructions other than the XML declaration.
@@ -61,6 +61,9 @@ def parse_xml(data: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH,
     data = strip_bom(data)
     head = data[:_PROLOG_LIMIT]
     first_element = re.search(rb"<[A-Za-z_]", head)
+    if first_element is None and len(data) > _PROLOG_LIMIT:
+        raise BadRequestError(f"{what}: no element in the first {_PROLOG_LIMIT} bytes",
+                              code=code)
     prolog = head if first_element is None else head[:first_element.start()]
     if _PROLOG_DOCTYPE.search(prolog):
         raise BadRequestError(f"{what}: a DOCTYPE is not accepted", code=code)

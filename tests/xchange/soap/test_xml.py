@@ -28,6 +28,7 @@ def test_a_utf8_bom_is_skipped() -> None:
     (b"<a>", "well-formed"),
     (b"", "well-formed"),
     (b"x" * 10_001, "larger"),
+    (b"<!--" + b" " * 5000 + b"-->" + b'<!DOCTYPE a [<!ENTITY e "x">]><a>&e;</a>', "no element"),
 ])
 def test_refused(document: bytes, why: str) -> None:
     with pytest.raises(BadRequestError) as info:
