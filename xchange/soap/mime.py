@@ -74,20 +74,30 @@ class MimePart:
         return next((v for k, v in self.headers if k.lower() == lower), None)
 
 
+_Span = tuple[tuple[tuple[str, str], ...], int, int]
+"""A part of a multipart body: its headers and where its content starts and ends."""
+
+
 @dataclass(frozen=True, slots=True)
 class SoapPart:
-    """Where the SOAP envelope of a message is."""
+    """Where the SOAP envelope of a message is.  Attachments are located, not copied: they
+    are cut out of the message only when :attr:`parts` is asked for."""
 
     envelope: bytes
     """The bytes of the SOAP part (X-Road's request hash is computed over them)."""
     media_type: MediaType
     """The message's Content-Type."""
-    parts: tuple[MimePart, ...] = ()
-    """For ``multipart/related``: every part, the SOAP part first; else empty."""
+    message: bytes = b""
+    spans: tuple[_Span, ...] = ()
 
     @property
     def is_multipart(self) -> bool:
-        return bool(self.parts)
+        return bool(self.spans)
+
+    @property
+    def parts(self) -> tuple[MimePart, ...]:
+        """For ``multipart/related``: every part, the SOAP part first; else empty."""
+        return tuple(MimePart(h, self.message[s:e]) for h, s, e in self.spans)
 
     @property
     def attachments(self) -> tuple[MimePart, ...]:
@@ -120,6 +130,10 @@ def _parse_headers(block: bytes, code: str) -> tuple[tuple[str, str], ...]:
 
 def split_multipart(body: bytes, boundary: str, *, code: str = _CODE) -> tuple[MimePart, ...]:
     """The parts of a multipart body (RFC 2046 5.1); preamble and epilogue are ignored."""
+    return tuple(MimePart(h, body[s:e]) for h, s, e in _spans(body, boundary, code))
+
+
+def _spans(body: bytes, boundary: str, code: str) -> tuple[_Span, ...]:
     if not 1 <= len(boundary) <= 70:
         raise _bad("the multipart boundary must be 1 to 70 characters", code)
     delim = b"--" + boundary.encode("ascii", "replace")
@@ -131,7 +145,7 @@ def split_multipart(body: bytes, boundary: str, *, code: str = _CODE) -> tuple[M
         if pos < 0:
             raise _bad("the multipart body holds no boundary", code)
         pos += 1
-    parts: list[MimePart] = []
+    parts: list[_Span] = []
     while True:
         after = pos + len(delim)
         if body.startswith(b"--", after):
@@ -144,17 +158,17 @@ def split_multipart(body: bytes, boundary: str, *, code: str = _CODE) -> tuple[M
         if nxt < 0:
             raise _bad("the multipart body is not closed", code)
         end = nxt - 1 if nxt > start and body[nxt - 1:nxt] == b"\r" else nxt
-        chunk = body[start:end]
-        head_end = chunk.find(b"\r\n\r\n")
+        # Searched within the part's first bytes only: the content is never copied here.
+        window = min(end, start + _MAX_HEADER + 4)
+        head_end = body.find(b"\r\n\r\n", start, window)
         sep_len = 4
         if head_end < 0:
-            head_end, sep_len = chunk.find(b"\n\n"), 2
-        if chunk.startswith((b"\r\n", b"\n")):  # a part without headers
-            head_end, sep_len = 0, 2 if chunk.startswith(b"\r\n") else 1
-        if head_end < 0 or head_end > _MAX_HEADER:
+            head_end, sep_len = body.find(b"\n\n", start, window), 2
+        if body.startswith((b"\r\n", b"\n"), start):  # a part without headers
+            head_end, sep_len = start, 2 if body.startswith(b"\r\n", start) else 1
+        if head_end < 0:
             raise _bad("a MIME part has no header block", code)
-        parts.append(MimePart(_parse_headers(chunk[:head_end], code),
-                              chunk[head_end + sep_len:]))
+        parts.append((_parse_headers(body[start:head_end], code), head_end + sep_len, end))
         if len(parts) > _MAX_PARTS:
             raise _bad(f"more than {_MAX_PARTS} MIME parts", code)
         pos = nxt + 1
@@ -190,8 +204,8 @@ def soap_part(body: bytes, content_type: str | None, *, code: str = _CODE) -> So
     boundary = media.param("boundary")
     if not boundary:
         raise _bad("multipart/related without a boundary", code)
-    parts = split_multipart(body, boundary, code=code)
-    first = parts[0]
+    spans = _spans(body, boundary, code)
+    first = MimePart(spans[0][0], body[spans[0][1]:spans[0][2]])
     start = _content_id(media.param("start"))
     if start is not None and _content_id(first.header("Content-ID")) != start:
         raise _bad("the SOAP part must be the first part of the message", code)
@@ -206,7 +220,7 @@ def soap_part(body: bytes, content_type: str | None, *, code: str = _CODE) -> So
     encoding = (first.header("Content-Transfer-Encoding") or "").strip().lower()
     if encoding not in _PLAIN_ENCODINGS:
         raise _bad(f"the SOAP part must be sent 8bit, not {encoding}", code)
-    return SoapPart(first.body, media, parts)
+    return SoapPart(first.body, media, body, spans)
 
 
 def _check_charset(media: MediaType, code: str) -> None:
