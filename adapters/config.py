@@ -118,20 +118,22 @@ def parse_config(text: str, source: Path, fmt: Literal["toml", "yaml"]) -> Adapt
         return AdapterConfigError(source, located[:_MAX_ERRORS])
 
     services = doc.get("services") if isinstance(doc, dict) else None
+    # Each service may hold the table its kind names (an unknown kind is refused below).
     kinds = sorted({s["kind"] for s in services if isinstance(s, dict)
-                    and isinstance(s.get("kind"), str) and s["kind"] in KINDS}
-                   ) if isinstance(services, list) else []
+                    and isinstance(s.get("kind"), str)}) if isinstance(services, list) else []
     problems = _schema_problems(doc, _main_schema(tuple(kinds)), ())
+    for i, service in enumerate(services if isinstance(services, list) else []):
+        kind = service.get("kind") if isinstance(service, dict) else None
+        if isinstance(kind, str) and kind not in KINDS:
+            problems.append((("services", i, "kind"),
+                             f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}"))
     if problems:
         raise fail(problems)
     problems = []
     assert isinstance(services, list)
     for i, service in enumerate(services):
         kind = service["kind"]
-        if kind not in KINDS:
-            problems.append((("services", i, "kind"),
-                             f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}"))
-        elif kind not in service:
+        if kind not in service:
             problems.append((("services", i),
                              f"kind {kind!r} needs its table [services.{kind}]"))
         else:
@@ -205,7 +207,8 @@ def _schema_problems(instance: Any, schema: Mapping[str, Any], at: JsonPath
 
 
 def _rule_problems(services: list[dict[str, Any]]) -> list[tuple[JsonPath, str]]:
-    """What the schema cannot say: unique codes, a default page within the row limit."""
+    """What the schema cannot say: unique codes, a default page within the row limit, and
+    every consumer granted the data-subject field (its values leave in a header anyway)."""
     problems: list[tuple[JsonPath, str]] = []
     seen: set[str] = set()
     for i, s in enumerate(services):
@@ -215,6 +218,12 @@ def _rule_problems(services: list[dict[str, Any]]) -> list[tuple[JsonPath, str]]
         if s.get("default_limit", 0) > s.get("row_limit", 100):
             problems.append((("services", i, "default_limit"),
                              "must not be larger than row_limit"))
+        subject = s.get("data_subject_field")
+        for consumer, fields in s["consumers"].items():
+            if subject is not None and subject not in fields and ALL_FIELDS not in fields:
+                problems.append((("services", i, "consumers", consumer),
+                                 f"must include the data_subject_field {subject!r}: its "
+                                 "values name the data subjects in every answer"))
     return problems
 
 

@@ -55,6 +55,8 @@ _PATH_PARAM: Final = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
 _PAGING: Final = " LIMIT :xchange_limit OFFSET :xchange_offset"
 _RESERVED: Final = frozenset({"offset", "limit", "xchange_limit", "xchange_offset"})
 _DIALECTS: Final = ("sqlite", "postgresql", "mysql", "mariadb")
+_DRIVERS: Final = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql",
+                    "mariadb": "mariadb+pymysql"}
 _GRACE_SECONDS: Final = 2.0
 """How long past its timeout a statement may run before the adapter stops waiting for it
 (the database should have cancelled it by then)."""
@@ -99,6 +101,8 @@ def _url(section: Mapping[str, Any], base_dir: Path) -> sa.URL:
         url = sa.make_url(section["url"])
     except sa.exc.ArgumentError as exc:
         raise ConfigValueError(f"not a database URL: {exc}", ("url",)) from exc
+    # The drivers xchange installs, where the URL names none (SQLAlchemy's defaults are not).
+    url = url.set(drivername=_DRIVERS.get(url.drivername, url.drivername))
     if url.get_backend_name() == "sqlite":
         if not url.database or url.database == ":memory:":
             raise ConfigValueError("an SQLite URL must name a database file", ("url",))
@@ -165,12 +169,19 @@ class SqlBackend:
         return tuple(q.operation for q in self._queries.values())
 
     async def start(self) -> None:
+        """Open the pool and ask the database for each query's columns: their types become
+        the fields of a query that declares none; a declared list must match them."""
         self._executor = ThreadPoolExecutor(self._pool_size, thread_name_prefix="adapter-sql")
         self._engine = self._create_engine()
         for name, q in list(self._queries.items()):
-            if not q.operation.fields:
-                fields = await self._call(self._describe, q, 30.0)
-                self._queries[name] = replace(q, operation=replace(q.operation, fields=fields))
+            found: tuple[Field, ...] = await self._call(self._describe, q, 30.0)
+            declared = q.operation.fields
+            if not declared:
+                self._queries[name] = replace(q, operation=replace(q.operation, fields=found))
+            elif len(declared) != len(found):
+                raise AdapterError(f"query {name!r} returns {len(found)} columns "
+                                   f"({', '.join(f.name for f in found)}) but declares "
+                                   f"{len(declared)} fields", code="adapter.unavailable")
         await self.check()
 
     async def close(self) -> None:
@@ -257,9 +268,9 @@ class SqlBackend:
 
     def _describe(self, q: SqlQuery) -> tuple[Field, ...]:
         """The fields of ``q``'s result, from the column types the database reports."""
-        codes = _PG_TYPES if self.dialect == "postgresql" else _MYSQL_TYPES
+        codes = {"postgresql": _PG_TYPES, "sqlite": {}}.get(self.dialect, _MYSQL_TYPES)
         nulls = dict.fromkeys(p.name for p in q.operation.parameters)
-        sql = f"SELECT * FROM ({q.sql}) AS xchange_q WHERE 1 = 0"  # noqa: S608 (configured)
+        sql = f"SELECT * FROM ({q.sql}) AS xchange_q LIMIT 0"  # noqa: S608 (configured)
 
         def describe(conn: sa.Connection) -> tuple[Field, ...]:
             result = conn.execute(sa.text(sql), nulls)
