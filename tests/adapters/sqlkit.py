@@ -28,11 +28,14 @@ __all__ = [
     "ANALYTICS",
     "BENEFITS",
     "DIALECTS",
+    "INJECTIONS",
     "MARIADB_URL_VARIABLE",
     "ROWS",
     "adapter_toml",
     "database",
+    "expected",
     "row_count",
+    "service_toml",
 ]
 
 MARIADB_URL_VARIABLE = "XCHANGE_TEST_MARIADB_URL"
@@ -157,15 +160,21 @@ _PERSON = (("id", "integer"), ("code", "string"), ("name", "string"), ("born", "
 
 def adapter_toml(url: str, kind: str, *, port: int | None = None, timeout: float = 1.0,
                  code: str = "register") -> str:
-    """An adapter configuration publishing the database at ``url`` as service ``code``.
+    """An adapter configuration publishing the database at ``url`` as service ``code``
+    (:func:`service_toml`), listening on ``port``."""
+    adapter = f"[adapter]\nport = {port}\n\n" if port else ""
+    return adapter + service_toml(url, kind, code=code, timeout=timeout)
+
+
+def service_toml(url: str, kind: str, *, code: str, timeout: float = 1.0) -> str:
+    """One ``[[services]]`` entry publishing the database at ``url`` as service ``code``.
 
     Operations: ``/persons/{code}``, ``/persons-by-id/{id}`` (integer), ``/persons?city=``
     (paged), ``/by-income?min_income=`` (number, paged), ``/slow/{code}`` (runs past the
     service's ``timeout``).  ``benefits`` may see every field, ``analytics`` only code, born
     and city."""
     cols = "id, code, name, born, city, income"
-    adapter = f"[adapter]\nport = {port}\n\n" if port else ""
-    return f'''{adapter}[[services]]
+    return f'''[[services]]
 code = "{code}"
 kind = "sql"
 title = "Population register"
@@ -221,3 +230,19 @@ def expected(row: dict[str, Any], fields: tuple[str, ...] | None = None) -> dict
            "born": row["born"].isoformat(), "city": row["city"],
            "income": float(row["income"])}
     return {k: v for k, v in out.items() if fields is None or k in fields}
+
+
+INJECTIONS = [
+    "/persons/38001010001' OR '1'='1",
+    "/persons/x'; DROP TABLE persons; --",
+    "/persons/38001010001%27%3B%20DELETE%20FROM%20persons%3B%20--",
+    "/persons-by-id/1 OR 1=1",
+    "/persons-by-id/1;DELETE FROM persons",
+    "/persons?city=Tartu' OR '1'='1",
+    "/persons?city=Tartu'; UPDATE persons SET name='x'; --",
+    "/persons?city=Tartu%00",
+    "/by-income?min_income=0 OR 1=1",
+    "/by-income?min_income=0);DELETE FROM persons;--",
+]
+"""An injection attempt in every parameter of the register's operations (paths relative to
+the service)."""

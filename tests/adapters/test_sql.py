@@ -20,6 +20,7 @@ from tests.adapters.sqlkit import (
     ANALYTICS,
     BENEFITS,
     DIALECTS,
+    INJECTIONS,
     ROWS,
     adapter_toml,
     database,
@@ -120,26 +121,14 @@ async def test_wrong_parameters_are_400(client: TestClient[Any, Any], path: str,
     assert says in body["message"]
 
 
-INJECTIONS = [
-    "/register/persons/38001010001' OR '1'='1",
-    "/register/persons/x'; DROP TABLE persons; --",
-    "/register/persons/38001010001%27%3B%20DELETE%20FROM%20persons%3B%20--",
-    "/register/persons-by-id/1 OR 1=1",
-    "/register/persons-by-id/1;DELETE FROM persons",
-    "/register/persons?city=Tartu' OR '1'='1",
-    "/register/persons?city=Tartu'; UPDATE persons SET name='x'; --",
-    "/register/persons?city=Tartu%00",
-    "/register/by-income?min_income=0 OR 1=1",
-    "/register/by-income?min_income=0);DELETE FROM persons;--",
-]
 
 
 async def test_injection_in_every_parameter_has_no_effect(
         client: TestClient[Any, Any], db: tuple[str, str]) -> None:
     before = row_count(db[1])
     for path in INJECTIONS:
-        status, body, _ = await get(client, path)
-        if path.startswith("/register/persons?"):
+        status, body, _ = await get(client, "/register" + path)
+        if path.startswith("/persons?"):
             # a string matches nothing: an empty page, or 400 for a NUL character
             assert status in (200, 400), path
             assert status == 400 or body["items"] == [], path
