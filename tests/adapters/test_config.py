@@ -201,3 +201,15 @@ def test_cli_check_and_a_serve_that_does_not_start(tmp_path: Path) -> None:
                    "type: 'float' is not one of" in run.stderr
             assert "Traceback" not in run.stderr
             assert "adapter ready" not in run.stdout + run.stderr
+
+
+def test_the_sql_examples_in_the_docs_are_valid(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[2] / "docs" / "adapters.md").read_text(encoding="utf-8")
+    text = text[text.index("## SQL databases"):text.index("## Files")]
+    blocks = re.findall(r"```(toml|yaml)\n(.*?)```", text, re.S)
+    assert [fmt for fmt, _ in blocks] == ["toml", "yaml"]
+    (tmp_path / "register.password").write_text("secret\n")
+    (tmp_path / "register.password").chmod(0o600)
+    for fmt, body in blocks:
+        config = parse_config(body, tmp_path / f"adapter.{fmt}", fmt)  # type: ignore[arg-type]
+        assert config.services[0].code == "persons"
