@@ -211,5 +211,5 @@ def test_the_sql_examples_in_the_docs_are_valid(tmp_path: Path) -> None:
     (tmp_path / "register.password").write_text("secret\n")
     (tmp_path / "register.password").chmod(0o600)
     for fmt, body in blocks:
-        config = parse_config(body, tmp_path / f"adapter.{fmt}", fmt)  # type: ignore[arg-type]
+        config = parse_config(body, tmp_path / f"adapter.{fmt}", fmt)
         assert config.services[0].code == "persons"
