@@ -16,6 +16,7 @@ from urllib.parse import quote
 from adapters.base import Field, FieldType, Operation, Parameter, Result, Value
 from adapters.config import ALL_FIELDS, ServiceConfig
 from xchange.errors import AdapterError
+from xchange.rest import DATA_SUBJECTS_HEADER
 
 __all__ = [
     "DATA_SUBJECTS_HEADER",
@@ -28,9 +29,6 @@ __all__ = [
     "response_body",
 ]
 
-DATA_SUBJECTS_HEADER: Final = "X-Xchange-Data-Subjects"
-"""The response header naming the data subjects of an answer: the values of the service's
-``data_subject_field`` in the records returned, percent-encoded, comma-separated."""
 MAX_SUBJECTS_HEADER: Final = 6000
 """Longest data-subject header (bytes).  HTTP clients refuse headers near 8 KiB (aiohttp:
 8190), and an answer whose subjects cannot all be named is refused, not truncated."""
@@ -148,7 +146,8 @@ def minimise(records: Sequence[Mapping[str, Value]], fields: Sequence[Field],
 
 
 def data_subjects(records: Sequence[Mapping[str, Value]], field: str) -> str | None:
-    """The data-subject header's value for ``records`` (``None``: no subjects)."""
+    """The value of :data:`DATA_SUBJECTS_HEADER` for ``records``: the distinct values of
+    ``field``, percent-encoded, comma-separated (``None``: no subjects)."""
     seen: dict[str, None] = {}
     for r in records:
         value = r.get(field)

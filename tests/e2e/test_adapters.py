@@ -32,6 +32,7 @@ from tests.adapters.sqlkit import (
     service_toml,
 )
 from tests.e2e.conftest import read_records
+from xchange.rest import RestResponse, data_subjects_of
 from xchange_cli.demo import Answer, query
 from xchange_cli.federation import (
     PROVIDER,
@@ -132,11 +133,17 @@ def test_query_by_key_and_the_data_subject_in_the_provider_log(
     assert answer.status == 200, answer.body
     assert answer.json() == expected(person)
     assert subjects(answer) == person["code"]
-    # the provider's security server logged the response with the header, signed and chained
-    records = asyncio.run(read_records(adapted.fed.servers[0], answer.headers["X-Road-Id"]))
+    # the provider's security server logged the response with the header, signed and
+    # chained, and the auditor's search shows it
+    query_id = answer.headers["X-Road-Id"]
+    records = asyncio.run(read_records(adapted.fed.servers[0], query_id))
     (response,) = [r for r in records if r.entry.kind == "response"]
-    headers = dict(json.loads(response.entry.header_part)["headers"])
-    assert headers["x-xchange-data-subjects"] == person["code"]
+    logged = RestResponse.from_header_part(response.entry.header_part)
+    assert data_subjects_of(logged) == (person["code"],)
+    found = _cli("audit", "search", "--config", str(adapted.fed.servers[0].config),
+                 "--query-id", query_id)
+    assert f"response outgoing ok       {query_id}" in found
+    assert f"subjects={person['code']}" in found
 
 
 @pytest.mark.parametrize("kind", DIALECTS)
