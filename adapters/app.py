@@ -232,7 +232,14 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     started: list[ServiceConfig] = []
     try:
         for service in config.services:
-            await service.backend.start()
+            try:
+                await service.backend.start()
+            except XRoadError as exc:
+                raise AdapterError(f"service {service.code!r} cannot start: {exc.message}",
+                                   code=exc.code) from exc
+            except TimeoutError as exc:
+                raise AdapterError(f"service {service.code!r} cannot start: its silo did not "
+                                   "answer in time", code="adapter.unavailable") from exc
             started.append(service)
         check_operations(config)
         log.info("adapter ready", extra={"fields": {

@@ -213,3 +213,13 @@ def test_the_sql_examples_in_the_docs_are_valid(tmp_path: Path) -> None:
     for fmt, body in blocks:
         config = parse_config(body, tmp_path / f"adapter.{fmt}", fmt)
         assert config.services[0].code == "persons"
+
+
+def test_serve_stops_when_a_silo_cannot_be_opened(tmp_path: Path) -> None:
+    path = tmp_path / "adapter.toml"
+    path.write_text(adapter_toml("sqlite:///no-such.db", "sqlite", port=free_port()))
+    run = _xchange("adapter", "serve", str(path), cwd=tmp_path)
+    assert run.returncode == 1
+    assert "xchange: error [adapter.unavailable]: service 'register' cannot start: database " \
+           "unavailable" in run.stderr
+    assert not (tmp_path / "no-such.db").exists()  # read-only: not even created
