@@ -23,7 +23,8 @@ class MemoryBackend:
     """Records in a list; ``fail`` makes every call raise it; ``stall`` makes runs hang."""
 
     def __init__(self) -> None:
-        self.records: list[dict[str, Value]] = [{"id": i, "name": f"n{i}", "secret": "s"} for i in range(5)]
+        self.records: list[dict[str, Value]] = [
+            {"id": i, "name": f"n{i}", "secret": "s"} for i in range(5)]
         self.fail: BaseException | None = None
         self.stall = False
         self.queries: list[Query] = []
