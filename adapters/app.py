@@ -8,7 +8,8 @@ Routes, per service ``CODE`` of the configuration:
 
 and ``GET /health`` (every silo answers: 200, else 503) and ``GET /metrics`` (Prometheus text).
 
-Per request: the consumer is the ``X-Road-Client`` header the provider's security server
+Per request: the caller's address must be in ``allowed_networks`` (the provider's security
+server: the adapter believes its headers); the consumer is the ``X-Road-Client`` header it
 passes on; a consumer granted no fields gets 403 before anything else happens.  Parameters
 are parsed to their declared types (400), the backend runs the query under the service's
 timeout (504), fields not granted are removed, and the data subjects of the answer are named
@@ -166,9 +167,16 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
+def _check_peer(request: web.Request) -> None:
+    if not request.app[CONFIG].allows(request.remote):
+        raise AdapterError(f"{request.remote} is not an allowed address (allowed_networks)",
+                           code="adapter.access_denied")
+
+
 async def _run(service: ServiceConfig, op_name: str, request: web.Request) -> web.Response:
     consumer = request.headers.get("X-Road-Client")
     request[_WHERE] = (service.code, op_name, consumer, 0)
+    _check_peer(request)
     granted = service.granted(consumer)
     if not granted:
         raise AdapterError(f"consumer {consumer or '(no X-Road-Client)'} is granted no fields "
@@ -202,6 +210,7 @@ def _operation(service: ServiceConfig, name: str) -> Operation:
 
 
 async def _openapi(service: ServiceConfig, request: web.Request) -> web.Response:
+    _check_peer(request)
     config = request.app[CONFIG]
     return web.json_response(openapi_document(service, service.backend.operations(),
                                               config.title))

@@ -15,6 +15,7 @@ none): :func:`check_operations` does that once the backends have started.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -93,6 +94,19 @@ class AdapterConfig:
     port: int = 8080
     title: str = "xchange adapter"
     log_format: Literal["json", "text"] = "json"
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    """Who may call the services: the provider security server.  The adapter believes the
+    ``X-Road-Client`` header, so no one else may reach it."""
+
+    def allows(self, address: str | None) -> bool:
+        try:
+            ip = ipaddress.ip_address(address or "")
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.allowed_networks)
 
     def service(self, code: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.code == code), None)
@@ -154,11 +168,18 @@ def parse_config(text: str, source: Path, fmt: Literal["toml", "yaml"]) -> Adapt
             raise fail([(("services", i, kind), str(exc))]) from exc
         built.append(_service(service, backend))
     adapter = doc.get("adapter", {})
+    networks = []
+    for i, text in enumerate(adapter.get("allowed_networks", ["127.0.0.0/8", "::1/128"])):
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError as exc:
+            raise fail([(("adapter", "allowed_networks", i), f"not an address or network: "
+                                                             f"{exc}")]) from exc
     return AdapterConfig(
         source=source, services=tuple(built),
         host=adapter.get("host", "127.0.0.1"), port=adapter.get("port", 8080),
         title=adapter.get("title", "xchange adapter"),
-        log_format=adapter.get("log_format", "json"),
+        log_format=adapter.get("log_format", "json"), allowed_networks=tuple(networks),
     )
 
 

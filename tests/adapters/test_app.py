@@ -4,6 +4,7 @@ how failures of a silo, and requests the layer does not serve, are answered."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -133,3 +134,20 @@ def test_json_log_lines() -> None:
     assert line["message"] == "request"
     assert (line["service"], line["status"], line["level"]) == ("things", 200, "INFO")
     assert line["time"].endswith("Z")
+
+
+async def test_only_allowed_networks_reach_the_services(backend: MemoryBackend) -> None:
+    service = ServiceConfig(code="things", kind="memory", backend=backend,
+                            consumers={"*": frozenset({"*"})})
+    config = AdapterConfig(source=Path("/memory.toml"), services=(service,),
+                           allowed_networks=(ipaddress.ip_network("10.1.2.0/24"),))
+    assert config.allows("10.1.2.3") and config.allows("::ffff:10.1.2.3")
+    assert not config.allows("127.0.0.1") and not config.allows(None)
+    async with TestClient(TestServer(create_app(config))) as c:
+        for path in ("/things/things/1", "/things/openapi.json"):
+            async with c.get(path, headers={"X-Road-Client": "DEMO/GOV/1/x"}) as resp:
+                assert resp.status == 403
+                assert "127.0.0.1 is not an allowed address" in (await resp.json())["message"]
+        async with c.get("/health") as resp:
+            assert resp.status == 200
+    assert backend.queries == []

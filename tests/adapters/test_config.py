@@ -223,3 +223,14 @@ def test_serve_stops_when_a_silo_cannot_be_opened(tmp_path: Path) -> None:
     assert "xchange: error [adapter.unavailable]: service 'register' cannot start: database " \
            "unavailable" in run.stderr
     assert not (tmp_path / "no-such.db").exists()  # read-only: not even created
+
+
+def test_allowed_networks() -> None:
+    config = parse_config("[adapter]\nallowed_networks = [\"192.0.2.0/24\", \"2001:db8::1\"]\n\n"
+                          + GOOD, Path("/a.toml"), "toml")
+    assert config.allows("192.0.2.10") and config.allows("2001:db8::1")
+    assert not config.allows("127.0.0.1")
+    assert parse_config(GOOD, Path("/a.toml"), "toml").allows("127.0.0.1")
+    err = refusal("[adapter]\nallowed_networks = [\"10.0.0.0/8\", \"intranet\"]\n\n" + GOOD)
+    assert str(err).startswith("/etc/xchange/adapter.toml:2: adapter.allowed_networks[1]: "
+                               "not an address or network")
