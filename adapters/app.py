@@ -152,6 +152,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         else:
             text = f"no such path {request.path!r}" if exc.status == 404 else exc.reason
         response = _error_response(XRoadError(text, code=code))
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
     except Exception:
         log.exception("internal error", extra={"fields": {"path": request.path}})
         response = _error_response(AdapterError("internal error of the adapter"))

@@ -260,5 +260,7 @@ def openapi_document(service: ServiceConfig, operations: Sequence[Operation],
                             "version": "1"}
     if service.description:
         info["description"] = service.description
-    return {"openapi": "3.0.3", "info": info, "servers": [{"url": f"/{service.code}"}],
-            "paths": paths, "components": {"schemas": {"Error": _ERROR_SCHEMA}}}
+    # No "servers": consumers reach the service through their security server, at
+    # /r1/{service id}{path}; the adapter's own address is the provider's business.
+    return {"openapi": "3.0.3", "info": info, "paths": paths,
+            "components": {"schemas": {"Error": _ERROR_SCHEMA}}}

@@ -124,6 +124,8 @@ async def test_what_the_adapter_does_not_serve(client: TestClient[Any, Any], met
     async with client.request(method, path) as resp:
         assert resp.status == status
         assert (await resp.json())["type"] == code
+        if status == 405:
+            assert resp.headers["Allow"] == "GET"
 
 
 def test_json_log_lines() -> None:
