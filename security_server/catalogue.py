@@ -18,7 +18,10 @@ for them in the registry's catalogue.  This module carries the first to the seco
 
 A publication whose catalogue is the one last published is recorded without sending
 anything (a changed timeout does not concern the catalogue), unless it is asked for
-explicitly.  Not here: the registry's side (:mod:`registry.management`).
+explicitly.  When the background task starts, :func:`stale_catalogues` finds the subsystems
+whose stored publication is not known to match their services (imported from the TOML file,
+changed while the server was down, or deleted: a client that is gone has an empty list) and
+marks them due.  Not here: the registry's side (:mod:`registry.management`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ __all__ = [
     "catalogue_request",
     "publication_json",
     "registry_url",
+    "stale_catalogues",
 ]
 
 log = logging.getLogger(__name__)
@@ -107,6 +111,27 @@ def build_catalogue(store: ServerStore, client: ClientId) -> tuple[CatalogueEntr
     return tuple(_entry(store, client, s.code, enabled[s.description_id].kind,
                         enabled[s.description_id].document)
                  for s in store.services(client) if s.description_id in enabled)
+
+
+def stale_catalogues(store: ServerStore) -> list[ClientId]:
+    """The subsystems whose catalogue is not known to be the one last published, and that
+    are not already due: a local subsystem or one with a publication row (a deleted client
+    keeps its row; its catalogue is empty).  A subsystem never published whose list is empty
+    is left alone: nothing of it is known at the registry, and it may not be registered
+    there yet."""
+    rows = {r.client_id: r for r in store.publications()}
+    clients = {ClientId.parse(c.id) for c in store.clients()}
+    clients |= {ClientId.parse(c) for c in rows}
+    out = []
+    for client in sorted((c for c in clients if c.subsystem is not None), key=str):
+        row = rows.get(str(client))
+        if row is not None and (row.wanted > row.published or row.state == "failed"):
+            continue  # already due: the background task sends it
+        entries = build_catalogue(store, client)
+        published = row.digest if row is not None else None
+        if bool(entries) if published is None else catalogue_digest(entries) != published:
+            out.append(client)
+    return out
 
 
 def catalogue_request(entries: tuple[CatalogueEntry, ...], client: ClientId,
@@ -257,8 +282,25 @@ class CataloguePublisher:
             return last is None or now - last >= timedelta(seconds=self.retry_seconds)
         return row.wanted > row.published
 
+    async def mark_stale(self) -> list[ClientId]:
+        """Mark due the subsystems :func:`stale_catalogues` names, and return them."""
+        try:
+            stale = await asyncio.to_thread(stale_catalogues, self.store)
+            for client in stale:
+                await asyncio.to_thread(self.store.catalogue_due, client)
+        except XRoadError as exc:
+            log.warning("service catalogues not compared with the last published: %s",
+                        exc.message)
+            return []
+        if stale:
+            log.info("service catalogues to publish at start: %s",
+                     ", ".join(map(str, stale)))
+        return stale
+
     async def run(self) -> None:
-        """Publish what is due, then wait for a change or ``retry_seconds``; forever."""
+        """Mark stale catalogues due (:meth:`mark_stale`), then publish what is due and wait
+        for a change or ``retry_seconds``; forever."""
+        await self.mark_stale()
         async with aiohttp.ClientSession() as session:
             self.session = session
             try:
