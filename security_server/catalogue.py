@@ -67,12 +67,18 @@ log = logging.getLogger(__name__)
 
 _TYPES: Final = {"OPENAPI3": "OPENAPI", "REST": "REST", "WSDL": "WSDL"}
 _MAX_ANSWER: Final = 64 * 1024
+_NOT_HOSTED: Final = "registry.management.not_allowed"
 
 
 class PublicationError(XRoadError):
     """The catalogue could not be published (the registry is unreachable or refused it)."""
 
     default_code = "admin.publication_failed"
+
+    def __init__(self, message: str, *, registry_code: str | None = None) -> None:
+        super().__init__(message)
+        self.registry_code = registry_code
+        """The code of the registry's refusal, if it refused."""
 
 
 def registry_url(config: SecurityServerConfig) -> str:
@@ -166,12 +172,15 @@ def publication_json(row: CataloguePublicationRow) -> dict[str, Any]:
             "last_error": row.last_error}
 
 
-def _problem_text(status: int, body: bytes) -> str:
+def _refusal(status: int, body: bytes) -> PublicationError:
     try:
         doc = json.loads(body)
-        return f"{doc['code']}: {doc.get('detail') or doc.get('title')}"
+        code = str(doc["code"])
+        return PublicationError(f"the registry refused the update: {code}: "
+                                f"{doc.get('detail') or doc.get('title')}", registry_code=code)
     except (ValueError, KeyError, TypeError):
-        return f"the registry answered HTTP {status}"
+        return PublicationError(f"the registry refused the update: the registry answered "
+                                f"HTTP {status}")
 
 
 class CataloguePublisher:
@@ -235,6 +244,15 @@ class CataloguePublisher:
             signature = await self.sign(identity, request_payload(request))
             answer = await self._send(seal_request(request, signature))
         except XRoadError as exc:
+            if isinstance(exc, PublicationError) and exc.registry_code == _NOT_HOSTED \
+                    and not entries:
+                # Unregistered first: the registry drops what servers published for a
+                # subsystem none hosts any more; while another hosts it, its list stands.
+                log.info("service catalogue of %s: nothing to withdraw, the registry no "
+                         "longer counts it as a client of this server", client)
+                await asyncio.to_thread(self.store.publication_result, client, covered,
+                                        at=now, digest=digest, services=0)
+                return
             log.warning("service catalogue of %s not published: %s", client, exc.message)
             await asyncio.to_thread(self.store.publication_result, client, covered, at=now,
                                     error=exc.message)
@@ -262,8 +280,7 @@ class CataloguePublisher:
             raise PublicationError(f"the registry at {url} could not be reached "
                                    f"({type(exc).__name__}: {str(exc)[:200]})") from exc
         if status != 202:
-            raise PublicationError(f"the registry refused the update: "
-                                   f"{_problem_text(status, body)}")
+            raise _refusal(status, body)
         try:
             answer: dict[str, Any] = json.loads(body)
             state = answer["state"]

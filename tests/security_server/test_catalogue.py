@@ -259,3 +259,31 @@ async def test_a_failed_publication_backs_off_unless_something_changed(
     again = store.publication(CLIENT)
     assert again.tried == again.wanted == first.wanted + 1
     assert again.attempted_at != first.attempted_at
+
+
+async def test_an_unregistered_client_has_nothing_left_to_withdraw(
+        store: ServerStore, identities: dict[ClientId, SigningIdentity],
+        live_registry: LiveRegistry) -> None:  # noqa: F811
+    """Unregistered before it was deleted here: the registry refuses its empty list (the
+    server no longer hosts it there) and has withdrawn the entries itself; that refusal
+    ends the publication instead of failing it forever.  A non-empty list refused the same
+    way stays failed."""
+    publisher = CataloguePublisher(store, SERVER, identities, lambda: live_registry.url,
+                                   clock=now)
+    describe(store)
+    assert (await publisher.publish(CLIENT)).state == "published"
+    officer = live_registry.token("registration_officer")
+    link = "/api/v1/security-servers/GOV/1234/ss1/clients"
+    api_call(live_registry.url, officer, "DELETE", f"{link}/GOV/1234/REGISTRY")
+    try:
+        assert catalogue(live_registry) == {}  # the registry withdrew them
+        refused = await publisher.publish(CLIENT)
+        assert refused.state == "failed"
+        assert "registry.management.not_allowed" in (refused.last_error or "")
+        store.delete_client(CLIENT, actor="alice", at=AT)
+        await publisher.changed(CLIENT)
+        await publisher._run_once()
+        row = store.publication(CLIENT)
+        assert (row.state, row.services, row.last_error) == ("published", 0, None)
+    finally:
+        api_call(live_registry.url, officer, "POST", link, {"client": str(CLIENT)})
