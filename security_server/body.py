@@ -77,6 +77,12 @@ class Body:
         """The bytes, when the body is in memory; ``None`` when it is spooled."""
         return self._data
 
+    async def read(self) -> bytes:
+        """The whole body in memory (a SOAP message, which is parsed whole)."""
+        if self._data is not None:
+            return self._data
+        return b"".join([chunk async for chunk in self.stream()])
+
     def for_log(self) -> MessageBody:
         """The body as the message log takes it: bytes, or an external body -- already in
         the log's chunk store if it was spooled with the log's sink, else read from here."""

@@ -22,6 +22,12 @@ system before the signature over that digest verified and the request is logged;
 is then sent on from the spool, the provider system's response is spooled the same way, and
 the response frame is written from it.
 
+A SOAP request (its header part's type says so) takes the same steps; in step 4 its
+envelope must also yield exactly its signed header part and its service must be a WSDL one,
+and in step 5 the provider system gets the message as the IS sent it, with only
+``Content-Type`` and ``SOAPAction``, and its answer must copy the X-Road header fields (a
+fault passes untouched) and gets ``requestHash`` (xchange.soap.envelope).
+
 ``GET /xchange/v1/ocsp`` answers, to registered peers, the OCSP response this server staples
 for its own TLS certificate: a consumer asks before its first request (and whenever the
 status it knows is stale), so it never sends a message to a server whose certificate was
@@ -60,6 +66,7 @@ from xchange.errors import (
     XRoadError,
 )
 from xchange.globalconf import GlobalConf, SecurityServerInfo
+from xchange.messages import Request, request_from_header_part
 from xchange.rest import (
     RestRequest,
     RestResponse,
@@ -68,6 +75,7 @@ from xchange.rest import (
     request_hash_of,
 )
 from xchange.signing import VerifiedSignature, verify_payload
+from xchange.soap.envelope import SoapRequest, check_request_body, finish_response
 from xchange.transport import (
     FRAME_MEDIA_TYPE,
     OCSP_MEDIA_TYPE,
@@ -109,7 +117,7 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
     head, body = await rt.read_frame(received(request, code=code), limit=limit,   # 3.
                                      code=code, too_large=too_large)
     try:
-        req = RestRequest.from_header_part(head.header_part)
+        req = request_from_header_part(head.header_part)
         request[MESSAGE_ID] = req.message_id
         answer, answer_body = await serve_request(rt, conf, peer, _certificate(der), req, head,
                                                   body, now)
@@ -146,7 +154,7 @@ def _certificate(der: bytes) -> x509.Certificate:
 
 
 async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
-                        peer_cert: x509.Certificate, req: RestRequest, head: FrameHead,
+                        peer_cert: x509.Certificate, req: Request, head: FrameHead,
                         body: Body, now: datetime) -> tuple[FrameHead, Body]:
     """Steps 3-5 of the module docstring for a parsed request (its body complete and hashed);
     return the signed response and its body, which the caller closes once sent."""
@@ -157,8 +165,10 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
         )
     payload = digest_payload(head.header_part, body.digest)  # hashed as it arrived
     verified = await _verify_request(rt, conf, req, head, body, payload, now)
+    # A SOAP message is parsed whole (its limit is max_body_bytes); REST bodies stream.
+    soap_body = await body.read() if isinstance(req, SoapRequest) else None
     try:
-        service = _admit(rt, conf, req, head, verified, peer_cert, now)         # 4.
+        service = _admit(rt, conf, req, head, soap_body, verified, peer_cert, now)  # 4.
     except XRoadError as exc:
         # Evidence: a signed request that was refused is logged, with the reason.
         await rt.log_message(make_entry(req, "request", "incoming", head, body, now,
@@ -177,10 +187,20 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
         raise ServerProxyError(f"no signing key for provider {req.service.provider.member}")
     staples = rt.own_staples(identity, conf, now, code=_CODE_CERT)
     if service.local_handler is not None:  # a metadata service: this server answers
-        status, headers, data = await service.local_handler(req, conf)
+        status, headers, data = await service.local_handler(req, soap_body or b"", conf)
         answer = Body.of(data)
     else:
         status, headers, answer = await _call_provider(rt, service, req, body)
+    if isinstance(req, SoapRequest):
+        # Only Content-Type crosses (PR-MESS 2.2); the answer gets its requestHash.
+        headers = tuple((n, v) for n, v in headers if n == "content-type")
+        try:
+            finished = finish_response(soap_body or b"", req.content_type, await answer.read(),
+                                       dict(headers).get("content-type"),
+                                       max_bytes=rt.config.max_body_bytes)
+        finally:
+            answer.close()
+        answer = Body.of(finished)
     try:
         response = RestResponse(
             message_id=req.message_id, client=req.client, service=req.service,
@@ -208,7 +228,7 @@ def _authenticate_peer(conf: GlobalConf, der: bytes | None) -> SecurityServerInf
     return peer
 
 
-async def _verify_request(rt: Runtime, conf: GlobalConf, req: RestRequest,
+async def _verify_request(rt: Runtime, conf: GlobalConf, req: Request,
                           head: FrameHead, body: Body, payload: bytes,
                           now: datetime) -> VerifiedSignature:
     try:
@@ -223,7 +243,7 @@ async def _verify_request(rt: Runtime, conf: GlobalConf, req: RestRequest,
         raise
 
 
-def _admit(rt: Runtime, conf: GlobalConf, req: RestRequest, msg: FrameHead,
+def _admit(rt: Runtime, conf: GlobalConf, req: Request, msg: FrameHead, soap_body: bytes | None,
            verified: VerifiedSignature, peer_cert: x509.Certificate,
            now: datetime) -> LocalService:
     """Decide whether a verified request may pass: certificates good, hosted provider, known
@@ -232,8 +252,10 @@ def _admit(rt: Runtime, conf: GlobalConf, req: RestRequest, msg: FrameHead,
     rt.peer_auth_status(msg.ocsp_responses, peer_cert, conf, now,
                         code=_CODE_CERT).require_good(code=_CODE_CERT)
     service = _local_service(rt, conf, req)
+    if isinstance(req, SoapRequest):
+        check_request_body(req, soap_body or b"", max_bytes=rt.config.max_body_bytes)
     rt.directory.check_access(req.client, req.service, req.method, req.path,
-                              conf.members_of_group)
+                              conf.members_of_group, soap=isinstance(req, SoapRequest))
     if verified.signed_at is None or verified.nonce is None:
         raise ServerProxyError("request signature lacks iat or jti",
                                code="server.serverproxy.bad_request")
@@ -242,7 +264,7 @@ def _admit(rt: Runtime, conf: GlobalConf, req: RestRequest, msg: FrameHead,
     return service
 
 
-def _local_service(rt: Runtime, conf: GlobalConf, req: RestRequest) -> LocalService:
+def _local_service(rt: Runtime, conf: GlobalConf, req: Request) -> LocalService:
     provider = req.service.provider
     own = rt.config.server_id
     if not rt.is_local_client(provider) or not conf.is_hosted_on(provider, own):
@@ -254,6 +276,9 @@ def _local_service(rt: Runtime, conf: GlobalConf, req: RestRequest) -> LocalServ
     if not service.enabled:
         raise ServerProxyError(f"service {req.service} is disabled",
                                code="server.serverproxy.service_disabled")
+    if (service.kind == "WSDL") != isinstance(req, SoapRequest) and service.kind != "METADATA":
+        wanted = "SOAP" if service.kind == "WSDL" else "REST"
+        raise UnknownServiceError(f"service {req.service} is called with {wanted} only")
     return service
 
 
@@ -261,11 +286,9 @@ _PASS_TO_PROVIDER = ("X-Road-Client", "X-Road-Service", "X-Road-Id", "X-Road-Use
                      "X-Road-Issue")
 
 
-async def _call_provider(rt: Runtime, service: LocalService, req: RestRequest,
-                         body: Body) -> tuple[int, tuple[tuple[str, str], ...], Body]:
-    assert rt.provider_session is not None
+def _rest_target(service: LocalService, req: RestRequest) -> tuple[str, list[tuple[str, str]]]:
     # The service's base URL, then the request's own path (if any) and query, as received.
-    base_url, timeout = service.url, service.timeout
+    base_url = service.url
     url = (base_url.rstrip("/") + req.path if req.path else base_url) + (
         f"?{req.query}" if req.query else ""
     )
@@ -273,6 +296,23 @@ async def _call_provider(rt: Runtime, service: LocalService, req: RestRequest,
     xroad = dict(zip(_PASS_TO_PROVIDER, (str(req.client), str(req.service), req.message_id,
                                          req.user_id, req.issue), strict=True))
     headers += [(n, v) for n, v in xroad.items() if v is not None]
+    return url, headers
+
+
+def _soap_target(service: LocalService, req: SoapRequest) -> tuple[str, list[tuple[str, str]]]:
+    # The service's URL as it is; only Content-Type and SOAPAction cross (PR-MESS 2.2).
+    headers = [("Content-Type", req.content_type)]
+    if req.soap_action is not None:
+        headers.append(("SOAPAction", req.soap_action))
+    return service.url, headers
+
+
+async def _call_provider(rt: Runtime, service: LocalService, req: Request,
+                         body: Body) -> tuple[int, tuple[tuple[str, str], ...], Body]:
+    assert rt.provider_session is not None
+    timeout = service.timeout
+    url, headers = (_soap_target(service, req) if isinstance(req, SoapRequest)
+                    else _rest_target(service, req))
     data: bytes | AsyncIterator[bytes] | None = body.data or None
     if body.data is None:  # spooled: sent on from the spool, with its length
         data = body.stream()

@@ -28,6 +28,8 @@ The tree::
     │   └── AdminForbiddenError         the token's roles lack the permission
     ├── ManagementRequestError          a security server's management request is refused
     │                                   (registry.management.*)
+    ├── AdapterError                    an adapter (a bridge to a data silo) refuses a
+    │                                   request or its silo fails          (adapter.*)
     ├── ClientProxyError                the consumer security server refuses or fails
     │   │                               (server.clientproxy.*)
     │   ├── UnknownMemberError          client not registered on this security server
@@ -60,6 +62,7 @@ from dataclasses import dataclass
 __all__ = [
     "ERROR_CODES",
     "AccessDeniedError",
+    "AdapterError",
     "AdminError",
     "AdminForbiddenError",
     "AdminUnauthorizedError",
@@ -128,6 +131,24 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     ErrorCode("client.missing_header", _C, 400, "A mandatory X-Road header is missing."),
     ErrorCode("client.unsupported_method", _C, 405, "HTTP method not supported here."),
     ErrorCode("client.payload_too_large", _C, 413, "The message exceeds the size limit."),
+    # -- the client information system's SOAP mistakes (X-Road Message Protocol 4.0)
+    ErrorCode("client.invalid_soap", _C, 400,
+              "The SOAP message is not well-formed, not a SOAP 1.1 envelope, or holds what "
+              "is refused outright: a DOCTYPE or entity, processing instructions, nesting "
+              "too deep."),
+    ErrorCode("client.invalid_content_type", _C, 415,
+              "The SOAP message's Content-Type is not text/xml or multipart/related with the "
+              "SOAP part first, or its charset is not UTF-8."),
+    ErrorCode("client.duplicate_header", _C, 400, "An X-Road SOAP header field appears twice."),
+    ErrorCode("client.invalid_header", _C, 400,
+              "An X-Road SOAP header field does not match its XML Schema "
+              "(schemas/xroad-soap-4.0.xsd) or is not supported."),
+    ErrorCode("client.invalid_protocol_version", _C, 400,
+              "The protocolVersion header is not 4.x."),
+    ErrorCode("client.invalid_body", _C, 400,
+              "The SOAP body does not hold exactly one element named after the service code."),
+    ErrorCode("client.invalid_soap_action", _C, 400,
+              "The SOAPAction HTTP header is not a quoted string."),
     # -- consumer security server
     ErrorCode("server.clientproxy.unknown_member", _CP, 400,
               "The client is not registered on this security server."),
@@ -167,6 +188,9 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "The service's provider is not hosted on this security server."),
     ErrorCode("server.serverproxy.service_failed", _SP, 502,
               "The provider system failed, timed out or could not be reached."),
+    ErrorCode("server.serverproxy.inconsistent_response", _SP, 502,
+              "The provider system's SOAP response does not copy the request's X-Road header "
+              "fields in the same order with the same values, or is not a SOAP message."),
     ErrorCode("server.serverproxy.ssl_authentication_failed", _SP, 401,
               "The calling security server's TLS certificate is not registered."),
     ErrorCode("server.serverproxy.invalid_signature", _SP, 400,
@@ -244,6 +268,19 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "or archive link) does not verify."),
     ErrorCode("server.messagelog.decryption_failed", _SP, 400,
               "An encrypted archive cannot be opened with the key given."),
+    # -- adapters: the provider system in front of a data silo (docs/adapters.md)
+    ErrorCode("adapter.bad_request", _C, 400,
+              "A parameter is missing, unknown, or not of its declared type."),
+    ErrorCode("adapter.not_found", _C, 404,
+              "No such operation, or no record matches the request."),
+    ErrorCode("adapter.access_denied", _C, 403,
+              "The consumer subsystem has been granted no fields of this service."),
+    ErrorCode("adapter.timeout", _SP, 504,
+              "The data silo did not answer within the service's time limit."),
+    ErrorCode("adapter.backend_failed", _SP, 502,
+              "The data silo failed or answered something the adapter cannot use."),
+    ErrorCode("adapter.unavailable", _SP, 503,
+              "The data silo cannot be reached now."),
 )
 
 
@@ -388,6 +425,14 @@ class ManagementRequestError(XRoadError):
     """The registry refuses a management request from a security server."""
 
     default_code = "registry.management.bad_request"
+
+
+class AdapterError(XRoadError):
+    """An adapter refuses a request (``adapter.bad_request``, ``not_found``,
+    ``access_denied``) or its data silo fails (``adapter.backend_failed``, ``timeout``,
+    ``unavailable``); the code says which."""
+
+    default_code = "adapter.backend_failed"
 
 
 class ClientProxyLoggingError(ClientProxyError):

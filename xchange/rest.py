@@ -21,7 +21,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Protocol, Self
 from urllib.parse import unquote
 
 from xchange.body import BodyDigest, MessageBody
@@ -30,11 +30,14 @@ from xchange.errors import BadRequestError, InvalidSignatureError
 from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 
 __all__ = [
+    "DATA_SUBJECTS_HEADER",
     "FILTERED_HEADERS",
     "MAX_TARGET_LENGTH",
     "PROTOCOL_PREFIX",
+    "Addressed",
     "RestRequest",
     "RestResponse",
+    "data_subjects_of",
     "digest_payload",
     "filter_headers",
     "request_hash",
@@ -42,6 +45,10 @@ __all__ = [
 ]
 
 PROTOCOL_PREFIX = "/r1/"
+DATA_SUBJECTS_HEADER = "X-Xchange-Data-Subjects"
+"""A provider system's response header naming the data subjects of its answer (personal
+codes, ...): percent-encoded values, comma-separated.  Adapters set it (docs/adapters.md);
+it passes like any user header, so the provider's security server signs and logs it."""
 MAX_TARGET_LENGTH = 4096
 _MAX_HEADER_VALUE = 1024
 
@@ -271,6 +278,19 @@ class RestRequest:
             raise _bad_part(f"request header part: {exc.message}") from exc
 
 
+class Addressed(Protocol):
+    """What binds a response to its request, REST or SOAP: the message id and the parties."""
+
+    @property
+    def message_id(self) -> str: ...
+
+    @property
+    def client(self) -> ClientId: ...
+
+    @property
+    def service(self) -> ServiceId: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RestResponse:
     """The provider system's response as the security servers see and sign it."""
@@ -316,7 +336,7 @@ class RestResponse:
         except BadRequestError as exc:
             raise _bad_part(f"response header part: {exc.message}") from exc
 
-    def check_binding(self, request: RestRequest, expected_hash: str) -> None:
+    def check_binding(self, request: Addressed, expected_hash: str) -> None:
         """Raise unless this response answers ``request`` (same id, parties, request hash)."""
         if self.request_hash != expected_hash:
             raise InvalidSignatureError(
@@ -386,3 +406,10 @@ def _headers(doc: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
             raise TypeError("each header must be a [name, value] pair of strings")
         out.append((item[0], item[1]))
     return tuple(out)
+
+
+def data_subjects_of(response: RestResponse) -> tuple[str, ...]:
+    """The data subjects a response names in its :data:`DATA_SUBJECTS_HEADER` (decoded)."""
+    name = DATA_SUBJECTS_HEADER.lower()
+    return tuple(unquote(v) for n, value in response.headers if n.lower() == name
+                 for v in value.split(",") if v)
