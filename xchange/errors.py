@@ -28,6 +28,10 @@ The tree::
     │   └── AdminForbiddenError         the token's roles lack the permission
     ├── ManagementRequestError          a security server's management request is refused
     │                                   (registry.management.*)
+    ├── AdapterError                    an adapter's silo failed or answered unusably
+    │   │                               (adapter.*)
+    │   ├── AdapterConfigError          an adapter's configuration cannot be used
+    │   └── SoapFaultError              a legacy SOAP service answered with a fault
     ├── ClientProxyError                the consumer security server refuses or fails
     │   │                               (server.clientproxy.*)
     │   ├── UnknownMemberError          client not registered on this security server
@@ -60,6 +64,8 @@ from dataclasses import dataclass
 __all__ = [
     "ERROR_CODES",
     "AccessDeniedError",
+    "AdapterConfigError",
+    "AdapterError",
     "AdminError",
     "AdminForbiddenError",
     "AdminUnauthorizedError",
@@ -79,6 +85,7 @@ __all__ = [
     "ServerProxyError",
     "ServerProxyLoggingError",
     "ServiceFailedError",
+    "SoapFaultError",
     "StampInvalidError",
     "TimestampingFailedError",
     "UnknownMemberError",
@@ -211,6 +218,15 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     ErrorCode("admin.invalid_backup", _C, 422,
               "A configuration backup does not decrypt with the key given, was altered, or "
               "does not match the backup schema; nothing was restored."),
+    # -- adapters (the provider system in front of a data silo)
+    ErrorCode("adapter.invalid_config", _SP, 500,
+              "An adapter's configuration cannot be used (a file, column, WSDL operation or "
+              "option it names is missing or wrong); the adapter does not start."),
+    ErrorCode("adapter.silo_failed", _SP, 502,
+              "The data silo behind an adapter (a file, a legacy service) could not be read "
+              "or answered something unusable."),
+    ErrorCode("adapter.soap_fault", _SP, 502,
+              "The legacy SOAP service behind an adapter answered with a SOAP fault."),
     # -- management requests from security servers to the registry
     ErrorCode("registry.management.bad_request", _C, 400,
               "The management request is malformed or names unknown objects."),
@@ -385,6 +401,32 @@ class ManagementRequestError(XRoadError):
     """The registry refuses a management request from a security server."""
 
     default_code = "registry.management.bad_request"
+
+
+class AdapterError(XRoadError):
+    """An adapter's silo failed: a file that cannot be read or decoded, a legacy service
+    that is down or answers what cannot be read."""
+
+    default_code = "adapter.silo_failed"
+
+
+class AdapterConfigError(AdapterError):
+    """An adapter's configuration names something that does not exist or cannot work."""
+
+    default_code = "adapter.invalid_config"
+
+
+class SoapFaultError(AdapterError):
+    """A legacy SOAP service answered with a fault; ``faultcode`` and ``faultstring`` as
+    received."""
+
+    default_code = "adapter.soap_fault"
+
+    def __init__(self, faultcode: str, faultstring: str, detail: str | None = None) -> None:
+        super().__init__(f"the SOAP service answered with a fault: {faultcode}: {faultstring}",
+                         detail=detail)
+        self.faultcode = faultcode
+        self.faultstring = faultstring
 
 
 class ClientProxyLoggingError(ClientProxyError):

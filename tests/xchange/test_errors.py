@@ -10,6 +10,8 @@ from xchange import errors
 from xchange.errors import (
     ERROR_CODES,
     AccessDeniedError,
+    AdapterConfigError,
+    AdapterError,
     AdminError,
     AdminForbiddenError,
     AdminUnauthorizedError,
@@ -28,6 +30,7 @@ from xchange.errors import (
     ServerProxyError,
     ServerProxyLoggingError,
     ServiceFailedError,
+    SoapFaultError,
     StampInvalidError,
     TimestampingFailedError,
     UnknownMemberError,
@@ -44,6 +47,7 @@ _FAULT_OF_PREFIX = {
     "registry.": Fault.CLIENT,
     "server.clientproxy.": Fault.CONSUMER_SERVER,
     "server.serverproxy.": Fault.PROVIDER_SERVER,
+    "adapter.": Fault.PROVIDER_SERVER,
 }
 
 
@@ -96,6 +100,8 @@ _HIERARCHY: list[tuple[type[XRoadError], type, str]] = [
     (AdminUnauthorizedError, AdminError, "admin.unauthorized"),
     (AdminForbiddenError, AdminError, "admin.forbidden"),
     (ManagementRequestError, XRoadError, "registry.management.bad_request"),
+    (AdapterError, XRoadError, "adapter.silo_failed"),
+    (AdapterConfigError, AdapterError, "adapter.invalid_config"),
 ]
 
 
@@ -137,7 +143,17 @@ def test_every_exported_error_class_is_tested() -> None:
         if isinstance(obj := getattr(errors, name), type) and issubclass(obj, XRoadError)
     }
     assert exported == {cls for cls, _, _ in _HIERARCHY} | {ChainBrokenError, EvidenceError,
-                                                             StampInvalidError}
+                                                             StampInvalidError, SoapFaultError}
+
+
+def test_a_soap_fault_keeps_its_code_and_string() -> None:
+    err = SoapFaultError("soap:Client.NotFound", "no such person", detail="<detail/>")
+    assert isinstance(err, AdapterError)
+    assert (err.code, err.status) == ("adapter.soap_fault", 502)
+    assert (err.faultcode, err.faultstring, err.detail) == (
+        "soap:Client.NotFound", "no such person", "<detail/>")
+    assert err.message == ("the SOAP service answered with a fault: soap:Client.NotFound: "
+                           "no such person")
 
 
 def test_code_can_be_overridden_per_instance() -> None:
