@@ -45,7 +45,7 @@ import os
 import threading
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, cast
@@ -58,7 +58,8 @@ __all__ = ["FileBackend", "FileConfig", "FileIndex", "build_index", "from_config
 
 Format = Literal["csv", "jsonl", "fixed"]
 Duplicates = Literal["error", "first", "last"]
-_CHECK_CANCEL_EVERY: Final = 65536
+_BLOCK: Final = 1 << 20
+_HASH_BITS: Final = (1 << 64) - 1
 _Raw = Any
 """A record as the format reads it: a list of cells (CSV), a dict (JSON), a str (fixed)."""
 
@@ -107,33 +108,62 @@ class _Identity:
 
 
 class _Lines:
-    """The decoded lines of a binary file from its current position, counting bytes and
-    lines; a byte the codec cannot decode raises :class:`AdapterError` naming the line."""
+    """The decoded lines of a binary file from its current position, each ending with its
+    ``\n``, counting bytes and lines; a byte the codec cannot decode raises
+    :class:`AdapterError` naming the line.
 
-    def __init__(self, file: Any, name: str, encoding: str, *, position: int = 0,
-                 line: int = 0, cancel: threading.Event | None = None) -> None:
+    The file is decoded a megabyte at a time, cut at a line end: in every supported codec
+    the byte ``\n`` is only ever a line end, so the bytes and the text split alike.
+    """
+
+    def __init__(self, file: Any, name: str, encoding: str, *,
+                 cancel: threading.Event | None = None) -> None:
         self._file, self._name, self._encoding = file, name, encoding
-        self.position, self.line = position, line
-        self.start = position
-        """Where the line last yielded starts."""
+        self.position = self.start = self.line = 0
+        """After a line was yielded: where the next one starts, where it started, its
+        number (from 1)."""
         self._cancel = cancel
+        self._lines = self._generate()
 
     def __iter__(self) -> Iterator[str]:
-        decode, encoding = codecs.getdecoder(self._encoding), self._encoding
-        for raw in self._file:
-            self.line += 1
-            if self._cancel is not None and self.line % _CHECK_CANCEL_EVERY == 0 \
-                    and self._cancel.is_set():
+        # One generator however often iterated: it holds the part of the file read ahead.
+        return self._lines
+
+    def _generate(self) -> Iterator[str]:
+        pending = b""
+        while True:
+            if self._cancel is not None and self._cancel.is_set():
                 raise _Cancelled
-            try:
-                text = decode(raw)[0]
-            except UnicodeDecodeError as exc:
-                raise AdapterError(
-                    f"{self._name} line {self.line}: byte 0x{raw[exc.start]:02x} at byte "
-                    f"{exc.start + 1} of the line is not valid {encoding}") from exc
+            block = self._file.read(_BLOCK)
+            data = pending + block
+            cut = data.rfind(b"\n") + 1 if block else len(data)
+            if not data:
+                return
+            if cut == 0:
+                pending = data
+                continue
+            chunk, pending = data[:cut], data[cut:]
+            yield from self._lines_of(chunk)
+
+    def _lines_of(self, chunk: bytes) -> Iterator[str]:
+        try:
+            text = chunk.decode(self._encoding)
+        except UnicodeDecodeError as exc:
+            line_start = chunk.rfind(b"\n", 0, exc.start) + 1
+            number = self.line + chunk.count(b"\n", 0, exc.start) + 1
+            raise AdapterError(
+                f"{self._name} line {number}: byte "
+                f"0x{chunk[exc.start]:02x} at byte {exc.start - line_start + 1} of the line is "
+                f"not valid {self._encoding}") from exc
+        raws, texts = chunk.split(b"\n"), text.split("\n")
+        last = len(raws) - 1
+        for i, (raw, line) in enumerate(zip(raws, texts, strict=True)):
+            if i == last and not raw:
+                break
+            self.line += 1
             self.start = self.position
-            self.position += len(raw)
-            yield text
+            self.position += len(raw) + (i < last)
+            yield line + "\n" if i < last else line
 
 
 class _Cancelled(Exception):
@@ -247,6 +277,21 @@ class _Reader:
 
     def key(self, raw: _Raw) -> Value:
         return self.value(raw, self._key)
+
+    def key_reader(self) -> Callable[[_Raw], Value]:
+        """:meth:`key`, made once for a scan of the whole file (a CSV's columns known):
+        a CSV's string key is read without the general conversion's calls."""
+        spec = self._key
+        if self.config.format != "csv" or spec.field.type != "string" or \
+                not spec.field.nullable:
+            return self.key
+        position, nulls = self.positions[spec.name], spec.null_values
+
+        def key(row: list[str]) -> Value:
+            text = row[position].strip() if position < len(row) else ""
+            return None if text in nulls else text
+
+        return key
 
     def record(self, raw: _Raw) -> dict[str, Value]:
         return {f.name: self.value(raw, f) for f in self.config.fields}
@@ -364,7 +409,7 @@ class FileIndex:
 def _hash(key: Value, shift: int) -> int:
     """The high ``64 - shift`` bits of a well-mixed 64-bit hash of ``key`` (a tuple's hash
     mixes even small integers, whose own hash is themselves)."""
-    return (hash((key,)) & 0xFFFF_FFFF_FFFF_FFFF) >> shift
+    return (hash((key,)) & _HASH_BITS) >> shift
 
 
 def build_index(config: FileConfig, cancel: threading.Event | None = None) -> FileIndex:
@@ -380,28 +425,31 @@ def build_index(config: FileConfig, cancel: threading.Event | None = None) -> Fi
         starts: array[int] = array("Q")
         hashes: array[int] = array("Q")
         first_lines: array[int] = array("Q")
-        with os.fdopen(os.dup(fd), "rb", buffering=1 << 20) as file:
+        key_of: Callable[[_Raw], Value] | None = None
+        with os.fdopen(os.dup(fd), "rb", buffering=0) as file:
             lines = _Lines(file, reader.name, config.encoding, cancel=cancel)
             for _ in zip(range(config.skip_lines), lines, strict=False):
                 pass
             for start, line, raw in reader.records(lines):
+                if key_of is None:
+                    key_of = reader.key_reader()
                 try:
-                    key = reader.key(raw)
+                    key = key_of(raw)
                 except ValueError as exc:
                     raise AdapterError(f"{reader.name} line {line}: key: {exc}") from exc
                 if key is None:
                     raise AdapterError(f"{reader.name} line {line}: the key field "
                                        f"{config.key!r} has no value")
-                hashes.append(_hash(key, 0))
+                hashes.append(hash((key,)) & _HASH_BITS)  # as _hash(key, 0)
                 starts.append(start)
                 first_lines.append(line)
             starts.append(lines.position)
         shift = max(1, len(hashes).bit_length())
         packed = sorted(((h >> shift) << shift) | i for i, h in enumerate(hashes))
-        del hashes
         index = FileIndex(fd, identity, reader, starts, array("Q", packed), shift)
         del packed
-        if config.duplicates == "error":
+        # Equal keys have equal hashes: only when some hashes are equal is there more to do.
+        if config.duplicates == "error" and len(set(hashes)) < len(hashes):
             _refuse_duplicates(index, first_lines)
         return index
     except BaseException:
@@ -505,8 +553,19 @@ class FileBackend:
 
     async def _rebuild_now(self, timeout: float) -> None:
         self._start_rebuild(self._stat(), force=True)
-        if self._building is not None:
+        await self._wait_for_index(timeout)
+
+    async def _wait_for_index(self, timeout: float) -> None:
+        """Wait for the index being built; its failure is recorded by :meth:`_swap` (and
+        reported by the next :meth:`_current`), only the timeout is raised here."""
+        if self._building is None:
+            return
+        try:
             await asyncio.wait_for(asyncio.shield(self._building), timeout)
+        except TimeoutError:
+            raise
+        except Exception:  # noqa: S110 -- recorded in self._failure by _swap
+            pass
 
     def _stat(self) -> _Identity:
         try:
@@ -527,7 +586,7 @@ class FileBackend:
                                    f"{self._failure[1]}")
             if now.same_file(self._index.identity) and self._building is not None:
                 # Changed in place: the old offsets mean nothing any more.
-                await asyncio.wait_for(asyncio.shield(self._building), timeout)
+                await self._wait_for_index(timeout)
                 return await self._current(timeout)
         return self._index
 
@@ -575,7 +634,9 @@ def from_config(code: str, section: Mapping[str, Any], base_dir: Path) -> FileBa
     except LookupError as exc:
         raise AdapterConfigError(f"service {code!r}: services.file.encoding: unknown encoding "
                                  f"{encoding!r}") from exc
-    if "\n".encode(codec.name) != b"\n" or "\r\n".encode(codec.name) != b"\r\n":
+    encoder = codec.incrementalencoder()
+    encoder.encode("x")  # past a byte-order mark
+    if encoder.encode("\r\n") != b"\r\n":
         raise AdapterConfigError(f"service {code!r}: services.file.encoding: {encoding!r} does "
                                  "not write a line end as the byte \\n (UTF-16 and UTF-32 "
                                  "are not supported; convert the file to UTF-8)")
