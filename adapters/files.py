@@ -50,9 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, cast
 
-from adapters.base import Operation, Parameter, Query, Result, Value
-from adapters.typed import TypedField, check_section, fields_from_config, from_json, from_text
-from xchange.errors import AdapterConfigError, AdapterError
+from adapters.base import ConfigValueError, Operation, Parameter, Query, Result, Value
+from adapters.typed import TypedField, fields_from_config, from_json, from_text
+from xchange.errors import AdapterError
 
 __all__ = ["FileBackend", "FileConfig", "FileIndex", "build_index", "from_config"]
 
@@ -626,40 +626,38 @@ class FileBackend:
 def from_config(code: str, section: Mapping[str, Any], base_dir: Path) -> FileBackend:
     """Build the backend of service ``code`` from its ``[services.file]`` section
     (``schemas/adapter-file.schema.json``); relative paths are relative to ``base_dir``."""
-    check_section(section, "file", code)
     fmt = cast(Format, section.get("format", "csv"))
     encoding = str(section.get("encoding", "utf-8"))
     try:
         codec = codecs.lookup(encoding)
     except LookupError as exc:
-        raise AdapterConfigError(f"service {code!r}: services.file.encoding: unknown encoding "
-                                 f"{encoding!r}") from exc
+        raise ConfigValueError(f"unknown encoding {encoding!r}", ("encoding",)) from exc
     encoder = codec.incrementalencoder()
     encoder.encode("x")  # past a byte-order mark
     if encoder.encode("\r\n") != b"\r\n":
-        raise AdapterConfigError(f"service {code!r}: services.file.encoding: {encoding!r} does "
-                                 "not write a line end as the byte \\n (UTF-16 and UTF-32 "
-                                 "are not supported; convert the file to UTF-8)")
+        raise ConfigValueError(f"{encoding!r} does not write a line end as the byte \\n "
+                               "(UTF-16 and UTF-32 are not supported; convert the file to "
+                               "UTF-8)", ("encoding",))
     csv_options: Mapping[str, Any] = section.get("csv", {})
-    fields = fields_from_config(section["fields"], code=code,
+    fields = fields_from_config(section["fields"],
                                 source_key="element" if fmt == "jsonl" else "column",
                                 null_values=section.get("null_values", [""]),
                                 decimal_comma=bool(section.get("decimal_comma", False)))
     names = {f.name for f in fields}
     key = str(section["key"])
     if key not in names:
-        raise AdapterConfigError(f"service {code!r}: services.file.key: {key!r} is not a "
-                                 f"declared field ({', '.join(sorted(names))})")
+        raise ConfigValueError(f"{key!r} is not a declared field "
+                               f"({', '.join(sorted(names))})", ("key",))
     if fmt == "fixed":
-        for f in fields:
+        for i, f in enumerate(fields):
             if f.length <= 0:
-                raise AdapterConfigError(f"service {code!r}: services.file.fields: field "
-                                         f"{f.name!r} needs start and length (fixed width)")
+                raise ConfigValueError(f"field {f.name!r} needs start and length (fixed width)",
+                                       ("fields", i))
     header = bool(csv_options.get("header", True))
     columns = tuple(str(c) for c in csv_options.get("columns", ()))
     if fmt == "csv" and not header and not columns:
-        raise AdapterConfigError(f"service {code!r}: services.file.csv.columns: a CSV without "
-                                 "a header line needs its columns declared")
+        raise ConfigValueError("a CSV without a header line needs its columns declared",
+                               ("csv", "columns"))
     path = Path(str(section["path"]))
     config = FileConfig(
         path=path if path.is_absolute() else base_dir / path,

@@ -6,9 +6,8 @@ its text is read: an ``strptime`` format for dates, the words that mean true and
 texts that mean "no value".  Dates and date-times always leave as ISO 8601 strings, whatever
 the silo's own format.
 
-Also here: reading the ``fields`` list of a backend's configuration section, and checking a
-section against its kind's JSON Schema (the adapter's configuration loader checks it too;
-doing it again here keeps a backend safe to build on its own, in tests and tools).
+Also here: reading the ``fields`` list of a backend's configuration section (already valid
+against its kind's JSON Schema: the configuration loader checks that).
 
 What this module does not do: read files or sockets.  Conversion failures raise
 :class:`ValueError` with a message meant for people; callers add where the value came from.
@@ -23,15 +22,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final, cast, get_args
 
-import jsonschema
-
-from adapters.base import Field, FieldType, Value
-from schemas import load_json_schema
-from xchange.errors import AdapterConfigError
+from adapters.base import ConfigValueError, Field, FieldType, Value
 
 __all__ = [
     "TypedField",
-    "check_section",
     "fields_from_config",
     "from_json",
     "from_text",
@@ -146,33 +140,20 @@ def to_text(value: Value, kind: FieldType) -> str:
     return str(value)
 
 
-def check_section(section: Mapping[str, Any], kind: str, code: str) -> None:
-    """Check a backend's configuration section against ``schemas/adapter-<kind>.schema.json``;
-    the first problem raises :class:`AdapterConfigError` naming the field."""
-    schema = load_json_schema(f"adapter-{kind}.schema.json")
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(dict(section)), key=lambda e: list(e.absolute_path))
-    if errors:
-        first = errors[0]
-        where = ".".join(str(p) for p in first.absolute_path)
-        field = f"services.{kind}" + (f".{where}" if where else "")
-        raise AdapterConfigError(f"service {code!r}: {field}: {first.message}")
-
-
-def fields_from_config(entries: Sequence[Mapping[str, Any]], *, code: str,
-                       source_key: str, null_values: Sequence[str] = ("",),
+def fields_from_config(entries: Sequence[Mapping[str, Any]], *, source_key: str,
+                       null_values: Sequence[str] = ("",),
                        decimal_comma: bool = False) -> tuple[TypedField, ...]:
     """The ``fields`` list of a section (already checked against its schema)."""
     found: list[TypedField] = []
     seen: set[str] = set()
-    for entry in entries:
+    for i, entry in enumerate(entries):
         name = str(entry["name"])
         if name in seen:
-            raise AdapterConfigError(f"service {code!r}: field {name!r} is declared twice")
+            raise ConfigValueError(f"field {name!r} is declared twice", ("fields", i, "name"))
         seen.add(name)
         kind = cast(FieldType, entry.get("type", "string"))
-        if kind not in _FIELD_TYPES:  # the schema refuses it; a programming error otherwise
-            raise AdapterConfigError(f"service {code!r}: field {name!r}: unknown type {kind!r}")
+        if kind not in _FIELD_TYPES:  # the schema refuses it first
+            raise ConfigValueError(f"unknown type {kind!r}", ("fields", i, "type"))
         found.append(TypedField(
             field=Field(name, kind, nullable=bool(entry.get("nullable", True)),
                         description=str(entry.get("description", ""))),

@@ -28,9 +28,8 @@ The tree::
     │   └── AdminForbiddenError         the token's roles lack the permission
     ├── ManagementRequestError          a security server's management request is refused
     │                                   (registry.management.*)
-    ├── AdapterError                    an adapter's silo failed or answered unusably
-    │   │                               (adapter.*)
-    │   ├── AdapterConfigError          an adapter's configuration cannot be used
+    ├── AdapterError                    an adapter (a bridge to a data silo) refuses a
+    │                                   request or its silo fails          (adapter.*)
     │   └── SoapFaultError              a legacy SOAP service answered with a fault
     ├── ClientProxyError                the consumer security server refuses or fails
     │   │                               (server.clientproxy.*)
@@ -64,7 +63,6 @@ from dataclasses import dataclass
 __all__ = [
     "ERROR_CODES",
     "AccessDeniedError",
-    "AdapterConfigError",
     "AdapterError",
     "AdminError",
     "AdminForbiddenError",
@@ -218,15 +216,6 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     ErrorCode("admin.invalid_backup", _C, 422,
               "A configuration backup does not decrypt with the key given, was altered, or "
               "does not match the backup schema; nothing was restored."),
-    # -- adapters (the provider system in front of a data silo)
-    ErrorCode("adapter.invalid_config", _SP, 500,
-              "An adapter's configuration cannot be used (a file, column, WSDL operation or "
-              "option it names is missing or wrong); the adapter does not start."),
-    ErrorCode("adapter.silo_failed", _SP, 502,
-              "The data silo behind an adapter (a file, a legacy service) could not be read "
-              "or answered something unusable."),
-    ErrorCode("adapter.soap_fault", _SP, 502,
-              "The legacy SOAP service behind an adapter answered with a SOAP fault."),
     # -- management requests from security servers to the registry
     ErrorCode("registry.management.bad_request", _C, 400,
               "The management request is malformed or names unknown objects."),
@@ -257,6 +246,21 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "or archive link) does not verify."),
     ErrorCode("server.messagelog.decryption_failed", _SP, 400,
               "An encrypted archive cannot be opened with the key given."),
+    # -- adapters: the provider system in front of a data silo (docs/adapters.md)
+    ErrorCode("adapter.bad_request", _C, 400,
+              "A parameter is missing, unknown, or not of its declared type."),
+    ErrorCode("adapter.not_found", _C, 404,
+              "No such operation, or no record matches the request."),
+    ErrorCode("adapter.access_denied", _C, 403,
+              "The consumer subsystem has been granted no fields of this service."),
+    ErrorCode("adapter.timeout", _SP, 504,
+              "The data silo did not answer within the service's time limit."),
+    ErrorCode("adapter.backend_failed", _SP, 502,
+              "The data silo failed or answered something the adapter cannot use."),
+    ErrorCode("adapter.unavailable", _SP, 503,
+              "The data silo cannot be reached now."),
+    ErrorCode("adapter.soap_fault", _SP, 502,
+              "The legacy SOAP service behind the adapter answered with a SOAP fault."),
 )
 
 
@@ -404,16 +408,11 @@ class ManagementRequestError(XRoadError):
 
 
 class AdapterError(XRoadError):
-    """An adapter's silo failed: a file that cannot be read or decoded, a legacy service
-    that is down or answers what cannot be read."""
+    """An adapter refuses a request (``adapter.bad_request``, ``not_found``,
+    ``access_denied``) or its data silo fails (``adapter.backend_failed``, ``timeout``,
+    ``unavailable``); the code says which."""
 
-    default_code = "adapter.silo_failed"
-
-
-class AdapterConfigError(AdapterError):
-    """An adapter's configuration names something that does not exist or cannot work."""
-
-    default_code = "adapter.invalid_config"
+    default_code = "adapter.backend_failed"
 
 
 class SoapFaultError(AdapterError):

@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
-from adapters.base import Query, Result
+from adapters.base import ConfigValueError, Query, Result
 from adapters.files import FileBackend, from_config
-from xchange.errors import AdapterConfigError, AdapterError
+from schemas import load_json_schema
+from xchange.errors import AdapterError
 
 PERSONS_FIELDS = [
     {"name": "code", "column": "ISIKUKOOD"},
@@ -163,7 +165,7 @@ async def test_bytes_the_encoding_cannot_decode_are_an_error(
                                 "fields": [{"name": "code"}, {"name": "name"}]}, tmp_path)
     with pytest.raises(AdapterError, match=message) as caught:
         await backend.start()
-    assert caught.value.code == "adapter.silo_failed"
+    assert caught.value.code == "adapter.backend_failed"
 
 
 async def test_json_lines(tmp_path: Path, running: list[FileBackend]) -> None:
@@ -226,25 +228,42 @@ async def test_fixed_width_records(tmp_path: Path, running: list[FileBackend]) -
     assert (await lookup(backend, "TITLE LINE ")).records == []
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    ({"key": "nope"}, r"services\.file\.key: 'nope' is not a declared field"),
-    ({"encoding": "klingon"}, r"services\.file\.encoding: unknown encoding 'klingon'"),
-    ({"encoding": "utf-16"}, r"'utf-16' does not write a line end as the byte \\n"),
-    ({"format": "xml"}, r"services\.file\.format: 'xml' is not one of"),
-    ({"colour": "blue"}, r"services\.file: Additional properties are not allowed "
-                         r"\('colour' was unexpected\)"),
-    ({"fields": [{"name": "a"}, {"name": "a"}], "key": "a"}, r"field 'a' is declared twice"),
-    ({"fields": [{"name": "a", "type": "money"}], "key": "a"},
-     r"services\.file\.fields\.0\.type: 'money' is not one of"),
-    ({"csv": {"header": False}}, r"services\.file\.csv\.columns: a CSV without a header"),
-    ({"format": "fixed"}, r"field 'code' needs start and length"),
+@pytest.mark.parametrize(("extra", "message", "where"), [
+    ({"key": "nope"}, r"'nope' is not a declared field \(alive, born, ", ("key",)),
+    ({"encoding": "klingon"}, r"unknown encoding 'klingon'", ("encoding",)),
+    ({"encoding": "utf-16"}, r"'utf-16' does not write a line end as the byte \\n",
+     ("encoding",)),
+    ({"fields": [{"name": "a"}, {"name": "a"}], "key": "a"}, r"field 'a' is declared twice",
+     ("fields", 1, "name")),
+    ({"csv": {"header": False}}, r"a CSV without a header line needs its columns declared",
+     ("csv", "columns")),
+    ({"format": "fixed"}, r"field 'code' needs start and length", ("fields", 0)),
 ])
 def test_configuration_errors_name_the_field(tmp_path: Path, extra: dict[str, Any],
-                                             message: str) -> None:
-    with pytest.raises(AdapterConfigError, match=message) as caught:
-        from_config("persons", section(tmp_path / "p.csv", **extra), tmp_path)
-    assert "service 'persons'" in caught.value.message
-    assert caught.value.code == "adapter.invalid_config"
+                                             message: str, where: tuple[str | int, ...]) -> None:
+    sec = section(tmp_path / "p.csv", **extra)
+    jsonschema.validate(sec, load_json_schema("adapter-file.schema.json"))
+    with pytest.raises(ConfigValueError, match=message) as caught:
+        from_config("persons", sec, tmp_path)
+    assert caught.value.path == where
+
+
+@pytest.mark.parametrize(("extra", "where"), [
+    ({"format": "xml"}, ["format"]),
+    ({"colour": "blue"}, []),
+    ({"fields": [{"name": "a", "type": "money"}]}, ["fields", 0, "type"]),
+    ({"fields": [{"name": "a b"}]}, ["fields", 0, "name"]),
+    ({"fields": []}, ["fields"]),
+    ({"csv": {"delimiter": ";;"}}, ["csv", "delimiter"]),
+    ({"fields": [{"name": "a", "start": 0, "length": 1}]}, ["fields", 0, "start"]),
+    ({"duplicates": "keep"}, ["duplicates"]),
+])
+def test_the_schema_refuses_malformed_sections(tmp_path: Path, extra: dict[str, Any],
+                                               where: list[str | int]) -> None:
+    validator = jsonschema.Draft202012Validator(load_json_schema("adapter-file.schema.json"))
+    errors = list(validator.iter_errors(section(tmp_path / "p.csv", **extra)))
+    assert errors
+    assert [list(e.absolute_path) for e in errors] == [where]
 
 
 @pytest.mark.parametrize(("content", "message"), [

@@ -10,7 +10,6 @@ from xchange import errors
 from xchange.errors import (
     ERROR_CODES,
     AccessDeniedError,
-    AdapterConfigError,
     AdapterError,
     AdminError,
     AdminForbiddenError,
@@ -47,7 +46,6 @@ _FAULT_OF_PREFIX = {
     "registry.": Fault.CLIENT,
     "server.clientproxy.": Fault.CONSUMER_SERVER,
     "server.serverproxy.": Fault.PROVIDER_SERVER,
-    "adapter.": Fault.PROVIDER_SERVER,
 }
 
 
@@ -100,8 +98,7 @@ _HIERARCHY: list[tuple[type[XRoadError], type, str]] = [
     (AdminUnauthorizedError, AdminError, "admin.unauthorized"),
     (AdminForbiddenError, AdminError, "admin.forbidden"),
     (ManagementRequestError, XRoadError, "registry.management.bad_request"),
-    (AdapterError, XRoadError, "adapter.silo_failed"),
-    (AdapterConfigError, AdapterError, "adapter.invalid_config"),
+    (AdapterError, XRoadError, "adapter.backend_failed"),
 ]
 
 
