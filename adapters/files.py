@@ -1,8 +1,9 @@
 """The ``file`` backend: records of a CSV, JSON Lines or fixed-width file, looked up by key.
 
-One file is one service with two operations: ``lookup`` (``GET /{key}``: the record whose key
-field equals the path parameter, 404 above when there is none) and, if the configuration asks
-for it, ``list`` (``GET /``: the records in file order, paged).
+One file is one service with two operations: ``lookup`` (``GET {route}/{key}``: the record
+whose key field equals the path parameter, 404 above when there is none) and, if the
+configuration asks for it, ``list`` (``GET {route}``, ``GET /`` when no route is configured:
+the records in file order, paged).
 
 **The index.**  At start the file is read once and an index is built in a worker thread:
 
@@ -83,6 +84,9 @@ class FileConfig:
     """Lines before the data (and before a CSV header): titles, comments of an export."""
     listing: bool = False
     duplicates: Duplicates = "error"
+    base: str = ""
+    """``route``: the operations' path under the service, ``{base}/{key}`` and ``{base}``
+    (``/`` when empty)."""
 
     @property
     def key_field(self) -> TypedField:
@@ -483,12 +487,12 @@ class FileBackend:
         self.config = config
         key = config.key_field.field
         self._lookup = Operation(
-            service=code, name="lookup", method="GET", path=f"/{{{key.name}}}",
+            service=code, name="lookup", method="GET", path=f"{config.base}/{{{key.name}}}",
             parameters=(Parameter(key.name, "path", key.type, description=key.description),),
             fields=tuple(f.field for f in config.fields), many=False,
             summary=f"The record of {config.path.name} whose {key.name} is given")
         self._list = Operation(
-            service=code, name="list", method="GET", path="/", parameters=(),
+            service=code, name="list", method="GET", path=config.base or "/", parameters=(),
             fields=self._lookup.fields, many=True,
             summary=f"The records of {config.path.name}, in file order")
         self._index: FileIndex | None = None
@@ -666,6 +670,7 @@ def from_config(code: str, section: Mapping[str, Any], base_dir: Path) -> FileBa
         quotechar=csv_options.get("quote", '"') or None,
         header=header, columns=columns, skip_lines=int(section.get("skip_lines", 0)),
         listing=bool(section.get("list", False)),
+        base=str(section.get("route", "")).rstrip("/"),
         duplicates=cast(Duplicates, section.get("duplicates", "error")))
     return FileBackend(code, config)
 

@@ -108,6 +108,9 @@ def test_operations_follow_the_key_field(tmp_path: Path) -> None:
     assert (listing.name, listing.path, listing.many, listing.parameters) == (
         "list", "/", True, ())
     assert only.config.path == tmp_path / "x.csv"
+    under = from_config("things", {"path": "x.csv", "key": "id", "fields": fields, "list": True,
+                                   "route": "/things/"}, tmp_path)
+    assert [op.path for op in under.operations()] == ["/things/{id}", "/things"]
 
 
 async def test_integer_keys_compare_as_integers(tmp_path: Path,
@@ -257,6 +260,8 @@ def test_configuration_errors_name_the_field(tmp_path: Path, extra: dict[str, An
     ({"csv": {"delimiter": ";;"}}, ["csv", "delimiter"]),
     ({"fields": [{"name": "a", "start": 0, "length": 1}]}, ["fields", 0, "start"]),
     ({"duplicates": "keep"}, ["duplicates"]),
+    ({"route": "things"}, ["route"]),
+    ({"route": "/a b"}, ["route"]),
 ])
 def test_the_schema_refuses_malformed_sections(tmp_path: Path, extra: dict[str, Any],
                                                where: list[str | int]) -> None:
