@@ -260,7 +260,7 @@ class _Reader:
                 raise _Stale(f"record {record} is no longer one record")
             return rows[0]
         try:
-            return self._parse_line(text, record)
+            return self._parse_line(text.split("\n", 1)[0], record)  # blank lines after it
         except AdapterError as exc:
             raise _Stale(exc.message) from exc
 
