@@ -3,11 +3,7 @@ socket), and against HTTP servers that answer what a SOAP service should not."""
 
 from __future__ import annotations
 
-import select
-import subprocess
-import sys
-import urllib.request
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +16,6 @@ from adapters.soap_rest import SoapBackend, from_config
 from schemas import load_json_schema
 from xchange.errors import AdapterError, SoapFaultError
 
-REPO = Path(__file__).resolve().parents[2]
 PERSON_FIELDS = [
     {"name": "code"}, {"name": "name"}, {"name": "born", "type": "date"},
     {"name": "children", "type": "integer"}, {"name": "income", "type": "number"},
@@ -28,30 +23,6 @@ PERSON_FIELDS = [
 ]
 MARI = {"code": "38001010001", "name": "Mari Maasikas", "born": "1980-01-01", "children": 2,
         "income": 1234.5, "alive": True}
-
-
-@pytest.fixture(scope="module")
-def legacy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """The spyne service's address, and its WSDL saved to a file."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.adapters.legacy_soap_service"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
-        line = proc.stdout.readline() if ready else ""
-        if not line.strip().isdigit():
-            proc.kill()
-            _, err = proc.communicate(timeout=10)
-            raise RuntimeError(f"the legacy SOAP service did not start: {err[-2000:]}")
-        url = f"http://127.0.0.1:{int(line)}/"
-        wsdl = tmp_path_factory.mktemp("legacy") / "population.wsdl"
-        with urllib.request.urlopen(url + "?wsdl", timeout=30) as resp:
-            wsdl.write_bytes(resp.read())
-        yield url, wsdl
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
 
 
 @pytest.fixture
