@@ -391,6 +391,12 @@ def million_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def first_rows(million_csv: Path, path: Path, rows: int) -> Path:
+    with million_csv.open("rb") as src, path.open("wb") as dst:
+        dst.writelines(line for _, line in zip(range(rows + 1), src, strict=False))
+    return path
+
+
 def million_section(path: Path) -> dict[str, Any]:
     return {"path": str(path), "key": "code", "encoding": "cp1252", "list": True,
             "csv": {"delimiter": ";"},
@@ -449,9 +455,7 @@ async def test_a_replaced_million_row_file_answers_from_the_old_index_while_inde
 
 async def test_waiting_for_an_index_is_bounded_by_the_timeout(
         million_csv: Path, tmp_path: Path, running: list[FileBackend]) -> None:
-    path = tmp_path / "part.csv"
-    with million_csv.open("rb") as src, path.open("wb") as dst:
-        dst.writelines(line for _, line in zip(range(200_001), src, strict=False))
+    path = first_rows(million_csv, tmp_path / "part.csv", 200_000)
     backend = await start("m", million_section(path), tmp_path, running)
     with path.open("ab") as f:  # appended in place: queries wait for the new index
         f.write(million_line(MILLION).encode("cp1252"))
@@ -459,3 +463,21 @@ async def test_waiting_for_an_index_is_bounded_by_the_timeout(
         await lookup(backend, f"{MILLION:011d}", timeout=0.005)
     await wait_for_answer(backend, f"{MILLION:011d}", "children", MILLION % 7)
     assert (await lookup(backend, f"{199_999:011d}")).records
+
+
+async def test_closing_stops_an_index_being_built(million_csv: Path, tmp_path: Path) -> None:
+    path = first_rows(million_csv, tmp_path / "part.csv", 200_000)
+    backend = from_config("m", million_section(path), tmp_path)
+    await backend.start()
+    index = backend.index
+    assert index is not None
+    os.utime(path, ns=(0, 0))  # looks changed: a new index starts building
+    await lookup(backend, "00000000001")
+    started = time.perf_counter()
+    await backend.close()
+    assert time.perf_counter() - started < 2.0, "the build stops at its next megabyte"
+    assert index.retired
+    with pytest.raises(OSError):
+        os.fstat(index.fd)
+    with pytest.raises(AdapterError, match="not started"):
+        await lookup(backend, "00000000001")
