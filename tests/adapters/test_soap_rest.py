@@ -3,7 +3,8 @@ socket), and against HTTP servers that answer what a SOAP service should not."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from aiohttp import web
 
 from adapters.base import ConfigValueError, Query, Result
 from adapters.soap_rest import SoapBackend, from_config
+from certs.ca import DevCA, IssuedCredentials
 from schemas import load_json_schema
 from xchange.errors import AdapterError, SoapFaultError
 
@@ -208,6 +210,37 @@ async def test_answers_that_are_not_the_operations_response(
         if isinstance(caught.value, SoapFaultError):
             detail = caught.value.detail or ""
             assert detail.startswith("<code") and detail.endswith(">42</code>")
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_https_service_is_trusted_through_ca_file_only(
+        legacy: tuple[str, Path], started: list[SoapBackend], dev_ca: DevCA,
+        issue_server_auth: Callable[..., IssuedCredentials], tmp_path: Path) -> None:
+    server = issue_server_auth("TEST/GOV/1234/legacy")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(server.cert_path, server.key_path, password=server.key_passphrase)
+    person = envelope(f'<t:getPersonResponse xmlns:t="{TNS}"><t:getPersonResult>'
+                      "<t:code>1</t:code><t:name>TLS</t:name></t:getPersonResult>"
+                      "</t:getPersonResponse>")
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(text=person, content_type="text/xml")
+
+    app = web.Application()
+    app.router.add_post("/", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
+    try:
+        endpoint = f"https://127.0.0.1:{runner.addresses[0][1]}/"
+        _, wsdl = legacy
+        trusted = await make(get_person(wsdl, endpoint=endpoint, ca_file=str(dev_ca.cert_path)),
+                             wsdl.parent, started)
+        assert (await call(trusted, {"code": "1"})).records[0]["name"] == "TLS"
+        unknown_ca = await make(get_person(wsdl, endpoint=endpoint), wsdl.parent, started)
+        with pytest.raises(AdapterError, match=r"cannot be reached.*certificate verify failed"):
+            await call(unknown_ca, {"code": "1"})
     finally:
         await runner.cleanup()
 
