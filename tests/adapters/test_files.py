@@ -136,6 +136,14 @@ async def test_csv_without_header_quotes_and_multiline_cells(
     assert [r["k"] for r in (await page(backend, 0, 10)).records] == ["a", "b", "c"]
 
 
+async def test_csv_without_quoting(tmp_path: Path, running: list[FileBackend]) -> None:
+    (tmp_path / "n.csv").write_text('k|v\na|say "hi"\n', encoding="utf-8")
+    backend = await start("n", {"path": "n.csv", "key": "k",
+                                "csv": {"delimiter": "|", "quote": ""},
+                                "fields": [{"name": "k"}, {"name": "v"}]}, tmp_path, running)
+    assert (await lookup(backend, "a")).records == [{"k": "a", "v": 'say "hi"'}]
+
+
 @pytest.mark.parametrize(("encoding", "name"), [
     ("cp1252", "Žaneta Šimková"),
     ("latin-1", "Jürgen Ålund"),
