@@ -149,8 +149,7 @@ class SoapBackend:
             async with asyncio.timeout(timeout):
                 async with session.post(self.endpoint, data=envelope, headers=headers,
                                         allow_redirects=False) as resp:
-                    body = await resp.content.read(MAX_RESPONSE_BYTES + 1)
-                    return resp.status, body
+                    return resp.status, await _body(resp)
         except TimeoutError:
             raise
         except aiohttp.ClientError as exc:
@@ -164,6 +163,18 @@ class SoapBackend:
     def _unreachable(self, exc: BaseException) -> AdapterError:
         return AdapterError(f"the SOAP service at {self.endpoint} cannot be reached: "
                             f"{type(exc).__name__}: {exc}")
+
+
+async def _body(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole answer, refused past :data:`MAX_RESPONSE_BYTES`."""
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise AdapterError(f"the SOAP service's response is larger than "
+                               f"{MAX_RESPONSE_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 # -- configuration ---------------------------------------------------------------------------

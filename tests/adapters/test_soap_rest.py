@@ -3,6 +3,7 @@ socket), and against HTTP servers that answer what a SOAP service should not."""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -162,6 +163,26 @@ def envelope(body: str, ns: str = SOAP11) -> str:
     return f'<s:Envelope xmlns:s="{ns}"><s:Body>{body}</s:Body></s:Envelope>'
 
 
+@contextlib.asynccontextmanager
+async def canned(status: int, body: str, seen: list[bytes]) -> AsyncIterator[str]:
+    """An HTTP server on a real socket answering every POST with ``body``; the requests it
+    received are appended to ``seen``."""
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        return web.Response(status=status, text=body, content_type="text/xml")
+
+    app = web.Application()
+    app.router.add_post("/", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.mark.parametrize(("status", "body", "error", "message"), [
     (503, "Service Unavailable", AdapterError,
      r"answered HTTP 503: the SOAP service's response cannot be read: not well-formed"),
@@ -182,27 +203,18 @@ def envelope(body: str, ns: str = SOAP11) -> str:
     (200, envelope(f'<t:getPersonResponse xmlns:t="{TNS}"><t:getPersonResult/>'
                    "<t:getPersonResult/></t:getPersonResponse>"),
      AdapterError, r"answered 2 records where one was expected"),
+    (200, envelope(f'<t:getPersonResponse xmlns:t="{TNS}"><t:getPersonResult><t:name>'
+                   + "x" * (17 * 1024 * 1024) + "</t:name></t:getPersonResult>"
+                   "</t:getPersonResponse>"),
+     AdapterError, r"response is larger than 16777216 bytes"),
 ])
 async def test_answers_that_are_not_the_operations_response(
         legacy: tuple[str, Path], started: list[SoapBackend], status: int, body: str,
         error: type[AdapterError], message: str) -> None:
     seen: list[bytes] = []
-
-    async def answer(request: web.Request) -> web.Response:
-        seen.append(await request.read())
-        return web.Response(status=status, text=body, content_type="text/xml")
-
-    app = web.Application()
-    app.router.add_post("/", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
+    async with canned(status, body, seen) as endpoint:
         _, wsdl = legacy
-        backend = await make(get_person(wsdl, endpoint=f"http://127.0.0.1:{port}/"),
-                             wsdl.parent, started)
+        backend = await make(get_person(wsdl, endpoint=endpoint), wsdl.parent, started)
         with pytest.raises(error, match=message) as caught:
             await call(backend, {"code": "38001010001"})
         assert caught.value.status == 502
@@ -210,8 +222,18 @@ async def test_answers_that_are_not_the_operations_response(
         if isinstance(caught.value, SoapFaultError):
             detail = caught.value.detail or ""
             assert detail.startswith("<code") and detail.endswith(">42</code>")
-    finally:
-        await runner.cleanup()
+
+
+async def test_a_large_answer_is_read_whole(legacy: tuple[str, Path],
+                                            started: list[SoapBackend]) -> None:
+    name = "y" * (3 * 1024 * 1024)
+    body = envelope(f'<t:getPersonResponse xmlns:t="{TNS}"><t:getPersonResult><t:name>{name}'
+                    "</t:name></t:getPersonResult></t:getPersonResponse>")
+    async with canned(200, body, []) as endpoint:
+        _, wsdl = legacy
+        backend = await make(get_person(wsdl, endpoint=endpoint), wsdl.parent, started)
+        (record,) = (await call(backend, {"code": "1"})).records
+        assert record["name"] == name
 
 
 async def test_an_https_service_is_trusted_through_ca_file_only(
