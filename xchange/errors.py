@@ -213,6 +213,9 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "A service description (OpenAPI 3 or WSDL) cannot be read or is not acceptable."),
     ErrorCode("admin.description_unreachable", _C, 422,
               "The service description could not be downloaded from its URL."),
+    ErrorCode("admin.publication_failed", _C, 424,
+              "The service catalogue could not be published: the registry was not reached or "
+              "refused the update (the reason follows); the security server tries again."),
     ErrorCode("admin.invalid_backup", _C, 422,
               "A configuration backup does not decrypt with the key given, was altered, or "
               "does not match the backup schema; nothing was restored."),

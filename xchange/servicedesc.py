@@ -51,6 +51,8 @@ class OpenApiDescription:
     title: str
     version: str
     endpoints: tuple[EndpointPattern, ...]
+    description: str = ""
+    """``info.description``, for the service catalogue."""
 
 
 def _bad(message: str) -> BadRequestError:
@@ -81,7 +83,7 @@ def _template_to_glob(path: str) -> str:
 
 
 def parse_openapi(document: bytes) -> OpenApiDescription:
-    """The title, version and endpoints of an OpenAPI 3.x document; raise
+    """The title, version, description and endpoints of an OpenAPI 3.x document; raise
     :class:`BadRequestError` (``admin.invalid_description``) if it is not one."""
     doc = _load(document)
     if not isinstance(doc, dict):
@@ -92,6 +94,7 @@ def parse_openapi(document: bytes) -> OpenApiDescription:
     info = doc.get("info")
     title = info.get("title") if isinstance(info, dict) else None
     api_version = info.get("version") if isinstance(info, dict) else None
+    summary = info.get("description") if isinstance(info, dict) else None
     paths = doc.get("paths", {})
     if not isinstance(paths, dict):
         raise _bad("'paths' is not an object")
@@ -110,4 +113,5 @@ def parse_openapi(document: bytes) -> OpenApiDescription:
     return OpenApiDescription(
         title=str(title or ""), version=str(api_version or ""),
         endpoints=tuple(dict.fromkeys(endpoints)),
+        description=summary if isinstance(summary, str) else "",
     )
