@@ -31,8 +31,12 @@ Encodings: any Python codec in which the line end is the single byte ``\\n`` (UT
 ``utf-8-sig``, ``cp1252``, ``latin-1``, ``cp775``, ...); bytes the codec cannot decode are an
 error naming the line and byte, never replaced silently.
 
+**Filters.**  Fields named in ``filters`` are indexed like the key; the listing then takes
+each as an optional query parameter and answers the records equal to every one given, in
+file order (found through the first one's index, the others checked on each record).
+
 What it does not do: write to the file, follow a file that grows while it is read (the next
-query sees the change and indexes again), or filter listings.
+query sees the change and indexes again), or filter by anything but equality.
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ class FileConfig:
     listing: bool = False
     duplicates: Duplicates = "error"
     base: str = ""
+    filters: tuple[str, ...] = ()
+    """Fields the listing can be filtered by (``?city=Tartu``), each indexed like the key."""
     """``route``: the operations' path under the service, ``{base}/{key}`` and ``{base}``
     (``/`` when empty)."""
 
@@ -329,6 +335,9 @@ class FileIndex:
     starts: array[int]
     packed: array[int]
     shift: int
+    filter_indexes: dict[str, array[int]] = field(default_factory=dict)
+    """Per filter field, sorted like ``packed`` (the field's value hashed in place of the
+    key's)."""
     users: int = 0
     retired: bool = False
     _closed: bool = field(default=False, repr=False)
@@ -340,18 +349,20 @@ class FileIndex:
     @property
     def nbytes(self) -> int:
         """Memory the index's arrays take."""
-        return (len(self.starts) * self.starts.itemsize
-                + len(self.packed) * self.packed.itemsize)
+        arrays = [self.starts, self.packed, *self.filter_indexes.values()]
+        return sum(len(a) * a.itemsize for a in arrays)
 
     def read_raw(self, record: int) -> _Raw:
         start, end = self.starts[record], self.starts[record + 1]
         return self.reader.parse(os.pread(self.fd, end - start, start), record + 1)
 
-    def candidates(self, key: Value) -> Iterator[int]:
-        """Record numbers whose key hashes like ``key``, in file order."""
+    def candidates(self, key: Value, packed: array[int] | None = None) -> Iterator[int]:
+        """Record numbers whose key (or the field ``packed`` indexes) hashes like ``key``,
+        in file order."""
         wanted = _hash(key, self.shift)
         mask = (1 << self.shift) - 1
-        packed, n = self.packed, len(self.packed)
+        packed = self.packed if packed is None else packed
+        n = len(packed)
         i = bisect_left(packed, wanted << self.shift)
         while i < n and packed[i] >> self.shift == wanted:
             yield packed[i] & mask
@@ -378,6 +389,24 @@ class FileIndex:
             piece = data[self.starts[i] - base:self.starts[i + 1] - base]
             records.append(self._record(self.reader.parse(piece, i + 1), f"record {i + 1}"))
         return records, stop < self.count
+
+    def filtered(self, filters: Mapping[str, Value], offset: int, limit: int
+                 ) -> tuple[list[dict[str, Value]], bool]:
+        """A page of the records whose fields equal every one of ``filters``, found through
+        the first filter's index."""
+        name, value = next(iter(filters.items()))
+        found: list[dict[str, Value]] = []
+        matched = 0
+        for record in self.candidates(value, self.filter_indexes[name]):
+            values = self._record(self.read_raw(record), f"record {record + 1}")
+            if any(values[f] != v for f, v in filters.items()):
+                continue
+            if matched >= offset:
+                if len(found) == limit:
+                    return found, True
+                found.append(values)
+            matched += 1
+        return found, False
 
     def key_of(self, raw: _Raw, record: int) -> Value:
         try:
@@ -430,6 +459,8 @@ def build_index(config: FileConfig, cancel: threading.Event | None = None) -> Fi
         hashes: array[int] = array("Q")
         first_lines: array[int] = array("Q")
         key_of: Callable[[_Raw], Value] | None = None
+        filters = [f for f in config.fields if f.name in config.filters]
+        filter_hashes: dict[str, array[int]] = {f.name: array("Q") for f in filters}
         with os.fdopen(os.dup(fd), "rb", buffering=0) as file:
             lines = _Lines(file, reader.name, config.encoding, cancel=cancel)
             for _ in zip(range(config.skip_lines), lines, strict=False):
@@ -445,13 +476,21 @@ def build_index(config: FileConfig, cancel: threading.Event | None = None) -> Fi
                     raise AdapterError(f"{reader.name} line {line}: the key field "
                                        f"{config.key!r} has no value")
                 hashes.append(hash((key,)) & _HASH_BITS)  # as _hash(key, 0)
+                for spec in filters:
+                    try:
+                        value = reader.value(raw, spec)
+                    except ValueError as exc:
+                        raise AdapterError(f"{reader.name} line {line}: {exc}") from exc
+                    filter_hashes[spec.name].append(hash((value,)) & _HASH_BITS)
                 starts.append(start)
                 first_lines.append(line)
             starts.append(lines.position)
         shift = max(1, len(hashes).bit_length())
         packed = sorted(((h >> shift) << shift) | i for i, h in enumerate(hashes))
-        index = FileIndex(fd, identity, reader, starts, array("Q", packed), shift)
-        del packed
+        index = FileIndex(fd, identity, reader, starts, array("Q", packed), shift, {
+            name: array("Q", sorted(((h >> shift) << shift) | i for i, h in enumerate(values)))
+            for name, values in filter_hashes.items()})
+        del packed, filter_hashes
         # Equal keys have equal hashes: only when some hashes are equal is there more to do.
         if config.duplicates == "error" and len(set(hashes)) < len(hashes):
             _refuse_duplicates(index, first_lines)
@@ -491,8 +530,12 @@ class FileBackend:
             parameters=(Parameter(key.name, "path", key.type, description=key.description),),
             fields=tuple(f.field for f in config.fields), many=False,
             summary=f"The record of {config.path.name} whose {key.name} is given")
+        filters = [f.field for f in config.fields if f.name in config.filters]
         self._list = Operation(
-            service=code, name="list", method="GET", path=config.base or "/", parameters=(),
+            service=code, name="list", method="GET", path=config.base or "/",
+            parameters=tuple(Parameter(f.name, "query", f.type, required=False,
+                                       description=f"only the records whose {f.name} is this")
+                             for f in filters),
             fields=self._lookup.fields, many=True,
             summary=f"The records of {config.path.name}, in file order")
         self._index: FileIndex | None = None
@@ -548,9 +591,16 @@ class FileBackend:
                          f"{self.code!r}")
 
     async def _page(self, index: FileIndex, query: Query) -> Result:
+        filters = {name: value for name, value in query.params.items()
+                   if name in self.config.filters and value is not None}
         # The index stays open until the worker thread is done with it, even past a timeout.
         index.acquire()
-        work = asyncio.ensure_future(asyncio.to_thread(index.page, query.offset, query.limit))
+        if filters:
+            work = asyncio.ensure_future(asyncio.to_thread(
+                index.filtered, filters, query.offset, query.limit))
+        else:
+            work = asyncio.ensure_future(asyncio.to_thread(index.page, query.offset,
+                                                           query.limit))
         work.add_done_callback(lambda _: index.release())
         records, more = await asyncio.wait_for(asyncio.shield(work), query.timeout)
         return Result(records, has_more=more)
@@ -657,6 +707,12 @@ def from_config(code: str, section: Mapping[str, Any], base_dir: Path) -> FileBa
             if f.length <= 0:
                 raise ConfigValueError(f"field {f.name!r} needs start and length (fixed width)",
                                        ("fields", i))
+    filters = tuple(str(f) for f in section.get("filters", ()))
+    for i, name in enumerate(filters):
+        if name not in names:
+            raise ConfigValueError(f"{name!r} is not a declared field", ("filters", i))
+    if filters and not section.get("list", False):
+        raise ConfigValueError("filters filter the listing: set list = true", ("filters",))
     header = bool(csv_options.get("header", True))
     columns = tuple(str(c) for c in csv_options.get("columns", ()))
     if fmt == "csv" and not header and not columns:
@@ -670,7 +726,7 @@ def from_config(code: str, section: Mapping[str, Any], base_dir: Path) -> FileBa
         quotechar=csv_options.get("quote", '"') or None,
         header=header, columns=columns, skip_lines=int(section.get("skip_lines", 0)),
         listing=bool(section.get("list", False)),
-        base=str(section.get("route", "")).rstrip("/"),
+        base=str(section.get("route", "")).rstrip("/"), filters=filters,
         duplicates=cast(Duplicates, section.get("duplicates", "error")))
     return FileBackend(code, config)
 

@@ -144,6 +144,35 @@ async def test_csv_without_quoting(tmp_path: Path, running: list[FileBackend]) -
     assert (await lookup(backend, "a")).records == [{"k": "a", "v": 'say "hi"'}]
 
 
+async def test_a_listing_filtered_by_indexed_fields(tmp_path: Path,
+                                                    running: list[FileBackend]) -> None:
+    rows = [f"{i},{'Tartu' if i % 3 == 0 else 'Narva'},{i % 2}" for i in range(1, 31)]
+    (tmp_path / "c.csv").write_text("id,city,kids\n" + "\n".join(rows) + "\n",
+                                    encoding="utf-8")
+    backend = await start("c", {"path": "c.csv", "key": "id", "list": True,
+                                "filters": ["city", "kids"],
+                                "fields": [{"name": "id", "type": "integer"}, {"name": "city"},
+                                           {"name": "kids", "type": "integer"}]},
+                          tmp_path, running)
+    listing = backend.operations()[1]
+    assert [(p.name, p.location, p.type, p.required) for p in listing.parameters] == [
+        ("city", "query", "string", False), ("kids", "query", "integer", False)]
+
+    async def ids(params: dict[str, Any], offset: int = 0, limit: int = 100
+                  ) -> tuple[list[Any], bool]:
+        result = await backend.run(Query(listing, params, offset=offset, limit=limit))
+        return [r["id"] for r in result.records], result.has_more
+
+    assert await ids({"city": "Tartu"}) == ([3, 6, 9, 12, 15, 18, 21, 24, 27, 30], False)
+    assert await ids({"city": "Tartu"}, offset=2, limit=3) == ([9, 12, 15], True)
+    assert await ids({"city": "Tartu"}, offset=8, limit=2) == ([27, 30], False)
+    assert await ids({"city": "Tartu", "kids": 1}) == ([3, 9, 15, 21, 27], False)
+    assert await ids({"kids": 0, "city": "Tartu"}, limit=2) == ([6, 12], True)
+    assert await ids({"city": "Tallinn"}) == ([], False)
+    assert await ids({"city": None}, limit=2) == ([1, 2], True), "no value: no filter"
+    assert backend.index is not None and backend.index.nbytes == 31 * 8 + 3 * 30 * 8
+
+
 @pytest.mark.parametrize(("encoding", "name"), [
     ("cp1252", "Žaneta Šimková"),
     ("latin-1", "Jürgen Ålund"),
@@ -250,6 +279,9 @@ async def test_fixed_width_records(tmp_path: Path, running: list[FileBackend]) -
     ({"csv": {"header": False}}, r"a CSV without a header line needs its columns declared",
      ("csv", "columns")),
     ({"format": "fixed"}, r"field 'code' needs start and length", ("fields", 0)),
+    ({"list": True, "filters": ["name", "town"]}, r"'town' is not a declared field",
+     ("filters", 1)),
+    ({"filters": ["name"]}, r"filters filter the listing: set list = true", ("filters",)),
 ])
 def test_configuration_errors_name_the_field(tmp_path: Path, extra: dict[str, Any],
                                              message: str, where: tuple[str | int, ...]) -> None:
