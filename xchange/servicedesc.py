@@ -27,6 +27,7 @@ from xchange.errors import BadRequestError
 __all__ = [
     "MAX_DESCRIPTION_BYTES",
     "METADATA_SERVICE_CODES",
+    "NoAliasLoader",
     "OpenApiDescription",
     "parse_openapi",
 ]
@@ -39,7 +40,9 @@ METADATA_SERVICE_CODES: Final = frozenset({"listMethods", "allowedMethods", "get
 """Service codes the security server answers itself (PR-MREST); no service may take them."""
 
 
-class _NoAliasLoader(yaml.SafeLoader):
+class NoAliasLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses aliases (no "billion laughs")."""
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             raise yaml.YAMLError("YAML aliases are not accepted")
@@ -72,7 +75,7 @@ def _load(document: bytes) -> Any:
         except ValueError as exc:
             raise _bad(f"not JSON: {exc}") from exc
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise _bad("not YAML or JSON") from exc
 
