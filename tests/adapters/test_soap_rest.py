@@ -185,7 +185,7 @@ async def canned(status: int, body: str, seen: list[bytes]) -> AsyncIterator[str
 
 @pytest.mark.parametrize(("status", "body", "error", "message"), [
     (503, "Service Unavailable", AdapterError,
-     r"answered HTTP 503: the SOAP service's response cannot be read: not well-formed"),
+     r"answered HTTP 503: the SOAP service's response is not well-formed"),
     (200, "<html><body>hello</body></html>", AdapterError, r"is not a SOAP envelope"),
     (200, envelope(""), AdapterError, r"has an empty SOAP body"),
     (200, envelope(f'<t:other xmlns:t="{TNS}"/>'), AdapterError,

@@ -9,7 +9,8 @@ plain text values, or raises :class:`~xchange.errors.SoapFaultError` for a SOAP 
 
 Only ``document`` style with ``literal`` bodies is supported (RPC/encoded services are
 refused with a clear error, not guessed at).  Every document is parsed by
-:func:`xchange.soap.wsdl.safe_xml`: no DOCTYPE, no entities, no network.
+:func:`xchange.soap.xml.parse_xml`: no DOCTYPE, no entities, no network, size and depth
+limits.
 
 What it does not do: HTTP (the adapter's ``soap`` backend does), validate a response against
 the XML Schema, or follow ``wsdl:import`` / ``xs:import``.
@@ -24,7 +25,8 @@ from typing import Final, Literal
 from lxml import etree
 
 from xchange.errors import AdapterError, BadRequestError, SoapFaultError
-from xchange.soap.wsdl import NS_WSDL, safe_xml
+from xchange.soap.wsdl import MAX_WSDL_BYTES, NS_WSDL
+from xchange.soap.xml import parse_xml
 
 __all__ = [
     "NS_SOAP11_ENV",
@@ -105,7 +107,8 @@ def _qname(elem: etree._Element, value: str | None, what: str) -> etree.QName:
 def read_operation(wsdl: bytes, name: str) -> DocLiteralOperation:
     """What calling operation ``name`` of the WSDL needs; :class:`WsdlError` saying why not."""
     try:
-        root = safe_xml(wsdl)
+        root = parse_xml(wsdl, max_bytes=MAX_WSDL_BYTES, code="admin.invalid_description",
+                         what="the WSDL")
     except BadRequestError as exc:
         raise WsdlError(exc.message) from exc
     if root.tag != _q(NS_WSDL, "definitions"):
@@ -251,12 +254,11 @@ def read_response(op: DocLiteralOperation, body: bytes, record: Sequence[str],
     text of the element at each local-name path of ``fields`` (``a/b``), ``None`` when it is
     absent or ``xsi:nil``.  A record element that is ``xsi:nil`` is no record.  A SOAP fault
     raises :class:`SoapFaultError`."""
-    if len(body) > MAX_RESPONSE_BYTES:
-        raise _response_error(f"is larger than {MAX_RESPONSE_BYTES} bytes")
     try:
-        root = safe_xml(body)
+        root = parse_xml(body, max_bytes=MAX_RESPONSE_BYTES, code="adapter.backend_failed",
+                         what="the SOAP service's response")
     except BadRequestError as exc:
-        raise _response_error(f"cannot be read: {exc.message.removeprefix('WSDL: ')}") from exc
+        raise AdapterError(exc.message) from exc
     envelope_ns = etree.QName(root).namespace
     if etree.QName(root).localname != "Envelope" or envelope_ns not in (NS_SOAP11_ENV,
                                                                         NS_SOAP12_ENV):

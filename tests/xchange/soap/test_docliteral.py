@@ -108,8 +108,9 @@ def test_a_soap12_fault() -> None:
 
 @pytest.mark.parametrize(("body", "message"), [
     (b"x" * (16 * 1024 * 1024 + 1), "is larger than"),
-    (b"<a>", "cannot be read: not well-formed"),
-    (b'<!DOCTYPE a [<!ENTITY b "c">]><a>&b;</a>', "cannot be read: a DOCTYPE is not accepted"),
+    (b"<a>", "the SOAP service's response is not well-formed"),
+    (b'<!DOCTYPE a [<!ENTITY b "c">]><a>&b;</a>',
+     "the SOAP service's response: a DOCTYPE is not accepted"),
 ])
 def test_unreadable_responses(body: bytes, message: str) -> None:
     with pytest.raises(AdapterError, match=message) as caught:
