@@ -30,6 +30,7 @@ The tree::
     │                                   (registry.management.*)
     ├── AdapterError                    an adapter (a bridge to a data silo) refuses a
     │                                   request or its silo fails          (adapter.*)
+    │   └── SoapFaultError              a legacy SOAP service answered with a fault
     ├── ClientProxyError                the consumer security server refuses or fails
     │   │                               (server.clientproxy.*)
     │   ├── UnknownMemberError          client not registered on this security server
@@ -82,6 +83,7 @@ __all__ = [
     "ServerProxyError",
     "ServerProxyLoggingError",
     "ServiceFailedError",
+    "SoapFaultError",
     "StampInvalidError",
     "TimestampingFailedError",
     "UnknownMemberError",
@@ -281,6 +283,8 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "The data silo failed or answered something the adapter cannot use."),
     ErrorCode("adapter.unavailable", _SP, 503,
               "The data silo cannot be reached now."),
+    ErrorCode("adapter.soap_fault", _SP, 502,
+              "The legacy SOAP service behind the adapter answered with a SOAP fault."),
 )
 
 
@@ -433,6 +437,19 @@ class AdapterError(XRoadError):
     ``unavailable``); the code says which."""
 
     default_code = "adapter.backend_failed"
+
+
+class SoapFaultError(AdapterError):
+    """A legacy SOAP service answered with a fault; ``faultcode`` and ``faultstring`` as
+    received."""
+
+    default_code = "adapter.soap_fault"
+
+    def __init__(self, faultcode: str, faultstring: str, detail: str | None = None) -> None:
+        super().__init__(f"the SOAP service answered with a fault: {faultcode}: {faultstring}",
+                         detail=detail)
+        self.faultcode = faultcode
+        self.faultstring = faultstring
 
 
 class ClientProxyLoggingError(ClientProxyError):
