@@ -158,6 +158,14 @@ class TimestampBatchRow(SQLModel, table=True):
     gen_time: datetime = Field(index=True)
 
 
+_RECORDS: Final = cast(sa.Table, sa.inspect(MessageRecord).local_table)
+_BATCHES: Final = cast(sa.Table, sa.inspect(TimestampBatchRow).local_table)
+_INSERT_RECORD: Final = sa.insert(_RECORDS)
+_STAMP_RECORD: Final = sa.update(_RECORDS).where(
+    _RECORDS.c.sequence == sa.bindparam("b_sequence"), _RECORDS.c.batch_id.is_(None),
+).values(merkle_path=sa.bindparam("b_path"))
+
+
 class MessageLog:
     """The message log over one database.  The engine is the caller's to dispose of."""
 
@@ -290,43 +298,49 @@ class MessageLog:
         self._writer.close()
 
     def _commit_group(self, entries: Sequence[LogEntry]) -> list[StoredRecord]:
-        """On the writer thread: chain ``entries`` after the head and commit them at once."""
+        """On the writer thread: chain ``entries`` after the head and commit them at once.
+
+        One Core ``INSERT`` executed for the whole group (not ORM objects: building and
+        flushing a mapped instance per record cost several times the insert itself).
+        """
         head, self._head = self._head, None
         records = []
-        with Session(self._engine) as session:
+        with self._engine.begin() as connection:
             if head is None:
-                head = _read_head(session)
+                head = _read_head(connection)
             for entry in entries:
                 record = chain_record(entry, head.sequence + 1, head.record_hash)
                 records.append(record)
                 head = ChainCheckpoint(record.sequence, record.record_hash)
-            session.add_all([_to_row(record, self._keyring) for record in records])
-            session.commit()
+            connection.execute(_INSERT_RECORD, [_row_values(r, self._keyring) for r in records])
         self._head = head  # only once committed: a failure leaves it unknown, to be re-read
         return records
 
     def _add_batch_sync(self, plan: BatchPlan, token: TimestampToken) -> TimestampBatch:
-        with Session(self._engine) as session:
-            last = session.exec(select(sa.func.max(TimestampBatchRow.id))).one()
+        # Every record of the plan must be there and unstamped: one count inside the
+        # transaction (this thread is the log's only writer), then one UPDATE executed for
+        # all the paths, rather than a statement built per record.
+        with self._engine.begin() as connection:
+            last = connection.execute(sa.select(sa.func.max(_BATCHES.c.id))).scalar()
             batch = TimestampBatch(id=(last or 0) + 1, first_sequence=plan.first_sequence,
                                    last_sequence=plan.last_sequence, root=plan.root,
                                    token=token.der, gen_time=token.gen_time)
-            session.add(TimestampBatchRow(
+            connection.execute(sa.insert(_BATCHES).values(
                 id=batch.id, first_sequence=batch.first_sequence,
                 last_sequence=batch.last_sequence, root=batch.root, token=batch.token,
                 gen_time=batch.gen_time))
-            session.flush()
-            for offset, path in enumerate(plan.paths):
-                updated = session.execute(
-                    sa.update(MessageRecord)
-                    .where(col(MessageRecord.sequence) == plan.first_sequence + offset,
-                           col(MessageRecord.batch_id).is_(None))
-                    .values(batch_id=batch.id, merkle_path=b"".join(path))
-                )
-                if updated.rowcount != 1:  # type: ignore[attr-defined]
-                    raise MessageLogError(
-                        f"record {plan.first_sequence + offset} is missing or already stamped")
-            session.commit()
+            pending = connection.execute(
+                sa.select(sa.func.count()).select_from(_RECORDS).where(
+                    _RECORDS.c.sequence.between(plan.first_sequence, plan.last_sequence),
+                    _RECORDS.c.batch_id.is_(None))).scalar_one()
+            if pending != batch.size or len(plan.paths) != batch.size:
+                raise MessageLogError(
+                    f"records {plan.first_sequence}-{plan.last_sequence}: "
+                    f"{batch.size - pending} missing or already stamped")
+            connection.execute(
+                _STAMP_RECORD.values(batch_id=batch.id),
+                [{"b_sequence": plan.first_sequence + offset, "b_path": b"".join(path)}
+                 for offset, path in enumerate(plan.paths)])
         return batch
 
     def _read_batches(self) -> list[TimestampBatch]:
@@ -373,10 +387,10 @@ async def _wait(future: Future[R]) -> R:
     return await asyncio.wrap_future(future)
 
 
-def _read_head(session: Session) -> ChainCheckpoint:
-    row = session.exec(
-        select(MessageRecord.sequence, MessageRecord.record_hash)
-        .order_by(col(MessageRecord.sequence).desc())
+def _read_head(connection: Session | sa.Connection) -> ChainCheckpoint:
+    row = connection.execute(
+        sa.select(_RECORDS.c.sequence, _RECORDS.c.record_hash)
+        .order_by(_RECORDS.c.sequence.desc())
         .limit(1)
     ).first()
     if row is None:
@@ -395,33 +409,36 @@ def _find_undecodable(session: Session, statement: SelectOfScalar[MessageRecord]
     raise MessageLogError("the message log could not be read")
 
 
-def _to_row(record: StoredRecord, keyring: Keyring | None) -> MessageRecord:
+def _row_values(record: StoredRecord, keyring: Keyring | None) -> dict[str, object]:
+    """The ``message_log`` row of ``record``, as the column values of an INSERT."""
     e = record.entry
     header_part, body, key_id = e.header_part, e.body, None
     if keyring is not None:
         key_id = keyring.current
         header_part = keyring.encrypt("header_part", header_part, record.record_hash)
         body = keyring.encrypt("body", body, record.record_hash)
-    return MessageRecord(
-        sequence=record.sequence,
-        prev_hash=record.prev_hash,
-        record_hash=record.record_hash,
-        query_id=e.query_id,
-        kind=e.kind,
-        direction=e.direction,
-        client=e.client,
-        service=e.service,
-        user_id=e.user_id,
-        issue=e.issue,
-        header_part=header_part,
-        body=body,
-        key_id=key_id,
-        signature=e.signature,
-        status=e.status,
-        error_code=e.error_code,
-        created_at=e.created_at,
-        ocsp_responses=encode_der_list(e.ocsp_responses),
-    )
+    return {
+        "sequence": record.sequence,
+        "prev_hash": record.prev_hash,
+        "record_hash": record.record_hash,
+        "query_id": e.query_id,
+        "kind": e.kind,
+        "direction": e.direction,
+        "client": e.client,
+        "service": e.service,
+        "user_id": e.user_id,
+        "issue": e.issue,
+        "header_part": header_part,
+        "body": body,
+        "key_id": key_id,
+        "signature": e.signature,
+        "status": e.status,
+        "error_code": e.error_code,
+        "created_at": e.created_at,
+        "ocsp_responses": encode_der_list(e.ocsp_responses),
+        "batch_id": None,
+        "merkle_path": None,
+    }
 
 
 def _plaintext(row: MessageRecord, keyring: Keyring | None) -> tuple[bytes, bytes]:

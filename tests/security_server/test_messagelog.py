@@ -468,6 +468,22 @@ async def test_a_record_is_stamped_once(
     assert len(await log.batches()) == 1
 
 
+async def test_a_plan_overlapping_a_stamped_record_changes_nothing(
+    log: MessageLog, tsa: TimeStampAuthority, pki_now: datetime
+) -> None:
+    await fill(log, 2)
+    await _stamp(log, tsa, pki_now)
+    await fill(log, 2)  # records 3 and 4, unstamped
+    plan = plan_batch((await log.records())[1:])  # 2 (stamped), 3, 4
+    reply = tsa.respond(timestamp_request(plan.root, nonce=1), pki_now, serial=2)
+    der = parse_timestamp_response(reply, data_hash=plan.root, nonce=1)
+    token = verify_timestamp_token(der, data_hash=plan.root, tsa_certs=[tsa.certificate])
+    with pytest.raises(MessageLogError, match="records 2-4: 1 missing or already stamped"):
+        await log.add_batch(plan, token)
+    assert len(await log.batches()) == 1
+    assert [r.sequence for r in await log.unstamped(10)] == [3, 4]
+
+
 async def test_altered_merkle_path_is_detected(
     engine: Engine, log: MessageLog, tsa: TimeStampAuthority, pki_now: datetime
 ) -> None:
