@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -53,6 +53,7 @@ from cryptography.x509.verification import (
 
 from xchange.errors import BadRequestError, InvalidSignatureError
 from xchange.identifiers import ClientId, SecurityServerId
+from xchange.memo import IdentityMemo
 
 __all__ = [
     "EKU_CLIENT_AUTH",
@@ -368,8 +369,16 @@ class VerifiedPathCache:
 
 def cert_sha256(cert: x509.Certificate) -> str:
     """Lower-case hex SHA-256 of the DER: how global configuration registers an auth
-    certificate, and the ``keyid`` of a configuration signer."""
+    certificate, and the ``keyid`` of a configuration signer.  Remembered per certificate
+    object (the message path asks about the same few objects for every message)."""
+    return _CERT_SHA256(cert)
+
+
+def _sha256_of_der(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+_CERT_SHA256: Final = IdentityMemo(_sha256_of_der)
 
 
 def load_pem_chain(data: bytes) -> list[x509.Certificate]:

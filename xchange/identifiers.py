@@ -20,6 +20,7 @@ business.  Parsing raises :class:`~xchange.errors.BadRequestError` (with a
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import ClassVar, Self
 from urllib.parse import quote, unquote
@@ -60,10 +61,20 @@ def check_part(value: str, what: str, code: str = "client.bad_request") -> str:
         raise BadRequestError(f"{what} must not be empty", code=code)
     if len(value) > MAX_PART_LENGTH:
         raise BadRequestError(f"{what} is longer than {MAX_PART_LENGTH} characters", code=code)
+    bad = _forbidden_char(value)
+    if bad is not None:
+        raise BadRequestError(f"{what} contains a forbidden character {bad!r}", code=code)
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _forbidden_char(value: str) -> str | None:
+    """The first character an identifier part must not contain, if any.  Remembered: every
+    message names the same few parts, and the check is a loop in Python."""
     for ch in value:
         if ch in _FORBIDDEN or not ch.isprintable() or ch.isspace():
-            raise BadRequestError(f"{what} contains a forbidden character {ch!r}", code=code)
-    return value
+            return ch
+    return None
 
 
 def _split_rest(text: str, counts: tuple[int, ...], what: str, code: str) -> list[str]:
@@ -82,6 +93,7 @@ def _split_rest(text: str, counts: tuple[int, ...], what: str, code: str) -> lis
         raise BadRequestError(f"{what} {text!r} is not valid UTF-8", code=code) from exc
 
 
+@functools.lru_cache(maxsize=4096)
 def _enc(part: str) -> str:
     return quote(part, safe="'()+,-.=?_!*~@$&")
 
