@@ -188,11 +188,11 @@ class MessageLog:
         if error_code not in get_args(LoggingFailedCode):
             raise ValueError(f"not a logging failure code: {error_code!r}")
         try:
-            future = self._writer.append(entry)
+            future = self._writer.append_async(entry)
         except WriterClosedError as exc:
             raise MessageLogError("the message log is closed", code=error_code) from exc
         try:
-            return await asyncio.wrap_future(future)
+            return await future
         except Exception as exc:
             # Anything -- a full disk, a lost connection, a constraint, a trigger, a corrupt
             # head -- means the record may not be there: fail closed.
