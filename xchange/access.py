@@ -273,14 +273,16 @@ class AccessRules:
         rights to exactly the identifier named.  A local group counts only for its owner's
         services.
         """
-        denied = f"client {client} has no access to service {service}"
+        def denied() -> str:  # the message is built only for a refusal
+            return f"client {client} has no access to service {service}"
+
         subjects = self._index.get(service.unversioned)
         if not subjects:
-            raise AccessDeniedError(denied)
+            raise AccessDeniedError(denied())
         try:
             segments = request_segments(path)
         except AccessDeniedError as exc:
-            raise AccessDeniedError(f"{denied}: {exc.message}") from exc
+            raise AccessDeniedError(f"{denied()}: {exc.message}") from exc
         # The client's own grants first: they need no group lookup.
         ordered = sorted(subjects.items(), key=lambda item: item[0] != client)
         for subject, endpoints in ordered:
@@ -289,7 +291,7 @@ class AccessRules:
             if matching and self._covers(subject, client, service, group_members,
                                          local_members):
                 return matching[0]
-        raise AccessDeniedError(f"{denied} endpoint {method} {path or '/'}")
+        raise AccessDeniedError(f"{denied()} endpoint {method} {path or '/'}")
 
     @staticmethod
     def _covers(subject: Subject, client: ClientId, service: ServiceId,

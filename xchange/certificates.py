@@ -310,6 +310,8 @@ class _VerifiedPath:
     chain: tuple[x509.Certificate, ...]
     valid_from: datetime
     valid_until: datetime
+    certs: tuple[x509.Certificate | None, ...]
+    """What was verified: leaf, intermediates, ``None``, anchors (the key's objects)."""
 
 
 class VerifiedPathCache:
@@ -320,16 +322,17 @@ class VerifiedPathCache:
     verifies at any other time at which every certificate on it -- leaf, intermediates and
     anchor -- is within its validity period.  So a hit is accepted only for a time inside
     that window (the intersection of the periods, bounds included as in RFC 5280 4.1.2.5),
-    and for exactly the same leaf, intermediates, anchors and purpose; anything else is
-    verified in full.  Failures are never remembered.  Holds at most ``size`` paths, least
-    recently used dropped first; safe to share between threads.
+    and for the very same leaf, intermediates and anchors objects (the message path shares
+    parsed certificates) and purpose; anything else is verified in full.  Failures are never
+    remembered.  Holds at most ``size`` paths, least recently used dropped first; safe to
+    share between threads.
     """
 
     def __init__(self, size: int = 1024) -> None:
         if size < 1:
             raise ValueError("size must be positive")
         self._size = size
-        self._paths: OrderedDict[tuple[object, ...], _VerifiedPath] = OrderedDict()
+        self._paths: OrderedDict[tuple[tuple[int, ...], str], _VerifiedPath] = OrderedDict()
         self._lock = threading.Lock()
 
     def verify(
@@ -343,16 +346,21 @@ class VerifiedPathCache:
     ) -> list[x509.Certificate]:
         """Exactly :func:`verify_chain`, faster for a path seen before."""
         when = _as_utc(at)
-        key = (leaf, tuple(intermediates), tuple(anchors), purpose)
+        # Keyed by the certificate objects' identities (a certificate hashes and compares
+        # its DER, microseconds each); the entry holds the objects, so no id is reused
+        # while it lives, and a hit must be the very same objects.
+        certs = (leaf, *intermediates, None, *anchors)
+        key = (tuple(map(id, certs)), purpose)
         with self._lock:
             hit = self._paths.get(key)
             if hit is not None:
                 self._paths.move_to_end(key)
-        if hit is not None and hit.valid_from <= when <= hit.valid_until:
+        if (hit is not None and hit.valid_from <= when <= hit.valid_until
+                and all(a is b for a, b in zip(hit.certs, certs, strict=True))):
             return list(hit.chain)
         chain = verify_chain(leaf, intermediates, anchors, at=when, purpose=purpose)
         path = _VerifiedPath(tuple(chain), max(c.not_valid_before_utc for c in chain),
-                             min(c.not_valid_after_utc for c in chain))
+                             min(c.not_valid_after_utc for c in chain), certs)
         with self._lock:
             self._paths[key] = path
             self._paths.move_to_end(key)

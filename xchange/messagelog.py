@@ -102,6 +102,9 @@ Kind = Literal["request", "response"]
 Direction = Literal["outgoing", "incoming"]
 Status = Literal["ok", "rejected"]
 
+_LITERALS: Final = (("kind", get_args(Kind)), ("direction", get_args(Direction)),
+                    ("status", get_args(Status)))
+
 GENESIS_HASH: Final = "0" * 64
 FORMAT_TAG: Final = b"xchange-messagelog-v2"
 CHAIN_BROKEN_CODE: Final = "server.messagelog.chain_broken"
@@ -113,6 +116,8 @@ _MAX_FIELD = 2**32 - 1
 def _check_text(name: str, value: object) -> None:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str")
+    if value.isascii():  # the usual case, and encodable by definition
+        return
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -159,9 +164,9 @@ class LogEntry:
     """The DER OCSP responses stapled to the message, in the order stapled."""
 
     def __post_init__(self) -> None:
-        for name, allowed in (("kind", Kind), ("direction", Direction), ("status", Status)):
-            if getattr(self, name) not in get_args(allowed):
-                raise ValueError(f"{name} must be one of {get_args(allowed)}")
+        for name, allowed in _LITERALS:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}")
         if (self.status == "rejected") != (self.error_code is not None):
             raise ValueError("error_code is required for, and only for, a rejected message")
         for name in ("query_id", "client", "service", "signature"):
