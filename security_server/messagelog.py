@@ -40,13 +40,12 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal, TypeVar, cast, get_args
+from typing import Any, Final, Literal, TypeVar, cast, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, select
-from sqlmodel.sql.expression import SelectOfScalar
 
 from security_server.logwriter import GroupWriter, WriterClosedError
 from xchange.errors import XRoadError
@@ -204,9 +203,9 @@ class MessageLog:
         Raises :class:`~xchange.messagelog.ChainBrokenError` for a row that is not a valid
         record (altered in the database) and :class:`MessageLogError` if reading fails.
         """
-        statement = select(MessageRecord).order_by(col(MessageRecord.sequence))
+        statement = sa.select(_RECORDS).order_by(_RECORDS.c.sequence)
         if query_id is not None:
-            statement = statement.where(MessageRecord.query_id == query_id)
+            statement = statement.where(_RECORDS.c.query_id == query_id)
         return await asyncio.to_thread(self._read, statement)
 
     async def verify(self, checkpoint: ChainCheckpoint = GENESIS) -> ChainReport:
@@ -225,18 +224,18 @@ class MessageLog:
         """At most ``limit`` records numbered above ``after``, in sequence order."""
         return await asyncio.to_thread(
             self._read,
-            select(MessageRecord).where(col(MessageRecord.sequence) > after)
+            sa.select(_RECORDS).where(_RECORDS.c.sequence > after)
             .order_by(col(MessageRecord.sequence)).limit(limit),
         )
 
     async def find(self, query: LogQuery, limit: int) -> list[StoredRecord]:
         """The records matching every criterion of ``query``, oldest first, at most
         ``limit``."""
-        statement = select(MessageRecord)
-        for column, value in ((MessageRecord.query_id, query.query_id),
-                              (MessageRecord.client, query.client),
-                              (MessageRecord.service, query.service),
-                              (MessageRecord.user_id, query.user_id)):
+        statement = sa.select(_RECORDS)
+        for column, value in ((_RECORDS.c.query_id, query.query_id),
+                              (_RECORDS.c.client, query.client),
+                              (_RECORDS.c.service, query.service),
+                              (_RECORDS.c.user_id, query.user_id)):
             if value is not None:
                 statement = statement.where(column == value)
         if query.since is not None:
@@ -270,8 +269,8 @@ class MessageLog:
         """The oldest records not yet time-stamped, at most ``limit``, in sequence order."""
         return await asyncio.to_thread(
             self._read,
-            select(MessageRecord)
-            .where(col(MessageRecord.batch_id).is_(None))
+            sa.select(_RECORDS)
+            .where(_RECORDS.c.batch_id.is_(None))
             .order_by(col(MessageRecord.sequence))
             .limit(limit),
         )
@@ -352,15 +351,18 @@ class MessageLog:
         except SQLAlchemyError as exc:
             raise MessageLogError("the message log could not be read") from exc
 
-    def _read(self, statement: SelectOfScalar[MessageRecord]) -> list[StoredRecord]:
+    def _read(self, statement: sa.Select[Any]) -> list[StoredRecord]:
+        # Core rows, not ORM instances: building a mapped object per record cost more than
+        # the rest of reading it.
         try:
-            with Session(self._engine) as session:
+            with self._engine.connect() as connection:
                 try:
-                    rows = session.exec(statement).all()
+                    rows = connection.execute(statement).all()
                 except (ValueError, TypeError) as exc:
                     # A value its column type cannot decode (SQLite stores anything in any
                     # column): an altered record, to be reported like any other.
-                    sequence = _find_undecodable(session, statement)
+                    with Session(self._engine) as session:
+                        sequence = _find_undecodable(session, statement)
                     raise ChainBrokenError(sequence, "stored record cannot be decoded") from exc
                 return [_to_record(row, self._keyring) for row in rows]
         except SQLAlchemyError as exc:
@@ -371,8 +373,8 @@ class MessageLog:
         # long-lived cursor or snapshot, and appends may go on meanwhile.
         while True:
             batch = self._read(
-                select(MessageRecord)
-                .where(col(MessageRecord.sequence) > after)
+                sa.select(_RECORDS)
+                .where(_RECORDS.c.sequence > after)
                 .order_by(col(MessageRecord.sequence))
                 .limit(_VERIFY_BATCH)
             )
@@ -398,7 +400,7 @@ def _read_head(connection: Session | sa.Connection) -> ChainCheckpoint:
     return ChainCheckpoint(row[0], row[1])
 
 
-def _find_undecodable(session: Session, statement: SelectOfScalar[MessageRecord]) -> int:
+def _find_undecodable(session: Session, statement: sa.Select[Any]) -> int:
     # Only on the failure path: load the statement's rows one by one to name the bad one.
     sequences = session.scalars(statement.with_only_columns(col(MessageRecord.sequence))).all()
     for sequence in sequences:
@@ -441,7 +443,11 @@ def _row_values(record: StoredRecord, keyring: Keyring | None) -> dict[str, obje
     }
 
 
-def _plaintext(row: MessageRecord, keyring: Keyring | None) -> tuple[bytes, bytes]:
+_RowLike = MessageRecord | sa.Row[Any]
+"""A ``message_log`` row: a mapped instance or a Core row (the same attribute names)."""
+
+
+def _plaintext(row: _RowLike, keyring: Keyring | None) -> tuple[bytes, bytes]:
     if row.key_id is None:
         return row.header_part, row.body
     if keyring is None:
@@ -456,7 +462,7 @@ def _plaintext(row: MessageRecord, keyring: Keyring | None) -> tuple[bytes, byte
         raise ChainBrokenError(row.sequence, str(exc)) from exc
 
 
-def _to_record(row: MessageRecord, keyring: Keyring | None) -> StoredRecord:
+def _to_record(row: _RowLike, keyring: Keyring | None) -> StoredRecord:
     header_part, body = _plaintext(row, keyring)
     try:
         entry = LogEntry(

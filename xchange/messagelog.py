@@ -93,6 +93,7 @@ __all__ = [
     "StoredRecord",
     "canonical_record_bytes",
     "chain_record",
+    "check_link",
     "decode_der_list",
     "encode_der_list",
     "verify_chain",
@@ -289,7 +290,7 @@ def canonical_record_bytes(entry: LogEntry, sequence: int, prev_hash: str) -> by
         entry.error_code,
         created.isoformat(timespec="microseconds") + "Z",
     )
-    return b"".join(_field(value) for value in fields)
+    return b"".join([_field(value) for value in fields])
 
 
 def _field(value: bytes | str | None) -> bytes:
@@ -297,9 +298,14 @@ def _field(value: bytes | str | None) -> bytes:
     if value is None:
         return b"\x00"
     raw = value.encode("utf-8") if isinstance(value, str) else value
-    if len(raw) > _MAX_FIELD:
+    size = len(raw)
+    if size > _MAX_FIELD:
         raise ValueError("field too long for the canonical encoding")
-    return b"\x01" + struct.pack(">I", len(raw)) + raw
+    return _PRESENT.pack(1, size) + raw
+
+
+_PRESENT: Final = struct.Struct(">BI")
+"""The five bytes before a present field: 0x01 and its length."""
 
 
 def encode_der_list(items: Iterable[bytes]) -> bytes:
@@ -328,6 +334,23 @@ def chain_record(entry: LogEntry, sequence: int, prev_hash: str) -> StoredRecord
     return StoredRecord(entry=entry, sequence=sequence, prev_hash=prev_hash, record_hash=digest)
 
 
+def check_link(record: StoredRecord, head: ChainCheckpoint) -> None:
+    """Steps 1 and 2 of :func:`verify_chain` for one record after ``head``: its number and
+    its link, not its content (for a caller that recomputes the record hash anyway)."""
+    expected = head.sequence + 1
+    # 1. Numbering: a gap means a record was deleted, a lower number means one was
+    #    inserted, duplicated or moved.
+    if record.sequence != expected:
+        raise ChainBrokenError(
+            expected, f"expected record {expected}, found record {record.sequence}"
+        )
+    # 2. Link: the record must name its predecessor's hash.
+    if record.prev_hash != head.record_hash:
+        raise ChainBrokenError(
+            record.sequence, "prev_hash does not match the previous record's hash"
+        )
+
+
 def verify_chain(
     records: Iterable[StoredRecord], *, checkpoint: ChainCheckpoint = GENESIS
 ) -> ChainReport:
@@ -341,18 +364,7 @@ def verify_chain(
     first: int | None = None
     head = checkpoint
     for record in records:
-        expected = head.sequence + 1
-        # 1. Numbering: a gap means a record was deleted, a lower number means one was
-        #    inserted, duplicated or moved.
-        if record.sequence != expected:
-            raise ChainBrokenError(
-                expected, f"expected record {expected}, found record {record.sequence}"
-            )
-        # 2. Link: the record must name its predecessor's hash.
-        if record.prev_hash != head.record_hash:
-            raise ChainBrokenError(
-                record.sequence, "prev_hash does not match the previous record's hash"
-            )
+        check_link(record, head)  # 1. and 2.
         # 3. Content: recompute the hash over every field, so any alteration shows here.
         recomputed = chain_record(record.entry, record.sequence, record.prev_hash)
         if recomputed.record_hash != record.record_hash:
