@@ -275,6 +275,22 @@ class MessageLog:
             .limit(limit),
         )
 
+    async def unstamped_hashes(self, limit: int) -> list[ChainCheckpoint]:
+        """The sequence and hash of the oldest records not yet time-stamped, at most
+        ``limit``, in sequence order: all a batch's Merkle tree needs, read without the
+        records' contents."""
+        def read() -> list[ChainCheckpoint]:
+            try:
+                with self._engine.connect() as connection:
+                    rows = connection.execute(
+                        sa.select(_RECORDS.c.sequence, _RECORDS.c.record_hash)
+                        .where(_RECORDS.c.batch_id.is_(None))
+                        .order_by(_RECORDS.c.sequence).limit(limit)).all()
+                    return [ChainCheckpoint(row[0], row[1]) for row in rows]
+            except (SQLAlchemyError, TypeError, ValueError) as exc:
+                raise MessageLogError("the message log could not be read") from exc
+        return await asyncio.to_thread(read)
+
     async def batches(self) -> list[TimestampBatch]:
         """Every time-stamp batch, in order."""
         return await asyncio.to_thread(self._read_batches)

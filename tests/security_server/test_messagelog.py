@@ -20,7 +20,13 @@ from security_server.messagelog import LoggingFailedCode, MessageLog, MessageLog
 from xchange.errors import StampInvalidError
 from xchange.logbatch import TimestampBatch, plan_batch, verify_batch, verify_record_stamp
 from xchange.logcrypto import Keyring
-from xchange.messagelog import GENESIS_HASH, ChainBrokenError, LogEntry, StoredRecord
+from xchange.messagelog import (
+    GENESIS_HASH,
+    ChainBrokenError,
+    ChainCheckpoint,
+    LogEntry,
+    StoredRecord,
+)
 from xchange.timestamp import parse_timestamp_response, timestamp_request, verify_timestamp_token
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 654321, tzinfo=UTC)
@@ -577,3 +583,15 @@ async def test_altered_ciphertext_is_reported_at_its_record(engine: Engine, inde
         assert "does not decrypt" in caught.value.reason
     finally:
         log.close()
+
+
+async def test_unstamped_hashes_name_what_unstamped_returns(
+    log: MessageLog, tsa: TimeStampAuthority, pki_now: datetime
+) -> None:
+    await fill(log, 4)
+    await _stamp(log, tsa, pki_now, limit=1)
+    unstamped = await log.unstamped(10)
+    assert [r.sequence for r in unstamped] == [2, 3, 4]
+    assert await log.unstamped_hashes(2) == [ChainCheckpoint(r.sequence, r.record_hash)
+                                             for r in unstamped[:2]]
+    assert plan_batch(await log.unstamped_hashes(10)) == plan_batch(unstamped)
