@@ -142,13 +142,21 @@ def verify_path(path: Path, trust: AuditTrust, *, key: PrivateKey | None = None,
 # -- the live log -----------------------------------------------------------------------------
 
 
+def _missing_sqlite_file(config: SecurityServerConfig) -> str | None:
+    """The path of the SQLite log file ``config`` names, if it does not exist (opening it
+    would create it)."""
+    url = sa.make_url(config.database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return url.database or ""
+    return None
+
+
 @contextlib.asynccontextmanager
 async def _open_log(config: SecurityServerConfig, *, create: bool = False
                     ) -> AsyncIterator[tuple[MessageLog, sa.Engine]]:
-    url = sa.make_url(config.database_url)
-    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+    if (missing := _missing_sqlite_file(config)) is not None:
         # Opening it would create an empty log that "verifies": refuse a wrong path instead.
-        raise ValueError(f"no message log at {url.database}")
+        raise ValueError(f"no message log at {missing}")
     # Records are read decrypted when the log is encrypted at rest (security_server.logkeys).
     keyring = load_keyring(config.encryption_keys) if config.encryption_keys else None
     engine = create_db_engine(config.database_url)
@@ -202,7 +210,8 @@ def _audit_workers(config: SecurityServerConfig) -> int:
     :data:`MAX_AUDIT_WORKERS`) for a large log, else none (a count that fails: none, and
     the verification itself reports the error)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    if cores < 2 or "fork" not in multiprocessing.get_all_start_methods():
+    if (cores < 2 or "fork" not in multiprocessing.get_all_start_methods()
+            or _missing_sqlite_file(config) is not None):
         return 0
     try:
         engine = create_db_engine(config.database_url)
