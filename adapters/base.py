@@ -13,12 +13,15 @@ adapter.  It returns whole records; the layer above removes what a consumer may 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 __all__ = [
     "Backend",
+    "BackendFactory",
+    "ConfigValueError",
     "Field",
     "FieldType",
     "Operation",
@@ -117,3 +120,20 @@ class Backend(Protocol):
     async def run(self, query: Query) -> Result:
         """Run ``query``; raise :class:`TimeoutError` past ``query.timeout``."""
         ...
+
+
+class ConfigValueError(ValueError):
+    """A backend's ``from_config`` refuses its section: ``path`` is where, relative to the
+    section (``("queries", 0, "sql")``), so that the loader can name the file's line."""
+
+    def __init__(self, message: str, path: Sequence[str | int] = ()) -> None:
+        super().__init__(message)
+        self.path = tuple(path)
+
+
+BackendFactory = Callable[[str, Mapping[str, Any], Path], Backend]
+"""A kind's ``from_config(code, section, base_dir)``: the service code, the kind's own table
+of the service (already valid against ``schemas/adapter-<kind>.schema.json``) and the
+configuration file's folder (relative paths in the section are relative to it).  It does no
+I/O beyond reading small files the section names; :meth:`Backend.start` opens the silo.
+It raises :class:`ConfigValueError` (or ``ValueError``) for a section it cannot use."""

@@ -580,7 +580,8 @@ def _decision(verb: str) -> Handler:
 # -- the security servers' side (no token: the request's signatures are the authentication)
 
 
-_MAX_REQUEST: Final = 64 * 1024
+_MAX_REQUEST: Final = 1024 * 1024
+"""A service catalogue update lists every service and endpoint of a subsystem."""
 
 
 async def submit_request(request: web.Request) -> web.Response:

@@ -8,9 +8,14 @@ officer's approval creates it with the address in the request), and stores it *p
 
 Where the federation settings allow it the request is approved at once: an auth
 certificate for a server that already has one (``auto_approve_auth_certs``), a client whose
-member owns the server (``auto_approve_clients``).  Otherwise a registration officer
-decides through the admin API: approve (the change is made, audited under the officer's
-name, in the same transaction), reject, or revoke.  States never go back::
+member owns the server (``auto_approve_clients``).  A ``service_catalogue_update`` is always
+approved at once, once its signature (the subsystem's member) and the sender (a server that
+hosts the subsystem, else ``registry.management.not_allowed``) are checked: it is routine and
+changes nothing but that provider's own catalogue entries, which it replaces.
+
+Otherwise a registration officer decides through the admin API: approve (the change is
+made, audited under the officer's name, in the same transaction), reject, or revoke.
+States never go back::
 
     pending -> approved | rejected | revoked
 """
@@ -66,6 +71,11 @@ def _check_referents(svc: RegistryService, request: ManagementRequest) -> bool:
     client = request.client
     if client is not None and not svc.is_registered(client):
         raise ManagementRequestError(f"subsystem {client} is not registered")
+    if request.kind == "service_catalogue_update" and (
+            client is None or not svc.hosts(request.server, client)):
+        raise ManagementRequestError(f"{client} is not a client of {request.server}: only "
+                                     "the server hosting a subsystem publishes its services",
+                                     code="registry.management.not_allowed")
     if "new_owner" in request.fields and not svc.is_registered(
             ClientId.parse(request.fields["new_owner"])):
         raise ManagementRequestError(f"member {request.fields['new_owner']} is not registered")
@@ -74,6 +84,8 @@ def _check_referents(svc: RegistryService, request: ManagementRequest) -> bool:
 
 def _auto_approvable(svc: RegistryService, request: ManagementRequest,
                      server_exists: bool) -> bool:
+    if request.kind == "service_catalogue_update":
+        return True  # routine, and only ever about the sender's own hosted client
     settings = svc.settings_row()
     if request.kind == "auth_cert_register":
         return settings.auto_approve_auth_certs and server_exists and bool(
@@ -107,7 +119,9 @@ def submit(svc: RegistryService, data: bytes) -> dict[str, Any]:
     svc.audit("management.submit", str(request.server), None, _json(row))
     if _auto_approvable(svc, request, exists):
         _carry_out(svc, request)
-        _set_state(svc, row, "approved", "automatically, as the federation settings allow")
+        _set_state(svc, row, "approved", "automatically: a provider's own service catalogue"
+                   if request.kind == "service_catalogue_update"
+                   else "automatically, as the federation settings allow")
     return {"request_id": row.request_id, "state": row.state, "kind": row.kind}
 
 
@@ -127,6 +141,9 @@ def _carry_out(svc: RegistryService, request: ManagementRequest) -> None:
         svc.change_address(server, request.fields["address"])
     elif request.kind == "owner_change":
         svc.change_owner(server, ClientId.parse(request.fields["new_owner"]))
+    elif request.kind == "service_catalogue_update":
+        assert client is not None and request.services is not None
+        svc.replace_catalogue(client, request.services, server)
     else:
         assert client is not None
         if request.kind == "client_register":

@@ -183,6 +183,17 @@ class ServiceRow(SQLModel, table=True):
     description: str = Field(default="", max_length=4000)
     description_document: str | None = Field(default=None, sa_type=sa.Text)
     """The OpenAPI (REST) or WSDL (SOAP) description, as text."""
+    service_type: str | None = Field(default=None, max_length=8)
+    """``REST``, ``OPENAPI`` or ``WSDL`` as the provider's security server published it;
+    None for an entry an officer made (its ``kind`` says enough)."""
+    version: str | None = Field(default=None, max_length=255)
+    title: str = Field(default="", max_length=1000)
+    endpoints: list[dict[str, str]] = _json(default_factory=list)
+    """``[{"method", "path"}]`` of a REST service, as published."""
+    published_by: str | None = Field(default=None, max_length=1100)
+    """The security server whose ``service_catalogue_update`` made this entry; None: an
+    officer did."""
+    published_at: datetime | None = _time(default=None)
 
 
 class ApprovedCARow(SQLModel, table=True):

@@ -42,6 +42,7 @@ from registry.models import (
     ServiceRow,
     SubsystemRow,
 )
+from xchange.catalogue import CatalogueEntry
 from xchange.certificates import cert_sha256, server_of_auth_cert
 from xchange.errors import AdminError, BadRequestError, InvalidSignatureError
 from xchange.globalconf import FederationSettings, InvalidGlobalConfError, SecurityServerInfo
@@ -510,6 +511,13 @@ class RegistryService:
         link = self.session.get(ServerClientRow, (row.id, sub.id))
         return row, sub, link
 
+    def hosts(self, server: SecurityServerId, client: ClientId) -> bool:
+        """Whether ``client`` is registered as a client of ``server`` (enabled or not)."""
+        try:
+            return self._client_link(server, client)[2] is not None
+        except AdminError:
+            return False
+
     def add_client(self, server: SecurityServerId, client: ClientId) -> dict[str, Any]:
         row, sub, link = self._client_link(server, client)
         if link is not None:
@@ -627,7 +635,12 @@ class RegistryService:
         provider = ClientId(self.instance, member.member_class, member.code, sub.code)
         return {"id": f"{provider}/{row.code}", "provider": str(provider), "code": row.code,
                 "kind": row.kind, "description": row.description,
-                "description_document": row.description_document}
+                "description_document": row.description_document,
+                "type": row.service_type or ("WSDL" if row.kind == "SOAP" else "REST"),
+                "version": row.version, "title": row.title,
+                "endpoints": [dict(e) for e in row.endpoints],
+                "published_by": row.published_by,
+                "published_at": None if row.published_at is None else _time(row.published_at)}
 
     def _service_row(self, provider: ClientId, code: str) -> ServiceRow:
         sub = self._subsystem_row(provider)
@@ -692,6 +705,37 @@ class RegistryService:
         self.session.delete(row)
         self.audit("service.delete", before["id"], _summary(before), None)
         self._flush(f"service {provider}/{code}")
+
+    def replace_catalogue(self, provider: ClientId, entries: Sequence[CatalogueEntry],
+                          published_by: SecurityServerId) -> dict[str, Any]:
+        """Make ``entries`` the whole catalogue of ``provider``, as its security server
+        ``published_by`` published it: entries of other codes go (an officer's too), the
+        rest are created or overwritten.  One audit record lists the codes before and
+        after."""
+        sub = self._subsystem_row(provider)
+        assert sub.id is not None
+        rows = {r.code: r for r in self.session.exec(select(ServiceRow).where(
+            ServiceRow.subsystem_id == sub.id))}
+        before = sorted(rows)
+        wanted = {e.code: e for e in entries}
+        for code, row in rows.items():
+            if code not in wanted:
+                self.session.delete(row)
+        for code, entry in wanted.items():
+            row = rows.get(code) or ServiceRow(subsystem_id=sub.id, code=code, kind=entry.kind)
+            row.kind, row.service_type, row.version = entry.kind, entry.type, entry.version
+            row.title, row.description = entry.title, entry.description
+            row.endpoints = [{"method": e.method, "path": e.path} for e in entry.endpoints]
+            row.published_by, row.published_at = str(published_by), self.now
+            if code not in rows:
+                row.description_document = None
+            self.session.add(row)
+        self._flush(f"catalogue of {provider}")
+        after = {"provider": str(provider), "published_by": str(published_by),
+                 "services": sorted(wanted)}
+        self.audit("service.catalogue.replace", str(provider),
+                   {"provider": str(provider), "services": before}, after)
+        return after
 
     # -- trust services ------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from security_server.backup import create_backup, decrypt_backup, restore_backup
+from security_server.catalogue import CataloguePublisher, build_catalogue, publication_json
 from security_server.directory import Directory
 from security_server.http import error_middleware, hide_server_version
 from security_server.store import (
@@ -53,6 +54,7 @@ from security_server.store import (
 )
 from xchange.access import ALL_ENDPOINTS, EndpointPattern, LocalGroupId
 from xchange.adminauth import AdminPublicKey, PermissionTable, Principal, require, verify_token
+from xchange.catalogue import catalogue_json
 from xchange.certificates import cert_sha256
 from xchange.errors import AdminUnauthorizedError, BadRequestError, XRoadError
 from xchange.identifiers import ClientId, ServiceId
@@ -95,6 +97,8 @@ class AdminContext:
     """This server's identifier: a backup names it, a restore checks it."""
     internal_cert: Path | None = None
     """The client proxy's internal TLS certificate (PEM), shown to administrators."""
+    catalogue: CataloguePublisher | None = None
+    """Publishes clients' services to the registry; None: this server does not."""
 
 
 ADMIN = web.AppKey("xchange_admin", AdminContext)
@@ -157,6 +161,13 @@ async def _run(request: web.Request, func: Callable[..., _R], *args: Any,
         ctx.directory.invalidate()
         await asyncio.to_thread(ctx.directory.snapshot)  # rebuilt now: TLS learns new certs
     return result
+
+
+async def _catalogue_changed(request: web.Request, client: ClientId | str) -> None:
+    """After a change to ``client``'s services: publish them to the registry, later."""
+    publisher = request.app[ADMIN].catalogue
+    if publisher is not None:
+        await publisher.changed(ClientId.parse(client) if isinstance(client, str) else client)
 
 
 def _bad(message: str) -> BadRequestError:
@@ -361,6 +372,7 @@ async def add_description(request: web.Request) -> web.Response:
     row = await _run(request, ctx.store.add_description, _client(request), data["type"],
                      data["url"], document, specs, actor=who.subject, at=ctx.clock(),
                      change=True)
+    await _catalogue_changed(request, row.client_id)
     return web.json_response(await _run(request, _description_json, ctx.store, row),
                              status=201)
 
@@ -386,6 +398,7 @@ async def update_description(request: web.Request) -> web.Response:
     ctx = request.app[ADMIN]
     row = await _run(request, ctx.store.update_description, _desc_id(request),
                      enabled=data["enabled"], actor=who.subject, at=ctx.clock(), change=True)
+    await _catalogue_changed(request, row.client_id)
     return web.json_response(await _run(request, _description_json, ctx.store, row))
 
 
@@ -401,14 +414,17 @@ async def refresh_description(request: web.Request) -> web.Response:
     document, specs = await _specs(ctx, data)
     row = await _run(request, ctx.store.refresh_description, desc_id, document, specs,
                      actor=who.subject, at=ctx.clock(), change=True)
+    await _catalogue_changed(request, row.client_id)
     return web.json_response(await _run(request, _description_json, ctx.store, row))
 
 
 async def delete_description(request: web.Request) -> web.Response:
     who = _principal(request, "services.write")
     ctx = request.app[ADMIN]
+    old = await _run(request, ctx.store.description, _desc_id(request))
     await _run(request, ctx.store.delete_description, _desc_id(request), actor=who.subject,
                at=ctx.clock(), change=True)
+    await _catalogue_changed(request, old.client_id)
     return web.Response(status=204)
 
 
@@ -437,6 +453,7 @@ async def add_endpoint(request: web.Request) -> web.Response:
     ctx = request.app[ADMIN]
     await _run(request, ctx.store.add_endpoint, _service(request), _endpoint(data),
                actor=who.subject, at=ctx.clock(), change=True)
+    await _catalogue_changed(request, _service(request).provider)
     return web.json_response({"method": data["method"], "path": data["path"]}, status=201)
 
 
@@ -529,7 +546,38 @@ async def restore(request: web.Request) -> web.Response:
     doc = await _run(request, decrypt_backup, blob, data["passphrase"], ctx.server)
     counts = await _run(request, restore_backup, ctx.store, doc, actor=who.subject,
                         at=ctx.clock(), change=True)
+    for client in await _run(request, ctx.store.clients):
+        await _catalogue_changed(request, client.id)
     return web.json_response({"restored": counts})
+
+
+async def _catalogue_json(ctx: AdminContext, client: ClientId) -> dict[str, Any]:
+    row = await asyncio.to_thread(ctx.store.publication, client)
+    entries = await asyncio.to_thread(build_catalogue, ctx.store, client)
+    return {**publication_json(row), "catalogue": catalogue_json(entries)}
+
+
+async def get_catalogue(request: web.Request) -> web.Response:
+    """What the registry's catalogue should say of a client, and how publishing it went."""
+    _principal(request, "services.read")
+    ctx, client = request.app[ADMIN], _client(request)
+    await _run(request, ctx.store.client, client)  # 404 for an unknown client
+    return web.json_response(await _catalogue_json(ctx, client))
+
+
+async def publish_catalogue(request: web.Request) -> web.Response:
+    """Publish a client's services to the registry now; the answer says how it went
+    (a failure is retried in the background like any other)."""
+    who = _principal(request, "services.write")
+    ctx, client = request.app[ADMIN], _client(request)
+    await _run(request, ctx.store.client, client)
+    if ctx.catalogue is None:
+        raise XRoadError("this server does not publish to a registry", code="admin.conflict")
+    row = await ctx.catalogue.publish(client)
+    await _run(request, ctx.store.record, who.subject, "publish_catalogue",
+               {"client": str(client), "state": row.state, "error": row.last_error},
+               ctx.clock())
+    return web.json_response(await _catalogue_json(ctx, client))
 
 
 async def get_openapi(request: web.Request) -> web.Response:
@@ -550,6 +598,8 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("GET", "/api/v1/internal-tls-certificate", get_internal_cert),
     ("GET", "/api/v1/clients/{client}/service-descriptions", list_descriptions),
     ("POST", "/api/v1/clients/{client}/service-descriptions", add_description),
+    ("GET", "/api/v1/clients/{client}/catalogue", get_catalogue),
+    ("POST", "/api/v1/clients/{client}/catalogue/publish", publish_catalogue),
     ("POST", "/api/v1/clients/{client}/local-groups", add_local_group),
     ("POST", "/api/v1/clients/{client}/local-groups/{code}/members", set_group_member),
     ("PATCH", "/api/v1/service-descriptions/{desc_id}", update_description),

@@ -27,6 +27,7 @@ from security_server.admin_api import AdminContext, audience_for, create_admin_a
 from security_server.admin_keys import admin_public_key
 from security_server.archiver import Archiver, DirectoryTarget, load_recipients
 from security_server.audit_api import AuditContext, add_audit_routes
+from security_server.catalogue import CataloguePublisher, registry_url
 from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import SecurityServerConfig
@@ -140,11 +141,16 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
         is_tls.learn(runtime.directory.snapshot())
         listeners.append((create_client_proxy_app(runtime), config.client_proxy_tls,
                           is_tls.context))
+    registry = registry_url(config)
+    catalogue = CataloguePublisher(store, config.server_id, keys.identities, lambda: registry,
+                                   clock=utc_now, retry_seconds=config.catalogue_retry_seconds,
+                                   sign=functools.partial(runtime.sign, side="client"))
     if config.admin_api is not None and config.admin_key is not None:
         admin = AdminContext(store, runtime.directory, (admin_public_key(config),),
                              audience_for(str(config.server_id)), utc_now,
                              server=str(config.server_id), internal_cert=config.internal_tls_cert
-                             if config.client_proxy_tls is not None else None)
+                             if config.client_proxy_tls is not None else None,
+                             catalogue=catalogue)
         admin_app = create_admin_app(admin)
         add_audit_routes(admin_app, AuditContext(
             message_log, engine, functools.partial(server_trust, config),
@@ -154,7 +160,7 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
     ocsp_refresher = asyncio.create_task(own_certs.run(
         conf_now, config.ocsp_refresh_seconds, config.ocsp_retry_seconds))
     stamping = asyncio.create_task(stamper.run(stamp_interval))
-    tasks = [refresher, ocsp_refresher, stamping]
+    tasks = [refresher, ocsp_refresher, stamping, asyncio.create_task(catalogue.run())]
     if config.archive is not None:
         archiver = Archiver(message_log, engine, DirectoryTarget(config.archive.directory),
                             server_id=str(config.server_id), config=config.archive,

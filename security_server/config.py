@@ -150,6 +150,11 @@ class SecurityServerConfig:
     """The passphrase itself, read by :meth:`from_env`."""
     encryption_keys: Path | None = None
     """The message log's key file (``security_server.logkeys``); None: stored in the clear."""
+    registry_url: str | None = None
+    """``[registry] url``: where management requests go (the service catalogue's updates
+    too); None: the anchor's download URL without its last path segment."""
+    catalogue_retry_seconds: float = 60.0
+    """``[registry] retry_seconds``: how soon a failed catalogue publication is retried."""
 
     @classmethod
     def from_file(cls, path: Path) -> SecurityServerConfig:
@@ -243,7 +248,8 @@ def _listen(doc: Mapping[str, Any], name: str) -> ListenConfig:
 _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"clients", "server", "client_proxy", "server_proxy", "keys", "globalconf",
                    "messagelog", "services", "access", "ocsp", "archive", "is_connection",
-                   "admin_api"}),
+                   "admin_api", "registry"}),
+    "registry": frozenset({"url", "retry_seconds"}),
     "admin_api": frozenset({"host", "port", "token_key"}),
     "server": frozenset({"id", "state_dir"}),
     "client_proxy": frozenset({"host", "port", "peer_timeout", "max_body_bytes", "tls_port",
@@ -441,7 +447,18 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
             _opt(log, "timestamping_max_failure_seconds", float, "messagelog.", 14400.0),
             "messagelog.timestamping_max_failure_seconds"),
         archive=_archive(_opt(doc, "archive", dict, "", {}), path, state),
+        registry_url=_registry_url(_opt(doc, "registry", dict, "", {})),
+        catalogue_retry_seconds=_positive(
+            _opt(_opt(doc, "registry", dict, "", {}), "retry_seconds", float, "registry.",
+                 60.0), "registry.retry_seconds"),
     )
+
+
+def _registry_url(table: Mapping[str, Any]) -> str | None:
+    url = _opt(table, "url", str, "registry.", None)
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError("registry.url must be an http:// or https:// URL")
+    return None if url is None else str(url).rstrip("/")
 
 
 def _archive(doc: Mapping[str, Any], path: Any, state_dir: Path) -> ArchiveConfig:

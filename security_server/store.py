@@ -46,6 +46,7 @@ __all__ = [
     "DESCRIPTION_KINDS",
     "AccessRightRow",
     "AuditRow",
+    "CataloguePublicationRow",
     "ClientCertRow",
     "ClientRow",
     "ConnectionType",
@@ -172,6 +173,33 @@ class AuditRow(SQLModel, table=True):
     action: str = Field(max_length=64)
     data: str
     """Canonical JSON of what changed (never secrets)."""
+
+
+class CataloguePublicationRow(SQLModel, table=True):
+    """Where the publication of one client's services to the registry's catalogue stands.
+
+    ``wanted`` counts the changes that asked for a publication, ``published`` is the count
+    the last successful publication covered: ``wanted > published`` means one is due.  Not
+    configuration: not audited, not in backups, and kept when the client goes."""
+
+    __tablename__ = "ss_catalogue_publication"
+
+    client_id: str = Field(primary_key=True, max_length=1100)
+    wanted: int = 0
+    published: int = 0
+    tried: int = 0
+    """The ``wanted`` count the last attempt covered (a failed one is retried at once when
+    a later change raised ``wanted``, else after the retry interval)."""
+    state: str = Field(default="pending", max_length=16)
+    """``pending``, ``published`` or ``failed`` (the last attempt; retried)."""
+    digest: str | None = Field(default=None, max_length=64)
+    """SHA-256 of the catalogue last published (:func:`xchange.catalogue.catalogue_digest`)."""
+    request_id: str | None = Field(default=None, max_length=128)
+    services: int = 0
+    """How many services the last published catalogue had."""
+    attempted_at: datetime | None = None
+    published_at: datetime | None = None
+    last_error: str | None = None
 
 
 class MetaRow(SQLModel, table=True):
@@ -610,6 +638,63 @@ class ServerStore:
         """Audit an operation that changes nothing in these tables (backup, restore, key)."""
         with self._change(actor, action, data, at):
             pass
+
+    # -- publication to the registry's service catalogue --------------------------------------
+
+    def catalogue_due(self, client: ClientId) -> None:
+        """Note that ``client``'s services changed: a publication is due."""
+        with self._plain("catalogue_due") as s:
+            row = s.get(CataloguePublicationRow, str(client))
+            if row is None:
+                row = CataloguePublicationRow(client_id=str(client))
+            row.wanted += 1
+            if row.state != "failed":
+                row.state = "pending"
+            s.add(row)
+
+    def publications(self, client: ClientId | None = None) -> list[CataloguePublicationRow]:
+        with self._read() as s:
+            query = select(CataloguePublicationRow).order_by(
+                col(CataloguePublicationRow.client_id))
+            if client is not None:
+                query = query.where(CataloguePublicationRow.client_id == str(client))
+            return list(s.exec(query))
+
+    def publication(self, client: ClientId) -> CataloguePublicationRow:
+        """The client's row (a fresh, never published one if there is none yet)."""
+        rows = self.publications(client)
+        return rows[0] if rows else CataloguePublicationRow(client_id=str(client))
+
+    def publication_result(self, client: ClientId, covered: int, *, at: datetime,
+                           error: str | None = None, digest: str | None = None,
+                           request_id: str | None = None, services: int = 0) -> None:
+        """Record an attempt that started when ``wanted`` was ``covered``: success (no
+        ``error``) publishes up to ``covered``; a change made meanwhile stays due."""
+        with self._plain("publication_result") as s:
+            row = s.get(CataloguePublicationRow, str(client))
+            if row is None:
+                row = CataloguePublicationRow(client_id=str(client), wanted=covered)
+            row.attempted_at, row.tried = at, max(row.tried, covered)
+            if error is None:
+                row.published = max(row.published, covered)
+                row.digest, row.services, row.published_at = digest, services, at
+                row.request_id = request_id or row.request_id
+                row.last_error = None
+                row.state = "published" if row.published >= row.wanted else "pending"
+            else:
+                row.state, row.last_error = "failed", error[:2000]
+            s.add(row)
+
+    @contextmanager
+    def _plain(self, action: str) -> Iterator[Session]:
+        """A transaction outside the configuration: no audit record, no new version."""
+        try:
+            with Session(self.engine) as session:
+                yield session
+                session.commit()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"{action}: configuration store could not be written",
+                             code="server.serverproxy.internal_error") from exc
 
     # -- the whole configuration, for the proxies and for backups -----------------------------
 

@@ -28,6 +28,8 @@ The tree::
     │   └── AdminForbiddenError         the token's roles lack the permission
     ├── ManagementRequestError          a security server's management request is refused
     │                                   (registry.management.*)
+    ├── AdapterError                    an adapter (a bridge to a data silo) refuses a
+    │                                   request or its silo fails          (adapter.*)
     ├── ClientProxyError                the consumer security server refuses or fails
     │   │                               (server.clientproxy.*)
     │   ├── UnknownMemberError          client not registered on this security server
@@ -60,6 +62,7 @@ from dataclasses import dataclass
 __all__ = [
     "ERROR_CODES",
     "AccessDeniedError",
+    "AdapterError",
     "AdminError",
     "AdminForbiddenError",
     "AdminUnauthorizedError",
@@ -208,6 +211,9 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "A service description (OpenAPI 3 or WSDL) cannot be read or is not acceptable."),
     ErrorCode("admin.description_unreachable", _C, 422,
               "The service description could not be downloaded from its URL."),
+    ErrorCode("admin.publication_failed", _C, 424,
+              "The service catalogue could not be published: the registry was not reached or "
+              "refused the update (the reason follows); the security server tries again."),
     ErrorCode("admin.invalid_backup", _C, 422,
               "A configuration backup does not decrypt with the key given, was altered, or "
               "does not match the backup schema; nothing was restored."),
@@ -241,6 +247,19 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "or archive link) does not verify."),
     ErrorCode("server.messagelog.decryption_failed", _SP, 400,
               "An encrypted archive cannot be opened with the key given."),
+    # -- adapters: the provider system in front of a data silo (docs/adapters.md)
+    ErrorCode("adapter.bad_request", _C, 400,
+              "A parameter is missing, unknown, or not of its declared type."),
+    ErrorCode("adapter.not_found", _C, 404,
+              "No such operation, or no record matches the request."),
+    ErrorCode("adapter.access_denied", _C, 403,
+              "The consumer subsystem has been granted no fields of this service."),
+    ErrorCode("adapter.timeout", _SP, 504,
+              "The data silo did not answer within the service's time limit."),
+    ErrorCode("adapter.backend_failed", _SP, 502,
+              "The data silo failed or answered something the adapter cannot use."),
+    ErrorCode("adapter.unavailable", _SP, 503,
+              "The data silo cannot be reached now."),
 )
 
 
@@ -385,6 +404,14 @@ class ManagementRequestError(XRoadError):
     """The registry refuses a management request from a security server."""
 
     default_code = "registry.management.bad_request"
+
+
+class AdapterError(XRoadError):
+    """An adapter refuses a request (``adapter.bad_request``, ``not_found``,
+    ``access_denied``) or its data silo fails (``adapter.backend_failed``, ``timeout``,
+    ``unavailable``); the code says which."""
+
+    default_code = "adapter.backend_failed"
 
 
 class ClientProxyLoggingError(ClientProxyError):

@@ -14,19 +14,25 @@ the signed bytes independent of the wire formatting.
 
 Who must sign (as in X-Road, the member whose data changes):
 
-======================  ==========================  ===================================
-kind                    fields                      member signature by
-======================  ==========================  ===================================
-auth_cert_register      auth_cert, address          the server's owner, *and* the auth
-                                                    key itself (proof of possession)
-auth_cert_delete        cert_hash                   the server's owner
-address_change          address                     the server's owner
-client_register         client (a subsystem)        the client's member
-client_delete           client                      the client's member
-client_enable           client                      the client's member
-client_disable          client                      the client's member
-owner_change            new_owner (a member)        the new owner
-======================  ==========================  ===================================
+========================  ========================  =================================
+kind                      fields                    member signature by
+========================  ========================  =================================
+auth_cert_register        auth_cert, address        the server's owner, *and* the
+                                                    auth key itself (proof of
+                                                    possession)
+auth_cert_delete          cert_hash                 the server's owner
+address_change            address                   the server's owner
+client_register           client (a subsystem)      the client's member
+client_delete             client                    the client's member
+client_enable             client                    the client's member
+client_disable            client                    the client's member
+owner_change              new_owner (a member)      the new owner
+service_catalogue_update  client, services          the client's member
+========================  ========================  =================================
+
+``service_catalogue_update`` carries the *whole* list of a hosted subsystem's services
+(:mod:`xchange.catalogue`), so the registry can replace that provider's catalogue entries
+with it; its ``services`` field is the only one that is not a string.
 
 :func:`verify_request` checks, in order: shape, freshness, the member signature (chain to an
 approved CA, signing profile), that the signer is the member the kind requires (otherwise
@@ -54,6 +60,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from schemas import load_json_schema
 from xchange.canonical import canonical_json, parse_json
+from xchange.catalogue import CatalogueEntry, parse_catalogue
 from xchange.certificates import (
     cert_from_b64der,
     cert_to_b64der,
@@ -75,6 +82,7 @@ __all__ = [
     "cert_text",
     "new_request",
     "request_payload",
+    "seal_request",
     "sign_request",
     "verify_request",
 ]
@@ -93,6 +101,7 @@ KINDS: Final = {
     "client_enable": ("client",),
     "client_disable": ("client",),
     "owner_change": ("new_owner",),
+    "service_catalogue_update": ("client", "services"),
 }
 """Each kind and its own fields."""
 
@@ -111,12 +120,17 @@ class ManagementRequest:
     kind: str
     server: SecurityServerId
     created_at: datetime
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
 
     @property
     def client(self) -> ClientId | None:
         text = self.fields.get("client")
         return None if text is None else ClientId.parse(text)
+
+    @property
+    def services(self) -> tuple[CatalogueEntry, ...] | None:
+        docs = self.fields.get("services")
+        return None if docs is None else parse_catalogue(docs)
 
     @property
     def auth_cert(self) -> x509.Certificate | None:
@@ -125,7 +139,7 @@ class ManagementRequest:
 
     def required_signer(self) -> ClientId:
         """The member whose signature this request needs."""
-        if self.kind.startswith("client_"):
+        if self.kind.startswith("client_") or self.kind == "service_catalogue_update":
             client = self.client
             assert client is not None
             return client.member
@@ -149,8 +163,9 @@ class VerifiedRequest:
 
 
 def new_request(kind: str, server: SecurityServerId, *, now: datetime,
-                **fields: str) -> ManagementRequest:
-    """A request with a fresh random id; ``fields`` must be exactly the kind's fields."""
+                **fields: Any) -> ManagementRequest:
+    """A request with a fresh random id; ``fields`` must be exactly the kind's fields
+    (strings, but ``services``: the list :func:`xchange.catalogue.catalogue_json` makes)."""
     if kind not in KINDS:
         raise ValueError(f"unknown management request kind {kind!r}")
     if set(fields) != set(KINDS[kind]):
@@ -176,10 +191,17 @@ def sign_request(request: ManagementRequest, member: SigningIdentity,
     """The envelope to send: signed by ``member`` (and by ``auth_key`` for a registration of
     that key's certificate)."""
     payload = request_payload(request)
-    envelope: dict[str, Any] = {"request": request.to_payload(),
-                                "signature": sign_payload(member, payload)}
-    if auth_key is not None:
-        envelope["auth_signature"] = _auth_sign(auth_key, payload)
+    auth_signature = None if auth_key is None else _auth_sign(auth_key, payload)
+    return seal_request(request, sign_payload(member, payload), auth_signature)
+
+
+def seal_request(request: ManagementRequest, signature: str,
+                 auth_signature: str | None = None) -> bytes:
+    """The envelope of ``request`` with a member ``signature`` over its
+    :func:`request_payload` made elsewhere (a key in a token signs in the token's thread)."""
+    envelope: dict[str, Any] = {"request": request.to_payload(), "signature": signature}
+    if auth_signature is not None:
+        envelope["auth_signature"] = auth_signature
     return canonical_json(envelope)
 
 
@@ -217,6 +239,8 @@ def _parse(data: bytes) -> tuple[ManagementRequest, dict[str, Any]]:
             raise _bad("new_owner must be a member")
         if "auth_cert" in request.fields:
             request.auth_cert  # noqa: B018 (parse it now: a bad one is a bad request)
+        if "services" in request.fields:
+            request.services  # noqa: B018 (likewise)
     except (BadRequestError, ValueError) as exc:
         message = exc.message if isinstance(exc, BadRequestError) else str(exc)
         raise _bad(f"management request: {message}") from exc

@@ -29,11 +29,13 @@ from xchange.errors import BadRequestError, InvalidSignatureError
 from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 
 __all__ = [
+    "DATA_SUBJECTS_HEADER",
     "FILTERED_HEADERS",
     "MAX_TARGET_LENGTH",
     "PROTOCOL_PREFIX",
     "RestRequest",
     "RestResponse",
+    "data_subjects_of",
     "digest_payload",
     "filter_headers",
     "request_hash",
@@ -41,6 +43,10 @@ __all__ = [
 ]
 
 PROTOCOL_PREFIX = "/r1/"
+DATA_SUBJECTS_HEADER = "X-Xchange-Data-Subjects"
+"""A provider system's response header naming the data subjects of its answer (personal
+codes, ...): percent-encoded values, comma-separated.  Adapters set it (docs/adapters.md);
+it passes like any user header, so the provider's security server signs and logs it."""
 MAX_TARGET_LENGTH = 4096
 _MAX_HEADER_VALUE = 1024
 
@@ -383,3 +389,10 @@ def _headers(doc: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
             raise TypeError("each header must be a [name, value] pair of strings")
         out.append((item[0], item[1]))
     return tuple(out)
+
+
+def data_subjects_of(response: RestResponse) -> tuple[str, ...]:
+    """The data subjects a response names in its :data:`DATA_SUBJECTS_HEADER` (decoded)."""
+    name = DATA_SUBJECTS_HEADER.lower()
+    return tuple(unquote(v) for n, value in response.headers if n.lower() == name
+                 for v in value.split(",") if v)

@@ -27,6 +27,7 @@ from xchange.errors import BadRequestError
 __all__ = [
     "MAX_DESCRIPTION_BYTES",
     "METADATA_SERVICE_CODES",
+    "NoAliasLoader",
     "OpenApiDescription",
     "parse_openapi",
 ]
@@ -39,7 +40,9 @@ METADATA_SERVICE_CODES: Final = frozenset({"listMethods", "allowedMethods", "get
 """Service codes the security server answers itself (PR-MREST); no service may take them."""
 
 
-class _NoAliasLoader(yaml.SafeLoader):
+class NoAliasLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses aliases (no "billion laughs")."""
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             raise yaml.YAMLError("YAML aliases are not accepted")
@@ -51,6 +54,8 @@ class OpenApiDescription:
     title: str
     version: str
     endpoints: tuple[EndpointPattern, ...]
+    description: str = ""
+    """``info.description``, for the service catalogue."""
 
 
 def _bad(message: str) -> BadRequestError:
@@ -70,7 +75,7 @@ def _load(document: bytes) -> Any:
         except ValueError as exc:
             raise _bad(f"not JSON: {exc}") from exc
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise _bad("not YAML or JSON") from exc
 
@@ -81,7 +86,7 @@ def _template_to_glob(path: str) -> str:
 
 
 def parse_openapi(document: bytes) -> OpenApiDescription:
-    """The title, version and endpoints of an OpenAPI 3.x document; raise
+    """The title, version, description and endpoints of an OpenAPI 3.x document; raise
     :class:`BadRequestError` (``admin.invalid_description``) if it is not one."""
     doc = _load(document)
     if not isinstance(doc, dict):
@@ -92,6 +97,7 @@ def parse_openapi(document: bytes) -> OpenApiDescription:
     info = doc.get("info")
     title = info.get("title") if isinstance(info, dict) else None
     api_version = info.get("version") if isinstance(info, dict) else None
+    summary = info.get("description") if isinstance(info, dict) else None
     paths = doc.get("paths", {})
     if not isinstance(paths, dict):
         raise _bad("'paths' is not an object")
@@ -110,4 +116,5 @@ def parse_openapi(document: bytes) -> OpenApiDescription:
     return OpenApiDescription(
         title=str(title or ""), version=str(api_version or ""),
         endpoints=tuple(dict.fromkeys(endpoints)),
+        description=summary if isinstance(summary, str) else "",
     )

@@ -59,9 +59,11 @@ from xchange.archive import (
 )
 from xchange.archive_crypto import decrypt_archive, is_encrypted
 from xchange.audit import AuditTrust, verify_all, verify_evidence
+from xchange.errors import XRoadError
 from xchange.evidence import read_bundle, read_evidence
 from xchange.globalconf import ApprovedCA
-from xchange.messagelog import StoredRecord
+from xchange.messagelog import LogEntry, StoredRecord
+from xchange.rest import RestResponse, data_subjects_of
 from xchange_cli.keys import add_passphrase_options, passphrase_from
 
 __all__ = ["AuditReport", "check_log", "register", "verify_path"]
@@ -254,6 +256,17 @@ def _query(args: argparse.Namespace) -> LogQuery:
                     user_id=args.user_id, since=args.since, until=args.until)
 
 
+def _subjects(entry: LogEntry) -> str:
+    """`` subjects=a,b`` for a logged response that names its data subjects."""
+    if entry.kind != "response":
+        return ""
+    try:
+        named = data_subjects_of(RestResponse.from_header_part(entry.header_part))
+    except XRoadError:
+        return ""
+    return f" subjects={','.join(named)}" if named else ""
+
+
 def _search(args: argparse.Namespace) -> int:
     config = SecurityServerConfig.from_file(args.config).from_env(secrets=False)
 
@@ -267,6 +280,7 @@ def _search(args: argparse.Namespace) -> int:
         print(f"{r.sequence:>8} {e.created_at.isoformat()} {e.kind:<8} {e.direction:<8} "
               f"{e.status:<8} {e.query_id} {e.client} -> {e.service}"
               + (f" user={e.user_id}" if e.user_id else "")
+              + _subjects(e)
               + ("" if r.stamp else " (not yet time-stamped)"))
     print(f"{len(records)} record(s)")
     return 0

@@ -62,10 +62,11 @@ def _say(text: str = "") -> None:
 
 def _show(title: str, answer: Answer) -> None:
     _say(f"  -> HTTP {answer.status}")
+    received = {k.lower(): v for k, v in answer.headers.items()}
     for name in ("X-Road-Id", "X-Road-Client", "X-Road-Service", "X-Road-Request-Hash",
-                 "X-Road-Error"):
-        if name in answer.headers:
-            value = answer.headers[name]
+                 "X-Road-Error", "X-Xchange-Data-Subjects"):
+        if name.lower() in received:
+            value = received[name.lower()]
             _say(f"     {name}: {value[:60]}{'...' if len(value) > 60 else ''}")
     text = answer.body.decode("utf-8", "replace")
     _say(f"     body: {text[:200]}")
@@ -81,8 +82,9 @@ def _scenario(fed: Federation) -> bool:
         _say(f"  {s.agency.name:<30}  security server {s.agency.server}")
         _say(f"  {'':<30}  client proxy {s.client_proxy_url}, "
              f"server proxy https://127.0.0.1:{s.server_proxy_port} (mutual TLS)")
-    _say(f"  provider system                 http://127.0.0.1:{fed.provider_port} "
-         "(the population register's own database API)")
+    _say(f"  provider system                 http://127.0.0.1:{fed.adapter_port} "
+         "(an adapter publishing the population register's SQLite database:")
+    _say(f"  {'':<30}  {fed.adapter_config})")
     _say()
 
     _say(f"1. {fed.allowed_client} asks the Population Register for person 38001010001")
@@ -93,14 +95,18 @@ def _scenario(fed: Federation) -> bool:
     _show("allowed", a)
     ok &= a.status == 200 and a.json().get("name") == "Mari Maasikas"
     _say("   The request was signed by the Social Insurance Board, checked and logged by both")
-    _say("   security servers, answered by the provider system, and the answer was signed by")
-    _say("   the Population Register Agency and bound to the request by X-Road-Request-Hash.")
+    _say("   security servers, answered by the adapter from the register's database, and the")
+    _say("   answer was signed by the Population Register Agency and bound to the request by")
+    _say("   X-Road-Request-Hash.  X-Xchange-Data-Subjects names whose data it holds; the")
+    _say("   provider's security server keeps it in its log record.")
     _say()
 
-    _say("2. The same subsystem searches by name (query parameters pass through unchanged)")
-    a = query(consumer.client_proxy_url, persons, "/persons?name=tamm", str(fed.allowed_client))
+    _say("2. The same subsystem searches by name, a page of at most 3 (typed, bound parameters:")
+    _say("   no SQL is ever built from request text)")
+    a = query(consumer.client_proxy_url, persons, "/persons?name=Tamm&limit=3",
+              str(fed.allowed_client))
     _show("search", a)
-    ok &= a.status == 200 and len(a.json()) == 1
+    ok &= a.status == 200 and len(a.json()["items"]) == 3 and a.json()["has_more"]
     _say()
 
     _say(f"3. {fed.denied_client} (registered, but never granted access) tries the same")
@@ -132,7 +138,7 @@ def _scenario(fed: Federation) -> bool:
 def run_demo(*, serve: bool = False, directory: Path | None = None) -> int:
     started = time.monotonic()
     with temporary_root(directory) as root:
-        fed = build_federation(root / "federation", now=datetime.now(UTC))
+        fed = build_federation(root / "federation", now=datetime.now(UTC), adapter=True)
         with RunningFederation(fed):
             if serve:
                 (root / "demo.json").write_text(json.dumps(fed.describe(), indent=2) + "\n")

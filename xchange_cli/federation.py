@@ -176,6 +176,10 @@ class Federation:
     denied_client: ClientId
     key_passphrase_file: Path
     """The passphrase of every key file of the federation (mode 0600)."""
+    adapter_config: Path | None = None
+    """With an adapter: its configuration; the ``persons`` service is then the adapter's
+    (:mod:`xchange_cli.demo_adapter`) instead of the demo provider system's."""
+    adapter_port: int | None = None
 
     @property
     def key_passphrase(self) -> bytes:
@@ -208,7 +212,7 @@ class Federation:
             "provider_service": {"id": str(self.services["persons"]),
                                  "example_path": "/persons/38001010001"},
             "denied_client": {"client": str(self.denied_client), "security_server": 1},
-            "provider_system_url": f"http://127.0.0.1:{self.provider_port}",
+            "provider_system_url": f"http://127.0.0.1:{self.adapter_port or self.provider_port}",
         }
 
 
@@ -262,6 +266,7 @@ def build_federation(
     consumer_signing_token: TokenSlot | None = None,
     max_body_bytes: int | None = None,
     encrypt_logs: bool = True,
+    adapter: bool = False,
 ) -> Federation:
     """Write a two-agency federation into ``root`` (which must be empty or absent).
 
@@ -282,6 +287,8 @@ def build_federation(
     ``consumer_signing_token`` the consumer's signing key is generated inside that token
     instead, and its certificate issued from a request signed there.  ``max_body_bytes``
     overrides the servers' default body limit (the benchmark sends a body larger than it).
+    With ``adapter`` the ``persons`` service is served by an adapter over a generated SQLite
+    database (``root/adapter``, see :mod:`xchange_cli.demo_adapter`), as in ``xchange demo``.
     """
     if not server_keys and not empty_registry:
         raise ValueError("the registry's data names the servers' auth certificates: "
@@ -364,6 +371,15 @@ def build_federation(
         _prepare_registry(registry_dir / "registry.toml", data_path, now)
 
     provider_url = f"http://127.0.0.1:{provider_port}/"
+    persons_url, adapter_config, adapter_port = provider_url, None, None
+    if adapter:
+        from xchange_cli.demo_adapter import write_demo_adapter
+
+        adapter_port = free_port()
+        adapter_config = write_demo_adapter(
+            root / "adapter", adapter_port, benefits=str(CONSUMER.subsystem("benefits")),
+            analytics=str(CONSUMER.subsystem("analytics")))
+        persons_url = f"http://127.0.0.1:{adapter_port}/persons"
     for i, s in enumerate(servers):
         clients = [str(s.agency.subsystem(c)) for c in s.agency.subsystems]
         text = f"clients = {_toml(clients)}\n\n"
@@ -396,7 +412,7 @@ def build_federation(
                                        "token_key": "admin.key"})
         text += "[is_connection]\n" + "".join(f'"{c}" = "HTTP"\n' for c in clients) + "\n"
         if s.agency is PROVIDER:
-            text += _section("services", {"id": str(services["persons"]), "url": provider_url,
+            text += _section("services", {"id": str(services["persons"]), "url": persons_url,
                                           "timeout": service_timeout}, array=True)
             text += _section("services", {"id": str(services["slow"]),
                                           "url": provider_url + "slow",
@@ -417,6 +433,7 @@ def build_federation(
         tsa_cert=tsa_dir / "tsa.pem", servers=servers, services=services,
         allowed_client=CONSUMER.subsystem("benefits"),
         denied_client=CONSUMER.subsystem("analytics"), key_passphrase_file=passphrase_file,
+        adapter_config=adapter_config, adapter_port=adapter_port,
     )
 
 
@@ -523,6 +540,7 @@ class RunningFederation:
     def start(self) -> None:
         fed = self.federation
         self.start_provider()
+        self.start_adapter()
         self.start_ocsp_responder()
         self.start_tsa()
         self.start_registry()
@@ -539,6 +557,16 @@ class RunningFederation:
                                                "--port", str(port)], self._logs)
         self.processes[p.name] = p
         p.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/persons"))
+
+    def start_adapter(self) -> None:
+        """The adapter, if the federation has one (``xchange adapter serve``)."""
+        fed = self.federation
+        if fed.adapter_config is None:
+            return
+        p = ManagedProcess("adapter", _xchange("adapter", "serve", str(fed.adapter_config)),
+                           self._logs)
+        self.processes[p.name] = p
+        p.wait_until(lambda: _http_ok(f"http://127.0.0.1:{fed.adapter_port}/health"))
 
     def start_ocsp_responder(self) -> None:
         fed = self.federation

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from security_server.config import ConfigError
 from xchange.errors import XRoadError
-from xchange_cli import audit, ca, keys, logkeys, registry_admin, ss_register, tsa
+from xchange_cli import adapter, audit, ca, keys, logkeys, registry_admin, ss_register, tsa
 from xchange_cli.bench import add_bench_command
 from xchange_cli.ss_admin import register as register_ss_admin
 
@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.register(command)
     keys.register(command)
     logkeys.register(command)
+    adapter.register(command)
     return parser
 
 

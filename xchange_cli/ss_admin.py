@@ -215,6 +215,16 @@ def register(command: Command) -> None:
         a, "DELETE", f"/api/v1/service-descriptions/{a.id}"), "remove a description")
     p.add_argument("id", type=int)
 
+    p = api(["ss", "catalogue", "show"], lambda a: call(
+        a, "GET", f"/api/v1/clients/{_colon(a.client)}/catalogue"),
+        "what the registry's service catalogue should list for a client, and how its "
+        "publication went")
+    p.add_argument("client")
+    p = api(["ss", "catalogue", "publish"], lambda a: call(
+        a, "POST", f"/api/v1/clients/{_colon(a.client)}/catalogue/publish"),
+        "publish a client's services to the registry's service catalogue now")
+    p.add_argument("client")
+
     p = api(["ss", "service", "show"], lambda a: call(
         a, "GET", f"/api/v1/services/{_colon(a.service)}"), "show a service")
     p.add_argument("service")

@@ -5,11 +5,14 @@ member it concerns -- taken from the server's own configuration (``[[keys.signin
 file under the ``[keys]`` passphrase or a PKCS#11 token) -- and, to register the server's
 auth certificate, with the auth key as well; then posts it
 to the registry's ``/management/requests`` and prints the request id and its state.
-``status REQUEST_ID`` asks for the state later.
+``status REQUEST_ID`` asks for the state later.  ``services --client X`` publishes a hosted
+client's services to the registry's catalogue (:mod:`security_server.catalogue`), as the
+running server does by itself after each change, and records how it went in the store.
 
-The registry URL is ``--registry``, or else the anchor's download URL without its last
-path segment.  A fresh server has no anchor yet; its first request (the auth certificate)
-is what makes it known, and the officer hands out the anchor (``xchange registry anchor``).
+The registry URL is ``--registry``, or else ``[registry] url`` of the configuration, or
+else the anchor's download URL without its last path segment.  A fresh server has no
+anchor yet; its first request (the auth certificate) is what makes it known, and the
+officer hands out the anchor (``xchange registry anchor``).
 """
 
 from __future__ import annotations
@@ -28,16 +31,15 @@ Command = Callable[[list[str], Callable[[argparse.Namespace], int], str],
                    argparse.ArgumentParser]
 
 
-def _registry_url(args: argparse.Namespace, anchor: Path) -> str:
+def _registry_url(args: argparse.Namespace, config: Any) -> str:
     if args.registry:
         return str(args.registry)
-    from xchange.globalconf import ConfigurationAnchor
+    from security_server.catalogue import PublicationError, registry_url
 
     try:
-        url = ConfigurationAnchor.from_json(anchor.read_bytes()).download_url
-    except OSError as exc:
+        return registry_url(config)
+    except PublicationError as exc:
         raise ValueError("no anchor yet: give --registry URL") from exc
-    return url.rsplit("/", 1)[0]
 
 
 def _send(kind: str, fields: Callable[[argparse.Namespace, Any], dict[str, str]]) -> Callable[
@@ -61,7 +63,7 @@ def _send(kind: str, fields: Callable[[argparse.Namespace, Any], dict[str, str]]
             envelope = sign_request(request, keys.identities[signer], auth_key)
         finally:
             keys.close()
-        answer = api_call(_registry_url(args, config.anchor), None, "POST",
+        answer = api_call(_registry_url(args, config), None, "POST",
                           "/management/requests", json.loads(envelope))
         print(json.dumps(answer, indent=2))
         return 0
@@ -83,7 +85,51 @@ def _status(args: argparse.Namespace) -> int:
 
     config = SecurityServerConfig.from_file(args.config)
     path = "/management/requests/" + urllib.parse.quote(args.request_id, safe="")
-    print(json.dumps(api_call(_registry_url(args, config.anchor), None, "GET", path), indent=2))
+    print(json.dumps(api_call(_registry_url(args, config), None, "GET", path), indent=2))
+    return 0
+
+
+def _services(args: argparse.Namespace) -> int:
+    """Publish a client's services to the registry's catalogue now, from the configuration
+    store (the running server does this by itself after each change)."""
+    import asyncio
+
+    from security_server.catalogue import (
+        CataloguePublisher,
+        PublicationError,
+        build_catalogue,
+        publication_json,
+    )
+    from security_server.config import SecurityServerConfig
+    from security_server.db import create_db_engine
+    from security_server.keys import load_keys
+    from security_server.migrate import upgrade
+    from security_server.store import ServerStore
+    from xchange.catalogue import catalogue_json
+    from xchange.identifiers import ClientId
+
+    config = SecurityServerConfig.from_file(args.config).from_env()
+    client = ClientId.parse(args.client)
+    url = _registry_url(args, config)
+    engine = create_db_engine(config.database_url)
+    try:
+        upgrade(engine)
+        store = ServerStore(engine)
+        store.client(client)  # a local client, or admin.not_found
+        keys = load_keys(config)
+        try:
+            publisher = CataloguePublisher(store, config.server_id, keys.identities,
+                                           lambda: url, clock=lambda: datetime.now(UTC))
+            row = asyncio.run(publisher.publish(client))
+        finally:
+            keys.close()
+        result = {**publication_json(row),
+                  "catalogue": catalogue_json(build_catalogue(store, client))}
+    finally:
+        engine.dispose()
+    print(json.dumps(result, indent=2))
+    if row.state == "failed":
+        raise PublicationError(row.last_error or "not published")
     return 0
 
 
@@ -118,6 +164,11 @@ def register(command: Command) -> None:
         for option in options:
             required = not (name == "auth-cert" and option == "--address")
             p.add_argument(option, required=required, default=None)
+    p = command(["ss", "register", "services"], _services,
+                "publish a client's services to the registry's service catalogue now")
+    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
+    p.add_argument("--registry", default=None, help="registry base URL")
+    p.add_argument("--client", required=True, help="the subsystem whose services to publish")
     p = command(["ss", "register", "status"], _status, "the state of a request sent earlier")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
     p.add_argument("--registry", default=None, help="registry base URL")

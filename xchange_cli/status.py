@@ -3,9 +3,11 @@
 For each of the server's certificates (the TLS authentication certificate and every member
 signing certificate) it shows the subject, serial, expiry, and the status and age of the OCSP
 response the server keeps for it in ``state_dir/ocsp/`` (written by the running server only
-after it verified the response; see :mod:`security_server.ocsp`).  It reads files only, so it
+after it verified the response; see :mod:`security_server.ocsp`).  Then, from the
+configuration store, where publishing each client's services to the registry's catalogue
+stands (:mod:`security_server.catalogue`).  It reads files and the database only, so it
 works while the server is stopped.  Exit status 1 if any certificate is expired, revoked, or
-has no OCSP response fresher than the federation's limit.
+has no OCSP response fresher than the federation's limit, or a catalogue publication failed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.x509 import ocsp
@@ -80,6 +83,39 @@ def _freshness_limit(config: SecurityServerConfig) -> int:
     return value if isinstance(value, int) else FederationSettings().ocsp_freshness_seconds
 
 
+def catalogue_publications(config: SecurityServerConfig) -> list[dict[str, Any]] | None:
+    """Each client's publication state (:func:`publication_json`); None if the store
+    cannot be read (no database yet, or one older than the table)."""
+    from security_server.catalogue import publication_json
+    from security_server.db import create_db_engine
+    from security_server.store import ServerStore
+    from xchange.errors import XRoadError
+
+    engine = create_db_engine(config.database_url)
+    try:
+        return [publication_json(r) for r in ServerStore(engine).publications()]
+    except XRoadError:
+        return None
+    finally:
+        engine.dispose()
+
+
+def _show_catalogue(config: SecurityServerConfig) -> bool:
+    """Print the publications; True if one failed."""
+    rows = catalogue_publications(config)
+    if rows is None:
+        print("  service catalogue: publication state not readable")
+        return False
+    print("  service catalogue:" + ("" if rows else " nothing published yet"))
+    for p in rows:
+        when = p["published_at"] or "never"
+        line = f"    {p['client']}: {p['state']}, {p['services']} services, published {when}"
+        if p["state"] == "failed":
+            line += f"\n    PROBLEM: {p['last_error']} (last tried {p['attempted_at']})"
+        print(line)
+    return any(p["state"] == "failed" for p in rows)
+
+
 def show_status(config_path: Path) -> int:
     config = SecurityServerConfig.from_file(config_path).from_env()
     now = datetime.now(UTC)
@@ -99,4 +135,5 @@ def show_status(config_path: Path) -> int:
         print(f"  {h.label}: {h.subject}\n    serial {h.serial:x}, expires "
               f"{h.not_after.isoformat()} (in {days:.0f} days)\n    OCSP: {ocsp_text}"
               + (f"\n    PROBLEM: {'; '.join(problems)}" if problems else ""))
+    bad = _show_catalogue(config) or bad
     return 1 if bad else 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from certs.keys import (
     unsafe_write_plaintext_key,
     write_certificate,
 )
+from tests.e2e.conftest import wait_for
 from xchange.identifiers import NS_ID, NS_XROAD
 from xchange_cli.demo import Answer, query
 from xchange_cli.federation import (
@@ -279,3 +281,74 @@ def test_backup_and_restore_through_the_cli(fed: Federation, capsys: pytest.Capt
                      str(secret))
     assert restored["restored"]["access_rights"] >= 4
     assert ask(fed, "/persons/38001010001", ANALYTICS).status == 200
+
+
+def test_services_are_published_to_the_registrys_catalogue(
+        federation: RunningFederation, fed: Federation, capsys: pytest.CaptureFixture[str],
+        token_file: str) -> None:
+    """An OpenAPI service added through the admin CLI appears, with its endpoints, in the
+    registry's catalogue (sent by the provider's server, signed by its member), and
+    disappears when its description is deleted; with the registry down, the change is made
+    at once and published later."""
+    registry_token = xchange(capsys, "registry", "token", "--config", str(fed.registry_config),
+                             "--subject", "olivia", "--role", "observer")
+
+    def listed() -> dict[str, Any]:
+        page = xchange(capsys, "registry", "service", "list", "--provider", str(REGISTER),
+                       "--url", fed.registry_url, "--token", registry_token)
+        return {s["code"]: s for s in page["items"]}
+
+    provider_url = f"http://127.0.0.1:{fed.provider_port}"
+    desc = admin(fed, capsys, token_file, "ss", "description", "add", str(REGISTER),
+                 "--type", "OPENAPI3", "--description-url", f"{provider_url}/openapi.json",
+                 "--service-code", "catalogue-api", "--service-url", provider_url + "/")
+    wait_for(lambda: "catalogue-api" in listed())
+    entry = listed()["catalogue-api"]
+    assert (entry["type"], entry["kind"], entry["title"]) == ("OPENAPI", "REST",
+                                                            "Population register")
+    assert entry["published_by"] == str(fed.servers[0].agency.server)
+    assert {(e["method"], e["path"]) for e in entry["endpoints"]} == \
+        {("GET", "/persons"), ("GET", "/persons/*"), ("POST", "/echo")}
+    assert {"persons", "slow", "down"} <= set(listed())  # the whole list, TOML services too
+    state = admin(fed, capsys, token_file, "ss", "catalogue", "show", str(REGISTER))
+    wait_for(lambda: admin(fed, capsys, token_file, "ss", "catalogue", "show",
+                           str(REGISTER))["state"] == "published")
+    assert "catalogue-api" in {s["code"] for s in state["catalogue"]}
+
+    # the registry recorded it as an automatically approved management request
+    requests = xchange(capsys, "registry", "requests", "list", "--state", "approved",
+                       "--url", fed.registry_url, "--token", registry_token)
+    assert any(r["kind"] == "service_catalogue_update" and r["member"] == str(PROVIDER.member)
+               for r in requests["items"])
+
+    admin(fed, capsys, token_file, "ss", "description", "delete", str(desc["id"]))
+    wait_for(lambda: "catalogue-api" not in listed())
+    assert "persons" in listed()
+
+    # the registry down: the administrator's change does not wait for it
+    federation.stop_process("registry")
+    try:
+        started = time.monotonic()
+        admin(fed, capsys, token_file, "ss", "description", "add", str(REGISTER),
+              "--type", "REST", "--description-url", provider_url + "/", "--service-code",
+              "offline-api")
+        assert time.monotonic() - started < 5
+        wait_for(lambda: admin(fed, capsys, token_file, "ss", "catalogue", "show",
+                               str(REGISTER))["state"] == "failed")
+        failed = admin(fed, capsys, token_file, "ss", "catalogue", "show", str(REGISTER))
+        assert failed["due"] and "could not be reached" in failed["last_error"]
+    finally:
+        federation.start_registry()
+    published = admin(fed, capsys, token_file, "ss", "catalogue", "publish", str(REGISTER))
+    assert (published["state"], published["last_error"]) == ("published", None)
+    assert "offline-api" in listed()
+
+    # on demand, from the command line, signed with the server's own configuration
+    answer = xchange(capsys, "ss", "register", "services", "--config",
+                     str(fed.servers[0].config), "--client", str(REGISTER))
+    assert answer["state"] == "published" and answer["last_error"] is None
+    assert "catalogue-api" not in {s["code"] for s in answer["catalogue"]}
+    assert "offline-api" in {s["code"] for s in answer["catalogue"]}
+    capsys.readouterr()
+    main(["ss", "status", "--config", str(fed.servers[0].config)])
+    assert f"{REGISTER}: published" in capsys.readouterr().out

@@ -17,7 +17,9 @@ from sqlmodel import Session
 from certs.ca import DevCA, IssuedCredentials
 from registry import management
 from registry.service import RegistryService
+from xchange.access import EndpointPattern
 from xchange.canonical import canonical_json
+from xchange.catalogue import CatalogueEntry, catalogue_json
 from xchange.errors import AdminError, ManagementRequestError
 from xchange.identifiers import ClientId, SecurityServerId
 from xchange.management import cert_text, new_request, sign_request
@@ -195,3 +197,99 @@ def test_requests_naming_unknown_things_are_refused(
                                        "registry.management.bad_request")
     refused(svc, b'{"request": {}, "signature": "x"}', "registry.management.bad_request")
     refused(svc, b"\xff", "registry.management.bad_request")
+
+
+# -- service catalogue updates ----------------------------------------------------------------
+
+ONE, TWO = ClientId.parse("TEST/GOV/3001/one"), ClientId.parse("TEST/GOV/3002/two")
+
+
+def _host(svc: RegistryService, identity: Callable[[ClientId], SigningIdentity],
+          auth: IssuedCredentials, *clients: ClientId) -> None:
+    """SS approved, with ``clients`` registered on it."""
+    management.submit(svc, register_auth(svc, identity, auth))
+    management.decide(svc, management.list_requests(svc).items[0]["id"], "approve")
+    for client in clients:
+        svc.add_client(SS, client)
+
+
+def catalogue_update(svc: RegistryService, identity: Callable[[ClientId], SigningIdentity],
+                     client: ClientId, entries: list[CatalogueEntry], *,
+                     server: SecurityServerId = SS) -> bytes:
+    request = new_request("service_catalogue_update", server, now=svc.now, client=str(client),
+                          services=catalogue_json(entries))
+    return sign_request(request, identity(client.member))
+
+
+def test_a_catalogue_update_replaces_the_providers_entries_at_once(
+    svc: RegistryService, identity: Callable[[ClientId], SigningIdentity],
+    auth: IssuedCredentials,
+) -> None:
+    _host(svc, identity, auth, ONE, TWO)
+    svc.create_service(ONE, "old", "SOAP", "entered by an officer")
+    svc.create_service(ONE, "persons", "REST", "by an officer", "{}")
+    svc.create_service(TWO, "theirs", "REST")
+    entries = [CatalogueEntry("persons", "OPENAPI", "Persons", "who lives where",
+                              (EndpointPattern("GET", "/persons/*"),)),
+               CatalogueEntry("ping", "REST", version="v1")]
+    answer = management.submit(svc, catalogue_update(svc, identity, ONE, entries))
+    assert answer["state"] == "approved"
+    listed = {s["code"]: s for s in svc.list_services(provider=ONE).items}
+    assert set(listed) == {"persons", "ping"}  # the officer's "old" is gone
+    persons = listed["persons"]
+    assert (persons["type"], persons["kind"], persons["title"], persons["description"]) == \
+        ("OPENAPI", "REST", "Persons", "who lives where")
+    assert persons["endpoints"] == [{"method": "GET", "path": "/persons/*"}]
+    assert persons["published_by"] == str(SS) and persons["published_at"] is not None
+    assert persons["description_document"] == "{}"  # an officer's document is kept
+    assert listed["ping"]["version"] == "v1"
+    assert [s["code"] for s in svc.list_services(provider=TWO).items] == ["theirs"]
+    (row,) = management.list_requests(svc, state="approved").items[:1]
+    assert row["kind"] == "service_catalogue_update" and row["member"] == str(M1)
+    assert "provider's own service catalogue" in row["comment"]
+    (audit,) = svc.list_audit(action="service.catalogue.replace").items
+    assert audit["actor"] == "officer"  # the test's actor; the API says security-server
+    assert audit["before"]["services"] == ["old", "persons"]
+    assert audit["after"]["services"] == ["persons", "ping"]
+
+    # an empty list withdraws everything
+    management.submit(svc, catalogue_update(svc, identity, ONE, []))
+    assert svc.list_services(provider=ONE).items == []
+
+
+def test_a_catalogue_update_for_a_client_not_hosted_by_the_sender_is_refused(
+    svc: RegistryService, identity: Callable[[ClientId], SigningIdentity],
+    auth: IssuedCredentials,
+) -> None:
+    _host(svc, identity, auth)  # the server exists, "two" is not its client
+    entries = [CatalogueEntry("fake", "REST")]
+    message = refused(svc, catalogue_update(svc, identity, TWO, entries),
+                      "registry.management.not_allowed")
+    assert "not a client of" in message
+    assert svc.list_services(provider=TWO).items == []
+    # nor from a server that does not exist at all
+    refused(svc, catalogue_update(svc, identity, ONE, entries,
+                                  server=SecurityServerId(M1, "nowhere")),
+            "registry.management.bad_request")
+
+
+def test_a_catalogue_update_signed_by_the_server_owner_for_another_members_client(
+    svc: RegistryService, identity: Callable[[ClientId], SigningIdentity],
+    auth: IssuedCredentials,
+) -> None:
+    _host(svc, identity, auth, TWO)
+    request = new_request("service_catalogue_update", SS, now=svc.now, client=str(TWO),
+                          services=[])
+    refused(svc, sign_request(request, identity(M1)), "registry.management.not_allowed")
+
+
+def test_a_replayed_catalogue_update_is_refused(
+    svc: RegistryService, identity: Callable[[ClientId], SigningIdentity],
+    auth: IssuedCredentials,
+) -> None:
+    _host(svc, identity, auth, ONE)
+    first = catalogue_update(svc, identity, ONE, [CatalogueEntry("a", "REST")])
+    management.submit(svc, first)
+    management.submit(svc, catalogue_update(svc, identity, ONE, []))
+    refused(svc, first, "registry.management.duplicate_request")
+    assert svc.list_services(provider=ONE).items == []  # the replay did not bring "a" back

@@ -19,13 +19,14 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from security_server.admin_api import AdminContext, audience_for, create_admin_app
+from security_server.catalogue import CataloguePublisher
 from security_server.db import create_db_engine
 from security_server.directory import Directory, StoreDirectory
 from security_server.migrate import upgrade
 from security_server.store import ServerStore
 from xchange.adminauth import issue_token
 from xchange.errors import AccessDeniedError
-from xchange.identifiers import ClientId, ServiceId
+from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 
 SERVER = "TEST/GOV/1/ss1"
 PROVIDER = "TEST/GOV/1/register"
@@ -52,8 +53,12 @@ async def admin(tmp_path: Path) -> AsyncIterator[Admin]:
     upgrade(engine)
     key = ec.generate_private_key(ec.SECP256R1())
     directory = Directory(StoreDirectory(ServerStore(engine), recheck_seconds=3600))
-    ctx = AdminContext(ServerStore(engine), directory, (key.public_key(),),
-                       audience_for(SERVER), lambda: datetime.now(UTC))
+    store = ServerStore(engine)
+    # No member key and no registry listening: publications fail, and say why.
+    publisher = CataloguePublisher(store, SecurityServerId.parse(SERVER), {},
+                                   lambda: "http://127.0.0.1:9", clock=lambda: datetime.now(UTC))
+    ctx = AdminContext(store, directory, (key.public_key(),),
+                       audience_for(SERVER), lambda: datetime.now(UTC), catalogue=publisher)
     runner = web.AppRunner(create_admin_app(ctx), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -119,6 +124,44 @@ async def test_service_administration_flow(admin: Admin) -> None:
     status, audit = await call(admin, "GET", "/api/v1/audit", admin.token("auditor"))
     assert [(a["actor"], a["action"]) for a in audit] == [
         ("sec", "add_client"), ("svc", "add_description"), ("svc", "grant"), ("svc", "revoke")]
+
+
+async def test_service_changes_make_a_catalogue_publication_due(admin: Admin) -> None:
+    token = admin.token("security-officer", "service-administrator", "auditor")
+    await call(admin, "POST", "/api/v1/clients", token, {"id": PROVIDER})
+    path = "/api/v1/clients/TEST:GOV:1:register/catalogue"
+    status, state = await call(admin, "GET", path, token)
+    assert status == 200 and (state["state"], state["due"], state["catalogue"]) == \
+        ("pending", False, [])
+    status, desc = await call(
+        admin, "POST", "/api/v1/clients/TEST:GOV:1:register/service-descriptions", token,
+        {"type": "OPENAPI3", "url": "http://127.0.0.1:9/openapi.json", "document": OPENAPI,
+         "service_code": "persons"})
+    status, state = await call(admin, "GET", path, token)
+    assert state["due"] and state["catalogue"] == [{
+        "code": "persons", "type": "OPENAPI", "title": "P", "description": "",
+        "endpoints": [{"method": "DELETE", "path": "/persons/*"},
+                      {"method": "GET", "path": "/persons/*"}]}]
+    status, state = await call(admin, "POST", f"{path}/publish", token)
+    assert status == 200 and state["state"] == "failed" and state["due"]
+    assert "holds no signing key for TEST/GOV/1" in state["last_error"]
+    status, _ = await call(admin, "PATCH", f"/api/v1/service-descriptions/{desc['id']}", token,
+                           {"enabled": False})
+    status, state = await call(admin, "GET", path, token)
+    assert state["catalogue"] == [] and state["state"] == "failed"
+    status, audit = await call(admin, "GET", "/api/v1/audit", token)
+    assert audit[-2]["action"] == "publish_catalogue"
+    assert audit[-2]["data"]["state"] == "failed"
+    await call(admin, "POST", "/api/v1/clients", token, {"id": "TEST/GOV/1"})
+    status, doc = await call(admin, "POST", "/api/v1/clients/TEST:GOV:1/catalogue/publish",
+                             token)
+    assert (status, doc["type"]) == (400, "admin.bad_request")
+    assert "only subsystems" in doc["message"]
+    status, doc = await call(admin, "GET", "/api/v1/clients/TEST:GOV:1:nope/catalogue", token)
+    assert (status, doc["type"]) == (404, "admin.not_found")
+    status, doc = await call(admin, "POST", "/api/v1/clients/TEST:GOV:1:nope/catalogue/publish",
+                             admin.token("observer"))
+    assert (status, doc["type"]) == (403, "admin.forbidden")
 
 
 @pytest.mark.parametrize(

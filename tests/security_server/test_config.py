@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -444,6 +445,20 @@ def test_admin_api_tls_port_and_connection_types(tmp_path: Path) -> None:
     assert config.client_proxy_tls is not None and config.client_proxy_tls.port == 8443
     assert config.internal_tls_cert == conf_dir / "state" / "internal-tls.pem"
     assert config.is_connection == {ClientId.parse("TEST/GOV/1234/registry"): "HTTP"}
+
+
+def test_registry_section(tmp_path: Path) -> None:
+    config = load(tmp_path, MINIMAL)
+    assert (config.registry_url, config.catalogue_retry_seconds) == (None, 60.0)
+    config = load(tmp_path, MINIMAL + '[registry]\nurl = "https://registry.example/"\n'
+                  "retry_seconds = 5\n")
+    assert (config.registry_url, config.catalogue_retry_seconds) == (
+        "https://registry.example", 5.0)
+    for text, message in (('url = "ftp://x"', "registry.url must be an http"),
+                          ("retry_seconds = 0", "registry.retry_seconds must be positive"),
+                          ("urls = 1", "unknown key(s) [registry] urls")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load(tmp_path, MINIMAL + f"[registry]\n{text}\n")
 
 
 def test_defaults_without_administration(tmp_path: Path) -> None:

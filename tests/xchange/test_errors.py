@@ -10,6 +10,7 @@ from xchange import errors
 from xchange.errors import (
     ERROR_CODES,
     AccessDeniedError,
+    AdapterError,
     AdminError,
     AdminForbiddenError,
     AdminUnauthorizedError,
@@ -96,6 +97,7 @@ _HIERARCHY: list[tuple[type[XRoadError], type, str]] = [
     (AdminUnauthorizedError, AdminError, "admin.unauthorized"),
     (AdminForbiddenError, AdminError, "admin.forbidden"),
     (ManagementRequestError, XRoadError, "registry.management.bad_request"),
+    (AdapterError, XRoadError, "adapter.backend_failed"),
 ]
 
 

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from certs.ca import DevCA, IssuedCredentials
+from xchange.access import EndpointPattern
 from xchange.canonical import canonical_json
-from xchange.errors import ManagementRequestError
+from xchange.catalogue import CatalogueEntry, catalogue_digest, catalogue_json
+from xchange.errors import BadRequestError, ManagementRequestError
 from xchange.identifiers import ClientId, SecurityServerId
 from xchange.management import (
     REQUEST_TYPE,
@@ -122,3 +124,91 @@ def test_programming_errors() -> None:
         new_request("format_disk", SERVER, now=datetime.now().astimezone())
     with pytest.raises(ValueError, match="needs exactly"):
         new_request("address_change", SERVER, now=datetime.now().astimezone())
+
+
+# -- service_catalogue_update -------------------------------------------------------------------
+
+PROVIDER = OWNER.subsystem_of("register")
+CATALOGUE = [
+    CatalogueEntry("persons", "OPENAPI", "Persons", "who lives where",
+                   (EndpointPattern("GET", "/persons/*"), EndpointPattern("POST", "/echo"))),
+    CatalogueEntry("ping", "REST", version="v2"),
+    CatalogueEntry("getPerson", "WSDL"),
+]
+
+
+def test_a_catalogue_update_round_trips_signed_by_the_clients_member(
+        owner: SigningIdentity, dev_ca: DevCA, pki_now: datetime) -> None:
+    request = new_request("service_catalogue_update", SERVER, now=pki_now,
+                          client=str(PROVIDER), services=catalogue_json(CATALOGUE))
+    verified = verify_request(sign_request(request, owner), anchors=[dev_ca.certificate],
+                              now=pki_now)
+    assert verified.signer == OWNER and verified.request.client == PROVIDER
+    assert verified.request.services == tuple(sorted(CATALOGUE, key=lambda e: e.code))
+    doc = json.loads(sign_request(request, owner))["request"]["services"]
+    assert doc[0] == {"code": "getPerson", "type": "WSDL", "title": "", "description": "",
+                      "endpoints": []}
+    assert doc[2]["version"] == "v2" and "version" not in doc[1]
+
+
+def test_a_catalogue_update_signed_by_another_member_is_not_allowed(
+        issue_member_sign: Callable[..., IssuedCredentials], dev_ca: DevCA,
+        pki_now: datetime) -> None:
+    other = ClientId("TEST", "GOV", "5002")
+    creds = issue_member_sign(str(other))
+    request = new_request("service_catalogue_update", SERVER, now=pki_now,
+                          client=str(PROVIDER), services=[])
+    data = sign_request(request, SigningIdentity(other, creds.key, (creds.certificate,)))
+    assert "must be signed by TEST/GOV/5001" in refused(data, dev_ca, pki_now,
+                                                        "registry.management.not_allowed")
+
+
+def _entry(**change: Any) -> dict[str, Any]:
+    return {"code": "persons", "type": "OPENAPI", "title": "", "description": "",
+            "endpoints": [{"method": "GET", "path": "/persons/*"}], **change}
+
+
+@pytest.mark.parametrize(
+    ("services", "message"),
+    [
+        ([_entry(), _entry()], "listed twice"),
+        ([_entry(endpoints=[{"method": "GET", "path": "/persons/*/"}])], "normal form"),
+        ([_entry(endpoints=[{"method": "GET", "path": "/a/../b"}])], "endpoint path"),
+        ([_entry(endpoints=[{"method": "GET", "path": "/x"}] * 2)], "endpoint twice"),
+        ([_entry(type="WSDL")], "cannot have REST endpoints"),
+        ([_entry(code="a/b")], "forbidden character"),
+        ([_entry(type="SOAP")], "SOAP"),
+        ([_entry(version="")], "version"),
+        ([_entry(title=7)], "title"),
+        ("persons", "services"),
+    ],
+    ids=["duplicate-code", "trailing-slash", "dot-dot", "duplicate-endpoint", "wsdl-endpoints",
+         "bad-code", "bad-type", "empty-version", "title-not-string", "not-a-list"],
+)
+def test_bad_catalogues_are_bad_requests(owner: SigningIdentity, dev_ca: DevCA,
+                                         pki_now: datetime, services: Any,
+                                         message: str) -> None:
+    request = new_request("service_catalogue_update", SERVER, now=pki_now,
+                          client=str(PROVIDER), services=[])
+    data = _tamper(sign_request(request, owner),
+                   lambda e: e["request"].update(services=services))
+    assert message in refused(data, dev_ca, pki_now, "registry.management.bad_request")
+
+
+def test_a_catalogue_is_for_a_subsystem(owner: SigningIdentity, dev_ca: DevCA,
+                                        pki_now: datetime) -> None:
+    request = new_request("service_catalogue_update", SERVER, now=pki_now,
+                          client=str(PROVIDER), services=[])
+    data = _tamper(sign_request(request, owner),
+                   lambda e: e["request"].update(client=str(OWNER)))
+    refused(data, dev_ca, pki_now, "registry.management.bad_request")
+
+
+def test_catalogue_digest_ignores_order_not_content() -> None:
+    assert catalogue_digest(CATALOGUE) == catalogue_digest(reversed(CATALOGUE))
+    changed = [*CATALOGUE[:2], CatalogueEntry("getPerson", "WSDL", "now with a title")]
+    assert catalogue_digest(changed) != catalogue_digest(CATALOGUE)
+    with pytest.raises(BadRequestError, match="cannot have REST endpoints"):
+        CatalogueEntry("x", "WSDL", endpoints=(EndpointPattern("GET", "/"),))
+    assert (CatalogueEntry("x", "WSDL").kind, CatalogueEntry("x", "REST").kind) == \
+        ("SOAP", "REST")

@@ -20,6 +20,7 @@ from xchange.rest import (
     MAX_TARGET_LENGTH,
     RestRequest,
     RestResponse,
+    data_subjects_of,
     digest_payload,
     filter_headers,
     request_hash,
@@ -527,3 +528,13 @@ def test_dot_segments_in_the_service_path_are_refused(tail: str) -> None:
 def test_request_hash_of_the_digest_payload_is_the_request_hash(body: bytes) -> None:
     part = full_request().header_part()
     assert request_hash_of(digest_payload(part, body)) == request_hash(part, body)
+
+
+def test_data_subjects_named_by_a_response_survive_its_header_part() -> None:
+    request = from_is()
+    named = make_response(request, headers=(("content-type", "application/json"),
+                                            ("x-xchange-data-subjects", "38001010001,a%2Cb")))
+    logged = RestResponse.from_header_part(named.header_part())
+    assert data_subjects_of(logged) == ("38001010001", "a,b")
+    assert data_subjects_of(make_response(request)) == ()
+    assert "x-xchange-data-subjects" not in FILTERED_HEADERS

@@ -67,7 +67,7 @@ def test_init_import_migrate_and_token(
     assert status == 1 and "auth_cert_hashes cannot be imported" in err
 
     status, out, _ = run(capsys, "registry", "migrate", "--config", str(config))
-    assert status == 0 and "revision 0001" in out
+    assert status == 0 and "revision 0002" in out
 
     status, out, _ = run(capsys, "registry", "token", "--config", str(config), "--subject",
                          "olga", "--role", "observer", "--hours", "1")

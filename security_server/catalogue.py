@@ -1,0 +1,283 @@
+"""Publishing a client's services to the registry's service catalogue.
+
+The administrator describes services here (:mod:`security_server.admin_api`); consumers look
+for them in the registry's catalogue.  This module carries the first to the second:
+
+* :func:`build_catalogue` reads one client's services from the configuration store as
+  catalogue entries (:mod:`xchange.catalogue`): the services of its *enabled* descriptions,
+  their type, the OpenAPI document's title and description, and the endpoints of REST
+  services;
+* :func:`catalogue_request` makes the ``service_catalogue_update`` management request for it
+  (:mod:`xchange.management`), which the publisher has signed by the client's member's
+  signing key (through the server's signing function: a key in a token signs in the
+  token's own thread);
+* :class:`CataloguePublisher` sends it to the registry, records the result in the store
+  (:class:`~security_server.store.CataloguePublicationRow`) and, as a background task of the
+  running server, publishes what admin changes made due and retries what failed, every
+  ``retry_seconds``, so that an admin call never waits for (or fails with) the registry.
+
+A publication whose catalogue is the one last published is recorded without sending
+anything (a changed timeout does not concern the catalogue), unless it is asked for
+explicitly.  Not here: the registry's side (:mod:`registry.management`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import aiohttp
+
+from security_server.config import SecurityServerConfig
+from security_server.store import CataloguePublicationRow, ServerStore
+from xchange.access import EndpointPattern
+from xchange.catalogue import (
+    MAX_DESCRIPTION,
+    MAX_TITLE,
+    CatalogueEntry,
+    catalogue_digest,
+    catalogue_json,
+)
+from xchange.errors import BadRequestError, XRoadError
+from xchange.globalconf import ConfigurationAnchor
+from xchange.identifiers import ClientId, SecurityServerId, ServiceId
+from xchange.management import ManagementRequest, new_request, request_payload, seal_request
+from xchange.servicedesc import parse_openapi
+from xchange.signing import SigningIdentity, sign_payload
+
+__all__ = [
+    "CataloguePublisher",
+    "PublicationError",
+    "build_catalogue",
+    "catalogue_request",
+    "publication_json",
+    "registry_url",
+]
+
+log = logging.getLogger(__name__)
+
+_TYPES: Final = {"OPENAPI3": "OPENAPI", "REST": "REST", "WSDL": "WSDL"}
+_MAX_ANSWER: Final = 64 * 1024
+
+
+class PublicationError(XRoadError):
+    """The catalogue could not be published (the registry is unreachable or refused it)."""
+
+    default_code = "admin.publication_failed"
+
+
+def registry_url(config: SecurityServerConfig) -> str:
+    """The registry's base URL: ``[registry] url``, else the anchor's download URL without
+    its last path segment (where the registry itself serves the configuration)."""
+    if config.registry_url is not None:
+        return config.registry_url
+    try:
+        url = ConfigurationAnchor.from_json(config.anchor.read_bytes()).download_url
+    except OSError as exc:
+        raise PublicationError(f"no registry URL: give [registry] url, or install the "
+                               f"anchor ({config.anchor}: {exc.strerror})") from exc
+    return url.rsplit("/", 1)[0]
+
+
+def _entry(store: ServerStore, client: ClientId, code: str, kind: str,
+           document: str | None) -> CatalogueEntry:
+    title = summary = ""
+    if kind == "OPENAPI3" and document:
+        try:
+            described = parse_openapi(document.encode("utf-8"))
+            title, summary = described.title[:MAX_TITLE], described.description[:MAX_DESCRIPTION]
+        except BadRequestError:
+            pass  # it was read when added; a title is not worth failing over
+    endpoints: tuple[EndpointPattern, ...] = ()
+    if kind != "WSDL":
+        endpoints = tuple(EndpointPattern(e.method, e.path)
+                          for e in store.endpoints(ServiceId(client, code)))
+    return CatalogueEntry(code, _TYPES[kind], title, summary, endpoints)
+
+
+def build_catalogue(store: ServerStore, client: ClientId) -> tuple[CatalogueEntry, ...]:
+    """What ``client`` offers, as the catalogue should show it (disabled descriptions'
+    services are left out, as the metadata services leave them out)."""
+    enabled = {d.id: d for d in store.descriptions(client) if d.enabled}
+    return tuple(_entry(store, client, s.code, enabled[s.description_id].kind,
+                        enabled[s.description_id].document)
+                 for s in store.services(client) if s.description_id in enabled)
+
+
+def catalogue_request(entries: tuple[CatalogueEntry, ...], client: ClientId,
+                      server: SecurityServerId, now: datetime) -> ManagementRequest:
+    """The ``service_catalogue_update`` of ``client``'s ``entries``, unsigned."""
+    return new_request("service_catalogue_update", server, now=now, client=str(client),
+                       services=catalogue_json(entries))
+
+
+Signer = Callable[[SigningIdentity, bytes], Awaitable[str]]
+"""Signs a payload as a member (:meth:`Runtime.sign <security_server.runtime.Runtime.sign>`
+in the running server)."""
+
+
+async def _sign_in_thread(identity: SigningIdentity, payload: bytes) -> str:
+    return await asyncio.to_thread(sign_payload, identity, payload)
+
+
+def _time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def publication_json(row: CataloguePublicationRow) -> dict[str, Any]:
+    """The publication state as the admin API and ``xchange ss status`` show it."""
+    return {"client": row.client_id, "state": row.state,
+            "due": row.wanted > row.published or row.state == "failed",
+            "services": row.services, "request_id": row.request_id,
+            "published_at": _time(row.published_at), "attempted_at": _time(row.attempted_at),
+            "last_error": row.last_error}
+
+
+def _problem_text(status: int, body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+        return f"{doc['code']}: {doc.get('detail') or doc.get('title')}"
+    except (ValueError, KeyError, TypeError):
+        return f"the registry answered HTTP {status}"
+
+
+class CataloguePublisher:
+    """Publishes clients' catalogues to the registry; one publication at a time."""
+
+    def __init__(self, store: ServerStore, server: SecurityServerId,
+                 identities: Mapping[ClientId, SigningIdentity], registry: Callable[[], str], *,
+                 clock: Callable[[], datetime], retry_seconds: float = 60.0,
+                 timeout: float = 30.0, sign: Signer = _sign_in_thread) -> None:
+        self.store = store
+        self.server = server
+        self.identities = identities
+        self.registry = registry
+        """Gives the registry's base URL (read when needed: the anchor may come later)."""
+        self.clock = clock
+        self.retry_seconds = retry_seconds
+        self.timeout = timeout
+        self.sign = sign
+        self.session: aiohttp.ClientSession | None = None
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    async def changed(self, client: ClientId) -> None:
+        """``client``'s services changed: publish soon, in the background.  Only subsystems
+        have a catalogue (as in X-Road, members provide services through subsystems)."""
+        if client.subsystem is None:
+            return
+        try:
+            await asyncio.to_thread(self.store.catalogue_due, client)
+        except XRoadError as exc:  # the change itself is made; do not fail it for this
+            log.warning("service catalogue of %s not marked for publication: %s", client,
+                        exc.message)
+            return
+        self._wake.set()
+
+    async def publish(self, client: ClientId, *, force: bool = True) -> CataloguePublicationRow:
+        """Publish now and return the state; never raises for the registry's sake (a member
+        is :class:`BadRequestError`: it has no catalogue)."""
+        if client.subsystem is None:
+            raise BadRequestError(f"{client} is a member: only subsystems publish services",
+                                  code="admin.bad_request")
+        async with self._lock:
+            await self._publish(client, force=force)
+        return await asyncio.to_thread(self.store.publication, client)
+
+    async def _publish(self, client: ClientId, *, force: bool) -> None:
+        row = await asyncio.to_thread(self.store.publication, client)
+        covered, now = row.wanted, self.clock()
+        try:
+            entries = await asyncio.to_thread(build_catalogue, self.store, client)
+            digest = catalogue_digest(entries)
+            if not force and row.state != "failed" and digest == row.digest:
+                await asyncio.to_thread(self.store.publication_result, client, covered, at=now,
+                                        digest=digest, services=len(entries))
+                return
+            identity = self.identities.get(client.member)
+            if identity is None:
+                raise PublicationError(f"this server holds no signing key for {client.member},"
+                                       " whose signature a service catalogue update needs")
+            request = catalogue_request(entries, client, self.server, now)
+            signature = await self.sign(identity, request_payload(request))
+            answer = await self._send(seal_request(request, signature))
+        except XRoadError as exc:
+            log.warning("service catalogue of %s not published: %s", client, exc.message)
+            await asyncio.to_thread(self.store.publication_result, client, covered, at=now,
+                                    error=exc.message)
+            return
+        log.info("service catalogue of %s published (%d services, request %s)", client,
+                 len(entries), answer.get("request_id"))
+        await asyncio.to_thread(self.store.publication_result, client, covered, at=now,
+                                digest=digest, services=len(entries),
+                                request_id=str(answer.get("request_id")))
+
+    async def _send(self, envelope: bytes) -> dict[str, Any]:
+        url = self.registry().rstrip("/") + "/management/requests"
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                session = self.session
+                if session is None:  # outside run(): the CLI, one request
+                    session = await stack.enter_async_context(aiohttp.ClientSession())
+                async with session.post(url, data=envelope,
+                                        headers={"Content-Type": "application/json"},
+                                        timeout=aiohttp.ClientTimeout(total=self.timeout)
+                                        ) as resp:
+                    body = await resp.content.read(_MAX_ANSWER)
+                    status = resp.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise PublicationError(f"the registry at {url} could not be reached "
+                                   f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+        if status != 202:
+            raise PublicationError(f"the registry refused the update: "
+                                   f"{_problem_text(status, body)}")
+        try:
+            answer: dict[str, Any] = json.loads(body)
+            state = answer["state"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PublicationError("the registry's answer is not a management request "
+                                   "state") from exc
+        if state != "approved":
+            raise PublicationError(f"the registry left the update {state}")
+        return answer
+
+    def _due(self, row: CataloguePublicationRow, now: datetime) -> bool:
+        if row.state == "failed" and row.tried >= row.wanted:  # nothing new: back off
+            last = row.attempted_at
+            if last is not None and last.tzinfo is None:
+                last = last.replace(tzinfo=UTC)
+            return last is None or now - last >= timedelta(seconds=self.retry_seconds)
+        return row.wanted > row.published
+
+    async def run(self) -> None:
+        """Publish what is due, then wait for a change or ``retry_seconds``; forever."""
+        async with aiohttp.ClientSession() as session:
+            self.session = session
+            try:
+                while True:
+                    self._wake.clear()
+                    await self._run_once()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.retry_seconds)
+            finally:
+                self.session = None
+
+    async def _run_once(self) -> None:
+        try:
+            rows = await asyncio.to_thread(self.store.publications)
+        except XRoadError as exc:
+            log.warning("service catalogue publications not read: %s", exc.message)
+            return
+        now = self.clock()
+        for row in rows:
+            if self._due(row, now):
+                async with self._lock:
+                    await self._publish(ClientId.parse(row.client_id), force=False)
