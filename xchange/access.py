@@ -273,16 +273,13 @@ class AccessRules:
         rights to exactly the identifier named.  A local group counts only for its owner's
         services.
         """
-        def denied() -> str:  # the message is built only for a refusal
-            return f"client {client} has no access to service {service}"
-
         subjects = self._index.get(service.unversioned)
         if not subjects:
-            raise AccessDeniedError(denied())
+            raise AccessDeniedError(_denied(client, service))
         try:
             segments = request_segments(path)
         except AccessDeniedError as exc:
-            raise AccessDeniedError(f"{denied()}: {exc.message}") from exc
+            raise AccessDeniedError(f"{_denied(client, service)}: {exc.message}") from exc
         # The client's own grants first: they need no group lookup.
         ordered = sorted(subjects.items(), key=lambda item: item[0] != client)
         for subject, endpoints in ordered:
@@ -291,7 +288,7 @@ class AccessRules:
             if matching and self._covers(subject, client, service, group_members,
                                          local_members):
                 return matching[0]
-        raise AccessDeniedError(f"{denied()} endpoint {method} {path or '/'}")
+        raise AccessDeniedError(f"{_denied(client, service)} endpoint {method} {path or '/'}")
 
     @staticmethod
     def _covers(subject: Subject, client: ClientId, service: ServiceId,
@@ -301,3 +298,8 @@ class AccessRules:
         if isinstance(subject, GlobalGroupId):
             return client in group_members(subject)
         return subject.owner == service.provider and client in local_members(subject)
+
+
+def _denied(client: ClientId, service: ServiceId) -> str:
+    """The start of a refusal's message (built only when refusing)."""
+    return f"client {client} has no access to service {service}"
