@@ -77,6 +77,8 @@ class StapleVerifier:
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._verified: OrderedDict[tuple[bytes, str], OcspStatus] = OrderedDict()
+        self._not_for: set[tuple[bytes, str]] = set()
+        """(staple, certificate) pairs seen not to match: the staple names another one."""
         self._max = max_entries
 
     def check(self, staples: Sequence[bytes], cert: x509.Certificate,
@@ -99,7 +101,14 @@ class StapleVerifier:
             key = (hashlib.sha256(der).digest(), cert_key)
             status = self._verified.get(key)
             if status is None:
+                if key in self._not_for:
+                    continue
                 if not _is_for(der, cert):
+                    # A fact about the two alone: the other staple of every message from a
+                    # peer is looked at, and would be parsed, for each message.
+                    if len(self._not_for) >= self._max:
+                        self._not_for.clear()
+                    self._not_for.add(key)
                     continue
                 status = verify_ocsp_response(der, cert, issuer, at=at, max_age=max_age,
                                               code=code)
