@@ -53,13 +53,12 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Final, Literal, TypeVar, cast, get_args
+from typing import Any, Final, Literal, TypeVar, cast, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, select
-from sqlmodel.sql.expression import SelectOfScalar
 
 from security_server.logwriter import GroupWriter, WriterClosedError
 from xchange.body import CHUNK_SIZE, ExternalBody
@@ -291,6 +290,14 @@ class TimestampBatchRow(SQLModel, table=True):
     gen_time: datetime = Field(index=True)
 
 
+_RECORDS: Final = cast(sa.Table, sa.inspect(MessageRecord).local_table)
+_BATCHES: Final = cast(sa.Table, sa.inspect(TimestampBatchRow).local_table)
+_INSERT_RECORD: Final = sa.insert(_RECORDS)
+_STAMP_RECORD: Final = sa.update(_RECORDS).where(
+    _RECORDS.c.sequence == sa.bindparam("b_sequence"), _RECORDS.c.batch_id.is_(None),
+).values(merkle_path=sa.bindparam("b_path"))
+
+
 class MessageLog:
     """The message log over one database.  The engine is the caller's to dispose of."""
 
@@ -318,8 +325,7 @@ class MessageLog:
                                                                        _ChunkReader):
                 stored = await asyncio.to_thread(self._store_body, entry.body)
                 entry = replace(entry, body=ExternalBody(entry.body.digest, stored))
-            future = self._writer.append(entry)
-            return await asyncio.wrap_future(future)
+            return await self._writer.append_async(entry)
         except Exception as exc:
             if stored is not None:
                 await asyncio.to_thread(self._drop_body, stored.body_id)
@@ -355,9 +361,9 @@ class MessageLog:
         Raises :class:`~xchange.messagelog.ChainBrokenError` for a row that is not a valid
         record (altered in the database) and :class:`MessageLogError` if reading fails.
         """
-        statement = select(MessageRecord).order_by(col(MessageRecord.sequence))
+        statement = sa.select(_RECORDS).order_by(_RECORDS.c.sequence)
         if query_id is not None:
-            statement = statement.where(MessageRecord.query_id == query_id)
+            statement = statement.where(_RECORDS.c.query_id == query_id)
         return await asyncio.to_thread(self._read, statement)
 
     async def verify(self, checkpoint: ChainCheckpoint = GENESIS) -> ChainReport:
@@ -376,18 +382,18 @@ class MessageLog:
         """At most ``limit`` records numbered above ``after``, in sequence order."""
         return await asyncio.to_thread(
             self._read,
-            select(MessageRecord).where(col(MessageRecord.sequence) > after)
+            sa.select(_RECORDS).where(_RECORDS.c.sequence > after)
             .order_by(col(MessageRecord.sequence)).limit(limit),
         )
 
     async def find(self, query: LogQuery, limit: int) -> list[StoredRecord]:
         """The records matching every criterion of ``query``, oldest first, at most
         ``limit``."""
-        statement = select(MessageRecord)
-        for column, value in ((MessageRecord.query_id, query.query_id),
-                              (MessageRecord.client, query.client),
-                              (MessageRecord.service, query.service),
-                              (MessageRecord.user_id, query.user_id)):
+        statement = sa.select(_RECORDS)
+        for column, value in ((_RECORDS.c.query_id, query.query_id),
+                              (_RECORDS.c.client, query.client),
+                              (_RECORDS.c.service, query.service),
+                              (_RECORDS.c.user_id, query.user_id)):
             if value is not None:
                 statement = statement.where(column == value)
         if query.since is not None:
@@ -427,11 +433,27 @@ class MessageLog:
         """The oldest records not yet time-stamped, at most ``limit``, in sequence order."""
         return await asyncio.to_thread(
             self._read,
-            select(MessageRecord)
-            .where(col(MessageRecord.batch_id).is_(None))
+            sa.select(_RECORDS)
+            .where(_RECORDS.c.batch_id.is_(None))
             .order_by(col(MessageRecord.sequence))
             .limit(limit),
         )
+
+    async def unstamped_hashes(self, limit: int) -> list[ChainCheckpoint]:
+        """The sequence and hash of the oldest records not yet time-stamped, at most
+        ``limit``, in sequence order: all a batch's Merkle tree needs, read without the
+        records' contents."""
+        def read() -> list[ChainCheckpoint]:
+            try:
+                with self._engine.connect() as connection:
+                    rows = connection.execute(
+                        sa.select(_RECORDS.c.sequence, _RECORDS.c.record_hash)
+                        .where(_RECORDS.c.batch_id.is_(None))
+                        .order_by(_RECORDS.c.sequence).limit(limit)).all()
+                    return [ChainCheckpoint(row[0], row[1]) for row in rows]
+            except (SQLAlchemyError, TypeError, ValueError) as exc:
+                raise MessageLogError("the message log could not be read") from exc
+        return await asyncio.to_thread(read)
 
     async def batches(self) -> list[TimestampBatch]:
         """Every time-stamp batch, in order."""
@@ -455,43 +477,49 @@ class MessageLog:
         self._writer.close()
 
     def _commit_group(self, entries: Sequence[LogEntry]) -> list[StoredRecord]:
-        """On the writer thread: chain ``entries`` after the head and commit them at once."""
+        """On the writer thread: chain ``entries`` after the head and commit them at once.
+
+        One Core ``INSERT`` executed for the whole group (not ORM objects: building and
+        flushing a mapped instance per record cost several times the insert itself).
+        """
         head, self._head = self._head, None
         records = []
-        with Session(self._engine) as session:
+        with self._engine.begin() as connection:
             if head is None:
-                head = _read_head(session)
+                head = _read_head(connection)
             for entry in entries:
                 record = chain_record(entry, head.sequence + 1, head.record_hash)
                 records.append(record)
                 head = ChainCheckpoint(record.sequence, record.record_hash)
-            session.add_all([_to_row(record, self._keyring) for record in records])
-            session.commit()
+            connection.execute(_INSERT_RECORD, [_row_values(r, self._keyring) for r in records])
         self._head = head  # only once committed: a failure leaves it unknown, to be re-read
         return records
 
     def _add_batch_sync(self, plan: BatchPlan, token: TimestampToken) -> TimestampBatch:
-        with Session(self._engine) as session:
-            last = session.exec(select(sa.func.max(TimestampBatchRow.id))).one()
+        # Every record of the plan must be there and unstamped: one count inside the
+        # transaction (this thread is the log's only writer), then one UPDATE executed for
+        # all the paths, rather than a statement built per record.
+        with self._engine.begin() as connection:
+            last = connection.execute(sa.select(sa.func.max(_BATCHES.c.id))).scalar()
             batch = TimestampBatch(id=(last or 0) + 1, first_sequence=plan.first_sequence,
                                    last_sequence=plan.last_sequence, root=plan.root,
                                    token=token.der, gen_time=token.gen_time)
-            session.add(TimestampBatchRow(
+            connection.execute(sa.insert(_BATCHES).values(
                 id=batch.id, first_sequence=batch.first_sequence,
                 last_sequence=batch.last_sequence, root=batch.root, token=batch.token,
                 gen_time=batch.gen_time))
-            session.flush()
-            for offset, path in enumerate(plan.paths):
-                updated = session.execute(
-                    sa.update(MessageRecord)
-                    .where(col(MessageRecord.sequence) == plan.first_sequence + offset,
-                           col(MessageRecord.batch_id).is_(None))
-                    .values(batch_id=batch.id, merkle_path=b"".join(path))
-                )
-                if updated.rowcount != 1:  # type: ignore[attr-defined]
-                    raise MessageLogError(
-                        f"record {plan.first_sequence + offset} is missing or already stamped")
-            session.commit()
+            pending = connection.execute(
+                sa.select(sa.func.count()).select_from(_RECORDS).where(
+                    _RECORDS.c.sequence.between(plan.first_sequence, plan.last_sequence),
+                    _RECORDS.c.batch_id.is_(None))).scalar_one()
+            if pending != batch.size or len(plan.paths) != batch.size:
+                raise MessageLogError(
+                    f"records {plan.first_sequence}-{plan.last_sequence}: "
+                    f"{batch.size - pending} missing or already stamped")
+            connection.execute(
+                _STAMP_RECORD.values(batch_id=batch.id),
+                [{"b_sequence": plan.first_sequence + offset, "b_path": b"".join(path)}
+                 for offset, path in enumerate(plan.paths)])
         return batch
 
     def _read_batches(self) -> list[TimestampBatch]:
@@ -503,15 +531,18 @@ class MessageLog:
         except SQLAlchemyError as exc:
             raise MessageLogError("the message log could not be read") from exc
 
-    def _read(self, statement: SelectOfScalar[MessageRecord]) -> list[StoredRecord]:
+    def _read(self, statement: sa.Select[Any]) -> list[StoredRecord]:
+        # Core rows, not ORM instances: building a mapped object per record cost more than
+        # the rest of reading it.
         try:
-            with Session(self._engine) as session:
+            with self._engine.connect() as connection:
                 try:
-                    rows = session.exec(statement).all()
+                    rows = connection.execute(statement).all()
                 except (ValueError, TypeError) as exc:
                     # A value its column type cannot decode (SQLite stores anything in any
                     # column): an altered record, to be reported like any other.
-                    sequence = _find_undecodable(session, statement)
+                    with Session(self._engine) as session:
+                        sequence = _find_undecodable(session, statement)
                     raise ChainBrokenError(sequence, "stored record cannot be decoded") from exc
                 return [_to_record(row, self._keyring, self._engine) for row in rows]
         except SQLAlchemyError as exc:
@@ -522,8 +553,8 @@ class MessageLog:
         # long-lived cursor or snapshot, and appends may go on meanwhile.
         while True:
             batch = self._read(
-                select(MessageRecord)
-                .where(col(MessageRecord.sequence) > after)
+                sa.select(_RECORDS)
+                .where(_RECORDS.c.sequence > after)
                 .order_by(col(MessageRecord.sequence))
                 .limit(_VERIFY_BATCH)
             )
@@ -538,10 +569,10 @@ async def _wait(future: Future[R]) -> R:
     return await asyncio.wrap_future(future)
 
 
-def _read_head(session: Session) -> ChainCheckpoint:
-    row = session.exec(
-        select(MessageRecord.sequence, MessageRecord.record_hash)
-        .order_by(col(MessageRecord.sequence).desc())
+def _read_head(connection: Session | sa.Connection) -> ChainCheckpoint:
+    row = connection.execute(
+        sa.select(_RECORDS.c.sequence, _RECORDS.c.record_hash)
+        .order_by(_RECORDS.c.sequence.desc())
         .limit(1)
     ).first()
     if row is None:
@@ -549,7 +580,7 @@ def _read_head(session: Session) -> ChainCheckpoint:
     return ChainCheckpoint(row[0], row[1])
 
 
-def _find_undecodable(session: Session, statement: SelectOfScalar[MessageRecord]) -> int:
+def _find_undecodable(session: Session, statement: sa.Select[Any]) -> int:
     # Only on the failure path: load the statement's rows one by one to name the bad one.
     sequences = session.scalars(statement.with_only_columns(col(MessageRecord.sequence))).all()
     for sequence in sequences:
@@ -560,7 +591,8 @@ def _find_undecodable(session: Session, statement: SelectOfScalar[MessageRecord]
     raise MessageLogError("the message log could not be read")
 
 
-def _to_row(record: StoredRecord, keyring: Keyring | None) -> MessageRecord:
+def _row_values(record: StoredRecord, keyring: Keyring | None) -> dict[str, object]:
+    """The ``message_log`` row of ``record``, as the column values of an INSERT."""
     e = record.entry
     body_id = None
     if isinstance(e.body, ExternalBody):
@@ -576,30 +608,36 @@ def _to_row(record: StoredRecord, keyring: Keyring | None) -> MessageRecord:
         header_part = keyring.encrypt("header_part", header_part, record.record_hash)
         if body_id is None:
             body = keyring.encrypt("body", body, record.record_hash)
-    return MessageRecord(
-        sequence=record.sequence,
-        prev_hash=record.prev_hash,
-        record_hash=record.record_hash,
-        query_id=e.query_id,
-        kind=e.kind,
-        direction=e.direction,
-        client=e.client,
-        service=e.service,
-        user_id=e.user_id,
-        issue=e.issue,
-        header_part=header_part,
-        body=body,
-        key_id=key_id,
-        body_id=body_id,
-        signature=e.signature,
-        status=e.status,
-        error_code=e.error_code,
-        created_at=e.created_at,
-        ocsp_responses=encode_der_list(e.ocsp_responses),
-    )
+    return {
+        "sequence": record.sequence,
+        "prev_hash": record.prev_hash,
+        "record_hash": record.record_hash,
+        "query_id": e.query_id,
+        "kind": e.kind,
+        "direction": e.direction,
+        "client": e.client,
+        "service": e.service,
+        "user_id": e.user_id,
+        "issue": e.issue,
+        "header_part": header_part,
+        "body": body,
+        "key_id": key_id,
+        "body_id": body_id,
+        "signature": e.signature,
+        "status": e.status,
+        "error_code": e.error_code,
+        "created_at": e.created_at,
+        "ocsp_responses": encode_der_list(e.ocsp_responses),
+        "batch_id": None,
+        "merkle_path": None,
+    }
 
 
-def _plaintext(row: MessageRecord, keyring: Keyring | None,
+_RowLike = MessageRecord | sa.Row[Any]
+"""A ``message_log`` row: a mapped instance or a Core row (the same attribute names)."""
+
+
+def _plaintext(row: _RowLike, keyring: Keyring | None,
                engine: Engine) -> tuple[bytes, bytes | ExternalBody]:
     if row.key_id is not None and keyring is None:
         raise MessageLogError(f"record {row.sequence} is encrypted and no message-log keys "
@@ -623,7 +661,7 @@ def _plaintext(row: MessageRecord, keyring: Keyring | None,
         raise ChainBrokenError(row.sequence, str(exc)) from exc
 
 
-def _to_record(row: MessageRecord, keyring: Keyring | None, engine: Engine) -> StoredRecord:
+def _to_record(row: _RowLike, keyring: Keyring | None, engine: Engine) -> StoredRecord:
     header_part, body = _plaintext(row, keyring, engine)
     try:
         entry = LogEntry(

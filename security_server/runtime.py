@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Literal
+from typing import Final, Literal
 
 import aiohttp
 from aiohttp import web
@@ -55,6 +55,11 @@ __all__ = ["RUNTIME", "ProviderStatus", "Runtime", "frame_payload", "make_entry"
 
 
 log = logging.getLogger(__name__)
+
+PEER_CONNECTIONS: Final = 64
+"""At most this many TLS connections to one provider security server; further requests wait
+for one of them (within ``peer_timeout``).  Unbounded, a burst of a thousand requests
+opened a thousand TLS connections at once, and the handshakes' CPU starved the messages."""
 
 
 async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
@@ -267,7 +272,8 @@ class Runtime:
             self._retired.add(task)
             task.add_done_callback(self._retired.discard)
         pin = PinnedPeer(hashes)
-        connector = aiohttp.TCPConnector(ssl=pin, limit=0, enable_cleanup_closed=False)
+        connector = aiohttp.TCPConnector(ssl=pin, limit=PEER_CONNECTIONS,
+                                         enable_cleanup_closed=False)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         self._peers[server.id] = _Peer(pin, session)
         return session

@@ -25,6 +25,7 @@ from xchange.logcrypto import Keyring
 from xchange.messagelog import (
     GENESIS_HASH,
     ChainBrokenError,
+    ChainCheckpoint,
     LogEntry,
     StoredRecord,
     chain_record,
@@ -476,6 +477,22 @@ async def test_a_record_is_stamped_once(
     assert len(await log.batches()) == 1
 
 
+async def test_a_plan_overlapping_a_stamped_record_changes_nothing(
+    log: MessageLog, tsa: TimeStampAuthority, pki_now: datetime
+) -> None:
+    await fill(log, 2)
+    await _stamp(log, tsa, pki_now)
+    await fill(log, 2)  # records 3 and 4, unstamped
+    plan = plan_batch((await log.records())[1:])  # 2 (stamped), 3, 4
+    reply = tsa.respond(timestamp_request(plan.root, nonce=1), pki_now, serial=2)
+    der = parse_timestamp_response(reply, data_hash=plan.root, nonce=1)
+    token = verify_timestamp_token(der, data_hash=plan.root, tsa_certs=[tsa.certificate])
+    with pytest.raises(MessageLogError, match="records 2-4: 1 missing or already stamped"):
+        await log.add_batch(plan, token)
+    assert len(await log.batches()) == 1
+    assert [r.sequence for r in await log.unstamped(10)] == [3, 4]
+
+
 async def test_altered_merkle_path_is_detected(
     engine: Engine, log: MessageLog, tsa: TimeStampAuthority, pki_now: datetime
 ) -> None:
@@ -696,3 +713,15 @@ async def test_the_chunks_of_a_logged_body_are_never_dropped(engine: Engine,
     await asyncio.to_thread(log._drop_body, body_id)
     assert len(_chunks(engine)) == 3
     assert (await log.verify()).count == 1
+
+
+async def test_unstamped_hashes_name_what_unstamped_returns(
+    log: MessageLog, tsa: TimeStampAuthority, pki_now: datetime
+) -> None:
+    await fill(log, 4)
+    await _stamp(log, tsa, pki_now, limit=1)
+    unstamped = await log.unstamped(10)
+    assert [r.sequence for r in unstamped] == [2, 3, 4]
+    assert await log.unstamped_hashes(2) == [ChainCheckpoint(r.sequence, r.record_hash)
+                                             for r in unstamped[:2]]
+    assert plan_batch(await log.unstamped_hashes(10)) == plan_batch(unstamped)
