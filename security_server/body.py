@@ -41,10 +41,14 @@ from xchange.body import (
 )
 from xchange.errors import XRoadError
 
-__all__ = ["MEMORY_THRESHOLD", "Body", "BodySink", "Spool", "limit_malloc_arenas", "spool"]
+__all__ = ["MEMORY_THRESHOLD", "SOAP_PART_LIMIT", "Body", "BodySink", "Spool",
+           "limit_malloc_arenas", "soap_message", "spool"]
 
 MEMORY_THRESHOLD: Final = 1024 * 1024
 """Bodies up to this size (1 MiB) stay in memory; larger ones are spooled to a file."""
+SOAP_PART_LIMIT: Final = 16 * 1024 * 1024
+"""The most of a spooled ``multipart/related`` SOAP message read into memory (16 MiB): its
+SOAP part (with its MIME headers) must end within it; the attachments stay in the spool."""
 
 
 class Body:
@@ -83,6 +87,12 @@ class Body:
             return self._data
         return b"".join([chunk async for chunk in self.stream()])
 
+    async def head(self, limit: int) -> bytes:
+        """The first ``limit`` bytes (all of them if fewer)."""
+        if self._data is not None:
+            return self._data[:limit]
+        return await asyncio.to_thread(self._pread, 0, min(limit, self.size))
+
     def for_log(self) -> MessageBody:
         """The body as the message log takes it: bytes, or an external body -- already in
         the log's chunk store if it was spooled with the log's sink, else read from here."""
@@ -108,10 +118,10 @@ class Body:
         for offset in range(0, self.size, CHUNK_SIZE):
             yield await asyncio.to_thread(self._pread, offset)
 
-    def _pread(self, offset: int) -> bytes:
+    def _pread(self, offset: int, length: int | None = None) -> bytes:
         assert self._file is not None
         # pread: no shared file position, so several readers may read at once.
-        length = min(CHUNK_SIZE, self.size - offset)
+        length = min(CHUNK_SIZE, self.size - offset) if length is None else length
         piece = os.pread(self._file.fileno(), length, offset)
         if len(piece) != length:
             raise OSError("the spool file is shorter than its body")
@@ -313,3 +323,16 @@ async def spool(chunks: AsyncIterable[bytes], directory: Path | None, *, limit: 
     except BaseException:
         target.discard()
         raise
+
+
+async def soap_message(body: Body, content_type: str | None) -> tuple[bytes, bool]:
+    """What of a SOAP message is read into memory, and whether that is only its head.
+
+    A ``multipart/related`` message larger than that: its first :data:`SOAP_PART_LIMIT` bytes (the
+    SOAP part must end within them; :func:`xchange.soap.mime.soap_part` with ``head_only``);
+    the attachments are never read here.  Anything else (``text/xml``, a smaller message): the
+    whole message (at most ``max_body_bytes``)."""
+    multipart = (content_type or "").split(";", 1)[0].strip().lower() == "multipart/related"
+    if multipart and body.size > SOAP_PART_LIMIT:
+        return await body.head(SOAP_PART_LIMIT), True
+    return await body.read(), False

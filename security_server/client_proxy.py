@@ -44,7 +44,7 @@ import aiohttp
 from aiohttp import web
 from cryptography import x509
 
-from security_server.body import Body
+from security_server.body import Body, soap_message
 from security_server.http import (
     MESSAGE_ID,
     SOAP,
@@ -170,20 +170,34 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
     message, or a SOAP fault."""
     request[SOAP] = True
     rt = request.app[RUNTIME]
-    body = await request.read()
-    req = parse_request(body, request.headers.get("Content-Type"),
-                        request.headers.get("SOAPAction"), max_bytes=rt.config.max_body_bytes)
-    request[MESSAGE_ID] = req.message_id
-    check_is_connection(rt.directory, req.client, request.transport)
+    limit = rt.config.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    ctype = request.headers.get("Content-Type")
+    # Spooled as it arrives; of a large multipart message only the SOAP part is read.
+    body = await rt.spool(received(request, code="client.bad_request"), limit=limit,
+                          too_large=_too_large(limit))
+    try:
+        message, head_only = await soap_message(body, ctype)
+        req = parse_request(message, ctype, request.headers.get("SOAPAction"),
+                            max_bytes=limit, head_only=head_only)
+        del message
+        request[MESSAGE_ID] = req.message_id
+        check_is_connection(rt.directory, req.client, request.transport)
 
-    async def read_body() -> Body:
-        return Body.of(body)
+        async def read_body() -> Body:
+            return body
 
-    response, answer, _ = await send_request(rt, req, read_body)
+        response, answer, _ = await send_request(rt, req, read_body)
+    finally:
+        body.close()
     try:
         ctype = dict(response.headers).get("content-type", "text/xml; charset=UTF-8")
-        return web.Response(status=response.status, body=await answer.read(),
-                            headers={"Content-Type": ctype})
+        if answer.data is not None:
+            return web.Response(status=response.status, body=answer.data,
+                                headers={"Content-Type": ctype})
+        out = web.StreamResponse(status=response.status, headers={"Content-Type": ctype})
+        return await stream_out(request, out, answer.size, answer.stream())
     finally:
         answer.close()
 
@@ -206,7 +220,9 @@ async def send_request(rt: Runtime, req: Request,
     staples = rt.own_staples(identity, conf, now, code=_CODE_CERT)
 
     body = await read_body()
-    request_data = body.data if isinstance(req, SoapRequest) else None  # SOAP: in memory
+    # SOAP: what the requestHash of the answer is checked against (the SOAP part's bytes)
+    request_data = (await soap_message(body, req.content_type)
+                    if isinstance(req, SoapRequest) else None)
     try:
         header_part = req.header_part()
         payload = digest_payload(header_part, body.digest)  # hashed as it arrived
@@ -247,7 +263,8 @@ class _Answer:
     body: Body
 
 
-async def _verified_response(rt: Runtime, conf: GlobalConf, req: Request, body: bytes | None,
+async def _verified_response(rt: Runtime, conf: GlobalConf, req: Request,
+                             body: tuple[bytes, bool] | None,
                              answer: _Answer, rhash: str, at: datetime) -> RestResponse:
     """The provider's response, signed by the provider's member with certificates proven
     good, and bound to ``req`` (whose body was ``body``, kept for a SOAP request)."""
@@ -265,9 +282,11 @@ async def _verified_response(rt: Runtime, conf: GlobalConf, req: Request, body: 
     response.check_binding(req, rhash)
     if isinstance(req, SoapRequest):
         assert body is not None
-        check_response(req, body, await answer.body.read(),
-                       dict(response.headers).get("content-type"),
-                       max_bytes=rt.config.max_body_bytes)
+        response_ctype = dict(response.headers).get("content-type")
+        answer_data, answer_head_only = await soap_message(answer.body, response_ctype)
+        check_response(req, body[0], answer_data, response_ctype,
+                       max_bytes=rt.config.max_body_bytes, request_head_only=body[1],
+                       response_head_only=answer_head_only)
     return response
 
 

@@ -47,7 +47,7 @@ from aiohttp import web
 from cryptography import x509
 from yarl import URL
 
-from security_server.body import Body
+from security_server.body import Body, soap_message
 from security_server.directory import LocalService
 from security_server.http import (
     MESSAGE_ID,
@@ -165,10 +165,13 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
         )
     payload = digest_payload(head.header_part, body.digest)  # hashed as it arrived
     verified = await _verify_request(rt, conf, req, head, body, payload, now)
-    # A SOAP message is parsed whole (its limit is max_body_bytes); REST bodies stream.
-    soap_body = await body.read() if isinstance(req, SoapRequest) else None
+    # Of a SOAP message, its envelope is parsed (security_server.body.soap_message: a large
+    # multipart message's attachments stay in the spool); REST bodies stream.
+    soap_body, head_only = (await soap_message(body, req.content_type)
+                            if isinstance(req, SoapRequest) else (None, False))
     try:
-        service = _admit(rt, conf, req, head, soap_body, verified, peer_cert, now)  # 4.
+        service = _admit(rt, conf, req, head, soap_body, head_only, verified, peer_cert,
+                         now)  # 4.
     except XRoadError as exc:
         # Evidence: a signed request that was refused is logged, with the reason.
         await rt.log_message(make_entry(req, "request", "incoming", head, body, now,
@@ -197,7 +200,8 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
         try:
             finished = finish_response(soap_body or b"", req.content_type, await answer.read(),
                                        dict(headers).get("content-type"),
-                                       max_bytes=rt.config.max_body_bytes)
+                                       max_bytes=rt.config.max_body_bytes,
+                                       request_head_only=head_only)
         finally:
             answer.close()
         answer = Body.of(finished)
@@ -244,6 +248,7 @@ async def _verify_request(rt: Runtime, conf: GlobalConf, req: Request,
 
 
 def _admit(rt: Runtime, conf: GlobalConf, req: Request, msg: FrameHead, soap_body: bytes | None,
+           head_only: bool,
            verified: VerifiedSignature, peer_cert: x509.Certificate,
            now: datetime) -> LocalService:
     """Decide whether a verified request may pass: certificates good, hosted provider, known
@@ -253,7 +258,8 @@ def _admit(rt: Runtime, conf: GlobalConf, req: Request, msg: FrameHead, soap_bod
                         code=_CODE_CERT).require_good(code=_CODE_CERT)
     service = _local_service(rt, conf, req)
     if isinstance(req, SoapRequest):
-        check_request_body(req, soap_body or b"", max_bytes=rt.config.max_body_bytes)
+        check_request_body(req, soap_body or b"", max_bytes=rt.config.max_body_bytes,
+                           head_only=head_only)
     rt.directory.check_access(req.client, req.service, req.method, req.path,
                               conf.members_of_group, soap=isinstance(req, SoapRequest))
     if verified.signed_at is None or verified.nonce is None:

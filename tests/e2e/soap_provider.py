@@ -114,7 +114,8 @@ def build_app() -> Callable[..., Any]:
     app = Application([PopulationService], tns=NS, name="PopulationService",
                       in_protocol=protocol, out_protocol=Soap11())
     app.out_protocol.event_manager.add_listener("after_serialize", _echo_headers)
-    return _recording(WsgiApplication(app), _Seen())
+    # Large enough for tests/e2e/test_soap_stream.py's 100 MiB attachment.
+    return _recording(WsgiApplication(app, max_content_length=256 * 1024 * 1024), _Seen())
 
 
 def main() -> None:

@@ -86,12 +86,13 @@ def _cli(*args: str) -> Any:
     return json.loads(out.getvalue())
 
 
-@pytest.fixture(scope="module")
-def soap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Soap]:
-    root = tmp_path_factory.mktemp("soap-federation")
+@contextlib.contextmanager
+def soap_federation(root: Path, *, max_body_bytes: int,
+                    service_timeout: float = 10.0) -> Iterator[tuple[Soap, RunningFederation]]:
+    """A federation with the spyne provider system's services registered and granted."""
     fed = build_federation(root, conf_expiry_seconds=60, conf_refresh_seconds=1,
                            registry_regenerate_seconds=0.5, ss_refresh_seconds=0.5,
-                           max_body_bytes=MAX_BODY)
+                           max_body_bytes=max_body_bytes, service_timeout=service_timeout)
     port = free_port()
     provider = ManagedProcess("soap-provider", [sys.executable, "-m", "tests.e2e.soap_provider",
                                                 "--port", str(port)], root / "logs", cwd=ROOT)
@@ -99,11 +100,18 @@ def soap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Soap]:
         url = f"http://127.0.0.1:{port}"
         with requests.Session() as session:
             provider.wait_until(lambda: bool(Soap(fed, url, session).seen()))
-            with RunningFederation(fed):
+            with RunningFederation(fed) as running:
                 _register(fed, url)
-                yield Soap(fed, url, session)
+                yield Soap(fed, url, session), running
     finally:
         provider.stop()
+
+
+@pytest.fixture(scope="module")
+def soap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Soap]:
+    with soap_federation(tmp_path_factory.mktemp("soap-federation"),
+                         max_body_bytes=MAX_BODY) as (soap, _):
+        yield soap
 
 
 def _admin(server: ServerFiles, role: str) -> tuple[str, ...]:

@@ -271,10 +271,11 @@ class SoapRequest:
 
 
 def parse_request(body: bytes, content_type: str | None, soap_action: str | None, *,
-                  max_bytes: int) -> SoapRequest:
-    """Parse and check an information system's SOAP request (module docstring)."""
+                  max_bytes: int, head_only: bool = False) -> SoapRequest:
+    """Parse and check an information system's SOAP request (module docstring); with
+    ``head_only``, ``body`` is the first bytes of the message (:func:`soap_part`)."""
     action = check_soap_action(soap_action)
-    part = soap_part(body, content_type)
+    part = soap_part(body, content_type, head_only=head_only)
     env = parse_envelope(part.envelope, max_bytes=max_bytes)
     if env.is_fault:
         raise BadRequestError("a request must not be a SOAP Fault", code="client.invalid_body")
@@ -300,11 +301,13 @@ def parse_request(body: bytes, content_type: str | None, soap_action: str | None
     )
 
 
-def check_request_body(req: SoapRequest, body: bytes, *, max_bytes: int) -> None:
+def check_request_body(req: SoapRequest, body: bytes, *, max_bytes: int,
+                       head_only: bool = False) -> None:
     """The provider's check that the SOAP message it received is the one the signed header
     part describes; raise ``server.serverproxy.bad_request`` otherwise."""
     try:
-        seen = parse_request(body, req.content_type, req.soap_action, max_bytes=max_bytes)
+        seen = parse_request(body, req.content_type, req.soap_action, max_bytes=max_bytes,
+                             head_only=head_only)
     except BadRequestError as exc:
         raise _bad_part(f"the SOAP message is not acceptable: {exc.message}") from exc
     if seen != req:
@@ -333,10 +336,12 @@ def _inconsistent(why: str) -> ServerProxyError:
 
 
 def finish_response(request_body: bytes, request_content_type: str, response_body: bytes,
-                    response_content_type: str | None, *, max_bytes: int) -> bytes:
+                    response_content_type: str | None, *, max_bytes: int,
+                    request_head_only: bool = False) -> bytes:
     """The provider side's treatment of a SOAP answer (module docstring): return the bytes to
-    sign and send, or raise ``server.serverproxy.inconsistent_response``."""
-    request = soap_part(request_body, request_content_type)
+    sign and send, or raise ``server.serverproxy.inconsistent_response``.
+    ``request_head_only``: ``request_body`` is the request's first bytes (:func:`soap_part`)."""
+    request = soap_part(request_body, request_content_type, head_only=request_head_only)
     try:
         part = soap_part(response_body, response_content_type,
                          code="server.serverproxy.inconsistent_response")
@@ -371,12 +376,15 @@ def _replace_root(part: SoapPart, envelope: bytes) -> bytes:
 
 
 def check_response(req: SoapRequest, request_body: bytes, response_body: bytes,
-                   response_content_type: str | None, *, max_bytes: int) -> None:
+                   response_content_type: str | None, *, max_bytes: int,
+                   request_head_only: bool = False, response_head_only: bool = False) -> None:
     """The consumer's check that a (non-fault) response carries the ``requestHash`` of the
-    request it sent; raise ``server.clientproxy.invalid_request_hash`` otherwise."""
+    request it sent; raise ``server.clientproxy.invalid_request_hash`` otherwise.  Either body
+    may be only its message's first bytes (``*_head_only``, :func:`soap_part`)."""
     code = "server.clientproxy.invalid_request_hash"
     try:
-        part = soap_part(response_body, response_content_type, code=code)
+        part = soap_part(response_body, response_content_type, code=code,
+                         head_only=response_head_only)
         env = parse_envelope(part.envelope, max_bytes=max_bytes, code=code)
     except BadRequestError as exc:
         raise InvalidSignatureError(f"the SOAP response cannot be read: {exc.message}",
@@ -390,7 +398,7 @@ def check_response(req: SoapRequest, request_body: bytes, response_body: bytes,
     if algorithm not in HASH_ALGORITHMS:
         raise InvalidSignatureError(f"requestHash algorithm {algorithm!r} is not supported",
                                     code=code)
-    sent = soap_part(request_body, req.content_type).envelope
+    sent = soap_part(request_body, req.content_type, head_only=request_head_only).envelope
     got = "".join((stamps[0].text or "").split())
     if got != soap_request_hash(sent, algorithm):
         raise InvalidSignatureError("the SOAP response's requestHash is not the hash of the "

@@ -133,7 +133,8 @@ def split_multipart(body: bytes, boundary: str, *, code: str = _CODE) -> tuple[M
     return tuple(MimePart(h, body[s:e]) for h, s, e in _spans(body, boundary, code))
 
 
-def _spans(body: bytes, boundary: str, code: str) -> tuple[_Span, ...]:
+def _spans(body: bytes, boundary: str, code: str, *,
+           first_only: bool = False) -> tuple[_Span, ...]:
     if not 1 <= len(boundary) <= 70:
         raise _bad("the multipart boundary must be 1 to 70 characters", code)
     delim = b"--" + boundary.encode("ascii", "replace")
@@ -171,6 +172,8 @@ def _spans(body: bytes, boundary: str, code: str) -> tuple[_Span, ...]:
         parts.append((_parse_headers(body[start:head_end], code), head_end + sep_len, end))
         if len(parts) > _MAX_PARTS:
             raise _bad(f"more than {_MAX_PARTS} MIME parts", code)
+        if first_only:
+            break
         pos = nxt + 1
     if not parts:
         raise _bad("the multipart body has no parts", code)
@@ -192,11 +195,20 @@ def _content_id(value: str | None) -> str | None:
     return None if value is None else value.strip().removeprefix("<").removesuffix(">")
 
 
-def soap_part(body: bytes, content_type: str | None, *, code: str = _CODE) -> SoapPart:
-    """Find the SOAP part of a message with ``content_type`` (module docstring)."""
+def soap_part(body: bytes, content_type: str | None, *, code: str = _CODE,
+              head_only: bool = False) -> SoapPart:
+    """Find the SOAP part of a message with ``content_type`` (module docstring).
+
+    ``head_only``: ``body`` is only the first bytes of a larger message (the rest stays in a
+    spool).  A ``multipart/related`` message's SOAP part must then end within them (its
+    attachments are neither located nor checked here: they are carried as received); a
+    ``text/xml`` message is refused, as its envelope is not all here."""
     media = parse_media_type(content_type, code=code)
     _check_charset(media, code)
     if media.value in _SOAP_TYPES:
+        if head_only:
+            raise _bad(f"the SOAP envelope is larger than the {len(body)} bytes accepted",
+                       code)
         return SoapPart(body, media)
     if media.value != "multipart/related":
         raise _bad(f"Content-Type {media.value} is not text/xml or multipart/related "
@@ -204,7 +216,13 @@ def soap_part(body: bytes, content_type: str | None, *, code: str = _CODE) -> So
     boundary = media.param("boundary")
     if not boundary:
         raise _bad("multipart/related without a boundary", code)
-    spans = _spans(body, boundary, code)
+    try:
+        spans = _spans(body, boundary, code, first_only=head_only)
+    except BadRequestError as exc:
+        if head_only and exc.message == "the multipart body is not closed":
+            raise _bad(f"the SOAP part is larger than the {len(body)} bytes accepted",
+                       code) from exc
+        raise
     first = MimePart(spans[0][0], body[spans[0][1]:spans[0][2]])
     start = _content_id(media.param("start"))
     if start is not None and _content_id(first.header("Content-ID")) != start:
@@ -220,7 +238,7 @@ def soap_part(body: bytes, content_type: str | None, *, code: str = _CODE) -> So
     encoding = (first.header("Content-Transfer-Encoding") or "").strip().lower()
     if encoding not in _PLAIN_ENCODINGS:
         raise _bad(f"the SOAP part must be sent 8bit, not {encoding}", code)
-    return SoapPart(first.body, media, body, spans)
+    return SoapPart(first.body, media, body, spans)  # head_only: the first span alone
 
 
 def _check_charset(media: MediaType, code: str) -> None:

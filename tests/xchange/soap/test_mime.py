@@ -78,3 +78,25 @@ def test_media_type_parameters() -> None:
     media = parse_media_type('Multipart/Related; Boundary="a b"; start="<x>"')
     assert (media.value, media.param("boundary"), media.param("start")) == (
         "multipart/related", "a b", "<x>")
+
+
+def test_head_only_finds_the_soap_part_in_the_first_bytes_of_a_message() -> None:
+    """A large message's attachments stay in the spool: only its head is looked at."""
+    head = package()[:-len(ATTACHMENT) // 2]  # cut inside the attachment
+    part = soap_part(head, CTYPE, head_only=True)
+    assert part.envelope == ENVELOPE
+    assert part.is_multipart and part.attachments == ()
+    with pytest.raises(BadRequestError, match="not closed"):
+        soap_part(head, CTYPE)  # the whole message must be closed
+
+
+@pytest.mark.parametrize(("head", "ctype"), [
+    (b"--BOUNDARY\r\nContent-Type: text/xml\r\n\r\n<e>" + b"x" * 100, CTYPE),
+    (b"<e>" + b"x" * 100, "text/xml"),
+])
+def test_head_only_refuses_a_soap_part_that_does_not_end_in_it(head: bytes,
+                                                                ctype: str) -> None:
+    with pytest.raises(BadRequestError) as info:
+        soap_part(head, ctype, head_only=True)
+    assert info.value.code == "client.invalid_content_type"
+    assert f"larger than the {len(head)} bytes accepted" in info.value.message
