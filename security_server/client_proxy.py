@@ -6,8 +6,9 @@ security-server protocol (docs/protocol.md) to provider security servers.  Per r
 
   1. parse the request line and headers (identifiers, X-Road headers) -- bad input is
      ``client.*``; nothing of the body is read yet.  For SOAP the X-Road headers are in the
-     envelope: the message (at most ``max_body_bytes``) is read and checked first
-     (xchange.soap.envelope), and errors are answered as SOAP faults;
+     envelope: the message (at most ``max_body_bytes``) is spooled and its envelope read
+     and checked first (security_server.body.soap_message, xchange.soap.envelope: of a
+     large multipart message only the SOAP part), and errors are answered as SOAP faults;
   2. global configuration must be in force (else ``global_conf_outdated``);
   3. the client must be registered on this server (else ``unknown_member``), and the
      provider known (else ``unknown_service``);
