@@ -24,13 +24,14 @@ the X-Road headers).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any, Final
 
 from lxml import etree
 
 from xchange.errors import BadRequestError
 
-__all__ = ["MAX_DEPTH", "UTF8_BOM", "parse_xml", "strip_bom"]
+__all__ = ["MAX_DEPTH", "UTF8_BOM", "parse_xml", "parse_xml_chunks", "strip_bom"]
 
 UTF8_BOM: Final = b"\xef\xbb\xbf"
 MAX_DEPTH: Final = 64
@@ -47,18 +48,17 @@ def strip_bom(data: bytes) -> bytes:
     return data[len(UTF8_BOM):] if data.startswith(UTF8_BOM) else data
 
 
+_OPTIONS: Final[dict[str, Any]] = {
+    "resolve_entities": False, "no_network": True, "load_dtd": False, "dtd_validation": False,
+    "huge_tree": False, "remove_pis": False, "remove_comments": True, "collect_ids": False}
+
+
 def _parser() -> etree.XMLParser:
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                           dtd_validation=False, huge_tree=False, remove_pis=False,
-                           remove_comments=True, collect_ids=False)
+    return etree.XMLParser(**_OPTIONS)
 
 
-def parse_xml(data: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH,
-              code: str = "client.invalid_soap", what: str = "XML") -> etree._Element:
-    """Parse ``data`` with every dangerous feature off; return the root element."""
-    if len(data) > max_bytes:
-        raise BadRequestError(f"{what} is larger than {max_bytes} bytes", code=code)
-    data = strip_bom(data)
+def _check_prolog(data: bytes, code: str, what: str) -> None:
+    """Refuse a DOCTYPE in the prolog of ``data`` (BOM stripped; its first bytes suffice)."""
     head = data[:_PROLOG_LIMIT]
     first_element = re.search(rb"<[A-Za-z_]", head)
     if first_element is None and len(data) > _PROLOG_LIMIT:
@@ -67,6 +67,21 @@ def parse_xml(data: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH,
     prolog = head if first_element is None else head[:first_element.start()]
     if _PROLOG_DOCTYPE.search(prolog):
         raise BadRequestError(f"{what}: a DOCTYPE is not accepted", code=code)
+
+
+def _check_docinfo(root: etree._Element, code: str, what: str) -> None:
+    docinfo: Any = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        raise BadRequestError(f"{what}: a DOCTYPE is not accepted", code=code)
+
+
+def parse_xml(data: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH,
+              code: str = "client.invalid_soap", what: str = "XML") -> etree._Element:
+    """Parse ``data`` with every dangerous feature off; return the root element."""
+    if len(data) > max_bytes:
+        raise BadRequestError(f"{what} is larger than {max_bytes} bytes", code=code)
+    data = strip_bom(data)
+    _check_prolog(data, code, what)
     try:
         root = etree.fromstring(data, parser=_parser())
     except etree.XMLSyntaxError as exc:
@@ -75,10 +90,71 @@ def parse_xml(data: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH,
         raise BadRequestError(f"{what} cannot be read: {exc}", code=code) from exc
     if root is None:
         raise BadRequestError(f"{what} is empty", code=code)
-    docinfo: Any = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
-        raise BadRequestError(f"{what}: a DOCTYPE is not accepted", code=code)
+    _check_docinfo(root, code, what)
     _check_tree(root, max_depth, code, what)
+    return root
+
+
+def parse_xml_chunks(chunks: Iterable[bytes], *, max_bytes: int, max_depth: int = MAX_DEPTH,
+                     code: str = "client.invalid_soap", what: str = "XML",
+                     prune: str | None = None) -> etree._Element:
+    """:func:`parse_xml` for a document given piece by piece, never held whole: the same
+    refusals, made as the pieces pass.
+
+    With ``prune`` (a tag, e.g. the SOAP ``Body``'s), whatever is nested below the elements
+    inside a second-level element of that tag is dropped as soon as it is complete: of a
+    SOAP Body only the name of its wrapper element remains, so a large envelope does not
+    become a large tree.  (A single text node is limited to 10 MB by the parser.)"""
+    parser = etree.XMLPullParser(events=("start", "end", "pi"), **_OPTIONS)
+    path: list[str] = []
+    head, started, size = b"", False, 0
+
+    def consume() -> None:
+        for event, elem in parser.read_events():
+            if event == "pi":
+                raise BadRequestError(f"{what}: processing instructions are not accepted",
+                                      code=code)
+            assert isinstance(elem, etree._Element)
+            if event == "start":
+                path.append(elem.tag)
+                if len(path) > max_depth:
+                    raise BadRequestError(f"{what} is nested deeper than {max_depth} "
+                                          "elements", code=code)
+                continue
+            if any(isinstance(c, etree._Entity) for c in elem):
+                raise BadRequestError(f"{what}: entity references are not accepted",
+                                      code=code)
+            if prune is not None and len(path) >= 4 and path[1] == prune:
+                parent = elem.getparent()
+                if parent is not None:
+                    parent.remove(elem)
+            path.pop()
+
+    try:
+        for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                raise BadRequestError(f"{what} is larger than {max_bytes} bytes", code=code)
+            if started:
+                parser.feed(chunk)
+            else:
+                head += chunk
+                if len(head) < _PROLOG_LIMIT + len(UTF8_BOM):
+                    continue
+                head, started = strip_bom(head), True
+                _check_prolog(head, code, what)
+                parser.feed(head)
+            consume()
+        if not started:
+            head = strip_bom(head)
+            _check_prolog(head, code, what)
+            parser.feed(head)
+        root = parser.close()
+        consume()
+    except etree.XMLSyntaxError as exc:
+        raise BadRequestError(f"{what} is not well-formed: {exc}", code=code) from exc
+    _check_docinfo(root, code, what)
+    _check_tree(root, max_depth, code, what)  # what is left: the kept part
     return root
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xchange.errors import BadRequestError
-from xchange.soap.xml import UTF8_BOM, parse_xml, strip_bom
+from xchange.soap.xml import UTF8_BOM, parse_xml, parse_xml_chunks, strip_bom
 
 
 def test_a_plain_document_parses() -> None:
@@ -27,14 +27,46 @@ def test_a_utf8_bom_is_skipped() -> None:
     (b"<a>" * 65 + b"</a>" * 65, "deeper"),
     (b"<a>", "well-formed"),
     (b"", "well-formed"),
-    (b"x" * 10_001, "larger"),
+    (b"<a>" + b"x" * 10_000 + b"</a>", "larger"),
     (b"<!--" + b" " * 5000 + b"-->" + b'<!DOCTYPE a [<!ENTITY e "x">]><a>&e;</a>', "no element"),
 ])
-def test_refused(document: bytes, why: str) -> None:
+@pytest.mark.parametrize("piece", [None, 1, 7, 4096])
+def test_refused(document: bytes, why: str, piece: int | None) -> None:
+    """The same refusals whole and fed piece by piece (``piece`` bytes at a time)."""
     with pytest.raises(BadRequestError) as info:
-        parse_xml(document, max_bytes=10_000)
+        if piece is None:
+            parse_xml(document, max_bytes=10_000)
+        else:
+            parse_xml_chunks(_pieces(document, piece), max_bytes=10_000)
     assert info.value.code == "client.invalid_soap"
     assert why in info.value.message
+
+
+def _pieces(data: bytes, size: int) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+def test_pieces_parse_as_the_whole_and_a_bom_is_skipped() -> None:
+    document = UTF8_BOM + b"<?xml version='1.0' encoding='UTF-8'?><a><b>x</b></a>"
+    for size in (1, 5, 10_000):
+        assert parse_xml_chunks(_pieces(document, size), max_bytes=100).findtext("b") == "x"
+
+
+def test_pruning_keeps_the_header_and_the_body_wrapper_name_only() -> None:
+    items = b"<item><v>1</v><w/></item>" * 20_000  # ~500 KB of body
+    document = (b"<E><H><f><g>kept</g></f></H><B><op>" + items + b"</op></B></E>")
+    root = parse_xml_chunks(_pieces(document, 65_536), max_bytes=len(document), prune="B")
+    assert root.findtext("H/f/g") == "kept"
+    body = root.find("B")
+    assert body is not None
+    [op] = list(body)
+    assert op.tag == "op" and len(op) == 0
+    # deep nesting and hostile content in the pruned part are still refused
+    for bad, why in ((b"<x>" * 70 + b"</x>" * 70, "deeper"), (b"<?pi x?>", "processing"),
+                     (b"&undeclared;", "well-formed")):
+        with pytest.raises(BadRequestError, match=why):
+            parse_xml_chunks(_pieces(b"<E><B><op><i>" + bad + b"</i></op></B></E>", 3),
+                             max_bytes=10_000, prune="B")
 
 
 def test_the_caller_names_the_code() -> None:
