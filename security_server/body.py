@@ -21,6 +21,7 @@ The SOAP side and the REST side both hand their bodies over as :class:`Body` obj
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ctypes
 import ctypes.util
@@ -28,8 +29,9 @@ import os
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final, Protocol
+from typing import IO, Any, Final, Protocol, TypeVar
 
 from xchange.body import (
     CHUNK_SIZE,
@@ -41,8 +43,10 @@ from xchange.body import (
 )
 from xchange.errors import XRoadError
 
-__all__ = ["MEMORY_THRESHOLD", "SOAP_PART_LIMIT", "Body", "BodySink", "Spool",
+__all__ = ["MEMORY_THRESHOLD", "SOAP_PART_LIMIT", "Body", "BodySink", "SoapMessage", "Spool",
            "limit_malloc_arenas", "soap_message", "spool"]
+
+_T = TypeVar("_T")
 
 MEMORY_THRESHOLD: Final = 1024 * 1024
 """Bodies up to this size (1 MiB) stay in memory; larger ones are spooled to a file."""
@@ -325,14 +329,45 @@ async def spool(chunks: AsyncIterable[bytes], directory: Path | None, *, limit: 
         raise
 
 
-async def soap_message(body: Body, content_type: str | None) -> tuple[bytes, bool]:
-    """What of a SOAP message is read into memory, and whether that is only its head.
+@dataclass(frozen=True, slots=True)
+class SoapMessage:
+    """What of a SOAP message (:class:`Body`) is read into memory to check it."""
 
-    A ``multipart/related`` message larger than that: its first :data:`SOAP_PART_LIMIT` bytes (the
-    SOAP part must end within them; :func:`xchange.soap.mime.soap_part` with ``head_only``);
-    the attachments are never read here.  Anything else (``text/xml``, a smaller message): the
-    whole message (at most ``max_body_bytes``)."""
+    data: bytes | None
+    """The whole message, or (``head_only``) its first bytes; ``None`` for a spooled
+    ``text/xml`` message, which is parsed from :meth:`Body.chunks` as it is read."""
+    head_only: bool
+    body: Body
+    request_hash: str | None
+    """For ``data=None``: the requestHash of the message (the SHA-512 taken as it arrived)."""
+
+    def pieces(self) -> bytes | Iterator[bytes]:
+        """What :mod:`xchange.soap.envelope` is given: the bytes, or the spooled pieces
+        (blocking reads: see :meth:`run`)."""
+        return self.data if self.data is not None else self.body.chunks()
+
+    async def run(self, check: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """``check(*args, **kwargs)``: on a worker thread when it reads the spool."""
+        if self.data is not None:
+            return check(*args, **kwargs)
+        return await asyncio.to_thread(check, *args, **kwargs)
+
+
+async def soap_message(body: Body, content_type: str | None) -> SoapMessage:
+    """What of a SOAP message is read into memory.
+
+    A ``multipart/related`` message larger than :data:`SOAP_PART_LIMIT`: its first
+    :data:`SOAP_PART_LIMIT` bytes (the SOAP part must end within them;
+    :func:`xchange.soap.mime.soap_part` with ``head_only``); the attachments are never read.
+    A spooled ``text/xml`` message: nothing -- it is parsed piece by piece from the spool,
+    keeping only its Header and the name of its Body's element.  Anything else (a message
+    in memory, a multipart message up to the limit): the whole message."""
     multipart = (content_type or "").split(";", 1)[0].strip().lower() == "multipart/related"
-    if multipart and body.size > SOAP_PART_LIMIT:
-        return await body.head(SOAP_PART_LIMIT), True
-    return await body.read(), False
+    if body.data is not None:
+        return SoapMessage(body.data, False, body, None)
+    if not multipart:
+        return SoapMessage(None, False, body,
+                           base64.b64encode(body.digest.sha512).decode("ascii"))
+    if body.size > SOAP_PART_LIMIT:
+        return SoapMessage(await body.head(SOAP_PART_LIMIT), True, body, None)
+    return SoapMessage(await body.read(), False, body, None)

@@ -45,7 +45,7 @@ import aiohttp
 from aiohttp import web
 from cryptography import x509
 
-from security_server.body import Body, soap_message
+from security_server.body import Body, SoapMessage, soap_message
 from security_server.http import (
     MESSAGE_ID,
     SOAP,
@@ -179,9 +179,10 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
     body = await rt.spool(received(request, code="client.bad_request"), limit=limit,
                           too_large=_too_large(limit))
     try:
-        message, head_only = await soap_message(body, ctype)
-        req = parse_request(message, ctype, request.headers.get("SOAPAction"),
-                            max_bytes=limit, head_only=head_only)
+        message = await soap_message(body, ctype)
+        req = await message.run(parse_request, message.pieces(), ctype,
+                                request.headers.get("SOAPAction"), max_bytes=limit,
+                                head_only=message.head_only)
         del message
         request[MESSAGE_ID] = req.message_id
         check_is_connection(rt.directory, req.client, request.transport)
@@ -265,7 +266,7 @@ class _Answer:
 
 
 async def _verified_response(rt: Runtime, conf: GlobalConf, req: Request,
-                             body: tuple[bytes, bool] | None,
+                             body: SoapMessage | None,
                              answer: _Answer, rhash: str, at: datetime) -> RestResponse:
     """The provider's response, signed by the provider's member with certificates proven
     good, and bound to ``req`` (whose body was ``body``, kept for a SOAP request)."""
@@ -284,10 +285,13 @@ async def _verified_response(rt: Runtime, conf: GlobalConf, req: Request,
     if isinstance(req, SoapRequest):
         assert body is not None
         response_ctype = dict(response.headers).get("content-type")
-        answer_data, answer_head_only = await soap_message(answer.body, response_ctype)
-        check_response(req, body[0], answer_data, response_ctype,
-                       max_bytes=rt.config.max_body_bytes, request_head_only=body[1],
-                       response_head_only=answer_head_only)
+        answered = await soap_message(answer.body, response_ctype)
+        # A text/xml answer is read whole (at most max_body_bytes).
+        answer_data = (answered.data if answered.data is not None
+                       else await answer.body.read())
+        check_response(req, body.data, answer_data, response_ctype,
+                       max_bytes=rt.config.max_body_bytes, request_head_only=body.head_only,
+                       response_head_only=answered.head_only, request_hash=body.request_hash)
     return response
 
 

@@ -47,7 +47,7 @@ from aiohttp import web
 from cryptography import x509
 from yarl import URL
 
-from security_server.body import Body, soap_message
+from security_server.body import Body, SoapMessage, soap_message
 from security_server.directory import LocalService
 from security_server.http import (
     MESSAGE_ID,
@@ -167,11 +167,14 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
     verified = await _verify_request(rt, conf, req, head, body, payload, now)
     # Of a SOAP message, its envelope is parsed (security_server.body.soap_message: a large
     # multipart message's attachments stay in the spool); REST bodies stream.
-    soap_body, head_only = (await soap_message(body, req.content_type)
-                            if isinstance(req, SoapRequest) else (None, False))
+    message = await soap_message(body, req.content_type) if isinstance(req, SoapRequest) \
+        else None
     try:
-        service = _admit(rt, conf, req, head, soap_body, head_only, verified, peer_cert,
-                         now)  # 4.
+        service = _admit(rt, conf, req, head, message, verified, peer_cert, now)  # 4.
+        if isinstance(req, SoapRequest) and message is not None and message.data is None:
+            # a spooled text/xml envelope: checked piece by piece, off the event loop
+            await message.run(check_request_body, req, message.pieces(),
+                              max_bytes=rt.config.max_body_bytes)
     except XRoadError as exc:
         # Evidence: a signed request that was refused is logged, with the reason.
         await rt.log_message(make_entry(req, "request", "incoming", head, body, now,
@@ -190,7 +193,8 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
         raise ServerProxyError(f"no signing key for provider {req.service.provider.member}")
     staples = rt.own_staples(identity, conf, now, code=_CODE_CERT)
     if service.local_handler is not None:  # a metadata service: this server answers
-        status, headers, data = await service.local_handler(req, soap_body or b"", conf)
+        status, headers, data = await service.local_handler(
+            req, (message.data if message is not None else None) or b"", conf)
         answer = Body.of(data)
     else:
         status, headers, answer = await _call_provider(rt, service, req, body)
@@ -198,10 +202,12 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
         # Only Content-Type crosses (PR-MESS 2.2); the answer gets its requestHash.
         headers = tuple((n, v) for n, v in headers if n == "content-type")
         try:
-            finished = finish_response(soap_body or b"", req.content_type, await answer.read(),
-                                       dict(headers).get("content-type"),
-                                       max_bytes=rt.config.max_body_bytes,
-                                       request_head_only=head_only)
+            assert message is not None
+            # The answer is read whole (at most max_body_bytes): its Header is rewritten.
+            finished = await message.run(
+                finish_response, message.pieces(), req.content_type, await answer.read(),
+                dict(headers).get("content-type"), max_bytes=rt.config.max_body_bytes,
+                request_head_only=message.head_only, request_hash=message.request_hash)
         finally:
             answer.close()
         answer = Body.of(finished)
@@ -247,9 +253,8 @@ async def _verify_request(rt: Runtime, conf: GlobalConf, req: Request,
         raise
 
 
-def _admit(rt: Runtime, conf: GlobalConf, req: Request, msg: FrameHead, soap_body: bytes | None,
-           head_only: bool,
-           verified: VerifiedSignature, peer_cert: x509.Certificate,
+def _admit(rt: Runtime, conf: GlobalConf, req: Request, msg: FrameHead,
+           message: SoapMessage | None, verified: VerifiedSignature, peer_cert: x509.Certificate,
            now: datetime) -> LocalService:
     """Decide whether a verified request may pass: certificates good, hosted provider, known
     service, access right, fresh signature, first use of its one-time value."""
@@ -258,8 +263,10 @@ def _admit(rt: Runtime, conf: GlobalConf, req: Request, msg: FrameHead, soap_bod
                         code=_CODE_CERT).require_good(code=_CODE_CERT)
     service = _local_service(rt, conf, req)
     if isinstance(req, SoapRequest):
-        check_request_body(req, soap_body or b"", max_bytes=rt.config.max_body_bytes,
-                           head_only=head_only)
+        assert message is not None
+        if message.data is not None:  # else checked by the caller, off the event loop
+            check_request_body(req, message.data, max_bytes=rt.config.max_body_bytes,
+                               head_only=message.head_only)
     rt.directory.check_access(req.client, req.service, req.method, req.path,
                               conf.members_of_group, soap=isinstance(req, SoapRequest))
     if verified.signed_at is None or verified.nonce is None:

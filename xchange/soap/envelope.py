@@ -38,7 +38,7 @@ from xchange.errors import BadRequestError, InvalidSignatureError, ServerProxyEr
 from xchange.identifiers import NS_XROAD, ClientId, SecurityServerId, ServiceId
 from xchange.rest import _bad_part, _load_header_part, _opt_str, _str
 from xchange.soap.mime import MimePart, SoapPart, join_multipart, parse_media_type, soap_part
-from xchange.soap.xml import parse_xml
+from xchange.soap.xml import parse_xml, parse_xml_chunks
 
 __all__ = [
     "HASH_ALGORITHMS",
@@ -116,11 +116,16 @@ class ParsedEnvelope:
                 if isinstance(c.tag, str) and etree.QName(c).namespace in _FIELDS]
 
 
-def parse_envelope(data: bytes, *, max_bytes: int,
+def parse_envelope(data: bytes | Iterable[bytes], *, max_bytes: int,
                    code: str = "client.invalid_soap") -> ParsedEnvelope:
     """Parse ``data`` as a SOAP 1.1 envelope: ``Envelope``, optional ``Header``, ``Body``
-    with exactly one element."""
-    root = parse_xml(data, max_bytes=max_bytes, code=code, what="SOAP message")
+    with exactly one element.  Given in pieces, the envelope is parsed as they pass and
+    only the Header and the name of the Body's element are kept
+    (:func:`xchange.soap.xml.parse_xml_chunks`)."""
+    root = (parse_xml(data, max_bytes=max_bytes, code=code, what="SOAP message")
+            if isinstance(data, bytes)
+            else parse_xml_chunks(data, max_bytes=max_bytes, code=code, what="SOAP message",
+                                  prune=_q(NS_SOAP_ENV, "Body")))
     if root.tag == _q(NS_SOAP12_ENV, "Envelope"):
         raise BadRequestError("SOAP 1.2 is not supported: send a SOAP 1.1 envelope",
                               code=code)
@@ -270,13 +275,20 @@ class SoapRequest:
         return req
 
 
-def parse_request(body: bytes, content_type: str | None, soap_action: str | None, *,
-                  max_bytes: int, head_only: bool = False) -> SoapRequest:
+def parse_request(body: bytes | Iterable[bytes], content_type: str | None,
+                  soap_action: str | None, *, max_bytes: int,
+                  head_only: bool = False) -> SoapRequest:
     """Parse and check an information system's SOAP request (module docstring); with
-    ``head_only``, ``body`` is the first bytes of the message (:func:`soap_part`)."""
+    ``head_only``, ``body`` is the first bytes of the message (:func:`soap_part`); a
+    ``text/xml`` message may be given in pieces (:func:`parse_envelope`)."""
     action = check_soap_action(soap_action)
-    part = soap_part(body, content_type, head_only=head_only)
-    env = parse_envelope(part.envelope, max_bytes=max_bytes)
+    if isinstance(body, bytes):
+        envelope: bytes | Iterable[bytes] = soap_part(body, content_type,
+                                                      head_only=head_only).envelope
+    else:
+        soap_part(b"", content_type)  # the Content-Type is checked: text/xml only
+        envelope = body
+    env = parse_envelope(envelope, max_bytes=max_bytes)
     if env.is_fault:
         raise BadRequestError("a request must not be a SOAP Fault", code="client.invalid_body")
     fields = _fields(env)
@@ -301,7 +313,7 @@ def parse_request(body: bytes, content_type: str | None, soap_action: str | None
     )
 
 
-def check_request_body(req: SoapRequest, body: bytes, *, max_bytes: int,
+def check_request_body(req: SoapRequest, body: bytes | Iterable[bytes], *, max_bytes: int,
                        head_only: bool = False) -> None:
     """The provider's check that the SOAP message it received is the one the signed header
     part describes; raise ``server.serverproxy.bad_request`` otherwise."""
@@ -335,13 +347,21 @@ def _inconsistent(why: str) -> ServerProxyError:
                             code="server.serverproxy.inconsistent_response")
 
 
-def finish_response(request_body: bytes, request_content_type: str, response_body: bytes,
-                    response_content_type: str | None, *, max_bytes: int,
-                    request_head_only: bool = False) -> bytes:
+def finish_response(request_body: bytes | Iterable[bytes], request_content_type: str,
+                    response_body: bytes, response_content_type: str | None, *,
+                    max_bytes: int, request_head_only: bool = False,
+                    request_hash: str | None = None) -> bytes:
     """The provider side's treatment of a SOAP answer (module docstring): return the bytes to
     sign and send, or raise ``server.serverproxy.inconsistent_response``.
-    ``request_head_only``: ``request_body`` is the request's first bytes (:func:`soap_part`)."""
-    request = soap_part(request_body, request_content_type, head_only=request_head_only)
+    ``request_head_only``: ``request_body`` is the request's first bytes (:func:`soap_part`).
+    A ``text/xml`` request may be given in pieces, with its ``request_hash`` (SHA-512)."""
+    if isinstance(request_body, bytes):
+        request = soap_part(request_body, request_content_type, head_only=request_head_only)
+        asked_envelope: bytes | Iterable[bytes] = request.envelope
+        request_hash = soap_request_hash(request.envelope)
+    else:
+        asked_envelope = request_body
+        assert request_hash is not None, "a request given in pieces comes with its hash"
     try:
         part = soap_part(response_body, response_content_type,
                          code="server.serverproxy.inconsistent_response")
@@ -351,7 +371,7 @@ def finish_response(request_body: bytes, request_content_type: str, response_bod
         raise _inconsistent(f"is not a SOAP 1.1 message: {exc.message}") from exc
     if env.is_fault:
         return response_body  # faults pass untouched
-    asked = parse_envelope(request.envelope, max_bytes=max_bytes)
+    asked = parse_envelope(asked_envelope, max_bytes=max_bytes)
     if env.header is None or _echoed(env.xroad_fields()) != _echoed(asked.xroad_fields()):
         raise _inconsistent("does not copy the request's X-Road header fields in order")
     assert env.header is not None
@@ -359,7 +379,7 @@ def finish_response(request_body: bytes, request_content_type: str, response_bod
         env.header.remove(old)
     fields = env.xroad_fields()
     stamp = etree.Element(_q(NS_XROAD, "requestHash"), algorithmId=SHA512)
-    stamp.text = soap_request_hash(request.envelope)
+    stamp.text = request_hash
     fields[-1].addnext(stamp)
     stamp.tail = fields[-1].tail
     envelope = etree.tostring(env.root, xml_declaration=True, encoding="UTF-8")
@@ -375,12 +395,15 @@ def _replace_root(part: SoapPart, envelope: bytes) -> bytes:
     return join_multipart((first, *part.attachments), boundary)
 
 
-def check_response(req: SoapRequest, request_body: bytes, response_body: bytes,
+def check_response(req: SoapRequest, request_body: bytes | None, response_body: bytes,
                    response_content_type: str | None, *, max_bytes: int,
-                   request_head_only: bool = False, response_head_only: bool = False) -> None:
+                   request_head_only: bool = False, response_head_only: bool = False,
+                   request_hash: str | None = None) -> None:
     """The consumer's check that a (non-fault) response carries the ``requestHash`` of the
     request it sent; raise ``server.clientproxy.invalid_request_hash`` otherwise.  Either body
-    may be only its message's first bytes (``*_head_only``, :func:`soap_part`)."""
+    may be only its message's first bytes (``*_head_only``, :func:`soap_part`); instead of
+    the request, its ``request_hash`` (SHA-512) may be given: then only a SHA-512
+    ``requestHash`` is accepted."""
     code = "server.clientproxy.invalid_request_hash"
     try:
         part = soap_part(response_body, response_content_type, code=code,
@@ -398,9 +421,14 @@ def check_response(req: SoapRequest, request_body: bytes, response_body: bytes,
     if algorithm not in HASH_ALGORITHMS:
         raise InvalidSignatureError(f"requestHash algorithm {algorithm!r} is not supported",
                                     code=code)
-    sent = soap_part(request_body, req.content_type, head_only=request_head_only).envelope
     got = "".join((stamps[0].text or "").split())
-    if got != soap_request_hash(sent, algorithm):
+    if request_body is None:
+        assert request_hash is not None, "the request or its hash"
+        expected = request_hash if algorithm == SHA512 else None
+    else:
+        sent = soap_part(request_body, req.content_type, head_only=request_head_only).envelope
+        expected = soap_request_hash(sent, algorithm)
+    if got != expected:
         raise InvalidSignatureError("the SOAP response's requestHash is not the hash of the "
                                     "request sent", code=code)
 

@@ -1,5 +1,6 @@
 """The one hardened XML parser of xchange: every document from outside goes through
-:func:`parse_xml`.
+:func:`parse_xml` (or :func:`parse_xml_chunks`, the same fed piece by piece, for a large
+SOAP envelope read from a spool).
 
 Refused before or while parsing, each with a :class:`~xchange.errors.BadRequestError` of the
 caller's code:
