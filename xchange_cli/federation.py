@@ -477,6 +477,7 @@ class ManagedProcess:
         self.name = name
         self.ready = ready
         """What :meth:`wait_ready` waits for (a health check, a port that accepts)."""
+        self._terminated = False
         self.log_path = log_dir / f"{name}.log"
         log_dir.mkdir(parents=True, exist_ok=True)
         self._log: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
@@ -512,9 +513,16 @@ class ManagedProcess:
             self.process.wait()
         self._log.close()
 
+    def terminate(self) -> None:
+        """SIGTERM, without waiting: :meth:`stop` then waits (several processes stop together
+        this way)."""
+        if self.process.poll() is None and not self._terminated:
+            self.process.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -641,8 +649,15 @@ class RunningFederation:
             p.stop()
 
     def stop(self) -> None:
-        for name in reversed(list(self.processes)):
-            self.stop_process(name)
+        """Stop every process: the security servers first, as they may still reach the others
+        while they shut down, then the rest.  The processes of each group stop together."""
+        servers = {s.agency.server_code for s in self.federation.servers}
+        names = list(reversed(self.processes))
+        for group in ([n for n in names if n in servers], [n for n in names if n not in servers]):
+            for name in group:
+                self.processes[name].terminate()
+            for name in group:
+                self.stop_process(name)
 
 
 @contextlib.contextmanager
