@@ -22,6 +22,8 @@ __all__ = ["KINDS", "factory", "kind_schema"]
 KINDS: Final[Mapping[str, str]] = {
     # kind: "module:function"
     "sql": "adapters.sql:from_config",
+    "file": "adapters.files:from_config",
+    "soap": "adapters.soap_rest:from_config",
 }
 
 

@@ -448,6 +448,7 @@ class RegistryService:
     def delete_server(self, server: SecurityServerId) -> None:
         row = self.server_row(server)
         before = self._server_json(row)
+        clients = [ClientId.parse(c["id"]) for c in before["clients"]]
         for child in (*self.session.exec(select(AuthCertRow).where(
                 AuthCertRow.server_id == row.id)),
                       *self.session.exec(select(ServerClientRow).where(
@@ -457,6 +458,8 @@ class RegistryService:
         self.session.delete(row)
         self.audit("server.delete", str(server), before, None)
         self._flush(f"security server {server}")
+        for client in clients:
+            self._withdraw_if_unhosted(client)
 
     def add_auth_cert(self, server: SecurityServerId, cert: x509.Certificate,
                       *, at: datetime | None = None) -> dict[str, Any]:
@@ -554,7 +557,28 @@ class RegistryService:
         self._flush(f"client {client}")
         after = self._server_json(row)
         self.audit("server.client.remove", str(server), before, after)
+        self._withdraw_if_unhosted(client)
         return after
+
+    def _withdraw_if_unhosted(self, client: ClientId) -> None:
+        """A subsystem that no security server hosts any more offers nothing: the catalogue
+        entries servers published for it go (an officer's stay), audited as
+        ``service.catalogue.withdraw``.  Its server can no longer publish the empty list
+        itself: the registry accepts one only from a server that hosts the subsystem."""
+        sub = self._subsystem_row(client)
+        if self.session.exec(select(ServerClientRow).where(
+                ServerClientRow.subsystem_id == sub.id)).first() is not None:
+            return
+        rows = list(self.session.exec(select(ServiceRow).where(
+            ServiceRow.subsystem_id == sub.id, col(ServiceRow.published_by).is_not(None))))
+        if not rows:
+            return
+        for service in rows:
+            self.session.delete(service)
+        self._flush(f"catalogue of {client}")
+        self.audit("service.catalogue.withdraw", str(client),
+                   {"provider": str(client), "services": sorted(r.code for r in rows)},
+                   {"provider": str(client), "services": []})
 
     # -- global groups -------------------------------------------------------------------------
 

@@ -8,14 +8,23 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
-__all__ = ["load_json_schema", "schema_text"]
+__all__ = ["load_json_schema", "schema_file", "schema_text"]
 
 
 def schema_text(name: str) -> str:
     """The text of the schema file ``name`` (for example ``globalconf.schema.json``)."""
     return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+def schema_file(name: str) -> Path:
+    """The path of the schema file ``name`` (XSDs: their imports are resolved beside it)."""
+    path = Path(str(resources.files(__name__).joinpath(name)))
+    if not path.is_file():
+        raise FileNotFoundError(f"schema {name} is not installed as a file")
+    return path
 
 
 @cache

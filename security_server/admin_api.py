@@ -57,7 +57,7 @@ from xchange.adminauth import AdminPublicKey, PermissionTable, Principal, requir
 from xchange.catalogue import catalogue_json
 from xchange.certificates import cert_sha256
 from xchange.errors import AdminUnauthorizedError, BadRequestError, XRoadError
-from xchange.identifiers import ClientId, ServiceId
+from xchange.identifiers import ClientId, SecurityServerId, ServiceId
 from xchange.servicedesc import MAX_DESCRIPTION_BYTES, parse_openapi
 from xchange.soap.wsdl import parse_wsdl
 
@@ -271,6 +271,20 @@ async def update_client(request: web.Request) -> web.Response:
                      at=ctx.clock(), enabled=data.get("enabled"),
                      is_connection=data.get("is_connection"), change=True)
     return web.json_response(_client_json(row))
+
+
+async def delete_client(request: web.Request) -> web.Response:
+    """Remove a local client and everything of it; a subsystem's catalogue entries at the
+    registry are withdrawn in the background (its list is now empty)."""
+    who = _principal(request, "clients.write")
+    ctx, client = request.app[ADMIN], _client(request)
+    if ctx.server and client == SecurityServerId.parse(ctx.server).owner:
+        raise XRoadError(f"{client} owns this server and is always its client",
+                         code="admin.conflict")
+    await _run(request, ctx.store.delete_client, client, actor=who.subject, at=ctx.clock(),
+               change=True)
+    await _catalogue_changed(request, client)
+    return web.Response(status=204)
 
 
 def _cert_json(sha256: str, pem: str) -> dict[str, Any]:
@@ -544,10 +558,12 @@ async def restore(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise XRoadError("the backup is not base64", code="admin.invalid_backup") from exc
     doc = await _run(request, decrypt_backup, blob, data["passphrase"], ctx.server)
+    before = {c.id for c in await _run(request, ctx.store.clients)}
     counts = await _run(request, restore_backup, ctx.store, doc, actor=who.subject,
                         at=ctx.clock(), change=True)
-    for client in await _run(request, ctx.store.clients):
-        await _catalogue_changed(request, client.id)
+    # every client's list may have changed, and one the backup lacks has none now
+    for client in sorted(before | {c.id for c in await _run(request, ctx.store.clients)}):
+        await _catalogue_changed(request, client)
     return web.json_response({"restored": counts})
 
 
@@ -592,6 +608,7 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("POST", "/api/v1/clients", add_client),
     ("GET", "/api/v1/clients/{client}", get_client),
     ("PATCH", "/api/v1/clients/{client}", update_client),
+    ("DELETE", "/api/v1/clients/{client}", delete_client),
     ("GET", "/api/v1/clients/{client}/tls-certificates", list_client_certs),
     ("POST", "/api/v1/clients/{client}/tls-certificates", add_client_cert),
     ("DELETE", "/api/v1/clients/{client}/tls-certificates/{sha256}", delete_client_cert),

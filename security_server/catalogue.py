@@ -18,7 +18,10 @@ for them in the registry's catalogue.  This module carries the first to the seco
 
 A publication whose catalogue is the one last published is recorded without sending
 anything (a changed timeout does not concern the catalogue), unless it is asked for
-explicitly.  Not here: the registry's side (:mod:`registry.management`).
+explicitly.  When the background task starts, :func:`stale_catalogues` finds the subsystems
+whose stored publication is not known to match their services (imported from the TOML file,
+changed while the server was down, or deleted: a client that is gone has an empty list) and
+marks them due.  Not here: the registry's side (:mod:`registry.management`).
 """
 
 from __future__ import annotations
@@ -57,18 +60,25 @@ __all__ = [
     "catalogue_request",
     "publication_json",
     "registry_url",
+    "stale_catalogues",
 ]
 
 log = logging.getLogger(__name__)
 
 _TYPES: Final = {"OPENAPI3": "OPENAPI", "REST": "REST", "WSDL": "WSDL"}
 _MAX_ANSWER: Final = 64 * 1024
+_NOT_HOSTED: Final = "registry.management.not_allowed"
 
 
 class PublicationError(XRoadError):
     """The catalogue could not be published (the registry is unreachable or refused it)."""
 
     default_code = "admin.publication_failed"
+
+    def __init__(self, message: str, *, registry_code: str | None = None) -> None:
+        super().__init__(message)
+        self.registry_code = registry_code
+        """The code of the registry's refusal, if it refused."""
 
 
 def registry_url(config: SecurityServerConfig) -> str:
@@ -109,6 +119,27 @@ def build_catalogue(store: ServerStore, client: ClientId) -> tuple[CatalogueEntr
                  for s in store.services(client) if s.description_id in enabled)
 
 
+def stale_catalogues(store: ServerStore) -> list[ClientId]:
+    """The subsystems whose catalogue is not known to be the one last published, and that
+    are not already due: a local subsystem or one with a publication row (a deleted client
+    keeps its row; its catalogue is empty).  A subsystem never published whose list is empty
+    is left alone: nothing of it is known at the registry, and it may not be registered
+    there yet."""
+    rows = {r.client_id: r for r in store.publications()}
+    clients = {ClientId.parse(c.id) for c in store.clients()}
+    clients |= {ClientId.parse(c) for c in rows}
+    out = []
+    for client in sorted((c for c in clients if c.subsystem is not None), key=str):
+        row = rows.get(str(client))
+        if row is not None and (row.wanted > row.published or row.state == "failed"):
+            continue  # already due: the background task sends it
+        entries = build_catalogue(store, client)
+        published = row.digest if row is not None else None
+        if bool(entries) if published is None else catalogue_digest(entries) != published:
+            out.append(client)
+    return out
+
+
 def catalogue_request(entries: tuple[CatalogueEntry, ...], client: ClientId,
                       server: SecurityServerId, now: datetime) -> ManagementRequest:
     """The ``service_catalogue_update`` of ``client``'s ``entries``, unsigned."""
@@ -141,12 +172,15 @@ def publication_json(row: CataloguePublicationRow) -> dict[str, Any]:
             "last_error": row.last_error}
 
 
-def _problem_text(status: int, body: bytes) -> str:
+def _refusal(status: int, body: bytes) -> PublicationError:
     try:
         doc = json.loads(body)
-        return f"{doc['code']}: {doc.get('detail') or doc.get('title')}"
+        code = str(doc["code"])
+        return PublicationError(f"the registry refused the update: {code}: "
+                                f"{doc.get('detail') or doc.get('title')}", registry_code=code)
     except (ValueError, KeyError, TypeError):
-        return f"the registry answered HTTP {status}"
+        return PublicationError(f"the registry refused the update: the registry answered "
+                                f"HTTP {status}")
 
 
 class CataloguePublisher:
@@ -210,6 +244,15 @@ class CataloguePublisher:
             signature = await self.sign(identity, request_payload(request))
             answer = await self._send(seal_request(request, signature))
         except XRoadError as exc:
+            if isinstance(exc, PublicationError) and exc.registry_code == _NOT_HOSTED \
+                    and not entries:
+                # Unregistered first: the registry drops what servers published for a
+                # subsystem none hosts any more; while another hosts it, its list stands.
+                log.info("service catalogue of %s: nothing to withdraw, the registry no "
+                         "longer counts it as a client of this server", client)
+                await asyncio.to_thread(self.store.publication_result, client, covered,
+                                        at=now, digest=digest, services=0)
+                return
             log.warning("service catalogue of %s not published: %s", client, exc.message)
             await asyncio.to_thread(self.store.publication_result, client, covered, at=now,
                                     error=exc.message)
@@ -237,8 +280,7 @@ class CataloguePublisher:
             raise PublicationError(f"the registry at {url} could not be reached "
                                    f"({type(exc).__name__}: {str(exc)[:200]})") from exc
         if status != 202:
-            raise PublicationError(f"the registry refused the update: "
-                                   f"{_problem_text(status, body)}")
+            raise _refusal(status, body)
         try:
             answer: dict[str, Any] = json.loads(body)
             state = answer["state"]
@@ -257,8 +299,25 @@ class CataloguePublisher:
             return last is None or now - last >= timedelta(seconds=self.retry_seconds)
         return row.wanted > row.published
 
+    async def mark_stale(self) -> list[ClientId]:
+        """Mark due the subsystems :func:`stale_catalogues` names, and return them."""
+        try:
+            stale = await asyncio.to_thread(stale_catalogues, self.store)
+            for client in stale:
+                await asyncio.to_thread(self.store.catalogue_due, client)
+        except XRoadError as exc:
+            log.warning("service catalogues not compared with the last published: %s",
+                        exc.message)
+            return []
+        if stale:
+            log.info("service catalogues to publish at start: %s",
+                     ", ".join(map(str, stale)))
+        return stale
+
     async def run(self) -> None:
-        """Publish what is due, then wait for a change or ``retry_seconds``; forever."""
+        """Mark stale catalogues due (:meth:`mark_stale`), then publish what is due and wait
+        for a change or ``retry_seconds``; forever."""
+        await self.mark_stale()
         async with aiohttp.ClientSession() as session:
             self.session = session
             try:

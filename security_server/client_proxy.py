@@ -1,10 +1,13 @@
 """The client proxy: where the agency's own information systems call the federation.
 
-Speaks the X-Road Message Protocol for REST (``/r1/...``) to the IS and xchange's
+Speaks the X-Road Message Protocol for REST (``/r1/...``) and the X-Road Message Protocol 4.0
+(SOAP, a POST on any other path, also in absolute form) to the IS, and xchange's
 security-server protocol (docs/protocol.md) to provider security servers.  Per request:
 
   1. parse the request line and headers (identifiers, X-Road headers) -- bad input is
-     ``client.*``; nothing of the body is read yet;
+     ``client.*``; nothing of the body is read yet.  For SOAP the X-Road headers are in the
+     envelope: the message (at most ``max_body_bytes``) is read and checked first
+     (xchange.soap.envelope), and errors are answered as SOAP faults;
   2. global configuration must be in force (else ``global_conf_outdated``);
   3. the client must be registered on this server (else ``unknown_member``), and the
      provider known (else ``unknown_service``);
@@ -18,7 +21,8 @@ security-server protocol (docs/protocol.md) to provider security servers.  Per r
   6. verify the response's signature, the OCSP responses stapled to it (the provider
      member's signing certificate and the TLS certificate the connection presented) and
      its binding to the request, log it, then answer the IS with the provider's status,
-     headers and body plus the X-Road response headers.
+     headers and body plus the X-Road response headers.  A SOAP answer that is not a fault
+     must carry the ``requestHash`` of the SOAP part sent.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import aiohttp
 from aiohttp import web
 from cryptography import x509
 
-from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
+from security_server.http import MESSAGE_ID, SOAP, error_middleware, hide_server_version
 from security_server.is_tls import check_is_connection
 from security_server.metadata import register_list_clients
 from security_server.runtime import (
@@ -55,8 +59,10 @@ from xchange.errors import (
     error_for_code,
 )
 from xchange.globalconf import GlobalConf, SecurityServerInfo
+from xchange.messages import Request
 from xchange.rest import RestRequest, RestResponse, digest_payload, request_hash_of
 from xchange.signing import verify_message
+from xchange.soap.envelope import SoapRequest, check_response, parse_request
 from xchange.transport import (
     FRAME_MEDIA_TYPE,
     OCSP_MEDIA_TYPE,
@@ -88,6 +94,7 @@ def create_client_proxy_app(runtime: Runtime) -> web.Application:
     app.router.add_route("*", "/r1/{tail:.*}", handle_rest)
     app.router.add_get("/health", handle_health)
     register_list_clients(app)
+    app.router.add_post("/{tail:.*}", handle_soap)
     return app
 
 
@@ -122,7 +129,26 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
     return out
 
 
-async def send_request(rt: Runtime, req: RestRequest,
+async def handle_soap(request: web.Request) -> web.StreamResponse:
+    """An X-Road SOAP request (PR-MESS), on any path: answered with the provider's SOAP
+    message, or a SOAP fault."""
+    request[SOAP] = True
+    rt = request.app[RUNTIME]
+    body = await request.read()
+    req = parse_request(body, request.headers.get("Content-Type"),
+                        request.headers.get("SOAPAction"), max_bytes=rt.config.max_body_bytes)
+    request[MESSAGE_ID] = req.message_id
+    check_is_connection(rt.directory, req.client, request.transport)
+
+    async def read_body() -> bytes:
+        return body
+
+    response, answer, _ = await send_request(rt, req, read_body)
+    ctype = dict(response.headers).get("content-type", "text/xml; charset=UTF-8")
+    return web.Response(status=response.status, body=answer, headers={"Content-Type": ctype})
+
+
+async def send_request(rt: Runtime, req: Request,
                        read_body: Callable[[], Awaitable[bytes]]) -> tuple[RestResponse, bytes,
                                                                             str]:
     """Steps 2-6 of the module docstring: return the verified response, its body and the
@@ -150,7 +176,7 @@ async def send_request(rt: Runtime, req: RestRequest,
     verify_at = rt.clock()
     msg = answer.message
     try:
-        response = _verified_response(rt, conf, req, answer, rhash, verify_at)
+        response = _verified_response(rt, conf, req, body, answer, rhash, verify_at)
     except XRoadError as exc:
         # A response that fails verification is kept as evidence, then refused.
         await rt.log_message(make_entry(req, "response", "incoming", msg, verify_at,
@@ -169,10 +195,10 @@ class _Answer:
     message: SignedMessage
 
 
-def _verified_response(rt: Runtime, conf: GlobalConf, req: RestRequest, answer: _Answer,
-                       rhash: str, at: datetime) -> RestResponse:
+def _verified_response(rt: Runtime, conf: GlobalConf, req: Request, body: bytes,
+                       answer: _Answer, rhash: str, at: datetime) -> RestResponse:
     """The provider's response, signed by the provider's member with certificates proven
-    good, and bound to ``req``."""
+    good, and bound to ``req`` (whose body was ``body``)."""
     code = "server.clientproxy.invalid_signature"
     msg = answer.message
     try:
@@ -185,6 +211,9 @@ def _verified_response(rt: Runtime, conf: GlobalConf, req: RestRequest, answer: 
     _learn_provider_status(rt, conf, answer.server, answer.peer_cert, msg.ocsp_responses, at)
     rt.check_peer_signer(msg.ocsp_responses, verified.chain, conf, at, code=_CODE_CERT)
     response.check_binding(req, rhash)
+    if isinstance(req, SoapRequest):
+        check_response(req, body, msg.body, dict(response.headers).get("content-type"),
+                       max_bytes=rt.config.max_body_bytes)
     return response
 
 
@@ -226,7 +255,7 @@ def _known_good(rt: Runtime, conf: GlobalConf, server: SecurityServerInfo,
     return True
 
 
-def _check_local_client(rt: Runtime, conf: GlobalConf, req: RestRequest) -> None:
+def _check_local_client(rt: Runtime, conf: GlobalConf, req: Request) -> None:
     own = rt.config.server_id
     if not rt.is_local_client(req.client):
         raise UnknownMemberError(f"client {req.client} is not a client of this security server")
@@ -238,7 +267,7 @@ def _check_local_client(rt: Runtime, conf: GlobalConf, req: RestRequest) -> None
         )
 
 
-def _provider_servers(conf: GlobalConf, req: RestRequest) -> Sequence[SecurityServerInfo]:
+def _provider_servers(conf: GlobalConf, req: Request) -> Sequence[SecurityServerInfo]:
     provider = req.service.provider
     if not conf.is_registered(provider):
         raise ClientProxyError(f"service provider {provider} is not registered",

@@ -42,7 +42,7 @@ from xchange.access import (
 from xchange.errors import AccessDeniedError, XRoadError
 from xchange.globalconf import GlobalConf
 from xchange.identifiers import ClientId, ServiceId
-from xchange.rest import RestRequest
+from xchange.messages import Request
 from xchange.servicedesc import METADATA_SERVICE_CODES
 
 __all__ = [
@@ -60,8 +60,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ProviderAnswer = tuple[int, tuple[tuple[str, str], ...], bytes]
-LocalHandler = Callable[[RestRequest, GlobalConf], Awaitable[ProviderAnswer]]
-"""Answers a request on the server itself (metadata services) instead of a provider system."""
+LocalHandler = Callable[[Request, bytes, GlobalConf], Awaitable[ProviderAnswer]]
+"""Answers a request (with its body) on the server itself -- metadata services -- instead of a
+provider system."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +150,11 @@ class Directory:
         return snap.services.get(service.unversioned)
 
     def check_access(self, client: ClientId, service: ServiceId, method: str, path: str,
-                     group_members: GroupLookup) -> None:
-        """Deny by default.  Metadata services are open to every client, as in X-Road."""
+                     group_members: GroupLookup, *, soap: bool = False) -> None:
+        """Deny by default.  Metadata services are open to every client, as in X-Road; over
+        REST they answer GET only (a SOAP request, ``soap``, is a POST)."""
         if service.code in METADATA_SERVICE_CODES and service.version is None:
-            if method != "GET":
+            if method != "GET" and not soap:
                 raise AccessDeniedError(f"metadata service {service} answers GET only")
             return
         snap = self.snapshot()

@@ -1,9 +1,12 @@
 """The one place where errors become wire responses.
 
 REST errors follow PR-REST 4.6: status from the error's registry entry, ``X-Road-Error``
-header with the code, JSON body ``{"type", "message", "detail"}``.  Unexpected exceptions are
-logged here with their stack trace and answered as an internal error whose ``detail`` is an
-incident id that points into the server's log -- never a stack trace to the client.
+header with the code, JSON body ``{"type", "message", "detail"}``.  On a request a handler
+marked as SOAP (:data:`SOAP`), the same error is a SOAP 1.1 fault (PR-MESS 2.5): HTTP 500,
+``faultcode`` the same code, ``faultstring`` the message, ``detail/faultDetail`` an id that is
+logged with it.  Unexpected exceptions are logged here with their stack trace and answered as
+an internal error whose detail is an incident id that points into the server's log -- never a
+stack trace to the client.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from xchange.errors import XRoadError
+from xchange.soap.envelope import fault_envelope
 
-__all__ = ["MESSAGE_ID", "error_middleware", "error_response", "hide_server_version"]
+__all__ = ["MESSAGE_ID", "SOAP", "error_middleware", "error_response", "hide_server_version",
+           "soap_fault_response"]
 
 log = logging.getLogger(__name__)
 
 MESSAGE_ID = web.RequestKey("xroad_message_id", str)
 """The X-Road-Id of the request being handled, once parsed; echoed on error responses."""
+SOAP = web.RequestKey("xroad_soap", bool)
+"""Set by a handler of SOAP requests: errors are answered as SOAP faults."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -42,6 +49,16 @@ def error_response(error: XRoadError, *, message_id: str | None = None) -> web.R
     )
 
 
+def soap_fault_response(error: XRoadError, *, incident: str | None = None) -> web.Response:
+    """``error`` as an X-Road SOAP fault; its ``faultDetail`` id is logged with it."""
+    fault_id = incident or str(uuid.uuid4())
+    message = error.message if not error.detail or incident else \
+        f"{error.message} ({error.detail})"
+    log.info("SOAP fault %s: %s %s", fault_id, error.code, error.message)
+    return web.Response(status=500, body=fault_envelope(error.code, message, fault_id),
+                        content_type="text/xml", charset="utf-8")
+
+
 def error_middleware(internal_code: str) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -49,18 +66,25 @@ def error_middleware(internal_code: str) -> Middleware:
             return await handler(request)
         except XRoadError as exc:
             log.info("%s %s -> %s: %s", request.method, request.path, exc.code, exc.message)
+            if request.get(SOAP):
+                return soap_fault_response(exc)
             return error_response(exc, message_id=request.get(MESSAGE_ID))
         except web.HTTPException as exc:
             if exc.status >= 400:
                 code = {413: "client.payload_too_large", 405: "client.unsupported_method"}.get(
                     exc.status, "client.bad_request" if exc.status < 500 else internal_code)
-                return error_response(XRoadError(exc.reason, code=code))
+                error = XRoadError(exc.reason, code=code)
+                if request.get(SOAP):
+                    return soap_fault_response(error)
+                return error_response(error)
             raise
         except Exception:
             incident = str(uuid.uuid4())
             log.exception("internal error, incident %s", incident)
-            return error_response(XRoadError("internal error", code=internal_code,
-                                             detail=incident))
+            error = XRoadError("internal error", code=internal_code, detail=incident)
+            if request.get(SOAP):
+                return soap_fault_response(error, incident=incident)
+            return error_response(error)
 
     return middleware
 

@@ -1,4 +1,4 @@
-"""Metadata services answered by this security server itself (PR-MREST).
+"""Metadata services answered by this security server itself (PR-MREST; over SOAP, PR-META).
 
 * ``listMethods`` and ``allowedMethods`` (``GET /r1/{provider}/listMethods``...) and
   ``getOpenAPI?serviceCode=`` reach the *provider's* security server through the federation
@@ -16,6 +16,8 @@ Disabled services are listed by neither; metadata services never list themselves
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
 from aiohttp import web
@@ -23,9 +25,14 @@ from aiohttp import web
 from security_server.directory import LocalService, ProviderAnswer, Snapshot
 from security_server.runtime import RUNTIME
 from xchange.access import EndpointPattern
-from xchange.errors import BadRequestError, ServerProxyError, UnknownServiceError
+from xchange.errors import (
+    BadRequestError,
+    ServerProxyError,
+    UnknownServiceError,
+)
 from xchange.globalconf import GlobalConf
 from xchange.identifiers import ServiceId
+from xchange.messages import Request
 from xchange.metadata import (
     ServiceEntry,
     client_entries,
@@ -34,17 +41,21 @@ from xchange.metadata import (
     service_list_json,
 )
 from xchange.rest import RestRequest
+from xchange.soap.envelope import SoapRequest
+from xchange.soap.metadata import get_wsdl_request, method_list_response, wsdl_response
+from xchange.soap.mime import soap_part
 
 __all__ = ["handle_list_clients", "metadata_service", "register_list_clients"]
 
 _JSON = (("content-type", "application/json"),)
+SoapHandler = Callable[[SoapRequest, bytes, GlobalConf], Awaitable[ProviderAnswer]]
 
 
-def _entries(snapshot: Snapshot, req: RestRequest, conf: GlobalConf,
+def _entries(snapshot: Snapshot, req: Request, conf: GlobalConf,
              *, allowed_only: bool) -> list[ServiceEntry]:
     out = []
     for svc in snapshot.services_of(req.service.provider):
-        if not svc.enabled:
+        if not svc.enabled or (isinstance(req, SoapRequest) and svc.kind != "WSDL"):
             continue
         endpoints: tuple[EndpointPattern, ...] = svc.endpoints
         if allowed_only:
@@ -86,12 +97,62 @@ def metadata_service(snapshot: Snapshot, service: ServiceId) -> LocalService | N
         ctype = "application/json" if text.lstrip().startswith("{") else "text/yaml"
         return 200, (("content-type", ctype),), text.encode("utf-8")
 
-    handlers = {"listMethods": list_methods, "allowedMethods": allowed_methods,
-                "getOpenAPI": get_openapi}
-    handler = handlers.get(service.code)
-    if handler is None:
+    rest = {"listMethods": list_methods, "allowedMethods": allowed_methods,
+            "getOpenAPI": get_openapi}
+    soap = {"listMethods": _soap_method_list(snapshot, allowed_only=False),
+            "allowedMethods": _soap_method_list(snapshot, allowed_only=True),
+            "getWsdl": _soap_get_wsdl(snapshot)}
+    if service.code not in rest and service.code not in soap:
         return None
+
+    async def handler(req: Request, body: bytes, conf: GlobalConf) -> ProviderAnswer:
+        if isinstance(req, SoapRequest):
+            soap_handler = soap.get(service.code)
+            if soap_handler is None:
+                raise UnknownServiceError(f"{service.code} is a REST metadata service")
+            return await soap_handler(req, body, conf)
+        rest_handler = rest.get(service.code)
+        if rest_handler is None:
+            raise UnknownServiceError(f"{service.code} is a SOAP metadata service")
+        return await rest_handler(req, conf)
+
     return LocalService(service, url="", kind="METADATA", local_handler=handler)
+
+
+_XML = "text/xml; charset=UTF-8"
+
+
+def _soap_method_list(snapshot: Snapshot, *, allowed_only: bool) -> SoapHandler:
+    """``listMethods`` / ``allowedMethods`` over SOAP: the provider's WSDL services."""
+
+    async def answer(req: SoapRequest, body: bytes, conf: GlobalConf) -> ProviderAnswer:
+        entries = _entries(snapshot, req, conf, allowed_only=allowed_only)
+        envelope = soap_part(body, req.content_type).envelope
+        wrapper = f"{req.service.code}Response"
+        out = method_list_response(envelope, wrapper, (e.id for e in entries),
+                                   max_bytes=len(body))
+        return 200, (("content-type", _XML),), out
+
+    return answer
+
+
+def _soap_get_wsdl(snapshot: Snapshot) -> SoapHandler:
+    """``getWsdl`` over SOAP: the WSDL a service was registered from, as an attachment."""
+
+    async def answer(req: SoapRequest, body: bytes, conf: GlobalConf) -> ProviderAnswer:
+        envelope = soap_part(body, req.content_type).envelope
+        code, version = get_wsdl_request(envelope, max_bytes=len(body))
+        svc = snapshot.services.get(ServiceId(req.service.provider, code))
+        if svc is None or not svc.enabled or svc.kind != "WSDL":
+            raise UnknownServiceError(f"no SOAP service {code!r} of {req.service.provider}")
+        if svc.description is None:
+            raise ServerProxyError(f"service {svc.id} has no WSDL",
+                                   code="server.serverproxy.unknown_service")
+        ctype, out = wsdl_response(envelope, code, version, svc.description.encode("utf-8"),
+                                   boundary=f"xchange-{uuid.uuid4().hex}", max_bytes=len(body))
+        return 200, (("content-type", ctype),), out
+
+    return answer
 
 
 async def handle_list_clients(request: web.Request) -> web.Response:

@@ -42,9 +42,9 @@ from xchange.errors import (
 from xchange.globalconf import GlobalConf, SecurityServerInfo
 from xchange.identifiers import ClientId, SecurityServerId
 from xchange.messagelog import LogEntry
+from xchange.messages import Request
 from xchange.ocsp import OcspStatus
 from xchange.replay import ReplayWindow
-from xchange.rest import RestRequest
 from xchange.signing import SigningIdentity, sign_payload
 from xchange.transport import SignedMessage
 
@@ -303,7 +303,7 @@ class Runtime:
                     code=f"server.{proxy}.timestamping_failed") from exc
 
 def make_entry(
-    req: RestRequest,
+    req: Request,
     kind: Literal["request", "response"],
     direction: Literal["incoming", "outgoing"],
     msg: SignedMessage,

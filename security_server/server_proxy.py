@@ -16,6 +16,12 @@ Listens on mutual TLS.  Per request (docs/protocol.md, "Provider side"):
      sign the response bound to the request hash, staple this server's own OCSP responses,
      log it durably, and return it.
 
+A SOAP request (its header part's type says so) takes the same steps; in step 4 its
+envelope must also yield exactly its signed header part and its service must be a WSDL one,
+and in step 5 the provider system gets the message as the IS sent it, with only
+``Content-Type`` and ``SOAPAction``, and its answer must copy the X-Road header fields (a
+fault passes untouched) and gets ``requestHash`` (xchange.soap.envelope).
+
 ``GET /xchange/v1/ocsp`` answers, to registered peers, the OCSP response this server staples
 for its own TLS certificate: a consumer asks before its first request (and whenever the
 status it knows is stale), so it never sends a message to a server whose certificate was
@@ -46,6 +52,7 @@ from xchange.errors import (
     XRoadError,
 )
 from xchange.globalconf import GlobalConf, SecurityServerInfo
+from xchange.messages import Request, request_from_header_part
 from xchange.rest import (
     RestRequest,
     RestResponse,
@@ -54,6 +61,7 @@ from xchange.rest import (
     request_hash_of,
 )
 from xchange.signing import VerifiedSignature, verify_payload
+from xchange.soap.envelope import SoapRequest, check_request_body, finish_response
 from xchange.transport import (
     FRAME_MEDIA_TYPE,
     OCSP_MEDIA_TYPE,
@@ -93,7 +101,7 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
     peer = _authenticate_peer(conf, der)                                        # 2.
     assert der is not None  # _authenticate_peer refuses a connection without one
     msg = decode_frame(await request.read())                                   # 3.
-    req = RestRequest.from_header_part(msg.header_part)
+    req = request_from_header_part(msg.header_part)
     request[MESSAGE_ID] = req.message_id
     answer = await serve_request(rt, conf, peer, _certificate(der), req, msg, now)
     return web.Response(body=encode_frame(answer), content_type=FRAME_MEDIA_TYPE)
@@ -118,7 +126,7 @@ def _certificate(der: bytes) -> x509.Certificate:
 
 
 async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
-                        peer_cert: x509.Certificate, req: RestRequest, msg: SignedMessage,
+                        peer_cert: x509.Certificate, req: Request, msg: SignedMessage,
                         now: datetime) -> SignedMessage:
     """Steps 3-5 of the module docstring for a parsed request; return the signed response."""
     if not conf.is_hosted_on(req.client, peer.id):
@@ -148,9 +156,14 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
         raise ServerProxyError(f"no signing key for provider {req.service.provider.member}")
     staples = rt.own_staples(identity, conf, now, code=_CODE_CERT)
     if service.local_handler is not None:  # a metadata service: this server answers
-        status, headers, body = await service.local_handler(req, conf)
+        status, headers, body = await service.local_handler(req, msg.body, conf)
     else:
         status, headers, body = await _call_provider(rt, service, req, msg.body)
+    if isinstance(req, SoapRequest):
+        # Only Content-Type crosses (PR-MESS 2.2); the answer gets its requestHash.
+        headers = tuple((n, v) for n, v in headers if n == "content-type")
+        body = finish_response(msg.body, req.content_type, body, dict(headers).get(
+            "content-type"), max_bytes=rt.config.max_body_bytes)
     response = RestResponse(
         message_id=req.message_id, client=req.client, service=req.service,
         request_hash=request_hash_of(payload), status=status, headers=headers,
@@ -173,7 +186,7 @@ def _authenticate_peer(conf: GlobalConf, der: bytes | None) -> SecurityServerInf
     return peer
 
 
-async def _verify_request(rt: Runtime, conf: GlobalConf, req: RestRequest,
+async def _verify_request(rt: Runtime, conf: GlobalConf, req: Request,
                           msg: SignedMessage, payload: bytes,
                           now: datetime) -> VerifiedSignature:
     try:
@@ -188,7 +201,7 @@ async def _verify_request(rt: Runtime, conf: GlobalConf, req: RestRequest,
         raise
 
 
-def _admit(rt: Runtime, conf: GlobalConf, req: RestRequest, msg: SignedMessage,
+def _admit(rt: Runtime, conf: GlobalConf, req: Request, msg: SignedMessage,
            verified: VerifiedSignature, peer_cert: x509.Certificate,
            now: datetime) -> LocalService:
     """Decide whether a verified request may pass: certificates good, hosted provider, known
@@ -197,8 +210,10 @@ def _admit(rt: Runtime, conf: GlobalConf, req: RestRequest, msg: SignedMessage,
     rt.peer_auth_status(msg.ocsp_responses, peer_cert, conf, now,
                         code=_CODE_CERT).require_good(code=_CODE_CERT)
     service = _local_service(rt, conf, req)
+    if isinstance(req, SoapRequest):
+        check_request_body(req, msg.body, max_bytes=rt.config.max_body_bytes)
     rt.directory.check_access(req.client, req.service, req.method, req.path,
-                              conf.members_of_group)
+                              conf.members_of_group, soap=isinstance(req, SoapRequest))
     if verified.signed_at is None or verified.nonce is None:
         raise ServerProxyError("request signature lacks iat or jti",
                                code="server.serverproxy.bad_request")
@@ -207,7 +222,7 @@ def _admit(rt: Runtime, conf: GlobalConf, req: RestRequest, msg: SignedMessage,
     return service
 
 
-def _local_service(rt: Runtime, conf: GlobalConf, req: RestRequest) -> LocalService:
+def _local_service(rt: Runtime, conf: GlobalConf, req: Request) -> LocalService:
     provider = req.service.provider
     own = rt.config.server_id
     if not rt.is_local_client(provider) or not conf.is_hosted_on(provider, own):
@@ -219,6 +234,9 @@ def _local_service(rt: Runtime, conf: GlobalConf, req: RestRequest) -> LocalServ
     if not service.enabled:
         raise ServerProxyError(f"service {req.service} is disabled",
                                code="server.serverproxy.service_disabled")
+    if (service.kind == "WSDL") != isinstance(req, SoapRequest) and service.kind != "METADATA":
+        wanted = "SOAP" if service.kind == "WSDL" else "REST"
+        raise UnknownServiceError(f"service {req.service} is called with {wanted} only")
     return service
 
 
@@ -226,11 +244,9 @@ _PASS_TO_PROVIDER = ("X-Road-Client", "X-Road-Service", "X-Road-Id", "X-Road-Use
                      "X-Road-Issue")
 
 
-async def _call_provider(rt: Runtime, service: LocalService, req: RestRequest,
-                         body: bytes) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
-    assert rt.provider_session is not None
+def _rest_target(service: LocalService, req: RestRequest) -> tuple[str, list[tuple[str, str]]]:
     # The service's base URL, then the request's own path (if any) and query, as received.
-    base_url, timeout = service.url, service.timeout
+    base_url = service.url
     url = (base_url.rstrip("/") + req.path if req.path else base_url) + (
         f"?{req.query}" if req.query else ""
     )
@@ -238,6 +254,23 @@ async def _call_provider(rt: Runtime, service: LocalService, req: RestRequest,
     xroad = dict(zip(_PASS_TO_PROVIDER, (str(req.client), str(req.service), req.message_id,
                                          req.user_id, req.issue), strict=True))
     headers += [(n, v) for n, v in xroad.items() if v is not None]
+    return url, headers
+
+
+def _soap_target(service: LocalService, req: SoapRequest) -> tuple[str, list[tuple[str, str]]]:
+    # The service's URL as it is; only Content-Type and SOAPAction cross (PR-MESS 2.2).
+    headers = [("Content-Type", req.content_type)]
+    if req.soap_action is not None:
+        headers.append(("SOAPAction", req.soap_action))
+    return service.url, headers
+
+
+async def _call_provider(rt: Runtime, service: LocalService, req: Request,
+                         body: bytes) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+    assert rt.provider_session is not None
+    timeout = service.timeout
+    url, headers = (_soap_target(service, req) if isinstance(req, SoapRequest)
+                    else _rest_target(service, req))
     try:
         async with rt.provider_session.request(
             req.method, URL(url, encoded=True), headers=headers, data=body or None,

@@ -30,6 +30,7 @@ The tree::
     │                                   (registry.management.*)
     ├── AdapterError                    an adapter (a bridge to a data silo) refuses a
     │                                   request or its silo fails          (adapter.*)
+    │   └── SoapFaultError              a legacy SOAP service answered with a fault
     ├── ClientProxyError                the consumer security server refuses or fails
     │   │                               (server.clientproxy.*)
     │   ├── UnknownMemberError          client not registered on this security server
@@ -82,6 +83,7 @@ __all__ = [
     "ServerProxyError",
     "ServerProxyLoggingError",
     "ServiceFailedError",
+    "SoapFaultError",
     "StampInvalidError",
     "TimestampingFailedError",
     "UnknownMemberError",
@@ -131,6 +133,24 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     ErrorCode("client.missing_header", _C, 400, "A mandatory X-Road header is missing."),
     ErrorCode("client.unsupported_method", _C, 405, "HTTP method not supported here."),
     ErrorCode("client.payload_too_large", _C, 413, "The message exceeds the size limit."),
+    # -- the client information system's SOAP mistakes (X-Road Message Protocol 4.0)
+    ErrorCode("client.invalid_soap", _C, 400,
+              "The SOAP message is not well-formed, not a SOAP 1.1 envelope, or holds what "
+              "is refused outright: a DOCTYPE or entity, processing instructions, nesting "
+              "too deep."),
+    ErrorCode("client.invalid_content_type", _C, 415,
+              "The SOAP message's Content-Type is not text/xml or multipart/related with the "
+              "SOAP part first, or its charset is not UTF-8."),
+    ErrorCode("client.duplicate_header", _C, 400, "An X-Road SOAP header field appears twice."),
+    ErrorCode("client.invalid_header", _C, 400,
+              "An X-Road SOAP header field does not match its XML Schema "
+              "(schemas/xroad-soap-4.0.xsd) or is not supported."),
+    ErrorCode("client.invalid_protocol_version", _C, 400,
+              "The protocolVersion header is not 4.x."),
+    ErrorCode("client.invalid_body", _C, 400,
+              "The SOAP body does not hold exactly one element named after the service code."),
+    ErrorCode("client.invalid_soap_action", _C, 400,
+              "The SOAPAction HTTP header is not a quoted string."),
     # -- consumer security server
     ErrorCode("server.clientproxy.unknown_member", _CP, 400,
               "The client is not registered on this security server."),
@@ -170,6 +190,9 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "The service's provider is not hosted on this security server."),
     ErrorCode("server.serverproxy.service_failed", _SP, 502,
               "The provider system failed, timed out or could not be reached."),
+    ErrorCode("server.serverproxy.inconsistent_response", _SP, 502,
+              "The provider system's SOAP response does not copy the request's X-Road header "
+              "fields in the same order with the same values, or is not a SOAP message."),
     ErrorCode("server.serverproxy.ssl_authentication_failed", _SP, 401,
               "The calling security server's TLS certificate is not registered."),
     ErrorCode("server.serverproxy.invalid_signature", _SP, 400,
@@ -260,6 +283,8 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "The data silo failed or answered something the adapter cannot use."),
     ErrorCode("adapter.unavailable", _SP, 503,
               "The data silo cannot be reached now."),
+    ErrorCode("adapter.soap_fault", _SP, 502,
+              "The legacy SOAP service behind the adapter answered with a SOAP fault."),
 )
 
 
@@ -412,6 +437,19 @@ class AdapterError(XRoadError):
     ``unavailable``); the code says which."""
 
     default_code = "adapter.backend_failed"
+
+
+class SoapFaultError(AdapterError):
+    """A legacy SOAP service answered with a fault; ``faultcode`` and ``faultstring`` as
+    received."""
+
+    default_code = "adapter.soap_fault"
+
+    def __init__(self, faultcode: str, faultstring: str, detail: str | None = None) -> None:
+        super().__init__(f"the SOAP service answered with a fault: {faultcode}: {faultstring}",
+                         detail=detail)
+        self.faultcode = faultcode
+        self.faultstring = faultstring
 
 
 class ClientProxyLoggingError(ClientProxyError):

@@ -21,7 +21,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Protocol, Self
 from urllib.parse import unquote
 
 from xchange.canonical import canonical_json, parse_json
@@ -33,6 +33,7 @@ __all__ = [
     "FILTERED_HEADERS",
     "MAX_TARGET_LENGTH",
     "PROTOCOL_PREFIX",
+    "Addressed",
     "RestRequest",
     "RestResponse",
     "data_subjects_of",
@@ -274,6 +275,19 @@ class RestRequest:
             raise _bad_part(f"request header part: {exc.message}") from exc
 
 
+class Addressed(Protocol):
+    """What binds a response to its request, REST or SOAP: the message id and the parties."""
+
+    @property
+    def message_id(self) -> str: ...
+
+    @property
+    def client(self) -> ClientId: ...
+
+    @property
+    def service(self) -> ServiceId: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RestResponse:
     """The provider system's response as the security servers see and sign it."""
@@ -319,7 +333,7 @@ class RestResponse:
         except BadRequestError as exc:
             raise _bad_part(f"response header part: {exc.message}") from exc
 
-    def check_binding(self, request: RestRequest, expected_hash: str) -> None:
+    def check_binding(self, request: Addressed, expected_hash: str) -> None:
         """Raise unless this response answers ``request`` (same id, parties, request hash)."""
         if self.request_hash != expected_hash:
             raise InvalidSignatureError(

@@ -36,7 +36,8 @@ MAX_DESCRIPTION_BYTES: Final = 4 * 1024 * 1024
 _MAX_ENDPOINTS: Final = 2000
 _HTTP_METHODS: Final = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
-METADATA_SERVICE_CODES: Final = frozenset({"listMethods", "allowedMethods", "getOpenAPI"})
+METADATA_SERVICE_CODES: Final = frozenset({"listMethods", "allowedMethods", "getOpenAPI",
+                                             "getWsdl"})
 """Service codes the security server answers itself (PR-MREST); no service may take them."""
 
 

@@ -167,6 +167,11 @@ def register(command: Command) -> None:
     p.add_argument("--disable", dest="enabled", action="store_false")
     p.add_argument("--connection", choices=["HTTP", "HTTPS", "HTTPS_AUTH"])
 
+    p = api(["ss", "client", "delete"], lambda a: call(
+        a, "DELETE", f"/api/v1/clients/{_colon(a.client)}"),
+        "remove a local client and everything of it (a subsystem's catalogue entries at the "
+        "registry are withdrawn)")
+    p.add_argument("client")
     p = api(["ss", "client", "cert-add"], lambda a: call(
         a, "POST", f"/api/v1/clients/{_colon(a.client)}/tls-certificates",
         {"pem": Path(a.file).read_text(encoding="ascii")}),

@@ -99,6 +99,24 @@ def ask(fed: Federation, path: str, client: str = BENEFITS,
     return query(fed.servers[1].client_proxy_url, service, path, client, **kw)
 
 
+def catalogue(fed: Federation, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """REGISTER's entries in the registry's catalogue, by code."""
+    token = xchange(capsys, "registry", "token", "--config", str(fed.registry_config),
+                    "--subject", "olivia", "--role", "observer")
+    page = xchange(capsys, "registry", "service", "list", "--provider", str(REGISTER),
+                   "--url", fed.registry_url, "--token", token)
+    return {s["code"]: s for s in page["items"]}
+
+
+def test_toml_services_are_published_when_the_server_starts(
+        fed: Federation, capsys: pytest.CaptureFixture[str], token_file: str) -> None:
+    """First in this module, before any admin change: the services imported from the TOML
+    file reach the registry's catalogue because the server published them at start."""
+    wait_for(lambda: {"persons", "slow", "down"} <= set(catalogue(fed, capsys)))
+    state = admin(fed, capsys, token_file, "ss", "catalogue", "show", str(REGISTER))
+    assert (state["state"], state["services"]) == ("published", 3)
+
+
 def test_admin_token_command(fed: Federation, capsys: pytest.CaptureFixture[str]) -> None:
     token = xchange(capsys, "ss", "admin-token", "--config", str(fed.servers[0].config),
                     "--subject", "bob", "--role", "observer")
@@ -294,9 +312,7 @@ def test_services_are_published_to_the_registrys_catalogue(
                              "--subject", "olivia", "--role", "observer")
 
     def listed() -> dict[str, Any]:
-        page = xchange(capsys, "registry", "service", "list", "--provider", str(REGISTER),
-                       "--url", fed.registry_url, "--token", registry_token)
-        return {s["code"]: s for s in page["items"]}
+        return catalogue(fed, capsys)
 
     provider_url = f"http://127.0.0.1:{fed.provider_port}"
     desc = admin(fed, capsys, token_file, "ss", "description", "add", str(REGISTER),

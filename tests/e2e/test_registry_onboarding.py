@@ -7,10 +7,11 @@ configuration, the registry's TOML file, the development CA and the federation's
 passphrase file.  Each server's keys are made as an administrator makes them: ``xchange ss
 keys generate`` (an encrypted key and a request), ``xchange ca issue``, ``xchange ss keys
 import-cert``.  Everything the federation knows -- members, subsystems, servers, certificates,
-clients, the service, the trust anchor each server is installed with -- goes through
-``xchange registry ...`` (admin API with a token), ``xchange ss register ...`` (signed
-management requests) and ``xchange registry anchor``.  The CA's OCSP responder runs
-throughout: the servers staple its answers to every message.
+clients, the trust anchor each server is installed with -- goes through ``xchange registry
+...`` (admin API with a token), ``xchange ss register ...`` (signed management requests) and
+``xchange registry anchor``; the service catalogue is what the provider's server publishes
+itself when it starts.  The CA's OCSP responder runs throughout: the servers staple its
+answers to every message.
 """
 
 from __future__ import annotations
@@ -159,11 +160,16 @@ def test_from_an_empty_registry_to_a_cross_agency_query(onboarded: Onboarded) ->
                 str(server.directory / "anchor.json"))
         onboarded.running.start_server(i)
 
-    # 6. The provider's service in the catalogue, then the query.
+    # 6. The provider's server publishes its services to the catalogue itself when it
+    #    starts (signed by its member, approved at once); then the query.
     persons = fed.services["persons"]
-    admin("service", "add", str(persons.provider), persons.code, "--kind", "REST",
-          "--description", "Population register: persons")
-    assert [s["id"] for s in admin("service", "list")["items"]] == [str(persons)]
+
+    def catalogue() -> dict[str, dict[str, Any]]:
+        return {s["id"]: s for s in admin("service", "list")["items"]}
+
+    wait_for(lambda: str(persons) in catalogue())
+    assert set(catalogue()) == {str(s) for s in fed.services.values()}
+    assert catalogue()[str(persons)]["published_by"] == str(fed.servers[0].agency.server)
     wait_for(lambda: onboarded.ask() == 200)
     denied = query(fed.servers[1].client_proxy_url, str(persons), PERSON,
                    str(fed.denied_client))
@@ -173,7 +179,7 @@ def test_from_an_empty_registry_to_a_cross_agency_query(onboarded: Onboarded) ->
     audit = admin("audit", "--actor", "olivia", "--limit", "200")["items"]
     actions = {e["action"] for e in audit}
     assert {"member.create", "subsystem.create", "ca.add", "management.approved",
-            "server.create", "server.auth_cert.add", "service.create"} <= actions
+            "server.create", "server.auth_cert.add"} <= actions
 
 
 def test_key_rotation_with_traffic_flowing(onboarded: Onboarded, tmp_path: Path) -> None:

@@ -293,3 +293,36 @@ def test_a_replayed_catalogue_update_is_refused(
     management.submit(svc, catalogue_update(svc, identity, ONE, []))
     refused(svc, first, "registry.management.duplicate_request")
     assert svc.list_services(provider=ONE).items == []  # the replay did not bring "a" back
+
+
+def test_a_subsystem_no_server_hosts_any_more_loses_what_servers_published(
+    svc: RegistryService, identity: Callable[[ClientId], SigningIdentity],
+    auth: IssuedCredentials,
+) -> None:
+    """Once unregistered, a server cannot publish the empty list (it no longer hosts the
+    subsystem): the registry withdraws the published entries itself when the last server
+    stops hosting it, by a client_delete or by the server's deletion."""
+    _host(svc, identity, auth, ONE, TWO)
+    other = SecurityServerId(M1, "other")
+    svc.create_server(other, "127.0.0.1:5578")
+    svc.add_client(other, ONE)
+    management.submit(svc, catalogue_update(svc, identity, ONE, [CatalogueEntry("a", "REST")]))
+    management.submit(svc, catalogue_update(svc, identity, TWO, [CatalogueEntry("b", "REST")]))
+    svc.create_service(ONE, "manual", "REST", "by an officer")
+
+    def codes(client: ClientId) -> set[str]:
+        return {s["code"] for s in svc.list_services(provider=client).items}
+
+    request = new_request("client_delete", SS, now=svc.now, client=str(ONE))
+    management.submit(svc, sign_request(request, identity(M1)))
+    pending = management.list_requests(svc, state="pending").items[0]
+    management.decide(svc, pending["id"], "approve")
+    assert codes(ONE) == {"a", "manual"}  # "other" still hosts it
+    refused(svc, catalogue_update(svc, identity, ONE, []), "registry.management.not_allowed")
+    svc.remove_client(other, ONE)
+    assert codes(ONE) == {"manual"}  # an officer's entry stays
+    (audit,) = svc.list_audit(action="service.catalogue.withdraw").items
+    assert (audit["target"], audit["before"]["services"]) == (str(ONE), ["a"])
+
+    svc.delete_server(SS)  # the last host of TWO
+    assert codes(TWO) == set()

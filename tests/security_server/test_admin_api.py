@@ -40,6 +40,7 @@ class Admin:
     url: str
     key: ec.EllipticCurvePrivateKey
     directory: Directory
+    store: ServerStore
 
     def token(self, *roles: str, subject: str = "alice") -> str:
         return issue_token(self.key, subject=subject, roles=roles,
@@ -58,14 +59,15 @@ async def admin(tmp_path: Path) -> AsyncIterator[Admin]:
     publisher = CataloguePublisher(store, SecurityServerId.parse(SERVER), {},
                                    lambda: "http://127.0.0.1:9", clock=lambda: datetime.now(UTC))
     ctx = AdminContext(store, directory, (key.public_key(),),
-                       audience_for(SERVER), lambda: datetime.now(UTC), catalogue=publisher)
+                       audience_for(SERVER), lambda: datetime.now(UTC), server=SERVER,
+                       catalogue=publisher)
     runner = web.AppRunner(create_admin_app(ctx), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield Admin(f"http://127.0.0.1:{port}", key, directory)
+        yield Admin(f"http://127.0.0.1:{port}", key, directory, store)
     finally:
         await runner.cleanup()
         engine.dispose()
@@ -162,6 +164,32 @@ async def test_service_changes_make_a_catalogue_publication_due(admin: Admin) ->
     status, doc = await call(admin, "POST", "/api/v1/clients/TEST:GOV:1:nope/catalogue/publish",
                              admin.token("observer"))
     assert (status, doc["type"]) == (403, "admin.forbidden")
+
+
+async def test_deleting_a_client_removes_it_and_withdraws_its_catalogue(admin: Admin) -> None:
+    token = admin.token("security-officer", "service-administrator", "auditor")
+    await call(admin, "POST", "/api/v1/clients", token, {"id": PROVIDER})
+    await call(admin, "POST", "/api/v1/clients/TEST:GOV:1:register/service-descriptions",
+               token, {"type": "OPENAPI3", "url": "http://127.0.0.1:9/openapi.json",
+                       "document": OPENAPI, "service_code": "persons"})
+    status, doc = await call(admin, "DELETE", "/api/v1/clients/TEST:GOV:1:register",
+                             admin.token("service-administrator"))
+    assert (status, doc["type"]) == (403, "admin.forbidden")
+    status, _ = await call(admin, "DELETE", "/api/v1/clients/TEST:GOV:1:register", token)
+    assert status == 204
+    assert (await call(admin, "GET", "/api/v1/clients", token)) == (200, [])
+    assert (await call(admin, "GET", "/api/v1/services/TEST:GOV:1:register:persons",
+                       token))[0] == 404
+    # its (now empty) list is due at the registry
+    row = admin.store.publication(ClientId.parse(PROVIDER))
+    assert row.wanted > row.published and row.state != "published"
+    status, audit = await call(admin, "GET", "/api/v1/audit", token)
+    assert audit[-1]["action"] == "delete_client"
+    status, doc = await call(admin, "DELETE", "/api/v1/clients/TEST:GOV:1:register", token)
+    assert (status, doc["type"]) == (404, "admin.not_found")
+    status, doc = await call(admin, "DELETE", "/api/v1/clients/TEST:GOV:1", token)
+    assert (status, doc["type"]) == (409, "admin.conflict")
+    assert "owns this server" in doc["message"]
 
 
 @pytest.mark.parametrize(

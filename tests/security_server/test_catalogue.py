@@ -13,7 +13,12 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from certs.ca import IssuedCredentials
-from security_server.catalogue import CataloguePublisher, build_catalogue, publication_json
+from security_server.catalogue import (
+    CataloguePublisher,
+    build_catalogue,
+    publication_json,
+    stale_catalogues,
+)
 from security_server.migrate import upgrade
 from security_server.store import ServerStore, ServiceSpec
 from tests.registry.conftest import LiveRegistry, live_registry, make_registry  # noqa: F401
@@ -124,6 +129,72 @@ async def test_changes_are_published_and_a_deletion_withdraws(
     assert store.publication(CLIENT).request_id != first
 
 
+async def test_at_start_what_is_not_known_to_be_published_is_published(
+        store: ServerStore, identities: dict[ClientId, SigningIdentity],
+        live_registry: LiveRegistry) -> None:  # noqa: F811
+    """Services put in the store without the running server (the TOML import, a change or a
+    deletion while it was down) are published when the background task starts; an
+    unchanged list is not sent again, and a subsystem without services that never published
+    sends nothing."""
+    def started() -> CataloguePublisher:
+        return CataloguePublisher(store, SERVER, identities, lambda: live_registry.url,
+                                  clock=now)
+
+    desc_id = describe(store)  # as the TOML import does: no publisher told
+    assert stale_catalogues(store) == [CLIENT]  # STRANGER: nothing to say, never said
+    publisher = started()
+    assert await publisher.mark_stale() == [CLIENT]
+    await publisher._run_once()
+    assert set(catalogue(live_registry)) == {"ping", "register-api"}
+    first = store.publication(CLIENT)
+    assert (first.state, first.services) == ("published", 2)
+
+    publisher = started()  # a restart with nothing changed
+    assert await publisher.mark_stale() == []
+    await publisher._run_once()
+    assert store.publication(CLIENT).request_id == first.request_id
+
+    store.delete_description(desc_id, actor="alice", at=AT)  # while the server was down
+    publisher = started()
+    assert await publisher.mark_stale() == [CLIENT]
+    await publisher._run_once()
+    assert set(catalogue(live_registry)) == {"ping"}
+
+    store.delete_client(CLIENT, actor="alice", at=AT)  # deleted while down: withdrawn
+    publisher = started()
+    assert await publisher.mark_stale() == [CLIENT]
+    await publisher._run_once()
+    assert catalogue(live_registry) == {}
+    assert publication_json(store.publication(CLIENT))["services"] == 0
+    assert stale_catalogues(store) == []
+
+
+async def test_deleting_a_client_withdraws_its_entries(
+        store: ServerStore, identities: dict[ClientId, SigningIdentity],
+        live_registry: LiveRegistry) -> None:  # noqa: F811
+    """The admin API marks a deleted subsystem due (security_server.admin_api.delete_client);
+    its empty list is then published like any other, failures retried."""
+    url = f"http://127.0.0.1:{free_port()}"  # the registry down at first
+    publisher = CataloguePublisher(store, SERVER, identities, lambda: url, clock=now,
+                                   retry_seconds=0.0, timeout=5)
+    describe(store)
+    await publisher.publish(CLIENT)
+    url = live_registry.url
+    await publisher._run_once()
+    assert set(catalogue(live_registry)) == {"ping", "register-api"}
+    store.delete_client(CLIENT, actor="alice", at=AT)
+    url = f"http://127.0.0.1:{free_port()}"
+    await publisher.changed(CLIENT)
+    await publisher._run_once()
+    assert store.publication(CLIENT).state == "failed"
+    assert set(catalogue(live_registry)) == {"ping", "register-api"}
+    url = live_registry.url
+    await publisher._run_once()
+    row = store.publication(CLIENT)
+    assert (row.state, row.services) == ("published", 0)
+    assert catalogue(live_registry) == {}
+
+
 async def test_a_registry_that_is_down_is_retried_until_it_is_up(
         store: ServerStore, identities: dict[ClientId, SigningIdentity],
         live_registry: LiveRegistry) -> None:  # noqa: F811
@@ -188,3 +259,31 @@ async def test_a_failed_publication_backs_off_unless_something_changed(
     again = store.publication(CLIENT)
     assert again.tried == again.wanted == first.wanted + 1
     assert again.attempted_at != first.attempted_at
+
+
+async def test_an_unregistered_client_has_nothing_left_to_withdraw(
+        store: ServerStore, identities: dict[ClientId, SigningIdentity],
+        live_registry: LiveRegistry) -> None:  # noqa: F811
+    """Unregistered before it was deleted here: the registry refuses its empty list (the
+    server no longer hosts it there) and has withdrawn the entries itself; that refusal
+    ends the publication instead of failing it forever.  A non-empty list refused the same
+    way stays failed."""
+    publisher = CataloguePublisher(store, SERVER, identities, lambda: live_registry.url,
+                                   clock=now)
+    describe(store)
+    assert (await publisher.publish(CLIENT)).state == "published"
+    officer = live_registry.token("registration_officer")
+    link = "/api/v1/security-servers/GOV/1234/ss1/clients"
+    api_call(live_registry.url, officer, "DELETE", f"{link}/GOV/1234/REGISTRY")
+    try:
+        assert catalogue(live_registry) == {}  # the registry withdrew them
+        refused = await publisher.publish(CLIENT)
+        assert refused.state == "failed"
+        assert "registry.management.not_allowed" in (refused.last_error or "")
+        store.delete_client(CLIENT, actor="alice", at=AT)
+        await publisher.changed(CLIENT)
+        await publisher._run_once()
+        row = store.publication(CLIENT)
+        assert (row.state, row.services, row.last_error) == ("published", 0, None)
+    finally:
+        api_call(live_registry.url, officer, "POST", link, {"client": str(CLIENT)})

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
+from lxml import etree
 
-from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
+from security_server.http import MESSAGE_ID, SOAP, error_middleware, hide_server_version
 from xchange.errors import AccessDeniedError, XRoadError
+
+_FAULT = "{http://schemas.xmlsoap.org/soap/envelope/}Body/" \
+         "{http://schemas.xmlsoap.org/soap/envelope/}Fault"
 
 
 async def _denied(request: web.Request) -> web.Response:
@@ -26,6 +30,15 @@ async def _read(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+def _soap(handler: Callable[[web.Request], Awaitable[web.Response]]
+          ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def marked(request: web.Request) -> web.Response:
+        request[SOAP] = True
+        return await handler(request)
+
+    return marked
+
+
 Client = TestClient[web.Request, web.Application]
 
 
@@ -36,6 +49,9 @@ async def client() -> AsyncIterator[Client]:
     app.router.add_get("/denied", _denied)
     app.router.add_get("/crash", _crash)
     app.router.add_post("/read", _read)
+    app.router.add_post("/soap/denied", _soap(_denied))
+    app.router.add_post("/soap/crash", _soap(_crash))
+    app.router.add_post("/soap/read", _soap(_read))
     hide_server_version(app)
     async with TestClient(TestServer(app)) as c:
         yield c
@@ -80,3 +96,33 @@ async def test_http_errors_get_xroad_codes(client: Client,
 
 def test_every_status_used_is_registered() -> None:
     assert XRoadError("x", code="client.payload_too_large").status == 413
+
+
+async def _fault(resp: ClientResponse) -> etree._Element:
+    assert resp.status == 500
+    assert resp.content_type == "text/xml"
+    assert "X-Road-Error" not in resp.headers
+    fault = etree.fromstring(await resp.read()).find(_FAULT)
+    assert fault is not None
+    return fault
+
+
+@pytest.mark.parametrize(("path", "code", "message"), [
+    ("/soap/denied", "server.serverproxy.access_denied", "no access for you (d)"),
+    ("/soap/read", "client.payload_too_large", "Request Entity Too Large"),
+])
+async def test_on_a_soap_request_errors_are_soap_faults(client: Client, path: str, code: str,
+                                                        message: str) -> None:
+    fault = await _fault(await client.post(path, data=b"x" * 4096))
+    assert fault.findtext("faultcode") == code
+    assert fault.findtext("faultstring") == message
+    assert fault.findtext("faultactor") == ""
+    assert len(fault.findtext("detail/faultDetail") or "") == 36
+
+
+async def test_a_soap_internal_error_names_its_incident_only(client: Client) -> None:
+    resp = await client.post("/soap/crash")
+    fault = await _fault(resp)
+    assert fault.findtext("faultcode") == "server.clientproxy.internal_error"
+    assert fault.findtext("faultstring") == "internal error"
+    assert b"secret" not in etree.tostring(fault)

@@ -29,6 +29,7 @@ from xchange.errors import (
     ServerProxyError,
     ServerProxyLoggingError,
     ServiceFailedError,
+    SoapFaultError,
     StampInvalidError,
     TimestampingFailedError,
     UnknownMemberError,
@@ -139,7 +140,17 @@ def test_every_exported_error_class_is_tested() -> None:
         if isinstance(obj := getattr(errors, name), type) and issubclass(obj, XRoadError)
     }
     assert exported == {cls for cls, _, _ in _HIERARCHY} | {ChainBrokenError, EvidenceError,
-                                                             StampInvalidError}
+                                                             StampInvalidError, SoapFaultError}
+
+
+def test_a_soap_fault_keeps_its_code_and_string() -> None:
+    err = SoapFaultError("soap:Client.NotFound", "no such person", detail="<detail/>")
+    assert isinstance(err, AdapterError)
+    assert (err.code, err.status) == ("adapter.soap_fault", 502)
+    assert (err.faultcode, err.faultstring, err.detail) == (
+        "soap:Client.NotFound", "no such person", "<detail/>")
+    assert err.message == ("the SOAP service answered with a fault: soap:Client.NotFound: "
+                           "no such person")
 
 
 def test_code_can_be_overridden_per_instance() -> None:

@@ -10,14 +10,13 @@ What it does not do: check the document against the WSDL schema or follow import
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
-
-from lxml import etree
+from typing import Final
 
 from xchange.errors import BadRequestError
 from xchange.identifiers import NS_ID, NS_XROAD, check_part
+from xchange.soap.xml import parse_xml
 
-__all__ = ["WsdlOperation", "parse_wsdl", "safe_xml"]
+__all__ = ["WsdlOperation", "parse_wsdl"]
 
 NS_WSDL: Final = "http://schemas.xmlsoap.org/wsdl/"
 MAX_WSDL_BYTES: Final = 4 * 1024 * 1024
@@ -25,20 +24,6 @@ MAX_WSDL_BYTES: Final = 4 * 1024 * 1024
 
 def _bad(message: str) -> BadRequestError:
     return BadRequestError(f"WSDL: {message}", code="admin.invalid_description")
-
-
-def safe_xml(document: bytes) -> etree._Element:
-    """Parse ``document`` with every dangerous feature off; refuse a DOCTYPE."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                             dtd_validation=False, huge_tree=False, remove_pis=True)
-    try:
-        root = etree.fromstring(document, parser=parser)
-    except etree.XMLSyntaxError as exc:
-        raise _bad(f"not well-formed XML: {exc}") from exc
-    docinfo: Any = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None:
-        raise _bad("a DOCTYPE is not accepted")
-    return root
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -49,9 +34,8 @@ class WsdlOperation:
 
 def parse_wsdl(document: bytes) -> tuple[WsdlOperation, ...]:
     """The distinct operations of the WSDL's bindings, in document order."""
-    if len(document) > MAX_WSDL_BYTES:
-        raise _bad(f"larger than {MAX_WSDL_BYTES} bytes")
-    root = safe_xml(document)
+    root = parse_xml(document, max_bytes=MAX_WSDL_BYTES, code="admin.invalid_description",
+                     what="WSDL")
     if root.tag != f"{{{NS_WSDL}}}definitions":
         raise _bad("the root element is not wsdl:definitions")
     found: dict[WsdlOperation, None] = {}

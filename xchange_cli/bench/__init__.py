@@ -37,12 +37,12 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _modes(text: str) -> tuple[str, ...]:
-    from xchange_cli.bench.runner import MODES
+    from xchange_cli.bench.runner import EXTRA_MODES, MODES
 
     modes = tuple(m.strip() for m in text.split(",") if m.strip())
-    unknown = set(modes) - set(MODES)
+    unknown = set(modes) - set(MODES) - set(EXTRA_MODES)
     if unknown or not modes:
-        raise argparse.ArgumentTypeError(f"modes are {', '.join(MODES)}")
+        raise argparse.ArgumentTypeError(f"modes are {', '.join(MODES + EXTRA_MODES)}")
     return modes
 
 
@@ -57,7 +57,7 @@ def _bench(args: argparse.Namespace) -> int:
     from xchange_cli.bench.wrk import WrkSettings, find_wrk
 
     wrk = find_wrk()
-    if wrk is None:
+    if wrk is None and set(args.modes or ()) - {"adapter_lookup"}:
         print("xchange: error: wrk is not installed (Debian: apt-get install wrk; "
               "`make bench` installs it)", file=sys.stderr)
         return 1
@@ -66,6 +66,7 @@ def _bench(args: argparse.Namespace) -> int:
         base, modes=args.modes, connections=args.connections, duration_s=args.duration,
         warmup_s=args.warmup, repeats=args.repeats, many_connections=args.many_connections,
         large_body_mib=args.large_body_mib, verify_records=args.verify_records,
+        adapter_rows=args.adapter_rows,
         work_dir=args.work_dir, profile=args.profile or None,
         wrk=WrkSettings(threads=args.wrk_threads or base.wrk.threads,
                         timeout_s=args.wrk_timeout or base.wrk.timeout_s))
@@ -89,7 +90,9 @@ def add_bench_command(command: Command) -> None:
     p.add_argument("--quick", action="store_true",
                    help="a short run (under two minutes) for quick comparisons")
     p.add_argument("--modes", type=_modes, default=None,
-                   help="comma-separated: direct,federated_sqlite,federated_postgresql")
+                   help="comma-separated: direct,federated_sqlite,federated_postgresql; "
+                        "also adapter_lookup (file adapter key lookups; not in the default "
+                        "run)")
     p.add_argument("--connections", type=_ints, default=None,
                    help="comma-separated concurrency levels (default 1,16,64,256)")
     p.add_argument("--duration", type=float, default=None, help="seconds per measured run")
@@ -101,6 +104,8 @@ def add_bench_command(command: Command) -> None:
                    help="size of the large body (default 100; 0: none)")
     p.add_argument("--verify-records", type=int, default=None,
                    help="records in the verify-log run (default 100000; 0: none)")
+    p.add_argument("--adapter-rows", type=int, default=None,
+                   help="CSV rows of the adapter_lookup mode (default 1000000)")
     p.add_argument("--pg-url", default=None,
                    help="PostgreSQL for the third mode (default "
                         "postgresql://postgres@127.0.0.1:5432/test; empty: skip)")

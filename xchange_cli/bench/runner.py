@@ -39,6 +39,8 @@ import sqlalchemy as sa
 
 from security_server.db import create_db_engine
 from xchange_cli.bench import procs
+from xchange_cli.bench.adapter import adapter_lookup
+from xchange_cli.bench.adapter import summary_line as adapter_summary_line
 from xchange_cli.bench.extras import large_body, verify_log_speed
 from xchange_cli.bench.stats import (
     PointSummary,
@@ -63,6 +65,8 @@ __all__ = ["BenchOptions", "run_bench"]
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 PERSON_PATH: Final = "/persons/38001010001"
 MODES: Final = ("direct", "federated_sqlite", "federated_postgresql")
+EXTRA_MODES: Final = ("adapter_lookup",)
+"""Modes measured only when ``--modes`` names them."""
 DEFAULT_PG_URL: Final = "postgresql://postgres@127.0.0.1:5432/test"
 LARGE_BODY_LIMIT: Final = 256 * 1024 * 1024
 """The bench federation's max_body_bytes: above the large body, so that it can pass."""
@@ -85,6 +89,8 @@ class BenchOptions:
     """0: no large-body run."""
     verify_records: int = 100_000
     """0: no verify-log run."""
+    adapter_rows: int = 1_000_000
+    """Rows of the CSV in the ``adapter_lookup`` mode."""
     pg_url: str | None = DEFAULT_PG_URL
     wrk: WrkSettings = field(default_factory=WrkSettings)
     out_dir: Path | None = REPO_ROOT / "bench" / "results"
@@ -311,8 +317,9 @@ def _wrk_version(wrk: str) -> str:
     return (done.stdout + done.stderr).splitlines()[0] if done.stdout + done.stderr else "?"
 
 
-def run_bench(opts: BenchOptions, wrk: str) -> dict[str, Any]:
-    """Measure everything ``opts`` asks for; write and return the results document."""
+def run_bench(opts: BenchOptions, wrk: str | None) -> dict[str, Any]:
+    """Measure everything ``opts`` asks for; write and return the results document.
+    ``wrk`` may be None only when no federation mode is asked for."""
     notes: list[str] = []
     fd_limit = _raise_fd_limit(65536)
     many = opts.many_connections
@@ -329,9 +336,17 @@ def run_bench(opts: BenchOptions, wrk: str) -> dict[str, Any]:
         else:
             work = opts.work_dir
             work.mkdir(parents=True, exist_ok=True)
-        want_sqlite = {"direct", "federated_sqlite"} & set(opts.modes) or (
-            many or opts.large_body_mib or opts.verify_records)
+        if "adapter_lookup" in opts.modes:
+            _log(f"file adapter: key lookups over {opts.adapter_rows} CSV rows")
+            extras["adapter_lookup"] = adapter_lookup(work, opts.adapter_rows)
+            _log("  " + adapter_summary_line(extras["adapter_lookup"]))
+        federation_wanted = bool(set(opts.modes) & set(MODES))
+        want_sqlite = federation_wanted and ({"direct", "federated_sqlite"} & set(opts.modes) or (
+            many or opts.large_body_mib or opts.verify_records))
+        if federation_wanted and wrk is None:
+            raise ValueError("wrk is needed for the federation modes")
         if want_sqlite:
+            assert wrk is not None
             _log("federation with SQLite message logs: starting")
             with _running(work / "sqlite") as (fed, running, counters):
                 if "direct" in opts.modes:
@@ -371,7 +386,7 @@ def run_bench(opts: BenchOptions, wrk: str) -> dict[str, Any]:
                 modes["federated_postgresql"] = {"skipped": why}
                 notes.append(f"federated_postgresql skipped: {why}")
             else:
-                assert opts.pg_url is not None
+                assert opts.pg_url is not None and wrk is not None
                 _log("federation with PostgreSQL message logs: starting")
                 with _pg_schemas(opts.pg_url, 2) as urls, \
                         _running(work / "postgresql", urls) as (fed, running, counters):
@@ -381,7 +396,7 @@ def run_bench(opts: BenchOptions, wrk: str) -> dict[str, Any]:
     return _results(opts, wrk, modes, extras, notes)
 
 
-def _results(opts: BenchOptions, wrk: str, modes: dict[str, dict[str, Any]],
+def _results(opts: BenchOptions, wrk: str | None, modes: dict[str, dict[str, Any]],
              extras: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     direct = modes.get("direct", {}).get("points", [])
     rs = {m: ratios(direct, d["points"]) for m, d in modes.items()
@@ -401,14 +416,16 @@ def _results(opts: BenchOptions, wrk: str, modes: dict[str, dict[str, Any]],
         "commit": commit + ("-dirty" if dirty else ""),
         "quick": opts.quick,
         "machine": {"cpus": _cpus(), "python": platform.python_version(),
-                    "platform": platform.platform(), "wrk": _wrk_version(wrk)},
+                    "platform": platform.platform(),
+                    "wrk": _wrk_version(wrk) if wrk else "not used"},
         "settings": {"connections": list(opts.connections), "duration_s": opts.duration_s,
                      "warmup_s": opts.warmup_s, "repeats": opts.repeats,
                      "wrk_threads": opts.wrk.threads, "wrk_timeout_s": opts.wrk.timeout_s,
                      "many_connections": opts.many_connections,
                      "many_duration_s": opts.many_duration_s,
                      "large_body_mib": opts.large_body_mib,
-                     "verify_records": opts.verify_records},
+                     "verify_records": opts.verify_records,
+                     "adapter_rows": opts.adapter_rows},
         "modes": modes,
         "ratios": rs,
         **extras,
@@ -455,6 +472,8 @@ def summary(results: Mapping[str, Any]) -> str:
             f"{' ' + lb['error'] if lb.get('error') else ''} in {lb['seconds']:.1f} s; "
             "RSS growth MiB: " + ", ".join(f"{n} {v:.0f}" for n, v in
                                            lb["rss_growth_mib"].items()))
+    if al := results.get("adapter_lookup"):
+        extra.append(adapter_summary_line(al))
     if vl := results.get("verify_log"):
         rate = f"{vl['records_per_s']:.0f} records/s" if vl["records_per_s"] else "FAILED"
         extra.append(f"verify-log: {vl['records']} records in {vl['seconds']:.1f} s = {rate}")

@@ -1,0 +1,410 @@
+"""The X-Road Message Protocol 4.0 (PR-MESS): SOAP 1.1 envelopes with the X-Road headers.
+
+What this module does, all on bytes already received:
+
+* :func:`parse_request` -- an information system's request, refused unless it is a SOAP 1.1
+  envelope (parsed by :func:`xchange.soap.xml.parse_xml`: no DOCTYPE, entities, network,
+  deep nesting) whose X-Road header fields (PR-MESS 2.2) each validate against
+  ``schemas/xroad-soap-4.0.xsd``, appear at most once, include ``client``, ``service``,
+  ``id`` and ``protocolVersion`` 4.x, and whose body holds exactly one element named after
+  the service code (PR-MESS 2.3).  The result is a :class:`SoapRequest`, the typed form of
+  those headers that travels between the security servers as the signed *header part*;
+* :func:`check_request_body` -- the provider's check that the envelope it received says
+  what the signed header part says;
+* :func:`finish_response` -- the provider's treatment of its system's answer: a fault
+  passes untouched; anything else must copy the request's X-Road header fields in order
+  (PR-MESS 2.2) and gets ``requestHash`` with its ``algorithmId``;
+* :func:`check_response` -- the consumer's check of that ``requestHash``;
+* :func:`fault_envelope` -- an X-Road SOAP fault (PR-MESS 2.5, Annex D.1).
+
+What it does not do: sockets, signing, access decisions, or central services.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from typing import Final, Self
+
+from lxml import etree
+
+from schemas import schema_file
+from xchange.canonical import canonical_json
+from xchange.errors import BadRequestError, InvalidSignatureError, ServerProxyError
+from xchange.identifiers import NS_XROAD, ClientId, SecurityServerId, ServiceId
+from xchange.rest import _bad_part, _load_header_part, _opt_str, _str
+from xchange.soap.mime import MimePart, SoapPart, join_multipart, parse_media_type, soap_part
+from xchange.soap.xml import parse_xml
+
+__all__ = [
+    "HASH_ALGORITHMS",
+    "NS_REPRESENTATION",
+    "NS_SOAP_ENV",
+    "SHA512",
+    "ParsedEnvelope",
+    "SoapRequest",
+    "check_request_body",
+    "check_response",
+    "check_soap_action",
+    "fault_envelope",
+    "finish_response",
+    "parse_envelope",
+    "parse_request",
+    "soap_request_hash",
+]
+
+NS_SOAP_ENV: Final = "http://schemas.xmlsoap.org/soap/envelope/"
+NS_SOAP12_ENV: Final = "http://www.w3.org/2003/05/soap-envelope"
+NS_REPRESENTATION: Final = "http://x-road.eu/xsd/representation.xsd"
+SHA512: Final = "http://www.w3.org/2001/04/xmlenc#sha512"
+HASH_ALGORITHMS: Final = {
+    SHA512: "sha512",
+    "http://www.w3.org/2001/04/xmlenc#sha256": "sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#sha384": "sha384",
+}
+"""XML-DSIG URIs of the hash algorithms a ``requestHash/@algorithmId`` may name."""
+
+_TYPE: Final = "xchange-soap-request"
+_KEYS: Final = frozenset({"type", "v", "id", "client", "service", "service_version",
+                          "user_id", "issue",
+                          "security_server", "represented_party", "content_type",
+                          "soap_action"})
+_FIELDS: Final = {
+    NS_XROAD: ("client", "service", "centralService", "id", "userId", "issue",
+               "protocolVersion", "requestHash", "securityServer"),
+    NS_REPRESENTATION: ("representedParty",),
+}
+_MANDATORY: Final = ("client", "service", "id", "protocolVersion")
+_PROTOCOL: Final = re.compile(r"4\.[0-9]+")
+_SOAP_ACTION: Final = re.compile(r'"[^"\\\x00-\x1f\x7f]{0,1024}"')
+
+
+@cache
+def _schema() -> etree.XMLSchema:
+    """The X-Road header schema (with its imports), from ``schemas/`` only."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    return etree.XMLSchema(etree.parse(str(schema_file("xroad-soap-4.0.xsd")), parser))
+
+
+def _q(ns: str, name: str) -> str:
+    return f"{{{ns}}}{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEnvelope:
+    """A SOAP 1.1 envelope: its root, optional header and the body's single element or fault."""
+
+    root: etree._Element
+    header: etree._Element | None
+    body: etree._Element
+    content: etree._Element
+    """The body's one element: the wrapper of a request or response, or ``Fault``."""
+
+    @property
+    def is_fault(self) -> bool:
+        return self.content.tag == _q(NS_SOAP_ENV, "Fault")
+
+    def xroad_fields(self) -> list[etree._Element]:
+        """The X-Road header fields, in document order."""
+        if self.header is None:
+            return []
+        return [c for c in self.header
+                if isinstance(c.tag, str) and etree.QName(c).namespace in _FIELDS]
+
+
+def parse_envelope(data: bytes, *, max_bytes: int,
+                   code: str = "client.invalid_soap") -> ParsedEnvelope:
+    """Parse ``data`` as a SOAP 1.1 envelope: ``Envelope``, optional ``Header``, ``Body``
+    with exactly one element."""
+    root = parse_xml(data, max_bytes=max_bytes, code=code, what="SOAP message")
+    if root.tag == _q(NS_SOAP12_ENV, "Envelope"):
+        raise BadRequestError("SOAP 1.2 is not supported: send a SOAP 1.1 envelope",
+                              code=code)
+    if root.tag != _q(NS_SOAP_ENV, "Envelope"):
+        raise BadRequestError(f"the root element {root.tag} is not a SOAP 1.1 Envelope",
+                              code=code)
+    children = [c for c in root if isinstance(c.tag, str)]
+    header = children[0] if children and children[0].tag == _q(NS_SOAP_ENV, "Header") \
+        else None
+    rest = children[1:] if header is not None else children
+    if len(rest) != 1 or rest[0].tag != _q(NS_SOAP_ENV, "Body"):
+        raise BadRequestError("the Envelope must hold an optional Header, then one Body and "
+                              "nothing else", code=code)
+    body = rest[0]
+    content = [c for c in body if isinstance(c.tag, str)]
+    if len(content) != 1:
+        raise BadRequestError(f"the SOAP Body holds {len(content)} elements, not one",
+                              code="client.invalid_body" if code.startswith("client.")
+                              else code)
+    return ParsedEnvelope(root, header, body, content[0])
+
+
+def _fields(env: ParsedEnvelope) -> dict[str, etree._Element]:
+    """The X-Road header fields by local name: each validated against the XSD, none twice."""
+    if env.header is None:
+        raise BadRequestError("the SOAP message has no Header with the X-Road fields",
+                              code="client.missing_header")
+    schema = _schema()
+    found: dict[str, etree._Element] = {}
+    for elem in env.xroad_fields():
+        qname = etree.QName(elem)
+        name = qname.localname
+        if name not in _FIELDS[qname.namespace or ""]:
+            raise BadRequestError(f"unknown X-Road header field {name}",
+                                  code="client.invalid_header")
+        if name in found:
+            raise BadRequestError(f"the X-Road header field {name} appears twice",
+                                  code="client.duplicate_header")
+        try:
+            schema.assertValid(etree.ElementTree(_detached(elem)))
+        except etree.DocumentInvalid as exc:
+            why = str(exc)
+            if name == "protocolVersion":
+                raise BadRequestError(f"protocolVersion must be 4.x: {why}",
+                                      code="client.invalid_protocol_version") from exc
+            raise BadRequestError(f"X-Road header field {name}: {why}",
+                                  code="client.invalid_header") from exc
+        found[name] = elem
+    for name in _MANDATORY:
+        if name not in found:
+            if name == "service" and "centralService" in found:
+                raise BadRequestError("central services are not supported: name the service",
+                                      code="client.invalid_header")
+            raise BadRequestError(f"the X-Road header field {name} is missing",
+                                  code="client.missing_header")
+    if "centralService" in found:
+        raise BadRequestError("central services are not supported", code="client.invalid_header")
+    return found
+
+
+def _detached(elem: etree._Element) -> etree._Element:
+    """A copy of ``elem`` as the root of its own document (for schema validation)."""
+    copy = etree.fromstring(etree.tostring(elem),
+                            etree.XMLParser(resolve_entities=False, no_network=True))
+    return copy
+
+
+def _text(elem: etree._Element | None) -> str | None:
+    return None if elem is None else (elem.text or "").strip()
+
+
+def _represented_party(elem: etree._Element | None) -> str | None:
+    """``partyClass/partyCode`` (or ``partyCode`` alone) of the representedParty field."""
+    if elem is None:
+        return None
+    code = _text(elem.find(_q(NS_REPRESENTATION, "partyCode")))
+    klass = _text(elem.find(_q(NS_REPRESENTATION, "partyClass")))
+    return f"{klass}/{code}" if klass else code
+
+
+def check_soap_action(value: str | None) -> str | None:
+    """The SOAPAction header as received: absent, or a quoted string (SOAP 1.1 6.1.1)."""
+    if value is None:
+        return None
+    if not _SOAP_ACTION.fullmatch(value.strip()):
+        raise BadRequestError(f"malformed SOAPAction header {value[:80]!r}: it must be quoted",
+                              code="client.invalid_soap_action")
+    return value.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class SoapRequest:
+    """One X-Road SOAP request as the security servers see it: the typed X-Road headers and
+    the HTTP headers that are passed on (PR-MESS 2.2: ``Content-Type`` and ``SOAPAction``).
+    The message itself (envelope and attachments) is the body that travels with it."""
+
+    message_id: str
+    client: ClientId
+    service: ServiceId
+    content_type: str
+    soap_action: str | None = None
+    user_id: str | None = None
+    issue: str | None = None
+    security_server: SecurityServerId | None = None
+    represented_party: str | None = None
+
+    method = "POST"
+    """What access rules see: a SOAP service is granted as a whole."""
+    path = ""
+
+    def header_part(self) -> bytes:
+        """The canonical bytes signed and logged for this request (docs/protocol.md)."""
+        return canonical_json({
+            "type": _TYPE, "v": 1, "id": self.message_id, "client": str(self.client),
+            "service": str(self.service), "service_version": self.service.version,
+            "user_id": self.user_id, "issue": self.issue,
+            "security_server": None if self.security_server is None
+            else str(self.security_server),
+            "represented_party": self.represented_party, "content_type": self.content_type,
+            "soap_action": self.soap_action,
+        })
+
+    @classmethod
+    def from_header_part(cls, data: bytes) -> Self:
+        """Parse a header part received from a peer security server."""
+        doc = _load_header_part(data, _TYPE, _KEYS)
+        try:
+            ss = doc["security_server"]
+            service = ServiceId.parse(_str(doc, "service"))
+            version = _opt_str(doc, "service_version")
+            req = cls(
+                message_id=_str(doc, "id"), client=ClientId.parse(_str(doc, "client")),
+                service=service if version is None
+                else ServiceId(service.provider, service.code, version),
+                content_type=_str(doc, "content_type"),
+                soap_action=_opt_str(doc, "soap_action"), user_id=_opt_str(doc, "user_id"),
+                issue=_opt_str(doc, "issue"),
+                security_server=None if ss is None else SecurityServerId.parse(ss),
+                represented_party=_opt_str(doc, "represented_party"),
+            )
+            check_soap_action(req.soap_action)
+            parse_media_type(req.content_type)
+        except TypeError as exc:
+            raise _bad_part(f"request header part: {exc}") from exc
+        except BadRequestError as exc:
+            raise _bad_part(f"request header part: {exc.message}") from exc
+        return req
+
+
+def parse_request(body: bytes, content_type: str | None, soap_action: str | None, *,
+                  max_bytes: int) -> SoapRequest:
+    """Parse and check an information system's SOAP request (module docstring)."""
+    action = check_soap_action(soap_action)
+    part = soap_part(body, content_type)
+    env = parse_envelope(part.envelope, max_bytes=max_bytes)
+    if env.is_fault:
+        raise BadRequestError("a request must not be a SOAP Fault", code="client.invalid_body")
+    fields = _fields(env)
+    client = ClientId.from_xml(fields["client"])
+    service = ServiceId.from_xml(fields["service"])
+    if service.provider.subsystem is None:
+        raise BadRequestError("a service's provider must be a subsystem",
+                              code="client.invalid_service_identifier")
+    wrapper = etree.QName(env.content).localname
+    if wrapper != service.code:
+        raise BadRequestError(
+            f"the body's wrapper element {wrapper} is not named after the service code "
+            f"{service.code}", code="client.invalid_body")
+    server = fields.get("securityServer")
+    assert content_type is not None  # soap_part refused a message without one
+    return SoapRequest(
+        message_id=_text(fields["id"]) or "", client=client, service=service,
+        content_type=content_type.strip(), soap_action=action,
+        user_id=_text(fields.get("userId")), issue=_text(fields.get("issue")),
+        security_server=None if server is None else SecurityServerId.from_xml(server),
+        represented_party=_represented_party(fields.get("representedParty")),
+    )
+
+
+def check_request_body(req: SoapRequest, body: bytes, *, max_bytes: int) -> None:
+    """The provider's check that the SOAP message it received is the one the signed header
+    part describes; raise ``server.serverproxy.bad_request`` otherwise."""
+    try:
+        seen = parse_request(body, req.content_type, req.soap_action, max_bytes=max_bytes)
+    except BadRequestError as exc:
+        raise _bad_part(f"the SOAP message is not acceptable: {exc.message}") from exc
+    if seen != req:
+        raise _bad_part("the SOAP message's X-Road headers differ from the signed header part")
+
+
+def soap_request_hash(envelope: bytes, algorithm: str = SHA512) -> str:
+    """``requestHash``: the base64 hash of the request's SOAP part bytes (PR-MESS 2.2)."""
+    return base64.b64encode(hashlib.new(HASH_ALGORITHMS[algorithm], envelope).digest()
+                            ).decode("ascii")
+
+
+def _shape(elem: etree._Element) -> tuple[object, ...]:
+    """A header field's content with namespace prefixes abstracted away."""
+    return (elem.tag, tuple(sorted(elem.attrib.items())), (elem.text or "").strip(),
+            tuple(_shape(c) for c in elem if isinstance(c.tag, str)))
+
+
+def _echoed(fields: Iterable[etree._Element]) -> list[tuple[object, ...]]:
+    return [_shape(f) for f in fields if etree.QName(f).localname != "requestHash"]
+
+
+def _inconsistent(why: str) -> ServerProxyError:
+    return ServerProxyError(f"the provider system's SOAP response {why}",
+                            code="server.serverproxy.inconsistent_response")
+
+
+def finish_response(request_body: bytes, request_content_type: str, response_body: bytes,
+                    response_content_type: str | None, *, max_bytes: int) -> bytes:
+    """The provider side's treatment of a SOAP answer (module docstring): return the bytes to
+    sign and send, or raise ``server.serverproxy.inconsistent_response``."""
+    request = soap_part(request_body, request_content_type)
+    try:
+        part = soap_part(response_body, response_content_type,
+                         code="server.serverproxy.inconsistent_response")
+        env = parse_envelope(part.envelope, max_bytes=max_bytes,
+                             code="server.serverproxy.inconsistent_response")
+    except BadRequestError as exc:
+        raise _inconsistent(f"is not a SOAP 1.1 message: {exc.message}") from exc
+    if env.is_fault:
+        return response_body  # faults pass untouched
+    asked = parse_envelope(request.envelope, max_bytes=max_bytes)
+    if env.header is None or _echoed(env.xroad_fields()) != _echoed(asked.xroad_fields()):
+        raise _inconsistent("does not copy the request's X-Road header fields in order")
+    assert env.header is not None
+    for old in env.header.findall(_q(NS_XROAD, "requestHash")):
+        env.header.remove(old)
+    fields = env.xroad_fields()
+    stamp = etree.Element(_q(NS_XROAD, "requestHash"), algorithmId=SHA512)
+    stamp.text = soap_request_hash(request.envelope)
+    fields[-1].addnext(stamp)
+    stamp.tail = fields[-1].tail
+    envelope = etree.tostring(env.root, xml_declaration=True, encoding="UTF-8")
+    if not part.is_multipart:
+        return envelope
+    return _replace_root(part, envelope)
+
+
+def _replace_root(part: SoapPart, envelope: bytes) -> bytes:
+    boundary = part.media_type.param("boundary")
+    assert boundary is not None
+    first = MimePart(part.parts[0].headers, envelope)
+    return join_multipart((first, *part.attachments), boundary)
+
+
+def check_response(req: SoapRequest, request_body: bytes, response_body: bytes,
+                   response_content_type: str | None, *, max_bytes: int) -> None:
+    """The consumer's check that a (non-fault) response carries the ``requestHash`` of the
+    request it sent; raise ``server.clientproxy.invalid_request_hash`` otherwise."""
+    code = "server.clientproxy.invalid_request_hash"
+    try:
+        part = soap_part(response_body, response_content_type, code=code)
+        env = parse_envelope(part.envelope, max_bytes=max_bytes, code=code)
+    except BadRequestError as exc:
+        raise InvalidSignatureError(f"the SOAP response cannot be read: {exc.message}",
+                                    code=code) from exc
+    if env.is_fault:
+        return
+    stamps = [f for f in env.xroad_fields() if etree.QName(f).localname == "requestHash"]
+    if len(stamps) != 1:
+        raise InvalidSignatureError("the SOAP response carries no single requestHash", code=code)
+    algorithm = stamps[0].get("algorithmId") or ""
+    if algorithm not in HASH_ALGORITHMS:
+        raise InvalidSignatureError(f"requestHash algorithm {algorithm!r} is not supported",
+                                    code=code)
+    sent = soap_part(request_body, req.content_type).envelope
+    got = "".join((stamps[0].text or "").split())
+    if got != soap_request_hash(sent, algorithm):
+        raise InvalidSignatureError("the SOAP response's requestHash is not the hash of the "
+                                    "request sent", code=code)
+
+
+def fault_envelope(code: str, message: str, detail_id: str) -> bytes:
+    """An X-Road SOAP fault (PR-MESS Annex D.1): ``faultcode`` is the X-Road error code,
+    ``faultactor`` empty, ``detail/faultDetail`` the id under which the fault was logged."""
+    env = etree.Element(_q(NS_SOAP_ENV, "Envelope"), nsmap={"SOAP-ENV": NS_SOAP_ENV})
+    fault = etree.SubElement(etree.SubElement(env, _q(NS_SOAP_ENV, "Body")),
+                             _q(NS_SOAP_ENV, "Fault"))
+    for name, text in (("faultcode", code), ("faultstring", message), ("faultactor", "")):
+        etree.SubElement(fault, name).text = text
+    etree.SubElement(etree.SubElement(fault, "detail"), "faultDetail").text = detail_id
+    return bytes(etree.tostring(env, xml_declaration=True, encoding="UTF-8"))
+
