@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+import resource
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Final
 
 import aiohttp
 from aiohttp import web
@@ -25,6 +27,7 @@ from security_server.admin_api import AdminContext, audience_for, create_admin_a
 from security_server.admin_keys import admin_public_key
 from security_server.archiver import Archiver, DirectoryTarget, load_recipients
 from security_server.audit_api import AuditContext, add_audit_routes
+from security_server.body import limit_malloc_arenas
 from security_server.catalogue import CataloguePublisher, registry_url
 from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
@@ -48,9 +51,17 @@ from security_server.tls import server_context
 from xchange.errors import GlobalConfOutdatedError
 from xchange.globalconf import ApprovedTSA, ConfigurationAnchor, FederationSettings, GlobalConf
 
-__all__ = ["running_server", "serve"]
+__all__ = ["LISTEN_BACKLOG", "raise_open_file_limit", "running_server", "serve"]
 
 log = logging.getLogger(__name__)
+
+LISTEN_BACKLOG: Final = 1024
+"""Connections the kernel queues for each listener before they are accepted (aiohttp's
+default is 128: a burst of a thousand clients overflowed it, and the overflow waited for
+SYN retransmits, a second or more).  The kernel caps it at ``net.core.somaxconn``."""
+
+OPEN_FILES_WANTED: Final = 65536
+"""The soft open-file limit asked for when the hard limit is unlimited."""
 
 
 @contextlib.asynccontextmanager
@@ -105,6 +116,7 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
     await stamper.load()
     runtime = Runtime(config, conf_client, message_log, keys.identities, own_certs, stamper,
                       in_token=keys.in_token)
+    runtime.spool_dir.mkdir(parents=True, exist_ok=True)
     store_directory = StoreDirectory(store)
     runtime.directory = Directory(store_directory, metadata_service)
     runtime.provider_session = aiohttp.ClientSession(auto_decompress=False)
@@ -161,7 +173,8 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             runners.append(runner)
-            await web.TCPSite(runner, listen.host, listen.port, ssl_context=ssl_ctx).start()
+            await web.TCPSite(runner, listen.host, listen.port, ssl_context=ssl_ctx,
+                              backlog=LISTEN_BACKLOG).start()
         yield runtime
     finally:
         for task in tasks:
@@ -191,6 +204,23 @@ async def _serve(config: SecurityServerConfig) -> None:
         await stop.wait()
 
 
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit, and return it.
+
+    Every client connection, peer connection and provider connection is a file descriptor,
+    and the usual soft limit (1024) would refuse the 1001st client with EMFILE long before
+    the hard limit (often 65536 or more) is reached."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else hard
+        if soft == resource.RLIM_INFINITY or soft < wanted:
+            with contextlib.suppress(ValueError, OSError):  # not allowed: keep what we have
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def serve(config_path: Path) -> None:
     config = SecurityServerConfig.from_file(config_path).from_env()
+    raise_open_file_limit()
+    limit_malloc_arenas()  # before any thread: bodies stream through 1 MiB buffers
     asyncio.run(_serve(config))

@@ -12,17 +12,23 @@ security-server protocol (docs/protocol.md) to provider security servers.  Per r
   3. the client must be registered on this server (else ``unknown_member``), and the
      provider known (else ``unknown_service``);
   4. this server's own certificates must have good, fresh OCSP responses to staple (else
-     ``cert_validation``); read the body; build and sign the header part; log the signed
-     request durably (else ``logging_failed``);
+     ``cert_validation``); read the body as it arrives, hashing it, into memory or (over
+     1 MiB) a spool file (security_server.body); build the header part and sign it with the
+     body's digest; log the signed request durably (else ``logging_failed``);
   5. send it over mutual TLS to a server hosting the provider, pinned to its registered
      auth certificate, but only once that certificate is known to be good: the status last
      stapled by that server, if still fresh, or else its current OCSP response fetched over
      the pinned connection first (``GET /xchange/v1/ocsp``);
-  6. verify the response's signature, the OCSP responses stapled to it (the provider
-     member's signing certificate and the TLS certificate the connection presented) and
-     its binding to the request, log it, then answer the IS with the provider's status,
-     headers and body plus the X-Road response headers.  A SOAP answer that is not a fault
-     must carry the ``requestHash`` of the SOAP part sent.
+  6. read the response frame to its end, spooling its body; verify the response's
+     signature, the OCSP responses stapled to it (the provider member's signing
+     certificate and the TLS certificate the connection presented) and its binding to the
+     request, log it, then answer the IS with the provider's status, headers and body plus
+     the X-Road response headers.  A SOAP answer that is not a fault must carry the
+     ``requestHash`` of the SOAP part sent.
+
+Bodies stream: the request body is sent on from its spool and the response body is passed
+to the IS from its own, so no body is ever held whole in memory once it is over 1 MiB.  (A
+SOAP message is parsed, so it is read whole: its limit is ``max_body_bytes``.)
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,13 +44,22 @@ import aiohttp
 from aiohttp import web
 from cryptography import x509
 
-from security_server.http import MESSAGE_ID, SOAP, error_middleware, hide_server_version
+from security_server.body import Body
+from security_server.http import (
+    MESSAGE_ID,
+    SOAP,
+    error_middleware,
+    hide_server_version,
+    received,
+    stream_out,
+)
 from security_server.is_tls import check_is_connection
 from security_server.metadata import register_list_clients
 from security_server.runtime import (
     RUNTIME,
     ProviderStatus,
     Runtime,
+    frame_payload,
     make_entry,
     read_limited,
 )
@@ -68,17 +83,18 @@ from xchange.transport import (
     OCSP_MEDIA_TYPE,
     PEER_OCSP_PATH,
     PEER_PATH,
-    SignedMessage,
-    decode_frame,
-    encode_frame,
+    FrameHead,
+    encode_frame_head,
 )
 
 __all__ = ["create_client_proxy_app"]
 
 log = logging.getLogger(__name__)
 
-_FRAME_OVERHEAD = 2 * 1024 * 1024
-"""Room for the header part, signature and OCSP sections around a body of the maximum size."""
+_ONE_WRITE = 1024 * 1024
+"""A frame up to this size is sent as one piece of bytes (aiohttp's limit for that)."""
+_MAX_ERROR = 1024 * 1024
+"""The most an error answer of the provider server may take."""
 _MAX_OCSP = 64 * 1024
 _CODE_CERT = "server.clientproxy.cert_validation"
 
@@ -118,15 +134,35 @@ async def handle_rest(request: web.Request) -> web.StreamResponse:
     )
     request[MESSAGE_ID] = req.message_id
     check_is_connection(rt.directory, req.client, request.transport)
-    response, body, rhash = await send_request(rt, req, request.read)
-    out = web.Response(status=response.status, body=body)
-    for name, value in response.headers:
-        out.headers.add(name, value)
-    out.headers["X-Road-Id"] = req.message_id
-    out.headers["X-Road-Client"] = str(req.client)
-    out.headers["X-Road-Service"] = str(req.service)
-    out.headers["X-Road-Request-Hash"] = rhash
-    return out
+    limit = rt.config.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)  # refused before a byte of it is read
+
+    async def read_body() -> Body:
+        return await rt.spool(received(request, code="client.bad_request"), limit=limit,
+                              too_large=_too_large(limit))
+
+    response, body, rhash = await send_request(rt, req, read_body)
+    try:
+        # In memory: one write, as any answer; spooled: streamed from the spool.
+        out = (web.Response(status=response.status, body=body.data) if body.data is not None
+               else web.StreamResponse(status=response.status))
+        for name, value in response.headers:
+            out.headers.add(name, value)
+        out.headers["X-Road-Id"] = req.message_id
+        out.headers["X-Road-Client"] = str(req.client)
+        out.headers["X-Road-Service"] = str(req.service)
+        out.headers["X-Road-Request-Hash"] = rhash
+        if body.data is not None:
+            return out
+        return await stream_out(request, out, body.size, body.stream())
+    finally:
+        body.close()
+
+
+def _too_large(limit: int) -> XRoadError:
+    return XRoadError(f"the message body exceeds {limit} bytes",
+                      code="client.payload_too_large")
 
 
 async def handle_soap(request: web.Request) -> web.StreamResponse:
@@ -140,19 +176,24 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
     request[MESSAGE_ID] = req.message_id
     check_is_connection(rt.directory, req.client, request.transport)
 
-    async def read_body() -> bytes:
-        return body
+    async def read_body() -> Body:
+        return Body.of(body)
 
     response, answer, _ = await send_request(rt, req, read_body)
-    ctype = dict(response.headers).get("content-type", "text/xml; charset=UTF-8")
-    return web.Response(status=response.status, body=answer, headers={"Content-Type": ctype})
+    try:
+        ctype = dict(response.headers).get("content-type", "text/xml; charset=UTF-8")
+        return web.Response(status=response.status, body=await answer.read(),
+                            headers={"Content-Type": ctype})
+    finally:
+        answer.close()
 
 
 async def send_request(rt: Runtime, req: Request,
-                       read_body: Callable[[], Awaitable[bytes]]) -> tuple[RestResponse, bytes,
-                                                                            str]:
+                       read_body: Callable[[], Awaitable[Body]]) -> tuple[RestResponse, Body,
+                                                                           str]:
     """Steps 2-6 of the module docstring: return the verified response, its body and the
-    request hash it is bound to.  The body is read only once the request is admitted."""
+    request hash it is bound to.  The body is read only once the request is admitted; the
+    caller closes the response body (:meth:`Body.close`) once it has passed it on."""
     now = rt.clock()
     conf = rt.conf(now, side="client")
     _check_local_client(rt, conf, req)
@@ -165,26 +206,36 @@ async def send_request(rt: Runtime, req: Request,
     staples = rt.own_staples(identity, conf, now, code=_CODE_CERT)
 
     body = await read_body()
-    header_part = req.header_part()
-    payload = digest_payload(header_part, body)  # the body is hashed once, here
-    signature = await rt.sign(identity, payload, side="client", signed_at=now,
-                              nonce=uuid.uuid4().hex)
-    signed = SignedMessage(header_part, signature, body, staples)
-    await rt.log_message(make_entry(req, "request", "outgoing", signed, now), side="client")
-    answer = await _exchange(rt, conf, targets, encode_frame(signed))
-    rhash = request_hash_of(payload)
-    verify_at = rt.clock()
-    msg = answer.message
+    request_data = body.data if isinstance(req, SoapRequest) else None  # SOAP: in memory
     try:
-        response = _verified_response(rt, conf, req, body, answer, rhash, verify_at)
-    except XRoadError as exc:
-        # A response that fails verification is kept as evidence, then refused.
-        await rt.log_message(make_entry(req, "response", "incoming", msg, verify_at,
-                                        error_code=exc.code), side="client")
+        header_part = req.header_part()
+        payload = digest_payload(header_part, body.digest)  # hashed as it arrived
+        signature = await rt.sign(identity, payload, side="client", signed_at=now,
+                                  nonce=uuid.uuid4().hex)
+        head = FrameHead(header_part, signature, staples)
+        await rt.log_message(make_entry(req, "request", "outgoing", head, body, now),
+                             side="client")
+        answer = await _exchange(rt, conf, targets, head, body)
+    finally:
+        body.close()
+    try:
+        rhash = request_hash_of(payload)
+        verify_at = rt.clock()
+        try:
+            response = await _verified_response(rt, conf, req, request_data, answer, rhash,
+                                                verify_at)
+        except XRoadError as exc:
+            # A response that fails verification is kept as evidence, then refused.
+            await rt.log_message(make_entry(req, "response", "incoming", answer.head,
+                                            answer.body, verify_at, error_code=exc.code),
+                                 side="client")
+            raise
+        await rt.log_message(make_entry(req, "response", "incoming", answer.head, answer.body,
+                                        verify_at), side="client")
+    except BaseException:
+        answer.body.close()
         raise
-    await rt.log_message(make_entry(req, "response", "incoming", msg, verify_at),
-                         side="client")
-    return response, msg.body, rhash
+    return response, answer.body, rhash
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,27 +243,30 @@ class _Answer:
     server: SecurityServerInfo
     peer_cert: x509.Certificate
     """The TLS certificate the provider server presented (on its latest connection)."""
-    message: SignedMessage
+    head: FrameHead
+    body: Body
 
 
-def _verified_response(rt: Runtime, conf: GlobalConf, req: Request, body: bytes,
-                       answer: _Answer, rhash: str, at: datetime) -> RestResponse:
+async def _verified_response(rt: Runtime, conf: GlobalConf, req: Request, body: bytes | None,
+                             answer: _Answer, rhash: str, at: datetime) -> RestResponse:
     """The provider's response, signed by the provider's member with certificates proven
-    good, and bound to ``req`` (whose body was ``body``)."""
+    good, and bound to ``req`` (whose body was ``body``, kept for a SOAP request)."""
     code = "server.clientproxy.invalid_signature"
-    msg = answer.message
+    msg = answer.head
     try:
         response = RestResponse.from_header_part(msg.header_part)
     except BadRequestError as exc:
         raise InvalidSignatureError(f"malformed response: {exc.message}", code=code) from exc
-    verified = verify_message(msg.signature, msg.header_part, msg.body,
+    verified = verify_message(msg.signature, msg.header_part, answer.body.digest,
                               expected_signer=req.service.provider,
                               anchors=conf.trust_anchors(), at=at, code=code)
     _learn_provider_status(rt, conf, answer.server, answer.peer_cert, msg.ocsp_responses, at)
     rt.check_peer_signer(msg.ocsp_responses, verified.chain, conf, at, code=_CODE_CERT)
     response.check_binding(req, rhash)
     if isinstance(req, SoapRequest):
-        check_response(req, body, msg.body, dict(response.headers).get("content-type"),
+        assert body is not None
+        check_response(req, body, await answer.body.read(),
+                       dict(response.headers).get("content-type"),
                        max_bytes=rt.config.max_body_bytes)
     return response
 
@@ -282,7 +336,7 @@ def _provider_servers(conf: GlobalConf, req: Request) -> Sequence[SecurityServer
 
 
 async def _exchange(rt: Runtime, conf: GlobalConf, targets: Sequence[SecurityServerInfo],
-                    frame: bytes) -> _Answer:
+                    head: FrameHead, body: Body) -> _Answer:
     """Send the frame to the first provider server that accepts a (pinned) TLS connection and
     whose certificate is known good.
 
@@ -305,13 +359,16 @@ async def _exchange(rt: Runtime, conf: GlobalConf, targets: Sequence[SecuritySer
         except (aiohttp.ClientError, TimeoutError) as exc:  # only a status query was sent
             last = _not_delivered(server, exc)
             continue
+        data: bytes | AsyncIterator[bytes]
+        size, data = frame_payload(head, body)  # a new stream for each server tried
+        if body.data is not None and size <= _ONE_WRITE:  # small: one write
+            data = encode_frame_head(head) + body.data
         try:
-            async with session.post(base + PEER_PATH, data=frame, ssl=rt.client_tls,
+            async with session.post(base + PEER_PATH, data=data, ssl=rt.client_tls,
                                     timeout=timeout,
-                                    headers={"Content-Type": FRAME_MEDIA_TYPE}) as resp:
-                data = await read_limited(resp, rt.config.max_body_bytes + _FRAME_OVERHEAD)
-                ctype, status = resp.content_type, resp.status
-                error_code = resp.headers.get("X-Road-Error")
+                                    headers={"Content-Type": FRAME_MEDIA_TYPE,
+                                             "Content-Length": str(size)}) as resp:
+                return await _read_answer(rt, server, resp)
         except _NOT_DELIVERED as exc:
             last = _not_delivered(server, exc)
             continue
@@ -319,20 +376,32 @@ async def _exchange(rt: Runtime, conf: GlobalConf, targets: Sequence[SecuritySer
             raise ClientProxyError(
                 f"exchange with security server {server.id} failed after the request was "
                 f"sent: {type(exc).__name__}", code="server.clientproxy.network_error") from exc
-        if data is None:
-            raise ClientProxyError(f"security server {server.id} sent an over-long response",
-                                   code="server.clientproxy.network_error")
-        if error_code is not None or ctype == "application/json":
-            raise _peer_error(status, data, error_code)
-        peer_cert = rt.presented_certificate(server.id)
-        if status != 200 or ctype != FRAME_MEDIA_TYPE or peer_cert is None:
-            raise ClientProxyError(
-                f"security server {server.id} answered HTTP {status} {ctype}",
-                code="server.clientproxy.network_error")
-        message = decode_frame(data, code="server.clientproxy.invalid_signature")
-        return _Answer(server, peer_cert, message)
     assert last is not None
     raise last
+
+
+async def _read_answer(rt: Runtime, server: SecurityServerInfo,
+                       resp: aiohttp.ClientResponse) -> _Answer:
+    """The provider server's answer: a signed response frame, read to its end with the body
+    spooled, or the error it reported."""
+    ctype, status = resp.content_type, resp.status
+    error_code = resp.headers.get("X-Road-Error")
+    over_long = ClientProxyError(f"security server {server.id} sent an over-long response",
+                                 code="server.clientproxy.network_error")
+    if error_code is not None or ctype == "application/json":
+        data = await read_limited(resp, _MAX_ERROR)
+        if data is None:
+            raise over_long
+        raise _peer_error(status, data, error_code)
+    peer_cert = rt.presented_certificate(server.id)
+    if status != 200 or ctype != FRAME_MEDIA_TYPE or peer_cert is None:
+        raise ClientProxyError(
+            f"security server {server.id} answered HTTP {status} {ctype}",
+            code="server.clientproxy.network_error")
+    head, body = await rt.read_frame(resp.content.iter_any(), limit=rt.config.max_body_bytes,
+                                     code="server.clientproxy.invalid_signature",
+                                     too_large=over_long)
+    return _Answer(server, peer_cert, head, body)
 
 
 _NOT_DELIVERED = (aiohttp.ServerFingerprintMismatch, aiohttp.ClientSSLError,

@@ -25,14 +25,14 @@ from sqlalchemy.exc import ArgumentError
 from sqlmodel import SQLModel
 
 from security_server.archiver import ArchiveFileRow
-from security_server.messagelog import MessageRecord, TimestampBatchRow
+from security_server.messagelog import BodyChunkRow, MessageRecord, TimestampBatchRow
 
 __all__ = ["create_db_engine", "create_tables"]
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 """How long an SQLite connection waits for a lock held by another connection."""
 
-_MODELS: Final = (TimestampBatchRow, MessageRecord, ArchiveFileRow)
+_MODELS: Final = (TimestampBatchRow, MessageRecord, BodyChunkRow, ArchiveFileRow)
 """Every table model of the security server."""
 
 _PG_DRIVERS = frozenset({"postgresql", "postgres", "postgresql+psycopg"})
@@ -61,6 +61,20 @@ def create_tables(engine: Engine) -> None:
     """Create the security server's tables that do not exist yet."""
     tables = [cast(sa.Table, sa.inspect(model).local_table) for model in _MODELS]
     SQLModel.metadata.create_all(engine, tables=tables)
+    _add_missing_columns(engine)
+
+
+_ADDED_COLUMNS: Final = (("message_log", "body_id", "VARCHAR(32)"),)
+"""Columns added to existing tables since they were first created (until Alembic migrations
+take over these tables): table, column, SQL type.  Each is nullable."""
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    inspector = sa.inspect(engine)
+    for table, column, sql_type in _ADDED_COLUMNS:
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            with engine.begin() as connection:
+                connection.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
 
 
 def _sqlite_engine(url: URL) -> Engine:

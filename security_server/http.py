@@ -14,16 +14,17 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from xchange.errors import XRoadError
+from xchange.errors import BadRequestError, XRoadError
 from xchange.soap.envelope import fault_envelope
 
 __all__ = ["MESSAGE_ID", "SOAP", "error_middleware", "error_response", "hide_server_version",
-           "soap_fault_response"]
+           "received", "soap_fault_response", "stream_out"]
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +97,28 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
 def hide_server_version(app: web.Application) -> None:
     """Answer ``Server: xchange`` instead of the Python and aiohttp versions."""
     app.on_response_prepare.append(_server_header)
+
+
+async def received(request: web.Request, *, code: str) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a body cut short is the sender's fault (``code``)."""
+    try:
+        async for chunk in request.content.iter_any():
+            yield chunk
+    except (aiohttp.ClientPayloadError, ConnectionError) as exc:
+        raise BadRequestError("the request body was cut short", code=code) from exc
+
+
+async def stream_out(request: web.Request, out: web.StreamResponse, size: int,
+                     chunks: AsyncIterator[bytes]) -> web.StreamResponse:
+    """Send ``out`` with a body of ``size`` bytes written piece by piece.  A client that goes
+    away meanwhile is the end of it, not an error: nothing can be answered any more."""
+    out.content_length = size
+    try:
+        await out.prepare(request)
+        async for chunk in chunks:
+            await out.write(chunk)
+        await out.write_eof()
+    except ConnectionError as exc:
+        log.info("%s %s: the client went away while the answer was sent (%s)",
+                 request.method, request.path, exc)
+    return out

@@ -10,8 +10,11 @@ into one ASiC-E container.  The checks themselves are :mod:`xchange.audit`'s.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import multiprocessing
 from collections.abc import AsyncIterator, Iterable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,9 +31,9 @@ from xchange.errors import ChainBrokenError, EvidenceError, StampInvalidError, X
 from xchange.evidence import MessageEvidence, write_bundle
 from xchange.globalconf import ConfigurationAnchor, GlobalConf, verify_envelope
 from xchange.logbatch import TimestampBatch
-from xchange.messagelog import ChainCheckpoint, ChainReport, StoredRecord, verify_chain
+from xchange.messagelog import ChainCheckpoint, ChainReport, StoredRecord, check_link
 
-__all__ = ["BROKEN", "AuditReport", "LiveBatches", "export_query", "server_trust",
+__all__ = ["BROKEN", "AuditReport", "LiveBatches", "audit_pool", "export_query", "server_trust",
            "trust_from_files", "verify_live_log"]
 
 _PAGE = 1000
@@ -113,29 +116,122 @@ async def _all_records(log: MessageLog, after: int) -> AsyncIterator[list[Stored
 
 
 async def verify_live_log(log: MessageLog, engine: Engine, trust: AuditTrust, *,
-                          subject: str) -> AuditReport:
-    """Verify a live log record by record; the first failure goes in the report."""
+                          subject: str, pool: Executor | None = None) -> AuditReport:
+    """Verify a live log record by record; the first failure goes in the report.
+
+    With a ``pool`` (worker processes set up by :func:`audit_pool`), each page's evidence
+    checks -- signatures, OCSP responses, stamps -- run in the workers while the next page
+    is read; links and batches are still followed here, in order, and the failure reported
+    is the first in sequence order whichever check it fails, as without a pool.
+    """
     report = AuditReport(subject=subject)
     try:
         checkpoint = await live_checkpoint(log, engine)
         batches = LiveBatches(await log.batches())
         head, first, memo = checkpoint, None, AuditMemo()
+        pending: asyncio.Future[list[RecordCheck]] | None = None
         # One pass, record by record, so the first broken record is named whatever
         # check it fails: its link, its content, its batch, its evidence.
         async for page in _all_records(log, checkpoint.sequence):
+            evidence, broken = [], None
             for record in page:
-                verify_chain([record], checkpoint=head)
-                check = verify_evidence(MessageEvidence(record, batches.of(record)), trust,
-                                        require_stamp=False, memo=memo)
-                report.checks.append(check)
-                report.unstamped += check.stamped_at is None
+                try:
+                    check_link(record, head)  # verify_evidence checks its content hash
+                    evidence.append(MessageEvidence(record, batches.of(record)))
+                except BROKEN as exc:
+                    broken = exc
+                    break
                 head = ChainCheckpoint(record.sequence, record.record_hash)
                 first = first or record.sequence
+            if pending is not None:
+                _add_checks(report, await pending)
+            pending = asyncio.ensure_future(_evidence_checks(evidence, trust, memo, pool))
+            if broken is not None:
+                _add_checks(report, await pending)  # an earlier record may fail first
+                raise broken
+        if pending is not None:
+            _add_checks(report, await pending)
         report.chain = ChainReport(count=len(report.checks), first_sequence=first,
                                    last_sequence=head.sequence, last_hash=head.record_hash)
     except BROKEN as exc:
         report.failure = exc
     return report
+
+
+def _add_checks(report: AuditReport, checks: list[RecordCheck]) -> None:
+    report.checks += checks
+    report.unstamped += sum(c.stamped_at is None for c in checks)
+
+
+# -- evidence checks in worker processes ------------------------------------------------------
+
+_CHUNK = 250
+"""Records per task handed to a worker: large enough that pickling is a small share."""
+
+_worker_trust: AuditTrust | None = None
+_worker_memo = AuditMemo()
+
+
+async def _evidence_checks(evidence: list[MessageEvidence], trust: AuditTrust,
+                           memo: AuditMemo, pool: Executor | None) -> list[RecordCheck]:
+    """``verify_evidence`` of each, in order; raises the first failure."""
+    if pool is None:
+        return [verify_evidence(e, trust, require_stamp=False, memo=memo) for e in evidence]
+    loop = asyncio.get_running_loop()
+    chunks = [evidence[i:i + _CHUNK] for i in range(0, len(evidence), _CHUNK)]
+    results = await asyncio.gather(*(loop.run_in_executor(pool, _worker_checks, chunk)
+                                     for chunk in chunks))
+    checks: list[RecordCheck] = []
+    for chunk, (done, failed) in zip(chunks, results, strict=True):
+        checks += done
+        if failed is not None:
+            # Exceptions do not cross processes intact: redo the failing record here, where
+            # it raises what it raises without a pool.
+            bad = chunk[failed]
+            verify_evidence(bad, trust, require_stamp=False, memo=memo)
+            raise EvidenceError(bad.record.sequence, "the record failed in an audit worker")
+    return checks
+
+
+def _worker_checks(chunk: list[MessageEvidence]) -> tuple[list[RecordCheck], int | None]:
+    """In a worker: the checks of ``chunk`` up to the first that fails, and its index."""
+    assert _worker_trust is not None, "audit_pool sets the trust of its workers"
+    checks = []
+    for i, evidence in enumerate(chunk):
+        try:
+            checks.append(verify_evidence(evidence, _worker_trust, require_stamp=False,
+                                          memo=_worker_memo))
+        except Exception:  # any failure: the parent redoes this record and reports it
+            return checks, i
+    return checks, None
+
+
+def _set_worker_trust(trust: AuditTrust) -> None:
+    global _worker_trust
+    _worker_trust = trust
+
+
+def _ready(_: int) -> bool:
+    return True
+
+
+def audit_pool(trust: AuditTrust, workers: int) -> ProcessPoolExecutor:
+    """Worker processes for :func:`verify_live_log`, forked now and sharing ``trust``.
+
+    Call it while the process has a single thread (before an event loop's worker threads
+    exist): the workers are forked, all at once, by this call -- ``trust`` holds
+    certificates, which cannot be pickled, so it reaches them by inheritance.  The caller
+    shuts the pool down.
+    """
+    pool = ProcessPoolExecutor(max_workers=workers,
+                               mp_context=multiprocessing.get_context("fork"),
+                               initializer=_set_worker_trust, initargs=(trust,))
+    try:
+        list(pool.map(_ready, range(workers)))  # every worker forked and initialised
+    except BaseException:
+        pool.shutdown(cancel_futures=True)
+        raise
+    return pool
 
 
 class LiveBatches:

@@ -103,7 +103,7 @@ class LogStamper:
     async def _stamp_all(self) -> int:
         stamped = 0
         try:
-            while records := await self._log.unstamped(self._max_batch):
+            while records := await self._log.unstamped_hashes(self._max_batch):
                 plan = plan_batch(records)
                 token = await self._tsa.timestamp(plan.root)
                 batch = await self._log.add_batch(plan, token)

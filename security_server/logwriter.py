@@ -13,17 +13,24 @@ Other work (``submit``) runs on the same thread, alone and in queue order, so no
 ever writes the log concurrently.  An item whose future was cancelled before its group ran
 (the waiting request went away) is dropped, not written.
 
+Appenders on an asyncio event loop use :meth:`GroupWriter.append_async`: their results are
+handed to the loop with *one* ``call_soon_threadsafe`` per group, not one thread-safe future
+and one wake-up of the loop per item (at 64 waiting requests that was 64 writes to the
+loop's self-pipe per commit, and a ``threading.Condition`` per record).
+
 This module knows nothing of the log's tables: ``commit_group`` does the writing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar, cast
 
 __all__ = ["GroupWriter", "WriterClosedError"]
 
@@ -45,6 +52,13 @@ class _Item(Generic[T, R]):
 
 
 @dataclass(slots=True)
+class _LoopItem(Generic[T, R]):
+    value: T
+    future: asyncio.Future[R]
+    loop: asyncio.AbstractEventLoop
+
+
+@dataclass(slots=True)
 class _Task:
     fn: Callable[[], Any]
     future: Future[Any]
@@ -62,7 +76,8 @@ class GroupWriter(Generic[T, R]):
             raise ValueError("max_group must be at least 1")
         self._commit_group = commit_group
         self._max_group = max_group
-        self._queue: queue.SimpleQueue[_Item[T, R] | _Task | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item[T, R] | _LoopItem[T, R] | _Task | object] = (
+            queue.SimpleQueue())
         self._lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -71,6 +86,14 @@ class GroupWriter(Generic[T, R]):
     def append(self, value: T) -> Future[R]:
         """Queue ``value``; the future gives ``commit_group``'s result for it once committed."""
         return self._put(lambda future: _Item(value, future))
+
+    def append_async(self, value: T) -> asyncio.Future[R]:
+        """Queue ``value`` from a coroutine: like :meth:`append`, but the future belongs to
+        the running loop, and each group's results reach the loop in one call."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._enqueue(_LoopItem(value, future, loop))
+        return future
 
     def submit(self, fn: Callable[[], R2]) -> Future[R2]:
         """Run ``fn`` on the writer thread, alone, after everything queued before it."""
@@ -86,11 +109,14 @@ class GroupWriter(Generic[T, R]):
 
     def _put(self, make: Callable[[Future[Any]], _Item[T, R] | _Task]) -> Future[Any]:
         future: Future[Any] = Future()
+        self._enqueue(make(future))
+        return future
+
+    def _enqueue(self, job: _Item[T, R] | _LoopItem[T, R] | _Task) -> None:
         with self._lock:  # nothing may be queued behind _STOP
             if self._closed:
                 raise WriterClosedError("the writer is closed")
-            self._queue.put(make(future))
-        return future
+            self._queue.put(job)
 
     def _run(self) -> None:
         while True:
@@ -100,9 +126,9 @@ class GroupWriter(Generic[T, R]):
                     jobs.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            group: list[_Item[T, R]] = []
+            group: list[_Item[T, R] | _LoopItem[T, R]] = []
             for job in jobs:
-                if isinstance(job, _Item):
+                if isinstance(job, _Item | _LoopItem):
                     group.append(job)
                     continue
                 self._commit(group)
@@ -113,20 +139,53 @@ class GroupWriter(Generic[T, R]):
             if jobs[-1] is _STOP:
                 return
 
-    def _commit(self, group: list[_Item[T, R]]) -> None:
-        live = [item for item in group if item.future.set_running_or_notify_cancel()]
+    def _commit(self, group: list[_Item[T, R] | _LoopItem[T, R]]) -> None:
+        live = [item for item in group if _still_wanted(item)]
         if not live:
             return
+        outcomes: list[tuple[R | None, BaseException | None]]
         try:
             results = self._commit_group([item.value for item in live])
             if len(results) != len(live):
                 raise RuntimeError("commit_group did not return one result per item")
+            outcomes = [(result, None) for result in results]
         except Exception as exc:  # every waiter must hear of the failure
-            for item in live:
-                item.future.set_exception(exc)
-            return
-        for item, result in zip(live, results, strict=True):
-            item.future.set_result(result)
+            outcomes = [(None, exc)] * len(live)
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome[R]]] = {}
+        for item, (result, error) in zip(live, outcomes, strict=True):
+            if isinstance(item, _LoopItem):
+                by_loop.setdefault(item.loop, []).append((item.future, result, error))
+            elif error is not None:
+                item.future.set_exception(error)
+            else:
+                item.future.set_result(cast(R, result))
+        for loop, settled in by_loop.items():
+            # A closed loop raises RuntimeError: nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, settled)
+
+
+_Outcome = tuple["asyncio.Future[R]", "R | None", "BaseException | None"]
+
+
+def _still_wanted(item: _Item[T, R] | _LoopItem[T, R]) -> bool:
+    """Claim a thread-safe future, or see that a loop future is not cancelled yet (if it
+    is cancelled after this, its record is written and nobody is told: as for a request
+    that goes away while its group commits)."""
+    if isinstance(item, _Item):
+        return item.future.set_running_or_notify_cancel()
+    return not item.future.cancelled()
+
+
+def _settle(settled: list[_Outcome[R]]) -> None:
+    """In the loop: resolve every future of one group."""
+    for future, result, error in settled:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(cast(R, result))
 
 
 def _run_task(task: _Task) -> None:

@@ -27,6 +27,18 @@ row names the key id (``key_id``; NULL: stored in the clear).  Reading decrypts 
 the row names; an undecryptable field is reported as a broken record, a missing key as a
 read failure.  Hashes are over the plaintext, so the chain is the same either way.
 
+Large bodies (docs/decisions.md, "Large bodies in the message log"): a body given as an
+:class:`~xchange.body.ExternalBody` (a spooled body, over 1 MiB) is not put in its row.
+:meth:`MessageLog.append` first copies it, chunk by chunk, into the ``message_body_chunk``
+table under a random body id (encrypted chunk by chunk under the keyring, if there is
+one; committed every few chunks, off the writer thread, so other messages' records are not
+held up), then chains and commits the record, whose ``body_id`` names the chunks and whose
+``body`` is empty.  No step holds the body whole.  Reading such a record reads the chunks
+back once to take their digest (so an altered chunk breaks the record's hash like any other
+alteration) and hands the body on as an external body that reads them again on demand.
+Chunks of a record that failed to commit are deleted; chunks go with their record when it
+is purged.
+
 Not done here: asking for time-stamps, archiving, and several processes writing
 one log (a second writer's records collide on the sequence number and fail closed; per-node
 logs come with a ``log_id`` column later).  Tables are created by
@@ -36,19 +48,20 @@ logs come with a ``log_id`` column later).  Tables are created by
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Final, Literal, TypeVar, cast, get_args
+from typing import Any, Final, Literal, TypeVar, cast, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, select
-from sqlmodel.sql.expression import SelectOfScalar
 
 from security_server.logwriter import GroupWriter, WriterClosedError
+from xchange.body import CHUNK_SIZE, ExternalBody
 from xchange.errors import XRoadError
 from xchange.logbatch import BatchPlan, TimestampBatch
 from xchange.logcrypto import Keyring, LogDecryptionError, UnknownKeyError
@@ -71,6 +84,8 @@ from xchange.messagelog import (
 from xchange.timestamp import TimestampToken
 
 __all__ = [
+    "BodyChunkRow",
+    "BodyStore",
     "LogQuery",
     "LoggingFailedCode",
     "MessageLog",
@@ -85,6 +100,9 @@ LoggingFailedCode = Literal[
 """The code of a failed write: the client proxy's or the server proxy's."""
 
 _VERIFY_BATCH: Final = 1000
+_CHUNKS_PER_COMMIT: Final = 8
+"""A large body's chunks are committed 8 MiB at a time: short transactions that let the
+writer thread's group commits in between (SQLite has one writer at a time)."""
 R = TypeVar("R")
 
 
@@ -133,6 +151,8 @@ class MessageRecord(SQLModel, table=True):
     """The body; encrypted if ``key_id`` is set."""
     key_id: str | None = Field(default=None, max_length=64)
     """The id of the key ``header_part`` and ``body`` are encrypted with; NULL: clear."""
+    body_id: str | None = Field(default=None, max_length=32)
+    """A large body's id in ``message_body_chunk`` (``body`` is then empty); NULL: inline."""
     signature: str
     status: str = Field(max_length=16)
     error_code: str | None = None
@@ -143,6 +163,118 @@ class MessageRecord(SQLModel, table=True):
     """The time-stamp batch covering the record; NULL until it is stamped."""
     merkle_path: bytes | None = None
     """The record's audit path to its batch's root: 32-byte hashes, leaf upwards."""
+
+
+class BodyChunkRow(SQLModel, table=True):
+    """One piece of a large body (see the module docstring); encrypted like its record."""
+
+    __tablename__ = "message_body_chunk"
+
+    body_id: str = Field(primary_key=True, max_length=32)
+    index: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    data: bytes
+
+
+class BodyStore:
+    """Stores one large body in ``message_body_chunk`` as it arrives, chunk by chunk
+    (encrypted under the keyring's current key, if any), committing every few chunks.
+
+    Blocking: call it from a worker thread.  :meth:`finish` writes the last chunk (its
+    encryption says it is the last, so it is written only once the end is known) and
+    returns the reader a log entry's :class:`~xchange.body.ExternalBody` takes;
+    :meth:`drop` removes whatever was stored (a body that will not be logged after all).
+    """
+
+    def __init__(self, engine: Engine, keyring: Keyring | None) -> None:
+        self._engine, self._keyring = engine, keyring
+        self.body_id = uuid.uuid4().hex
+        self._key_id = None if keyring is None else keyring.current
+        self._pending = bytearray()
+        self._index = 0
+        self._session: Session | None = None
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        self._pending += data
+        # Keep at least one byte back: the last chunk is only known at the end.
+        while len(self._pending) > CHUNK_SIZE:
+            self._insert(bytes(self._pending[:CHUNK_SIZE]), last=False)
+            del self._pending[:CHUNK_SIZE]
+
+    def finish(self) -> _ChunkReader:
+        if self._pending or self._index == 0:
+            self._insert(bytes(self._pending), last=True)
+            self._pending.clear()
+        if self._session is not None:
+            self._session.commit()
+            self._session.close()
+            self._session = None
+        return _ChunkReader(self._engine, self._keyring, self.body_id, self._key_id)
+
+    def drop(self) -> None:
+        """Best effort: remove the chunks stored so far."""
+        if self._session is not None:
+            self._session.close()  # rolls back what was not committed
+            self._session = None
+        _drop_chunks(self._engine, self.body_id)
+
+    def _insert(self, piece: bytes, *, last: bool) -> None:
+        if self._session is None:
+            self._session = Session(self._engine)
+        data = piece if self._keyring is None else self._keyring.encrypt_chunk(
+            self.body_id, self._index, last, piece)
+        self._session.execute(sa.insert(_chunk_table()).values(
+            body_id=self.body_id, index=self._index, data=data))
+        self._index += 1
+        if self._index % _CHUNKS_PER_COMMIT == 0:
+            self._session.commit()
+
+
+def _drop_chunks(engine: Engine, body_id: str) -> None:
+    """Best effort: remove the chunks of a body whose record was not written.  Never those
+    of a body a record names (a failed commit may have committed after all)."""
+    table = _chunk_table()
+    named = select(MessageRecord.sequence).where(MessageRecord.body_id == body_id).exists()
+    try:
+        with Session(engine) as session:
+            session.execute(sa.delete(table).where(table.c.body_id == body_id, ~named))
+            session.commit()
+    except SQLAlchemyError:
+        pass  # an orphaned body is unreferenced, never read; the failure is reported
+
+
+class _ChunkReader:
+    """Reads a large body back from ``message_body_chunk`` (:class:`xchange.body.BodyReader`),
+    one chunk per query, decrypting with the key its record names."""
+
+    def __init__(self, engine: Engine, keyring: Keyring | None, body_id: str,
+                 key_id: str | None) -> None:
+        self._engine, self._keyring = engine, keyring
+        self.body_id, self.key_id = body_id, key_id
+
+    def chunks(self) -> Iterator[bytes]:
+        table = _chunk_table()
+        with Session(self._engine) as session:
+            count = session.execute(sa.select(sa.func.count()).select_from(table)
+                                    .where(table.c.body_id == self.body_id)).scalar_one()
+            for index in range(count):
+                data = session.execute(sa.select(table.c.data).where(
+                    table.c.body_id == self.body_id, table.c.index == index)).scalar()
+                if data is None:
+                    raise LogDecryptionError(f"chunk {index} of the body is missing")
+                if self.key_id is None:
+                    yield data
+                    continue
+                if self._keyring is None:
+                    raise MessageLogError("the body is encrypted and no message-log keys "
+                                          "were given")
+                yield self._keyring.decrypt_chunk(self.key_id, self.body_id, index,
+                                                  index == count - 1, data)
+
+
+def _chunk_table() -> sa.Table:
+    return cast(sa.Table, BodyChunkRow.__table__)  # type: ignore[attr-defined]
 
 
 class TimestampBatchRow(SQLModel, table=True):
@@ -156,6 +288,14 @@ class TimestampBatchRow(SQLModel, table=True):
     root: bytes
     token: bytes
     gen_time: datetime = Field(index=True)
+
+
+_RECORDS: Final = cast(sa.Table, sa.inspect(MessageRecord).local_table)
+_BATCHES: Final = cast(sa.Table, sa.inspect(TimestampBatchRow).local_table)
+_INSERT_RECORD: Final = sa.insert(_RECORDS)
+_STAMP_RECORD: Final = sa.update(_RECORDS).where(
+    _RECORDS.c.sequence == sa.bindparam("b_sequence"), _RECORDS.c.batch_id.is_(None),
+).values(merkle_path=sa.bindparam("b_path"))
 
 
 class MessageLog:
@@ -179,16 +319,41 @@ class MessageLog:
         """
         if error_code not in get_args(LoggingFailedCode):
             raise ValueError(f"not a logging failure code: {error_code!r}")
+        stored: _ChunkReader | None = None
         try:
-            future = self._writer.append(entry)
-        except WriterClosedError as exc:
-            raise MessageLogError("the message log is closed", code=error_code) from exc
-        try:
-            return await asyncio.wrap_future(future)
+            if isinstance(entry.body, ExternalBody) and not isinstance(entry.body.reader,
+                                                                       _ChunkReader):
+                stored = await asyncio.to_thread(self._store_body, entry.body)
+                entry = replace(entry, body=ExternalBody(entry.body.digest, stored))
+            return await self._writer.append_async(entry)
         except Exception as exc:
+            if stored is not None:
+                await asyncio.to_thread(self._drop_body, stored.body_id)
+            if isinstance(exc, WriterClosedError):
+                raise MessageLogError("the message log is closed", code=error_code) from exc
             # Anything -- a full disk, a lost connection, a constraint, a trigger, a corrupt
             # head -- means the record may not be there: fail closed.
             raise MessageLogError("the message log could not be written", code=error_code) from exc
+
+    def body_store(self) -> BodyStore:
+        """A sink that stores a large body's chunks as it arrives (see :class:`BodyStore`)."""
+        return BodyStore(self._engine, self._keyring)
+
+    def _store_body(self, body: ExternalBody) -> _ChunkReader:
+        """Copy a large body into ``message_body_chunk``."""
+        store = self.body_store()
+        try:
+            for chunk in body.chunks():
+                store.write(chunk)
+            if store.size != body.digest.size:
+                raise ValueError("the body's reader did not yield its declared size")
+            return store.finish()
+        except BaseException:
+            store.drop()
+            raise
+
+    def _drop_body(self, body_id: str) -> None:
+        _drop_chunks(self._engine, body_id)
 
     async def records(self, *, query_id: str | None = None) -> list[StoredRecord]:
         """All records in sequence order, or those of one X-Road message id.
@@ -196,9 +361,9 @@ class MessageLog:
         Raises :class:`~xchange.messagelog.ChainBrokenError` for a row that is not a valid
         record (altered in the database) and :class:`MessageLogError` if reading fails.
         """
-        statement = select(MessageRecord).order_by(col(MessageRecord.sequence))
+        statement = sa.select(_RECORDS).order_by(_RECORDS.c.sequence)
         if query_id is not None:
-            statement = statement.where(MessageRecord.query_id == query_id)
+            statement = statement.where(_RECORDS.c.query_id == query_id)
         return await asyncio.to_thread(self._read, statement)
 
     async def verify(self, checkpoint: ChainCheckpoint = GENESIS) -> ChainReport:
@@ -217,18 +382,18 @@ class MessageLog:
         """At most ``limit`` records numbered above ``after``, in sequence order."""
         return await asyncio.to_thread(
             self._read,
-            select(MessageRecord).where(col(MessageRecord.sequence) > after)
+            sa.select(_RECORDS).where(_RECORDS.c.sequence > after)
             .order_by(col(MessageRecord.sequence)).limit(limit),
         )
 
     async def find(self, query: LogQuery, limit: int) -> list[StoredRecord]:
         """The records matching every criterion of ``query``, oldest first, at most
         ``limit``."""
-        statement = select(MessageRecord)
-        for column, value in ((MessageRecord.query_id, query.query_id),
-                              (MessageRecord.client, query.client),
-                              (MessageRecord.service, query.service),
-                              (MessageRecord.user_id, query.user_id)):
+        statement = sa.select(_RECORDS)
+        for column, value in ((_RECORDS.c.query_id, query.query_id),
+                              (_RECORDS.c.client, query.client),
+                              (_RECORDS.c.service, query.service),
+                              (_RECORDS.c.user_id, query.user_id)):
             if value is not None:
                 statement = statement.where(column == value)
         if query.since is not None:
@@ -246,6 +411,12 @@ class MessageLog:
             with Session(self._engine) as session:
                 head = _read_head(session).sequence
                 last = min(sequence, head - 1)
+                chunks = _chunk_table()
+                session.execute(sa.delete(chunks).where(chunks.c.body_id.in_(
+                    select(MessageRecord.body_id).where(
+                        col(MessageRecord.sequence) <= last,
+                        col(MessageRecord.batch_id).is_not(None),
+                        col(MessageRecord.body_id).is_not(None)))))
                 result = session.execute(
                     sa.delete(MessageRecord).where(col(MessageRecord.sequence) <= last,
                                                    col(MessageRecord.batch_id).is_not(None)))
@@ -262,11 +433,27 @@ class MessageLog:
         """The oldest records not yet time-stamped, at most ``limit``, in sequence order."""
         return await asyncio.to_thread(
             self._read,
-            select(MessageRecord)
-            .where(col(MessageRecord.batch_id).is_(None))
+            sa.select(_RECORDS)
+            .where(_RECORDS.c.batch_id.is_(None))
             .order_by(col(MessageRecord.sequence))
             .limit(limit),
         )
+
+    async def unstamped_hashes(self, limit: int) -> list[ChainCheckpoint]:
+        """The sequence and hash of the oldest records not yet time-stamped, at most
+        ``limit``, in sequence order: all a batch's Merkle tree needs, read without the
+        records' contents."""
+        def read() -> list[ChainCheckpoint]:
+            try:
+                with self._engine.connect() as connection:
+                    rows = connection.execute(
+                        sa.select(_RECORDS.c.sequence, _RECORDS.c.record_hash)
+                        .where(_RECORDS.c.batch_id.is_(None))
+                        .order_by(_RECORDS.c.sequence).limit(limit)).all()
+                    return [ChainCheckpoint(row[0], row[1]) for row in rows]
+            except (SQLAlchemyError, TypeError, ValueError) as exc:
+                raise MessageLogError("the message log could not be read") from exc
+        return await asyncio.to_thread(read)
 
     async def batches(self) -> list[TimestampBatch]:
         """Every time-stamp batch, in order."""
@@ -290,43 +477,49 @@ class MessageLog:
         self._writer.close()
 
     def _commit_group(self, entries: Sequence[LogEntry]) -> list[StoredRecord]:
-        """On the writer thread: chain ``entries`` after the head and commit them at once."""
+        """On the writer thread: chain ``entries`` after the head and commit them at once.
+
+        One Core ``INSERT`` executed for the whole group (not ORM objects: building and
+        flushing a mapped instance per record cost several times the insert itself).
+        """
         head, self._head = self._head, None
         records = []
-        with Session(self._engine) as session:
+        with self._engine.begin() as connection:
             if head is None:
-                head = _read_head(session)
+                head = _read_head(connection)
             for entry in entries:
                 record = chain_record(entry, head.sequence + 1, head.record_hash)
                 records.append(record)
                 head = ChainCheckpoint(record.sequence, record.record_hash)
-            session.add_all([_to_row(record, self._keyring) for record in records])
-            session.commit()
+            connection.execute(_INSERT_RECORD, [_row_values(r, self._keyring) for r in records])
         self._head = head  # only once committed: a failure leaves it unknown, to be re-read
         return records
 
     def _add_batch_sync(self, plan: BatchPlan, token: TimestampToken) -> TimestampBatch:
-        with Session(self._engine) as session:
-            last = session.exec(select(sa.func.max(TimestampBatchRow.id))).one()
+        # Every record of the plan must be there and unstamped: one count inside the
+        # transaction (this thread is the log's only writer), then one UPDATE executed for
+        # all the paths, rather than a statement built per record.
+        with self._engine.begin() as connection:
+            last = connection.execute(sa.select(sa.func.max(_BATCHES.c.id))).scalar()
             batch = TimestampBatch(id=(last or 0) + 1, first_sequence=plan.first_sequence,
                                    last_sequence=plan.last_sequence, root=plan.root,
                                    token=token.der, gen_time=token.gen_time)
-            session.add(TimestampBatchRow(
+            connection.execute(sa.insert(_BATCHES).values(
                 id=batch.id, first_sequence=batch.first_sequence,
                 last_sequence=batch.last_sequence, root=batch.root, token=batch.token,
                 gen_time=batch.gen_time))
-            session.flush()
-            for offset, path in enumerate(plan.paths):
-                updated = session.execute(
-                    sa.update(MessageRecord)
-                    .where(col(MessageRecord.sequence) == plan.first_sequence + offset,
-                           col(MessageRecord.batch_id).is_(None))
-                    .values(batch_id=batch.id, merkle_path=b"".join(path))
-                )
-                if updated.rowcount != 1:  # type: ignore[attr-defined]
-                    raise MessageLogError(
-                        f"record {plan.first_sequence + offset} is missing or already stamped")
-            session.commit()
+            pending = connection.execute(
+                sa.select(sa.func.count()).select_from(_RECORDS).where(
+                    _RECORDS.c.sequence.between(plan.first_sequence, plan.last_sequence),
+                    _RECORDS.c.batch_id.is_(None))).scalar_one()
+            if pending != batch.size or len(plan.paths) != batch.size:
+                raise MessageLogError(
+                    f"records {plan.first_sequence}-{plan.last_sequence}: "
+                    f"{batch.size - pending} missing or already stamped")
+            connection.execute(
+                _STAMP_RECORD.values(batch_id=batch.id),
+                [{"b_sequence": plan.first_sequence + offset, "b_path": b"".join(path)}
+                 for offset, path in enumerate(plan.paths)])
         return batch
 
     def _read_batches(self) -> list[TimestampBatch]:
@@ -338,17 +531,20 @@ class MessageLog:
         except SQLAlchemyError as exc:
             raise MessageLogError("the message log could not be read") from exc
 
-    def _read(self, statement: SelectOfScalar[MessageRecord]) -> list[StoredRecord]:
+    def _read(self, statement: sa.Select[Any]) -> list[StoredRecord]:
+        # Core rows, not ORM instances: building a mapped object per record cost more than
+        # the rest of reading it.
         try:
-            with Session(self._engine) as session:
+            with self._engine.connect() as connection:
                 try:
-                    rows = session.exec(statement).all()
+                    rows = connection.execute(statement).all()
                 except (ValueError, TypeError) as exc:
                     # A value its column type cannot decode (SQLite stores anything in any
                     # column): an altered record, to be reported like any other.
-                    sequence = _find_undecodable(session, statement)
+                    with Session(self._engine) as session:
+                        sequence = _find_undecodable(session, statement)
                     raise ChainBrokenError(sequence, "stored record cannot be decoded") from exc
-                return [_to_record(row, self._keyring) for row in rows]
+                return [_to_record(row, self._keyring, self._engine) for row in rows]
         except SQLAlchemyError as exc:
             raise MessageLogError("the message log could not be read") from exc
 
@@ -357,8 +553,8 @@ class MessageLog:
         # long-lived cursor or snapshot, and appends may go on meanwhile.
         while True:
             batch = self._read(
-                select(MessageRecord)
-                .where(col(MessageRecord.sequence) > after)
+                sa.select(_RECORDS)
+                .where(_RECORDS.c.sequence > after)
                 .order_by(col(MessageRecord.sequence))
                 .limit(_VERIFY_BATCH)
             )
@@ -373,10 +569,10 @@ async def _wait(future: Future[R]) -> R:
     return await asyncio.wrap_future(future)
 
 
-def _read_head(session: Session) -> ChainCheckpoint:
-    row = session.exec(
-        select(MessageRecord.sequence, MessageRecord.record_hash)
-        .order_by(col(MessageRecord.sequence).desc())
+def _read_head(connection: Session | sa.Connection) -> ChainCheckpoint:
+    row = connection.execute(
+        sa.select(_RECORDS.c.sequence, _RECORDS.c.record_hash)
+        .order_by(_RECORDS.c.sequence.desc())
         .limit(1)
     ).first()
     if row is None:
@@ -384,7 +580,7 @@ def _read_head(session: Session) -> ChainCheckpoint:
     return ChainCheckpoint(row[0], row[1])
 
 
-def _find_undecodable(session: Session, statement: SelectOfScalar[MessageRecord]) -> int:
+def _find_undecodable(session: Session, statement: sa.Select[Any]) -> int:
     # Only on the failure path: load the statement's rows one by one to name the bad one.
     sequences = session.scalars(statement.with_only_columns(col(MessageRecord.sequence))).all()
     for sequence in sequences:
@@ -395,52 +591,78 @@ def _find_undecodable(session: Session, statement: SelectOfScalar[MessageRecord]
     raise MessageLogError("the message log could not be read")
 
 
-def _to_row(record: StoredRecord, keyring: Keyring | None) -> MessageRecord:
+def _row_values(record: StoredRecord, keyring: Keyring | None) -> dict[str, object]:
+    """The ``message_log`` row of ``record``, as the column values of an INSERT."""
     e = record.entry
-    header_part, body, key_id = e.header_part, e.body, None
+    body_id = None
+    if isinstance(e.body, ExternalBody):
+        # MessageLog.append stored it already; anything else is a programming error.
+        if not isinstance(e.body.reader, _ChunkReader):
+            raise TypeError("a large body must be stored before its record")
+        body, body_id = b"", e.body.reader.body_id
+    else:
+        body = e.body
+    header_part, key_id = e.header_part, None
     if keyring is not None:
         key_id = keyring.current
         header_part = keyring.encrypt("header_part", header_part, record.record_hash)
-        body = keyring.encrypt("body", body, record.record_hash)
-    return MessageRecord(
-        sequence=record.sequence,
-        prev_hash=record.prev_hash,
-        record_hash=record.record_hash,
-        query_id=e.query_id,
-        kind=e.kind,
-        direction=e.direction,
-        client=e.client,
-        service=e.service,
-        user_id=e.user_id,
-        issue=e.issue,
-        header_part=header_part,
-        body=body,
-        key_id=key_id,
-        signature=e.signature,
-        status=e.status,
-        error_code=e.error_code,
-        created_at=e.created_at,
-        ocsp_responses=encode_der_list(e.ocsp_responses),
-    )
+        if body_id is None:
+            body = keyring.encrypt("body", body, record.record_hash)
+    return {
+        "sequence": record.sequence,
+        "prev_hash": record.prev_hash,
+        "record_hash": record.record_hash,
+        "query_id": e.query_id,
+        "kind": e.kind,
+        "direction": e.direction,
+        "client": e.client,
+        "service": e.service,
+        "user_id": e.user_id,
+        "issue": e.issue,
+        "header_part": header_part,
+        "body": body,
+        "key_id": key_id,
+        "body_id": body_id,
+        "signature": e.signature,
+        "status": e.status,
+        "error_code": e.error_code,
+        "created_at": e.created_at,
+        "ocsp_responses": encode_der_list(e.ocsp_responses),
+        "batch_id": None,
+        "merkle_path": None,
+    }
 
 
-def _plaintext(row: MessageRecord, keyring: Keyring | None) -> tuple[bytes, bytes]:
-    if row.key_id is None:
-        return row.header_part, row.body
-    if keyring is None:
+_RowLike = MessageRecord | sa.Row[Any]
+"""A ``message_log`` row: a mapped instance or a Core row (the same attribute names)."""
+
+
+def _plaintext(row: _RowLike, keyring: Keyring | None,
+               engine: Engine) -> tuple[bytes, bytes | ExternalBody]:
+    if row.key_id is not None and keyring is None:
         raise MessageLogError(f"record {row.sequence} is encrypted and no message-log keys "
                               "were given")
     try:
+        if row.body_id is not None:
+            # Read through once: the digest must be of what is stored now.
+            body: bytes | ExternalBody = ExternalBody.measure(
+                _ChunkReader(engine, keyring, row.body_id, row.key_id))
+        elif row.key_id is None or keyring is None:
+            body = row.body
+        else:
+            body = keyring.decrypt(row.key_id, "body", row.body, row.record_hash)
+        if row.key_id is None or keyring is None:
+            return row.header_part, body
         return (keyring.decrypt(row.key_id, "header_part", row.header_part, row.record_hash),
-                keyring.decrypt(row.key_id, "body", row.body, row.record_hash))
+                body)
     except UnknownKeyError as exc:
         raise MessageLogError(f"record {row.sequence}: {exc}") from exc
     except LogDecryptionError as exc:
         raise ChainBrokenError(row.sequence, str(exc)) from exc
 
 
-def _to_record(row: MessageRecord, keyring: Keyring | None) -> StoredRecord:
-    header_part, body = _plaintext(row, keyring)
+def _to_record(row: _RowLike, keyring: Keyring | None, engine: Engine) -> StoredRecord:
+    header_part, body = _plaintext(row, keyring, engine)
     try:
         entry = LogEntry(
             query_id=row.query_id,

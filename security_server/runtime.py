@@ -12,18 +12,19 @@ import functools
 import hashlib
 import logging
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Literal
+from typing import Final, Literal
 
 import aiohttp
 from aiohttp import web
 from cryptography import x509
 
 from certs.keys import load_certificates
+from security_server.body import Body, spool
 from security_server.confclient import GlobalConfClient
 from security_server.config import SecurityServerConfig
 from security_server.directory import ConfigDirectory, Directory
@@ -33,6 +34,7 @@ from security_server.ocsp import OwnCertificates
 from security_server.tls import PinnedPeer, add_anchors, client_context
 from xchange.certstatus import StapleVerifier, approved_ca_of
 from xchange.errors import (
+    BadRequestError,
     ClientProxyError,
     GlobalConfOutdatedError,
     ServerProxyError,
@@ -46,12 +48,18 @@ from xchange.messages import Request
 from xchange.ocsp import OcspStatus
 from xchange.replay import ReplayWindow
 from xchange.signing import SigningIdentity, sign_payload
-from xchange.transport import SignedMessage
+from xchange.transport import FrameDecoder, FrameHead, encode_frame_head
 
-__all__ = ["RUNTIME", "ProviderStatus", "Runtime", "make_entry", "read_limited", "utc_now"]
+__all__ = ["RUNTIME", "ProviderStatus", "Runtime", "frame_payload", "make_entry",
+           "read_limited", "utc_now"]
 
 
 log = logging.getLogger(__name__)
+
+PEER_CONNECTIONS: Final = 64
+"""At most this many TLS connections to one provider security server; further requests wait
+for one of them (within ``peer_timeout``).  Unbounded, a burst of a thousand requests
+opened a thousand TLS connections at once, and the handshakes' CPU starved the messages."""
 
 
 async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
@@ -65,6 +73,22 @@ async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes | None
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+_MAX_FRAME_HEAD = 16 * 1024 * 1024
+"""The most a frame's sections (header part, signature, OCSP responses) may take together."""
+
+
+def frame_payload(head: FrameHead, body: Body) -> tuple[int, AsyncIterator[bytes]]:
+    """A frame to send: its length, and its bytes in pieces (the body read from its spool)."""
+    prefix = encode_frame_head(head)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield prefix
+        async for chunk in body.stream():
+            yield chunk
+
+    return len(prefix) + body.size, pieces()
 
 
 def utc_now() -> datetime:
@@ -134,6 +158,39 @@ class Runtime:
         """The server proxy's TLS context, set by the app before it serves."""
         self.directory = Directory(ConfigDirectory(config))
         """Local clients, services and access rights; the app puts the store's behind it."""
+        self.spool_dir = config.state_dir / "spool"
+        """Where bodies over 1 MiB are spooled while they cross (security_server.body)."""
+
+    async def spool(self, chunks: AsyncIterable[bytes], *, limit: int,
+                    too_large: XRoadError) -> Body:
+        """Read a body as it arrives into a :class:`~security_server.body.Body`; a large one
+        is written to the message log's chunk store as it arrives, ready to be logged."""
+        return await spool(chunks, self.spool_dir, limit=limit, too_large=too_large,
+                           sink=self.log.body_store)
+
+    async def read_frame(self, chunks: AsyncIterable[bytes], *, limit: int, code: str,
+                         too_large: XRoadError) -> tuple[FrameHead, Body]:
+        """Read a frame (docs/protocol.md, "Frame") as it arrives: its sections into
+        memory, its body into a spool, hashed.  Malformed: ``BadRequestError`` with
+        ``code``; a body over ``limit`` bytes: ``too_large``.  Nothing is verified here."""
+        decoder = FrameDecoder(code=code)
+
+        async def body_bytes() -> AsyncIterator[bytes]:
+            head_bytes = 0
+            async for chunk in chunks:
+                if decoder.head is None:
+                    head_bytes += len(chunk)
+                yield decoder.feed(chunk)
+                if decoder.head is None and head_bytes > _MAX_FRAME_HEAD:
+                    raise BadRequestError("malformed message frame: sections too long",
+                                          code=code)
+
+        body = await self.spool(body_bytes(), limit=limit, too_large=too_large)
+        try:
+            return decoder.finish(), body
+        except BadRequestError:
+            body.close()
+            raise
 
     def is_local_client(self, client: ClientId) -> bool:
         """Is ``client`` an enabled local client of this server (see security_server.directory)?"""
@@ -215,7 +272,8 @@ class Runtime:
             self._retired.add(task)
             task.add_done_callback(self._retired.discard)
         pin = PinnedPeer(hashes)
-        connector = aiohttp.TCPConnector(ssl=pin, limit=0, enable_cleanup_closed=False)
+        connector = aiohttp.TCPConnector(ssl=pin, limit=PEER_CONNECTIONS,
+                                         enable_cleanup_closed=False)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         self._peers[server.id] = _Peer(pin, session)
         return session
@@ -306,13 +364,14 @@ def make_entry(
     req: Request,
     kind: Literal["request", "response"],
     direction: Literal["incoming", "outgoing"],
-    msg: SignedMessage,
+    head: FrameHead,
+    body: Body,
     at: datetime,
     *,
     error_code: str | None = None,
 ) -> LogEntry:
     """The log entry of one signed message, as sent or received with its OCSP staples;
-    ``error_code`` marks it as rejected."""
+    ``error_code`` marks it as rejected.  A spooled body is logged from its spool."""
     return LogEntry(
         query_id=req.message_id,
         kind=kind,
@@ -321,13 +380,13 @@ def make_entry(
         service=str(req.service),
         user_id=req.user_id,
         issue=req.issue,
-        header_part=msg.header_part,
-        body=msg.body,
-        signature=msg.signature,
+        header_part=head.header_part,
+        body=body.for_log(),
+        signature=head.signature,
         status="rejected" if error_code else "ok",
         error_code=error_code,
         created_at=at,
-        ocsp_responses=tuple(msg.ocsp_responses),
+        ocsp_responses=tuple(head.ocsp_responses),
     )
 
 

@@ -16,6 +16,12 @@ Listens on mutual TLS.  Per request (docs/protocol.md, "Provider side"):
      sign the response bound to the request hash, staple this server's own OCSP responses,
      log it durably, and return it.
 
+Bodies stream (docs/protocol.md, "Frame"): the request frame is read to its end with its
+body spooled and hashed as it arrives (security_server.body) -- nothing reaches the provider
+system before the signature over that digest verified and the request is logged; the body
+is then sent on from the spool, the provider system's response is spooled the same way, and
+the response frame is written from it.
+
 A SOAP request (its header part's type says so) takes the same steps; in step 4 its
 envelope must also yield exactly its signed header part and its service must be a WSDL one,
 and in step 5 the provider system gets the message as the IS sent it, with only
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import datetime
 from functools import lru_cache
 
@@ -40,9 +47,16 @@ from aiohttp import web
 from cryptography import x509
 from yarl import URL
 
+from security_server.body import Body
 from security_server.directory import LocalService
-from security_server.http import MESSAGE_ID, error_middleware, hide_server_version
-from security_server.runtime import RUNTIME, Runtime, make_entry, read_limited
+from security_server.http import (
+    MESSAGE_ID,
+    error_middleware,
+    hide_server_version,
+    received,
+    stream_out,
+)
+from security_server.runtime import RUNTIME, Runtime, frame_payload, make_entry
 from security_server.tls import peer_certificate_der
 from xchange.errors import (
     InvalidSignatureError,
@@ -67,9 +81,8 @@ from xchange.transport import (
     OCSP_MEDIA_TYPE,
     PEER_OCSP_PATH,
     PEER_PATH,
-    SignedMessage,
-    decode_frame,
-    encode_frame,
+    FrameHead,
+    encode_frame_head,
 )
 
 __all__ = ["create_server_proxy_app"]
@@ -79,10 +92,7 @@ log = logging.getLogger(__name__)
 
 
 def create_server_proxy_app(runtime: Runtime) -> web.Application:
-    app = web.Application(
-        middlewares=[error_middleware("server.serverproxy.internal_error")],
-        client_max_size=runtime.config.max_body_bytes + 1024 * 1024,
-    )
+    app = web.Application(middlewares=[error_middleware("server.serverproxy.internal_error")])
     app[RUNTIME] = runtime
     hide_server_version(app)
     app.router.add_post(PEER_PATH, handle_message)
@@ -100,11 +110,29 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
     der = peer_certificate_der(request.transport)
     peer = _authenticate_peer(conf, der)                                        # 2.
     assert der is not None  # _authenticate_peer refuses a connection without one
-    msg = decode_frame(await request.read())                                   # 3.
-    req = request_from_header_part(msg.header_part)
-    request[MESSAGE_ID] = req.message_id
-    answer = await serve_request(rt, conf, peer, _certificate(der), req, msg, now)
-    return web.Response(body=encode_frame(answer), content_type=FRAME_MEDIA_TYPE)
+    limit = rt.config.max_body_bytes
+    too_large = XRoadError(f"the message body exceeds {limit} bytes",
+                           code="client.payload_too_large")
+    code = "server.serverproxy.bad_request"
+    head, body = await rt.read_frame(received(request, code=code), limit=limit,   # 3.
+                                     code=code, too_large=too_large)
+    try:
+        req = request_from_header_part(head.header_part)
+        request[MESSAGE_ID] = req.message_id
+        answer, answer_body = await serve_request(rt, conf, peer, _certificate(der), req, head,
+                                                  body, now)
+    finally:
+        body.close()
+    try:
+        if answer_body.data is not None:  # in memory: one write, as any answer
+            return web.Response(body=encode_frame_head(answer) + answer_body.data,
+                                content_type=FRAME_MEDIA_TYPE)
+        size, frame = frame_payload(answer, answer_body)
+        out = web.StreamResponse()
+        out.content_type = FRAME_MEDIA_TYPE
+        return await stream_out(request, out, size, frame)
+    finally:
+        answer_body.close()
 
 
 async def handle_ocsp(request: web.Request) -> web.StreamResponse:
@@ -126,27 +154,30 @@ def _certificate(der: bytes) -> x509.Certificate:
 
 
 async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
-                        peer_cert: x509.Certificate, req: Request, msg: SignedMessage,
-                        now: datetime) -> SignedMessage:
-    """Steps 3-5 of the module docstring for a parsed request; return the signed response."""
+                        peer_cert: x509.Certificate, req: Request, head: FrameHead,
+                        body: Body, now: datetime) -> tuple[FrameHead, Body]:
+    """Steps 3-5 of the module docstring for a parsed request (its body complete and hashed);
+    return the signed response and its body, which the caller closes once sent."""
     if not conf.is_hosted_on(req.client, peer.id):
         raise ServerProxyError(
             f"client {req.client} is not registered on the calling server {peer.id}",
             code="server.serverproxy.ssl_authentication_failed",
         )
-    payload = digest_payload(msg.header_part, msg.body)  # the body is hashed once, here
-    verified = await _verify_request(rt, conf, req, msg, payload, now)
+    payload = digest_payload(head.header_part, body.digest)  # hashed as it arrived
+    verified = await _verify_request(rt, conf, req, head, body, payload, now)
+    # A SOAP message is parsed whole (its limit is max_body_bytes); REST bodies stream.
+    soap_body = await body.read() if isinstance(req, SoapRequest) else None
     try:
-        service = _admit(rt, conf, req, msg, verified, peer_cert, now)          # 4.
+        service = _admit(rt, conf, req, head, soap_body, verified, peer_cert, now)  # 4.
     except XRoadError as exc:
         # Evidence: a signed request that was refused is logged, with the reason.
-        await rt.log_message(make_entry(req, "request", "incoming", msg, now,
+        await rt.log_message(make_entry(req, "request", "incoming", head, body, now,
                                         error_code=exc.code),
                              side="server")
         raise
     assert verified.nonce is not None  # _admit refuses requests without one
     try:
-        await rt.log_message(make_entry(req, "request", "incoming", msg, now),
+        await rt.log_message(make_entry(req, "request", "incoming", head, body, now),
                              side="server")                                    # 5.
     except XRoadError:
         rt.replay.forget(str(req.client), verified.nonce)  # not passed on: may be retried
@@ -156,24 +187,35 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
         raise ServerProxyError(f"no signing key for provider {req.service.provider.member}")
     staples = rt.own_staples(identity, conf, now, code=_CODE_CERT)
     if service.local_handler is not None:  # a metadata service: this server answers
-        status, headers, body = await service.local_handler(req, msg.body, conf)
+        status, headers, data = await service.local_handler(req, soap_body or b"", conf)
+        answer = Body.of(data)
     else:
-        status, headers, body = await _call_provider(rt, service, req, msg.body)
+        status, headers, answer = await _call_provider(rt, service, req, body)
     if isinstance(req, SoapRequest):
         # Only Content-Type crosses (PR-MESS 2.2); the answer gets its requestHash.
         headers = tuple((n, v) for n, v in headers if n == "content-type")
-        body = finish_response(msg.body, req.content_type, body, dict(headers).get(
-            "content-type"), max_bytes=rt.config.max_body_bytes)
-    response = RestResponse(
-        message_id=req.message_id, client=req.client, service=req.service,
-        request_hash=request_hash_of(payload), status=status, headers=headers,
-    )
-    header_part = response.header_part()
-    signature = await rt.sign(identity, digest_payload(header_part, body), side="server")
-    signed = SignedMessage(header_part, signature, body, staples)
-    await rt.log_message(make_entry(req, "response", "outgoing", signed, rt.clock()),
-                         side="server")
-    return signed
+        try:
+            finished = finish_response(soap_body or b"", req.content_type, await answer.read(),
+                                       dict(headers).get("content-type"),
+                                       max_bytes=rt.config.max_body_bytes)
+        finally:
+            answer.close()
+        answer = Body.of(finished)
+    try:
+        response = RestResponse(
+            message_id=req.message_id, client=req.client, service=req.service,
+            request_hash=request_hash_of(payload), status=status, headers=headers,
+        )
+        header_part = response.header_part()
+        signature = await rt.sign(identity, digest_payload(header_part, answer.digest),
+                                  side="server")
+        signed = FrameHead(header_part, signature, staples)
+        await rt.log_message(make_entry(req, "response", "outgoing", signed, answer,
+                                        rt.clock()), side="server")
+    except BaseException:
+        answer.close()
+        raise
+    return signed, answer
 
 
 def _authenticate_peer(conf: GlobalConf, der: bytes | None) -> SecurityServerInfo:
@@ -187,21 +229,21 @@ def _authenticate_peer(conf: GlobalConf, der: bytes | None) -> SecurityServerInf
 
 
 async def _verify_request(rt: Runtime, conf: GlobalConf, req: Request,
-                          msg: SignedMessage, payload: bytes,
+                          head: FrameHead, body: Body, payload: bytes,
                           now: datetime) -> VerifiedSignature:
     try:
-        return verify_payload(msg.signature, payload, expected_signer=req.client,
+        return verify_payload(head.signature, payload, expected_signer=req.client,
                               anchors=conf.trust_anchors(), at=now,
                               code="server.serverproxy.invalid_signature")
     except InvalidSignatureError as exc:
         # Evidence first: the refused request is logged as rejected, then refused.
-        await rt.log_message(make_entry(req, "request", "incoming", msg, now,
+        await rt.log_message(make_entry(req, "request", "incoming", head, body, now,
                                         error_code=exc.code),
                              side="server")
         raise
 
 
-def _admit(rt: Runtime, conf: GlobalConf, req: Request, msg: SignedMessage,
+def _admit(rt: Runtime, conf: GlobalConf, req: Request, msg: FrameHead, soap_body: bytes | None,
            verified: VerifiedSignature, peer_cert: x509.Certificate,
            now: datetime) -> LocalService:
     """Decide whether a verified request may pass: certificates good, hosted provider, known
@@ -211,7 +253,7 @@ def _admit(rt: Runtime, conf: GlobalConf, req: Request, msg: SignedMessage,
                         code=_CODE_CERT).require_good(code=_CODE_CERT)
     service = _local_service(rt, conf, req)
     if isinstance(req, SoapRequest):
-        check_request_body(req, msg.body, max_bytes=rt.config.max_body_bytes)
+        check_request_body(req, soap_body or b"", max_bytes=rt.config.max_body_bytes)
     rt.directory.check_access(req.client, req.service, req.method, req.path,
                               conf.members_of_group, soap=isinstance(req, SoapRequest))
     if verified.signed_at is None or verified.nonce is None:
@@ -266,22 +308,27 @@ def _soap_target(service: LocalService, req: SoapRequest) -> tuple[str, list[tup
 
 
 async def _call_provider(rt: Runtime, service: LocalService, req: Request,
-                         body: bytes) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+                         body: Body) -> tuple[int, tuple[tuple[str, str], ...], Body]:
     assert rt.provider_session is not None
     timeout = service.timeout
     url, headers = (_soap_target(service, req) if isinstance(req, SoapRequest)
                     else _rest_target(service, req))
+    data: bytes | AsyncIterator[bytes] | None = body.data or None
+    if body.data is None:  # spooled: sent on from the spool, with its length
+        data = body.stream()
+        headers.append(("Content-Length", str(body.size)))
+    limit = rt.config.max_body_bytes
     try:
         async with rt.provider_session.request(
-            req.method, URL(url, encoded=True), headers=headers, data=body or None,
+            req.method, URL(url, encoded=True), headers=headers, data=data,
             allow_redirects=False, ssl=service.tls_verify,
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
-            data = await read_limited(resp, rt.config.max_body_bytes)
-            if data is None:
-                raise ServiceFailedError(
-                    f"provider system's response exceeds {rt.config.max_body_bytes} bytes")
-            return resp.status, filter_headers(resp.headers.items()), data
+            too_large = ServiceFailedError(f"provider system's response exceeds {limit} bytes")
+            if resp.content_length is not None and resp.content_length > limit:
+                raise too_large
+            answer = await rt.spool(resp.content.iter_any(), limit=limit, too_large=too_large)
+            return resp.status, filter_headers(resp.headers.items()), answer
     except TimeoutError as exc:
         raise ServiceFailedError(f"provider system did not answer within {timeout:g} s") from exc
     except aiohttp.ClientError as exc:

@@ -228,6 +228,11 @@ class AccessRules:
             svc: {subj: frozenset(eps) for subj, eps in subjects.items()}
             for svc, subjects in index.items()
         }
+        # For check(): each subject's endpoints in their order of preference, sorted once.
+        self._ordered = {
+            svc: {subj: tuple(sorted(eps)) for subj, eps in subjects.items()}
+            for svc, subjects in index.items()
+        }
 
     def allowed_endpoints(
         self,
@@ -273,23 +278,28 @@ class AccessRules:
         rights to exactly the identifier named.  A local group counts only for its owner's
         services.
         """
-        denied = f"client {client} has no access to service {service}"
-        subjects = self._index.get(service.unversioned)
+        subjects = self._ordered.get(service.unversioned)
         if not subjects:
-            raise AccessDeniedError(denied)
+            raise AccessDeniedError(_denied(client, service))
         try:
             segments = request_segments(path)
         except AccessDeniedError as exc:
-            raise AccessDeniedError(f"{denied}: {exc.message}") from exc
+            raise AccessDeniedError(f"{_denied(client, service)}: {exc.message}") from exc
         # The client's own grants first: they need no group lookup.
-        ordered = sorted(subjects.items(), key=lambda item: item[0] != client)
-        for subject, endpoints in ordered:
-            matching = sorted(e for e in endpoints if e.matches(method, segments))
+        own = subjects.get(client)
+        if own is not None:
+            for endpoint in own:
+                if endpoint.matches(method, segments):
+                    return endpoint
+        for subject, endpoints in subjects.items():
+            if subject == client:
+                continue
+            matching = next((e for e in endpoints if e.matches(method, segments)), None)
             # Groups are looked up only when one of their endpoints would match.
-            if matching and self._covers(subject, client, service, group_members,
-                                         local_members):
-                return matching[0]
-        raise AccessDeniedError(f"{denied} endpoint {method} {path or '/'}")
+            if matching is not None and self._covers(subject, client, service,
+                                                     group_members, local_members):
+                return matching
+        raise AccessDeniedError(f"{_denied(client, service)} endpoint {method} {path or '/'}")
 
     @staticmethod
     def _covers(subject: Subject, client: ClientId, service: ServiceId,
@@ -299,3 +309,8 @@ class AccessRules:
         if isinstance(subject, GlobalGroupId):
             return client in group_members(subject)
         return subject.owner == service.provider and client in local_members(subject)
+
+
+def _denied(client: ClientId, service: ServiceId) -> str:
+    """The start of a refusal's message (built only when refusing)."""
+    return f"client {client} has no access to service {service}"

@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -53,6 +53,7 @@ from cryptography.x509.verification import (
 
 from xchange.errors import BadRequestError, InvalidSignatureError
 from xchange.identifiers import ClientId, SecurityServerId
+from xchange.memo import IdentityMemo
 
 __all__ = [
     "EKU_CLIENT_AUTH",
@@ -309,6 +310,8 @@ class _VerifiedPath:
     chain: tuple[x509.Certificate, ...]
     valid_from: datetime
     valid_until: datetime
+    certs: tuple[x509.Certificate | None, ...]
+    """What was verified: leaf, intermediates, ``None``, anchors (the key's objects)."""
 
 
 class VerifiedPathCache:
@@ -319,16 +322,17 @@ class VerifiedPathCache:
     verifies at any other time at which every certificate on it -- leaf, intermediates and
     anchor -- is within its validity period.  So a hit is accepted only for a time inside
     that window (the intersection of the periods, bounds included as in RFC 5280 4.1.2.5),
-    and for exactly the same leaf, intermediates, anchors and purpose; anything else is
-    verified in full.  Failures are never remembered.  Holds at most ``size`` paths, least
-    recently used dropped first; safe to share between threads.
+    and for the very same leaf, intermediates and anchors objects (the message path shares
+    parsed certificates) and purpose; anything else is verified in full.  Failures are never
+    remembered.  Holds at most ``size`` paths, least recently used dropped first; safe to
+    share between threads.
     """
 
     def __init__(self, size: int = 1024) -> None:
         if size < 1:
             raise ValueError("size must be positive")
         self._size = size
-        self._paths: OrderedDict[tuple[object, ...], _VerifiedPath] = OrderedDict()
+        self._paths: OrderedDict[tuple[tuple[int, ...], str], _VerifiedPath] = OrderedDict()
         self._lock = threading.Lock()
 
     def verify(
@@ -342,16 +346,21 @@ class VerifiedPathCache:
     ) -> list[x509.Certificate]:
         """Exactly :func:`verify_chain`, faster for a path seen before."""
         when = _as_utc(at)
-        key = (leaf, tuple(intermediates), tuple(anchors), purpose)
+        # Keyed by the certificate objects' identities (a certificate hashes and compares
+        # its DER, microseconds each); the entry holds the objects, so no id is reused
+        # while it lives, and a hit must be the very same objects.
+        certs = (leaf, *intermediates, None, *anchors)
+        key = (tuple(map(id, certs)), purpose)
         with self._lock:
             hit = self._paths.get(key)
             if hit is not None:
                 self._paths.move_to_end(key)
-        if hit is not None and hit.valid_from <= when <= hit.valid_until:
+        if (hit is not None and hit.valid_from <= when <= hit.valid_until
+                and all(a is b for a, b in zip(hit.certs, certs, strict=True))):
             return list(hit.chain)
         chain = verify_chain(leaf, intermediates, anchors, at=when, purpose=purpose)
         path = _VerifiedPath(tuple(chain), max(c.not_valid_before_utc for c in chain),
-                             min(c.not_valid_after_utc for c in chain))
+                             min(c.not_valid_after_utc for c in chain), certs)
         with self._lock:
             self._paths[key] = path
             self._paths.move_to_end(key)
@@ -368,8 +377,16 @@ class VerifiedPathCache:
 
 def cert_sha256(cert: x509.Certificate) -> str:
     """Lower-case hex SHA-256 of the DER: how global configuration registers an auth
-    certificate, and the ``keyid`` of a configuration signer."""
+    certificate, and the ``keyid`` of a configuration signer.  Remembered per certificate
+    object (the message path asks about the same few objects for every message)."""
+    return _CERT_SHA256(cert)
+
+
+def _sha256_of_der(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+_CERT_SHA256: Final = IdentityMemo(_sha256_of_der)
 
 
 def load_pem_chain(data: bytes) -> list[x509.Certificate]:

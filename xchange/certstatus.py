@@ -18,35 +18,47 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import ocsp
 
+from xchange.certificates import cert_sha256
 from xchange.errors import CertificateValidationError
 from xchange.globalconf import ApprovedCA
+from xchange.memo import IdentityMemo
 from xchange.ocsp import OcspStatus, ocsp_url_of, verify_ocsp_response
 
 __all__ = ["StapleVerifier", "approved_ca_of", "ocsp_url_for"]
 
-_SHA256 = hashes.SHA256()
 
 
 def approved_ca_of(cert: x509.Certificate, cas: Sequence[ApprovedCA], *,
                    code: str) -> ApprovedCA:
     """The approved CA that issued ``cert`` (name match and signature check)."""
     for ca in cas:
-        if ca.certificate.subject != cert.issuer:
-            continue
-        try:
-            cert.verify_directly_issued_by(ca.certificate)
-        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-            continue
-        return ca
+        if _issued_by(cert, ca.certificate):
+            return ca
     raise CertificateValidationError(
         f"certificate {cert.subject.rfc4514_string()} (serial {cert.serial_number:x}) was "
         "not issued by an approved CA", code=code)
+
+
+def _directly_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Does ``issuer``'s name and key match ``cert``'s issuer and signature?  A fact about
+    the two certificates alone, so it is remembered per pair of objects: the signature
+    check costs as much as a message signature's."""
+    if issuer.subject != cert.issuer:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+_issued_by: Final = IdentityMemo(_directly_issued_by)
 
 
 def ocsp_url_for(cert: x509.Certificate, ca: ApprovedCA, *, code: str) -> str:
@@ -64,7 +76,9 @@ class StapleVerifier:
     """Checks stapled OCSP responses, remembering the ones already verified."""
 
     def __init__(self, max_entries: int = 4096) -> None:
-        self._verified: OrderedDict[tuple[bytes, bytes], OcspStatus] = OrderedDict()
+        self._verified: OrderedDict[tuple[bytes, str], OcspStatus] = OrderedDict()
+        self._not_for: set[tuple[bytes, str]] = set()
+        """(staple, certificate) pairs seen not to match: the staple names another one."""
         self._max = max_entries
 
     def check(self, staples: Sequence[bytes], cert: x509.Certificate,
@@ -82,12 +96,19 @@ class StapleVerifier:
              code: str) -> OcspStatus:
         """Like :meth:`check`, but return a verified, fresh status whatever it says (the
         caller may want to remember a ``revoked`` before refusing)."""
-        cert_key = cert.fingerprint(_SHA256)
+        cert_key = cert_sha256(cert)
         for der in staples:
             key = (hashlib.sha256(der).digest(), cert_key)
             status = self._verified.get(key)
             if status is None:
+                if key in self._not_for:
+                    continue
                 if not _is_for(der, cert):
+                    # A fact about the two alone: the other staple of every message from a
+                    # peer is looked at, and would be parsed, for each message.
+                    if len(self._not_for) >= self._max:
+                        self._not_for.clear()
+                    self._not_for.add(key)
                     continue
                 status = verify_ocsp_response(der, cert, issuer, at=at, max_age=max_age,
                                               code=code)
@@ -100,7 +121,7 @@ class StapleVerifier:
             f"no OCSP response is stapled for certificate {cert.subject.rfc4514_string()} "
             f"(serial {cert.serial_number:x})", code=code)
 
-    def _remember(self, key: tuple[bytes, bytes], status: OcspStatus) -> None:
+    def _remember(self, key: tuple[bytes, str], status: OcspStatus) -> None:
         self._verified[key] = status
         while len(self._verified) > self._max:
             self._verified.popitem(last=False)

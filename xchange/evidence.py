@@ -54,6 +54,7 @@ from xchange.asic import (
     read_container,
     write_container,
 )
+from xchange.body import read_all
 from xchange.canonical import canonical_json, parse_json
 from xchange.errors import BadRequestError
 from xchange.logbatch import TimestampBatch
@@ -153,7 +154,7 @@ def write_evidence(evidence: MessageEvidence) -> bytes:
     }
     objects = [
         (HEADER, entry.header_part),
-        (BODY, entry.body),
+        (BODY, read_all(entry.body)),  # a container holds the body whole
         (SIGNATURE, entry.signature.encode("utf-8")),
         *zip(ocsp_names, staples, strict=True),
         *([(TOKEN, batch.token)] if batch is not None else []),

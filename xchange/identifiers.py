@@ -20,8 +20,9 @@ business.  Parsing raises :class:`~xchange.errors.BadRequestError` (with a
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import ClassVar, Self, cast
 from urllib.parse import quote, unquote
 
 from lxml import etree
@@ -60,10 +61,20 @@ def check_part(value: str, what: str, code: str = "client.bad_request") -> str:
         raise BadRequestError(f"{what} must not be empty", code=code)
     if len(value) > MAX_PART_LENGTH:
         raise BadRequestError(f"{what} is longer than {MAX_PART_LENGTH} characters", code=code)
+    bad = _forbidden_char(value)
+    if bad is not None:
+        raise BadRequestError(f"{what} contains a forbidden character {bad!r}", code=code)
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _forbidden_char(value: str) -> str | None:
+    """The first character an identifier part must not contain, if any.  Remembered: every
+    message names the same few parts, and the check is a loop in Python."""
     for ch in value:
         if ch in _FORBIDDEN or not ch.isprintable() or ch.isspace():
-            raise BadRequestError(f"{what} contains a forbidden character {ch!r}", code=code)
-    return value
+            return ch
+    return None
 
 
 def _split_rest(text: str, counts: tuple[int, ...], what: str, code: str) -> list[str]:
@@ -82,6 +93,7 @@ def _split_rest(text: str, counts: tuple[int, ...], what: str, code: str) -> lis
         raise BadRequestError(f"{what} {text!r} is not valid UTF-8", code=code) from exc
 
 
+@functools.lru_cache(maxsize=4096)
 def _enc(part: str) -> str:
     return quote(part, safe="'()+,-.=?_!*~@$&")
 
@@ -131,8 +143,13 @@ class ClientId:
     @classmethod
     def parse(cls, text: str) -> Self:
         """Parse the REST form ``INSTANCE/CLASS/CODE[/SUBSYSTEM]``."""
-        parts = _split_rest(text, (3, 4), "client identifier", cls._CODE)
-        return cls(*parts)
+        if type(text) is str and cls is ClientId:
+            return cast(Self, _parse_client(text))
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Self:
+        return cls(*_split_rest(text, (3, 4), "client identifier", cls._CODE))
 
     @property
     def object_type(self) -> ObjectType:
@@ -154,7 +171,7 @@ class ClientId:
         return base if self.subsystem is None else (*base, self.subsystem)
 
     def __str__(self) -> str:
-        return "/".join(_enc(p) for p in self.parts)
+        return _client_text(self)
 
     def to_xml(self, tag: str) -> etree._Element:
         """Build ``<tag id:objectType="MEMBER|SUBSYSTEM">`` with the id: parts (PR-MESS A)."""
@@ -204,6 +221,12 @@ class ServiceId:
 
         A version is not part of the REST form; REST services are unversioned.
         """
+        if type(text) is str and cls is ServiceId:
+            return cast(Self, _parse_service(text))
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Self:
         parts = _split_rest(text, (5,), "service identifier", cls._CODE)
         try:
             provider = ClientId(*parts[:4])
@@ -217,7 +240,7 @@ class ServiceId:
         return ServiceId(self.provider, self.code) if self.version is not None else self
 
     def __str__(self) -> str:
-        return f"{self.provider}/{_enc(self.code)}"
+        return _service_text(self)
 
     def to_xml(self, tag: str) -> etree._Element:
         elem = etree.Element(tag, nsmap={"id": NS_ID})
@@ -328,3 +351,28 @@ class GlobalGroupId:
         if _xml_type(elem) != "GLOBALGROUP":
             raise BadRequestError("global group identifier must have objectType GLOBALGROUP")
         return cls(_xml_get(elem, "xRoadInstance") or "", _xml_get(elem, "groupCode") or "")
+
+
+# -- the REST forms of the identifiers every message names, parsed and printed once ----------
+# Identifiers are immutable values, so a parse or a text is as good remembered as redone;
+# failures are not remembered (lru_cache does not keep exceptions).
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_client(text: str) -> ClientId:
+    return ClientId._parse(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _client_text(client: ClientId) -> str:
+    return "/".join(_enc(p) for p in client.parts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_service(text: str) -> ServiceId:
+    return ServiceId._parse(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _service_text(service: ServiceId) -> str:
+    return f"{service.provider}/{_enc(service.code)}"

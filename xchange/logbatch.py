@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Final, Protocol
 
 from cryptography import x509
 
@@ -39,6 +39,7 @@ from xchange.messagelog import RecordStamp, StoredRecord
 from xchange.timestamp import TimestampToken, verify_timestamp_token
 
 __all__ = [
+    "BatchLeaf",
     "BatchPlan",
     "TimestampBatch",
     "plan_batch",
@@ -94,7 +95,18 @@ class TimestampBatch:
         return self.last_sequence - self.first_sequence + 1
 
 
-def plan_batch(records: Sequence[StoredRecord]) -> BatchPlan:
+class BatchLeaf(Protocol):
+    """What a batch needs of a record: its number and its hash (a
+    :class:`~xchange.messagelog.StoredRecord` or a :class:`~xchange.messagelog.ChainCheckpoint`)."""
+
+    @property
+    def sequence(self) -> int: ...
+
+    @property
+    def record_hash(self) -> str: ...
+
+
+def plan_batch(records: Sequence[BatchLeaf]) -> BatchPlan:
     """The Merkle tree over ``records``, which must be consecutive (a programming error
     otherwise: the log hands them over in sequence order)."""
     if not records:

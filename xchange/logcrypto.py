@@ -11,6 +11,12 @@ clear.
   fields, far beyond any key's life here).
 * The associated data binds the ciphertext to its place: ``xchange-messagelog-v2/<field>/
   <record_hash>``, so a ciphertext moved to another field or record does not decrypt.
+* A large body is not one field but a sequence of chunks (:data:`xchange.body.CHUNK_SIZE`
+  each), stored apart from its row under a random body id and encrypted one by one
+  (:meth:`Keyring.encrypt_chunk`), so that neither writing nor reading holds it whole.  Each
+  chunk's associated data is ``xchange-messagelog-v2/body-chunk/<body_id>/<index>/<last|more>``:
+  a chunk moved to another body or place, chunks reordered, or a body cut short after a chunk
+  (the last one says it is the last) do not decrypt.
 * Each row names the id of its key.  Rotation: add a key, make it current; old rows keep
   their key ids and are read with the old keys, never re-encrypted.
 * The record hash is over the *plaintext* digests (:mod:`xchange.messagelog`), so encryption
@@ -79,19 +85,38 @@ class Keyring:
 
     def decrypt(self, key_id: str, name: LogField, stored: bytes, record_hash: str) -> bytes:
         """The plaintext of a field stored by :meth:`encrypt` under ``key_id``."""
+        return self._open(key_id, name, stored, _aad(name, record_hash))
+
+    def encrypt_chunk(self, body_id: str, index: int, last: bool, plaintext: bytes) -> bytes:
+        """Chunk ``index`` of the large body ``body_id``, encrypted with the current key."""
+        nonce = os.urandom(_NONCE)
+        aead = AESGCM(self.keys[self.current])
+        return nonce + aead.encrypt(nonce, plaintext, _chunk_aad(body_id, index, last))
+
+    def decrypt_chunk(self, key_id: str, body_id: str, index: int, last: bool,
+                      stored: bytes) -> bytes:
+        """The plaintext of a chunk stored by :meth:`encrypt_chunk` under ``key_id``."""
+        return self._open(key_id, f"body chunk {index}", stored,
+                          _chunk_aad(body_id, index, last))
+
+    def _open(self, key_id: str, what: str, stored: bytes, aad: bytes) -> bytes:
         key = self.keys.get(key_id)
         if key is None:
             raise UnknownKeyError(f"no message-log key with id {key_id!r}")
         if not isinstance(stored, bytes) or len(stored) < _NONCE + _TAG:
-            raise LogDecryptionError(f"encrypted {name} is not a ciphertext (too short)")
+            raise LogDecryptionError(f"encrypted {what} is not a ciphertext (too short)")
         try:
-            return AESGCM(key).decrypt(stored[:_NONCE], stored[_NONCE:],
-                                       _aad(name, record_hash))
+            return AESGCM(key).decrypt(stored[:_NONCE], stored[_NONCE:], aad)
         except InvalidTag as exc:
             raise LogDecryptionError(
-                f"encrypted {name} does not decrypt with key {key_id!r}: altered or moved"
+                f"encrypted {what} does not decrypt with key {key_id!r}: altered or moved"
             ) from exc
 
 
 def _aad(name: LogField, record_hash: str) -> bytes:
     return f"xchange-messagelog-v2/{name}/{record_hash}".encode("ascii")
+
+
+def _chunk_aad(body_id: str, index: int, last: bool) -> bytes:
+    place = "last" if last else "more"
+    return f"xchange-messagelog-v2/body-chunk/{body_id}/{index:d}/{place}".encode("ascii")

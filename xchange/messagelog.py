@@ -75,6 +75,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal, get_args
 
+from xchange.body import ExternalBody, MessageBody, body_sha256
 from xchange.errors import ChainBrokenError
 
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "StoredRecord",
     "canonical_record_bytes",
     "chain_record",
+    "check_link",
     "decode_der_list",
     "encode_der_list",
     "verify_chain",
@@ -101,6 +103,9 @@ __all__ = [
 Kind = Literal["request", "response"]
 Direction = Literal["outgoing", "incoming"]
 Status = Literal["ok", "rejected"]
+
+_LITERALS: Final = (("kind", get_args(Kind)), ("direction", get_args(Direction)),
+                    ("status", get_args(Status)))
 
 GENESIS_HASH: Final = "0" * 64
 FORMAT_TAG: Final = b"xchange-messagelog-v2"
@@ -113,6 +118,8 @@ _MAX_FIELD = 2**32 - 1
 def _check_text(name: str, value: object) -> None:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str")
+    if value.isascii():  # the usual case, and encodable by definition
+        return
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -150,7 +157,8 @@ class LogEntry:
     user_id: str | None
     issue: str | None
     header_part: bytes
-    body: bytes
+    body: MessageBody
+    """The body's bytes, or -- for a large body -- an :class:`~xchange.body.ExternalBody`."""
     signature: str
     status: Status
     error_code: str | None
@@ -159,9 +167,9 @@ class LogEntry:
     """The DER OCSP responses stapled to the message, in the order stapled."""
 
     def __post_init__(self) -> None:
-        for name, allowed in (("kind", Kind), ("direction", Direction), ("status", Status)):
-            if getattr(self, name) not in get_args(allowed):
-                raise ValueError(f"{name} must be one of {get_args(allowed)}")
+        for name, allowed in _LITERALS:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}")
         if (self.status == "rejected") != (self.error_code is not None):
             raise ValueError("error_code is required for, and only for, a rejected message")
         for name in ("query_id", "client", "service", "signature"):
@@ -170,9 +178,10 @@ class LogEntry:
             value = getattr(self, name)
             if value is not None:
                 _check_text(name, value)
-        for name in ("header_part", "body"):
-            if not isinstance(getattr(self, name), bytes):
-                raise TypeError(f"{name} must be bytes")
+        if not isinstance(self.header_part, bytes):
+            raise TypeError("header_part must be bytes")
+        if not isinstance(self.body, bytes | ExternalBody):
+            raise TypeError("body must be bytes or an ExternalBody")
         if not isinstance(self.ocsp_responses, tuple) or not all(
             isinstance(r, bytes) for r in self.ocsp_responses
         ):
@@ -277,14 +286,14 @@ def canonical_record_bytes(entry: LogEntry, sequence: int, prev_hash: str) -> by
         entry.user_id,
         entry.issue,
         hashlib.sha256(entry.header_part).digest(),
-        hashlib.sha256(entry.body).digest(),
+        body_sha256(entry.body),
         entry.signature,
         encode_der_list(entry.ocsp_responses),
         entry.status,
         entry.error_code,
         created.isoformat(timespec="microseconds") + "Z",
     )
-    return b"".join(_field(value) for value in fields)
+    return b"".join([_field(value) for value in fields])
 
 
 def _field(value: bytes | str | None) -> bytes:
@@ -292,9 +301,14 @@ def _field(value: bytes | str | None) -> bytes:
     if value is None:
         return b"\x00"
     raw = value.encode("utf-8") if isinstance(value, str) else value
-    if len(raw) > _MAX_FIELD:
+    size = len(raw)
+    if size > _MAX_FIELD:
         raise ValueError("field too long for the canonical encoding")
-    return b"\x01" + struct.pack(">I", len(raw)) + raw
+    return _PRESENT.pack(1, size) + raw
+
+
+_PRESENT: Final = struct.Struct(">BI")
+"""The five bytes before a present field: 0x01 and its length."""
 
 
 def encode_der_list(items: Iterable[bytes]) -> bytes:
@@ -323,6 +337,23 @@ def chain_record(entry: LogEntry, sequence: int, prev_hash: str) -> StoredRecord
     return StoredRecord(entry=entry, sequence=sequence, prev_hash=prev_hash, record_hash=digest)
 
 
+def check_link(record: StoredRecord, head: ChainCheckpoint) -> None:
+    """Steps 1 and 2 of :func:`verify_chain` for one record after ``head``: its number and
+    its link, not its content (for a caller that recomputes the record hash anyway)."""
+    expected = head.sequence + 1
+    # 1. Numbering: a gap means a record was deleted, a lower number means one was
+    #    inserted, duplicated or moved.
+    if record.sequence != expected:
+        raise ChainBrokenError(
+            expected, f"expected record {expected}, found record {record.sequence}"
+        )
+    # 2. Link: the record must name its predecessor's hash.
+    if record.prev_hash != head.record_hash:
+        raise ChainBrokenError(
+            record.sequence, "prev_hash does not match the previous record's hash"
+        )
+
+
 def verify_chain(
     records: Iterable[StoredRecord], *, checkpoint: ChainCheckpoint = GENESIS
 ) -> ChainReport:
@@ -336,18 +367,7 @@ def verify_chain(
     first: int | None = None
     head = checkpoint
     for record in records:
-        expected = head.sequence + 1
-        # 1. Numbering: a gap means a record was deleted, a lower number means one was
-        #    inserted, duplicated or moved.
-        if record.sequence != expected:
-            raise ChainBrokenError(
-                expected, f"expected record {expected}, found record {record.sequence}"
-            )
-        # 2. Link: the record must name its predecessor's hash.
-        if record.prev_hash != head.record_hash:
-            raise ChainBrokenError(
-                record.sequence, "prev_hash does not match the previous record's hash"
-            )
+        check_link(record, head)  # 1. and 2.
         # 3. Content: recompute the hash over every field, so any alteration shows here.
         recomputed = chain_record(record.entry, record.sequence, record.prev_hash)
         if recomputed.record_hash != record.record_hash:

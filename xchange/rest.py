@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Self
 from urllib.parse import unquote
 
+from xchange.body import BodyDigest, MessageBody
 from xchange.canonical import canonical_json, parse_json
 from xchange.errors import BadRequestError, InvalidSignatureError
 from xchange.identifiers import ClientId, SecurityServerId, ServiceId
@@ -80,19 +81,21 @@ def filter_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str],
     )
 
 
-def digest_payload(header_part: bytes, body: bytes) -> bytes:
+def digest_payload(header_part: bytes, body: MessageBody | BodyDigest) -> bytes:
     """The bytes a message signature covers: ``SHA-512(header part) [|| SHA-512(body)]``.
 
     The body digest is left out when there is no body, as in X-Road's request hash; the length
-    of the payload (64 or 128 bytes) tells which case it is.
+    of the payload (64 or 128 bytes) tells which case it is.  A body taken as it streamed
+    past is given by its digest (:mod:`xchange.body`).
     """
     head = hashlib.sha512(header_part).digest()
-    if not body:
-        return head
-    return head + hashlib.sha512(body).digest()
+    if isinstance(body, bytes):
+        return head + hashlib.sha512(body).digest() if body else head
+    digest = body if isinstance(body, BodyDigest) else body.digest
+    return head + digest.sha512 if digest.size else head
 
 
-def request_hash(header_part: bytes, body: bytes) -> str:
+def request_hash(header_part: bytes, body: MessageBody) -> str:
     """X-Road's ``X-Road-Request-Hash`` of a request (PR-REST 4.3)."""
     return request_hash_of(digest_payload(header_part, body))
 

@@ -37,7 +37,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from xchange.body import BodyDigest, MessageBody
 from xchange.canonical import parse_json
 from xchange.certificates import (
     VerifiedPathCache,
@@ -57,6 +58,7 @@ from xchange.certificates import (
 )
 from xchange.errors import BadRequestError, InvalidSignatureError
 from xchange.identifiers import ClientId
+from xchange.memo import IdentityMemo
 from xchange.rest import digest_payload
 
 __all__ = [
@@ -81,6 +83,10 @@ _PATHS = VerifiedPathCache()
 """Signers' certificate paths that verified: one member signs many messages with one chain.
 Process-wide and bounded; see :class:`~xchange.certificates.VerifiedPathCache` for why a
 remembered path is as good as a new validation."""
+
+
+_SIGNER_OF: Final = IdentityMemo(member_of_sign_cert)
+"""The member named in a signing certificate, read once per parsed certificate."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -182,7 +188,7 @@ def sign_payload(
 def verify_message(
     signature: str,
     header_part: bytes,
-    body: bytes,
+    body: MessageBody | BodyDigest,
     *,
     expected_signer: ClientId,
     anchors: Sequence[x509.Certificate],
@@ -244,7 +250,7 @@ def verify_payload(
 
     # 3.
     try:
-        signer = member_of_sign_cert(leaf)
+        signer = _SIGNER_OF(leaf)
     except InvalidSignatureError as exc:
         raise InvalidSignatureError(exc.message, code=code) from exc
     if signer != expected_signer.member:

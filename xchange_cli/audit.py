@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
+import os
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +43,7 @@ from security_server.db import create_db_engine, create_tables
 from security_server.logaudit import (
     BROKEN,
     AuditReport,
+    audit_pool,
     export_query,
     trust_from_files,
     verify_live_log,
@@ -141,13 +144,21 @@ def verify_path(path: Path, trust: AuditTrust, *, key: PrivateKey | None = None,
 # -- the live log -----------------------------------------------------------------------------
 
 
+def _missing_sqlite_file(config: SecurityServerConfig) -> str | None:
+    """The path of the SQLite log file ``config`` names, if it does not exist (opening it
+    would create it)."""
+    url = sa.make_url(config.database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return url.database or ""
+    return None
+
+
 @contextlib.asynccontextmanager
 async def _open_log(config: SecurityServerConfig, *, create: bool = False
                     ) -> AsyncIterator[tuple[MessageLog, sa.Engine]]:
-    url = sa.make_url(config.database_url)
-    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+    if (missing := _missing_sqlite_file(config)) is not None:
         # Opening it would create an empty log that "verifies": refuse a wrong path instead.
-        raise ValueError(f"no message log at {url.database}")
+        raise ValueError(f"no message log at {missing}")
     # Records are read decrypted when the log is encrypted at rest (security_server.logkeys).
     keyring = load_keyring(config.encryption_keys) if config.encryption_keys else None
     engine = create_db_engine(config.database_url)
@@ -174,13 +185,47 @@ def check_log(config_path: Path, args: argparse.Namespace | None = None) -> Audi
     own trust anchors unless ``args`` names others."""
     config = SecurityServerConfig.from_file(config_path).from_env(secrets=False)
     trust = _trust(args or _no_trust_args(), config)
+    # Forked before the event loop starts any thread (see audit_pool).
+    workers = _audit_workers(config)
+    pool = audit_pool(trust, workers) if workers > 1 else None
 
     async def verify() -> AuditReport:
         async with _open_log(config) as (log, engine):
-            return await verify_live_log(log, engine, trust,
+            return await verify_live_log(log, engine, trust, pool=pool,
                                          subject=f"live message log of {config.server_id}")
 
-    return asyncio.run(verify())
+    try:
+        return asyncio.run(verify())
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+PARALLEL_MIN_RECORDS = 10_000
+"""Below this many records a live log is verified in one process: starting workers would
+cost more than they save."""
+MAX_AUDIT_WORKERS = 8
+
+
+def _audit_workers(config: SecurityServerConfig) -> int:
+    """How many processes should check the live log's evidence: one per usable core (up to
+    :data:`MAX_AUDIT_WORKERS`) for a large log, else none (a count that fails: none, and
+    the verification itself reports the error)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if (cores < 2 or "fork" not in multiprocessing.get_all_start_methods()
+            or _missing_sqlite_file(config) is not None):
+        return 0
+    try:
+        engine = create_db_engine(config.database_url)
+        try:
+            with engine.connect() as connection:
+                count = connection.execute(
+                    sa.select(sa.func.count()).select_from(MessageRecord)).scalar_one()
+        finally:
+            engine.dispose()
+    except (sa.exc.SQLAlchemyError, ValueError):
+        return 0
+    return min(cores, MAX_AUDIT_WORKERS) if count >= PARALLEL_MIN_RECORDS else 0
 
 
 def _no_trust_args() -> argparse.Namespace:

@@ -6,6 +6,8 @@ It plays an agency's population register behind its security server:
 * ``GET /persons``: all records, or those whose name contains ``?name=``;
 * ``POST /echo``: the request body and the X-Road headers the security server passed on;
 * ``GET /slow?seconds=N``: answers after N seconds (to show timeouts);
+* ``POST /digest``: the size and SHA-256 of the request body, read as a stream;
+* ``GET /bytes?size=N``: N bytes of :func:`sample_bytes`, streamed (large answers);
 * ``GET /openapi.json``: the OpenAPI 3 description of the above.
 
 Run: ``python -m xchange_cli.demo_provider --port 9000``; prints ``ready`` when listening.
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
+from collections.abc import Iterator
 
 from aiohttp import web
 
-__all__ = ["PERSONS", "create_provider_app"]
+__all__ = ["PERSONS", "create_provider_app", "sample_bytes"]
 
 PERSONS: dict[str, dict[str, object]] = {
     "38001010001": {"code": "38001010001", "name": "Mari Maasikas", "born": "1980-01-01",
@@ -51,6 +55,37 @@ async def _echo(request: web.Request) -> web.Response:
          "body": body.decode("utf-8", "replace")[:1000], "x_road_headers": xroad,
          "content_type": request.headers.get("Content-Type")}
     )
+
+
+def sample_bytes(size: int) -> Iterator[bytes]:
+    """``size`` bytes that do not repeat (SHA-256 of a counter), in 1 MiB pieces."""
+    block = 1024 * 1024
+    for start in range(0, size, block):
+        n = min(block, size - start)
+        first = start // 32
+        piece = b"".join(hashlib.sha256(b"%d" % i).digest()
+                         for i in range(first, first + (n + 31) // 32 + 1))
+        offset = start - first * 32
+        yield piece[offset:offset + n]
+
+
+async def _digest(request: web.Request) -> web.Response:
+    sha, size = hashlib.sha256(), 0
+    async for chunk in request.content.iter_any():
+        sha.update(chunk)
+        size += len(chunk)
+    return web.json_response({"bytes": size, "sha256": sha.hexdigest()})
+
+
+async def _bytes(request: web.Request) -> web.StreamResponse:
+    size = int(request.query.get("size", "0"))
+    out = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    out.content_length = size
+    await out.prepare(request)
+    for piece in sample_bytes(size):
+        await out.write(piece)
+    await out.write_eof()
+    return out
 
 
 async def _slow(request: web.Request) -> web.Response:
@@ -85,6 +120,8 @@ def create_provider_app() -> web.Application:
     app.router.add_route("*", "/echo", _echo)
     app.router.add_route("*", "/echo/{tail:.*}", _echo)
     app.router.add_get("/slow", _slow)
+    app.router.add_post("/digest", _digest)
+    app.router.add_get("/bytes", _bytes)
     app.router.add_get("/openapi.json", _openapi)
     return app
 

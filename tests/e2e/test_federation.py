@@ -8,8 +8,14 @@ security server would, and asserts on what comes back and on what the logs hold.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import hashlib
+import http.client
+import io
 import json
 import shutil
+import socket
 import sqlite3
 import time
 import urllib.request
@@ -26,6 +32,7 @@ from cryptography import x509
 from certs.keys import load_certificates, load_private_key, read_secret_file
 from security_server.tls import client_context, server_context
 from tests.e2e.conftest import read_records, wait_for
+from xchange.body import BodyDigest, ExternalBody, read_all
 from xchange.messagelog import ChainBrokenError, StoredRecord
 from xchange.ocsp import ocsp_request
 from xchange.rest import RestRequest, RestResponse, request_hash
@@ -39,6 +46,7 @@ from xchange.transport import (
 )
 from xchange_cli.audit import check_log
 from xchange_cli.demo import Answer, query
+from xchange_cli.demo_provider import sample_bytes
 from xchange_cli.federation import (
     CONSUMER,
     PROVIDER,
@@ -126,6 +134,100 @@ def test_errors_of_the_provider_system_pass_through_untouched(fed: Federation) -
     assert answer.status == 404
     assert answer.json() == {"error": "no such person"}
     assert "X-Road-Error" not in answer.headers
+
+
+# -- large bodies stream through ----------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def _stored_bodies(database: Path) -> tuple[set[str], set[str]]:
+    """The ids of the large bodies a log holds chunks of, and of those its records name."""
+    with sqlite3.connect(database) as db:
+        chunks = {row[0] for row in db.execute("SELECT DISTINCT body_id FROM message_body_chunk")}
+        named = {row[0] for row in db.execute(
+            "SELECT body_id FROM message_log WHERE body_id IS NOT NULL")}
+    return chunks, named
+
+
+def _no_orphans(database: Path) -> bool:
+    chunks, named = _stored_bodies(database)
+    return chunks <= named
+
+
+def test_large_bodies_stream_both_ways_and_are_logged_whole(fed: Federation) -> None:
+    upload = b"".join(sample_bytes(5 * MIB + 7))
+    up_id, down_id = str(uuid.uuid4()), str(uuid.uuid4())
+    answer = query(fed.servers[1].client_proxy_url, str(fed.services["persons"]), "/digest",
+                   str(fed.allowed_client), {"X-Road-Id": up_id}, method="POST", body=upload)
+    assert answer.status == 200, answer.body
+    assert answer.json() == {"bytes": len(upload),
+                             "sha256": hashlib.sha256(upload).hexdigest()}
+    size = 6 * MIB + 3
+    answer = _ask(fed, f"/bytes?size={size}", headers={"X-Road-Id": down_id})
+    assert answer.status == 200, answer.body[:300]
+    assert answer.body == b"".join(sample_bytes(size))
+    assert answer.headers["Content-Length"] == str(size)
+
+    for server in (fed.servers[1], fed.servers[0]):
+        (request, _) = asyncio.run(_records(server, up_id))
+        (_, response) = asyncio.run(_records(server, down_id))
+        # logged beside their records, in chunks, and read back whole
+        for record, data in ((request, upload), (response, answer.body)):
+            assert isinstance(record.entry.body, ExternalBody)
+            assert record.entry.body.digest == BodyDigest.of(data)
+            assert read_all(record.entry.body) == data
+        chunks, named = _stored_bodies(server.database)
+        assert len(chunks) >= 2
+        assert chunks == named
+        result = check_log(server.config)  # signatures over the streamed digests verify
+        assert result.ok, result.failures
+
+
+def test_a_body_over_the_limit_is_refused_before_anything_is_sent(fed: Federation) -> None:
+    limit = 64 * MIB  # the default max_body_bytes
+    service = f"/r1/{fed.services['persons']}/digest"
+    host, port = "127.0.0.1", fed.servers[1].client_proxy_port
+    # Declared too long: refused before a byte of the body is read.
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn.putrequest("POST", service)
+    conn.putheader("X-Road-Client", str(fed.allowed_client))
+    conn.putheader("Content-Length", str(limit + 1))
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert (resp.status, resp.getheader("X-Road-Error")) == (413, "client.payload_too_large")
+    conn.close()
+
+    # Sent in chunks, with no length: refused once the limit is passed.
+    message_id = str(uuid.uuid4())
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    piece = b"\x5a" * MIB
+    # (the server may answer and close before the whole body is sent)
+    with contextlib.suppress(OSError):
+        conn.request("POST", service, body=(piece for _ in range(65)), encode_chunked=True,
+                     headers={"X-Road-Client": str(fed.allowed_client),
+                              "X-Road-Id": message_id})
+    resp = conn.getresponse()
+    assert (resp.status, resp.getheader("X-Road-Error")) == (413, "client.payload_too_large")
+    conn.close()
+    for server in fed.servers:  # nothing logged, nothing left behind
+        assert asyncio.run(_records(server, message_id)) == []
+        wait_for(functools.partial(_no_orphans, server.database))
+
+
+def test_a_body_cut_short_is_not_passed_on_and_leaves_nothing_behind(fed: Federation) -> None:
+    message_id = str(uuid.uuid4())
+    with socket.create_connection(("127.0.0.1", fed.servers[1].client_proxy_port)) as sock:
+        sock.sendall(
+            f"POST /r1/{fed.services['persons']}/digest HTTP/1.1\r\nHost: x\r\n"
+            f"X-Road-Client: {fed.allowed_client}\r\nX-Road-Id: {message_id}\r\n"
+            f"Content-Length: {4 * MIB}\r\n\r\n".encode() + b"\x5a" * (3 * MIB))
+    # The server notices the closed connection, drops the spool and the chunks stored so far.
+    time.sleep(1)
+    wait_for(lambda: _no_orphans(fed.servers[1].database))
+    for server in fed.servers:
+        assert asyncio.run(_records(server, message_id)) == []
+    assert _ask(fed).status == 200
 
 
 # -- refusals -----------------------------------------------------------------------------------
@@ -216,7 +318,8 @@ async def _post_frame(fed: Federation, frame: bytes, *, as_server: int = 1,
     ctx = client_context(me.directory / "auth.pem", me.directory / "auth.key",
                          [fed.ca.certificate], passphrase=fed.key_passphrase)
     async with aiohttp.ClientSession() as session, session.post(
-        f"https://127.0.0.1:{peer.server_proxy_port}{PEER_PATH}", data=frame, ssl=ctx
+        f"https://127.0.0.1:{peer.server_proxy_port}{PEER_PATH}", data=io.BytesIO(frame),
+        ssl=ctx
     ) as resp:
         return resp.status, resp.headers.get("X-Road-Error"), await resp.read()
 
@@ -300,6 +403,34 @@ async def test_a_request_signed_long_ago_or_in_the_future_is_refused(
     _, header_part, signature = _signed_request(fed, signed_at=datetime.now(UTC) - age)
     status, code, _ = await _post_frame(fed, _frame(fed, header_part, signature))
     assert (status, code) == (400, "server.serverproxy.stale_message")
+
+
+async def test_a_large_frame_is_verified_whole_before_anything_passes(fed: Federation) -> None:
+    """A streamed body is spooled to its end and checked against the signature before the
+    provider system sees a byte: one altered byte at the very end is enough to refuse it."""
+    body = b"".join(sample_bytes(3 * MIB))
+    altered = body[:-1] + bytes([body[-1] ^ 1])
+
+    def signed(message_id: str) -> tuple[bytes, str]:
+        headers = {"X-Road-Client": str(fed.allowed_client), "X-Road-Id": message_id}
+        req = RestRequest.from_is("POST", f"/r1/{fed.services['persons']}/digest", headers,
+                                  headers.items())
+        return req.header_part(), sign_message(_identity(fed.servers[1]), req.header_part(),
+                                               body, signed_at=datetime.now(UTC),
+                                               nonce=uuid.uuid4().hex)
+
+    refused_id, passed_id = str(uuid.uuid4()), str(uuid.uuid4())
+    status, code, _ = await _post_frame(fed, _frame(fed, *signed(refused_id), altered))
+    assert (status, code) == (400, "server.serverproxy.invalid_signature")
+    [record] = await _records(fed.servers[0], refused_id)  # kept whole, as evidence
+    assert (record.entry.status, record.entry.kind) == ("rejected", "request")
+    assert isinstance(record.entry.body, ExternalBody)
+    assert record.entry.body.digest == BodyDigest.of(altered)
+
+    status, code, answer = await _post_frame(fed, _frame(fed, *signed(passed_id), body))
+    assert (status, code) == (200, None)
+    seen = json.loads(decode_frame(answer).body)
+    assert seen == {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
 
 async def test_garbage_between_servers_is_a_clear_error(fed: Federation) -> None:

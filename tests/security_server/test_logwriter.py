@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from typing import Any
 
 import pytest
 
@@ -142,3 +144,63 @@ def test_close_drains_then_refuses(recorder: Recorder) -> None:
 def test_max_group_must_be_positive(recorder: Recorder) -> None:
     with pytest.raises(ValueError):
         GroupWriter(recorder, max_group=0)
+
+
+# -- appenders on an event loop
+
+
+class LoopCounter:
+    """Counts the callbacks other threads hand to the running loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.calls = 0
+        self._original = loop.call_soon_threadsafe
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return self._original(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign,assignment]
+
+
+async def test_loop_appenders_of_one_group_are_answered_in_one_call(
+    writer: GroupWriter[int, int], recorder: Recorder
+) -> None:
+    counter = LoopCounter(asyncio.get_running_loop())
+    release = hold(writer)
+    futures = [writer.append_async(i) for i in range(20)]
+    release.set()
+    assert await asyncio.gather(*futures) == [i * 10 for i in range(20)]
+    assert recorder.groups == [list(range(20))]
+    assert counter.calls == 1
+
+
+async def test_a_failed_group_fails_every_loop_appender(
+    writer: GroupWriter[int, int], recorder: Recorder
+) -> None:
+    recorder.fail_on = 3
+    release = hold(writer)
+    futures = [writer.append_async(i) for i in range(5)]
+    release.set()
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert all(isinstance(r, OSError) for r in results)
+    assert recorder.groups == []
+    assert await writer.append_async(7) == 70  # the next group is written
+
+
+async def test_cancelled_loop_appenders_are_not_written(
+    writer: GroupWriter[int, int], recorder: Recorder
+) -> None:
+    release = hold(writer)
+    futures = [writer.append_async(i) for i in range(3)]
+    futures[1].cancel()
+    release.set()
+    assert [await futures[0], await futures[2]] == [0, 20]
+    assert recorder.groups == [[0, 2]]
+
+
+async def test_loop_appenders_are_refused_once_closed(recorder: Recorder) -> None:
+    writer: GroupWriter[int, int] = GroupWriter(recorder)
+    writer.close()
+    with pytest.raises(WriterClosedError):
+        writer.append_async(1)

@@ -10,6 +10,7 @@ from cryptography import x509
 
 from certs.ca import DevCA
 from certs.ocsp import OcspResponder
+from xchange import certstatus
 from xchange.certstatus import StapleVerifier, approved_ca_of, ocsp_url_for
 from xchange.errors import CertificateValidationError
 from xchange.globalconf import ApprovedCA
@@ -123,3 +124,28 @@ def test_a_response_signed_by_another_ca_is_refused(ca: DevCA, tmp_path: Path,
     with pytest.raises(CertificateValidationError):
         StapleVerifier().check((forged,), cert, ca.certificate, at=pki_now, max_age=HOUR,
                                code=CODE)
+
+
+def test_a_staple_for_another_certificate_is_read_once(
+        ca: DevCA, tmp_path: Path, pki_now: datetime, monkeypatch: pytest.MonkeyPatch) -> None:
+    one, two = _cert(ca, tmp_path, "1", pki_now), _cert(ca, tmp_path, "2", pki_now)
+    staples = (_staple(ca, one, pki_now), _staple(ca, two, pki_now))
+    reads: list[int] = []
+    real_is_for = certstatus._is_for
+
+    def counted(der: bytes, cert: x509.Certificate) -> bool:
+        reads.append(cert.serial_number)
+        return real_is_for(der, cert)
+
+    monkeypatch.setattr(certstatus, "_is_for", counted)
+    verifier = StapleVerifier()
+    for _ in range(3):
+        assert verifier.check(staples, two, ca.certificate, at=pki_now, max_age=HOUR,
+                              code=CODE).serial == two.serial_number
+    assert reads == [two.serial_number, two.serial_number]  # one's staple, then its own
+    three = _cert(ca, tmp_path, "3", pki_now)
+    for _ in range(2):  # still refused when no staple is for it, from memory the second time
+        with pytest.raises(CertificateValidationError, match="no OCSP response is stapled"):
+            verifier.check(staples, three, ca.certificate, at=pki_now, max_age=HOUR,
+                           code=CODE)
+    assert reads.count(three.serial_number) == 2

@@ -7,7 +7,15 @@ import struct
 import pytest
 
 from xchange.errors import BadRequestError
-from xchange.transport import MAGIC, SignedMessage, decode_frame, encode_frame
+from xchange.transport import (
+    MAGIC,
+    FrameDecoder,
+    FrameHead,
+    SignedMessage,
+    decode_frame,
+    encode_frame,
+    encode_frame_head,
+)
 
 HEADER = b'{"type":"xchange-rest-request","v":1}'
 SIG = "eyJhbGciOiJFUzI1NiJ9..c2lnbmF0dXJl"
@@ -22,9 +30,7 @@ def frame(*sections: bytes, body: bytes | None = b"body", magic: bytes = MAGIC) 
     return magic + b"".join(sections) + (b"" if body is None else b"\x00" + body)
 
 
-@pytest.mark.parametrize(
-    "message",
-    [
+MESSAGES = [
         SignedMessage(HEADER, SIG, b'{"id": 1}'),
         SignedMessage(HEADER, SIG, b""),
         SignedMessage(HEADER, SIG, b"", (b"\x30\x03\x0a\x01\x00",)),
@@ -34,8 +40,10 @@ def frame(*sections: bytes, body: bytes | None = b"body", magic: bytes = MAGIC) 
         SignedMessage(HEADER, SIG, MAGIC + section(0x01, b"x") + b"\x00tail"),
         SignedMessage(HEADER, SIG, bytes(range(256)) * 1000),
         SignedMessage(b"h" * MAX_SECTION, SIG, b"b", (b"o" * MAX_SECTION,)),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize("message", MESSAGES)
 def test_frame_round_trip(message: SignedMessage) -> None:
     data = encode_frame(message)
     assert data.startswith(MAGIC)
@@ -58,9 +66,7 @@ def test_sections_in_any_order_are_accepted() -> None:
 _HP, _SG = section(0x01, HEADER), section(0x02, SIG.encode())
 
 
-@pytest.mark.parametrize(
-    ("data", "why"),
-    [
+MALFORMED = [
         (b"", "wrong magic"),
         (b"XCH", "wrong magic"),
         (b"XCH2" + _HP + _SG + b"\x00", "wrong magic"),
@@ -96,8 +102,10 @@ _HP, _SG = section(0x01, HEADER), section(0x02, SIG.encode())
         # the signature is compact JWS, ASCII only
         (frame(_HP, section(0x02, "sïg".encode())), "signature is not ASCII"),
         (frame(_HP, section(0x02, b"\xff")), "signature is not ASCII"),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize(("data", "why"), MALFORMED)
 def test_malformed_frames_refused(data: bytes, why: str) -> None:
     with pytest.raises(BadRequestError, match=why) as info:
         decode_frame(data)
@@ -121,3 +129,42 @@ def test_every_truncation_before_the_body_is_refused(cut: int) -> None:
     data = encode_frame(SignedMessage(HEADER, SIG, b"body"))
     with pytest.raises(BadRequestError):
         decode_frame(data[:cut])
+
+
+def _decode_in_pieces(data: bytes, size: int) -> SignedMessage:
+    decoder = FrameDecoder()
+    body = b"".join(decoder.feed(data[i:i + size]) for i in range(0, len(data), size))
+    head = decoder.finish()
+    return SignedMessage(head.header_part, head.signature, body, head.ocsp_responses)
+
+
+@pytest.mark.parametrize("size", [1, 3, 5, 4096, 1 << 30])
+@pytest.mark.parametrize("message", MESSAGES[:7])
+def test_a_frame_decodes_the_same_however_it_arrives(message: SignedMessage, size: int) -> None:
+    assert _decode_in_pieces(encode_frame(message), size) == message
+
+
+@pytest.mark.parametrize("size", [1, 7, 1 << 30])
+@pytest.mark.parametrize(("data", "why"), MALFORMED)
+def test_malformed_frames_refused_however_they_arrive(data: bytes, why: str, size: int) -> None:
+    with pytest.raises(BadRequestError, match=why):
+        _decode_in_pieces(data, size)
+
+
+def test_the_body_is_handed_back_as_it_arrives_and_the_sections_never_again() -> None:
+    head = FrameHead(HEADER, SIG, (b"ocsp",))
+    decoder = FrameDecoder()
+    assert decoder.feed(encode_frame_head(head)[:-1]) == b""
+    assert decoder.head is None
+    assert decoder.feed(b"\x00" + b"first") == b"first"
+    assert decoder.head == head
+    # once in the body, every byte is the body's, even one that looks like a section
+    assert decoder.feed(b"\x01\x00\x00\x00\x01x") == b"\x01\x00\x00\x00\x01x"
+    assert decoder.finish() == head
+
+
+def test_an_over_long_section_is_refused_before_its_bytes_arrive() -> None:
+    decoder = FrameDecoder(code="server.clientproxy.invalid_signature")
+    with pytest.raises(BadRequestError, match="section length out of range") as info:
+        decoder.feed(MAGIC + struct.pack(">BI", 0x01, MAX_SECTION + 1))
+    assert info.value.code == "server.clientproxy.invalid_signature"

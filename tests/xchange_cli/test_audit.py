@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import shutil
 import sqlite3
 import subprocess
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +27,7 @@ from certs.keys import (
     write_private_key,
     write_secret_file,
 )
+from security_server import logaudit
 from security_server.db import create_db_engine, create_tables
 from security_server.messagelog import MessageLog
 from tests.auditkit import (
@@ -38,7 +41,9 @@ from tests.auditkit import (
 )
 from tests.security_server.test_config import MINIMAL
 from xchange.asic import write_container
+from xchange.audit import AuditTrust
 from xchange.canonical import canonical_json, parse_json
+from xchange_cli import audit as audit_cli
 from xchange_cli.main import main
 
 DAY_AGO = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
@@ -113,8 +118,8 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 # -- the live log ------------------------------------------------------------------------------
 
 
-def test_an_unaltered_live_log_verifies(server: Server, capsys: pytest.CaptureFixture[str]
-                                        ) -> None:
+def test_an_unaltered_live_log_verifies(server: Server, capsys: pytest.CaptureFixture[str],
+                                        workers: str) -> None:
     code, out = run(capsys, "audit", "verify", "--config", str(server.config), *server.trust)
     assert code == 0, out
     assert "hash chain intact: 4 records (sequence 1..4)" in out
@@ -156,9 +161,34 @@ TAMPERINGS: dict[str, tuple[Callable[[sqlite3.Connection], object], int, str]] =
 }
 
 
+@pytest.fixture(params=["one process", "worker processes"])
+def workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+            ) -> Iterator[str]:
+    """Verify live logs in one process, or (however small the log) with worker processes
+    taking one record per task and pages of two records: the same report either way."""
+    if request.param == "worker processes":
+        if len(os.sched_getaffinity(0)) < 2:
+            pytest.skip("worker processes need more than one core")
+        monkeypatch.setattr(audit_cli, "PARALLEL_MIN_RECORDS", 0)
+        monkeypatch.setattr(logaudit, "_CHUNK", 1)
+        monkeypatch.setattr(logaudit, "_PAGE", 2)
+        pools: list[int] = []
+        real_pool = logaudit.audit_pool
+
+        def counted_pool(trust: AuditTrust, workers: int) -> ProcessPoolExecutor:
+            pools.append(workers)
+            return real_pool(trust, workers)
+
+        monkeypatch.setattr(audit_cli, "audit_pool", counted_pool)
+        yield str(request.param)
+        assert pools, "the live log was not verified with worker processes"
+        return
+    yield str(request.param)
+
+
 @pytest.mark.parametrize("how", list(TAMPERINGS))
 def test_tampering_with_the_live_log_is_named(
-    server: Server, capsys: pytest.CaptureFixture[str], how: str
+    server: Server, capsys: pytest.CaptureFixture[str], how: str, workers: str
 ) -> None:
     tamper, sequence, reason = TAMPERINGS[how]
     with sqlite3.connect(server.database) as db:

@@ -28,13 +28,14 @@ from sqlalchemy import event
 
 from certs.keys import load_certificates, load_private_key, read_secret_file
 from certs.ocsp import OcspResponder
+from security_server.body import Body
 from security_server.db import create_tables
 from security_server.messagelog import MessageLog
 from security_server.runtime import make_entry
 from xchange.ocsp import ocsp_request
 from xchange.rest import RestRequest, RestResponse, digest_payload, request_hash_of
 from xchange.signing import SigningIdentity, sign_message, sign_payload
-from xchange.transport import SignedMessage
+from xchange.transport import FrameHead
 from xchange_cli.bench import procs
 from xchange_cli.bench.stats import MIB, server_figures
 from xchange_cli.federation import Federation, ServerFiles
@@ -131,6 +132,7 @@ async def _fill(log: MessageLog, fed: Federation, records: int) -> None:
         for i in (consumer, provider))
     service = fed.services["persons"]
     body = b'{"code":"38001010001","name":"Mari Maasikas","born":"1980-01-01"}'
+    empty, answer = Body.of(b""), Body.of(body)
     pending: list[asyncio.Future[Any]] = []
     for i in range(0, records, 2):
         now = datetime.now(UTC)
@@ -141,8 +143,7 @@ async def _fill(log: MessageLog, fed: Federation, records: int) -> None:
         payload = digest_payload(header_part, b"")
         signature = sign_payload(consumer, payload, signed_at=now, nonce=uuid.uuid4().hex)
         entries = [make_entry(req, "request", "outgoing",
-                              SignedMessage(header_part, signature, b"", consumer_staples),
-                              now)]
+                              FrameHead(header_part, signature, consumer_staples), empty, now)]
         if i + 1 < records:
             response = RestResponse(message_id=req.message_id, client=req.client,
                                     service=req.service, request_hash=request_hash_of(payload),
@@ -150,8 +151,8 @@ async def _fill(log: MessageLog, fed: Federation, records: int) -> None:
             rpart = response.header_part()
             entries.append(make_entry(
                 req, "response", "incoming",
-                SignedMessage(rpart, sign_message(provider, rpart, body), body,
-                              provider_staples), now))
+                FrameHead(rpart, sign_message(provider, rpart, body), provider_staples),
+                answer, now))
         pending += [asyncio.ensure_future(
             log.append(e, error_code="server.clientproxy.logging_failed")) for e in entries]
         if len(pending) >= 512:
