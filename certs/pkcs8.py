@@ -12,20 +12,39 @@ ASN.1 here is a few fixed structures.  Reading is left to the libraries: cryptog
 OpenSSL (so Python's ``ssl`` module too) read these files, as they read ``openssl pkcs8
 -topk8 -scrypt`` output, which has the same layout.
 
+The cost is chosen in one place: :data:`DEFAULT_SCRYPT_COST`, always, except inside
+:func:`unsafe_scrypt_cost`, which a test suite uses to write its throwaway keys with a cheaper
+(still real, still scrypt) cost.  A reader takes the cost from the file, so keys written either
+way load anywhere.
+
 What it does not: decrypt (see :func:`certs.keys.load_private_key`), or write any other scheme.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-__all__ = ["PEM_BEGIN", "PEM_END", "SCRYPT_N", "SCRYPT_P", "SCRYPT_R", "encrypt_private_key"]
+__all__ = [
+    "DEFAULT_SCRYPT_COST",
+    "PEM_BEGIN",
+    "PEM_END",
+    "SCRYPT_N",
+    "SCRYPT_P",
+    "SCRYPT_R",
+    "UNSAFE_TEST_SCRYPT_COST",
+    "ScryptCost",
+    "encrypt_private_key",
+    "unsafe_scrypt_cost",
+]
 
 PEM_LABEL = "ENCRYPTED PRIVATE KEY"
 """The PEM label of encrypted PKCS#8 (RFC 7468 section 11)."""
@@ -38,6 +57,43 @@ PEM_END = f"-----END {PEM_LABEL}-----"
 SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ScryptCost:
+    """scrypt's cost parameters (RFC 7914 section 2): ``n`` (CPU and memory cost, a power of
+    two above 1), ``r`` (block size), ``p`` (parallelism).  Memory needed: 128 * n * r bytes."""
+
+    n: int
+    r: int
+    p: int
+
+    def __post_init__(self) -> None:
+        if self.n < 2 or self.n & (self.n - 1) or self.r < 1 or self.p < 1:
+            raise ValueError(f"not a valid scrypt cost: {self}")
+
+
+DEFAULT_SCRYPT_COST = ScryptCost(SCRYPT_N, SCRYPT_R, SCRYPT_P)
+"""The cost of every key file written outside :func:`unsafe_scrypt_cost` (about 50 ms)."""
+
+UNSAFE_TEST_SCRYPT_COST = ScryptCost(2**10, SCRYPT_R, SCRYPT_P)
+"""A cost for test suites' throwaway keys only: 1 MiB and about 3 ms per derivation, 16 times
+cheaper than the default and far too cheap for a passphrase a person chose."""
+
+_cost = DEFAULT_SCRYPT_COST
+
+
+@contextlib.contextmanager
+def unsafe_scrypt_cost(cost: ScryptCost) -> Iterator[None]:
+    """Within the block, key files written by this process use ``cost``.  For test suites,
+    whose many throwaway keys would otherwise spend seconds in scrypt; never for real keys.
+    Processes started meanwhile still use the default."""
+    global _cost
+    previous, _cost = _cost, cost
+    try:
+        yield
+    finally:
+        _cost = previous
 
 _OID_PBES2 = "1.2.840.113549.1.5.13"  # RFC 8018 appendix A.4
 _OID_SCRYPT = "1.3.6.1.4.1.11591.4.11"  # RFC 7914 section 7
@@ -92,13 +148,14 @@ def encrypt_private_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
     plain = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption())
     salt, iv = os.urandom(16), os.urandom(16)
-    derived = Scrypt(salt=salt, length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P).derive(passphrase)
+    cost = _cost
+    derived = Scrypt(salt=salt, length=32, n=cost.n, r=cost.r, p=cost.p).derive(passphrase)
     padder = padding.PKCS7(128).padder()  # RFC 8018 section 6.2.1 step 4
     padded = padder.update(plain) + padder.finalize()
     encryptor = Cipher(algorithms.AES(derived), modes.CBC(iv)).encryptor()
     encrypted = encryptor.update(padded) + encryptor.finalize()
-    scrypt_params = _sequence(_octet_string(salt), _integer(SCRYPT_N), _integer(SCRYPT_R),
-                              _integer(SCRYPT_P))
+    scrypt_params = _sequence(_octet_string(salt), _integer(cost.n), _integer(cost.r),
+                              _integer(cost.p))
     pbes2_params = _sequence(
         _sequence(_oid(_OID_SCRYPT), scrypt_params),  # keyDerivationFunc
         _sequence(_oid(_OID_AES256_CBC), _octet_string(iv)),  # encryptionScheme

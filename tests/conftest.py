@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import shutil
 import subprocess
@@ -17,10 +18,23 @@ from cryptography import x509
 
 from certs.ca import DevCA, IssuedCredentials
 from certs.keys import PrivateKey
+from certs.pkcs8 import UNSAFE_TEST_SCRYPT_COST, unsafe_scrypt_cost
 from certs.tsa import TimeStampAuthority
 from security_server.db import create_db_engine
 from tests.auditkit import AuditPki, make_audit_pki
 from xchange.identifiers import ClientId, SecurityServerId
+from xchange_cli.federation import use_ports
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n 2``), each worker hands out ports from a part of the range of
+    its own (``PYTEST_XDIST_WORKER`` is ``gw0``, ``gw1``, ...)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        return
+    index, count = int(worker.removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    size = len(range(20000, 32000)) // count
+    use_ports(range(20000 + index * size, 20000 + (index + 1) * size))
 
 
 class Clock:
@@ -31,6 +45,19 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+# -- key files: the suite's throwaway keys at a cheap scrypt cost -----------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_key_files() -> Iterator[None]:
+    """Every key file this process writes uses scrypt at :data:`UNSAFE_TEST_SCRYPT_COST`
+    instead of the default's 50 ms per derivation, paid again at every load; the files are
+    still real scrypt-encrypted PKCS#8.  Processes the tests start use the default
+    (tests/certs/test_keys.py checks both)."""
+    with unsafe_scrypt_cost(UNSAFE_TEST_SCRYPT_COST):
+        yield
 
 
 # -- PKI: a development CA and certificates issued by it ----------------------------------------

@@ -63,6 +63,7 @@ __all__ = [
     "TokenSlot",
     "build_federation",
     "free_port",
+    "use_ports",
 ]
 
 INSTANCE = "DEMO"
@@ -73,13 +74,24 @@ _PORTS = range(20000, 32000)
 """Below Linux's ephemeral range (32768-60999): a port handed out here is not taken a moment
 later by some process's outgoing connection, as a port the kernel picks for bind(0) can be."""
 _issued: set[int] = set()
+_ports = _PORTS
+
+
+def use_ports(ports: range) -> None:
+    """Hand out ports from ``ports`` (a part of 20000-31999) only.  A test run with several
+    worker processes gives each worker a part of its own, so that two workers never both
+    hand out a port that neither has bound yet."""
+    global _ports
+    if not ports or ports.start < _PORTS.start or ports.stop > _PORTS.stop:
+        raise ValueError(f"ports {ports} are not a part of {_PORTS}")
+    _ports = ports
 
 
 def free_port() -> int:
     """A port that was free a moment ago on 127.0.0.1, never handed out twice by this
     process."""
     for _ in range(200):
-        port = secrets.choice(_PORTS)
+        port = secrets.choice(_ports)
         if port in _issued:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -89,7 +101,7 @@ def free_port() -> int:
                 continue
         _issued.add(port)
         return port
-    raise OSError("no free port found in 20000-31999")
+    raise OSError(f"no free port found in {_ports.start}-{_ports.stop - 1}")
 
 
 def _toml(value: Any) -> str:
@@ -461,8 +473,11 @@ class ManagedProcess:
     """One child process whose output goes to ``<log_dir>/<name>.log``."""
 
     def __init__(self, name: str, argv: list[str], log_dir: Path,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, ready: Callable[[], bool] | None = None) -> None:
         self.name = name
+        self.ready = ready
+        """What :meth:`wait_ready` waits for (a health check, a port that accepts)."""
+        self._terminated = False
         self.log_path = log_dir / f"{name}.log"
         log_dir.mkdir(parents=True, exist_ok=True)
         self._log: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
@@ -486,6 +501,11 @@ class ManagedProcess:
             time.sleep(0.05)
         raise TimeoutError(f"{self.name} was not ready within {timeout:g} s; see {self.log_path}")
 
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """:meth:`wait_until` the process's own readiness check holds (if it has one)."""
+        if self.ready is not None:
+            self.wait_until(self.ready, timeout)
+
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind, as in a crash or power cut of the process."""
         if self.process.poll() is None:
@@ -493,9 +513,16 @@ class ManagedProcess:
             self.process.wait()
         self._log.close()
 
+    def terminate(self) -> None:
+        """SIGTERM, without waiting: :meth:`stop` then waits (several processes stop together
+        this way)."""
+        if self.process.poll() is None and not self._terminated:
+            self.process.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -538,70 +565,78 @@ class RunningFederation:
         self.stop()
 
     def start(self) -> None:
+        """Start every process and wait until each serves.  The processes that need nothing
+        of each other start together, and only then is each waited for: a process spends most
+        of its start-up importing, and those start-ups overlap.  The security servers need the
+        registry's anchor, so they start (together) once the registry has published it."""
         fed = self.federation
-        self.start_provider()
-        self.start_adapter()
-        self.start_ocsp_responder()
-        self.start_tsa()
-        self.start_registry()
+        first = [self.start_provider(wait=False), self.start_adapter(wait=False),
+                 self.start_ocsp_responder(wait=False), self.start_tsa(wait=False),
+                 self.start_registry(wait=False)]
+        for p in first:
+            if p is not None:
+                p.wait_ready()
         publish = fed.registry_config.parent / "publish"
         for s in fed.servers:
             s.directory.joinpath("anchor.json").write_bytes(
                 (publish / "anchor.json").read_bytes())
-        for i in range(len(fed.servers)):
-            self.start_server(i)
+        servers = [self.start_server(i, wait=False) for i in range(len(fed.servers))]
+        for p in servers:
+            p.wait_ready()
 
-    def start_provider(self) -> None:
+    def _launch(self, name: str, argv: list[str], ready: Callable[[], bool], *, wait: bool,
+                cwd: Path | None = None) -> ManagedProcess:
+        """Start process ``name``; with ``wait``, return once ``ready`` holds."""
+        p = ManagedProcess(name, argv, self._logs, cwd=cwd, ready=ready)
+        self.processes[name] = p
+        if wait:
+            p.wait_ready()
+        return p
+
+    def start_provider(self, *, wait: bool = True) -> ManagedProcess:
         port = self.federation.provider_port
-        p = ManagedProcess("provider-system", [sys.executable, "-m", "xchange_cli.demo_provider",
-                                               "--port", str(port)], self._logs)
-        self.processes[p.name] = p
-        p.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/persons"))
+        return self._launch(
+            "provider-system",
+            [sys.executable, "-m", "xchange_cli.demo_provider", "--port", str(port)],
+            lambda: _http_ok(f"http://127.0.0.1:{port}/persons"), wait=wait)
 
-    def start_adapter(self) -> None:
+    def start_adapter(self, *, wait: bool = True) -> ManagedProcess | None:
         """The adapter, if the federation has one (``xchange adapter serve``)."""
         fed = self.federation
         if fed.adapter_config is None:
-            return
-        p = ManagedProcess("adapter", _xchange("adapter", "serve", str(fed.adapter_config)),
-                           self._logs)
-        self.processes[p.name] = p
-        p.wait_until(lambda: _http_ok(f"http://127.0.0.1:{fed.adapter_port}/health"))
+            return None
+        return self._launch(
+            "adapter", _xchange("adapter", "serve", str(fed.adapter_config)),
+            lambda: _http_ok(f"http://127.0.0.1:{fed.adapter_port}/health"), wait=wait)
 
-    def start_ocsp_responder(self) -> None:
+    def start_ocsp_responder(self, *, wait: bool = True) -> ManagedProcess:
         fed = self.federation
-        p = ManagedProcess("ocsp-responder", _xchange(
+        return self._launch("ocsp-responder", _xchange(
             "ca", "ocsp-serve", str(fed.ca.directory), "--host", "127.0.0.1",
             "--port", str(fed.ocsp_port), "--passphrase-file", str(fed.key_passphrase_file)),
-            self._logs)
-        self.processes[p.name] = p
-        p.wait_until(lambda: _port_open(fed.ocsp_port))
+            lambda: _port_open(fed.ocsp_port), wait=wait)
 
-    def start_tsa(self) -> None:
+    def start_tsa(self, *, wait: bool = True) -> ManagedProcess:
         fed = self.federation
-        p = ManagedProcess("tsa", _xchange(
+        return self._launch("tsa", _xchange(
             "tsa", "serve", "--key", str(fed.tsa_key), "--cert", str(fed.tsa_cert),
             "--host", "127.0.0.1", "--port", str(fed.tsa_port),
-            "--passphrase-file", str(fed.key_passphrase_file)), self._logs)
-        self.processes[p.name] = p
-        p.wait_until(lambda: _http_ok(f"{fed.tsa_url}health"))
+            "--passphrase-file", str(fed.key_passphrase_file)),
+            lambda: _http_ok(f"{fed.tsa_url}health"), wait=wait)
 
-    def start_registry(self) -> None:
+    def start_registry(self, *, wait: bool = True) -> ManagedProcess:
         fed = self.federation
-        p = ManagedProcess("registry", _xchange("registry", "serve", "--config",
-                                                str(fed.registry_config)), self._logs)
-        self.processes[p.name] = p
         publish = fed.registry_config.parent / "publish"
-        p.wait_until(lambda: _http_ok(f"{fed.registry_url}/globalconf")
-                     and (publish / "anchor.json").exists())
+        return self._launch(
+            "registry", _xchange("registry", "serve", "--config", str(fed.registry_config)),
+            lambda: _http_ok(f"{fed.registry_url}/globalconf")
+            and (publish / "anchor.json").exists(), wait=wait)
 
-    def start_server(self, index: int) -> None:
+    def start_server(self, index: int, *, wait: bool = True) -> ManagedProcess:
         s = self.federation.servers[index]
-        name = s.agency.server_code
-        p = ManagedProcess(name, _xchange("ss", "serve", "--config", str(s.config)), self._logs,
-                           cwd=s.directory)
-        self.processes[name] = p
-        p.wait_until(lambda: _http_ok(f"{s.client_proxy_url}/health"))
+        return self._launch(
+            s.agency.server_code, _xchange("ss", "serve", "--config", str(s.config)),
+            lambda: _http_ok(f"{s.client_proxy_url}/health"), wait=wait, cwd=s.directory)
 
     def kill_process(self, name: str) -> None:
         p = self.processes.pop(name, None)
@@ -614,8 +649,15 @@ class RunningFederation:
             p.stop()
 
     def stop(self) -> None:
-        for name in reversed(list(self.processes)):
-            self.stop_process(name)
+        """Stop every process: the security servers first, as they may still reach the others
+        while they shut down, then the rest.  The processes of each group stop together."""
+        servers = {s.agency.server_code for s in self.federation.servers}
+        names = list(reversed(self.processes))
+        for group in ([n for n in names if n in servers], [n for n in names if n not in servers]):
+            for name in group:
+                self.processes[name].terminate()
+            for name in group:
+                self.stop_process(name)
 
 
 @contextlib.contextmanager

@@ -4,7 +4,10 @@ signing certificate."""
 from __future__ import annotations
 
 import base64
+import ssl
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +27,14 @@ from certs.keys import (
     write_private_key,
     write_secret_file,
 )
-from certs.pkcs8 import PEM_BEGIN, PEM_END
+from certs.pkcs8 import (
+    DEFAULT_SCRYPT_COST,
+    PEM_BEGIN,
+    PEM_END,
+    UNSAFE_TEST_SCRYPT_COST,
+    ScryptCost,
+    unsafe_scrypt_cost,
+)
 
 PASSPHRASE = b"correct horse battery staple"
 # DER of the algorithm OIDs that must appear in the file (RFC 8018 A.4, RFC 7914 7, NIST).
@@ -54,6 +64,57 @@ def test_key_file_is_encrypted_owner_only_and_round_trips(tmp_path: Path, kind: 
                               serialization.NoEncryption())
     assert plain not in der
     assert load_private_key(path, PASSPHRASE).public_key() == key.public_key()
+
+
+def _scrypt_params(cost: ScryptCost) -> bytes:
+    """The DER of scrypt's n, r and p (RFC 7914 section 7), as a key file carries them."""
+    def integer(value: int) -> bytes:
+        content = value.to_bytes(value.bit_length() // 8 + 1, "big")
+        return bytes([0x02, len(content)]) + content
+    return integer(cost.n) + integer(cost.r) + integer(cost.p)
+
+
+def test_a_new_process_writes_keys_at_the_default_scrypt_cost(tmp_path: Path) -> None:
+    """The suite writes its throwaway keys at a cheap cost (tests/conftest.py); nothing else
+    does: a process of its own, as every real ``xchange`` command is, uses the default."""
+    assert ScryptCost(2**14, 8, 1) == DEFAULT_SCRYPT_COST
+    path = tmp_path / "k.key"
+    subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from certs.keys import "
+         "generate_private_key, write_private_key; "
+         "write_private_key(Path(sys.argv[1]), generate_private_key(), sys.argv[2].encode())",
+         str(path), PASSPHRASE.decode()], check=True, timeout=60)
+    der = _der(path)
+    assert _scrypt_params(DEFAULT_SCRYPT_COST) in der
+    assert _scrypt_params(UNSAFE_TEST_SCRYPT_COST) not in der
+    load_private_key(path, PASSPHRASE)
+
+
+def test_a_cheaper_scrypt_cost_is_written_only_inside_its_block_and_loads(
+    tmp_path: Path,
+) -> None:
+    key = generate_private_key()
+    cheap, default = tmp_path / "cheap.key", tmp_path / "default.key"
+    with unsafe_scrypt_cost(DEFAULT_SCRYPT_COST):
+        with unsafe_scrypt_cost(ScryptCost(2**6, 8, 1)):
+            write_private_key(cheap, key, PASSPHRASE)
+        write_private_key(default, key, PASSPHRASE)
+    assert _scrypt_params(ScryptCost(2**6, 8, 1)) in _der(cheap)
+    assert _scrypt_params(DEFAULT_SCRYPT_COST) in _der(default)
+    # Both load, in cryptography and in OpenSSL through Python's ssl (the TLS key's reader).
+    cert = tmp_path / "cert.pem"
+    cert.write_bytes(self_signed_certificate(key, "k", now=datetime.now(UTC)).public_bytes(
+        serialization.Encoding.PEM))
+    for path in (cheap, default):
+        assert load_private_key(path, PASSPHRASE).public_key() == key.public_key()
+        ssl.create_default_context().load_cert_chain(cert, path, PASSPHRASE)
+
+
+@pytest.mark.parametrize("n, r, p", [(0, 8, 1), (1, 8, 1), (1000, 8, 1), (1024, 0, 1),
+                                     (1024, 8, 0)])
+def test_an_invalid_scrypt_cost_is_refused(n: int, r: int, p: int) -> None:
+    with pytest.raises(ValueError, match="not a valid scrypt cost"):
+        ScryptCost(n, r, p)
 
 
 def test_wrong_passphrase_is_a_clear_error_without_the_secret(tmp_path: Path) -> None:

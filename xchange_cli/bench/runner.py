@@ -122,13 +122,12 @@ def _http_ok(url: str) -> bool:
 class BenchFederation(RunningFederation):
     """The demo federation with the benchmark's provider system in place of the demo's."""
 
-    def start_provider(self) -> None:
+    def start_provider(self, *, wait: bool = True) -> ManagedProcess:
         port = self.federation.provider_port
-        p = ManagedProcess("provider-system", [sys.executable, "-m",
-                                               "xchange_cli.bench.provider", "--port", str(port)],
-                           self._logs)
-        self.processes[p.name] = p
-        p.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/persons"))
+        return self._launch(
+            "provider-system",
+            [sys.executable, "-m", "xchange_cli.bench.provider", "--port", str(port)],
+            lambda: _http_ok(f"http://127.0.0.1:{port}/persons"), wait=wait)
 
     def pids(self) -> dict[str, int]:
         """Process ids by role: both security servers and the provider system."""
