@@ -25,6 +25,7 @@ from typing import Final, Literal
 from lxml import etree
 
 from xchange.errors import AdapterError, BadRequestError, SoapFaultError
+from xchange.soap.envelope import NS_SOAP_ENV
 from xchange.soap.wsdl import MAX_WSDL_BYTES, NS_WSDL
 from xchange.soap.xml import parse_xml
 
@@ -43,7 +44,7 @@ NS_XSD: Final = "http://www.w3.org/2001/XMLSchema"
 NS_XSI: Final = "http://www.w3.org/2001/XMLSchema-instance"
 NS_WSDL_SOAP11: Final = "http://schemas.xmlsoap.org/wsdl/soap/"
 NS_WSDL_SOAP12: Final = "http://schemas.xmlsoap.org/wsdl/soap12/"
-NS_SOAP11_ENV: Final = "http://schemas.xmlsoap.org/soap/envelope/"
+NS_SOAP11_ENV: Final = NS_SOAP_ENV
 NS_SOAP12_ENV: Final = "http://www.w3.org/2003/05/soap-envelope"
 MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
 
