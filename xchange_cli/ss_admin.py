@@ -100,7 +100,7 @@ def _description_body(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("service_code", "service_url", "timeout"):
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
-    if args.no_tls_verify:
+    if args.unsafe_no_tls_verify:
         body["tls_verify"] = False
     return body
 
@@ -202,7 +202,7 @@ def register(command: Command) -> None:
     p.add_argument("--service-url", dest="service_url",
                    help="the provider system's base URL, if not the description's URL")
     p.add_argument("--timeout-seconds", dest="timeout", type=float)
-    p.add_argument("--no-tls-verify", action="store_true",
+    p.add_argument("--unsafe-no-tls-verify", action="store_true",
                    help="do not verify the provider system's TLS certificate (unsafe)")
     p = api(["ss", "description", "list"], lambda a: call(
         a, "GET", f"/api/v1/clients/{_colon(a.client)}/service-descriptions"),
@@ -242,7 +242,8 @@ def register(command: Command) -> None:
     p.add_argument("--service-url", dest="service_url")
     p.add_argument("--timeout-seconds", dest="timeout", type=float)
     p.add_argument("--tls-verify", dest="tls_verify", action="store_true", default=None)
-    p.add_argument("--no-tls-verify", dest="tls_verify", action="store_false")
+    p.add_argument("--unsafe-no-tls-verify", dest="tls_verify", action="store_false",
+                   help="stop verifying the provider system's TLS certificate (unsafe)")
     p = api(["ss", "endpoint", "add"], lambda a: call(
         a, "POST", f"/api/v1/services/{_colon(a.service)}/endpoints",
         {"method": a.method, "path": a.path}), "add an endpoint to a service")
