@@ -45,7 +45,7 @@ import aiohttp
 from aiohttp import web
 from cryptography import x509
 
-from security_server.body import Body, SoapMessage, soap_message
+from security_server.body import Body, SoapMessage, inline, soap_message, xml_lane
 from security_server.http import (
     MESSAGE_ID,
     SOAP,
@@ -284,14 +284,13 @@ async def _verified_response(rt: Runtime, conf: GlobalConf, req: Request,
     response.check_binding(req, rhash)
     if isinstance(req, SoapRequest):
         assert body is not None
-        response_ctype = dict(response.headers).get("content-type")
-        answered = await soap_message(answer.body, response_ctype)
-        # A text/xml answer is read whole (at most max_body_bytes).
-        answer_data = (answered.data if answered.data is not None
-                       else await answer.body.read())
-        check_response(req, body.data, answer_data, response_ctype,
-                       max_bytes=rt.config.max_body_bytes, request_head_only=body.head_only,
-                       response_head_only=answered.head_only, request_hash=body.request_hash)
+        # Read piece by piece from the spool (off the event loop if it is there), never
+        # whole: only its Header and the name of its Body's element are kept.
+        spooled = answer.body.data is None
+        await (xml_lane() if spooled else inline)(
+            check_response, req, body.data, answer.body.chunks(),
+            dict(response.headers).get("content-type"), max_bytes=rt.config.max_body_bytes,
+            request_head_only=body.head_only, request_hash=body.request_hash)
     return response
 
 
