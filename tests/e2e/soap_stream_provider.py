@@ -43,9 +43,10 @@ MARKER = b"STREAMED-BY-THE-PROVIDER"
 
 
 def block() -> bytes:
-    """1 MiB of the attachment (every byte value, boundary-like bytes at the end)."""
+    """1 MiB of the attachment: every byte value, and at its end the boundary delimiter but
+    for its last character (so that a piece may end in what looks like its start)."""
     data = bytes(range(256)) * (MIB // 256)
-    return data[:-12] + b"\r\n--BOUNDARY"
+    return data[:-11] + b"\r\n--BOUNDAR"
 
 
 def wsdl() -> bytes:
