@@ -482,8 +482,7 @@ class ResponseStream:
         try:
             self._spans.scan(self._held)
         except ValueError as exc:
-            raise BadRequestError(f"the SOAP message is not well-formed: {exc}",
-                                  code=self._code) from exc
+            raise BadRequestError(f"SOAP message: {exc}", code=self._code) from exc
 
     def _end(self) -> bytes:
         env = _envelope_of(self._xml.close(), self._code)

@@ -262,7 +262,7 @@ class ElementSpans:
             if data[lt:lt + len(opening)] == opening[:len(data) - lt]:
                 return None  # may become it
         if data.startswith(b"<!", lt):
-            raise ValueError("markup declarations are not expected here")
+            raise ValueError("a DOCTYPE (or other markup declaration) is not accepted")
         if data.startswith(b"</", lt):
             match = _END_TAG.match(data, lt)
             if match is None:
