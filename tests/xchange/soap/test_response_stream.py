@@ -35,8 +35,8 @@ STAMP = re.compile(rb"\s*<([\w:]*)requestHash[^>]*>[^<]*</\1requestHash>")
 
 
 def _stamped(answer: bytes, piece: int, ctype: str = "text/xml",
-             echo: RequestEcho = ECHO, **kwargs: int) -> bytes:
-    stream = ResponseStream(ctype, max_bytes=MAX, echo=echo, **kwargs)
+             echo: RequestEcho = ECHO, head_limit: int = MAX) -> bytes:
+    stream = ResponseStream(ctype, max_bytes=MAX, echo=echo, head_limit=head_limit)
     out = [stream.feed(answer[i:i + piece]) for i in range(0, len(answer), piece)]
     return b"".join(out) + stream.close()
 
@@ -118,9 +118,9 @@ def test_a_fault_passes_untouched_even_with_a_header() -> None:
     check_response(REQ, REQUEST, _pieces(fault, 9), "text/xml", max_bytes=MAX)
 
 
-def _refused(answer: bytes, ctype: str = "text/xml", **kwargs: int) -> str:
+def _refused(answer: bytes, ctype: str = "text/xml", head_limit: int = MAX) -> str:
     with pytest.raises(ServerProxyError) as info:
-        _stamped(answer, 100, ctype, **kwargs)
+        _stamped(answer, 100, ctype, head_limit=head_limit)
     assert info.value.code == "server.serverproxy.inconsistent_response"
     return info.value.message
 
