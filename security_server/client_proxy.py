@@ -28,8 +28,10 @@ security-server protocol (docs/protocol.md) to provider security servers.  Per r
      ``requestHash`` of the SOAP part sent.
 
 Bodies stream: the request body is sent on from its spool and the response body is passed
-to the IS from its own, so no body is ever held whole in memory once it is over 1 MiB.  (A
-SOAP message is parsed, so it is read whole: its limit is ``max_body_bytes``.)
+to the IS from its own, so no body is ever held whole in memory once it is over 1 MiB.  A
+SOAP request's envelope is parsed from its spool (of a large multipart message only the SOAP
+part's first 16 MiB are read), a SOAP answer is checked piece by piece from its spool
+(xchange.soap.envelope.check_response).
 """
 
 from __future__ import annotations

@@ -26,7 +26,9 @@ A SOAP request (its header part's type says so) takes the same steps; in step 4 
 envelope must also yield exactly its signed header part and its service must be a WSDL one,
 and in step 5 the provider system gets the message as the IS sent it, with only
 ``Content-Type`` and ``SOAPAction``, and its answer must copy the X-Road header fields (a
-fault passes untouched) and gets ``requestHash`` (xchange.soap.envelope).
+fault passes untouched) and gets ``requestHash`` -- checked and stamped as it arrives, on
+its way into the spool (xchange.soap.envelope.ResponseStream), so that the signature covers
+exactly the bytes sent and a large answer is never held whole.
 
 ``GET /xchange/v1/ocsp`` answers, to registered peers, the OCSP response this server staples
 for its own TLS certificate: a consumer asks before its first request (and whenever the
