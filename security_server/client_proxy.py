@@ -25,7 +25,7 @@ security-server protocol (docs/protocol.md) to provider security servers.  Per r
      certificate and the TLS certificate the connection presented) and its binding to the
      request, log it, then answer the IS with the provider's status, headers and body plus
      the X-Road response headers.  A SOAP answer that is not a fault must carry the
-     ``requestHash`` of the SOAP part sent.
+     ``requestHash`` of the SOAP part sent and the request's X-Road header fields.
 
 Bodies stream: the request body is sent on from its spool and the response body is passed
 to the IS from its own, so no body is ever held whole in memory once it is over 1 MiB.  A
