@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import http.client
 import json
@@ -119,13 +120,21 @@ class Answer:
     size: int
 
 
-def _call(streams: Streams, data: bytes) -> Answer:
+@contextlib.contextmanager
+def _posted(streams: Streams, data: bytes) -> Iterator[http.client.HTTPResponse]:
+    """POST ``data`` to the consumer's client proxy: the response, to be read in pieces."""
     port = int(streams.soap.proxy_url.rsplit(":", 1)[1])
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     try:
         conn.request("POST", "/", body=data,
                      headers={"Content-Type": "text/xml; charset=UTF-8"})
-        resp = conn.getresponse()
+        yield conn.getresponse()
+    finally:
+        conn.close()
+
+
+def _call(streams: Streams, data: bytes) -> Answer:
+    with _posted(streams, data) as resp:
         assert (resp.getheader("Content-Type") or "").startswith("text/xml")
         whole, kept, rows, size, pending = hashlib.sha256(), bytearray(), 0, 0, b""
         while piece := resp.read(MIB):
@@ -139,8 +148,6 @@ def _call(streams: Streams, data: bytes) -> Answer:
             pending = pending[cut:]
         kept += pending
         return Answer(resp.status, bytes(kept), rows, whole.hexdigest(), size)
-    finally:
-        conn.close()
 
 
 def _stamp_removed(soap_part: bytes) -> bytes:
@@ -177,12 +184,7 @@ def _check_stamp(soap_part: bytes, request: bytes) -> etree._Element:
 def test_a_100_mib_attachment_in_the_answer_streams_through(streams: Streams) -> None:
     request, _ = _request("bigAttachment", 100)
     before = _reset(streams)
-    port = int(streams.soap.proxy_url.rsplit(":", 1)[1])
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    try:
-        conn.request("POST", "/", body=request,
-                     headers={"Content-Type": "text/xml; charset=UTF-8"})
-        resp = conn.getresponse()
+    with _posted(streams, request) as resp:
         assert resp.status == 200, resp.read(4000)
         ctype = resp.getheader("Content-Type") or ""
         assert ctype.startswith("multipart/related") and 'boundary="BOUNDARY"' in ctype
@@ -198,8 +200,6 @@ def test_a_100_mib_attachment_in_the_answer_streams_through(streams: Streams) ->
             pending = piece
         attachment.update(pending[:-len(tail)])
         assert pending.endswith(tail)
-    finally:
-        conn.close()
     growth = _growth(streams, before)
     print(f"peak RSS growth, 100 MiB attachment in the answer: {growth}")
     expected = hashlib.sha256(block() * 100).hexdigest()

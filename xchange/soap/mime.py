@@ -214,12 +214,7 @@ def soap_part(body: bytes, content_type: str | None, *, code: str = _CODE,
             raise _bad(f"the SOAP envelope is larger than the {len(body)} bytes accepted",
                        code)
         return SoapPart(body, media)
-    if media.value != "multipart/related":
-        raise _bad(f"Content-Type {media.value} is not text/xml or multipart/related "
-                   "(SOAP 1.1)", code)
-    boundary = media.param("boundary")
-    if not boundary:
-        raise _bad("multipart/related without a boundary", code)
+    boundary = _boundary(media, code)
     try:
         spans = _spans(body, boundary, code, first_only=head_only)
     except BadRequestError as exc:
@@ -230,6 +225,17 @@ def soap_part(body: bytes, content_type: str | None, *, code: str = _CODE,
     first = MimePart(spans[0][0], body[spans[0][1]:spans[0][2]])
     _check_first_part(media, first.headers, code)
     return SoapPart(first.body, media, body, spans)  # head_only: the first span alone
+
+
+def _boundary(media: MediaType, code: str) -> str:
+    """The boundary of a message that is not ``text/xml``: it must be multipart/related."""
+    if media.value != "multipart/related":
+        raise _bad(f"Content-Type {media.value} is not text/xml or multipart/related "
+                   "(SOAP 1.1)", code)
+    boundary = media.param("boundary")
+    if not boundary:
+        raise _bad("multipart/related without a boundary", code)
+    return boundary
 
 
 def _check_first_part(media: MediaType, headers: tuple[tuple[str, str], ...],
@@ -280,12 +286,7 @@ class SoapPartStream:
         if media.value in _SOAP_TYPES:
             self._state = SOAP
             return
-        if media.value != "multipart/related":
-            raise _bad(f"Content-Type {media.value} is not text/xml or multipart/related "
-                       "(SOAP 1.1)", code)
-        boundary = media.param("boundary")
-        if not boundary:
-            raise _bad("multipart/related without a boundary", code)
+        boundary = _boundary(media, code)
         if not 1 <= len(boundary) <= 70:
             raise _bad("the multipart boundary must be 1 to 70 characters", code)
         self._delim = b"\n--" + boundary.encode("ascii", "replace")
