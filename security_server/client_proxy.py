@@ -288,9 +288,9 @@ async def _verified_response(rt: Runtime, conf: GlobalConf, req: Request,
         assert body is not None
         # Read piece by piece from the spool (off the event loop if it is there), never
         # whole: only its Header and the name of its Body's element are kept.
-        spooled = answer.body.data is None
-        await (xml_lane() if spooled else inline)(
-            check_response, req, body.data, answer.body.chunks(),
+        data = answer.body.data
+        await (inline if data is not None else xml_lane())(
+            check_response, req, body.data, data if data is not None else answer.body.chunks(),
             dict(response.headers).get("content-type"), max_bytes=rt.config.max_body_bytes,
             request_head_only=body.head_only, request_hash=body.request_hash)
     return response

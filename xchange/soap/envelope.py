@@ -161,12 +161,13 @@ def _envelope_of(root: etree._Element, code: str) -> ParsedEnvelope:
     return ParsedEnvelope(root, header, body, content[0])
 
 
-def _fields(env: ParsedEnvelope) -> dict[str, etree._Element]:
-    """The X-Road header fields by local name: each validated against the XSD, none twice."""
+def _fields(env: ParsedEnvelope, *, validate: bool = True) -> dict[str, etree._Element]:
+    """The X-Road header fields by local name: each validated against the XSD (unless not
+    ``validate``: then only as the identifiers are read), none twice."""
     if env.header is None:
         raise BadRequestError("the SOAP message has no Header with the X-Road fields",
                               code="client.missing_header")
-    schema = _schema()
+    schema = _schema() if validate else None
     found: dict[str, etree._Element] = {}
     for elem in env.xroad_fields():
         qname = etree.QName(elem)
@@ -178,7 +179,8 @@ def _fields(env: ParsedEnvelope) -> dict[str, etree._Element]:
             raise BadRequestError(f"the X-Road header field {name} appears twice",
                                   code="client.duplicate_header")
         try:
-            schema.assertValid(etree.ElementTree(_detached(elem)))
+            if schema is not None:
+                schema.assertValid(etree.ElementTree(_detached(elem)))
         except etree.DocumentInvalid as exc:
             why = str(exc)
             if name == "protocolVersion":
@@ -615,15 +617,19 @@ def check_response(req: SoapRequest, request_body: bytes | None,
     ``requestHash`` is accepted."""
     code = "server.clientproxy.invalid_request_hash"
     try:
-        stream = ResponseStream(response_content_type, max_bytes=max_bytes, code=code)
-        for piece in (response_body,) if isinstance(response_body, bytes) else response_body:
-            stream.feed(piece)
-        stream.close()
+        if isinstance(response_body, bytes):  # in memory: parsed whole, as it is cheaper
+            part = soap_part(response_body, response_content_type, code=code)
+            env = parse_envelope(part.envelope, max_bytes=max_bytes, code=code)
+        else:
+            stream = ResponseStream(response_content_type, max_bytes=max_bytes, code=code)
+            for piece in response_body:
+                stream.feed(piece)
+            stream.close()
+            assert stream.envelope is not None
+            env = stream.envelope
     except BadRequestError as exc:
         raise InvalidSignatureError(f"the SOAP response cannot be read: {exc.message}",
                                     code=code) from exc
-    env = stream.envelope
-    assert env is not None
     if env.is_fault:
         return
     stamps = [f for f in env.xroad_fields() if etree.QName(f).localname == "requestHash"]
@@ -643,8 +649,9 @@ def check_response(req: SoapRequest, request_body: bytes | None,
     if got != expected:
         raise InvalidSignatureError("the SOAP response's requestHash is not the hash of the "
                                     "request sent", code=code)
-    try:
-        seen = _request_from_fields(_fields(env), req.content_type, req.soap_action)
+    try:  # the provider's server validated them; read here as identifiers only
+        seen = _request_from_fields(_fields(env, validate=False), req.content_type,
+                                    req.soap_action)
     except BadRequestError as exc:
         raise _consumer_inconsistent(f"has X-Road header fields that cannot be read: "
                                      f"{exc.message}") from exc
