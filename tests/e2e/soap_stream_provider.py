@@ -63,11 +63,9 @@ def wsdl() -> bytes:
 def _header(request: etree._Element, operation: str) -> bytes:
     header = request.find(f"{{{NS_SOAP_ENV}}}Header")
     assert header is not None
-    fields = [etree.tostring(f) for f in header if isinstance(f.tag, str)]
-    if operation == "wrongHeader":
-        fields = [f if b":id" not in f.split(b">", 1)[0]
-                  else f'<xrd:id xmlns:xrd="{NS_XROAD}">{uuid.uuid4()}</xrd:id>'.encode()
-                  for f in fields]
+    fields = [etree.tostring(f) if operation != "wrongHeader" or f.tag != f"{{{NS_XROAD}}}id"
+              else f'<xrd:id xmlns:xrd="{NS_XROAD}">{uuid.uuid4()}</xrd:id>'.encode()
+              for f in header if isinstance(f.tag, str)]
     return b"<s:Header>\n  " + b"\n  ".join(fields) + b"\n</s:Header>\n"
 
 
