@@ -79,10 +79,12 @@ class KeySigner:
         batch form.  Raises what signing raised."""
         message = ToSign(payload, signed_at, nonce)
         loop = asyncio.get_running_loop()
-        if not self._busy and self._executor is None:
-            # A lone message in memory: signed now; others in this iteration wait.
-            self._busy = True
-            loop.call_soon(self._next)
+        if self._executor is None and (not self._busy or self._max == 1):
+            # A lone message in memory (or batching off): signed now; others that want the
+            # key in this iteration wait for the next.
+            if not self._busy and self._max > 1:
+                self._busy = True
+                loop.call_soon(self._next)
             return self._signed([message])[0]
         future: asyncio.Future[str] = loop.create_future()
         self._waiting.append(_Waiting(message, future))
@@ -113,16 +115,18 @@ class KeySigner:
 
     def _start(self) -> None:
         batch = self._take()
-        messages = [w.message for w in batch]
         loop = asyncio.get_running_loop()
         if self._executor is None:
-            try:
-                _settle(batch, self._signed(messages), None)
-            except Exception as exc:  # handed to every waiting caller
-                _settle(batch, None, exc)
+            # Everything that waited is signed now, ``max_batch`` to a signature.
+            while batch:
+                try:
+                    _settle(batch, self._signed([w.message for w in batch]), None)
+                except Exception as exc:  # handed to every waiting caller
+                    _settle(batch, None, exc)
+                batch = self._take()
             loop.call_soon(self._next)
             return
-        done = loop.run_in_executor(self._executor, self._signed, messages)
+        done = loop.run_in_executor(self._executor, self._signed, [w.message for w in batch])
 
         def finished(fut: asyncio.Future[list[str]]) -> None:
             exc = (asyncio.CancelledError() if fut.cancelled() else fut.exception())
