@@ -51,7 +51,7 @@ __all__ = ["LOG_SIGNING_BATCH", "fill_log", "large_body", "signature_batches",
 
 _CHUNK = 1024 * 1024
 
-LOG_SIGNING_BATCH = 8
+LOG_SIGNING_BATCH = 6
 """Messages per signature in the verify-log log: the mean batch the security servers formed
 at 64 connections (``signature_batches``, docs/performance.md)."""
 
