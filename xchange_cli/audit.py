@@ -69,7 +69,6 @@ from xchange_cli.keys import passphrase_from
 __all__ = ["AuditReport", "check_log", "verify_path"]
 
 
-
 # -- trust ------------------------------------------------------------------------------------
 
 

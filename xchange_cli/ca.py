@@ -26,7 +26,6 @@ from xchange_cli.keys import passphrase_from
 __all__: list[str] = []  # the commands are run by name from xchange_cli.commands
 
 
-
 def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
@@ -156,9 +155,6 @@ def _ocsp_serve(args: argparse.Namespace) -> int:
     path = urlsplit(ca.ocsp_url).path if ca.ocsp_url else ""
     serve(responder, host=args.host, port=args.port, path=path or "/")
     return 0
-
-
-# -- registration ---------------------------------------------------------------------------
 
 
 def _load(args: argparse.Namespace) -> DevCA:

@@ -33,12 +33,12 @@ returning the exit status); returns the subcommand's parser for its arguments.""
 
 # certs.index.REVOCATION_REASONS, certs.ocsp.DEFAULT_VALIDITY, certs.ca.OCSP_RESPONDER_DAYS,
 # certs.tsa.DEV_TSA_POLICY: written out to keep cryptography out of the parser.
-REVOCATION_REASONS = ("unspecified", "keyCompromise", "cACompromise", "affiliationChanged",
+_REVOCATION_REASONS = ("unspecified", "keyCompromise", "cACompromise", "affiliationChanged",
                       "superseded", "cessationOfOperation", "certificateHold",
                       "privilegeWithdrawn", "aACompromise")
-OCSP_VALIDITY_SECONDS = 86400
-OCSP_RESPONDER_DAYS = 30
-DEV_TSA_POLICY = "2.25.37812320523924485716550692077495309477"
+_OCSP_VALIDITY_SECONDS = 86400
+_OCSP_RESPONDER_DAYS = 30
+_DEV_TSA_POLICY = "2.25.37812320523924485716550692077495309477"
 
 
 def register(command: Command) -> None:
@@ -113,7 +113,7 @@ def _ca(command: Command) -> None:
     p.add_argument("dir", type=Path, help="CA directory")
     add_passphrase_options(p, "the CA key (default: ca.passphrase in the directory)")
     _certificate_choice(p)
-    p.add_argument("--reason", choices=REVOCATION_REASONS, default="unspecified")
+    p.add_argument("--reason", choices=_REVOCATION_REASONS, default="unspecified")
 
     p = command(["ca", "status"], "xchange_cli.ca:_status",
                 "show a certificate's revocation status")
@@ -132,8 +132,7 @@ def _ca(command: Command) -> None:
     add_passphrase_options(p, "the CA key (default: ca.passphrase in the directory)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8888)
-    p.add_argument("--validity-seconds", type=int,
-                   default=OCSP_VALIDITY_SECONDS,
+    p.add_argument("--validity-seconds", type=int, default=_OCSP_VALIDITY_SECONDS,
                    help="nextUpdate - thisUpdate of responses (default one day)")
     signer = p.add_mutually_exclusive_group()
     signer.add_argument("--delegated", action="store_true",
@@ -142,8 +141,8 @@ def _ca(command: Command) -> None:
                         help="delegated responder certificate (with --responder-key)")
     p.add_argument("--responder-key", type=Path,
                    help="the responder certificate's key (encrypted under the CA's passphrase)")
-    p.add_argument("--responder-days", type=int, default=OCSP_RESPONDER_DAYS,
-                   help=f"--delegated: responder validity (default {OCSP_RESPONDER_DAYS})")
+    p.add_argument("--responder-days", type=int, default=_OCSP_RESPONDER_DAYS,
+                   help=f"--delegated: responder validity (default {_OCSP_RESPONDER_DAYS})")
 
 
 def _tsa(command: Command) -> None:
@@ -159,7 +158,7 @@ def _tsa(command: Command) -> None:
                    help="the TSA certificate, then its CA certificates (PEM)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=3180, help="port to listen on")
-    p.add_argument("--policy", default=DEV_TSA_POLICY, help="the TSA policy OID")
+    p.add_argument("--policy", default=_DEV_TSA_POLICY, help="the TSA policy OID")
     p.add_argument("--accuracy", type=int, default=1,
                    help="accuracy claimed for the clock, in seconds (0: no claim)")
     p = command(["ca", "issue-tsa"], "xchange_cli.tsa:_issue",

@@ -43,7 +43,6 @@ from xchange.identifiers import ClientId, SecurityServerId
 __all__ = ["passphrase_from"]
 
 
-
 def passphrase_from(args: argparse.Namespace) -> bytes | None:
     """The passphrase named by :func:`xchange_cli.commands.add_passphrase_options`, or None
     if none was named."""

@@ -17,7 +17,6 @@ from xchange_cli.keys import passphrase_from
 __all__ = ["issue_tsa"]
 
 
-
 def _serve(args: argparse.Namespace) -> int:
     from certs.tsa_server import serve
 
