@@ -87,6 +87,7 @@ __all__ = [
     "BodyChunkRow",
     "BodyStore",
     "LogQuery",
+    "LogReader",
     "LoggingFailedCode",
     "MessageLog",
     "MessageLogError",
@@ -380,11 +381,7 @@ class MessageLog:
 
     async def records_after(self, after: int, limit: int) -> list[StoredRecord]:
         """At most ``limit`` records numbered above ``after``, in sequence order."""
-        return await asyncio.to_thread(
-            self._read,
-            sa.select(_RECORDS).where(_RECORDS.c.sequence > after)
-            .order_by(col(MessageRecord.sequence)).limit(limit),
-        )
+        return await asyncio.to_thread(self.reader().records_between, after, None, limit)
 
     async def find(self, query: LogQuery, limit: int) -> list[StoredRecord]:
         """The records matching every criterion of ``query``, oldest first, at most
@@ -476,6 +473,10 @@ class MessageLog:
         """Wait for pending writes to finish, then refuse new ones."""
         self._writer.close()
 
+    def reader(self) -> LogReader:
+        """Blocking reads of this log's records (for a worker thread or process)."""
+        return LogReader(self._engine, self._keyring)
+
     def _commit_group(self, entries: Sequence[LogEntry]) -> list[StoredRecord]:
         """On the writer thread: chain ``entries`` after the head and commit them at once.
 
@@ -523,30 +524,10 @@ class MessageLog:
         return batch
 
     def _read_batches(self) -> list[TimestampBatch]:
-        try:
-            with Session(self._engine) as session:
-                rows = session.exec(
-                    select(TimestampBatchRow).order_by(col(TimestampBatchRow.id))).all()
-                return [_to_batch(row) for row in rows]
-        except SQLAlchemyError as exc:
-            raise MessageLogError("the message log could not be read") from exc
+        return self.reader().batches()
 
     def _read(self, statement: sa.Select[Any]) -> list[StoredRecord]:
-        # Core rows, not ORM instances: building a mapped object per record cost more than
-        # the rest of reading it.
-        try:
-            with self._engine.connect() as connection:
-                try:
-                    rows = connection.execute(statement).all()
-                except (ValueError, TypeError) as exc:
-                    # A value its column type cannot decode (SQLite stores anything in any
-                    # column): an altered record, to be reported like any other.
-                    with Session(self._engine) as session:
-                        sequence = _find_undecodable(session, statement)
-                    raise ChainBrokenError(sequence, "stored record cannot be decoded") from exc
-                return [_to_record(row, self._keyring, self._engine) for row in rows]
-        except SQLAlchemyError as exc:
-            raise MessageLogError("the message log could not be read") from exc
+        return self.reader().read(statement)
 
     def _iter_all(self, after: int = 0) -> Iterator[StoredRecord]:
         # Keyset pagination, one short transaction per batch: constant memory, no
@@ -562,6 +543,61 @@ class MessageLog:
             if len(batch) < _VERIFY_BATCH:
                 return
             after = batch[-1].sequence
+
+
+class LogReader:
+    """Reads records of a message log, blocking: what :class:`MessageLog` reads with in a
+    worker thread, and what an audit's worker processes read their share of the log with,
+    each over its own engine.  Rows are decoded (and decrypted) into
+    :class:`~xchange.messagelog.StoredRecord` as :class:`MessageLog` reads them."""
+
+    def __init__(self, engine: Engine, keyring: Keyring | None) -> None:
+        self._engine, self._keyring = engine, keyring
+
+    def records_between(self, after: int, through: int | None, limit: int
+                        ) -> list[StoredRecord]:
+        """At most ``limit`` records numbered above ``after`` (and up to ``through``, if
+        given), in sequence order."""
+        statement = sa.select(_RECORDS).where(_RECORDS.c.sequence > after)
+        if through is not None:
+            statement = statement.where(_RECORDS.c.sequence <= through)
+        return self.read(statement.order_by(_RECORDS.c.sequence).limit(limit))
+
+    def last_sequence(self) -> int:
+        """The number of the newest record; 0 if there is none."""
+        try:
+            with self._engine.connect() as connection:
+                return int(connection.execute(
+                    sa.select(sa.func.max(_RECORDS.c.sequence))).scalar() or 0)
+        except SQLAlchemyError as exc:
+            raise MessageLogError("the message log could not be read") from exc
+
+    def batches(self) -> list[TimestampBatch]:
+        """Every time-stamp batch, in order."""
+        try:
+            with self._engine.connect() as connection:
+                rows = connection.execute(sa.select(_BATCHES).order_by(_BATCHES.c.id)).all()
+                return [_to_batch(row) for row in rows]
+        except SQLAlchemyError as exc:
+            raise MessageLogError("the message log could not be read") from exc
+
+    def read(self, statement: sa.Select[Any]) -> list[StoredRecord]:
+        """The records ``statement`` (a select of whole ``message_log`` rows) finds."""
+        # Core rows, not ORM instances: building a mapped object per record cost more than
+        # the rest of reading it.
+        try:
+            with self._engine.connect() as connection:
+                try:
+                    rows = connection.execute(statement).all()
+                except (ValueError, TypeError) as exc:
+                    # A value its column type cannot decode (SQLite stores anything in any
+                    # column): an altered record, to be reported like any other.
+                    with Session(self._engine) as session:
+                        sequence = _find_undecodable(session, statement)
+                    raise ChainBrokenError(sequence, "stored record cannot be decoded") from exc
+                return [_to_record(row, self._keyring, self._engine) for row in rows]
+        except SQLAlchemyError as exc:
+            raise MessageLogError("the message log could not be read") from exc
 
 
 async def _wait(future: Future[R]) -> R:
@@ -697,7 +733,7 @@ def _to_record(row: _RowLike, keyring: Keyring | None, engine: Engine) -> Stored
         raise ChainBrokenError(row.sequence, f"stored record is malformed: {exc}") from exc
 
 
-def _to_batch(row: TimestampBatchRow) -> TimestampBatch:
+def _to_batch(row: TimestampBatchRow | sa.Row[Any]) -> TimestampBatch:
     return TimestampBatch(id=row.id, first_sequence=row.first_sequence,
                           last_sequence=row.last_sequence, root=row.root, token=row.token,
                           gen_time=row.gen_time.replace(tzinfo=UTC)

@@ -73,7 +73,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal, get_args
+from typing import Final, Literal, Protocol, get_args
 
 from xchange.body import ExternalBody, MessageBody, body_sha256
 from xchange.errors import ChainBrokenError
@@ -88,6 +88,7 @@ __all__ = [
     "ChainReport",
     "Direction",
     "Kind",
+    "Linked",
     "LogEntry",
     "RecordStamp",
     "Status",
@@ -337,7 +338,17 @@ def chain_record(entry: LogEntry, sequence: int, prev_hash: str) -> StoredRecord
     return StoredRecord(entry=entry, sequence=sequence, prev_hash=prev_hash, record_hash=digest)
 
 
-def check_link(record: StoredRecord, head: ChainCheckpoint) -> None:
+class Linked(Protocol):
+    """What :func:`check_link` looks at: a record's number and its predecessor's hash."""
+
+    @property
+    def sequence(self) -> int: ...
+
+    @property
+    def prev_hash(self) -> str: ...
+
+
+def check_link(record: Linked, head: ChainCheckpoint) -> None:
     """Steps 1 and 2 of :func:`verify_chain` for one record after ``head``: its number and
     its link, not its content (for a caller that recomputes the record hash anyway)."""
     expected = head.sequence + 1

@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import zipfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +28,7 @@ from certs.keys import (
 )
 from security_server import logaudit
 from security_server.db import create_db_engine, create_tables
-from security_server.messagelog import MessageLog
+from security_server.messagelog import LogReader, MessageLog
 from tests.auditkit import (
     AuditPki,
     fill_log,
@@ -165,19 +164,21 @@ TAMPERINGS: dict[str, tuple[Callable[[sqlite3.Connection], object], int, str]] =
 def workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
             ) -> Iterator[str]:
     """Verify live logs in one process, or (however small the log) with worker processes
-    taking one record per task and pages of two records: the same report either way."""
+    each reading and checking shares of one record, in pages of two records: the same
+    report either way."""
     if request.param == "worker processes":
         if len(os.sched_getaffinity(0)) < 2:
             pytest.skip("worker processes need more than one core")
         monkeypatch.setattr(audit_cli, "PARALLEL_MIN_RECORDS", 0)
-        monkeypatch.setattr(logaudit, "_CHUNK", 1)
+        monkeypatch.setattr(logaudit, "_MIN_SHARE", 1)
         monkeypatch.setattr(logaudit, "_PAGE", 2)
         pools: list[int] = []
         real_pool = logaudit.audit_pool
 
-        def counted_pool(trust: AuditTrust, workers: int) -> ProcessPoolExecutor:
+        def counted_pool(trust: AuditTrust, workers: int,
+                         open_reader: Callable[[], LogReader]) -> logaudit.AuditPool:
             pools.append(workers)
-            return real_pool(trust, workers)
+            return real_pool(trust, workers, open_reader)
 
         monkeypatch.setattr(audit_cli, "audit_pool", counted_pool)
         yield str(request.param)
