@@ -181,12 +181,13 @@ def check_share(reader: LogReader, share: Share, trust: AuditTrust, memo: AuditM
                     check_link(record, head)  # verify_evidence checks its content hash
                 tally.add(verify_evidence(MessageEvidence(record, batches.of(record)), trust,
                                           require_stamp=False, memo=memo))
-                head = ChainCheckpoint(record.sequence, record.record_hash)
+                head = record
     except BROKEN as exc:
         kind = next(i for i, cls in enumerate(BROKEN) if isinstance(exc, cls))
         result.failure = (kind, exc.sequence or 0, exc.reason)
         return result
-    result.last = head
+    if head is not None:
+        result.last = ChainCheckpoint(head.sequence, head.record_hash)
     return result
 
 

@@ -41,7 +41,7 @@ from xchange.evidence import MessageEvidence
 from xchange.globalconf import ApprovedCA, GlobalConf
 from xchange.identifiers import ClientId, ServiceId
 from xchange.logbatch import TimestampBatch, verify_batch, verify_record_stamp
-from xchange.messagelog import StoredRecord, chain_record
+from xchange.messagelog import StoredRecord, content_hash
 from xchange.ocsp import CLOCK_SKEW
 from xchange.signing import VerifiedSignature, verify_message
 
@@ -205,7 +205,7 @@ def verify_evidence(
     seq = record.sequence
     memo = memo or AuditMemo()
     # 1.
-    if chain_record(entry, seq, record.prev_hash).record_hash != record.record_hash:
+    if content_hash(record) != record.record_hash:
         raise ChainBrokenError(seq, "record content does not match its hash")
     # 2.
     signed: VerifiedSignature | None = None
