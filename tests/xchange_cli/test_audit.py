@@ -201,6 +201,60 @@ def test_tampering_with_the_live_log_is_named(
     assert reason in failed
 
 
+SHARE_EDGES: dict[str, tuple[str, int, str]] = {
+    # With worker processes (shares of two records: 1-2, 3-4, ...) each of these sits at the
+    # edge between two shares, so only the joining of the shares can find it.
+    "last of a share deleted": ("DELETE FROM message_log WHERE sequence = 6", 6,
+                                "expected record 6, found record 7"),
+    "first of a share deleted": ("DELETE FROM message_log WHERE sequence = 7", 7,
+                                 "expected record 7, found record 8"),
+    "first of a share relinked": (f"UPDATE message_log SET prev_hash = '{'0' * 64}' "
+                                  "WHERE sequence = 7", 7,
+                                  "prev_hash does not match the previous record's hash"),
+}
+
+
+@pytest.mark.parametrize("how", list(SHARE_EDGES))
+def test_breaks_between_shares_are_named(
+    tmp_path: Path, past_pki: AuditPki, past_ca: DevCA, capsys: pytest.CaptureFixture[str],
+    how: str, workers: str
+) -> None:
+    server = make_server(tmp_path / "ss", past_pki, past_ca, queries=6)  # records 1..12
+    statement, sequence, reason = SHARE_EDGES[how]
+    with sqlite3.connect(server.database) as db:
+        db.execute(statement)
+    code, out = run(capsys, "audit", "verify", "--config", str(server.config), *server.trust)
+    assert code == 1, out
+    failed = out.strip().splitlines()[-1]
+    assert failed.startswith(f"FAILED at record {sequence}:"), out
+    assert reason in failed
+
+
+def test_the_first_failure_in_sequence_order_is_named(
+    tmp_path: Path, past_pki: AuditPki, past_ca: DevCA, capsys: pytest.CaptureFixture[str],
+    workers: str
+) -> None:
+    """Whichever check fails and whoever checks it: a record that cannot even be read (9), a
+    broken link (11) and a later share's failures do not hide an altered record before them
+    (3)."""
+    server = make_server(tmp_path / "ss", past_pki, past_ca, queries=6)
+    with sqlite3.connect(server.database) as db:
+        db.executescript("UPDATE message_log SET kind = 'bogus' WHERE sequence = 9;"
+                         "DELETE FROM message_log WHERE sequence = 11;"
+                         "UPDATE message_log SET body = X'00' WHERE sequence = 3;")
+    code, out = run(capsys, "audit", "verify", "--config", str(server.config), *server.trust)
+    assert code == 1, out
+    assert out.strip().splitlines()[-1] == (
+        "FAILED at record 3: message log chain broken at record 3: record content does not "
+        "match its hash"), out
+    with sqlite3.connect(server.database) as db:
+        db.execute("UPDATE message_log SET body = X'' WHERE sequence = 3")  # as it was
+    code, out = run(capsys, "audit", "verify", "--config", str(server.config), *server.trust)
+    assert code == 1, out
+    failed = out.strip().splitlines()[-1]
+    assert failed.startswith("FAILED at record 9:") and "stored record is malformed" in failed
+
+
 def test_search_finds_by_query_and_user(server: Server, capsys: pytest.CaptureFixture[str]
                                         ) -> None:
     code, out = run(capsys, "audit", "search", "--config", str(server.config),
