@@ -208,8 +208,8 @@ SHARE_EDGES: dict[str, tuple[str, int, str]] = {
                                 "expected record 6, found record 7"),
     "first of a share deleted": ("DELETE FROM message_log WHERE sequence = 7", 7,
                                  "expected record 7, found record 8"),
-    "first of a share relinked": (f"UPDATE message_log SET prev_hash = '{'0' * 64}' "
-                                  "WHERE sequence = 7", 7,
+    "first of a share relinked": ("UPDATE message_log SET prev_hash = (SELECT record_hash "
+                                  "FROM message_log WHERE sequence = 1) WHERE sequence = 7", 7,
                                   "prev_hash does not match the previous record's hash"),
 }
 
@@ -222,7 +222,7 @@ def test_breaks_between_shares_are_named(
     server = make_server(tmp_path / "ss", past_pki, past_ca, queries=6)  # records 1..12
     statement, sequence, reason = SHARE_EDGES[how]
     with sqlite3.connect(server.database) as db:
-        db.execute(statement)
+        db.executescript(statement)
     code, out = run(capsys, "audit", "verify", "--config", str(server.config), *server.trust)
     assert code == 1, out
     failed = out.strip().splitlines()[-1]
