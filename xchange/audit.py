@@ -41,6 +41,7 @@ from xchange.evidence import MessageEvidence
 from xchange.globalconf import ApprovedCA, GlobalConf
 from xchange.identifiers import ClientId, ServiceId
 from xchange.logbatch import TimestampBatch, verify_batch, verify_record_stamp
+from xchange.merkle import PathMemo
 from xchange.messagelog import StoredRecord, content_hash
 from xchange.ocsp import CLOCK_SKEW
 from xchange.signing import VerifiedSignature, verify_message
@@ -166,11 +167,14 @@ class CheckTally:
 
 class AuditMemo:
     """Facts already verified during one audit, so that an OCSP response stapled to many
-    messages, or a batch token covering many records, is checked once.  Holds verified facts
+    messages, or a batch token covering many records, is checked once, and the Merkle
+    paths of a batch's records are followed only up to where they join
+    (:class:`~xchange.merkle.PathMemo`).  Holds verified facts
     only (never a decision): pass one to every :func:`verify_evidence` of a run."""
 
     def __init__(self) -> None:
         self.staples = StapleVerifier()
+        self.paths = PathMemo()
         self._batches: dict[tuple[int, bytes, bytes, datetime], datetime] = {}
 
     def batch_time(self, batch: TimestampBatch, trust: AuditTrust) -> datetime:
@@ -284,7 +288,7 @@ def _check_header_part(record: StoredRecord) -> None:
 def _check_stamp(record: StoredRecord, batch: TimestampBatch, trust: AuditTrust,
                  memo: AuditMemo) -> datetime:
     seq = record.sequence
-    verify_record_stamp(record, batch)
+    verify_record_stamp(record, batch, memo=memo.paths)
     if not trust.tsas:
         raise StampInvalidError(seq, "no TSA certificate to verify the time-stamp with")
     try:
