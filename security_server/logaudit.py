@@ -15,7 +15,7 @@ import bisect
 import itertools
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,20 +192,32 @@ def check_share(reader: LogReader, share: Share, trust: AuditTrust, memo: AuditM
 
 
 def _pages(reader: LogReader, share: Share) -> Iterator[list[StoredRecord]]:
-    after = share.after
-    while True:
-        try:
-            page = reader.records_between(after, share.through, _PAGE)
-        except ChainBrokenError as exc:
-            # A record that cannot be read: the records before it are checked first, so
-            # that the failure reported is the first in sequence order.
-            if exc.sequence > after + 1:
-                yield reader.records_between(after, exc.sequence - 1, _PAGE)
-            raise
-        yield page
-        if len(page) < _PAGE:
-            return
-        after = page[-1].sequence
+    """The records of ``share``, a page at a time, the next page read (in a thread) while
+    the caller checks this one: the database's share of the time overlaps the checks."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-read") as ahead:
+        pending = ahead.submit(_page, reader, share.after, share.through)
+        while True:
+            page, unreadable = pending.result()
+            if unreadable is None and len(page) == _PAGE:
+                pending = ahead.submit(_page, reader, page[-1].sequence, share.through)
+            yield page
+            if unreadable is not None:
+                raise unreadable
+            if len(page) < _PAGE:
+                return
+
+
+def _page(reader: LogReader, after: int, through: int | None
+          ) -> tuple[list[StoredRecord], ChainBrokenError | None]:
+    """The next page, or the records before one that cannot be read and why it cannot: the
+    records before it are checked first, so that the failure reported is the first in
+    sequence order."""
+    try:
+        return reader.records_between(after, through, _PAGE), None
+    except ChainBrokenError as exc:
+        before = (reader.records_between(after, exc.sequence - 1, _PAGE)
+                  if exc.sequence > after + 1 else [])
+        return before, exc
 
 
 def _shares(after: int, last: int, workers: int) -> list[Share]:
