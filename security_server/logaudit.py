@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
+import functools
 import itertools
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -192,14 +194,25 @@ def check_share(reader: LogReader, share: Share, trust: AuditTrust, memo: AuditM
 
 
 def _pages(reader: LogReader, share: Share) -> Iterator[list[StoredRecord]]:
-    """The records of ``share``, a page at a time, the next page read (in a thread) while
-    the caller checks this one: the database's share of the time overlaps the checks."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-read") as ahead:
-        pending = ahead.submit(_page, reader, share.after, share.through)
+    """The records of ``share``, a page at a time.  From a database server the next page is
+    read (in a thread) while the caller checks this one, so that waiting for the server
+    overlaps the checks; SQLite is read in this process, on the same cores as the checks,
+    where reading ahead only added switching between the threads (about 5 % more CPU)."""
+    with contextlib.ExitStack() as stack:
+        ahead = None if reader.in_process else stack.enter_context(
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-read"))
+
+        def start(after: int) -> Callable[[], tuple[list[StoredRecord],
+                                                    ChainBrokenError | None]]:
+            if ahead is None:  # read when asked for
+                return functools.partial(_page, reader, after, share.through)
+            return ahead.submit(_page, reader, after, share.through).result
+
+        pending = start(share.after)
         while True:
-            page, unreadable = pending.result()
+            page, unreadable = pending()
             if unreadable is None and len(page) == _PAGE:
-                pending = ahead.submit(_page, reader, page[-1].sequence, share.through)
+                pending = start(page[-1].sequence)
             yield page
             if unreadable is not None:
                 raise unreadable

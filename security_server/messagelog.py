@@ -563,6 +563,11 @@ class LogReader:
             statement = statement.where(_RECORDS.c.sequence <= through)
         return self.read(statement.order_by(_RECORDS.c.sequence).limit(limit))
 
+    @property
+    def in_process(self) -> bool:
+        """Whether the database is read in this process (SQLite), not from a server."""
+        return self._engine.dialect.name == "sqlite"
+
     def last_sequence(self) -> int:
         """The number of the newest record; 0 if there is none."""
         try:

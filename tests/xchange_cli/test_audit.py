@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 
 from certs.ca import DevCA
@@ -38,6 +39,7 @@ from tests.auditkit import (
     swap_bodies,
     unpack,
 )
+from tests.conftest import PG_URL_VARIABLE, postgres_schema
 from tests.security_server.test_config import MINIMAL
 from xchange.asic import write_container
 from xchange.audit import AuditTrust
@@ -70,11 +72,13 @@ class Server:
 
 
 def make_server(directory: Path, pki: AuditPki, ca: DevCA, *, extra: str = "",
-                queries: int = 2) -> Server:
+                queries: int = 2, database_url: str | None = None) -> Server:
+    """A server whose log holds ``queries`` queries (in its SQLite file, or at
+    ``database_url``, which the caller then passes as ``XCHANGE_DATABASE_URL``)."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "security-server.toml"
     config.write_text(CONFIG + extra)
-    engine = create_db_engine(f"sqlite:///{directory / 'messagelog.db'}")
+    engine = create_db_engine(database_url or f"sqlite:///{directory / 'messagelog.db'}")
     create_tables(engine)
 
     async def fill() -> None:
@@ -253,6 +257,37 @@ def test_the_first_failure_in_sequence_order_is_named(
     assert code == 1, out
     failed = out.strip().splitlines()[-1]
     assert failed.startswith("FAILED at record 9:") and "stored record is malformed" in failed
+
+
+@pytest.mark.postgres
+def test_a_live_log_on_postgresql_verifies_and_tampering_is_named(
+    tmp_path: Path, past_pki: AuditPki, past_ca: DevCA, capsys: pytest.CaptureFixture[str],
+    workers: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read from a database server a page ahead (pages of two records here)."""
+    base = os.environ.get(PG_URL_VARIABLE)
+    if not base:
+        pytest.skip(f"{PG_URL_VARIABLE} not set: PostgreSQL tests skipped")
+    monkeypatch.setattr(logaudit, "_PAGE", 2)
+    with postgres_schema(base) as url:
+        monkeypatch.setenv("XCHANGE_DATABASE_URL", url)
+        server = make_server(tmp_path / "ss", past_pki, past_ca, queries=6, database_url=url)
+        code, out = run(capsys, "audit", "verify", "--config", str(server.config),
+                        *server.trust)
+        assert code == 0, out
+        assert "hash chain intact: 12 records (sequence 1..12)" in out
+        assert "time-stamps verified: 12 records in 4 batches" in out
+        engine = create_db_engine(url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(sa.text("DELETE FROM message_log WHERE sequence = 7"))
+        finally:
+            engine.dispose()
+        code, out = run(capsys, "audit", "verify", "--config", str(server.config),
+                        *server.trust)
+        assert code == 1, out
+        failed = out.strip().splitlines()[-1]
+        assert failed.startswith("FAILED at record 7:") and "found record 8" in failed, out
 
 
 def test_search_finds_by_query_and_user(server: Server, capsys: pytest.CaptureFixture[str]
