@@ -174,7 +174,7 @@ def check_share(reader: LogReader, share: Share, trust: AuditTrust, memo: AuditM
     result = ShareResult()
     tally, head = result.tally, None
     try:
-        batches = LiveBatches(reader.batches())
+        batches = LiveBatches(reader.batches(share.after, share.through), reader.batch)
         for page in _pages(reader, share):
             for record in page:
                 if head is None:
@@ -343,12 +343,15 @@ def audit_pool(trust: AuditTrust, workers: int, open_reader: Callable[[], LogRea
 
 
 class LiveBatches:
-    """The live log's time-stamp batches, by id and by the range of records they cover."""
+    """The live log's time-stamp batches, by id and by the range of records they cover:
+    every batch, or (with a ``lookup`` for any other, by id) those covering a share."""
 
-    def __init__(self, batches: Iterable[TimestampBatch]) -> None:
+    def __init__(self, batches: Iterable[TimestampBatch],
+                 lookup: Callable[[int], TimestampBatch | None] | None = None) -> None:
         self._by_id = {b.id: b for b in batches}
         self._ranges = sorted((b.first_sequence, b.last_sequence, b.id)
                               for b in self._by_id.values())
+        self._lookup = lookup
 
     def of(self, record: StoredRecord) -> TimestampBatch | None:
         """The batch that stamps ``record``; ``None`` if none does, nor should.  A record
@@ -362,9 +365,15 @@ class LiveBatches:
                 raise StampInvalidError(seq, f"the record lies in batch {covering} but is not "
                                              "stamped by it: it was inserted or altered later")
             return None
-        batch = self._by_id.get(record.stamp.batch_id)
+        batch_id = record.stamp.batch_id
+        batch = self._by_id.get(batch_id)
+        if batch is None and self._lookup is not None:
+            # Named by a record it does not cover (the stamp check says so): read it.
+            batch = self._lookup(batch_id)
+            if batch is not None:
+                self._by_id[batch_id] = batch
         if batch is None:
-            raise StampInvalidError(seq, f"batch {record.stamp.batch_id} is missing")
+            raise StampInvalidError(seq, f"batch {batch_id} is missing")
         return batch
 
 

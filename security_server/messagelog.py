@@ -577,12 +577,26 @@ class LogReader:
         except SQLAlchemyError as exc:
             raise MessageLogError("the message log could not be read") from exc
 
-    def batches(self) -> list[TimestampBatch]:
-        """Every time-stamp batch, in order."""
+    def batches(self, after: int | None = None, through: int | None = None
+                ) -> list[TimestampBatch]:
+        """The time-stamp batches, in order: every one, or those covering any record numbered
+        above ``after`` and up to ``through``."""
+        statement = sa.select(_BATCHES).order_by(_BATCHES.c.id)
+        if after is not None:
+            statement = statement.where(_BATCHES.c.last_sequence > after)
+        if through is not None:
+            statement = statement.where(_BATCHES.c.first_sequence <= through)
+        return self._batches(statement)
+
+    def batch(self, batch_id: int) -> TimestampBatch | None:
+        """The time-stamp batch ``batch_id``, if there is one."""
+        found = self._batches(sa.select(_BATCHES).where(_BATCHES.c.id == batch_id))
+        return found[0] if found else None
+
+    def _batches(self, statement: sa.Select[Any]) -> list[TimestampBatch]:
         try:
             with self._engine.connect() as connection:
-                rows = connection.execute(sa.select(_BATCHES).order_by(_BATCHES.c.id)).all()
-                return [_to_batch(row) for row in rows]
+                return [_to_batch(row) for row in connection.execute(statement).all()]
         except SQLAlchemyError as exc:
             raise MessageLogError("the message log could not be read") from exc
 

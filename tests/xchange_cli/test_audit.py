@@ -156,6 +156,11 @@ TAMPERINGS: dict[str, tuple[Callable[[sqlite3.Connection], object], int, str]] =
     "delete": (lambda db: db.execute("DELETE FROM message_log WHERE sequence = 3"), 3,
                "expected record 3, found record 4"),
     "insert": (_shift_insert, 2, "lies in batch 1 but is not stamped by it"),
+    "restamp": (lambda db: db.execute(
+        "UPDATE message_log SET batch_id = 1, merkle_path = (SELECT merkle_path FROM "
+        "message_log WHERE sequence = 3) WHERE sequence = 4"), 4, "outside batch 1"),
+    "unknown batch": (lambda db: db.execute(
+        "UPDATE message_log SET batch_id = 99 WHERE sequence = 4"), 4, "batch 99 is missing"),
     "reorder": (lambda db: db.executescript(
         "UPDATE message_log SET sequence = -1 WHERE sequence = 2;"
         "UPDATE message_log SET sequence = 2 WHERE sequence = 3;"
