@@ -264,35 +264,39 @@ def test_the_first_failure_in_sequence_order_is_named(
     assert failed.startswith("FAILED at record 9:") and "stored record is malformed" in failed
 
 
-@pytest.mark.postgres
-def test_a_live_log_on_postgresql_verifies_and_tampering_is_named(
-    tmp_path: Path, past_pki: AuditPki, past_ca: DevCA, capsys: pytest.CaptureFixture[str],
-    workers: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Read from a database server a page ahead (pages of two records here)."""
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL of an empty PostgreSQL schema; skips without ``XCHANGE_TEST_DATABASE_URL``."""
     base = os.environ.get(PG_URL_VARIABLE)
     if not base:
         pytest.skip(f"{PG_URL_VARIABLE} not set: PostgreSQL tests skipped")
-    monkeypatch.setattr(logaudit, "_PAGE", 2)
     with postgres_schema(base) as url:
-        monkeypatch.setenv("XCHANGE_DATABASE_URL", url)
-        server = make_server(tmp_path / "ss", past_pki, past_ca, queries=6, database_url=url)
-        code, out = run(capsys, "audit", "verify", "--config", str(server.config),
-                        *server.trust)
-        assert code == 0, out
-        assert "hash chain intact: 12 records (sequence 1..12)" in out
-        assert "time-stamps verified: 12 records in 4 batches" in out
-        engine = create_db_engine(url)
-        try:
-            with engine.begin() as connection:
-                connection.execute(sa.text("DELETE FROM message_log WHERE sequence = 7"))
-        finally:
-            engine.dispose()
-        code, out = run(capsys, "audit", "verify", "--config", str(server.config),
-                        *server.trust)
-        assert code == 1, out
-        failed = out.strip().splitlines()[-1]
-        assert failed.startswith("FAILED at record 7:") and "found record 8" in failed, out
+        yield url
+
+
+@pytest.mark.postgres
+def test_a_live_log_on_postgresql_verifies_and_tampering_is_named(
+    tmp_path: Path, past_pki: AuditPki, past_ca: DevCA, capsys: pytest.CaptureFixture[str],
+    pg_url: str, workers: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read from a database server a page ahead (pages of two records here)."""
+    monkeypatch.setattr(logaudit, "_PAGE", 2)
+    monkeypatch.setenv("XCHANGE_DATABASE_URL", pg_url)
+    server = make_server(tmp_path / "ss", past_pki, past_ca, queries=6, database_url=pg_url)
+    code, out = run(capsys, "audit", "verify", "--config", str(server.config), *server.trust)
+    assert code == 0, out
+    assert "hash chain intact: 12 records (sequence 1..12)" in out
+    assert "time-stamps verified: 12 records in 4 batches" in out
+    engine = create_db_engine(pg_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("DELETE FROM message_log WHERE sequence = 7"))
+    finally:
+        engine.dispose()
+    code, out = run(capsys, "audit", "verify", "--config", str(server.config), *server.trust)
+    assert code == 1, out
+    failed = out.strip().splitlines()[-1]
+    assert failed.startswith("FAILED at record 7:") and "found record 8" in failed, out
 
 
 def test_search_finds_by_query_and_user(server: Server, capsys: pytest.CaptureFixture[str]
