@@ -693,7 +693,7 @@ _COLUMNS: Final = ("sequence", "prev_hash", "record_hash", "query_id", "kind", "
                    "body_id", "signature", "status", "error_code", "created_at",
                    "ocsp_responses", "batch_id", "merkle_path")
 """The columns of ``message_log`` in the order ``select(_RECORDS)`` returns them: a row is
-unpacked by position (reading a Core row's values by name cost a fifth of decoding it)."""
+unpacked by position (reading a Core row's values by name was about a third of decoding it)."""
 if tuple(_RECORDS.c.keys()) != _COLUMNS:  # pragma: no cover - a model change must come here
     raise RuntimeError("message_log's columns changed: update _COLUMNS and _to_record")
 
