@@ -39,6 +39,16 @@ alteration) and hands the body on as an external body that reads them again on d
 Chunks of a record that failed to commit are deleted; chunks go with their record when it
 is purged.
 
+Orphaned chunks: a body's chunks are committed before its record, so a crash (or a failed
+clean-up) in between leaves chunks no record names.  The first commit of a body's chunks
+also writes a ``message_body_pending`` row (its id and when it started), and the
+transaction that commits the record deletes that row: a pending row older than
+:data:`ORPHAN_BODY_AGE` whose body no body store of this process still holds marks an
+orphan, which :meth:`MessageLog.remove_orphan_bodies` deletes with its chunks -- at start
+and every :data:`ORPHAN_SWEEP_SECONDS` (:meth:`MessageLog.run_orphan_sweep`).  A body being
+stored or waiting for its record here is never removed, whatever its age; the age protects
+the bodies of another process writing the same database.
+
 Not done here: asking for time-stamps, archiving, and several processes writing
 one log (a second writer's records collide on the sequence number and fail closed; per-node
 logs come with a ``log_id`` column later).  Tables are created by
@@ -48,11 +58,14 @@ logs come with a ``log_id`` column later).  Tables are created by
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, TypeVar, cast, get_args
 
 import sqlalchemy as sa
@@ -84,13 +97,17 @@ from xchange.messagelog import (
 from xchange.timestamp import TimestampToken
 
 __all__ = [
+    "ORPHAN_BODY_AGE",
+    "ORPHAN_SWEEP_SECONDS",
     "BodyChunkRow",
     "BodyStore",
     "LogQuery",
+    "LogReader",
     "LoggingFailedCode",
     "MessageLog",
     "MessageLogError",
     "MessageRecord",
+    "PendingBodyRow",
     "TimestampBatchRow",
 ]
 
@@ -103,7 +120,17 @@ _VERIFY_BATCH: Final = 1000
 _CHUNKS_PER_COMMIT: Final = 8
 """A large body's chunks are committed 8 MiB at a time: short transactions that let the
 writer thread's group commits in between (SQLite has one writer at a time)."""
+ORPHAN_BODY_AGE: Final = timedelta(hours=1)
+"""How long a large body may wait for its record before its chunks are removed, unless
+this process still holds it (then it is never removed).  Far above the time from a body's
+first chunk to its record in a running server; it matters only for another process's
+bodies."""
+ORPHAN_SWEEP_SECONDS: Final = 600.0
+"""How often a running server looks for orphaned bodies (and once at start)."""
+_SWEEP_BATCH: Final = 100
+"""Orphaned bodies removed per transaction (and ids per statement)."""
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 
 class MessageLogError(XRoadError):
@@ -175,6 +202,38 @@ class BodyChunkRow(SQLModel, table=True):
     data: bytes
 
 
+class PendingBodyRow(SQLModel, table=True):
+    """A large body whose chunks are (being) stored and whose record is not committed yet
+    (see the module docstring): written with its first chunks, deleted with its record."""
+
+    __tablename__ = "message_body_pending"
+
+    body_id: str = Field(primary_key=True, max_length=32)
+    started_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+
+
+class _HeldBodies:
+    """The large bodies this process holds: their :class:`BodyStore` or the reader it made
+    (kept by the message on its way, until its record is committed or it is dropped).  Held
+    weakly: a body nothing refers to any more is not in flight."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders: weakref.WeakSet[BodyStore | _ChunkReader] = weakref.WeakSet()
+
+    def add(self, holder: BodyStore | _ChunkReader) -> None:
+        with self._lock:
+            self._holders.add(holder)
+
+    def discard(self, holder: BodyStore) -> None:
+        with self._lock:
+            self._holders.discard(holder)
+
+    def body_ids(self) -> set[str]:
+        with self._lock:
+            return {holder.body_id for holder in self._holders}
+
+
 class BodyStore:
     """Stores one large body in ``message_body_chunk`` as it arrives, chunk by chunk
     (encrypted under the keyring's current key, if any), committing every few chunks.
@@ -185,9 +244,10 @@ class BodyStore:
     :meth:`drop` removes whatever was stored (a body that will not be logged after all).
     """
 
-    def __init__(self, engine: Engine, keyring: Keyring | None) -> None:
-        self._engine, self._keyring = engine, keyring
+    def __init__(self, engine: Engine, keyring: Keyring | None, held: _HeldBodies) -> None:
+        self._engine, self._keyring, self._held = engine, keyring, held
         self.body_id = uuid.uuid4().hex
+        self._held.add(self)
         self._key_id = None if keyring is None else keyring.current
         self._pending = bytearray()
         self._index = 0
@@ -210,18 +270,24 @@ class BodyStore:
             self._session.commit()
             self._session.close()
             self._session = None
-        return _ChunkReader(self._engine, self._keyring, self.body_id, self._key_id)
+        reader = _ChunkReader(self._engine, self._keyring, self.body_id, self._key_id)
+        self._held.add(reader)
+        return reader
 
     def drop(self) -> None:
         """Best effort: remove the chunks stored so far."""
         if self._session is not None:
             self._session.close()  # rolls back what was not committed
             self._session = None
+        self._held.discard(self)  # if this fails, the sweep removes it later
         _drop_chunks(self._engine, self.body_id)
 
     def _insert(self, piece: bytes, *, last: bool) -> None:
         if self._session is None:
             self._session = Session(self._engine)
+            if self._index == 0:
+                self._session.execute(sa.insert(_PENDING).values(
+                    body_id=self.body_id, started_at=datetime.now(UTC)))
         data = piece if self._keyring is None else self._keyring.encrypt_chunk(
             self.body_id, self._index, last, piece)
         self._session.execute(sa.insert(_chunk_table()).values(
@@ -239,6 +305,7 @@ def _drop_chunks(engine: Engine, body_id: str) -> None:
     try:
         with Session(engine) as session:
             session.execute(sa.delete(table).where(table.c.body_id == body_id, ~named))
+            session.execute(sa.delete(_PENDING).where(_PENDING.c.body_id == body_id, ~named))
             session.commit()
     except SQLAlchemyError:
         pass  # an orphaned body is unreferenced, never read; the failure is reported
@@ -291,6 +358,7 @@ class TimestampBatchRow(SQLModel, table=True):
 
 
 _RECORDS: Final = cast(sa.Table, sa.inspect(MessageRecord).local_table)
+_PENDING: Final = cast(sa.Table, sa.inspect(PendingBodyRow).local_table)
 _BATCHES: Final = cast(sa.Table, sa.inspect(TimestampBatchRow).local_table)
 _INSERT_RECORD: Final = sa.insert(_RECORDS)
 _STAMP_RECORD: Final = sa.update(_RECORDS).where(
@@ -305,6 +373,7 @@ class MessageLog:
                  max_group: int = 1000) -> None:
         self._engine = engine
         self._keyring = keyring
+        self._held = _HeldBodies()
         # Head of the chain; touched only on the writer thread.  None means "not known":
         # read it from the database before the next write.
         self._head: ChainCheckpoint | None = None
@@ -337,7 +406,7 @@ class MessageLog:
 
     def body_store(self) -> BodyStore:
         """A sink that stores a large body's chunks as it arrives (see :class:`BodyStore`)."""
-        return BodyStore(self._engine, self._keyring)
+        return BodyStore(self._engine, self._keyring, self._held)
 
     def _store_body(self, body: ExternalBody) -> _ChunkReader:
         """Copy a large body into ``message_body_chunk``."""
@@ -380,11 +449,7 @@ class MessageLog:
 
     async def records_after(self, after: int, limit: int) -> list[StoredRecord]:
         """At most ``limit`` records numbered above ``after``, in sequence order."""
-        return await asyncio.to_thread(
-            self._read,
-            sa.select(_RECORDS).where(_RECORDS.c.sequence > after)
-            .order_by(col(MessageRecord.sequence)).limit(limit),
-        )
+        return await asyncio.to_thread(self.reader().records_between, after, None, limit)
 
     async def find(self, query: LogQuery, limit: int) -> list[StoredRecord]:
         """The records matching every criterion of ``query``, oldest first, at most
@@ -428,6 +493,47 @@ class MessageLog:
             raise MessageLogError("the message log is closed") from exc
         except SQLAlchemyError as exc:
             raise MessageLogError("archived records could not be removed") from exc
+
+    async def remove_orphan_bodies(self, now: datetime,
+                                   min_age: timedelta = ORPHAN_BODY_AGE) -> int:
+        """Delete the chunks of large bodies pending since before ``now - min_age`` that no
+        record names (their record never committed) and this process no longer holds;
+        return how many bodies went."""
+        def remove() -> int:
+            held = self._held.body_ids()
+            chunks, removed = _chunk_table(), 0
+            with self._engine.connect() as connection:
+                stale = [body_id for body_id in connection.execute(
+                    sa.select(_PENDING.c.body_id).where(_PENDING.c.started_at < now - min_age)
+                ).scalars() if body_id not in held]
+            for start in range(0, len(stale), _SWEEP_BATCH):
+                part = stale[start:start + _SWEEP_BATCH]
+                with self._engine.begin() as connection:
+                    # A record's commit deletes its body's pending row; looking at the
+                    # records as well keeps any body a record names, whatever happened.
+                    orphans = set(part) - set(connection.execute(sa.select(
+                        _RECORDS.c.body_id).where(_RECORDS.c.body_id.in_(part))).scalars())
+                    connection.execute(sa.delete(chunks).where(
+                        chunks.c.body_id.in_(sorted(orphans))))
+                    connection.execute(sa.delete(_PENDING).where(_PENDING.c.body_id.in_(part)))
+                removed += len(orphans)
+            return removed
+        try:
+            return await asyncio.to_thread(remove)
+        except SQLAlchemyError as exc:
+            raise MessageLogError("orphaned bodies could not be removed") from exc
+
+    async def run_orphan_sweep(self, clock: Callable[[], datetime],
+                               interval_seconds: float = ORPHAN_SWEEP_SECONDS) -> None:
+        """:meth:`remove_orphan_bodies` now and every ``interval_seconds``; a failure is
+        logged and tried again next time."""
+        while True:
+            try:
+                if removed := await self.remove_orphan_bodies(clock()):
+                    log.info("removed the chunks of %d orphaned large bodies", removed)
+            except MessageLogError as exc:
+                log.error("%s: %s", exc.message, exc.__cause__)
+            await asyncio.sleep(interval_seconds)
 
     async def unstamped(self, limit: int) -> list[StoredRecord]:
         """The oldest records not yet time-stamped, at most ``limit``, in sequence order."""
@@ -476,6 +582,10 @@ class MessageLog:
         """Wait for pending writes to finish, then refuse new ones."""
         self._writer.close()
 
+    def reader(self) -> LogReader:
+        """Blocking reads of this log's records (for a worker thread or process)."""
+        return LogReader(self._engine, self._keyring)
+
     def _commit_group(self, entries: Sequence[LogEntry]) -> list[StoredRecord]:
         """On the writer thread: chain ``entries`` after the head and commit them at once.
 
@@ -492,6 +602,12 @@ class MessageLog:
                 records.append(record)
                 head = ChainCheckpoint(record.sequence, record.record_hash)
             connection.execute(_INSERT_RECORD, [_row_values(r, self._keyring) for r in records])
+            # Their bodies are no longer pending: in the same transaction, so that a body
+            # is always either pending or named by a record.
+            if bodies := [r.entry.body.reader.body_id for r in records
+                          if isinstance(r.entry.body, ExternalBody)
+                          and isinstance(r.entry.body.reader, _ChunkReader)]:
+                connection.execute(sa.delete(_PENDING).where(_PENDING.c.body_id.in_(bodies)))
         self._head = head  # only once committed: a failure leaves it unknown, to be re-read
         return records
 
@@ -523,30 +639,10 @@ class MessageLog:
         return batch
 
     def _read_batches(self) -> list[TimestampBatch]:
-        try:
-            with Session(self._engine) as session:
-                rows = session.exec(
-                    select(TimestampBatchRow).order_by(col(TimestampBatchRow.id))).all()
-                return [_to_batch(row) for row in rows]
-        except SQLAlchemyError as exc:
-            raise MessageLogError("the message log could not be read") from exc
+        return self.reader().batches()
 
     def _read(self, statement: sa.Select[Any]) -> list[StoredRecord]:
-        # Core rows, not ORM instances: building a mapped object per record cost more than
-        # the rest of reading it.
-        try:
-            with self._engine.connect() as connection:
-                try:
-                    rows = connection.execute(statement).all()
-                except (ValueError, TypeError) as exc:
-                    # A value its column type cannot decode (SQLite stores anything in any
-                    # column): an altered record, to be reported like any other.
-                    with Session(self._engine) as session:
-                        sequence = _find_undecodable(session, statement)
-                    raise ChainBrokenError(sequence, "stored record cannot be decoded") from exc
-                return [_to_record(row, self._keyring, self._engine) for row in rows]
-        except SQLAlchemyError as exc:
-            raise MessageLogError("the message log could not be read") from exc
+        return self.reader().read(statement)
 
     def _iter_all(self, after: int = 0) -> Iterator[StoredRecord]:
         # Keyset pagination, one short transaction per batch: constant memory, no
@@ -562,6 +658,80 @@ class MessageLog:
             if len(batch) < _VERIFY_BATCH:
                 return
             after = batch[-1].sequence
+
+
+class LogReader:
+    """Reads records of a message log, blocking: what :class:`MessageLog` reads with in a
+    worker thread, and what an audit's worker processes read their share of the log with,
+    each over its own engine.  Rows are decoded (and decrypted) into
+    :class:`~xchange.messagelog.StoredRecord` as :class:`MessageLog` reads them."""
+
+    def __init__(self, engine: Engine, keyring: Keyring | None) -> None:
+        self._engine, self._keyring = engine, keyring
+
+    def records_between(self, after: int, through: int | None, limit: int
+                        ) -> list[StoredRecord]:
+        """At most ``limit`` records numbered above ``after`` (and up to ``through``, if
+        given), in sequence order."""
+        statement = sa.select(_RECORDS).where(_RECORDS.c.sequence > after)
+        if through is not None:
+            statement = statement.where(_RECORDS.c.sequence <= through)
+        return self.read(statement.order_by(_RECORDS.c.sequence).limit(limit))
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the database is read in this process (SQLite), not from a server."""
+        return self._engine.dialect.name == "sqlite"
+
+    def last_sequence(self) -> int:
+        """The number of the newest record; 0 if there is none."""
+        try:
+            with self._engine.connect() as connection:
+                return int(connection.execute(
+                    sa.select(sa.func.max(_RECORDS.c.sequence))).scalar() or 0)
+        except SQLAlchemyError as exc:
+            raise MessageLogError("the message log could not be read") from exc
+
+    def batches(self, after: int | None = None, through: int | None = None
+                ) -> list[TimestampBatch]:
+        """The time-stamp batches, in order: every one, or those covering any record numbered
+        above ``after`` and up to ``through``."""
+        statement = sa.select(_BATCHES).order_by(_BATCHES.c.id)
+        if after is not None:
+            statement = statement.where(_BATCHES.c.last_sequence > after)
+        if through is not None:
+            statement = statement.where(_BATCHES.c.first_sequence <= through)
+        return self._batches(statement)
+
+    def batch(self, batch_id: int) -> TimestampBatch | None:
+        """The time-stamp batch ``batch_id``, if there is one."""
+        found = self._batches(sa.select(_BATCHES).where(_BATCHES.c.id == batch_id))
+        return found[0] if found else None
+
+    def _batches(self, statement: sa.Select[Any]) -> list[TimestampBatch]:
+        try:
+            with self._engine.connect() as connection:
+                return [_to_batch(row) for row in connection.execute(statement).all()]
+        except SQLAlchemyError as exc:
+            raise MessageLogError("the message log could not be read") from exc
+
+    def read(self, statement: sa.Select[Any]) -> list[StoredRecord]:
+        """The records ``statement`` (a select of whole ``message_log`` rows) finds."""
+        # Core rows, not ORM instances: building a mapped object per record cost more than
+        # the rest of reading it.
+        try:
+            with self._engine.connect() as connection:
+                try:
+                    rows = connection.execute(statement).all()
+                except (ValueError, TypeError) as exc:
+                    # A value its column type cannot decode (SQLite stores anything in any
+                    # column): an altered record, to be reported like any other.
+                    with Session(self._engine) as session:
+                        sequence = _find_undecodable(session, statement)
+                    raise ChainBrokenError(sequence, "stored record cannot be decoded") from exc
+                return [_to_record(row, self._keyring, self._engine) for row in rows]
+        except SQLAlchemyError as exc:
+            raise MessageLogError("the message log could not be read") from exc
 
 
 async def _wait(future: Future[R]) -> R:
@@ -633,71 +803,81 @@ def _row_values(record: StoredRecord, keyring: Keyring | None) -> dict[str, obje
     }
 
 
-_RowLike = MessageRecord | sa.Row[Any]
-"""A ``message_log`` row: a mapped instance or a Core row (the same attribute names)."""
+_COLUMNS: Final = ("sequence", "prev_hash", "record_hash", "query_id", "kind", "direction",
+                   "client", "service", "user_id", "issue", "header_part", "body", "key_id",
+                   "body_id", "signature", "status", "error_code", "created_at",
+                   "ocsp_responses", "batch_id", "merkle_path")
+"""The columns of ``message_log`` in the order ``select(_RECORDS)`` returns them: a row is
+unpacked by position (reading a Core row's values by name was about a third of decoding it)."""
+if tuple(_RECORDS.c.keys()) != _COLUMNS:  # pragma: no cover - a model change must come here
+    raise RuntimeError("message_log's columns changed: update _COLUMNS and _to_record")
 
 
-def _plaintext(row: _RowLike, keyring: Keyring | None,
+def _plaintext(sequence: int, record_hash: str, header_part: bytes, body: bytes,
+               key_id: str | None, body_id: str | None, keyring: Keyring | None,
                engine: Engine) -> tuple[bytes, bytes | ExternalBody]:
-    if row.key_id is not None and keyring is None:
-        raise MessageLogError(f"record {row.sequence} is encrypted and no message-log keys "
+    if key_id is not None and keyring is None:
+        raise MessageLogError(f"record {sequence} is encrypted and no message-log keys "
                               "were given")
     try:
-        if row.body_id is not None:
+        if body_id is not None:
             # Read through once: the digest must be of what is stored now.
-            body: bytes | ExternalBody = ExternalBody.measure(
-                _ChunkReader(engine, keyring, row.body_id, row.key_id))
-        elif row.key_id is None or keyring is None:
-            body = row.body
+            stored: bytes | ExternalBody = ExternalBody.measure(
+                _ChunkReader(engine, keyring, body_id, key_id))
+        elif key_id is None or keyring is None:
+            stored = body
         else:
-            body = keyring.decrypt(row.key_id, "body", row.body, row.record_hash)
-        if row.key_id is None or keyring is None:
-            return row.header_part, body
-        return (keyring.decrypt(row.key_id, "header_part", row.header_part, row.record_hash),
-                body)
+            stored = keyring.decrypt(key_id, "body", body, record_hash)
+        if key_id is None or keyring is None:
+            return header_part, stored
+        return keyring.decrypt(key_id, "header_part", header_part, record_hash), stored
     except UnknownKeyError as exc:
-        raise MessageLogError(f"record {row.sequence}: {exc}") from exc
+        raise MessageLogError(f"record {sequence}: {exc}") from exc
     except LogDecryptionError as exc:
-        raise ChainBrokenError(row.sequence, str(exc)) from exc
+        raise ChainBrokenError(sequence, str(exc)) from exc
 
 
-def _to_record(row: _RowLike, keyring: Keyring | None, engine: Engine) -> StoredRecord:
-    header_part, body = _plaintext(row, keyring, engine)
+def _to_record(row: sa.Row[Any], keyring: Keyring | None, engine: Engine) -> StoredRecord:
+    (sequence, prev_hash, record_hash, query_id, kind, direction, client, service, user_id,
+     issue, header_part, body, key_id, body_id, signature, status, error_code, created_at,
+     ocsp_responses, batch_id, merkle_path) = cast(tuple[Any, ...], row)
+    header_part, stored_body = _plaintext(sequence, record_hash, header_part, body, key_id,
+                                          body_id, keyring, engine)
     try:
         entry = LogEntry(
-            query_id=row.query_id,
+            query_id=query_id,
             # LogEntry checks these literals itself; the casts only tell mypy.
-            kind=cast(Kind, row.kind),
-            direction=cast(Direction, row.direction),
-            client=row.client,
-            service=row.service,
-            user_id=row.user_id,
-            issue=row.issue,
+            kind=cast(Kind, kind),
+            direction=cast(Direction, direction),
+            client=client,
+            service=service,
+            user_id=user_id,
+            issue=issue,
             header_part=header_part,
-            body=body,
-            signature=row.signature,
-            status=cast(Status, row.status),
-            error_code=row.error_code,
-            created_at=row.created_at,
-            ocsp_responses=decode_der_list(row.ocsp_responses),
+            body=stored_body,
+            signature=signature,
+            status=cast(Status, status),
+            error_code=error_code,
+            created_at=created_at,
+            ocsp_responses=decode_der_list(ocsp_responses),
         )
         stamp = None
-        if row.batch_id is not None:
-            path = row.merkle_path or b""
-            stamp = RecordStamp(row.batch_id, tuple(path[i:i + 32]
-                                                    for i in range(0, len(path), 32)))
+        if batch_id is not None:
+            path = merkle_path or b""
+            stamp = RecordStamp(batch_id, tuple(path[i:i + 32]
+                                                for i in range(0, len(path), 32)))
         return StoredRecord(
             entry=entry,
-            sequence=row.sequence,
-            prev_hash=row.prev_hash,
-            record_hash=row.record_hash,
+            sequence=sequence,
+            prev_hash=prev_hash,
+            record_hash=record_hash,
             stamp=stamp,
         )
     except (TypeError, ValueError) as exc:
-        raise ChainBrokenError(row.sequence, f"stored record is malformed: {exc}") from exc
+        raise ChainBrokenError(sequence, f"stored record is malformed: {exc}") from exc
 
 
-def _to_batch(row: TimestampBatchRow) -> TimestampBatch:
+def _to_batch(row: TimestampBatchRow | sa.Row[Any]) -> TimestampBatch:
     return TimestampBatch(id=row.id, first_sequence=row.first_sequence,
                           last_sequence=row.last_sequence, root=row.root, token=row.token,
                           gen_time=row.gen_time.replace(tzinfo=UTC)

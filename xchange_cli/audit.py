@@ -21,9 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import multiprocessing
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from security_server.logaudit import (
     verify_live_log,
 )
 from security_server.logkeys import load_keyring
-from security_server.messagelog import LogQuery, MessageLog, MessageRecord
+from security_server.messagelog import LogQuery, LogReader, MessageLog, MessageRecord
 from xchange.archive import (
     ArchiveContents,
     ArchiveLinking,
@@ -62,13 +63,12 @@ from xchange.audit import AuditTrust, verify_all, verify_evidence
 from xchange.errors import XRoadError
 from xchange.evidence import read_bundle, read_evidence
 from xchange.globalconf import ApprovedCA
+from xchange.logcrypto import Keyring
 from xchange.messagelog import LogEntry, StoredRecord
 from xchange.rest import RestResponse, data_subjects_of
-from xchange_cli.keys import add_passphrase_options, passphrase_from
+from xchange_cli.keys import passphrase_from
 
-__all__ = ["AuditReport", "check_log", "register", "verify_path"]
-
-Command = Callable[[list[str], Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+__all__ = ["AuditReport", "check_log", "verify_path"]
 
 
 # -- trust ------------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def _verify_archives(paths: list[Path], trust: AuditTrust, key: PrivateKey | Non
         if previous is not None:
             check_succession(previous, contents.linking)
         report.archives.append(contents.linking)
-        report.checks += verify_all(contents.evidence, trust)
+        report.tally.add_all(verify_all(contents.evidence, trust))
         previous = contents.linking
 
 
@@ -133,9 +133,9 @@ def verify_path(path: Path, trust: AuditTrust, *, key: PrivateKey | None = None,
         if kind == "archive":
             _verify_archives([*([previous] if previous else []), path], trust, key, report)
         elif kind == "bundle":
-            report.checks += verify_all(read_bundle(data), trust)
+            report.tally.add_all(verify_all(read_bundle(data), trust))
         else:
-            report.checks.append(verify_evidence(read_evidence(data), trust))
+            report.tally.add(verify_evidence(read_evidence(data), trust))
     except BROKEN as exc:
         report.failure = exc
     return report
@@ -187,7 +187,11 @@ def check_log(config_path: Path, args: argparse.Namespace | None = None) -> Audi
     trust = _trust(args or _no_trust_args(), config)
     # Forked before the event loop starts any thread (see audit_pool).
     workers = _audit_workers(config)
-    pool = audit_pool(trust, workers) if workers > 1 else None
+    pool = None
+    if workers > 1:
+        keyring = load_keyring(config.encryption_keys) if config.encryption_keys else None
+        pool = audit_pool(trust, workers, functools.partial(
+            _reader, config.database_url, keyring))
 
     async def verify() -> AuditReport:
         async with _open_log(config) as (log, engine):
@@ -198,7 +202,11 @@ def check_log(config_path: Path, args: argparse.Namespace | None = None) -> Audi
         return asyncio.run(verify())
     finally:
         if pool is not None:
-            pool.shutdown(cancel_futures=True)
+            pool.shutdown()
+
+
+def _reader(database_url: str, keyring: Keyring | None) -> LogReader:
+    return LogReader(create_db_engine(database_url), keyring)
 
 
 PARALLEL_MIN_RECORDS = 10_000
@@ -325,54 +333,3 @@ def _archive(args: argparse.Namespace) -> int:
     return 0
 
 
-def _time(text: str) -> datetime:
-    t = datetime.fromisoformat(text)
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
-def register(command: Command) -> None:
-    """Add the ``audit`` subcommands, and ``ss verify-log`` (the same as ``audit verify
-    --config``)."""
-    for path, text in ((["audit", "verify"], "verify message-log evidence offline: an archive "
-                        "file or directory of them, a container, or a live log (--config)"),
-                       (["ss", "verify-log"], "verify a security server's message log (the "
-                        "same as xchange audit verify --config)")):
-        p = command(path, _verify, text)
-        if path[0] == "audit":
-            p.add_argument("path", type=Path, nargs="?", help="archive, directory or container")
-        else:
-            p.set_defaults(path=None)
-        p.add_argument("--config", type=Path, required=path[0] == "ss",
-                       help="security server TOML file: verify its live log")
-        trust = p.add_argument_group("trust anchors (default for --config: the server's own)")
-        trust.add_argument("--anchor", type=Path, help="configuration anchor (anchor.json)")
-        trust.add_argument("--globalconf", type=Path,
-                           help="a signed global configuration file (globalconf.json)")
-        trust.add_argument("--ca", type=Path, action="append",
-                           help="an approved CA certificate (PEM; repeatable)")
-        trust.add_argument("--tsa", type=Path, action="append",
-                           help="an approved TSA certificate (PEM; repeatable)")
-        trust.add_argument("--ocsp-max-age", type=int, default=3600,
-                           help="with --ca: the oldest OCSP response accepted, in seconds")
-        p.add_argument("--key", type=Path, help="auditor's private key, for encrypted archives")
-        add_passphrase_options(p, "the auditor's key (none: the key file is not encrypted)")
-        p.add_argument("--previous", type=Path,
-                       help="the previous archive file: check that PATH follows it")
-
-    p = command(["audit", "search"], _search, "find message-log records")
-    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
-    for name in ("query-id", "client", "service", "user-id"):
-        p.add_argument(f"--{name}")
-    p.add_argument("--since", type=_time, help="ISO time (inclusive; UTC if no zone)")
-    p.add_argument("--until", type=_time, help="ISO time (exclusive)")
-    p.add_argument("--limit", type=int, default=1000)
-
-    p = command(["audit", "export"], _export,
-                "export one query's request and response with their evidence (ASiC-E)")
-    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
-    p.add_argument("--query-id", required=True)
-    p.add_argument("--out", type=Path, required=True, help="the container file to write")
-
-    p = command(["audit", "archive"], _archive,
-                "archive time-stamped records now and remove those past retention")
-    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
