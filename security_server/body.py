@@ -52,16 +52,13 @@ from xchange.body import (
 )
 from xchange.errors import XRoadError
 
-__all__ = ["MEMORY_THRESHOLD", "SOAP_PART_LIMIT", "Body", "BodySink", "Runner", "SoapMessage",
+__all__ = ["MEMORY_THRESHOLD", "Body", "BodySink", "Runner", "SoapMessage",
            "Spool", "inline", "limit_malloc_arenas", "soap_message", "spool", "xml_lane"]
 
 _T = TypeVar("_T")
 
 MEMORY_THRESHOLD: Final = 1024 * 1024
 """Bodies up to this size (1 MiB) stay in memory; larger ones are spooled to a file."""
-SOAP_PART_LIMIT: Final = 16 * 1024 * 1024
-"""The most of a spooled ``multipart/related`` SOAP message read into memory (16 MiB): its
-SOAP part (with its MIME headers) must end within it; the attachments stay in the spool."""
 
 
 class Body:
@@ -99,12 +96,6 @@ class Body:
         if self._data is not None:
             return self._data
         return b"".join([chunk async for chunk in self.stream()])
-
-    async def head(self, limit: int) -> bytes:
-        """The first ``limit`` bytes (all of them if fewer)."""
-        if self._data is not None:
-            return self._data[:limit]
-        return await asyncio.to_thread(self._pread, 0, min(limit, self.size))
 
     def for_log(self) -> MessageBody:
         """The body as the message log takes it: bytes, or an external body -- already in
@@ -373,12 +364,13 @@ class SoapMessage:
     """What of a SOAP message (:class:`Body`) is read into memory to check it."""
 
     data: bytes | None
-    """The whole message, or (``head_only``) its first bytes; ``None`` for a spooled
-    ``text/xml`` message, which is parsed from :meth:`Body.chunks` as it is read."""
-    head_only: bool
+    """The whole message, when it is in memory; ``None`` for a spooled message, whose SOAP
+    part is parsed from :meth:`Body.chunks` as it is read (keeping only its Header and the
+    name of its Body's element; the attachments are not read)."""
     body: Body
     request_hash: str | None
-    """For ``data=None``: the requestHash of the message (the SHA-512 taken as it arrived)."""
+    """For a spooled ``text/xml`` message: its requestHash (the SHA-512 taken as it
+    arrived).  A spooled multipart message's SOAP part is hashed as it is parsed."""
 
     def pieces(self) -> bytes | Iterator[bytes]:
         """What :mod:`xchange.soap.envelope` is given: the bytes, or the spooled pieces
@@ -392,21 +384,11 @@ class SoapMessage:
         return await asyncio.to_thread(check, *args, **kwargs)
 
 
-async def soap_message(body: Body, content_type: str | None) -> SoapMessage:
-    """What of a SOAP message is read into memory.
-
-    A ``multipart/related`` message larger than :data:`SOAP_PART_LIMIT`: its first
-    :data:`SOAP_PART_LIMIT` bytes (the SOAP part must end within them;
-    :func:`xchange.soap.mime.soap_part` with ``head_only``); the attachments are never read.
-    A spooled ``text/xml`` message: nothing -- it is parsed piece by piece from the spool,
-    keeping only its Header and the name of its Body's element.  Anything else (a message
-    in memory, a multipart message up to the limit): the whole message."""
+def soap_message(body: Body, content_type: str | None) -> SoapMessage:
+    """What of a SOAP message is read into memory: a message in memory, whole; of a spooled
+    one, nothing (:attr:`SoapMessage.data`)."""
     multipart = (content_type or "").split(";", 1)[0].strip().lower() == "multipart/related"
     if body.data is not None:
-        return SoapMessage(body.data, False, body, None)
-    if not multipart:
-        return SoapMessage(None, False, body,
-                           base64.b64encode(body.digest.sha512).decode("ascii"))
-    if body.size > SOAP_PART_LIMIT:
-        return SoapMessage(await body.head(SOAP_PART_LIMIT), True, body, None)
-    return SoapMessage(await body.read(), False, body, None)
+        return SoapMessage(body.data, body, None)
+    return SoapMessage(None, body, None if multipart
+                       else base64.b64encode(body.digest.sha512).decode("ascii"))

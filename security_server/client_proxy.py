@@ -7,8 +7,9 @@ security-server protocol (docs/protocol.md) to provider security servers.  Per r
   1. parse the request line and headers (identifiers, X-Road headers) -- bad input is
      ``client.*``; nothing of the body is read yet.  For SOAP the X-Road headers are in the
      envelope: the message (at most ``max_body_bytes``) is spooled and its envelope read
-     and checked first (security_server.body.soap_message, xchange.soap.envelope: of a
-     large multipart message only the SOAP part), and errors are answered as SOAP faults;
+     and checked first (security_server.body.soap_message, xchange.soap.envelope: a spooled
+     one piece by piece, of a multipart message only the SOAP part), and errors are
+     answered as SOAP faults;
   2. global configuration must be in force (else ``global_conf_outdated``);
   3. the client must be registered on this server (else ``unknown_member``), and the
      provider known (else ``unknown_service``);
@@ -29,13 +30,14 @@ security-server protocol (docs/protocol.md) to provider security servers.  Per r
 
 Bodies stream: the request body is sent on from its spool and the response body is passed
 to the IS from its own, so no body is ever held whole in memory once it is over 1 MiB.  A
-SOAP request's envelope is parsed from its spool (of a large multipart message only the SOAP
-part's first 16 MiB are read), a SOAP answer is checked piece by piece from its spool
-(xchange.soap.envelope.check_response).
+SOAP request's envelope is parsed piece by piece from its spool (of a multipart message only
+the SOAP part is read; what is kept until the answer is checked is its requestHash), a SOAP
+answer is checked piece by piece from its spool (xchange.soap.envelope.check_response).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
@@ -80,7 +82,7 @@ from xchange.globalconf import GlobalConf, SecurityServerInfo
 from xchange.messages import Request
 from xchange.rest import RestRequest, RestResponse, digest_payload, request_hash_of
 from xchange.signing import verify_message
-from xchange.soap.envelope import SoapRequest, check_response, parse_request
+from xchange.soap.envelope import SoapRequest, check_response, parse_request, soap_part_hash
 from xchange.transport import (
     FRAME_MEDIA_TYPE,
     OCSP_MEDIA_TYPE,
@@ -177,14 +179,13 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
     ctype = request.headers.get("Content-Type")
-    # Spooled as it arrives; of a large multipart message only the SOAP part is read.
+    # Spooled as it arrives; of a multipart message only the SOAP part is read.
     body = await rt.spool(received(request, code="client.bad_request"), limit=limit,
                           too_large=_too_large(limit))
     try:
-        message = await soap_message(body, ctype)
+        message = soap_message(body, ctype)
         req = await message.run(parse_request, message.pieces(), ctype,
-                                request.headers.get("SOAPAction"), max_bytes=limit,
-                                head_only=message.head_only)
+                                request.headers.get("SOAPAction"), max_bytes=limit)
         del message
         request[MESSAGE_ID] = req.message_id
         check_is_connection(rt.directory, req.client, request.transport)
@@ -224,9 +225,15 @@ async def send_request(rt: Runtime, req: Request,
     staples = rt.own_staples(identity, conf, now, code=_CODE_CERT)
 
     body = await read_body()
-    # SOAP: what the requestHash of the answer is checked against (the SOAP part's bytes)
-    request_data = (await soap_message(body, req.content_type)
-                    if isinstance(req, SoapRequest) else None)
+    # SOAP: what the requestHash of the answer is checked against: a message in memory, or
+    # the hash of a spooled one's SOAP part
+    request_data = soap_message(body, req.content_type) if isinstance(req, SoapRequest) \
+        else None
+    if isinstance(req, SoapRequest) and request_data is not None \
+            and request_data.data is None and request_data.request_hash is None:
+        # spooled multipart: its SOAP part's hash
+        request_data = dataclasses.replace(request_data, request_hash=await request_data.run(
+            soap_part_hash, request_data.pieces(), req.content_type))
     try:
         header_part = req.header_part()
         payload = digest_payload(header_part, body.digest)  # hashed as it arrived
@@ -292,7 +299,7 @@ async def _verified_response(rt: Runtime, conf: GlobalConf, req: Request,
         await (inline if data is not None else xml_lane())(
             check_response, req, body.data, data if data is not None else answer.body.chunks(),
             dict(response.headers).get("content-type"), max_bytes=rt.config.max_body_bytes,
-            request_head_only=body.head_only, request_hash=body.request_hash)
+            request_hash=body.request_hash)
     return response
 
 

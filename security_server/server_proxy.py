@@ -173,14 +173,14 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
         )
     payload = digest_payload(head.header_part, body.digest)  # hashed as it arrived
     verified = await _verify_request(rt, conf, req, head, body, payload, now)
-    # Of a SOAP message, its envelope is parsed (security_server.body.soap_message: a large
-    # multipart message's attachments stay in the spool); REST bodies stream.
-    message = await soap_message(body, req.content_type) if isinstance(req, SoapRequest) \
-        else None
+    # Of a SOAP message, its envelope is parsed (security_server.body.soap_message: a spooled
+    # one piece by piece, its attachments unread); REST bodies stream.
+    message = soap_message(body, req.content_type) if isinstance(req, SoapRequest) else None
     try:
         service, echo = _admit(rt, conf, req, head, message, verified, peer_cert, now)  # 4.
         if isinstance(req, SoapRequest) and message is not None and message.data is None:
-            # a spooled text/xml envelope: checked piece by piece, off the event loop
+            # a spooled envelope: checked piece by piece (a multipart message's SOAP part,
+            # hashed as it passes), off the event loop
             echo = await message.run(check_request_body, req, message.pieces(),
                                      max_bytes=rt.config.max_body_bytes,
                                      request_hash=message.request_hash)
@@ -269,8 +269,7 @@ def _admit(rt: Runtime, conf: GlobalConf, req: Request, msg: FrameHead,
     if isinstance(req, SoapRequest):
         assert message is not None
         if message.data is not None:  # else checked by the caller, off the event loop
-            echo = check_request_body(req, message.data, max_bytes=rt.config.max_body_bytes,
-                                      head_only=message.head_only)
+            echo = check_request_body(req, message.data, max_bytes=rt.config.max_body_bytes)
     rt.directory.check_access(req.client, req.service, req.method, req.path,
                               conf.members_of_group, soap=isinstance(req, SoapRequest))
     if verified.signed_at is None or verified.nonce is None:

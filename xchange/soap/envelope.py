@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Final, Self, TypeVar
@@ -42,11 +42,19 @@ from xchange.errors import (
 )
 from xchange.identifiers import NS_XROAD, ClientId, SecurityServerId, ServiceId
 from xchange.rest import _bad_part, _load_header_part, _opt_str, _str
-from xchange.soap.mime import OTHER, SOAP, SoapPartStream, parse_media_type, soap_part
-from xchange.soap.xml import ElementSpans, XmlFeed, parse_xml, parse_xml_chunks
+from xchange.soap.mime import (
+    OTHER,
+    SOAP,
+    SoapPartStream,
+    parse_media_type,
+    soap_part,
+    soap_part_pieces,
+)
+from xchange.soap.xml import ElementSpans, XmlFeed, parse_xml
 
 __all__ = [
     "HASH_ALGORITHMS",
+    "MAX_REQUEST_HEAD",
     "MAX_RESPONSE_HEAD",
     "NS_REPRESENTATION",
     "NS_SOAP_ENV",
@@ -62,6 +70,7 @@ __all__ = [
     "finish_response",
     "parse_envelope",
     "parse_request",
+    "soap_part_hash",
     "soap_request_hash",
     "stamp_response",
 ]
@@ -123,17 +132,40 @@ class ParsedEnvelope:
         return [] if self.header is None else _xroad_children(self.header)
 
 
+MAX_REQUEST_HEAD: Final = 1024 * 1024
+"""The most of a SOAP request given in pieces that may come before its Body's element
+(1 MiB, checked as each piece passes): the Header, which is kept in memory."""
+
+
 def parse_envelope(data: bytes | Iterable[bytes], *, max_bytes: int,
                    code: str = "client.invalid_soap") -> ParsedEnvelope:
     """Parse ``data`` as a SOAP 1.1 envelope: ``Envelope``, optional ``Header``, ``Body``
-    with exactly one element.  Given in pieces, the envelope is parsed as they pass and
-    only the Header and the name of the Body's element are kept
-    (:func:`xchange.soap.xml.parse_xml_chunks`)."""
-    root = (parse_xml(data, max_bytes=max_bytes, code=code, what="SOAP message")
-            if isinstance(data, bytes)
-            else parse_xml_chunks(data, max_bytes=max_bytes, code=code, what="SOAP message",
-                                  prune=_q(NS_SOAP_ENV, "Body")))
-    return _envelope_of(root, code)
+    with exactly one element.  Given in pieces, the envelope is parsed as they pass
+    (:class:`xchange.soap.xml.XmlFeed`) and only the Header -- which must end, and the Body's
+    element begin, within :data:`MAX_REQUEST_HEAD` bytes -- and the name of the Body's
+    element are kept."""
+    if isinstance(data, bytes):
+        return _envelope_of(parse_xml(data, max_bytes=max_bytes, code=code,
+                                      what="SOAP message"), code)
+    feed = XmlFeed(max_bytes=max_bytes, code=code, what="SOAP message",
+                   prune=_q(NS_SOAP_ENV, "Body"))
+    begun = False
+    for piece in data:
+        feed.feed(piece)
+        begun = begun or _body_element(feed.root) is not None
+        if not begun and feed.size > MAX_REQUEST_HEAD:
+            raise BadRequestError("the SOAP message's Body does not begin within its first "
+                                  f"{MAX_REQUEST_HEAD} bytes", code=code)
+    return _envelope_of(feed.close(), code)
+
+
+def _body_element(root: etree._Element | None) -> etree._Element | None:
+    """The element of the envelope's Body (as far as it was parsed), once its start tag was
+    read."""
+    for child in () if root is None else root:
+        if child.tag == _q(NS_SOAP_ENV, "Body"):
+            return next((c for c in child if isinstance(c.tag, str)), None)
+    return None
 
 
 def _envelope_of(root: etree._Element, code: str) -> ParsedEnvelope:
@@ -294,23 +326,45 @@ def parse_request(body: bytes | Iterable[bytes], content_type: str | None,
                   soap_action: str | None, *, max_bytes: int,
                   head_only: bool = False) -> SoapRequest:
     """Parse and check an information system's SOAP request (module docstring); with
-    ``head_only``, ``body`` is the first bytes of the message (:func:`soap_part`); a
-    ``text/xml`` message may be given in pieces (:func:`parse_envelope`)."""
+    ``head_only``, ``body`` is the first bytes of the message (:func:`soap_part`).  A
+    message may be given in pieces: its SOAP part is parsed as they pass
+    (:func:`parse_envelope`), its attachments are not read
+    (:func:`xchange.soap.mime.soap_part_pieces`)."""
     return _parse_request(body, content_type, soap_action, max_bytes=max_bytes,
                           head_only=head_only)[0]
 
 
+class _Hashed:
+    """Pieces passed on as they come, hashed: the ``requestHash`` (SHA-512) of them all."""
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self._pieces, self._sha512 = pieces, hashlib.sha512()
+
+    def __iter__(self) -> Iterator[bytes]:
+        for piece in self._pieces:
+            self._sha512.update(piece)
+            yield piece
+
+    @property
+    def request_hash(self) -> str:
+        return base64.b64encode(self._sha512.digest()).decode("ascii")
+
+
 def _parse_request(body: bytes | Iterable[bytes], content_type: str | None,
-                   soap_action: str | None, *, max_bytes: int,
-                   head_only: bool) -> tuple[SoapRequest, ParsedEnvelope, bytes | None]:
-    """:func:`parse_request`, with the envelope and (given as bytes) the SOAP part's bytes."""
+                   soap_action: str | None, *, max_bytes: int, head_only: bool,
+                   hashed: bool = False
+                   ) -> tuple[SoapRequest, ParsedEnvelope, bytes | _Hashed | None]:
+    """:func:`parse_request`, with the envelope and the SOAP part's bytes (given as bytes)
+    or (given in pieces, ``hashed``) their hash."""
     action = check_soap_action(soap_action)
+    part: bytes | _Hashed | None
     if isinstance(body, bytes):
-        part: bytes | None = soap_part(body, content_type, head_only=head_only).envelope
+        part = soap_part(body, content_type, head_only=head_only).envelope
         envelope: bytes | Iterable[bytes] = part or b""
     else:
-        soap_part(b"", content_type)  # the Content-Type is checked: text/xml only
-        part, envelope = None, body
+        pieces = soap_part_pieces(body, content_type)
+        part = _Hashed(pieces) if hashed else None
+        envelope = pieces if part is None else part
     env = parse_envelope(envelope, max_bytes=max_bytes)
     if env.is_fault:
         raise BadRequestError("a request must not be a SOAP Fault", code="client.invalid_body")
@@ -355,19 +409,33 @@ def check_request_body(req: SoapRequest, body: bytes | Iterable[bytes], *, max_b
                        request_hash: str | None = None) -> RequestEcho:
     """The provider's check that the SOAP message it received is the one the signed header
     part describes; raise ``server.serverproxy.bad_request`` otherwise.  Returns what the
-    answer must echo; a ``text/xml`` message given in pieces comes with its
-    ``request_hash`` (SHA-512, taken as it arrived)."""
+    answer must echo.  A message given in pieces may come with its ``request_hash``
+    (SHA-512: a ``text/xml`` message's, taken as it arrived); else its SOAP part is hashed
+    as it is parsed."""
     try:
         seen, env, part = _parse_request(body, req.content_type, req.soap_action,
-                                         max_bytes=max_bytes, head_only=head_only)
+                                         max_bytes=max_bytes, head_only=head_only,
+                                         hashed=request_hash is None)
     except BadRequestError as exc:
         raise _bad_part(f"the SOAP message is not acceptable: {exc.message}") from exc
     if seen != req:
         raise _bad_part("the SOAP message's X-Road headers differ from the signed header part")
-    if part is not None:
+    if isinstance(part, bytes):
         request_hash = soap_request_hash(part)
-    assert request_hash is not None, "a request given in pieces comes with its hash"
+    elif part is not None:
+        request_hash = part.request_hash
+    assert request_hash is not None
     return RequestEcho(tuple(_echoed(env.xroad_fields())), request_hash)
+
+
+def soap_part_hash(message: Iterable[bytes], content_type: str) -> str:
+    """``requestHash`` (SHA-512) of a message given in pieces: its SOAP part's bytes, hashed
+    as they pass (:func:`xchange.soap.mime.soap_part_pieces`: the attachments are not
+    read)."""
+    hashed = _Hashed(soap_part_pieces(message, content_type))
+    for _ in hashed:
+        pass
+    return hashed.request_hash
 
 
 def soap_request_hash(envelope: bytes, algorithm: str = SHA512) -> str:
@@ -472,7 +540,7 @@ class ResponseStream:
         if self._held is not None:
             self._held += piece
             self._scan()
-        if self._content() is not None:
+        if _body_element(self._xml.root) is not None:
             return self._decide()
         if self._xml.size > self._head_limit:
             raise BadRequestError("the SOAP message's Body does not begin within its first "
@@ -492,20 +560,12 @@ class ResponseStream:
         self.envelope = env
         return out
 
-    def _content(self) -> etree._Element | None:
-        """The Body's element, once its start tag was read."""
-        root = self._xml.root
-        for child in () if root is None else root:
-            if child.tag == _q(NS_SOAP_ENV, "Body"):
-                return next((c for c in child if isinstance(c.tag, str)), None)
-        return None
-
     def _decide(self) -> bytes:
         """The held bytes, passed on as they are (a fault; the consumer's check: nothing)
         or with the Header stamped."""
         self._decided = True
         held, self._held = self._held, None
-        content = self._content()
+        content = _body_element(self._xml.root)
         if held is None or content is None:  # checking only; or _end refuses it
             return b"" if held is None else bytes(held)
         if content.tag == _q(NS_SOAP_ENV, "Fault"):

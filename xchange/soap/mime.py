@@ -14,6 +14,7 @@ What it does not do: parse XML, decode attachments, or accept SOAP 1.2
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.message import Message
 from typing import Final
@@ -31,6 +32,7 @@ __all__ = [
     "join_multipart",
     "parse_media_type",
     "soap_part",
+    "soap_part_pieces",
     "split_multipart",
 ]
 
@@ -368,6 +370,23 @@ class SoapPartStream:
         self._state = SOAP
         front, self._buf = buf[:head_end + sep], buf[head_end + sep:]
         return front
+
+
+def soap_part_pieces(chunks: Iterable[bytes], content_type: str | None, *,
+                     code: str = _CODE) -> Iterator[bytes]:
+    """The bytes of the SOAP part of a message given piece by piece, as they come
+    (:class:`SoapPartStream`, with its refusals); reading stops where the SOAP part ends: the
+    attachments are not read."""
+    stream = SoapPartStream(content_type, code=code)
+    for chunk in chunks:
+        for kind, piece in stream.feed(chunk):
+            if kind == END:
+                return
+            if kind == SOAP:
+                yield piece
+    for kind, piece in stream.close():
+        if kind == SOAP:
+            yield piece
 
 
 def _check_charset(media: MediaType, code: str) -> None:
