@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import hashlib
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from lxml import etree
@@ -22,6 +23,7 @@ from xchange.soap.envelope import (
     fault_envelope,
     finish_response,
     parse_request,
+    soap_part_hash,
     soap_request_hash,
 )
 from xchange.soap.mime import MimePart, join_multipart
@@ -265,3 +267,60 @@ def test_a_large_multipart_request_is_checked_and_answered_from_its_head() -> No
     check_response(req, head, out, "text/xml", max_bytes=MAX, request_head_only=True)
     with pytest.raises(BadRequestError, match="not closed"):
         parse_request(head, ctype, None, max_bytes=MAX)
+
+
+def _pieces(data: bytes, size: int) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("size", [1, 7, 1000, 1 << 20])
+def test_a_multipart_request_in_pieces_is_checked_and_hashed_from_its_soap_part(
+        size: int) -> None:
+    """A spooled message (security_server.body): its SOAP part is parsed and hashed as the
+    pieces pass; the attachments are not read."""
+    ctype = 'multipart/related; type="text/xml"; boundary="B"'
+    attachment = bytes(range(256)) * 80
+    message = (b"--B\r\nContent-Type: text/xml\r\n\r\n" + REQUEST +
+               b"\r\n--B\r\nContent-Type: application/octet-stream\r\n\r\n" + attachment +
+               b"\r\n--B--\r\n")
+    read: list[int] = []
+
+    def chunks() -> Iterator[bytes]:
+        for piece in _pieces(message, size):
+            read.append(len(piece))
+            yield piece
+
+    req = parse_request(chunks(), ctype, None, max_bytes=MAX)
+    if size < len(attachment):  # the attachment was not read
+        assert sum(read) < len(message)
+    whole = parse_request(REQUEST, CTYPE, None, max_bytes=MAX)
+    assert req == dataclasses.replace(whole, content_type=ctype)
+    echo = check_request_body(req, chunks(), max_bytes=MAX)
+    assert echo.request_hash == soap_request_hash(REQUEST)
+    assert echo == check_request_body(req, message, max_bytes=MAX)
+    assert soap_part_hash(chunks(), ctype) == soap_request_hash(REQUEST)
+    # a message that is not what the signed header part says is refused in pieces too
+    other = message.replace(b"<in>foo</in>", b"<in>bar</in>").replace(b"4894e35d", b"5894e35d")
+    with pytest.raises(BadRequestError) as info:
+        check_request_body(req, _pieces(other, size), max_bytes=MAX)
+    assert info.value.code == "server.serverproxy.bad_request"
+
+
+@pytest.mark.parametrize(("message", "code", "why"), [
+    (b"--B\r\nContent-Type: text/xml\r\n\r\n" + REQUEST, "client.invalid_content_type",
+     "not closed"),
+    (b"--B\r\nContent-Type: application/json\r\n\r\n{}\r\n--B--",
+     "client.invalid_content_type", "not the SOAP envelope"),
+    (b"--B\r\nContent-Type: text/xml\r\n\r\n" + REQUEST.replace(b"<in>", b"<!DOCTYPE x><in>")
+     + b"\r\n--B--", "client.invalid_soap", "well-formed"),
+    (b"--B\r\nContent-Type: text/xml\r\n\r\n" + envelope(
+        HEADER + "<other>" + " " * (2 << 20) + "</other>") + b"\r\n--B--",
+     "client.invalid_soap", "does not begin within"),
+])
+def test_a_multipart_request_in_pieces_is_refused(message: bytes, code: str,
+                                                  why: str) -> None:
+    ctype = 'multipart/related; type="text/xml"; boundary="B"'
+    with pytest.raises(BadRequestError) as info:
+        parse_request(_pieces(message, 4096), ctype, None, max_bytes=4 * MAX)
+    assert info.value.code == code
+    assert why in info.value.message
