@@ -1,9 +1,10 @@
 """End to end: a large SOAP message crosses the security servers without being held whole.
 
-A ``multipart/related`` request with a 100 MiB attachment is streamed by the client (never
-in its memory either) through both security servers to the spyne provider; each server
-reads only the SOAP part into memory, and its peak RSS (``VmHWM``, reset before the
-request) grows by well under the attachment's size.
+A ``multipart/related`` request with a 100 MiB attachment, or with a 30 MiB SOAP part, is
+streamed by the client (never in its memory either) through both security servers to the
+spyne provider; each server parses the SOAP part piece by piece from its spool (keeping its
+Header), never reads the attachments, and its peak RSS (``VmHWM``, reset before the
+request) grows by well under the message's size.
 """
 
 from __future__ import annotations
@@ -75,19 +76,51 @@ def test_a_100_mib_attachment_crosses_without_being_held_in_memory(big: Running)
         assert growth < 64 * MIB, f"{name}: peak RSS grew by {growth / MIB:.1f} MiB"
 
 
-def test_a_multipart_message_whose_soap_part_exceeds_the_limit_is_refused(
+def test_a_multipart_message_whose_header_does_not_end_within_1_mib_is_refused(
         big: Running) -> None:
-    """The SOAP part must end within the first 16 MiB (security_server.body)."""
+    """Of a SOAP part, only the Header is kept: it must end within the first 1 MiB
+    (xchange.soap.envelope.MAX_REQUEST_HEAD), whatever the size of what follows."""
+    count = big.soap.seen()["count"]
     head = (b"--BIG\r\nContent-Type: text/xml; charset=UTF-8\r\n\r\n"
-            b"<Envelope xmlns='http://schemas.xmlsoap.org/soap/envelope/'><Body><x>")
-    status, answer, _ = _post_streamed(big.soap, head, 20 * MIB, b"</x></Body></Envelope>"
-                                       b"\r\n--BIG--\r\n",
-                                       'multipart/related; type="text/xml"; boundary="BIG"')
+            b"<Envelope xmlns='http://schemas.xmlsoap.org/soap/envelope/'><Header>")
+    status, answer, _ = _post_streamed_blocks(
+        big.soap, head, b"<x>" + b" " * (MIB - 7) + b"</x>", 20,
+        b"</Header><Body><x/></Body></Envelope>\r\n--BIG--\r\n",
+        'multipart/related; type="text/xml"; boundary="BIG"')
     assert status != 200
     fault = etree.fromstring(answer)
     code = fault.find(".//faultcode")
-    assert code is not None and code.text == "client.invalid_content_type", answer[:500]
-    assert b"larger than the" in answer
+    assert code is not None and code.text == "client.invalid_soap", answer[:500]
+    assert b"does not begin within" in answer
+    assert big.soap.seen()["count"] == count  # nothing was forwarded
+
+
+def test_a_multipart_message_with_a_30_mib_soap_part_streams_through(big: Running) -> None:
+    """The SOAP part is parsed and hashed piece by piece at both servers, the attachment
+    passes unread; the provider gets the package byte for byte."""
+    soap = big.soap
+    filler = b"<extra>" + b"y" * 1009 + b"</extra>"  # 1 KiB
+    env_head, env_tail = _large_envelope(soap, filler, 30 * 1024)
+    attachment = bytes(range(256)) * (4 * MIB // 256)
+    head = (b"--BIG\r\nContent-Type: text/xml; charset=UTF-8\r\n"
+            b"Content-ID: <rootpart>\r\n\r\n" + env_head)
+    tail = (env_tail + b"\r\n--BIG\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-ID: <att.bin>\r\n\r\n" + attachment + b"\r\n--BIG--\r\n")
+    ctype = 'multipart/related; type="text/xml"; start="<rootpart>"; boundary="BIG"'
+    before = {}
+    for name, pid in big.pids.items():
+        assert procs.reset_peak(pid), "the kernel refused to reset the peak RSS"
+        before[name] = procs.sample(pid)
+    block = filler * (MIB // len(filler))
+    status, answer, sent_sha256 = _post_streamed_blocks(soap, head, block, 30, tail, ctype)
+    # the security servers passed it on whole; the provider may judge the extra elements
+    assert soap.seen()["last"]["body_sha256"] == sent_sha256, answer[:1000]
+    assert b"client.invalid" not in answer and b"server.serverproxy" not in answer
+    assert b"server.clientproxy" not in answer, answer[:1000]  # its requestHash checked
+    assert status in (200, 500), answer[:1000]
+    for name, pid in big.pids.items():
+        growth = procs.sample(pid).hwm_bytes - before[name].rss_bytes
+        assert growth < 24 * MIB, f"{name}: peak RSS grew by {growth / MIB:.1f} MiB"
 
 
 def _large_envelope(soap: Soap, filler: bytes, count: int) -> tuple[bytes, bytes]:
