@@ -323,15 +323,11 @@ class SoapRequest:
 
 
 def parse_request(body: bytes | Iterable[bytes], content_type: str | None,
-                  soap_action: str | None, *, max_bytes: int,
-                  head_only: bool = False) -> SoapRequest:
-    """Parse and check an information system's SOAP request (module docstring); with
-    ``head_only``, ``body`` is the first bytes of the message (:func:`soap_part`).  A
-    message may be given in pieces: its SOAP part is parsed as they pass
-    (:func:`parse_envelope`), its attachments are not read
-    (:func:`xchange.soap.mime.soap_part_pieces`)."""
-    return _parse_request(body, content_type, soap_action, max_bytes=max_bytes,
-                          head_only=head_only)[0]
+                  soap_action: str | None, *, max_bytes: int) -> SoapRequest:
+    """Parse and check an information system's SOAP request (module docstring).  A message
+    may be given in pieces: its SOAP part is parsed as they pass (:func:`parse_envelope`),
+    its attachments are not read (:func:`xchange.soap.mime.soap_part_pieces`)."""
+    return _parse_request(body, content_type, soap_action, max_bytes=max_bytes)[0]
 
 
 class _Hashed:
@@ -351,15 +347,14 @@ class _Hashed:
 
 
 def _parse_request(body: bytes | Iterable[bytes], content_type: str | None,
-                   soap_action: str | None, *, max_bytes: int, head_only: bool,
-                   hashed: bool = False
+                   soap_action: str | None, *, max_bytes: int, hashed: bool = False
                    ) -> tuple[SoapRequest, ParsedEnvelope, bytes | _Hashed | None]:
     """:func:`parse_request`, with the envelope and the SOAP part's bytes (given as bytes)
     or (given in pieces, ``hashed``) their hash."""
     action = check_soap_action(soap_action)
     part: bytes | _Hashed | None
     if isinstance(body, bytes):
-        part = soap_part(body, content_type, head_only=head_only).envelope
+        part = soap_part(body, content_type).envelope
         envelope: bytes | Iterable[bytes] = part or b""
     else:
         pieces = soap_part_pieces(body, content_type)
@@ -405,7 +400,6 @@ class RequestEcho:
 
 
 def check_request_body(req: SoapRequest, body: bytes | Iterable[bytes], *, max_bytes: int,
-                       head_only: bool = False,
                        request_hash: str | None = None) -> RequestEcho:
     """The provider's check that the SOAP message it received is the one the signed header
     part describes; raise ``server.serverproxy.bad_request`` otherwise.  Returns what the
@@ -414,8 +408,7 @@ def check_request_body(req: SoapRequest, body: bytes | Iterable[bytes], *, max_b
     as it is parsed."""
     try:
         seen, env, part = _parse_request(body, req.content_type, req.soap_action,
-                                         max_bytes=max_bytes, head_only=head_only,
-                                         hashed=request_hash is None)
+                                         max_bytes=max_bytes, hashed=request_hash is None)
     except BadRequestError as exc:
         raise _bad_part(f"the SOAP message is not acceptable: {exc.message}") from exc
     if seen != req:
@@ -635,16 +628,13 @@ def _stamp_element(header: etree._Element, request_hash: str) -> bytes:
 
 def finish_response(request_body: bytes | Iterable[bytes], request_content_type: str,
                     response_body: bytes, response_content_type: str | None, *,
-                    max_bytes: int, request_head_only: bool = False,
-                    request_hash: str | None = None) -> bytes:
+                    max_bytes: int, request_hash: str | None = None) -> bytes:
     """The provider side's treatment of a SOAP answer in memory (:class:`ResponseStream`,
     which streams it): return the bytes to sign and send, or raise
-    ``server.serverproxy.inconsistent_response``.  ``request_head_only``: ``request_body``
-    is the request's first bytes (:func:`soap_part`).  A ``text/xml`` request may be given
-    in pieces, with its ``request_hash`` (SHA-512)."""
+    ``server.serverproxy.inconsistent_response``.  A ``text/xml`` request may be given in
+    pieces, with its ``request_hash`` (SHA-512)."""
     if isinstance(request_body, bytes):
-        asked = soap_part(request_body, request_content_type,
-                          head_only=request_head_only).envelope
+        asked = soap_part(request_body, request_content_type).envelope
         request_hash = soap_request_hash(asked)
         env = parse_envelope(asked, max_bytes=max_bytes)
     else:
@@ -666,15 +656,14 @@ def stamp_response(echo: RequestEcho, response_body: bytes,
 def check_response(req: SoapRequest, request_body: bytes | None,
                    response_body: bytes | Iterable[bytes],
                    response_content_type: str | None, *, max_bytes: int,
-                   request_head_only: bool = False, request_hash: str | None = None) -> None:
+                   request_hash: str | None = None) -> None:
     """The consumer's check of a SOAP response, given whole or in pieces
     (:class:`ResponseStream`, not held whole): a fault passes; anything else must carry the
     ``requestHash`` of the request it sent (else ``server.clientproxy.
     invalid_request_hash``) and X-Road header fields that say what the request said (else
-    ``server.clientproxy.inconsistent_response``).  ``request_body`` may be only its
-    message's first bytes (``request_head_only``, :func:`soap_part`); instead of the
-    request, its ``request_hash`` (SHA-512) may be given: then only a SHA-512
-    ``requestHash`` is accepted."""
+    ``server.clientproxy.inconsistent_response``).  Instead of the request, its
+    ``request_hash`` (SHA-512) may be given: then only a SHA-512 ``requestHash`` is
+    accepted."""
     code = "server.clientproxy.invalid_request_hash"
     try:
         if isinstance(response_body, bytes):  # in memory: parsed whole, as it is cheaper
@@ -704,7 +693,7 @@ def check_response(req: SoapRequest, request_body: bytes | None,
         assert request_hash is not None, "the request or its hash"
         expected = request_hash if algorithm == SHA512 else None
     else:
-        sent = soap_part(request_body, req.content_type, head_only=request_head_only).envelope
+        sent = soap_part(request_body, req.content_type).envelope
         expected = soap_request_hash(sent, algorithm)
     if got != expected:
         raise InvalidSignatureError("the SOAP response's requestHash is not the hash of the "

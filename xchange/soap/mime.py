@@ -139,8 +139,7 @@ def split_multipart(body: bytes, boundary: str, *, code: str = _CODE) -> tuple[M
     return tuple(MimePart(h, body[s:e]) for h, s, e in _spans(body, boundary, code))
 
 
-def _spans(body: bytes, boundary: str, code: str, *,
-           first_only: bool = False) -> tuple[_Span, ...]:
+def _spans(body: bytes, boundary: str, code: str) -> tuple[_Span, ...]:
     if not 1 <= len(boundary) <= 70:
         raise _bad("the multipart boundary must be 1 to 70 characters", code)
     delim = b"--" + boundary.encode("ascii", "replace")
@@ -178,8 +177,6 @@ def _spans(body: bytes, boundary: str, code: str, *,
         parts.append((_parse_headers(body[start:head_end], code), head_end + sep_len, end))
         if len(parts) > _MAX_PARTS:
             raise _bad(f"more than {_MAX_PARTS} MIME parts", code)
-        if first_only:
-            break
         pos = nxt + 1
     if not parts:
         raise _bad("the multipart body has no parts", code)
@@ -201,32 +198,17 @@ def _content_id(value: str | None) -> str | None:
     return None if value is None else value.strip().removeprefix("<").removesuffix(">")
 
 
-def soap_part(body: bytes, content_type: str | None, *, code: str = _CODE,
-              head_only: bool = False) -> SoapPart:
-    """Find the SOAP part of a message with ``content_type`` (module docstring).
-
-    ``head_only``: ``body`` is only the first bytes of a larger message (the rest stays in a
-    spool).  A ``multipart/related`` message's SOAP part must then end within them (its
-    attachments are neither located nor checked here: they are carried as received); a
-    ``text/xml`` message is refused, as its envelope is not all here."""
+def soap_part(body: bytes, content_type: str | None, *, code: str = _CODE) -> SoapPart:
+    """Find the SOAP part of a message with ``content_type`` (module docstring); for a
+    message given piece by piece, :func:`soap_part_pieces`."""
     media = parse_media_type(content_type, code=code)
     _check_charset(media, code)
     if media.value in _SOAP_TYPES:
-        if head_only:
-            raise _bad(f"the SOAP envelope is larger than the {len(body)} bytes accepted",
-                       code)
         return SoapPart(body, media)
-    boundary = _boundary(media, code)
-    try:
-        spans = _spans(body, boundary, code, first_only=head_only)
-    except BadRequestError as exc:
-        if head_only and exc.message == "the multipart body is not closed":
-            raise _bad(f"the SOAP part is larger than the {len(body)} bytes accepted",
-                       code) from exc
-        raise
+    spans = _spans(body, _boundary(media, code), code)
     first = MimePart(spans[0][0], body[spans[0][1]:spans[0][2]])
     _check_first_part(media, first.headers, code)
-    return SoapPart(first.body, media, body, spans)  # head_only: the first span alone
+    return SoapPart(first.body, media, body, spans)
 
 
 def _boundary(media: MediaType, code: str) -> str:

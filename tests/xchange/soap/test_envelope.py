@@ -251,24 +251,6 @@ def test_fault_envelope_follows_annex_d() -> None:
     assert fault.findtext("detail/faultDetail") == fault_id
 
 
-def test_a_large_multipart_request_is_checked_and_answered_from_its_head() -> None:
-    """Only the first bytes of a large message are in memory (security_server.body): the
-    request is parsed, checked and hashed from its SOAP part alone."""
-    ctype = 'multipart/related; type="text/xml"; boundary="B"'
-    head = (b"--B\r\nContent-Type: text/xml\r\n\r\n" + REQUEST +
-            b"\r\n--B\r\nContent-Type: application/octet-stream\r\n\r\n\x00\x01")  # cut
-    req = parse_request(head, ctype, None, max_bytes=MAX, head_only=True)
-    whole = parse_request(REQUEST, CTYPE, None, max_bytes=MAX)
-    assert req == dataclasses.replace(whole, content_type=ctype)
-    check_request_body(req, head, max_bytes=MAX, head_only=True)
-    out = finish_response(head, ctype, response_to(), "text/xml", max_bytes=MAX,
-                          request_head_only=True)
-    assert _hash_of(out) == soap_request_hash(REQUEST)
-    check_response(req, head, out, "text/xml", max_bytes=MAX, request_head_only=True)
-    with pytest.raises(BadRequestError, match="not closed"):
-        parse_request(head, ctype, None, max_bytes=MAX)
-
-
 def _pieces(data: bytes, size: int) -> list[bytes]:
     return [data[i:i + size] for i in range(0, len(data), size)]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from xchange.errors import BadRequestError
@@ -13,6 +15,7 @@ from xchange.soap.mime import (
     join_multipart,
     parse_media_type,
     soap_part,
+    soap_part_pieces,
 )
 
 ENVELOPE = b"<e/>"
@@ -88,26 +91,36 @@ def test_media_type_parameters() -> None:
         "multipart/related", "a b", "<x>")
 
 
-def test_head_only_finds_the_soap_part_in_the_first_bytes_of_a_message() -> None:
-    """A large message's attachments stay in the spool: only its head is looked at."""
-    head = package()[:-len(ATTACHMENT) // 2]  # cut inside the attachment
-    part = soap_part(head, CTYPE, head_only=True)
-    assert part.envelope == ENVELOPE
-    assert part.is_multipart and part.attachments == ()
-    with pytest.raises(BadRequestError, match="not closed"):
-        soap_part(head, CTYPE)  # the whole message must be closed
+def test_soap_part_pieces_are_the_soap_part_and_the_attachments_are_not_read() -> None:
+    """A spooled message (security_server.body): its SOAP part as the pieces come."""
+    message = package()
+    for size in (1, 5, len(message)):
+        read: list[int] = []
+
+        def pieces(size: int = size, read: list[int] = read) -> Iterator[bytes]:
+            for i in range(0, len(message), size):
+                read.append(i)
+                yield message[i:i + size]
+
+        assert b"".join(soap_part_pieces(pieces(), CTYPE)) == ENVELOPE
+        assert size == len(message) or read[-1] < message.index(ATTACHMENT)
+    assert b"".join(soap_part_pieces([ENVELOPE[:2], ENVELOPE[2:]], "text/xml")) == ENVELOPE
 
 
-@pytest.mark.parametrize(("head", "ctype"), [
-    (b"--BOUNDARY\r\nContent-Type: text/xml\r\n\r\n<e>" + b"x" * 100, CTYPE),
-    (b"<e>" + b"x" * 100, "text/xml"),
+@pytest.mark.parametrize(("message", "ctype", "why"), [
+    (b"--BOUNDARY\r\nContent-Type: text/xml\r\n\r\n<e>" + b"x" * 100,
+     'multipart/related; boundary="BOUNDARY"', "not closed"),
+    (package(first_type="application/octet-stream"), CTYPE, "not the SOAP envelope"),
+    (package(), "application/json", "not text/xml or multipart/related"),
 ])
-def test_head_only_refuses_a_soap_part_that_does_not_end_in_it(head: bytes,
-                                                                ctype: str) -> None:
+def test_soap_part_pieces_refuse_what_soap_part_refuses(message: bytes, ctype: str,
+                                                        why: str) -> None:
     with pytest.raises(BadRequestError) as info:
-        soap_part(head, ctype, head_only=True)
+        list(soap_part_pieces([message[:7], message[7:]], ctype))
     assert info.value.code == "client.invalid_content_type"
-    assert f"larger than the {len(head)} bytes accepted" in info.value.message
+    assert why in info.value.message
+    with pytest.raises(BadRequestError, match=why):
+        soap_part(message, ctype)
 
 
 def _split(message: bytes, content_type: str, piece: int) -> list[tuple[str, bytes]]:
