@@ -119,7 +119,10 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
     runtime.spool_dir.mkdir(parents=True, exist_ok=True)
     store_directory = StoreDirectory(store)
     runtime.directory = Directory(store_directory, metadata_service)
-    runtime.provider_session = aiohttp.ClientSession(auto_decompress=False)
+    # No cookie jar: a provider system's cookie must not reach the next client's request
+    # (and keeping or matching cookies is work on every call).
+    runtime.provider_session = aiohttp.ClientSession(auto_decompress=False,
+                                                     cookie_jar=aiohttp.DummyCookieJar())
 
     conf = conf_now()
     if conf is not None:
