@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import resource
 import signal
@@ -198,6 +199,7 @@ async def _serve(config: SecurityServerConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with running_server(config):
+        settle_heap()
         print(
             f"xchange security server {config.server_id} ready: client proxy "
             f"http://{config.client_proxy.host}:{config.client_proxy.port}, server proxy "
@@ -205,6 +207,18 @@ async def _serve(config: SecurityServerConfig) -> None:
             flush=True,
         )
         await stop.wait()
+
+
+def settle_heap() -> None:
+    """Once started: collect, then move every object alive now -- modules, configuration,
+    keys, the applications -- out of the cyclic collector's sight (:func:`gc.freeze`).
+
+    Those objects live as long as the process, yet every full collection walked all of
+    them: in a running server one full collection took hundreds of milliseconds, during
+    which no message moved, and collections took about a quarter of the server's time.
+    Objects made after this point are collected as before."""
+    gc.collect()
+    gc.freeze()
 
 
 def raise_open_file_limit() -> int:
