@@ -76,15 +76,19 @@ def canonical_json(value: object) -> bytes:
     try:
         if not _valid(value):
             _check(value, "$")
-        text = json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        text = _ENCODER.encode(value)
         # A lone surrogate in a str is valid Python but not encodable UTF-8.
         return text.encode("utf-8")
     except RecursionError as exc:
         raise BadRequestError("JSON value is nested too deeply") from exc
     except (UnicodeEncodeError, ValueError) as exc:
         raise BadRequestError(f"value cannot be written as canonical JSON: {exc}") from exc
+
+
+_ENCODER: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                                   allow_nan=False)
+"""What ``json.dumps`` with these options builds on every call; it keeps no state between
+calls, so one serves every thread."""
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
