@@ -20,6 +20,7 @@ from certs.keys import ProtectedKeyError, SecretSource
 from xchange.access import AccessRule, AccessRules, parse_subject
 from xchange.errors import BadRequestError
 from xchange.identifiers import ClientId, SecurityServerId, ServiceId
+from xchange.signing import MAX_BATCH_SIZE
 
 __all__ = [
     "ArchiveConfig",
@@ -146,6 +147,9 @@ class SecurityServerConfig:
     ``passphrase_file`` or ``passphrase_env``)."""
     unsafe_plaintext_keys: bool = False
     """Accept unencrypted key files (development only)."""
+    signing_batch_max: int = 64
+    """``[keys] signing_batch_max``: the most messages waiting for one signing key that are
+    signed with one signature (1 to 1024; 1: every message signed alone)."""
     key_passphrase: bytes | None = field(default=None, repr=False)
     """The passphrase itself, read by :meth:`from_env`."""
     encryption_keys: Path | None = None
@@ -256,7 +260,7 @@ _KNOWN_KEYS: dict[str, frozenset[str]] = {
                                "tls_cert", "tls_key"}),
     "server_proxy": frozenset({"host", "port"}),
     "keys": frozenset({"auth_key", "auth_cert", "signing", "passphrase_file", "passphrase_env",
-                       "unsafe_plaintext_keys"}),
+                       "unsafe_plaintext_keys", "signing_batch_max"}),
     "globalconf": frozenset({"anchor", "refresh_seconds"}),
     "messagelog": frozenset({"database_url", "timestamping",
                              "timestamping_max_failure_seconds", "encryption_keys"}),
@@ -440,6 +444,7 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
                                      "ocsp.retry_seconds"),
         key_passphrase_source=_secret_source(keys, "passphrase", "keys.", path),
         unsafe_plaintext_keys=_opt(keys, "unsafe_plaintext_keys", bool, "keys.", False),
+        signing_batch_max=_batch_max(keys),
         timestamping=timestamping,
         encryption_keys=(path(_get(log, "encryption_keys", str, "messagelog."))
                          if "encryption_keys" in log else None),
@@ -452,6 +457,13 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
             _opt(_opt(doc, "registry", dict, "", {}), "retry_seconds", float, "registry.",
                  60.0), "registry.retry_seconds"),
     )
+
+
+def _batch_max(keys: Mapping[str, Any]) -> int:
+    value = _opt(keys, "signing_batch_max", int, "keys.", 64)
+    if not 1 <= value <= MAX_BATCH_SIZE:
+        raise ConfigError(f"keys.signing_batch_max must be 1 to {MAX_BATCH_SIZE}")
+    return int(value)
 
 
 def _registry_url(table: Mapping[str, Any]) -> str | None:

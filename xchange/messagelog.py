@@ -36,7 +36,7 @@ Text is UTF-8 (strict; no BOM, no normalisation).  The fields, in this order:
  9  issue           UTF-8, or absent
 10  header_part     the 32 raw bytes of SHA-256(header_part)
 11  body            the 32 raw bytes of SHA-256(body)
-12  signature       UTF-8 (compact detached JWS)
+12  signature       UTF-8 (compact detached JWS, or its batch form)
 13  ocsp_responses  F(r1) || F(r2) || ... over the stapled DER OCSP responses, in
                     the order stapled (present, and empty, when there are none)
 14  status          ``ok`` | ``rejected``

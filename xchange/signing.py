@@ -22,6 +22,20 @@ Verification (:func:`verify_message`) follows a fixed plan and raises
 :class:`~xchange.errors.InvalidSignatureError` (with the caller's code) at the first failure;
 it never returns a bool.  No clock is read: the verification time is passed in.
 
+**Batch form.**  :func:`sign_batch` signs several messages that wait for the same key with
+one signature: a JWS of type ``xchange-batch+jws`` over the root of a Merkle tree
+(:mod:`xchange.merkle`, RFC 6962 hashing) of ``n`` leaves (``n`` in its protected header),
+whose leaves are the messages' own signing inputs ``BASE64URL(leaf header) || "." ||
+payload``, the leaf header holding that message's index ``i``, ``iat`` and ``jti``.  Each
+message carries ``JWS "~" leaf header "~" audit path`` (docs/protocol.md, "Batch
+signature"); the index and the size are signed, so no field of the form is left unsigned but
+the audit path, which the root fixes.  :func:`verify_payload` reads both forms: for a batch
+it recomputes the root from the message's own payload and path, then checks the JWS over the
+root -- remembered, once it verified, by the exact signed bytes and signature value
+(:class:`_VerifiedRoots`), so the other messages of a batch cost a few hashes rather than an ECDSA
+verification.  The certificate path, the signer's member and the freshness values are
+checked for every message as for a single signature.
+
 Tokens are written and read here, with pyca/cryptography for the signature values: a
 general JWS library spent most of each message's signing and verification time on JSON and
 base64 work that this one fixed token form does not need (docs/performance.md).  The tests
@@ -34,10 +48,11 @@ import base64
 import functools
 import json
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -59,13 +74,18 @@ from xchange.certificates import (
 from xchange.errors import BadRequestError, InvalidSignatureError
 from xchange.identifiers import ClientId
 from xchange.memo import IdentityMemo
+from xchange.merkle import HASH_SIZE, merkle_tree, root_from_path
 from xchange.rest import digest_payload
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
+    "BATCH_JWS_TYPE",
     "JWS_TYPE",
+    "MAX_BATCH_SIZE",
     "SigningIdentity",
+    "ToSign",
     "VerifiedSignature",
+    "sign_batch",
     "sign_message",
     "sign_payload",
     "verify_message",
@@ -73,9 +93,18 @@ __all__ = [
 ]
 
 JWS_TYPE = "xchange-msg+jws"
+BATCH_JWS_TYPE = "xchange-batch+jws"
+"""The ``typ`` of a JWS over a batch's Merkle root: never valid as a message's own JWS, nor
+the other way round."""
 ALLOWED_ALGORITHMS = frozenset({"ES256", "PS256", "RS256"})
+MAX_BATCH_SIZE: Final = 1024
+"""The most messages one batch signature may cover (so an audit path has at most 10 hashes)."""
+_MAX_PATH_HASHES: Final = (MAX_BATCH_SIZE - 1).bit_length()
+_MAX_PATH_CHARS: Final = (_MAX_PATH_HASHES * 32 * 4 + 2) // 3
+"""The BASE64URL length of the longest audit path."""
 _MAX_JWS_LENGTH = 64 * 1024
 _MAX_NONCE_LENGTH = 128
+_BATCH_SEPARATOR: Final = "~"
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -133,6 +162,17 @@ class VerifiedSignature:
     """The signer's ``iat``, if it gave one."""
     nonce: str | None = None
     """The signer's ``jti``, if it gave one."""
+    batch_size: int | None = None
+    """For a batch signature, how many messages its root covers (None: a single one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToSign:
+    """One message's part in a batch: its digest payload and its own ``iat`` and ``jti``."""
+
+    payload: bytes
+    signed_at: datetime | None = None
+    nonce: str | None = None
 
 
 def sign_message(
@@ -160,29 +200,67 @@ def sign_payload(
 ) -> str:
     """:func:`sign_message` for a digest payload the caller has already computed (the
     security servers need it for the request hash too, and hash a body only once)."""
-    headers: dict[str, object] = {
-        "alg": identity.algorithm,
-        "typ": JWS_TYPE,
-        "b64": False,
-        "crit": ["b64"],
-        "x5c": list(identity.x5c),
-    }
+    headers = _freshness_members(signed_at, nonce)
+    headers.update({"alg": identity.algorithm, "typ": JWS_TYPE, "b64": False,
+                    "crit": ["b64"], "x5c": list(identity.x5c)})
+    protected = _encode_header(headers)
+    signing_input = protected.encode("ascii") + b"." + payload  # RFC 7797: b64 false
+    return f"{protected}..{_b64url_encode(_sign_raw(identity, signing_input))}"
+
+
+def sign_batch(identity: SigningIdentity, messages: Sequence[ToSign]) -> list[str]:
+    """Sign ``messages`` with one signature; return each message's signature, in order.
+
+    One message gets the plain form (:func:`sign_payload`); two or more (at most
+    :data:`MAX_BATCH_SIZE`) the batch form: a ``xchange-batch+jws`` JWS over the Merkle root
+    of the messages' signing inputs, followed by the message's leaf header and its audit path
+    (docs/protocol.md, "Batch signature").
+    """
+    if not 1 <= len(messages) <= MAX_BATCH_SIZE:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH_SIZE} messages")
+    if len(messages) == 1:
+        m = messages[0]
+        return [sign_payload(identity, m.payload, signed_at=m.signed_at, nonce=m.nonce)]
+    leaf_headers = [_encode_header({"i": i, **_freshness_members(m.signed_at, m.nonce)})
+                    for i, m in enumerate(messages)]
+    root, paths = merkle_tree([_leaf(h, m.payload) for h, m in zip(leaf_headers, messages,
+                                                                        strict=True)])
+    protected = _encode_header({"alg": identity.algorithm, "typ": BATCH_JWS_TYPE, "b64": False,
+                                "crit": ["b64"], "n": len(messages), "x5c": list(identity.x5c)})
+    raw = _sign_raw(identity, protected.encode("ascii") + b"." + root)
+    jws = f"{protected}..{_b64url_encode(raw)}"
+    return [_BATCH_SEPARATOR.join((jws, h, _b64url_encode(b"".join(p))))
+            for h, p in zip(leaf_headers, paths, strict=True)]
+
+
+def _freshness_members(signed_at: datetime | None, nonce: str | None) -> dict[str, object]:
+    members: dict[str, object] = {}
     if signed_at is not None:
-        headers["iat"] = int(signed_at.timestamp())
+        members["iat"] = int(signed_at.timestamp())
     if nonce is not None:
         if not 16 <= len(nonce) <= _MAX_NONCE_LENGTH or not nonce.isascii():
             raise ValueError("nonce must be 16 to 128 ASCII characters")
-        headers["jti"] = nonce
-    # JSON with ASCII escapes only, so the protected header is ASCII before encoding.
-    protected = _b64url_encode(json.dumps(headers, separators=(",", ":")).encode("ascii"))
-    signing_input = protected.encode("ascii") + b"." + payload  # RFC 7797: b64 false
+        members["jti"] = nonce
+    return members
+
+
+def _encode_header(members: dict[str, object]) -> str:
+    # JSON with ASCII escapes only and sorted keys, so the header is ASCII before encoding.
+    return _b64url_encode(json.dumps(members, separators=(",", ":"),
+                                     sort_keys=True).encode("ascii"))
+
+
+def _leaf(leaf_header: str, payload: bytes) -> bytes:
+    """A batch leaf: the message's signing input as a single signature would have it."""
+    return leaf_header.encode("ascii") + b"." + payload
+
+
+def _sign_raw(identity: SigningIdentity, signing_input: bytes) -> bytes:
     key = identity.key
     if isinstance(key, ec.EllipticCurvePrivateKey):
         r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
-        raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")  # RFC 7518 section 3.4
-    else:
-        raw = key.sign(signing_input, _PSS, hashes.SHA256())
-    return f"{protected}..{_b64url_encode(raw)}"
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")  # RFC 7518 section 3.4
+    return key.sign(signing_input, _PSS, hashes.SHA256())
 
 
 def verify_message(
@@ -212,20 +290,37 @@ def verify_payload(
 ) -> VerifiedSignature:
     """Verify a detached signature over a digest payload, made by ``expected_signer``'s member.
 
-    Plan:
-      1. parse the protected header; ``alg`` must be allowed, ``x5c`` present;
+    ``signature`` is the single form or the batch form (docs/protocol.md).  Plan:
+      1. parse the signature: for the single form, the protected header (``typ``
+         ``xchange-msg+jws``, ``iat``/``jti`` in it); for the batch form, the protected header
+         (``typ`` ``xchange-batch+jws``, the size ``n``, no ``iat``/``jti``), the leaf header
+         (the index ``i``, ``iat``/``jti``) and the audit path, and the root they lead to
+         from this payload; then for both: ``b64``/``crit`` as required, ``alg`` allowed,
+         ``x5c`` present;
       2. the leaf certificate must chain to one of ``anchors`` at time ``at`` and have the
          signing profile;
       3. the member named in the leaf must be ``expected_signer``'s member;
-      4. the JWS must verify with the leaf's key over the recomputed digest payload.
+      4. the JWS must verify with the leaf's key over the recomputed signing input: the
+         digest payload, or the batch's root (a root whose JWS verified before is
+         remembered by its exact signed bytes and signature value).
     Every failure raises InvalidSignatureError with ``code``.
     """
     # 1.
     if not isinstance(signature, str) or len(signature) > _MAX_JWS_LENGTH:
         raise InvalidSignatureError("signature missing or too long", code=code)
-    header, signing_prefix, raw_signature = _split_detached(signature, code)
-    if header.get("typ") != JWS_TYPE:
-        raise InvalidSignatureError(f"signature is not of type {JWS_TYPE}", code=code)
+    check: Callable[[x509.Certificate, str, bytes, bytes, str], None]
+    if _BATCH_SEPARATOR in signature:
+        header, signing_input, raw_signature, leaf_header, size = _parse_batch(
+            signature, payload, code)
+        signed_at, nonce = _freshness(leaf_header, code)
+        check = _ROOTS.check
+    else:
+        header, signing_prefix, raw_signature = _split_detached(signature, code)
+        if header.get("typ") != JWS_TYPE:
+            raise InvalidSignatureError(f"signature is not of type {JWS_TYPE}", code=code)
+        signing_input, size = signing_prefix + payload, None
+        signed_at, nonce = _freshness(header, code)
+        check = _check_leaf_signature
     if header.get("b64") is not False or header.get("crit") != ["b64"]:
         raise InvalidSignatureError("signature must use an unencoded detached payload "
                                     '("b64": false, "crit": ["b64"])', code=code)
@@ -240,7 +335,6 @@ def verify_payload(
     except Exception as exc:  # any decoding failure of peer data is a bad signature
         raise InvalidSignatureError("x5c holds an unreadable certificate", code=code) from exc
     leaf = chain[0]
-    signed_at, nonce = _freshness(header, code)
 
     # 2.
     try:
@@ -259,9 +353,100 @@ def verify_payload(
         )
 
     # 4.
-    _check_signature(leaf.public_key(), alg, signing_prefix + payload, raw_signature, code)
+    check(leaf, alg, signing_input, raw_signature, code)
     return VerifiedSignature(signer=signer, certificate=leaf, chain=tuple(chain), algorithm=alg,
-                             signed_at=signed_at, nonce=nonce)
+                             signed_at=signed_at, nonce=nonce, batch_size=size)
+
+
+def _parse_batch(signature: str, payload: bytes, code: str
+                 ) -> tuple[dict[str, Any], bytes, bytes, dict[str, Any], int]:
+    """Read a batch-form signature (docs/protocol.md, "Batch signature") for ``payload``:
+    the root JWS's protected header, its signing input (the root this payload's leaf leads
+    to), its signature value, the leaf header and the batch size.  Strict: exactly three
+    fields; ``n`` an integer, ``2 <= n <= MAX_BATCH_SIZE``; ``i`` an integer below ``n``; an
+    audit path in canonical BASE64URL of exactly as many hashes as ``i`` and ``n`` call for.
+    """
+    fields = signature.split(_BATCH_SEPARATOR)
+    if len(fields) != 3:
+        raise InvalidSignatureError("batch signature does not have three fields", code=code)
+    jws, leaf_field, path_field = fields
+    header, signing_prefix, raw_signature = _split_detached(jws, code)
+    if header.get("typ") != BATCH_JWS_TYPE:
+        raise InvalidSignatureError(f"batch signature is not of type {BATCH_JWS_TYPE}",
+                                    code=code)
+    if "iat" in header or "jti" in header:
+        raise InvalidSignatureError("a batch signature's iat and jti belong in its leaf header",
+                                    code=code)
+    size = header.get("n")
+    if not _is_int(size) or not 2 <= size <= MAX_BATCH_SIZE:
+        raise InvalidSignatureError(
+            f"batch signature's n must be 2 to {MAX_BATCH_SIZE}, not {size!r}", code=code)
+    if len(path_field) > _MAX_PATH_CHARS:
+        raise InvalidSignatureError("batch signature's audit path is too long", code=code)
+    try:
+        leaf_header = parse_json(_b64url_decode(leaf_field))
+        path_bytes = _b64url_decode(path_field)
+    except (ValueError, BadRequestError) as exc:
+        raise InvalidSignatureError(f"batch signature is malformed: {exc}", code=code) from exc
+    if not isinstance(leaf_header, dict) or not leaf_header.keys() <= {"i", "iat", "jti"}:
+        raise InvalidSignatureError("batch signature's leaf header holds only i, iat and jti",
+                                    code=code)
+    index = leaf_header.get("i")
+    if not _is_int(index) or not 0 <= index < size:
+        raise InvalidSignatureError(
+            f"batch signature's leaf index must be 0 to {size - 1}, not {index!r}", code=code)
+    if len(path_bytes) % HASH_SIZE or _b64url_encode(path_bytes) != path_field:
+        raise InvalidSignatureError("batch signature's audit path is not canonical BASE64URL "
+                                    "of whole hashes", code=code)
+    path = [path_bytes[i:i + HASH_SIZE] for i in range(0, len(path_bytes), HASH_SIZE)]
+    try:
+        root = root_from_path(_leaf(leaf_field, payload), index, size, path)
+    except ValueError as exc:
+        raise InvalidSignatureError(f"batch signature's audit path: {exc}", code=code) from exc
+    return header, signing_prefix + root, raw_signature, leaf_header, size
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_leaf_signature(leaf: x509.Certificate, alg: str, signing_input: bytes, raw: bytes,
+                          code: str) -> None:
+    _check_signature(leaf.public_key(), alg, signing_input, raw, code)
+
+
+class _VerifiedRoots:
+    """Batch roots whose JWS verified, keyed by the exact signed bytes and signature value.
+
+    The signed bytes are the batch's protected header -- ``alg`` and the whole ``x5c`` chain,
+    hence the key that verified -- and its root, so an entry only ever answers for exactly
+    those bytes, that key and that signature value: a mathematical fact that does not
+    expire.  What depends on the time and the trust anchors (the certificate path, the
+    signer's member) is checked for every message before this is asked.  Failures are not
+    remembered.  Bounded: the oldest entry goes first.  Safe to share between threads (at
+    worst two threads verify the same root)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._known: dict[tuple[bytes, bytes], None] = {}
+        self._lock = threading.Lock()
+
+    def check(self, leaf: x509.Certificate, alg: str, signing_input: bytes, raw: bytes,
+              code: str) -> None:
+        key = (signing_input, raw)
+        if key in self._known:
+            return
+        _check_signature(leaf.public_key(), alg, signing_input, raw, code)
+        with self._lock:
+            if len(self._known) >= self._size:
+                del self._known[next(iter(self._known))]
+            self._known[key] = None
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+_ROOTS: Final = _VerifiedRoots(1024)
 
 
 def _b64url_encode(data: bytes) -> str:

@@ -279,6 +279,7 @@ def build_federation(
     max_body_bytes: int | None = None,
     encrypt_logs: bool = True,
     adapter: bool = False,
+    signing_batch_max: int | None = None,
 ) -> Federation:
     """Write a two-agency federation into ``root`` (which must be empty or absent).
 
@@ -402,8 +403,11 @@ def build_federation(
             proxy["max_body_bytes"] = max_body_bytes
         text += _section("client_proxy", proxy)
         text += _section("server_proxy", {"host": "127.0.0.1", "port": s.server_proxy_port})
-        text += _section("keys", {"auth_key": "auth.key", "auth_cert": "auth.pem",
-                                  "passphrase_file": str(passphrase_file)})
+        key_settings: dict[str, Any] = {"auth_key": "auth.key", "auth_cert": "auth.pem",
+                                        "passphrase_file": str(passphrase_file)}
+        if signing_batch_max is not None:
+            key_settings["signing_batch_max"] = signing_batch_max
+        text += _section("keys", key_settings)
         key: dict[str, Any] = {"key": "sign.key"}
         if s.agency is CONSUMER and consumer_signing_token is not None:
             key = {"pkcs11": signing_in_token}

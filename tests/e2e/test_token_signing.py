@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -17,7 +19,7 @@ import pytest
 from certs.keys import load_certificates
 from certs.pkcs8 import PEM_BEGIN
 from tests.conftest import SoftHsm
-from tests.e2e.conftest import log_records
+from tests.e2e.conftest import log_records, read_records
 from xchange.signing import verify_message
 from xchange_cli.audit import check_log
 from xchange_cli.demo import query
@@ -71,6 +73,29 @@ def test_query_signed_in_the_token_is_answered_and_verified_by_the_provider(
                               code="server.serverproxy.invalid_signature")
     assert verified.algorithm == "ES256"
     assert verified.certificate == load_certificates(consumer.directory / "sign.pem")[0]
+    for server in (provider, consumer):
+        result = check_log(server.config)
+        assert result.ok, result.failures
+
+
+def test_concurrent_queries_are_signed_in_batches_by_the_token(fed: Federation) -> None:
+    """Requests that arrive while the token signs wait for it and are signed together, one
+    signature in the token for the batch; the provider verifies every one of them."""
+    provider, consumer = fed.servers
+    service, client = str(fed.services["persons"]), str(fed.allowed_client)
+    ids = [str(uuid.uuid4()) for _ in range(240)]
+
+    def ask(message_id: str) -> int:
+        return query(consumer.client_proxy_url, service, "/persons/38001010001", client,
+                     {"X-Road-Id": message_id}).status
+
+    with ThreadPoolExecutor(32) as pool:
+        assert list(pool.map(ask, ids)) == [200] * len(ids)
+    records = asyncio.run(read_records(provider))
+    shared = Counter(r.entry.signature.split("~")[0] for r in records
+                     if r.entry.kind == "request" and r.entry.query_id in set(ids)
+                     and "~" in r.entry.signature)
+    assert shared and max(shared.values()) > 1
     for server in (provider, consumer):
         result = check_log(server.config)
         assert result.ok, result.failures

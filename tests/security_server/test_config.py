@@ -413,6 +413,13 @@ def test_passphrase_source_and_unsafe_switch_parse(tmp_path: Path) -> None:
     assert load(tmp_path, FULL).key_passphrase_source is None
 
 
+def test_signing_batch_max_parses(tmp_path: Path) -> None:
+    assert load(tmp_path, FULL).signing_batch_max == 64
+    for value in (1, 1024):
+        config = load(tmp_path, FULL.replace("[keys]\n", f"[keys]\nsigning_batch_max = {value}\n"))
+        assert config.signing_batch_max == value
+
+
 def test_signing_key_in_a_token_parses(tmp_path: Path) -> None:
     config = load(tmp_path, FULL.replace('key = "keys/sign.key"', TOKEN_KEY))
     [signing] = config.signing_keys
@@ -474,6 +481,9 @@ def test_defaults_without_administration(tmp_path: Path) -> None:
         ("[keys]\n", '[keys]\npassphrase_env = "NOT A NAME"\n', "not an environment variable"),
         ("[keys]\n", "[keys]\npassphrase = 'hunter2'\n", r"unknown key\(s\) \[keys\] passphrase"),
         ("[keys]\n", '[keys]\nunsafe_plaintext_keys = "yes"\n', "must be a bool"),
+        ("[keys]\n", "[keys]\nsigning_batch_max = 0\n", "signing_batch_max must be 1 to 1024"),
+        ("[keys]\n", "[keys]\nsigning_batch_max = 1025\n", "signing_batch_max must be 1 to 1024"),
+        ("[keys]\n", '[keys]\nsigning_batch_max = "8"\n', "must be a int"),
         ('key = "keys/sign.key"', 'key = "keys/sign.key"\n' + TOKEN_KEY, "not both"),
         ('key = "keys/sign.key"', TOKEN_KEY.replace("pin_file", "pin"),
          r"unknown key\(s\) in keys.signing.pkcs11: pin"),

@@ -66,7 +66,7 @@ def _bench(args: argparse.Namespace) -> int:
         base, modes=args.modes, connections=args.connections, duration_s=args.duration,
         warmup_s=args.warmup, repeats=args.repeats, many_connections=args.many_connections,
         large_body_mib=args.large_body_mib, verify_records=args.verify_records,
-        adapter_rows=args.adapter_rows,
+        adapter_rows=args.adapter_rows, signing_batch_max=args.signing_batch_max,
         work_dir=args.work_dir, profile=args.profile or None,
         wrk=WrkSettings(threads=args.wrk_threads or base.wrk.threads,
                         timeout_s=args.wrk_timeout or base.wrk.timeout_s))
@@ -116,6 +116,9 @@ def add_bench_command(command: Command) -> None:
                    help="folder for the results file (default bench/results)")
     p.add_argument("--profile", action="store_true",
                    help="also sample both security servers with py-spy at 64 connections")
+    p.add_argument("--signing-batch-max", type=int, default=None,
+                   help="the servers' [keys] signing_batch_max (1: no batch signing; the "
+                        "verify-log log is then signed one message at a time too)")
     p.add_argument("--no-write", action="store_true", help="print the summary only")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="build the federations here and keep them (default: a temp folder)")

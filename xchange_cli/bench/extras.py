@@ -5,7 +5,11 @@
 * :func:`fill_log` writes a message log of N records -- real request/response pairs signed
   by the federation's two members -- straight through
   :class:`security_server.messagelog.MessageLog` (no HTTP), and :func:`verify_log_speed`
-  times ``xchange ss verify-log`` over it, as an operator would run it.
+  times ``xchange ss verify-log`` over it, as an operator would run it.  The pairs are signed
+  the way the servers sign them under load: :data:`LOG_SIGNING_BATCH` requests (and as many
+  responses) to a batch signature (docs/performance.md says where the number comes from).
+* :func:`signature_batches` counts, in a running server's log, how many messages its batch
+  signatures covered.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,20 +34,26 @@ from sqlalchemy import event
 from certs.keys import load_certificates, load_private_key, read_secret_file
 from certs.ocsp import OcspResponder
 from security_server.body import Body
-from security_server.db import create_tables
+from security_server.db import create_db_engine, create_tables
+from security_server.logkeys import load_keyring
 from security_server.messagelog import MessageLog
 from security_server.runtime import make_entry
 from xchange.ocsp import ocsp_request
 from xchange.rest import RestRequest, RestResponse, digest_payload, request_hash_of
-from xchange.signing import SigningIdentity, sign_message, sign_payload
+from xchange.signing import SigningIdentity, ToSign, sign_batch
 from xchange.transport import FrameHead
 from xchange_cli.bench import procs
 from xchange_cli.bench.stats import MIB, server_figures
 from xchange_cli.federation import Federation, ServerFiles
 
-__all__ = ["fill_log", "large_body", "verify_log_speed"]
+__all__ = ["LOG_SIGNING_BATCH", "fill_log", "large_body", "signature_batches",
+           "verify_log_speed"]
 
 _CHUNK = 1024 * 1024
+
+LOG_SIGNING_BATCH = 6
+"""Messages per signature in the verify-log log: the mean batch the security servers formed
+at 64 connections (``signature_batches``, docs/performance.md)."""
 
 
 def large_body(fed: Federation, pids: Mapping[str, int], *, size_mib: int,
@@ -123,7 +134,7 @@ def _unsafe_fast_sqlite(path: Path) -> sa.Engine:
     return engine
 
 
-async def _fill(log: MessageLog, fed: Federation, records: int) -> None:
+async def _fill(log: MessageLog, fed: Federation, records: int, batch: int) -> None:
     consumer, provider = _identity(fed.servers[1]), _identity(fed.servers[0])
     # Staple real OCSP responses, as the servers do: the audit checks them.
     responder, issued = OcspResponder(fed.ca), datetime.now(UTC)
@@ -134,25 +145,30 @@ async def _fill(log: MessageLog, fed: Federation, records: int) -> None:
     body = b'{"code":"38001010001","name":"Mari Maasikas","born":"1980-01-01"}'
     empty, answer = Body.of(b""), Body.of(body)
     pending: list[asyncio.Future[Any]] = []
-    for i in range(0, records, 2):
+    pairs = (records + 1) // 2
+    for first in range(0, pairs, batch):
         now = datetime.now(UTC)
-        req = RestRequest.from_is(
+        requests = [RestRequest.from_is(
             "GET", f"/r1/{service}/persons/{i:011d}",
             {"X-Road-Client": str(fed.allowed_client), "X-Road-Id": str(uuid.uuid4())}, ())
-        header_part = req.header_part()
-        payload = digest_payload(header_part, b"")
-        signature = sign_payload(consumer, payload, signed_at=now, nonce=uuid.uuid4().hex)
-        entries = [make_entry(req, "request", "outgoing",
-                              FrameHead(header_part, signature, consumer_staples), empty, now)]
-        if i + 1 < records:
-            response = RestResponse(message_id=req.message_id, client=req.client,
-                                    service=req.service, request_hash=request_hash_of(payload),
-                                    status=200, headers=(("content-type", "application/json"),))
-            rpart = response.header_part()
-            entries.append(make_entry(
-                req, "response", "incoming",
-                FrameHead(rpart, sign_message(provider, rpart, body), provider_staples),
-                answer, now))
+            for i in range(first, min(first + batch, pairs))]
+        parts = [req.header_part() for req in requests]
+        payloads = [digest_payload(part, b"") for part in parts]
+        signatures = sign_batch(consumer, [ToSign(p, now, uuid.uuid4().hex) for p in payloads])
+        responses = [RestResponse(message_id=req.message_id, client=req.client,
+                                  service=req.service, request_hash=request_hash_of(payload),
+                                  status=200, headers=(("content-type", "application/json"),))
+                     .header_part() for req, payload in zip(requests, payloads, strict=True)]
+        answers = sign_batch(provider, [ToSign(digest_payload(r, body)) for r in responses])
+        entries = []
+        for k, req in enumerate(requests):
+            entries.append(make_entry(req, "request", "outgoing",
+                                      FrameHead(parts[k], signatures[k], consumer_staples),
+                                      empty, now))
+            if 2 * (first + k) + 1 < records:
+                entries.append(make_entry(
+                    req, "response", "incoming",
+                    FrameHead(responses[k], answers[k], provider_staples), answer, now))
         pending += [asyncio.ensure_future(
             log.append(e, error_code="server.clientproxy.logging_failed")) for e in entries]
         if len(pending) >= 512:
@@ -161,26 +177,29 @@ async def _fill(log: MessageLog, fed: Federation, records: int) -> None:
     await asyncio.gather(*pending)
 
 
-def fill_log(path: Path, fed: Federation, records: int) -> float:
-    """Write ``records`` signed records into a new SQLite log at ``path``; return seconds."""
+def fill_log(path: Path, fed: Federation, records: int,
+             batch: int = LOG_SIGNING_BATCH) -> float:
+    """Write ``records`` signed records into a new SQLite log at ``path``, ``batch``
+    messages to a signature; return seconds."""
     started = time.perf_counter()
     engine = _unsafe_fast_sqlite(path)
     create_tables(engine)
     log = MessageLog(engine)
     try:
-        asyncio.run(_fill(log, fed, records))
+        asyncio.run(_fill(log, fed, records, batch))
     finally:
         log.close()
         engine.dispose()
     return time.perf_counter() - started
 
 
-def verify_log_speed(fed: Federation, work: Path, records: int) -> dict[str, Any]:
+def verify_log_speed(fed: Federation, work: Path, records: int,
+                     batch: int = LOG_SIGNING_BATCH) -> dict[str, Any]:
     """Time ``xchange ss verify-log`` over a fresh log of ``records`` records, as the
-    consumer's security server would have written it."""
+    consumer's security server would have written it (``batch`` messages to a signature)."""
     path = work / "verify-log.db"
     path.unlink(missing_ok=True)
-    fill_seconds = fill_log(path, fed, records)
+    fill_seconds = fill_log(path, fed, records, batch)
     env = dict(os.environ, XCHANGE_DATABASE_URL=f"sqlite:///{path}")
     argv = [sys.executable, "-m", "xchange_cli", "ss", "verify-log", "--config",
             str(fed.servers[1].config)]
@@ -196,5 +215,33 @@ def verify_log_speed(fed: Federation, work: Path, records: int) -> dict[str, Any
         "ok": ok,
         "output": (done.stdout + done.stderr).strip()[-500:],
         "fill_seconds": fill_seconds,
+        "signing_batch": batch,
         "note": "wall time of the whole command, interpreter start included",
     }
+
+
+def signature_batches(server: ServerFiles, after: int = 0) -> dict[str, Any]:
+    """How many messages each signature covered in ``server``'s SQLite log, over the records
+    numbered above ``after``: per kind (requests are the consumer's signatures, responses
+    the provider's), messages, distinct signatures (a single-form signature is a batch of
+    one) and their mean and largest batch."""
+    engine = create_db_engine(f"sqlite:///{server.database}")
+    log = MessageLog(engine, keyring=load_keyring(server.log_keys) if server.log_keys else None)
+
+    async def read() -> list[Any]:
+        return await log.records_after(after, 10_000_000)
+
+    try:
+        records = asyncio.run(read())
+    finally:
+        log.close()
+        engine.dispose()
+    figures: dict[str, Any] = {}
+    for kind in ("request", "response"):
+        sizes = Counter(r.entry.signature.split("~")[0] for r in records
+                        if r.entry.kind == kind and r.entry.status == "ok")
+        messages = sum(sizes.values())
+        figures[kind] = {"messages": messages, "signatures": len(sizes),
+                         "mean_batch": messages / len(sizes) if sizes else None,
+                         "largest_batch": max(sizes.values(), default=None)}
+    return figures

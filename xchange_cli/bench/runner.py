@@ -41,7 +41,12 @@ from security_server.db import create_db_engine
 from xchange_cli.bench import procs
 from xchange_cli.bench.adapter import adapter_lookup
 from xchange_cli.bench.adapter import summary_line as adapter_summary_line
-from xchange_cli.bench.extras import large_body, verify_log_speed
+from xchange_cli.bench.extras import (
+    LOG_SIGNING_BATCH,
+    large_body,
+    signature_batches,
+    verify_log_speed,
+)
 from xchange_cli.bench.stats import (
     PointSummary,
     RepeatSample,
@@ -99,6 +104,9 @@ class BenchOptions:
     """Where federations are built; None: a temporary folder, removed afterwards."""
     profile: bool = False
     """Sample both security servers with py-spy during one federated point."""
+    signing_batch_max: int | None = None
+    """The servers' ``[keys] signing_batch_max`` (None: their default; 1: no batch
+    signing)."""
 
     @classmethod
     def full(cls) -> BenchOptions:
@@ -241,9 +249,11 @@ def _federated_target(fed: Federation, running: BenchFederation,
 
 
 @contextlib.contextmanager
-def _running(root: Path, database_urls: Sequence[str] | None = None
+def _running(root: Path, database_urls: Sequence[str] | None = None, *,
+             signing_batch_max: int | None = None
              ) -> Iterator[tuple[Federation, BenchFederation, list[Callable[[], int]]]]:
-    fed = build_federation(root, database_urls=database_urls, max_body_bytes=LARGE_BODY_LIMIT)
+    fed = build_federation(root, database_urls=database_urls, max_body_bytes=LARGE_BODY_LIMIT,
+                           signing_batch_max=signing_batch_max)
     closers: list[Callable[[], None]] = []
     running = BenchFederation(fed)
     with running:
@@ -348,7 +358,8 @@ def run_bench(opts: BenchOptions, wrk: str | None) -> dict[str, Any]:
         if want_sqlite:
             assert wrk is not None
             _log("federation with SQLite message logs: starting")
-            with _running(work / "sqlite") as (fed, running, counters):
+            with _running(work / "sqlite", signing_batch_max=opts.signing_batch_max) as (
+                    fed, running, counters):
                 if "direct" in opts.modes:
                     _log("direct (wrk -> provider system)")
                     target = _Target(f"http://127.0.0.1:{fed.provider_port}",
@@ -359,8 +370,15 @@ def run_bench(opts: BenchOptions, wrk: str | None) -> dict[str, Any]:
                 fed_target = _federated_target(fed, running, counters)
                 if "federated_sqlite" in opts.modes:
                     _log("federated, SQLite message logs")
-                    modes["federated_sqlite"] = {"points": [
-                        measure_point(wrk, fed_target, c, opts) for c in opts.connections]}
+                    points, batches = [], {}
+                    for c in opts.connections:
+                        after = counters[1]()
+                        points.append(measure_point(wrk, fed_target, c, opts))
+                        batches[str(c)] = signature_batches(fed.servers[1], after)
+                        _log(f"  {c:>5} connections: messages per signature "
+                             f"{_batch_line(batches[str(c)])}")
+                    modes["federated_sqlite"] = {"points": points,
+                                                 "signature_batches": batches}
                 if opts.profile:
                     extras["profile"] = profile_point(wrk, fed_target, opts, work)
                 if many:
@@ -378,7 +396,10 @@ def run_bench(opts: BenchOptions, wrk: str | None) -> dict[str, Any]:
                          f"in {extras['large_body']['seconds']:.1f} s")
                 if opts.verify_records:
                     _log(f"xchange ss verify-log over {opts.verify_records} records")
-                    extras["verify_log"] = verify_log_speed(fed, work, opts.verify_records)
+                    # Signed as the servers sign: in batches, unless batching is off.
+                    batch = min(LOG_SIGNING_BATCH, opts.signing_batch_max or LOG_SIGNING_BATCH)
+                    extras["verify_log"] = verify_log_speed(fed, work, opts.verify_records,
+                                                            batch)
                     _log(f"  {extras['verify_log']['seconds']:.1f} s")
         if "federated_postgresql" in opts.modes:
             why = _pg_unreachable(opts.pg_url)
@@ -389,11 +410,18 @@ def run_bench(opts: BenchOptions, wrk: str | None) -> dict[str, Any]:
                 assert opts.pg_url is not None and wrk is not None
                 _log("federation with PostgreSQL message logs: starting")
                 with _pg_schemas(opts.pg_url, 2) as urls, \
-                        _running(work / "postgresql", urls) as (fed, running, counters):
+                        _running(work / "postgresql", urls,
+                                 signing_batch_max=opts.signing_batch_max) as (
+                            fed, running, counters):
                     target = _federated_target(fed, running, counters)
                     modes["federated_postgresql"] = {"points": [
                         measure_point(wrk, target, c, opts) for c in opts.connections]}
     return _results(opts, wrk, modes, extras, notes)
+
+
+def _batch_line(figures: dict[str, Any]) -> str:
+    return ", ".join(f"{kind}s {f['mean_batch'] or 0:.2f} (largest {f['largest_batch']})"
+                     for kind, f in figures.items())
 
 
 def _results(opts: BenchOptions, wrk: str | None, modes: dict[str, dict[str, Any]],
@@ -425,7 +453,8 @@ def _results(opts: BenchOptions, wrk: str | None, modes: dict[str, dict[str, Any
                      "many_duration_s": opts.many_duration_s,
                      "large_body_mib": opts.large_body_mib,
                      "verify_records": opts.verify_records,
-                     "adapter_rows": opts.adapter_rows},
+                     "adapter_rows": opts.adapter_rows,
+                     "signing_batch_max": opts.signing_batch_max},
         "modes": modes,
         "ratios": rs,
         **extras,
