@@ -139,7 +139,7 @@ async def verify_log(request: web.Request) -> web.Response:
     failure = report.failure
     body = {
         "ok": report.ok,
-        "records": len(report.checks),
+        "records": report.records,
         "first_sequence": report.chain.first_sequence if report.chain else None,
         "last_sequence": report.chain.last_sequence if report.chain else None,
         "signatures_verified": report.signatures_verified,

@@ -20,14 +20,16 @@ import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from xchange.errors import XRoadError
 from xchange.globalconf import ConfigurationAnchor, GlobalConf, TrustedGlobalConf
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["ConfFetcher", "GlobalConfClient", "HttpConfFetcher", "learned_keys"]
 
@@ -59,6 +61,8 @@ class HttpConfFetcher:
 
     def __init__(self, session: aiohttp.ClientSession, timeout: float = 20.0,
                  max_bytes: int = 16 * 1024 * 1024) -> None:
+        import aiohttp  # here: commands that only read the cached copy (audits) skip it
+
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max = max_bytes
@@ -108,6 +112,8 @@ class GlobalConfClient:
         A copy that verifies but cannot be written to the state folder is in force all the
         same (``last_error`` says so); the next refresh tries the write again.
         """
+        import aiohttp
+
         try:
             data = await self._fetcher.fetch(self._anchor.download_url)
             conf = self._trusted.update(data, now=self._clock())

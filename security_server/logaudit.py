@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
+import functools
+import itertools
 import multiprocessing
-from collections.abc import AsyncIterator, Iterable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,19 +27,19 @@ from sqlalchemy.engine import Engine
 from security_server.archiver import live_checkpoint
 from security_server.confclient import CACHE_FILE, learned_keys
 from security_server.config import SecurityServerConfig
-from security_server.messagelog import LogQuery, MessageLog
+from security_server.messagelog import LogQuery, LogReader, MessageLog
 from xchange.archive import ArchiveLinking
-from xchange.audit import AuditMemo, AuditTrust, RecordCheck, verify_evidence
+from xchange.audit import AuditMemo, AuditTrust, CheckTally, verify_evidence
 from xchange.errors import ChainBrokenError, EvidenceError, StampInvalidError, XRoadError
 from xchange.evidence import MessageEvidence, write_bundle
 from xchange.globalconf import ConfigurationAnchor, GlobalConf, verify_envelope
 from xchange.logbatch import TimestampBatch
 from xchange.messagelog import ChainCheckpoint, ChainReport, StoredRecord, check_link
 
-__all__ = ["BROKEN", "AuditReport", "LiveBatches", "audit_pool", "export_query", "server_trust",
-           "trust_from_files", "verify_live_log"]
+__all__ = ["BROKEN", "AuditPool", "AuditReport", "LiveBatches", "Share", "ShareResult",
+           "audit_pool", "check_share", "export_query", "server_trust", "trust_from_files",
+           "verify_live_log"]
 
-_PAGE = 1000
 BROKEN = (ChainBrokenError, EvidenceError, StampInvalidError)
 """What a verification raises when evidence does not verify (as opposed to bad input)."""
 
@@ -46,10 +49,9 @@ class AuditReport:
     """What was verified, and the first failure if any."""
 
     subject: str
-    checks: list[RecordCheck] = field(default_factory=list)
+    tally: CheckTally = field(default_factory=CheckTally)
     chain: ChainReport | None = None
     archives: list[ArchiveLinking] = field(default_factory=list)
-    unstamped: int = 0
     failure: XRoadError | None = None
 
     @property
@@ -61,22 +63,33 @@ class AuditReport:
         return [] if self.failure is None else [self.failure.message]
 
     @property
+    def records(self) -> int:
+        """Records whose evidence verified."""
+        return self.tally.records
+
+    @property
     def signatures_verified(self) -> int:
-        return sum(c.signer is not None for c in self.checks)
+        return self.tally.signatures
 
     @property
     def stamps_verified(self) -> int:
-        return sum(c.stamped_at is not None for c in self.checks)
+        return self.tally.stamped
 
     @property
     def batches_verified(self) -> int:
-        return len({c.batch for c in self.checks if c.batch is not None})
+        return len(self.tally.batches)
 
     @property
     def rejected(self) -> int:
-        return sum(c.status == "rejected" for c in self.checks)
+        return self.tally.rejected
+
+    @property
+    def unstamped(self) -> int:
+        """Records not yet time-stamped (a live log's newest)."""
+        return self.tally.records - self.tally.stamped
 
     def lines(self) -> Iterable[str]:
+        t = self.tally
         yield f"{self.subject}:"
         for a in self.archives:
             link = "first archive" if a.number == 1 else f"follows {a.previous_archive[:16]}..."
@@ -86,21 +99,18 @@ class AuditReport:
             yield (f"  hash chain intact: {self.chain.count} records"
                    + (f" (sequence {self.chain.first_sequence}..{self.chain.last_sequence})"
                       if self.chain.count else ""))
-        requests = sum(c.kind == "request" for c in self.checks)
-        yield (f"  {requests} requests, {len(self.checks) - requests} responses, "
-               f"{self.rejected} logged as rejected")
-        yield f"  signatures verified: {self.signatures_verified}"
-        yield f"  OCSP responses good at signing time: " \
-              f"{sum(c.ocsp_this_update is not None for c in self.checks)}"
-        stamped = [c.stamped_at for c in self.checks if c.stamped_at is not None]
-        span = f" ({min(stamped).isoformat()} .. {max(stamped).isoformat()})" if stamped else ""
-        yield (f"  time-stamps verified: {len(stamped)} records in {self.batches_verified} "
+        yield (f"  {t.requests} requests, {t.records - t.requests} responses, "
+               f"{t.rejected} logged as rejected")
+        yield f"  signatures verified: {t.signatures}"
+        yield f"  OCSP responses good at signing time: {t.ocsp}"
+        span = (f" ({t.first_stamp.isoformat()} .. {t.last_stamp.isoformat()})"
+                if t.first_stamp is not None and t.last_stamp is not None else "")
+        yield (f"  time-stamps verified: {t.stamped} records in {len(t.batches)} "
                f"batches{span}")
         if self.unstamped:
             yield f"  not yet time-stamped: {self.unstamped} (newest records)"
-        for c in self.checks:
-            if c.note is not None:
-                yield f"  note: rejected record {c.sequence}: its signature: {c.note}"
+        for sequence, note in t.notes:
+            yield f"  note: rejected record {sequence}: its signature: {note}"
         if self.failure is None:
             yield "OK: everything verifies"
         else:
@@ -109,138 +119,239 @@ class AuditReport:
             yield f"FAILED at {name}: {self.failure.message}"
 
 
-async def _all_records(log: MessageLog, after: int) -> AsyncIterator[list[StoredRecord]]:
-    while page := await log.records_after(after, _PAGE):
-        yield page
-        after = page[-1].sequence
+# -- the live log, in shares ------------------------------------------------------------------
+
+_PAGE = 1000
+"""Records read per query."""
+_SHARES_PER_WORKER = 4
+"""A log is cut into this many shares per worker process: a worker that is slowed (the
+machine is shared) leaves the rest to the others."""
+_MIN_SHARE = 2000
+"""The fewest records in a share (but the last): each costs a task and a reading of the
+batches."""
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """The records numbered above ``after`` and up to ``through`` (``None``: to the end,
+    including records appended while the audit runs)."""
+
+    after: int
+    through: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLink:
+    """A record's number and the hash it names as its predecessor's."""
+
+    sequence: int
+    prev_hash: str
+
+
+@dataclass(slots=True)
+class ShareResult:
+    """What :func:`check_share` found: small, as it crosses from a worker process."""
+
+    tally: CheckTally = field(default_factory=CheckTally)
+    first: RecordLink | None = None
+    """The share's first record, whose link to the share before is checked on merging."""
+    last: ChainCheckpoint | None = None
+    """The share's last record, if every record of the share verified."""
+    failure: tuple[int, int, str] | None = None
+    """The first failure: the index of its class in :data:`BROKEN`, record, reason (the
+    exception itself does not cross processes intact)."""
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            kind, sequence, reason = self.failure
+            raise BROKEN[kind](sequence, reason)
+
+
+def check_share(reader: LogReader, share: Share, trust: AuditTrust, memo: AuditMemo
+                ) -> ShareResult:
+    """Check every record of ``share`` in order -- its link to the record before (but the
+    first's), its batch, its evidence -- up to the first that fails.  Blocking."""
+    result = ShareResult()
+    tally, head = result.tally, None
+    try:
+        batches = LiveBatches(reader.batches(share.after, share.through), reader.batch)
+        for page in _pages(reader, share):
+            for record in page:
+                if head is None:
+                    result.first = RecordLink(record.sequence, record.prev_hash)
+                else:
+                    check_link(record, head)  # verify_evidence checks its content hash
+                tally.add(verify_evidence(MessageEvidence(record, batches.of(record)), trust,
+                                          require_stamp=False, memo=memo))
+                head = record
+    except BROKEN as exc:
+        kind = next(i for i, cls in enumerate(BROKEN) if isinstance(exc, cls))
+        result.failure = (kind, exc.sequence or 0, exc.reason)
+        return result
+    if head is not None:
+        result.last = ChainCheckpoint(head.sequence, head.record_hash)
+    return result
+
+
+def _pages(reader: LogReader, share: Share) -> Iterator[list[StoredRecord]]:
+    """The records of ``share``, a page at a time.  From a database server the next page is
+    read (in a thread) while the caller checks this one, so that waiting for the server
+    overlaps the checks; SQLite is read in this process, on the same cores as the checks,
+    where reading ahead only added switching between the threads (about 5 % more CPU)."""
+    with contextlib.ExitStack() as stack:
+        ahead = None if reader.in_process else stack.enter_context(
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-read"))
+
+        def start(after: int) -> Callable[[], tuple[list[StoredRecord],
+                                                    ChainBrokenError | None]]:
+            if ahead is None:  # read when asked for
+                return functools.partial(_page, reader, after, share.through)
+            return ahead.submit(_page, reader, after, share.through).result
+
+        pending = start(share.after)
+        while True:
+            page, unreadable = pending()
+            if unreadable is None and len(page) == _PAGE:
+                pending = start(page[-1].sequence)
+            yield page
+            if unreadable is not None:
+                raise unreadable
+            if len(page) < _PAGE:
+                return
+
+
+def _page(reader: LogReader, after: int, through: int | None
+          ) -> tuple[list[StoredRecord], ChainBrokenError | None]:
+    """The next page, or the records before one that cannot be read and why it cannot: the
+    records before it are checked first, so that the failure reported is the first in
+    sequence order."""
+    try:
+        return reader.records_between(after, through, _PAGE), None
+    except ChainBrokenError as exc:
+        before = (reader.records_between(after, exc.sequence - 1, _PAGE)
+                  if exc.sequence > after + 1 else [])
+        return before, exc
+
+
+def _shares(after: int, last: int, workers: int) -> list[Share]:
+    count = max(1, min(workers * _SHARES_PER_WORKER, (last - after) // _MIN_SHARE))
+    size = -(-(last - after) // count)
+    bounds = [after + i * size for i in range(count)]
+    return [Share(lo, hi) for lo, hi in itertools.pairwise(bounds)] + [
+        Share(bounds[-1], None)]
+
+
+def _merge(report: AuditReport, checkpoint: ChainCheckpoint,
+           results: Iterable[ShareResult]) -> None:
+    """Join the shares' results in order: each share's first record must follow the last of
+    the shares before; the first failure in sequence order is raised."""
+    head, first = checkpoint, None
+    for result in results:
+        if result.first is not None:
+            check_link(result.first, head)
+            first = first or result.first.sequence
+        report.tally.merge(result.tally)
+        result.raise_failure()
+        if result.last is not None:
+            head = result.last
+    report.chain = ChainReport(count=report.tally.records, first_sequence=first,
+                               last_sequence=head.sequence, last_hash=head.record_hash)
 
 
 async def verify_live_log(log: MessageLog, engine: Engine, trust: AuditTrust, *,
-                          subject: str, pool: Executor | None = None) -> AuditReport:
+                          subject: str, pool: AuditPool | None = None) -> AuditReport:
     """Verify a live log record by record; the first failure goes in the report.
 
-    With a ``pool`` (worker processes set up by :func:`audit_pool`), each page's evidence
-    checks -- signatures, OCSP responses, stamps -- run in the workers while the next page
-    is read; links and batches are still followed here, in order, and the failure reported
-    is the first in sequence order whichever check it fails, as without a pool.
+    Without a ``pool`` the log is checked in one worker thread; with one (worker processes
+    set up by :func:`audit_pool`) it is cut into shares of consecutive records, each read
+    and checked by a worker on its own, and the shares joined in order (:func:`_merge`):
+    the failure reported is the first in sequence order, whichever check it fails, as
+    without a pool.
     """
     report = AuditReport(subject=subject)
     try:
         checkpoint = await live_checkpoint(log, engine)
-        batches = LiveBatches(await log.batches())
-        head, first, memo = checkpoint, None, AuditMemo()
-        pending: asyncio.Future[list[RecordCheck]] | None = None
-        # One pass, record by record, so the first broken record is named whatever
-        # check it fails: its link, its content, its batch, its evidence.
-        async for page in _all_records(log, checkpoint.sequence):
-            evidence, broken = [], None
-            for record in page:
-                try:
-                    check_link(record, head)  # verify_evidence checks its content hash
-                    evidence.append(MessageEvidence(record, batches.of(record)))
-                except BROKEN as exc:
-                    broken = exc
-                    break
-                head = ChainCheckpoint(record.sequence, record.record_hash)
-                first = first or record.sequence
-            if pending is not None:
-                _add_checks(report, await pending)
-            pending = asyncio.ensure_future(_evidence_checks(evidence, trust, memo, pool))
-            if broken is not None:
-                _add_checks(report, await pending)  # an earlier record may fail first
-                raise broken
-        if pending is not None:
-            _add_checks(report, await pending)
-        report.chain = ChainReport(count=len(report.checks), first_sequence=first,
-                                   last_sequence=head.sequence, last_hash=head.record_hash)
+        reader = log.reader()
+        if pool is None:
+            results = [await asyncio.to_thread(check_share, reader,
+                                               Share(checkpoint.sequence, None), trust,
+                                               AuditMemo())]
+        else:
+            last = await asyncio.to_thread(reader.last_sequence)
+            loop = asyncio.get_running_loop()
+            results = await asyncio.gather(*(
+                loop.run_in_executor(pool.executor, _worker_share, share)
+                for share in _shares(checkpoint.sequence, last, pool.workers)))
+        _merge(report, checkpoint, results)
     except BROKEN as exc:
         report.failure = exc
     return report
 
 
-def _add_checks(report: AuditReport, checks: list[RecordCheck]) -> None:
-    report.checks += checks
-    report.unstamped += sum(c.stamped_at is None for c in checks)
+# -- worker processes -------------------------------------------------------------------------
 
-
-# -- evidence checks in worker processes ------------------------------------------------------
-
-_CHUNK = 250
-"""Records per task handed to a worker: large enough that pickling is a small share."""
-
-_worker_trust: AuditTrust | None = None
+_worker: tuple[AuditTrust, LogReader] | None = None
 _worker_memo = AuditMemo()
 
 
-async def _evidence_checks(evidence: list[MessageEvidence], trust: AuditTrust,
-                           memo: AuditMemo, pool: Executor | None) -> list[RecordCheck]:
-    """``verify_evidence`` of each, in order; raises the first failure."""
-    if pool is None:
-        return [verify_evidence(e, trust, require_stamp=False, memo=memo) for e in evidence]
-    loop = asyncio.get_running_loop()
-    chunks = [evidence[i:i + _CHUNK] for i in range(0, len(evidence), _CHUNK)]
-    results = await asyncio.gather(*(loop.run_in_executor(pool, _worker_checks, chunk)
-                                     for chunk in chunks))
-    checks: list[RecordCheck] = []
-    for chunk, (done, failed) in zip(chunks, results, strict=True):
-        checks += done
-        if failed is not None:
-            # Exceptions do not cross processes intact: redo the failing record here, where
-            # it raises what it raises without a pool.
-            bad = chunk[failed]
-            verify_evidence(bad, trust, require_stamp=False, memo=memo)
-            raise EvidenceError(bad.record.sequence, "the record failed in an audit worker")
-    return checks
+def _worker_share(share: Share) -> ShareResult:
+    assert _worker is not None, "audit_pool sets up its workers"
+    trust, reader = _worker
+    return check_share(reader, share, trust, _worker_memo)
 
 
-def _worker_checks(chunk: list[MessageEvidence]) -> tuple[list[RecordCheck], int | None]:
-    """In a worker: the checks of ``chunk`` up to the first that fails, and its index."""
-    assert _worker_trust is not None, "audit_pool sets the trust of its workers"
-    checks = []
-    for i, evidence in enumerate(chunk):
-        try:
-            checks.append(verify_evidence(evidence, _worker_trust, require_stamp=False,
-                                          memo=_worker_memo))
-        except Exception:  # any failure: the parent redoes this record and reports it
-            return checks, i
-    return checks, None
-
-
-def _set_worker_trust(trust: AuditTrust) -> None:
-    global _worker_trust
-    _worker_trust = trust
+def _set_up_worker(trust: AuditTrust, open_reader: Callable[[], LogReader]) -> None:
+    global _worker
+    _worker = (trust, open_reader())
 
 
 def _ready(_: int) -> bool:
     return True
 
 
-def audit_pool(trust: AuditTrust, workers: int) -> ProcessPoolExecutor:
-    """Worker processes for :func:`verify_live_log`, forked now and sharing ``trust``.
+@dataclass(frozen=True, slots=True)
+class AuditPool:
+    """Worker processes made by :func:`audit_pool`."""
+
+    executor: ProcessPoolExecutor
+    workers: int
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(cancel_futures=True)
+
+
+def audit_pool(trust: AuditTrust, workers: int, open_reader: Callable[[], LogReader]
+               ) -> AuditPool:
+    """Worker processes for :func:`verify_live_log`, forked now, sharing ``trust``, each
+    reading the log through its own ``open_reader()`` (called in the worker: a database
+    engine is not shared across processes).
 
     Call it while the process has a single thread (before an event loop's worker threads
     exist): the workers are forked, all at once, by this call -- ``trust`` holds
-    certificates, which cannot be pickled, so it reaches them by inheritance.  The caller
-    shuts the pool down.
+    certificates, which cannot be pickled, so it reaches them by inheritance, as do the
+    message-log keys ``open_reader`` may hold.  The caller shuts the pool down.
     """
     pool = ProcessPoolExecutor(max_workers=workers,
                                mp_context=multiprocessing.get_context("fork"),
-                               initializer=_set_worker_trust, initargs=(trust,))
+                               initializer=_set_up_worker, initargs=(trust, open_reader))
     try:
         list(pool.map(_ready, range(workers)))  # every worker forked and initialised
     except BaseException:
         pool.shutdown(cancel_futures=True)
         raise
-    return pool
+    return AuditPool(pool, workers)
 
 
 class LiveBatches:
-    """The live log's time-stamp batches, by id and by the range of records they cover."""
+    """The live log's time-stamp batches, by id and by the range of records they cover:
+    every batch, or (with a ``lookup`` for any other, by id) those covering a share."""
 
-    def __init__(self, batches: Iterable[TimestampBatch]) -> None:
+    def __init__(self, batches: Iterable[TimestampBatch],
+                 lookup: Callable[[int], TimestampBatch | None] | None = None) -> None:
         self._by_id = {b.id: b for b in batches}
         self._ranges = sorted((b.first_sequence, b.last_sequence, b.id)
                               for b in self._by_id.values())
+        self._lookup = lookup
 
     def of(self, record: StoredRecord) -> TimestampBatch | None:
         """The batch that stamps ``record``; ``None`` if none does, nor should.  A record
@@ -254,9 +365,15 @@ class LiveBatches:
                 raise StampInvalidError(seq, f"the record lies in batch {covering} but is not "
                                              "stamped by it: it was inserted or altered later")
             return None
-        batch = self._by_id.get(record.stamp.batch_id)
+        batch_id = record.stamp.batch_id
+        batch = self._by_id.get(batch_id)
+        if batch is None and self._lookup is not None:
+            # Named by a record it does not cover (the stamp check says so): read it.
+            batch = self._lookup(batch_id)
+            if batch is not None:
+                self._by_id[batch_id] = batch
         if batch is None:
-            raise StampInvalidError(seq, f"batch {record.stamp.batch_id} is missing")
+            raise StampInvalidError(seq, f"batch {batch_id} is missing")
         return batch
 
 

@@ -88,6 +88,7 @@ __all__ = [
     "BodyChunkRow",
     "BodyStore",
     "LogQuery",
+    "LogReader",
     "LoggingFailedCode",
     "MessageLog",
     "MessageLogError",
@@ -293,13 +294,6 @@ class TimestampBatchRow(SQLModel, table=True):
 
 _RECORDS: Final = cast(sa.Table, sa.inspect(MessageRecord).local_table)
 _BATCHES: Final = cast(sa.Table, sa.inspect(TimestampBatchRow).local_table)
-_COLUMNS: Final = ("sequence", "prev_hash", "record_hash", "query_id", "kind", "direction",
-                   "client", "service", "user_id", "issue", "header_part", "body", "key_id",
-                   "body_id", "signature", "status", "error_code", "created_at",
-                   "ocsp_responses")
-"""The columns a new record's INSERT sets, in the order of :func:`_row_values`; the others
-(``batch_id``, ``merkle_path``) start NULL."""
-assert set(_COLUMNS) == {c.name for c in _RECORDS.c} - {"batch_id", "merkle_path"}
 _PLACEHOLDERS: Final = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 _STAMP_RECORD: Final = sa.update(_RECORDS).where(
     _RECORDS.c.sequence == sa.bindparam("b_sequence"), _RECORDS.c.batch_id.is_(None),
@@ -394,11 +388,7 @@ class MessageLog:
 
     async def records_after(self, after: int, limit: int) -> list[StoredRecord]:
         """At most ``limit`` records numbered above ``after``, in sequence order."""
-        return await asyncio.to_thread(
-            self._read,
-            sa.select(_RECORDS).where(_RECORDS.c.sequence > after)
-            .order_by(col(MessageRecord.sequence)).limit(limit),
-        )
+        return await asyncio.to_thread(self.reader().records_between, after, None, limit)
 
     async def find(self, query: LogQuery, limit: int) -> list[StoredRecord]:
         """The records matching every criterion of ``query``, oldest first, at most
@@ -499,6 +489,10 @@ class MessageLog:
             with contextlib.suppress(SQLAlchemyError):
                 connection.close()
 
+    def reader(self) -> LogReader:
+        """Blocking reads of this log's records (for a worker thread or process)."""
+        return LogReader(self._engine, self._keyring)
+
     def _commit_group(self, entries: Sequence[LogEntry]) -> list[StoredRecord]:
         """On the writer thread: chain ``entries`` after the head and commit them at once.
 
@@ -561,30 +555,10 @@ class MessageLog:
         return batch
 
     def _read_batches(self) -> list[TimestampBatch]:
-        try:
-            with Session(self._engine) as session:
-                rows = session.exec(
-                    select(TimestampBatchRow).order_by(col(TimestampBatchRow.id))).all()
-                return [_to_batch(row) for row in rows]
-        except SQLAlchemyError as exc:
-            raise MessageLogError("the message log could not be read") from exc
+        return self.reader().batches()
 
     def _read(self, statement: sa.Select[Any]) -> list[StoredRecord]:
-        # Core rows, not ORM instances: building a mapped object per record cost more than
-        # the rest of reading it.
-        try:
-            with self._engine.connect() as connection:
-                try:
-                    rows = connection.execute(statement).all()
-                except (ValueError, TypeError) as exc:
-                    # A value its column type cannot decode (SQLite stores anything in any
-                    # column): an altered record, to be reported like any other.
-                    with Session(self._engine) as session:
-                        sequence = _find_undecodable(session, statement)
-                    raise ChainBrokenError(sequence, "stored record cannot be decoded") from exc
-                return [_to_record(row, self._keyring, self._engine) for row in rows]
-        except SQLAlchemyError as exc:
-            raise MessageLogError("the message log could not be read") from exc
+        return self.reader().read(statement)
 
     def _iter_all(self, after: int = 0) -> Iterator[StoredRecord]:
         # Keyset pagination, one short transaction per batch: constant memory, no
@@ -600,6 +574,80 @@ class MessageLog:
             if len(batch) < _VERIFY_BATCH:
                 return
             after = batch[-1].sequence
+
+
+class LogReader:
+    """Reads records of a message log, blocking: what :class:`MessageLog` reads with in a
+    worker thread, and what an audit's worker processes read their share of the log with,
+    each over its own engine.  Rows are decoded (and decrypted) into
+    :class:`~xchange.messagelog.StoredRecord` as :class:`MessageLog` reads them."""
+
+    def __init__(self, engine: Engine, keyring: Keyring | None) -> None:
+        self._engine, self._keyring = engine, keyring
+
+    def records_between(self, after: int, through: int | None, limit: int
+                        ) -> list[StoredRecord]:
+        """At most ``limit`` records numbered above ``after`` (and up to ``through``, if
+        given), in sequence order."""
+        statement = sa.select(_RECORDS).where(_RECORDS.c.sequence > after)
+        if through is not None:
+            statement = statement.where(_RECORDS.c.sequence <= through)
+        return self.read(statement.order_by(_RECORDS.c.sequence).limit(limit))
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the database is read in this process (SQLite), not from a server."""
+        return self._engine.dialect.name == "sqlite"
+
+    def last_sequence(self) -> int:
+        """The number of the newest record; 0 if there is none."""
+        try:
+            with self._engine.connect() as connection:
+                return int(connection.execute(
+                    sa.select(sa.func.max(_RECORDS.c.sequence))).scalar() or 0)
+        except SQLAlchemyError as exc:
+            raise MessageLogError("the message log could not be read") from exc
+
+    def batches(self, after: int | None = None, through: int | None = None
+                ) -> list[TimestampBatch]:
+        """The time-stamp batches, in order: every one, or those covering any record numbered
+        above ``after`` and up to ``through``."""
+        statement = sa.select(_BATCHES).order_by(_BATCHES.c.id)
+        if after is not None:
+            statement = statement.where(_BATCHES.c.last_sequence > after)
+        if through is not None:
+            statement = statement.where(_BATCHES.c.first_sequence <= through)
+        return self._batches(statement)
+
+    def batch(self, batch_id: int) -> TimestampBatch | None:
+        """The time-stamp batch ``batch_id``, if there is one."""
+        found = self._batches(sa.select(_BATCHES).where(_BATCHES.c.id == batch_id))
+        return found[0] if found else None
+
+    def _batches(self, statement: sa.Select[Any]) -> list[TimestampBatch]:
+        try:
+            with self._engine.connect() as connection:
+                return [_to_batch(row) for row in connection.execute(statement).all()]
+        except SQLAlchemyError as exc:
+            raise MessageLogError("the message log could not be read") from exc
+
+    def read(self, statement: sa.Select[Any]) -> list[StoredRecord]:
+        """The records ``statement`` (a select of whole ``message_log`` rows) finds."""
+        # Core rows, not ORM instances: building a mapped object per record cost more than
+        # the rest of reading it.
+        try:
+            with self._engine.connect() as connection:
+                try:
+                    rows = connection.execute(statement).all()
+                except (ValueError, TypeError) as exc:
+                    # A value its column type cannot decode (SQLite stores anything in any
+                    # column): an altered record, to be reported like any other.
+                    with Session(self._engine) as session:
+                        sequence = _find_undecodable(session, statement)
+                    raise ChainBrokenError(sequence, "stored record cannot be decoded") from exc
+                return [_to_record(row, self._keyring, self._engine) for row in rows]
+        except SQLAlchemyError as exc:
+            raise MessageLogError("the message log could not be read") from exc
 
 
 async def _wait(future: Future[R]) -> R:
@@ -637,10 +685,11 @@ class _RecordInsert:
     def __init__(self, dialect: sa.Dialect) -> None:
         mark = _PLACEHOLDERS[dialect.paramstyle]
         # Built from this module's constants only: no value ever enters the text.
-        columns, marks = ", ".join(_COLUMNS), ", ".join([mark] * len(_COLUMNS))
+        columns = ", ".join(_INSERT_COLUMNS)
+        marks = ", ".join([mark] * len(_INSERT_COLUMNS))
         self.sql = f"INSERT INTO {_RECORDS.name} ({columns}) VALUES ({marks})"  # noqa: S608
         processors = [(i, _RECORDS.c[name].type.bind_processor(dialect))
-                      for i, name in enumerate(_COLUMNS)]
+                      for i, name in enumerate(_INSERT_COLUMNS)]
         self._processors = [(i, p) for i, p in processors if p is not None]
         self._dialect = dialect
 
@@ -667,7 +716,8 @@ class _RecordInsert:
 
 
 def _row_values(record: StoredRecord, keyring: Keyring | None) -> tuple[Any, ...]:
-    """The ``message_log`` row of ``record``: the values of :data:`_COLUMNS`, in order."""
+    """The ``message_log`` row of ``record``: the values of :data:`_INSERT_COLUMNS`, in
+    order."""
     e = record.entry
     body_id = None
     if isinstance(e.body, ExternalBody):
@@ -689,71 +739,86 @@ def _row_values(record: StoredRecord, keyring: Keyring | None) -> tuple[Any, ...
             encode_der_list(e.ocsp_responses))
 
 
-_RowLike = MessageRecord | sa.Row[Any]
-"""A ``message_log`` row: a mapped instance or a Core row (the same attribute names)."""
+_COLUMNS: Final = ("sequence", "prev_hash", "record_hash", "query_id", "kind", "direction",
+                   "client", "service", "user_id", "issue", "header_part", "body", "key_id",
+                   "body_id", "signature", "status", "error_code", "created_at",
+                   "ocsp_responses", "batch_id", "merkle_path")
+"""The columns of ``message_log`` in the order ``select(_RECORDS)`` returns them: a row is
+unpacked by position (reading a Core row's values by name was about a third of decoding it)."""
+if tuple(_RECORDS.c.keys()) != _COLUMNS:  # pragma: no cover - a model change must come here
+    raise RuntimeError("message_log's columns changed: update _COLUMNS and _to_record")
+_INSERT_COLUMNS: Final = _COLUMNS[:-2]
+"""The columns a new record's INSERT sets, in the order of :func:`_row_values`; the last two
+(``batch_id``, ``merkle_path``) start NULL."""
+if _COLUMNS[-2:] != ("batch_id", "merkle_path"):  # pragma: no cover - as above
+    raise RuntimeError("message_log's columns changed: update _INSERT_COLUMNS and _row_values")
 
 
-def _plaintext(row: _RowLike, keyring: Keyring | None,
+def _plaintext(sequence: int, record_hash: str, header_part: bytes, body: bytes,
+               key_id: str | None, body_id: str | None, keyring: Keyring | None,
                engine: Engine) -> tuple[bytes, bytes | ExternalBody]:
-    if row.key_id is not None and keyring is None:
-        raise MessageLogError(f"record {row.sequence} is encrypted and no message-log keys "
+    if key_id is not None and keyring is None:
+        raise MessageLogError(f"record {sequence} is encrypted and no message-log keys "
                               "were given")
     try:
-        if row.body_id is not None:
+        if body_id is not None:
             # Read through once: the digest must be of what is stored now.
-            body: bytes | ExternalBody = ExternalBody.measure(
-                _ChunkReader(engine, keyring, row.body_id, row.key_id))
-        elif row.key_id is None or keyring is None:
-            body = row.body
+            stored: bytes | ExternalBody = ExternalBody.measure(
+                _ChunkReader(engine, keyring, body_id, key_id))
+        elif key_id is None or keyring is None:
+            stored = body
         else:
-            body = keyring.decrypt(row.key_id, "body", row.body, row.record_hash)
-        if row.key_id is None or keyring is None:
-            return row.header_part, body
-        return (keyring.decrypt(row.key_id, "header_part", row.header_part, row.record_hash),
-                body)
+            stored = keyring.decrypt(key_id, "body", body, record_hash)
+        if key_id is None or keyring is None:
+            return header_part, stored
+        return keyring.decrypt(key_id, "header_part", header_part, record_hash), stored
     except UnknownKeyError as exc:
-        raise MessageLogError(f"record {row.sequence}: {exc}") from exc
+        raise MessageLogError(f"record {sequence}: {exc}") from exc
     except LogDecryptionError as exc:
-        raise ChainBrokenError(row.sequence, str(exc)) from exc
+        raise ChainBrokenError(sequence, str(exc)) from exc
 
 
-def _to_record(row: _RowLike, keyring: Keyring | None, engine: Engine) -> StoredRecord:
-    header_part, body = _plaintext(row, keyring, engine)
+def _to_record(row: sa.Row[Any], keyring: Keyring | None, engine: Engine) -> StoredRecord:
+    (sequence, prev_hash, record_hash, query_id, kind, direction, client, service, user_id,
+     issue, header_part, body, key_id, body_id, signature, status, error_code, created_at,
+     ocsp_responses, batch_id, merkle_path) = cast(tuple[Any, ...], row)
+    header_part, stored_body = _plaintext(sequence, record_hash, header_part, body, key_id,
+                                          body_id, keyring, engine)
     try:
         entry = LogEntry(
-            query_id=row.query_id,
+            query_id=query_id,
             # LogEntry checks these literals itself; the casts only tell mypy.
-            kind=cast(Kind, row.kind),
-            direction=cast(Direction, row.direction),
-            client=row.client,
-            service=row.service,
-            user_id=row.user_id,
-            issue=row.issue,
+            kind=cast(Kind, kind),
+            direction=cast(Direction, direction),
+            client=client,
+            service=service,
+            user_id=user_id,
+            issue=issue,
             header_part=header_part,
-            body=body,
-            signature=row.signature,
-            status=cast(Status, row.status),
-            error_code=row.error_code,
-            created_at=row.created_at,
-            ocsp_responses=decode_der_list(row.ocsp_responses),
+            body=stored_body,
+            signature=signature,
+            status=cast(Status, status),
+            error_code=error_code,
+            created_at=created_at,
+            ocsp_responses=decode_der_list(ocsp_responses),
         )
         stamp = None
-        if row.batch_id is not None:
-            path = row.merkle_path or b""
-            stamp = RecordStamp(row.batch_id, tuple(path[i:i + 32]
-                                                    for i in range(0, len(path), 32)))
+        if batch_id is not None:
+            path = merkle_path or b""
+            stamp = RecordStamp(batch_id, tuple(path[i:i + 32]
+                                                for i in range(0, len(path), 32)))
         return StoredRecord(
             entry=entry,
-            sequence=row.sequence,
-            prev_hash=row.prev_hash,
-            record_hash=row.record_hash,
+            sequence=sequence,
+            prev_hash=prev_hash,
+            record_hash=record_hash,
             stamp=stamp,
         )
     except (TypeError, ValueError) as exc:
-        raise ChainBrokenError(row.sequence, f"stored record is malformed: {exc}") from exc
+        raise ChainBrokenError(sequence, f"stored record is malformed: {exc}") from exc
 
 
-def _to_batch(row: TimestampBatchRow) -> TimestampBatch:
+def _to_batch(row: TimestampBatchRow | sa.Row[Any]) -> TimestampBatch:
     return TimestampBatch(id=row.id, first_sequence=row.first_sequence,
                           last_sequence=row.last_sequence, root=row.root, token=row.token,
                           gen_time=row.gen_time.replace(tzinfo=UTC)

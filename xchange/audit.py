@@ -21,7 +21,7 @@ No I/O, no clock: every time is the record's own.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography import x509
@@ -41,13 +41,15 @@ from xchange.evidence import MessageEvidence
 from xchange.globalconf import ApprovedCA, GlobalConf
 from xchange.identifiers import ClientId, ServiceId
 from xchange.logbatch import TimestampBatch, verify_batch, verify_record_stamp
-from xchange.messagelog import StoredRecord, chain_record
+from xchange.merkle import PathMemo
+from xchange.messagelog import StoredRecord, content_hash
 from xchange.ocsp import CLOCK_SKEW
 from xchange.signing import VerifiedSignature, verify_message
 
 __all__ = [
     "AuditMemo",
     "AuditTrust",
+    "CheckTally",
     "RecordCheck",
     "verify_all",
     "verify_archive",
@@ -101,16 +103,78 @@ class RecordCheck:
     """The id of the time-stamp batch whose token covers the record."""
 
 
+@dataclass(slots=True)
+class CheckTally:
+    """What a run of :class:`RecordCheck` established, in counts: all a report prints.
+
+    A live log of millions of records is checked in worker processes; each sends back its
+    tally (a few numbers), not a check per record, and the tallies are merged in order.
+    """
+
+    records: int = 0
+    requests: int = 0
+    rejected: int = 0
+    signatures: int = 0
+    """Records whose signature verified."""
+    ocsp: int = 0
+    """Records whose OCSP response proved the signing certificate good."""
+    stamped: int = 0
+    first_stamp: datetime | None = None
+    last_stamp: datetime | None = None
+    batches: set[int] = field(default_factory=set)
+    notes: list[tuple[int, str]] = field(default_factory=list)
+    """(sequence, why) of each rejected record whose signature does not verify."""
+
+    def add(self, check: RecordCheck) -> None:
+        self.records += 1
+        self.requests += check.kind == "request"
+        self.rejected += check.status == "rejected"
+        self.signatures += check.signer is not None
+        self.ocsp += check.ocsp_this_update is not None
+        if check.note is not None:
+            self.notes.append((check.sequence, check.note))
+        if (at := check.stamped_at) is not None:
+            self.stamped += 1
+            if self.first_stamp is None or at < self.first_stamp:
+                self.first_stamp = at
+            if self.last_stamp is None or at > self.last_stamp:
+                self.last_stamp = at
+        if check.batch is not None:
+            self.batches.add(check.batch)
+
+    def add_all(self, checks: Iterable[RecordCheck]) -> None:
+        for check in checks:
+            self.add(check)
+
+    def merge(self, other: CheckTally) -> None:
+        """Add ``other``, the tally of the records that follow these."""
+        self.records += other.records
+        self.requests += other.requests
+        self.rejected += other.rejected
+        self.signatures += other.signatures
+        self.ocsp += other.ocsp
+        self.stamped += other.stamped
+        stamps = [t for t in (self.first_stamp, self.last_stamp, other.first_stamp,
+                              other.last_stamp) if t is not None]
+        self.first_stamp = min(stamps, default=None)
+        self.last_stamp = max(stamps, default=None)
+        self.batches |= other.batches
+        self.notes += other.notes
+
+
 # -- verification -------------------------------------------------------------------------------
 
 
 class AuditMemo:
     """Facts already verified during one audit, so that an OCSP response stapled to many
-    messages, or a batch token covering many records, is checked once.  Holds verified facts
+    messages, or a batch token covering many records, is checked once, and the Merkle
+    paths of a batch's records are followed only up to where they join
+    (:class:`~xchange.merkle.PathMemo`).  Holds verified facts
     only (never a decision): pass one to every :func:`verify_evidence` of a run."""
 
     def __init__(self) -> None:
         self.staples = StapleVerifier()
+        self.paths = PathMemo()
         self._batches: dict[tuple[int, bytes, bytes, datetime], datetime] = {}
 
     def batch_time(self, batch: TimestampBatch, trust: AuditTrust) -> datetime:
@@ -145,7 +209,7 @@ def verify_evidence(
     seq = record.sequence
     memo = memo or AuditMemo()
     # 1.
-    if chain_record(entry, seq, record.prev_hash).record_hash != record.record_hash:
+    if content_hash(record) != record.record_hash:
         raise ChainBrokenError(seq, "record content does not match its hash")
     # 2.
     signed: VerifiedSignature | None = None
@@ -224,7 +288,7 @@ def _check_header_part(record: StoredRecord) -> None:
 def _check_stamp(record: StoredRecord, batch: TimestampBatch, trust: AuditTrust,
                  memo: AuditMemo) -> datetime:
     seq = record.sequence
-    verify_record_stamp(record, batch)
+    verify_record_stamp(record, batch, memo=memo.paths)
     if not trust.tsas:
         raise StampInvalidError(seq, "no TSA certificate to verify the time-stamp with")
     try:

@@ -34,7 +34,7 @@ from typing import Final, Protocol
 from cryptography import x509
 
 from xchange.errors import StampInvalidError, TimestampingFailedError
-from xchange.merkle import HASH_SIZE, merkle_tree, root_from_path
+from xchange.merkle import HASH_SIZE, PathMemo, merkle_tree, root_from_path
 from xchange.messagelog import RecordStamp, StoredRecord
 from xchange.timestamp import TimestampToken, verify_timestamp_token
 
@@ -146,7 +146,8 @@ def verify_batch(
     return token
 
 
-def verify_record_stamp(record: StoredRecord, batch: TimestampBatch) -> RecordStamp:
+def verify_record_stamp(record: StoredRecord, batch: TimestampBatch, *,
+                        memo: PathMemo | None = None) -> RecordStamp:
     """Verify that ``record`` is a leaf of ``batch`` whose path reaches the batch's root.
 
     Only the path: check the batch's token once with :func:`verify_batch`, and the record's
@@ -165,7 +166,7 @@ def verify_record_stamp(record: StoredRecord, batch: TimestampBatch) -> RecordSt
                       f"{batch.last_sequence})")
     try:
         root = root_from_path(record_leaf(record.record_hash), sequence - batch.first_sequence,
-                              batch.size, stamp.path)
+                              batch.size, stamp.path, memo=memo)
     except ValueError as exc:
         raise StampInvalidError(sequence, f"malformed Merkle path: {exc}") from exc
     if root != batch.root:

@@ -26,7 +26,8 @@ import hashlib
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["HASH_SIZE", "leaf_hash", "merkle_root", "merkle_tree", "node_hash", "root_from_path"]
+__all__ = ["HASH_SIZE", "MEMO_STEP", "PathMemo", "leaf_hash", "merkle_root", "merkle_tree",
+           "node_hash", "root_from_path"]
 
 HASH_SIZE: Final = 32
 
@@ -76,9 +77,39 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
     return merkle_tree(leaves)[0]
 
 
-def root_from_path(data: bytes, index: int, size: int, path: Sequence[bytes]) -> bytes:
+class PathMemo:
+    """Remembers where audit paths lead, for :func:`root_from_path` over many leaves of one
+    tree: the leaves under one node share the rest of their path, so each is followed only
+    :data:`MEMO_STEP` steps, to that node, and the rest is looked up.
+
+    What is remembered is a pure function's value -- the root reached from a given node
+    (its position, its hash) along a given rest of the path -- so a hit is exactly what
+    computing it would give, and nothing else; a path that fails is never remembered.
+    Bounded: emptied when full.
+    """
+
+    def __init__(self, size: int = 65536) -> None:
+        self._size = size
+        self._roots: dict[tuple[int, int, bytes, tuple[bytes, ...]], bytes] = {}
+
+    def get(self, key: tuple[int, int, bytes, tuple[bytes, ...]]) -> bytes | None:
+        return self._roots.get(key)
+
+    def put(self, key: tuple[int, int, bytes, tuple[bytes, ...]], root: bytes) -> None:
+        if len(self._roots) >= self._size:
+            self._roots.clear()
+        self._roots[key] = root
+
+
+MEMO_STEP: Final = 4
+"""Steps followed before a :class:`PathMemo` is asked: a node with 16 leaves below it."""
+
+
+def root_from_path(data: bytes, index: int, size: int, path: Sequence[bytes], *,
+                   memo: PathMemo | None = None) -> bytes:
     """The root that leaf ``data`` at ``index`` of a tree of ``size`` leaves reaches along
-    ``path`` (RFC 9162 2.1.3.2).
+    ``path`` (RFC 9162 2.1.3.2); with a ``memo``, the same, sooner for a leaf whose path
+    joins one followed before.
 
     Raises :class:`ValueError` when ``path`` cannot be an audit path for that position (wrong
     length, or a hash that is not 32 bytes): no root at all, rather than a wrong one.
@@ -87,7 +118,12 @@ def root_from_path(data: bytes, index: int, size: int, path: Sequence[bytes]) ->
         raise ValueError(f"leaf index {index} is outside a tree of {size} leaves")
     fn, sn = index, size - 1
     result = leaf_hash(data)
-    for sibling in path:
+    key = None
+    for step, sibling in enumerate(path):
+        if step == MEMO_STEP and memo is not None:
+            key = (fn, sn, result, tuple(path[step:]))
+            if (known := memo.get(key)) is not None:
+                return known
         if len(sibling) != HASH_SIZE:
             raise ValueError("an audit path hash is not 32 bytes")
         if sn == 0:
@@ -105,4 +141,6 @@ def root_from_path(data: bytes, index: int, size: int, path: Sequence[bytes]) ->
         sn >>= 1
     if sn != 0:
         raise ValueError("the audit path is shorter than the tree is high")
+    if key is not None and memo is not None:
+        memo.put(key, result)
     return result

@@ -73,7 +73,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal, get_args
+from typing import Final, Literal, Protocol, get_args
 
 from xchange.body import ExternalBody, MessageBody, body_sha256
 from xchange.errors import ChainBrokenError
@@ -88,6 +88,7 @@ __all__ = [
     "ChainReport",
     "Direction",
     "Kind",
+    "Linked",
     "LogEntry",
     "RecordStamp",
     "Status",
@@ -95,6 +96,7 @@ __all__ = [
     "canonical_record_bytes",
     "chain_record",
     "check_link",
+    "content_hash",
     "decode_der_list",
     "encode_der_list",
     "verify_chain",
@@ -273,27 +275,40 @@ def canonical_record_bytes(entry: LogEntry, sequence: int, prev_hash: str) -> by
     """The canonical encoding of a record (module docstring), the input to its hash."""
     _check_sequence(sequence)
     _check_hash("prev_hash", prev_hash)
-    created = entry.created_at.astimezone(UTC).replace(tzinfo=None)
-    fields: tuple[bytes | str | None, ...] = (
-        FORMAT_TAG,
-        str(sequence),
-        prev_hash,
-        entry.query_id,
-        entry.kind,
-        entry.direction,
-        entry.client,
-        entry.service,
-        entry.user_id,
-        entry.issue,
+    return _canonical(entry, sequence, prev_hash)
+
+
+def _canonical(entry: LogEntry, sequence: int, prev_hash: str) -> bytes:
+    """:func:`canonical_record_bytes` of arguments already checked.  Written out field by
+    field: it runs for every record logged and every record an audit reads."""
+    # LogEntry holds created_at in UTC: "+00:00" becomes "Z".
+    created = entry.created_at.isoformat(timespec="microseconds")[:-6] + "Z"
+    user_id, issue, error_code = entry.user_id, entry.issue, entry.error_code
+    ocsp = encode_der_list(entry.ocsp_responses)
+    raws = (
+        str(sequence).encode("ascii"),
+        prev_hash.encode("ascii"),
+        entry.query_id.encode("utf-8"),
+        _LITERAL_FIELDS[entry.kind],
+        _LITERAL_FIELDS[entry.direction],
+        entry.client.encode("utf-8"),
+        entry.service.encode("utf-8"),
+        None if user_id is None else user_id.encode("utf-8"),
+        None if issue is None else issue.encode("utf-8"),
         hashlib.sha256(entry.header_part).digest(),
         body_sha256(entry.body),
-        entry.signature,
-        encode_der_list(entry.ocsp_responses),
-        entry.status,
-        entry.error_code,
-        created.isoformat(timespec="microseconds") + "Z",
+        entry.signature.encode("utf-8"),
+        ocsp,
+        _LITERAL_FIELDS[entry.status],
+        None if error_code is None else error_code.encode("utf-8"),
+        created.encode("ascii"),
     )
-    return b"".join([_field(value) for value in fields])
+    pack = _PRESENT.pack
+    try:
+        return _TAG_FIELD + b"".join([b"\x00" if raw is None else pack(1, len(raw)) + raw
+                                      for raw in raws])
+    except struct.error as exc:
+        raise ValueError("field too long for the canonical encoding") from exc
 
 
 def _field(value: bytes | str | None) -> bytes:
@@ -309,6 +324,10 @@ def _field(value: bytes | str | None) -> bytes:
 
 _PRESENT: Final = struct.Struct(">BI")
 """The five bytes before a present field: 0x01 and its length."""
+_TAG_FIELD: Final = _field(FORMAT_TAG)
+_LITERAL_FIELDS: Final = {value: value.encode("ascii")
+                          for _, allowed in _LITERALS for value in allowed}
+"""The bytes of kind, direction and status (LogEntry checks they are among these)."""
 
 
 def encode_der_list(items: Iterable[bytes]) -> bytes:
@@ -337,9 +356,28 @@ def chain_record(entry: LogEntry, sequence: int, prev_hash: str) -> StoredRecord
     return StoredRecord(entry=entry, sequence=sequence, prev_hash=prev_hash, record_hash=digest)
 
 
-def check_link(record: StoredRecord, head: ChainCheckpoint) -> None:
-    """Steps 1 and 2 of :func:`verify_chain` for one record after ``head``: its number and
-    its link, not its content (for a caller that recomputes the record hash anyway)."""
+def content_hash(record: StoredRecord) -> str:
+    """The record hash ``record``'s content calls for (whatever hash it claims): what an
+    audit compares with :attr:`StoredRecord.record_hash`."""
+    # A StoredRecord's sequence and prev_hash were checked when it was built.
+    return hashlib.sha256(_canonical(record.entry, record.sequence, record.prev_hash)
+                          ).hexdigest()
+
+
+class Linked(Protocol):
+    """What :func:`check_link` looks at: a record's number and its predecessor's hash."""
+
+    @property
+    def sequence(self) -> int: ...
+
+    @property
+    def prev_hash(self) -> str: ...
+
+
+def check_link(record: Linked, head: ChainCheckpoint | StoredRecord) -> None:
+    """Steps 1 and 2 of :func:`verify_chain` for one record after ``head`` (a checkpoint, or
+    the record before): its number and its link, not its content (for a caller that
+    recomputes the record hash anyway)."""
     expected = head.sequence + 1
     # 1. Numbering: a gap means a record was deleted, a lower number means one was
     #    inserted, duplicated or moved.
@@ -369,8 +407,7 @@ def verify_chain(
     for record in records:
         check_link(record, head)  # 1. and 2.
         # 3. Content: recompute the hash over every field, so any alteration shows here.
-        recomputed = chain_record(record.entry, record.sequence, record.prev_hash)
-        if recomputed.record_hash != record.record_hash:
+        if content_hash(record) != record.record_hash:
             raise ChainBrokenError(record.sequence, "record content does not match its hash")
         if first is None:
             first = record.sequence

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import multiprocessing
 import os
 from collections.abc import AsyncIterator, Callable
@@ -49,7 +50,7 @@ from security_server.logaudit import (
     verify_live_log,
 )
 from security_server.logkeys import load_keyring
-from security_server.messagelog import LogQuery, MessageLog, MessageRecord
+from security_server.messagelog import LogQuery, LogReader, MessageLog, MessageRecord
 from xchange.archive import (
     ArchiveContents,
     ArchiveLinking,
@@ -62,6 +63,7 @@ from xchange.audit import AuditTrust, verify_all, verify_evidence
 from xchange.errors import XRoadError
 from xchange.evidence import read_bundle, read_evidence
 from xchange.globalconf import ApprovedCA
+from xchange.logcrypto import Keyring
 from xchange.messagelog import LogEntry, StoredRecord
 from xchange.rest import RestResponse, data_subjects_of
 from xchange_cli.keys import add_passphrase_options, passphrase_from
@@ -113,7 +115,7 @@ def _verify_archives(paths: list[Path], trust: AuditTrust, key: PrivateKey | Non
         if previous is not None:
             check_succession(previous, contents.linking)
         report.archives.append(contents.linking)
-        report.checks += verify_all(contents.evidence, trust)
+        report.tally.add_all(verify_all(contents.evidence, trust))
         previous = contents.linking
 
 
@@ -133,9 +135,9 @@ def verify_path(path: Path, trust: AuditTrust, *, key: PrivateKey | None = None,
         if kind == "archive":
             _verify_archives([*([previous] if previous else []), path], trust, key, report)
         elif kind == "bundle":
-            report.checks += verify_all(read_bundle(data), trust)
+            report.tally.add_all(verify_all(read_bundle(data), trust))
         else:
-            report.checks.append(verify_evidence(read_evidence(data), trust))
+            report.tally.add(verify_evidence(read_evidence(data), trust))
     except BROKEN as exc:
         report.failure = exc
     return report
@@ -187,7 +189,11 @@ def check_log(config_path: Path, args: argparse.Namespace | None = None) -> Audi
     trust = _trust(args or _no_trust_args(), config)
     # Forked before the event loop starts any thread (see audit_pool).
     workers = _audit_workers(config)
-    pool = audit_pool(trust, workers) if workers > 1 else None
+    pool = None
+    if workers > 1:
+        keyring = load_keyring(config.encryption_keys) if config.encryption_keys else None
+        pool = audit_pool(trust, workers, functools.partial(
+            _reader, config.database_url, keyring))
 
     async def verify() -> AuditReport:
         async with _open_log(config) as (log, engine):
@@ -198,7 +204,11 @@ def check_log(config_path: Path, args: argparse.Namespace | None = None) -> Audi
         return asyncio.run(verify())
     finally:
         if pool is not None:
-            pool.shutdown(cancel_futures=True)
+            pool.shutdown()
+
+
+def _reader(database_url: str, keyring: Keyring | None) -> LogReader:
+    return LogReader(create_db_engine(database_url), keyring)
 
 
 PARALLEL_MIN_RECORDS = 10_000

@@ -6,7 +6,15 @@ import hashlib
 
 import pytest
 
-from xchange.merkle import leaf_hash, merkle_root, merkle_tree, node_hash, root_from_path
+from xchange.merkle import (
+    MEMO_STEP,
+    PathMemo,
+    leaf_hash,
+    merkle_root,
+    merkle_tree,
+    node_hash,
+    root_from_path,
+)
 
 # RFC 6962's reference test data (certificate-transparency's merkle_tree_test: the leaf
 # inputs and the roots of the first 1..8 leaves), recomputed from the definition below.
@@ -62,9 +70,10 @@ def test_every_path_leads_to_the_root(n: int) -> None:
             assert _reached(leaf, (index + 1) % n, n, path) != root
 
 
-def _reached(leaf: bytes, index: int, size: int, path: tuple[bytes, ...]) -> bytes | None:
+def _reached(leaf: bytes, index: int, size: int, path: tuple[bytes, ...],
+             memo: PathMemo | None = None) -> bytes | None:
     try:
-        return root_from_path(leaf, index, size, path)
+        return root_from_path(leaf, index, size, path, memo=memo)
     except ValueError:
         return None  # a path of the wrong length for that position: no root at all
 
@@ -82,6 +91,29 @@ def test_bad_paths_are_refused() -> None:
         root_from_path(leaves[0], 5, 5, paths[0])
     with pytest.raises(ValueError, match="outside"):
         root_from_path(leaves[0], -1, 5, paths[0])
+
+
+@pytest.mark.parametrize("n", [2, 17, 31, 32, 33, 100, 1000])
+def test_a_memo_reaches_the_same_roots(n: int) -> None:
+    """Leaves whose paths join a remembered node get the root the whole path gives; a leaf,
+    position or path that differs below or above that node gets what it gets without the
+    memo: a failure, or another root."""
+    leaves = [b"leaf-%d" % i for i in range(n)]
+    root, paths = merkle_tree(leaves)
+    memo = PathMemo()
+    for index, (leaf, path) in enumerate(zip(leaves, paths, strict=True)):
+        assert root_from_path(leaf, index, n, path, memo=memo) == root
+        assert root_from_path(b"other", index, n, path, memo=memo) != root
+        assert _reached(leaf, (index + 1) % n, n, path, memo) == _reached(
+            leaf, (index + 1) % n, n, path)
+        if len(path) > MEMO_STEP:
+            top = (*path[:-1], bytes(32))
+            assert root_from_path(leaf, index, n, top, memo=memo) == root_from_path(
+                leaf, index, n, top) != root
+            with pytest.raises(ValueError, match="longer"):
+                root_from_path(leaf, index, n, (*path, root), memo=memo)
+            with pytest.raises(ValueError, match="shorter"):
+                root_from_path(leaf, index, n, path[:-1], memo=memo)
 
 
 def test_empty_tree_is_refused() -> None:

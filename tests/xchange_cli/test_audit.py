@@ -11,12 +11,12 @@ import sqlite3
 import subprocess
 import zipfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 
 from certs.ca import DevCA
@@ -29,7 +29,7 @@ from certs.keys import (
 )
 from security_server import logaudit
 from security_server.db import create_db_engine, create_tables
-from security_server.messagelog import MessageLog
+from security_server.messagelog import LogReader, MessageLog
 from tests.auditkit import (
     AuditPki,
     fill_log,
@@ -39,6 +39,7 @@ from tests.auditkit import (
     swap_bodies,
     unpack,
 )
+from tests.conftest import PG_URL_VARIABLE, postgres_schema
 from tests.security_server.test_config import MINIMAL
 from xchange.asic import write_container
 from xchange.audit import AuditTrust
@@ -71,11 +72,13 @@ class Server:
 
 
 def make_server(directory: Path, pki: AuditPki, ca: DevCA, *, extra: str = "",
-                queries: int = 2) -> Server:
+                queries: int = 2, database_url: str | None = None) -> Server:
+    """A server whose log holds ``queries`` queries (in its SQLite file, or at
+    ``database_url``, which the caller then passes as ``XCHANGE_DATABASE_URL``)."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "security-server.toml"
     config.write_text(CONFIG + extra)
-    engine = create_db_engine(f"sqlite:///{directory / 'messagelog.db'}")
+    engine = create_db_engine(database_url or f"sqlite:///{directory / 'messagelog.db'}")
     create_tables(engine)
 
     async def fill() -> None:
@@ -153,6 +156,11 @@ TAMPERINGS: dict[str, tuple[Callable[[sqlite3.Connection], object], int, str]] =
     "delete": (lambda db: db.execute("DELETE FROM message_log WHERE sequence = 3"), 3,
                "expected record 3, found record 4"),
     "insert": (_shift_insert, 2, "lies in batch 1 but is not stamped by it"),
+    "restamp": (lambda db: db.execute(
+        "UPDATE message_log SET batch_id = 1, merkle_path = (SELECT merkle_path FROM "
+        "message_log WHERE sequence = 3) WHERE sequence = 4"), 4, "outside batch 1"),
+    "unknown batch": (lambda db: db.execute(
+        "UPDATE message_log SET batch_id = 99 WHERE sequence = 4"), 4, "batch 99 is missing"),
     "reorder": (lambda db: db.executescript(
         "UPDATE message_log SET sequence = -1 WHERE sequence = 2;"
         "UPDATE message_log SET sequence = 2 WHERE sequence = 3;"
@@ -165,19 +173,21 @@ TAMPERINGS: dict[str, tuple[Callable[[sqlite3.Connection], object], int, str]] =
 def workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
             ) -> Iterator[str]:
     """Verify live logs in one process, or (however small the log) with worker processes
-    taking one record per task and pages of two records: the same report either way."""
+    each reading and checking shares of one record, in pages of two records: the same
+    report either way."""
     if request.param == "worker processes":
         if len(os.sched_getaffinity(0)) < 2:
             pytest.skip("worker processes need more than one core")
         monkeypatch.setattr(audit_cli, "PARALLEL_MIN_RECORDS", 0)
-        monkeypatch.setattr(logaudit, "_CHUNK", 1)
+        monkeypatch.setattr(logaudit, "_MIN_SHARE", 1)
         monkeypatch.setattr(logaudit, "_PAGE", 2)
         pools: list[int] = []
         real_pool = logaudit.audit_pool
 
-        def counted_pool(trust: AuditTrust, workers: int) -> ProcessPoolExecutor:
+        def counted_pool(trust: AuditTrust, workers: int,
+                         open_reader: Callable[[], LogReader]) -> logaudit.AuditPool:
             pools.append(workers)
-            return real_pool(trust, workers)
+            return real_pool(trust, workers, open_reader)
 
         monkeypatch.setattr(audit_cli, "audit_pool", counted_pool)
         yield str(request.param)
@@ -198,6 +208,95 @@ def test_tampering_with_the_live_log_is_named(
     failed = out.strip().splitlines()[-1]
     assert failed.startswith(f"FAILED at record {sequence}:"), out
     assert reason in failed
+
+
+SHARE_EDGES: dict[str, tuple[str, int, str]] = {
+    # With worker processes (shares of two records: 1-2, 3-4, ...) each of these sits at the
+    # edge between two shares, so only the joining of the shares can find it.
+    "last of a share deleted": ("DELETE FROM message_log WHERE sequence = 6", 6,
+                                "expected record 6, found record 7"),
+    "first of a share deleted": ("DELETE FROM message_log WHERE sequence = 7", 7,
+                                 "expected record 7, found record 8"),
+    "first of a share relinked": ("UPDATE message_log SET prev_hash = (SELECT record_hash "
+                                  "FROM message_log WHERE sequence = 1) WHERE sequence = 7", 7,
+                                  "prev_hash does not match the previous record's hash"),
+}
+
+
+@pytest.mark.parametrize("how", list(SHARE_EDGES))
+def test_breaks_between_shares_are_named(
+    tmp_path: Path, past_pki: AuditPki, past_ca: DevCA, capsys: pytest.CaptureFixture[str],
+    how: str, workers: str
+) -> None:
+    server = make_server(tmp_path / "ss", past_pki, past_ca, queries=6)  # records 1..12
+    statement, sequence, reason = SHARE_EDGES[how]
+    with sqlite3.connect(server.database) as db:
+        db.executescript(statement)
+    code, out = run(capsys, "audit", "verify", "--config", str(server.config), *server.trust)
+    assert code == 1, out
+    failed = out.strip().splitlines()[-1]
+    assert failed.startswith(f"FAILED at record {sequence}:"), out
+    assert reason in failed
+
+
+def test_the_first_failure_in_sequence_order_is_named(
+    tmp_path: Path, past_pki: AuditPki, past_ca: DevCA, capsys: pytest.CaptureFixture[str],
+    workers: str
+) -> None:
+    """Whichever check fails and whoever checks it: a record that cannot even be read (9), a
+    broken link (11) and a later share's failures do not hide an altered record before them
+    (3)."""
+    server = make_server(tmp_path / "ss", past_pki, past_ca, queries=6)
+    with sqlite3.connect(server.database) as db:
+        db.executescript("UPDATE message_log SET kind = 'bogus' WHERE sequence = 9;"
+                         "DELETE FROM message_log WHERE sequence = 11;"
+                         "UPDATE message_log SET body = X'00' WHERE sequence = 3;")
+    code, out = run(capsys, "audit", "verify", "--config", str(server.config), *server.trust)
+    assert code == 1, out
+    assert out.strip().splitlines()[-1] == (
+        "FAILED at record 3: message log chain broken at record 3: record content does not "
+        "match its hash"), out
+    with sqlite3.connect(server.database) as db:
+        db.execute("UPDATE message_log SET body = X'' WHERE sequence = 3")  # as it was
+    code, out = run(capsys, "audit", "verify", "--config", str(server.config), *server.trust)
+    assert code == 1, out
+    failed = out.strip().splitlines()[-1]
+    assert failed.startswith("FAILED at record 9:") and "stored record is malformed" in failed
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL of an empty PostgreSQL schema; skips without ``XCHANGE_TEST_DATABASE_URL``."""
+    base = os.environ.get(PG_URL_VARIABLE)
+    if not base:
+        pytest.skip(f"{PG_URL_VARIABLE} not set: PostgreSQL tests skipped")
+    with postgres_schema(base) as url:
+        yield url
+
+
+@pytest.mark.postgres
+def test_a_live_log_on_postgresql_verifies_and_tampering_is_named(
+    tmp_path: Path, past_pki: AuditPki, past_ca: DevCA, capsys: pytest.CaptureFixture[str],
+    pg_url: str, workers: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read from a database server a page ahead (pages of two records here)."""
+    monkeypatch.setattr(logaudit, "_PAGE", 2)
+    monkeypatch.setenv("XCHANGE_DATABASE_URL", pg_url)
+    server = make_server(tmp_path / "ss", past_pki, past_ca, queries=6, database_url=pg_url)
+    code, out = run(capsys, "audit", "verify", "--config", str(server.config), *server.trust)
+    assert code == 0, out
+    assert "hash chain intact: 12 records (sequence 1..12)" in out
+    assert "time-stamps verified: 12 records in 4 batches" in out
+    engine = create_db_engine(pg_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("DELETE FROM message_log WHERE sequence = 7"))
+    finally:
+        engine.dispose()
+    code, out = run(capsys, "audit", "verify", "--config", str(server.config), *server.trust)
+    assert code == 1, out
+    failed = out.strip().splitlines()[-1]
+    assert failed.startswith("FAILED at record 7:") and "found record 8" in failed, out
 
 
 def test_search_finds_by_query_and_user(server: Server, capsys: pytest.CaptureFixture[str]
