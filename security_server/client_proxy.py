@@ -25,11 +25,13 @@ security-server protocol (docs/protocol.md) to provider security servers.  Per r
      certificate and the TLS certificate the connection presented) and its binding to the
      request, log it, then answer the IS with the provider's status, headers and body plus
      the X-Road response headers.  A SOAP answer that is not a fault must carry the
-     ``requestHash`` of the SOAP part sent.
+     ``requestHash`` of the SOAP part sent and the request's X-Road header fields.
 
 Bodies stream: the request body is sent on from its spool and the response body is passed
-to the IS from its own, so no body is ever held whole in memory once it is over 1 MiB.  (A
-SOAP message is parsed, so it is read whole: its limit is ``max_body_bytes``.)
+to the IS from its own, so no body is ever held whole in memory once it is over 1 MiB.  A
+SOAP request's envelope is parsed from its spool (of a large multipart message only the SOAP
+part's first 16 MiB are read), a SOAP answer is checked piece by piece from its spool
+(xchange.soap.envelope.check_response).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from aiohttp import web
 from cryptography import x509
 from yarl import URL
 
-from security_server.body import Body, SoapMessage, soap_message
+from security_server.body import Body, SoapMessage, inline, soap_message, xml_lane
 from security_server.http import (
     MESSAGE_ID,
     SOAP,
@@ -286,14 +288,13 @@ async def _verified_response(rt: Runtime, conf: GlobalConf, req: Request,
     response.check_binding(req, rhash)
     if isinstance(req, SoapRequest):
         assert body is not None
-        response_ctype = dict(response.headers).get("content-type")
-        answered = await soap_message(answer.body, response_ctype)
-        # A text/xml answer is read whole (at most max_body_bytes).
-        answer_data = (answered.data if answered.data is not None
-                       else await answer.body.read())
-        check_response(req, body.data, answer_data, response_ctype,
-                       max_bytes=rt.config.max_body_bytes, request_head_only=body.head_only,
-                       response_head_only=answered.head_only, request_hash=body.request_hash)
+        # Read piece by piece from the spool (off the event loop if it is there), never
+        # whole: only its Header and the name of its Body's element are kept.
+        data = answer.body.data
+        await (inline if data is not None else xml_lane())(
+            check_response, req, body.data, data if data is not None else answer.body.chunks(),
+            dict(response.headers).get("content-type"), max_bytes=rt.config.max_body_bytes,
+            request_head_only=body.head_only, request_hash=body.request_hash)
     return response
 
 
