@@ -44,10 +44,12 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 import aiohttp
 from aiohttp import web
 from cryptography import x509
+from yarl import URL
 
 from security_server.body import Body, SoapMessage, inline, soap_message, xml_lane
 from security_server.http import (
@@ -380,11 +382,10 @@ async def _exchange(rt: Runtime, conf: GlobalConf, targets: Sequence[SecuritySer
     last: XRoadError | None = None
     for server in targets:
         session = rt.peer_session(server)
-        base = f"https://{server.address}"
+        message_url, ocsp_url = _peer_urls(server.address)
         try:
             if not _known_good(rt, conf, server, rt.clock()):
-                await _fetch_provider_status(rt, conf, server, session, base + PEER_OCSP_PATH,
-                                             timeout)
+                await _fetch_provider_status(rt, conf, server, session, ocsp_url, timeout)
         except CertificateValidationError as exc:
             last = exc
             continue
@@ -396,7 +397,7 @@ async def _exchange(rt: Runtime, conf: GlobalConf, targets: Sequence[SecuritySer
         if body.data is not None and size <= _ONE_WRITE:  # small: one write
             data = encode_frame_head(head) + body.data
         try:
-            async with session.post(base + PEER_PATH, data=data, ssl=rt.client_tls,
+            async with session.post(message_url, data=data, ssl=rt.client_tls,
                                     timeout=timeout,
                                     headers={"Content-Type": FRAME_MEDIA_TYPE,
                                              "Content-Length": str(size)}) as resp:
@@ -436,6 +437,12 @@ async def _read_answer(rt: Runtime, server: SecurityServerInfo,
     return _Answer(server, peer_cert, head, body)
 
 
+@lru_cache(maxsize=256)
+def _peer_urls(address: str) -> tuple[URL, URL]:
+    """A provider server's message and OCSP URLs, parsed once, not per request."""
+    return URL(f"https://{address}{PEER_PATH}"), URL(f"https://{address}{PEER_OCSP_PATH}")
+
+
 _NOT_DELIVERED = (aiohttp.ServerFingerprintMismatch, aiohttp.ClientSSLError,
                   aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorError,
                   aiohttp.ConnectionTimeoutError)
@@ -457,7 +464,7 @@ def _not_delivered(server: SecurityServerInfo, exc: BaseException) -> XRoadError
 
 
 async def _fetch_provider_status(rt: Runtime, conf: GlobalConf, server: SecurityServerInfo,
-                                 session: aiohttp.ClientSession, url: str,
+                                 session: aiohttp.ClientSession, url: URL,
                                  timeout: aiohttp.ClientTimeout) -> None:
     """Ask the provider server for its TLS certificate's OCSP response over the pinned
     connection, verify it against the certificate that connection presented, and require

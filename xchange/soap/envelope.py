@@ -296,9 +296,10 @@ class SoapRequest:
         })
 
     @classmethod
-    def from_header_part(cls, data: bytes) -> Self:
-        """Parse a header part received from a peer security server."""
-        doc = _load_header_part(data, _TYPE, _KEYS)
+    def from_header_part(cls, data: bytes, *, parsed: object = None) -> Self:
+        """Parse a header part received from a peer security server (``parsed``: its
+        :func:`~xchange.canonical.parse_json`, if the caller has it already)."""
+        doc = _load_header_part(data, _TYPE, _KEYS, parsed)
         try:
             ss = doc["security_server"]
             service = ServiceId.parse(_str(doc, "service"))
