@@ -162,7 +162,8 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
     ocsp_refresher = asyncio.create_task(own_certs.run(
         conf_now, config.ocsp_refresh_seconds, config.ocsp_retry_seconds))
     stamping = asyncio.create_task(stamper.run(stamp_interval))
-    tasks = [refresher, ocsp_refresher, stamping, asyncio.create_task(catalogue.run())]
+    tasks = [refresher, ocsp_refresher, stamping, asyncio.create_task(catalogue.run()),
+             asyncio.create_task(message_log.run_orphan_sweep(utc_now))]
     if config.archive is not None:
         archiver = Archiver(message_log, engine, DirectoryTarget(config.archive.directory),
                             server_id=str(config.server_id), config=config.archive,

@@ -25,14 +25,20 @@ from sqlalchemy.exc import ArgumentError
 from sqlmodel import SQLModel
 
 from security_server.archiver import ArchiveFileRow
-from security_server.messagelog import BodyChunkRow, MessageRecord, TimestampBatchRow
+from security_server.messagelog import (
+    BodyChunkRow,
+    MessageRecord,
+    PendingBodyRow,
+    TimestampBatchRow,
+)
 
 __all__ = ["create_db_engine", "create_tables"]
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 """How long an SQLite connection waits for a lock held by another connection."""
 
-_MODELS: Final = (TimestampBatchRow, MessageRecord, BodyChunkRow, ArchiveFileRow)
+_MODELS: Final = (TimestampBatchRow, MessageRecord, BodyChunkRow, PendingBodyRow,
+                   ArchiveFileRow)
 """Every table model of the security server."""
 
 _PG_DRIVERS = frozenset({"postgresql", "postgres", "postgresql+psycopg"})

@@ -39,6 +39,16 @@ alteration) and hands the body on as an external body that reads them again on d
 Chunks of a record that failed to commit are deleted; chunks go with their record when it
 is purged.
 
+Orphaned chunks: a body's chunks are committed before its record, so a crash (or a failed
+clean-up) in between leaves chunks no record names.  The first commit of a body's chunks
+also writes a ``message_body_pending`` row (its id and when it started), and the
+transaction that commits the record deletes that row: a pending row older than
+:data:`ORPHAN_BODY_AGE` whose body no body store of this process still holds marks an
+orphan, which :meth:`MessageLog.remove_orphan_bodies` deletes with its chunks -- at start
+and every :data:`ORPHAN_SWEEP_SECONDS` (:meth:`MessageLog.run_orphan_sweep`).  A body being
+stored or waiting for its record here is never removed, whatever its age; the age protects
+the bodies of another process writing the same database.
+
 Not done here: asking for time-stamps, archiving, and several processes writing
 one log (a second writer's records collide on the sequence number and fail closed; per-node
 logs come with a ``log_id`` column later).  Tables are created by
@@ -48,11 +58,14 @@ logs come with a ``log_id`` column later).  Tables are created by
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, TypeVar, cast, get_args
 
 import sqlalchemy as sa
@@ -84,6 +97,8 @@ from xchange.messagelog import (
 from xchange.timestamp import TimestampToken
 
 __all__ = [
+    "ORPHAN_BODY_AGE",
+    "ORPHAN_SWEEP_SECONDS",
     "BodyChunkRow",
     "BodyStore",
     "LogQuery",
@@ -92,6 +107,7 @@ __all__ = [
     "MessageLog",
     "MessageLogError",
     "MessageRecord",
+    "PendingBodyRow",
     "TimestampBatchRow",
 ]
 
@@ -104,7 +120,17 @@ _VERIFY_BATCH: Final = 1000
 _CHUNKS_PER_COMMIT: Final = 8
 """A large body's chunks are committed 8 MiB at a time: short transactions that let the
 writer thread's group commits in between (SQLite has one writer at a time)."""
+ORPHAN_BODY_AGE: Final = timedelta(hours=1)
+"""How long a large body may wait for its record before its chunks are removed, unless
+this process still holds it (then it is never removed).  Far above the time from a body's
+first chunk to its record in a running server; it matters only for another process's
+bodies."""
+ORPHAN_SWEEP_SECONDS: Final = 600.0
+"""How often a running server looks for orphaned bodies (and once at start)."""
+_SWEEP_BATCH: Final = 100
+"""Orphaned bodies removed per transaction (and ids per statement)."""
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 
 class MessageLogError(XRoadError):
@@ -176,6 +202,38 @@ class BodyChunkRow(SQLModel, table=True):
     data: bytes
 
 
+class PendingBodyRow(SQLModel, table=True):
+    """A large body whose chunks are (being) stored and whose record is not committed yet
+    (see the module docstring): written with its first chunks, deleted with its record."""
+
+    __tablename__ = "message_body_pending"
+
+    body_id: str = Field(primary_key=True, max_length=32)
+    started_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+
+
+class _HeldBodies:
+    """The large bodies this process holds: their :class:`BodyStore` or the reader it made
+    (kept by the message on its way, until its record is committed or it is dropped).  Held
+    weakly: a body nothing refers to any more is not in flight."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders: weakref.WeakSet[BodyStore | _ChunkReader] = weakref.WeakSet()
+
+    def add(self, holder: BodyStore | _ChunkReader) -> None:
+        with self._lock:
+            self._holders.add(holder)
+
+    def discard(self, holder: BodyStore) -> None:
+        with self._lock:
+            self._holders.discard(holder)
+
+    def body_ids(self) -> set[str]:
+        with self._lock:
+            return {holder.body_id for holder in self._holders}
+
+
 class BodyStore:
     """Stores one large body in ``message_body_chunk`` as it arrives, chunk by chunk
     (encrypted under the keyring's current key, if any), committing every few chunks.
@@ -186,9 +244,10 @@ class BodyStore:
     :meth:`drop` removes whatever was stored (a body that will not be logged after all).
     """
 
-    def __init__(self, engine: Engine, keyring: Keyring | None) -> None:
-        self._engine, self._keyring = engine, keyring
+    def __init__(self, engine: Engine, keyring: Keyring | None, held: _HeldBodies) -> None:
+        self._engine, self._keyring, self._held = engine, keyring, held
         self.body_id = uuid.uuid4().hex
+        self._held.add(self)
         self._key_id = None if keyring is None else keyring.current
         self._pending = bytearray()
         self._index = 0
@@ -211,18 +270,24 @@ class BodyStore:
             self._session.commit()
             self._session.close()
             self._session = None
-        return _ChunkReader(self._engine, self._keyring, self.body_id, self._key_id)
+        reader = _ChunkReader(self._engine, self._keyring, self.body_id, self._key_id)
+        self._held.add(reader)
+        return reader
 
     def drop(self) -> None:
         """Best effort: remove the chunks stored so far."""
         if self._session is not None:
             self._session.close()  # rolls back what was not committed
             self._session = None
+        self._held.discard(self)  # if this fails, the sweep removes it later
         _drop_chunks(self._engine, self.body_id)
 
     def _insert(self, piece: bytes, *, last: bool) -> None:
         if self._session is None:
             self._session = Session(self._engine)
+            if self._index == 0:
+                self._session.execute(sa.insert(_PENDING).values(
+                    body_id=self.body_id, started_at=datetime.now(UTC)))
         data = piece if self._keyring is None else self._keyring.encrypt_chunk(
             self.body_id, self._index, last, piece)
         self._session.execute(sa.insert(_chunk_table()).values(
@@ -240,6 +305,7 @@ def _drop_chunks(engine: Engine, body_id: str) -> None:
     try:
         with Session(engine) as session:
             session.execute(sa.delete(table).where(table.c.body_id == body_id, ~named))
+            session.execute(sa.delete(_PENDING).where(_PENDING.c.body_id == body_id, ~named))
             session.commit()
     except SQLAlchemyError:
         pass  # an orphaned body is unreferenced, never read; the failure is reported
@@ -292,6 +358,7 @@ class TimestampBatchRow(SQLModel, table=True):
 
 
 _RECORDS: Final = cast(sa.Table, sa.inspect(MessageRecord).local_table)
+_PENDING: Final = cast(sa.Table, sa.inspect(PendingBodyRow).local_table)
 _BATCHES: Final = cast(sa.Table, sa.inspect(TimestampBatchRow).local_table)
 _INSERT_RECORD: Final = sa.insert(_RECORDS)
 _STAMP_RECORD: Final = sa.update(_RECORDS).where(
@@ -306,6 +373,7 @@ class MessageLog:
                  max_group: int = 1000) -> None:
         self._engine = engine
         self._keyring = keyring
+        self._held = _HeldBodies()
         # Head of the chain; touched only on the writer thread.  None means "not known":
         # read it from the database before the next write.
         self._head: ChainCheckpoint | None = None
@@ -338,7 +406,7 @@ class MessageLog:
 
     def body_store(self) -> BodyStore:
         """A sink that stores a large body's chunks as it arrives (see :class:`BodyStore`)."""
-        return BodyStore(self._engine, self._keyring)
+        return BodyStore(self._engine, self._keyring, self._held)
 
     def _store_body(self, body: ExternalBody) -> _ChunkReader:
         """Copy a large body into ``message_body_chunk``."""
@@ -426,6 +494,47 @@ class MessageLog:
         except SQLAlchemyError as exc:
             raise MessageLogError("archived records could not be removed") from exc
 
+    async def remove_orphan_bodies(self, now: datetime,
+                                   min_age: timedelta = ORPHAN_BODY_AGE) -> int:
+        """Delete the chunks of large bodies pending since before ``now - min_age`` that no
+        record names (their record never committed) and this process no longer holds;
+        return how many bodies went."""
+        def remove() -> int:
+            held = self._held.body_ids()
+            chunks, removed = _chunk_table(), 0
+            with self._engine.connect() as connection:
+                stale = [body_id for body_id in connection.execute(
+                    sa.select(_PENDING.c.body_id).where(_PENDING.c.started_at < now - min_age)
+                ).scalars() if body_id not in held]
+            for start in range(0, len(stale), _SWEEP_BATCH):
+                part = stale[start:start + _SWEEP_BATCH]
+                with self._engine.begin() as connection:
+                    # A record's commit deletes its body's pending row; looking at the
+                    # records as well keeps any body a record names, whatever happened.
+                    orphans = set(part) - set(connection.execute(sa.select(
+                        _RECORDS.c.body_id).where(_RECORDS.c.body_id.in_(part))).scalars())
+                    connection.execute(sa.delete(chunks).where(
+                        chunks.c.body_id.in_(sorted(orphans))))
+                    connection.execute(sa.delete(_PENDING).where(_PENDING.c.body_id.in_(part)))
+                removed += len(orphans)
+            return removed
+        try:
+            return await asyncio.to_thread(remove)
+        except SQLAlchemyError as exc:
+            raise MessageLogError("orphaned bodies could not be removed") from exc
+
+    async def run_orphan_sweep(self, clock: Callable[[], datetime],
+                               interval_seconds: float = ORPHAN_SWEEP_SECONDS) -> None:
+        """:meth:`remove_orphan_bodies` now and every ``interval_seconds``; a failure is
+        logged and tried again next time."""
+        while True:
+            try:
+                if removed := await self.remove_orphan_bodies(clock()):
+                    log.info("removed the chunks of %d orphaned large bodies", removed)
+            except MessageLogError as exc:
+                log.error("%s: %s", exc.message, exc.__cause__)
+            await asyncio.sleep(interval_seconds)
+
     async def unstamped(self, limit: int) -> list[StoredRecord]:
         """The oldest records not yet time-stamped, at most ``limit``, in sequence order."""
         return await asyncio.to_thread(
@@ -493,6 +602,12 @@ class MessageLog:
                 records.append(record)
                 head = ChainCheckpoint(record.sequence, record.record_hash)
             connection.execute(_INSERT_RECORD, [_row_values(r, self._keyring) for r in records])
+            # Their bodies are no longer pending: in the same transaction, so that a body
+            # is always either pending or named by a record.
+            if bodies := [r.entry.body.reader.body_id for r in records
+                          if isinstance(r.entry.body, ExternalBody)
+                          and isinstance(r.entry.body.reader, _ChunkReader)]:
+                connection.execute(sa.delete(_PENDING).where(_PENDING.c.body_id.in_(bodies)))
         self._head = head  # only once committed: a failure leaves it unknown, to be re-read
         return records
 

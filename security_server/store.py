@@ -180,7 +180,8 @@ class CataloguePublicationRow(SQLModel, table=True):
 
     ``wanted`` counts the changes that asked for a publication, ``published`` is the count
     the last successful publication covered: ``wanted > published`` means one is due.  Not
-    configuration: not audited, not in backups, and kept when the client goes."""
+    configuration: not audited, not in backups.  When the client goes, its row stays until
+    the withdrawal of its entries (an empty list) is published, then goes too."""
 
     __tablename__ = "ss_catalogue_publication"
 
@@ -669,7 +670,8 @@ class ServerStore:
                            error: str | None = None, digest: str | None = None,
                            request_id: str | None = None, services: int = 0) -> None:
         """Record an attempt that started when ``wanted`` was ``covered``: success (no
-        ``error``) publishes up to ``covered``; a change made meanwhile stays due."""
+        ``error``) publishes up to ``covered``; a change made meanwhile stays due.  A deleted
+        client's row is removed once nothing is due: its withdrawal is published."""
         with self._plain("publication_result") as s:
             row = s.get(CataloguePublicationRow, str(client))
             if row is None:
@@ -683,7 +685,10 @@ class ServerStore:
                 row.state = "published" if row.published >= row.wanted else "pending"
             else:
                 row.state, row.last_error = "failed", error[:2000]
-            s.add(row)
+            if row.state != "published" or s.get(ClientRow, str(client)) is not None:
+                s.add(row)
+            elif sa.inspect(row).persistent:
+                s.delete(row)
 
     @contextmanager
     def _plain(self, action: str) -> Iterator[Session]:

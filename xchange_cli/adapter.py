@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 
-from xchange_cli.ca import Command
-
-__all__ = ["register"]
+__all__: list[str] = []  # the commands are run by name from xchange_cli.commands
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -33,15 +30,3 @@ def _check(args: argparse.Namespace) -> int:
     ops = sum(len(s.backend.operations()) for s in config.services)
     print(f"{args.config}: valid: {len(config.services)} service(s), {ops} operation(s)")
     return 0
-
-
-def register(command: Command) -> None:
-    """Add the adapter subcommands to the ``xchange`` parser."""
-    p = command(["adapter", "serve"], _serve,
-                "run an adapter: data silos as provider services (docs/adapters.md)")
-    p.set_defaults(serving=True)
-    p.add_argument("config", type=Path, help="the adapter's TOML or YAML file")
-    p.add_argument("--port", type=int, default=None, help="listen on this port instead")
-    p = command(["adapter", "check"], _check,
-                "check an adapter configuration without starting anything")
-    p.add_argument("config", type=Path, help="the adapter's TOML or YAML file")

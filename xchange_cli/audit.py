@@ -24,7 +24,7 @@ import contextlib
 import functools
 import multiprocessing
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -66,11 +66,9 @@ from xchange.globalconf import ApprovedCA
 from xchange.logcrypto import Keyring
 from xchange.messagelog import LogEntry, StoredRecord
 from xchange.rest import RestResponse, data_subjects_of
-from xchange_cli.keys import add_passphrase_options, passphrase_from
+from xchange_cli.keys import passphrase_from
 
-__all__ = ["AuditReport", "check_log", "register", "verify_path"]
-
-Command = Callable[[list[str], Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+__all__ = ["AuditReport", "check_log", "verify_path"]
 
 
 # -- trust ------------------------------------------------------------------------------------
@@ -335,54 +333,3 @@ def _archive(args: argparse.Namespace) -> int:
     return 0
 
 
-def _time(text: str) -> datetime:
-    t = datetime.fromisoformat(text)
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
-def register(command: Command) -> None:
-    """Add the ``audit`` subcommands, and ``ss verify-log`` (the same as ``audit verify
-    --config``)."""
-    for path, text in ((["audit", "verify"], "verify message-log evidence offline: an archive "
-                        "file or directory of them, a container, or a live log (--config)"),
-                       (["ss", "verify-log"], "verify a security server's message log (the "
-                        "same as xchange audit verify --config)")):
-        p = command(path, _verify, text)
-        if path[0] == "audit":
-            p.add_argument("path", type=Path, nargs="?", help="archive, directory or container")
-        else:
-            p.set_defaults(path=None)
-        p.add_argument("--config", type=Path, required=path[0] == "ss",
-                       help="security server TOML file: verify its live log")
-        trust = p.add_argument_group("trust anchors (default for --config: the server's own)")
-        trust.add_argument("--anchor", type=Path, help="configuration anchor (anchor.json)")
-        trust.add_argument("--globalconf", type=Path,
-                           help="a signed global configuration file (globalconf.json)")
-        trust.add_argument("--ca", type=Path, action="append",
-                           help="an approved CA certificate (PEM; repeatable)")
-        trust.add_argument("--tsa", type=Path, action="append",
-                           help="an approved TSA certificate (PEM; repeatable)")
-        trust.add_argument("--ocsp-max-age", type=int, default=3600,
-                           help="with --ca: the oldest OCSP response accepted, in seconds")
-        p.add_argument("--key", type=Path, help="auditor's private key, for encrypted archives")
-        add_passphrase_options(p, "the auditor's key (none: the key file is not encrypted)")
-        p.add_argument("--previous", type=Path,
-                       help="the previous archive file: check that PATH follows it")
-
-    p = command(["audit", "search"], _search, "find message-log records")
-    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
-    for name in ("query-id", "client", "service", "user-id"):
-        p.add_argument(f"--{name}")
-    p.add_argument("--since", type=_time, help="ISO time (inclusive; UTC if no zone)")
-    p.add_argument("--until", type=_time, help="ISO time (exclusive)")
-    p.add_argument("--limit", type=int, default=1000)
-
-    p = command(["audit", "export"], _export,
-                "export one query's request and response with their evidence (ASiC-E)")
-    p.add_argument("--config", type=Path, required=True, help="security server TOML file")
-    p.add_argument("--query-id", required=True)
-    p.add_argument("--out", type=Path, required=True, help="the container file to write")
-
-    p = command(["audit", "archive"], _archive,
-                "archive time-stamped records now and remove those past retention")
-    p.add_argument("--config", type=Path, required=True, help="security server TOML file")

@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certs.ca import OCSP_RESPONDER_DAYS, DevCA
-from certs.index import REVOCATION_REASONS, IssuedCertificate, parse_reason
+from certs.ca import DevCA
+from certs.index import IssuedCertificate, parse_reason
 from certs.keys import generate_private_key, load_certificate, load_private_key
-from certs.ocsp import DEFAULT_VALIDITY, OcspResponder, OcspSigner
-from xchange_cli.keys import add_passphrase_options, passphrase_from
+from certs.ocsp import OcspResponder, OcspSigner
+from xchange_cli.keys import passphrase_from
 
-__all__ = ["register"]
-
-Command = Callable[
-    [Sequence[str], Callable[[argparse.Namespace], int], str], argparse.ArgumentParser
-]
+__all__: list[str] = []  # the commands are run by name from xchange_cli.commands
 
 
 def _now() -> datetime:
@@ -163,69 +157,6 @@ def _ocsp_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- registration ---------------------------------------------------------------------------
-
-
-def _certificate_choice(p: argparse.ArgumentParser) -> None:
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--serial", help="serial number, hexadecimal")
-    which.add_argument("--cert", type=Path, help="the certificate's PEM file")
-
-
 def _load(args: argparse.Namespace) -> DevCA:
     """The CA in ``args.dir``, its key read with the passphrase given, else ``ca.passphrase``."""
     return DevCA.load(args.dir, passphrase_from(args))
-
-
-def register(command: Command) -> None:
-    """Add the ``ca`` subcommands through ``main``'s ``command`` helper."""
-    p = command(["ca", "init"], _init, "create a development CA in a directory")
-    p.add_argument("dir", type=Path, help="CA directory (created; must not hold a CA)")
-    p.add_argument("--instance", required=True, help="the xchange instance, e.g. DEMO")
-    p.add_argument("--ocsp-url", help="OCSP responder URL for issued certificates' AIA")
-    p.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
-    p.add_argument("--days", type=int, default=3650, help="root validity (default 3650)")
-
-    p = command(["ca", "issue"], _issue, "issue a certificate for a PKCS#10 request")
-    p.add_argument("dir", type=Path, help="CA directory")
-    add_passphrase_options(p, "the CA key (default: ca.passphrase in the directory)")
-    p.add_argument("--csr", type=Path, required=True, help="PEM certificate signing request")
-    p.add_argument("--profile", choices=["sign", "auth"], required=True)
-    p.add_argument("--out", type=Path, help="write the PEM here (default: standard output)")
-    p.add_argument("--days", type=int, default=730, help="validity (default 730)")
-    p.add_argument("--dns", action="append", help="auth: DNS name (repeatable)")
-    p.add_argument("--ip", action="append", help="auth: IP address (repeatable)")
-
-    p = command(["ca", "revoke"], _revoke, "revoke a certificate the CA issued")
-    p.add_argument("dir", type=Path, help="CA directory")
-    add_passphrase_options(p, "the CA key (default: ca.passphrase in the directory)")
-    _certificate_choice(p)
-    p.add_argument("--reason", choices=[r.value for r in REVOCATION_REASONS], default="unspecified")
-
-    p = command(["ca", "status"], _status, "show a certificate's revocation status")
-    p.add_argument("dir", type=Path, help="CA directory")
-    add_passphrase_options(p, "the CA key (default: ca.passphrase in the directory)")
-    _certificate_choice(p)
-
-    p = command(["ca", "list"], _list, "list every certificate the CA issued")
-    p.add_argument("dir", type=Path, help="CA directory")
-    add_passphrase_options(p, "the CA key (default: ca.passphrase in the directory)")
-
-    p = command(["ca", "ocsp-serve"], _ocsp_serve, "run the CA's OCSP responder (RFC 6960)")
-    p.set_defaults(serving=True)
-    p.add_argument("dir", type=Path, help="CA directory")
-    add_passphrase_options(p, "the CA key (default: ca.passphrase in the directory)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8888)
-    p.add_argument("--validity-seconds", type=int,
-                   default=int(DEFAULT_VALIDITY.total_seconds()),
-                   help="nextUpdate - thisUpdate of responses (default one day)")
-    signer = p.add_mutually_exclusive_group()
-    signer.add_argument("--delegated", action="store_true",
-                        help="sign with a fresh delegated responder certificate")
-    signer.add_argument("--responder-cert", type=Path,
-                        help="delegated responder certificate (with --responder-key)")
-    p.add_argument("--responder-key", type=Path,
-                   help="the responder certificate's key (encrypted under the CA's passphrase)")
-    p.add_argument("--responder-days", type=int, default=OCSP_RESPONDER_DAYS,
-                   help=f"--delegated: responder validity (default {OCSP_RESPONDER_DAYS})")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,23 +40,12 @@ from xchange.certificates import (
 )
 from xchange.identifiers import ClientId, SecurityServerId
 
-__all__ = ["add_passphrase_options", "passphrase_from", "register"]
-
-Command = Callable[[Sequence[str], Callable[[argparse.Namespace], int], str],
-                   argparse.ArgumentParser]
-
-
-def add_passphrase_options(p: argparse.ArgumentParser, what: str) -> None:
-    """``--passphrase-file`` / ``--passphrase-env``: where the passphrase of ``what`` is."""
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--passphrase-file", type=Path,
-                       help=f"owner-only file holding the passphrase of {what}")
-    group.add_argument("--passphrase-env", metavar="VAR",
-                       help=f"environment variable holding the passphrase of {what}")
+__all__ = ["passphrase_from"]
 
 
 def passphrase_from(args: argparse.Namespace) -> bytes | None:
-    """The passphrase named by :func:`add_passphrase_options`, or None if none was named."""
+    """The passphrase named by :func:`xchange_cli.commands.add_passphrase_options`, or None
+    if none was named."""
     if args.passphrase_file is None and args.passphrase_env is None:
         return None
     try:
@@ -138,51 +126,3 @@ def _import_cert(args: argparse.Namespace) -> int:
     print(f"{args.kind} certificate for {identity} (serial {chain[0].serial_number:x}, valid "
           f"until {chain[0].not_valid_after_utc.isoformat()}) installed as {out}")
     return 0
-
-
-def register(command: Command) -> None:
-    """Add the ``ss keys`` subcommands through ``main``'s ``command`` helper."""
-    p = command(["ss", "keys", "generate"], _generate,
-                "generate an encrypted key and a certificate signing request for it")
-    p.add_argument("--kind", choices=("auth", "sign"), required=True,
-                   help="auth: the server's TLS certificate; sign: a member's signing "
-                        "certificate")
-    p.add_argument("--id", required=True,
-                   help="auth: the server, INSTANCE/CLASS/CODE/SERVER; sign: the member, "
-                        "INSTANCE/CLASS/CODE")
-    p.add_argument("--member-name", required=True, help="the (owner) member's name (subject O)")
-    p.add_argument("--country", default="XX", help="subject C (default XX)")
-    p.add_argument("--key-type", choices=("ec", "rsa"), default="ec")
-    p.add_argument("--out-key", type=Path, required=True, help="where to write the key")
-    p.add_argument("--out-csr", type=Path, required=True, help="where to write the request")
-    add_passphrase_options(p, "the new key")
-
-    p = command(["ss", "keys", "import-cert"], _import_cert,
-                "install the certificate a CA issued, after checking it matches the key")
-    p.add_argument("--kind", choices=("auth", "sign"), required=True)
-    p.add_argument("--key", type=Path, required=True, help="the key the request was made with")
-    p.add_argument("--cert", type=Path, required=True,
-                   help="the issued certificate (PEM), optionally followed by its CA chain")
-    p.add_argument("--out", type=Path, required=True,
-                   help="where the server's configuration expects the certificate")
-    p.add_argument("--replace", action="store_true", help="replace an existing certificate")
-    add_passphrase_options(p, "the key")
-
-    p = command(["ss", "keys", "generate-pkcs11"], _generate_pkcs11,
-                "generate a member's signing key inside a PKCS#11 token and write a "
-                "certificate signing request for it")
-    p.add_argument("--module", type=Path, required=True,
-                   help="the token's PKCS#11 library (e.g. /usr/lib/softhsm/libsofthsm2.so)")
-    p.add_argument("--token-label", required=True, help="label of the (initialised) token")
-    p.add_argument("--key-label", required=True, help="label for the new key pair")
-    pin = p.add_mutually_exclusive_group(required=True)
-    pin.add_argument("--pin-env", metavar="VARIABLE",
-                     help="environment variable holding the token's user PIN")
-    pin.add_argument("--pin-file", type=Path, metavar="FILE",
-                     help="file (mode 0600) holding the token's user PIN")
-    p.add_argument("--member", required=True, help="the member, INSTANCE/CLASS/CODE")
-    p.add_argument("--member-name", required=True, help="the member's name (subject O)")
-    p.add_argument("--country", default="XX", help="subject C (default XX)")
-    p.add_argument("--key-type", choices=("ec", "rsa"), default="ec",
-                   help="EC P-256 (ES256, default) or RSA 3072 (PS256)")
-    p.add_argument("--out-csr", type=Path, required=True, help="where to write the PEM request")

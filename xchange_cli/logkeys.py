@@ -6,11 +6,8 @@ See ``security_server.logkeys`` for the file and docs/operations.md for the proc
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from xchange_cli.tsa import Command
-
-__all__ = ["register"]
+__all__: list[str] = []  # the commands are run by name from xchange_cli.commands
 
 
 def _new(args: argparse.Namespace) -> int:
@@ -28,14 +25,3 @@ def _rotate(args: argparse.Namespace) -> int:
     print(f"key {args.id!r} added to {args.file} and made current; restart the security "
           "server to use it (old records stay readable with the old keys)")
     return 0
-
-
-def register(command: Command) -> None:
-    """Add the key-file subcommands to the ``xchange`` parser."""
-    for name, func, text in (
-        ("new", _new, "write a new message-log key file holding one fresh AES-256 key"),
-        ("rotate", _rotate, "add a fresh key to a message-log key file and make it current"),
-    ):
-        p = command(["ss", "log-key", name], func, text)
-        p.add_argument("--file", type=Path, required=True, help="the key file (TOML)")
-        p.add_argument("--id", required=True, help="the new key's id, e.g. 2026-11")

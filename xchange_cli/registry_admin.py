@@ -23,12 +23,12 @@ import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["SERVE", "api_call", "register"]
+if TYPE_CHECKING:
+    from xchange_cli.commands import Command
 
-Command = Callable[[list[str], Callable[[argparse.Namespace], int], str],
-                   argparse.ArgumentParser]
+__all__ = ["api_call", "register"]
 
 
 def _now() -> datetime:
@@ -242,17 +242,14 @@ _API_COMMANDS: list[tuple[list[str], str, list[tuple[tuple[str, ...], dict[str, 
 ]
 
 
-def _api_command(build: Callable[[argparse.Namespace], Request]) -> Callable[
-        [argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        url, token = _api(args)
-        method, path, body = build(args)
-        if method != "GET" and body is None:
-            body = {} if path.endswith("/conf-signing-keys") else None
-        _print(api_call(url, token, method, path, body))
-        return 0
-
-    return run
+def _api_command(args: argparse.Namespace) -> int:
+    """Run an ``_API_COMMANDS`` command: its request builder is ``args.api_request``."""
+    url, token = _api(args)
+    method, path, body = args.api_request(args)
+    if method != "GET" and body is None:
+        body = {} if path.endswith("/conf-signing-keys") else None
+    _print(api_call(url, token, method, path, body))
+    return 0
 
 
 def _anchor(args: argparse.Namespace) -> int:
@@ -270,26 +267,23 @@ def _anchor(args: argparse.Namespace) -> int:
     return 0
 
 
-SERVE = _serve
-"""The serving command (``main`` logs at INFO for servers)."""
-
-
 def register(command: Command) -> None:
     """Add the ``registry`` subcommands through ``main``'s ``command`` helper."""
-    p = command(["registry", "serve"], _serve, "run the registry")
+    p = command(["registry", "serve"], "xchange_cli.registry_admin:_serve", "run the registry")
+    p.set_defaults(serving=True)
     p.add_argument("--config", type=Path, required=True, help="registry TOML file")
-    p = command(["registry", "init"], _init,
+    p = command(["registry", "init"], "xchange_cli.registry_admin:_init",
                 "prepare a new registry: database, instance, first signing and admin keys")
     p.add_argument("--config", type=Path, required=True, help="registry TOML file")
     p.add_argument("--instance", required=True, help="the federation's instance code")
-    p = command(["registry", "migrate"], _migrate,
+    p = command(["registry", "migrate"], "xchange_cli.registry_admin:_migrate",
                 "bring the registry's database to the newest schema")
     p.add_argument("--config", type=Path, required=True, help="registry TOML file")
-    p = command(["registry", "import"], _import,
+    p = command(["registry", "import"], "xchange_cli.registry_admin:_import",
                 "load an old registry data file (registry-data.schema.json) into the database")
     p.add_argument("--config", type=Path, required=True, help="registry TOML file")
     p.add_argument("file", type=Path, help="registry data file (JSON)")
-    p = command(["registry", "token"], _token,
+    p = command(["registry", "token"], "xchange_cli.registry_admin:_token",
                 "issue an admin API token with the registry's admin-token key (local)")
     p.add_argument("--config", type=Path, required=True, help="registry TOML file")
     p.add_argument("--subject", required=True, help="who the token is for (the audit name)")
@@ -297,12 +291,13 @@ def register(command: Command) -> None:
                    help="a role: registration_officer, security_officer, "
                         "system_administrator or observer (repeatable)")
     p.add_argument("--hours", type=float, default=None, help="lifetime (default from config)")
-    p = command(["registry", "anchor"], _anchor,
+    p = command(["registry", "anchor"], "xchange_cli.registry_admin:_anchor",
                 "download the configuration anchor a new security server is installed with")
     p.add_argument("--url", default=None, help="registry base URL")
     p.add_argument("--out", type=Path, required=True, help="where to write anchor.json")
     for words, help_text, arguments, build in _API_COMMANDS:
-        p = command(["registry", *words], _api_command(build), help_text)
+        p = command(["registry", *words], "xchange_cli.registry_admin:_api_command", help_text)
+        p.set_defaults(api_request=build)
         p.add_argument("--url", default=None, help="registry base URL (XCHANGE_REGISTRY_URL)")
         p.add_argument("--token", default=None, help="admin token (XCHANGE_REGISTRY_TOKEN)")
         for names, options in arguments:

@@ -22,15 +22,15 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from xchange.errors import error_for_code
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from xchange_cli.commands import Command
 
-Command = Callable[[Sequence[str], Callable[[argparse.Namespace], int], str],
-                   argparse.ArgumentParser]
+__all__ = ["register"]
 
 
 def _colon(identifier: str) -> str:
@@ -71,6 +71,11 @@ def _print(result: Any) -> int:
         json.dump(result, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
     return 0
+
+
+def _api_command(args: argparse.Namespace) -> int:
+    """Run an admin API command: ``args.api_call`` makes the call (see ``register``)."""
+    return _print(args.api_call(args))
 
 
 def _admin_token(args: argparse.Namespace) -> int:
@@ -137,13 +142,14 @@ def register(command: Command) -> None:
 
     def api(path: Sequence[str], func: Callable[[argparse.Namespace], Any],
             help_text: str) -> argparse.ArgumentParser:
-        p = command(path, lambda a: _print(func(a)), help_text)
+        p = command(path, "xchange_cli.ss_admin:_api_command", help_text)
+        p.set_defaults(api_call=func)
         p.add_argument("--url", default="http://127.0.0.1:4000", help="admin API base URL")
         p.add_argument("--token", help="bearer token, or @FILE to read it from a file")
         p.add_argument("--timeout", type=float, default=60.0, help="seconds")
         return p
 
-    p = command(["ss", "admin-token"], _admin_token,
+    p = command(["ss", "admin-token"], "xchange_cli.ss_admin:_admin_token",
                 "issue an admin API token with this server's admin-token key")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
     p.add_argument("--subject", required=True, help="who the token is for (audit log name)")

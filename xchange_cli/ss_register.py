@@ -23,12 +23,12 @@ import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xchange_cli.commands import Command
 
 __all__ = ["register"]
-
-Command = Callable[[list[str], Callable[[argparse.Namespace], int], str],
-                   argparse.ArgumentParser]
 
 
 def _registry_url(args: argparse.Namespace, config: Any) -> str:
@@ -42,33 +42,31 @@ def _registry_url(args: argparse.Namespace, config: Any) -> str:
         raise ValueError("no anchor yet: give --registry URL") from exc
 
 
-def _send(kind: str, fields: Callable[[argparse.Namespace, Any], dict[str, str]]) -> Callable[
-        [argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        from security_server.config import SecurityServerConfig
-        from security_server.keys import load_auth_key, load_keys
-        from xchange.management import new_request, sign_request
-        from xchange_cli.registry_admin import api_call
+def _send(args: argparse.Namespace) -> int:
+    """Build, sign and post an ``args.request_kind`` request with ``args.request_fields``."""
+    from security_server.config import SecurityServerConfig
+    from security_server.keys import load_auth_key, load_keys
+    from xchange.management import new_request, sign_request
+    from xchange_cli.registry_admin import api_call
 
-        config = SecurityServerConfig.from_file(args.config).from_env()
-        request = new_request(kind, config.server_id, now=datetime.now(UTC),
-                              **fields(args, config))
-        signer = request.required_signer()
-        keys = load_keys(config)
-        try:
-            if signer not in keys.identities:
-                raise ValueError(f"this server holds no signing key for {signer}, "
-                                 f"whose signature a {kind} request needs")
-            auth_key = load_auth_key(config) if kind == "auth_cert_register" else None
-            envelope = sign_request(request, keys.identities[signer], auth_key)
-        finally:
-            keys.close()
-        answer = api_call(_registry_url(args, config), None, "POST",
-                          "/management/requests", json.loads(envelope))
-        print(json.dumps(answer, indent=2))
-        return 0
-
-    return run
+    kind = args.request_kind
+    config = SecurityServerConfig.from_file(args.config).from_env()
+    request = new_request(kind, config.server_id, now=datetime.now(UTC),
+                          **args.request_fields(args, config))
+    signer = request.required_signer()
+    keys = load_keys(config)
+    try:
+        if signer not in keys.identities:
+            raise ValueError(f"this server holds no signing key for {signer}, "
+                             f"whose signature a {kind} request needs")
+        auth_key = load_auth_key(config) if kind == "auth_cert_register" else None
+        envelope = sign_request(request, keys.identities[signer], auth_key)
+    finally:
+        keys.close()
+    answer = api_call(_registry_url(args, config), None, "POST",
+                      "/management/requests", json.loads(envelope))
+    print(json.dumps(answer, indent=2))
+    return 0
 
 
 def _auth_fields(args: argparse.Namespace, config: Any) -> dict[str, str]:
@@ -158,18 +156,20 @@ _COMMANDS: list[tuple[str, str, str, list[str],
 def register(command: Command) -> None:
     """Add the ``ss register`` subcommands through ``main``'s ``command`` helper."""
     for name, kind, help_text, options, fields in _COMMANDS:
-        p = command(["ss", "register", name], _send(kind, fields), help_text)
+        p = command(["ss", "register", name], "xchange_cli.ss_register:_send", help_text)
+        p.set_defaults(request_kind=kind, request_fields=fields)
         p.add_argument("--config", type=Path, required=True, help="security server TOML file")
         p.add_argument("--registry", default=None, help="registry base URL")
         for option in options:
             required = not (name == "auth-cert" and option == "--address")
             p.add_argument(option, required=required, default=None)
-    p = command(["ss", "register", "services"], _services,
+    p = command(["ss", "register", "services"], "xchange_cli.ss_register:_services",
                 "publish a client's services to the registry's service catalogue now")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
     p.add_argument("--registry", default=None, help="registry base URL")
     p.add_argument("--client", required=True, help="the subsystem whose services to publish")
-    p = command(["ss", "register", "status"], _status, "the state of a request sent earlier")
+    p = command(["ss", "register", "status"], "xchange_cli.ss_register:_status",
+                "the state of a request sent earlier")
     p.add_argument("--config", type=Path, required=True, help="security server TOML file")
     p.add_argument("--registry", default=None, help="registry base URL")
     p.add_argument("request_id")

@@ -7,21 +7,14 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from certs.ca import DevCA
 from certs.keys import write_certificate, write_private_key
-from certs.tsa import DEV_TSA_POLICY
-from xchange_cli.keys import add_passphrase_options, passphrase_from
+from xchange_cli.keys import passphrase_from
 
-__all__ = ["Command", "issue_tsa", "register"]
-
-Command = Callable[
-    [Sequence[str], Callable[[argparse.Namespace], int], str], argparse.ArgumentParser
-]
-"""The ``command(path, func, help)`` registrar of :mod:`xchange_cli.main`."""
+__all__ = ["issue_tsa"]
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -56,30 +49,3 @@ def _issue(args: argparse.Namespace) -> int:
               now=datetime.now(UTC), ca_passphrase=passphrase_from(args))
     print(f"TSA key in {args.out_key}, certificate (then the CA's) in {args.out_cert}")
     return 0
-
-
-def register(command: Command) -> None:
-    """Add the TSA subcommands to the ``xchange`` parser."""
-    p = command(["tsa", "serve"], _serve, "run the development time-stamping authority "
-                "(RFC 3161 over HTTP)")
-    p.set_defaults(serving=True)
-    p.add_argument("--key", type=Path, required=True,
-                   help="the TSA's private key (encrypted PKCS#8 PEM)")
-    add_passphrase_options(p, "the TSA's key")
-    p.add_argument("--cert", type=Path, required=True,
-                   help="the TSA certificate, then its CA certificates (PEM)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=3180, help="port to listen on")
-    p.add_argument("--policy", default=DEV_TSA_POLICY, help="the TSA policy OID")
-    p.add_argument("--accuracy", type=int, default=1,
-                   help="accuracy claimed for the clock, in seconds (0: no claim)")
-    p = command(["ca", "issue-tsa"], _issue,
-                "issue a time-stamping authority's key and certificate from a CA directory")
-    p.add_argument("dir", type=Path, help="the CA directory (ca.key, ca.pem)")
-    add_passphrase_options(p, "the CA key (default: ca.passphrase in the directory); the TSA "
-                           "key is written under the same passphrase")
-    p.add_argument("--out-key", type=Path, required=True, help="where to write the key")
-    p.add_argument("--out-cert", type=Path, required=True, help="where to write the chain")
-    p.add_argument("--name", default="xchange development TSA",
-                   help="the TSA certificate's common name")
-    p.add_argument("--days", type=int, default=730, help="validity in days")

@@ -165,15 +165,18 @@ async def test_at_start_what_is_not_known_to_be_published_is_published(
     assert await publisher.mark_stale() == [CLIENT]
     await publisher._run_once()
     assert catalogue(live_registry) == {}
-    assert publication_json(store.publication(CLIENT))["services"] == 0
+    assert store.publications(CLIENT) == []  # withdrawn: nothing left to keep of it
     assert stale_catalogues(store) == []
+    publisher = started()
+    assert await publisher.mark_stale() == []
 
 
 async def test_deleting_a_client_withdraws_its_entries(
         store: ServerStore, identities: dict[ClientId, SigningIdentity],
         live_registry: LiveRegistry) -> None:  # noqa: F811
     """The admin API marks a deleted subsystem due (security_server.admin_api.delete_client);
-    its empty list is then published like any other, failures retried."""
+    its empty list is then published like any other, failures retried; its publication row
+    stays while the withdrawal is due, and goes once it is published."""
     url = f"http://127.0.0.1:{free_port()}"  # the registry down at first
     publisher = CataloguePublisher(store, SERVER, identities, lambda: url, clock=now,
                                    retry_seconds=0.0, timeout=5)
@@ -185,14 +188,24 @@ async def test_deleting_a_client_withdraws_its_entries(
     store.delete_client(CLIENT, actor="alice", at=AT)
     url = f"http://127.0.0.1:{free_port()}"
     await publisher.changed(CLIENT)
+    (row,) = store.publications(CLIENT)
+    assert row.state == "pending" and publication_json(row)["due"]
     await publisher._run_once()
-    assert store.publication(CLIENT).state == "failed"
+    (row,) = store.publications(CLIENT)
+    assert row.state == "failed" and publication_json(row)["due"]
     assert set(catalogue(live_registry)) == {"ping", "register-api"}
     url = live_registry.url
     await publisher._run_once()
-    row = store.publication(CLIENT)
-    assert (row.state, row.services) == ("published", 0)
     assert catalogue(live_registry) == {}
+    assert store.publications(CLIENT) == []
+    assert stale_catalogues(store) == []
+    store.add_client(CLIENT, actor="alice", at=AT)  # back again: published afresh
+    describe(store)
+    await publisher.changed(CLIENT)
+    await publisher._run_once()
+    assert set(catalogue(live_registry)) == {"ping", "register-api"}
+    (row,) = store.publications(CLIENT)
+    assert (row.state, row.services) == ("published", 2)
 
 
 async def test_a_registry_that_is_down_is_retried_until_it_is_up(
@@ -243,6 +256,22 @@ def test_a_change_made_during_a_publication_stays_due(store: ServerStore) -> Non
     assert publication_json(store.publication(CLIENT))["due"] is False
 
 
+def test_a_deleted_clients_row_stays_until_its_withdrawal_is_published(
+        store: ServerStore) -> None:
+    store.catalogue_due(CLIENT)
+    covered = store.publication(CLIENT).wanted  # its services, on their way
+    store.delete_client(CLIENT, actor="alice", at=AT)
+    store.catalogue_due(CLIENT)  # the withdrawal
+    store.publication_result(CLIENT, covered, at=AT, digest="d", services=2)
+    assert store.publications(CLIENT)[0].state == "pending"
+    store.publication_result(CLIENT, store.publication(CLIENT).wanted, at=AT, error="down")
+    assert store.publications(CLIENT)[0].state == "failed"
+    store.publication_result(CLIENT, store.publication(CLIENT).wanted, at=AT, digest="e")
+    assert store.publications(CLIENT) == []
+    store.publication_result(STRANGER, 0, at=AT, digest="e")  # still a client: kept
+    assert store.publications(STRANGER)[0].state == "published"
+
+
 async def test_a_failed_publication_backs_off_unless_something_changed(
         store: ServerStore, identities: dict[ClientId, SigningIdentity]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
@@ -283,7 +312,6 @@ async def test_an_unregistered_client_has_nothing_left_to_withdraw(
         store.delete_client(CLIENT, actor="alice", at=AT)
         await publisher.changed(CLIENT)
         await publisher._run_once()
-        row = store.publication(CLIENT)
-        assert (row.state, row.services, row.last_error) == ("published", 0, None)
+        assert store.publications(CLIENT) == []  # nothing left to withdraw, or to keep
     finally:
         api_call(live_registry.url, officer, "POST", link, {"client": str(CLIENT)})

@@ -17,7 +17,12 @@ from sqlalchemy.engine import Engine
 from certs.tsa import TimeStampAuthority
 from security_server import messagelog as messagelog_module
 from security_server.db import create_db_engine, create_tables
-from security_server.messagelog import LoggingFailedCode, MessageLog, MessageLogError
+from security_server.messagelog import (
+    ORPHAN_BODY_AGE,
+    LoggingFailedCode,
+    MessageLog,
+    MessageLogError,
+)
 from xchange.body import BodyDigest, ExternalBody, read_all
 from xchange.errors import StampInvalidError
 from xchange.logbatch import TimestampBatch, plan_batch, verify_batch, verify_record_stamp
@@ -676,7 +681,7 @@ async def test_a_large_body_whose_record_fails_leaves_no_chunks(engine: Engine,
     with pytest.raises(MessageLogError) as caught:
         await log.append(entry(1, body=large()), error_code=SP)
     assert caught.value.code == SP
-    assert _chunks(engine) == []
+    assert _chunks(engine) == [] and _pending(engine) == set()
     _allow_inserts(engine)
     await log.append(entry(2, body=large()), error_code=SP)
     assert len(_chunks(engine)) == 3
@@ -713,6 +718,112 @@ async def test_the_chunks_of_a_logged_body_are_never_dropped(engine: Engine,
     await asyncio.to_thread(log._drop_body, body_id)
     assert len(_chunks(engine)) == 3
     assert (await log.verify()).count == 1
+
+
+# -- orphaned bodies: chunks whose record never committed
+
+
+def _pending(engine: Engine) -> set[str]:
+    with engine.connect() as connection:
+        return set(connection.execute(sa.text(
+            "SELECT body_id FROM message_body_pending")).scalars())
+
+
+def _store_without_record(log: MessageLog, data: bytes = BIG) -> str:
+    """What a crash between a body's chunks and its record leaves behind."""
+    store = log.body_store()
+    for piece in Pieces(data).chunks():
+        store.write(piece)
+    store.finish()
+    return store.body_id
+
+
+@pytest.mark.parametrize("keyring", [None, K1], ids=["clear", "encrypted"])
+async def test_the_chunks_a_crash_left_without_a_record_are_removed(
+    engine: Engine, keyring: Keyring | None
+) -> None:
+    crashed = MessageLog(engine, keyring=keyring)
+    orphan = await asyncio.to_thread(_store_without_record, crashed)
+    crashed.close()
+    log = MessageLog(engine, keyring=keyring)  # the restarted server
+    try:
+        stored = await log.append(entry(1, body=large(BIG + b"1")), error_code=CP)
+        await log.append(entry(2), error_code=CP)
+        assert _pending(engine) == {orphan}  # a committed record's body is not pending
+        assert len({c[0] for c in _chunks(engine)}) == 2
+        now = datetime.now(UTC)
+        # young: it could be another process's body on its way
+        assert await log.remove_orphan_bodies(now) == 0
+        assert orphan in {c[0] for c in _chunks(engine)}
+        assert await log.remove_orphan_bodies(now + ORPHAN_BODY_AGE) == 1
+        assert orphan not in {c[0] for c in _chunks(engine)}
+        assert len({c[0] for c in _chunks(engine)}) == 1 and _pending(engine) == set()
+        assert (await log.verify()).count == 2
+        record = (await log.records(query_id="q-1"))[0]
+        assert record.record_hash == stored.record_hash
+        assert read_all(record.entry.body) == BIG + b"1"
+        assert await log.remove_orphan_bodies(now + 10 * ORPHAN_BODY_AGE) == 0
+    finally:
+        log.close()
+
+
+async def test_a_body_on_its_way_is_never_removed(engine: Engine, log: MessageLog) -> None:
+    data = BIG * 4  # over eight chunks: the first eight are committed while it arrives
+    later = datetime.now(UTC) + 10 * ORPHAN_BODY_AGE
+    store = log.body_store()
+    await asyncio.to_thread(store.write, data)
+    assert _pending(engine) == {store.body_id} and len(_chunks(engine)) == 8
+    assert await log.remove_orphan_bodies(later) == 0  # still arriving
+    reader = await asyncio.to_thread(store.finish)
+    del store
+    assert await log.remove_orphan_bodies(later) == 0  # complete, its record not yet written
+    assert len(_chunks(engine)) == 11
+    await log.append(entry(1, body=ExternalBody(BodyDigest.of(data), reader)), error_code=CP)
+    del reader
+    assert _pending(engine) == set()
+    assert await log.remove_orphan_bodies(later) == 0  # logged: a record names it
+    (record,) = await log.records()
+    assert read_all(record.entry.body) == data
+    # the same, let go of before its record: removed
+    orphan = await asyncio.to_thread(_store_without_record, log)
+    assert await log.remove_orphan_bodies(later) == 1
+    assert orphan not in {c[0] for c in _chunks(engine)}
+    assert (await log.verify()).count == 1
+
+
+async def test_a_running_server_sweeps_at_start_and_then_periodically(
+    engine: Engine, log: MessageLog
+) -> None:
+    orphan = await asyncio.to_thread(_store_without_record, log)
+    sweep = asyncio.create_task(log.run_orphan_sweep(
+        lambda: datetime.now(UTC) + 2 * ORPHAN_BODY_AGE, interval_seconds=0.05))
+
+    async def removed(body_id: str) -> None:
+        while body_id in {c[0] for c in _chunks(engine)}:
+            await asyncio.sleep(0.02)
+
+    try:
+        for body in (orphan, await asyncio.to_thread(_store_without_record, log)):
+            await asyncio.wait_for(removed(body), 30)
+            assert body not in _pending(engine)
+    finally:
+        sweep.cancel()
+
+
+async def test_a_pending_body_a_record_names_keeps_its_chunks(engine: Engine,
+                                                             log: MessageLog) -> None:
+    await log.append(entry(1, body=large()), error_code=CP)
+    (body_id,) = {c[0] for c in _chunks(engine)}
+    # a pending row that outlived its record's commit (it cannot, but if it did)
+    execute(engine, "INSERT INTO message_body_pending (body_id, started_at) VALUES (:b, :t)",
+            b=body_id, t=T0)
+    restarted = MessageLog(engine)
+    try:
+        assert await restarted.remove_orphan_bodies(datetime.now(UTC)) == 0
+        assert _pending(engine) == set() and len(_chunks(engine)) == 3
+        assert (await restarted.verify()).count == 1
+    finally:
+        restarted.close()
 
 
 async def test_unstamped_hashes_name_what_unstamped_returns(

@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 __all__ = ["add_bench_command"]
 
-Command = Callable[[Sequence[str], Callable[[argparse.Namespace], int], str],
-                   argparse.ArgumentParser]
+if TYPE_CHECKING:
+    from xchange_cli.commands import Command
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -85,7 +85,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def add_bench_command(command: Command) -> None:
     """Register ``xchange bench`` with the CLI's ``command(path, func, help)`` helper."""
-    p = command(["bench"], _bench,
+    p = command(["bench"], "xchange_cli.bench:_bench",
                 "measure requests/s and latency through the federation against direct calls")
     p.add_argument("--quick", action="store_true",
                    help="a short run (under two minutes) for quick comparisons")
