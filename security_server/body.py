@@ -25,9 +25,18 @@ import base64
 import contextlib
 import ctypes
 import ctypes.util
+import functools
+import itertools
 import os
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+)
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +52,8 @@ from xchange.body import (
 )
 from xchange.errors import XRoadError
 
-__all__ = ["MEMORY_THRESHOLD", "SOAP_PART_LIMIT", "Body", "BodySink", "SoapMessage", "Spool",
-           "limit_malloc_arenas", "soap_message", "spool"]
+__all__ = ["MEMORY_THRESHOLD", "SOAP_PART_LIMIT", "Body", "BodySink", "Runner", "SoapMessage",
+           "Spool", "inline", "limit_malloc_arenas", "soap_message", "spool", "xml_lane"]
 
 _T = TypeVar("_T")
 
@@ -155,6 +164,36 @@ class BodySink(Protocol):
 _THREADS: Final = ThreadPoolExecutor(2, thread_name_prefix="xchange-body")
 """The threads that hash and write large bodies (two cores' worth; see also
 :func:`limit_malloc_arenas`)."""
+
+
+_XML_LANES: Final = tuple(ThreadPoolExecutor(1, thread_name_prefix=f"xchange-xml{i}")
+                          for i in range(2))
+_lane_turns = itertools.count()
+
+
+class Runner(Protocol):
+    """Runs a blocking step and gives its result: :func:`inline` or an :func:`xml_lane`."""
+
+    def __call__(self, step: Callable[..., _T], /, *args: Any,
+                 **kwargs: Any) -> Awaitable[_T]: ...
+
+
+def xml_lane() -> Runner:
+    """One thread to run all steps of one XML document on, off the event loop, in order:
+    an lxml parser fed piece by piece must stay on the thread it started on (its names
+    live in that thread's dictionary).  Documents take the two lanes in turn."""
+    lane = _XML_LANES[next(_lane_turns) % len(_XML_LANES)]
+
+    async def run(step: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(lane, functools.partial(step, *args, **kwargs))
+
+    return run
+
+
+async def inline(step: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """A :class:`Runner` for small steps: on the event loop."""
+    return step(*args, **kwargs)
 
 
 class _Stage:

@@ -25,11 +25,13 @@ security-server protocol (docs/protocol.md) to provider security servers.  Per r
      certificate and the TLS certificate the connection presented) and its binding to the
      request, log it, then answer the IS with the provider's status, headers and body plus
      the X-Road response headers.  A SOAP answer that is not a fault must carry the
-     ``requestHash`` of the SOAP part sent.
+     ``requestHash`` of the SOAP part sent and the request's X-Road header fields.
 
 Bodies stream: the request body is sent on from its spool and the response body is passed
-to the IS from its own, so no body is ever held whole in memory once it is over 1 MiB.  (A
-SOAP message is parsed, so it is read whole: its limit is ``max_body_bytes``.)
+to the IS from its own, so no body is ever held whole in memory once it is over 1 MiB.  A
+SOAP request's envelope is parsed from its spool (of a large multipart message only the SOAP
+part's first 16 MiB are read), a SOAP answer is checked piece by piece from its spool
+(xchange.soap.envelope.check_response).
 """
 
 from __future__ import annotations
@@ -40,12 +42,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 import aiohttp
 from aiohttp import web
 from cryptography import x509
+from yarl import URL
 
-from security_server.body import Body, SoapMessage, soap_message
+from security_server.body import Body, SoapMessage, inline, soap_message, xml_lane
 from security_server.http import (
     MESSAGE_ID,
     SOAP,
@@ -284,14 +288,13 @@ async def _verified_response(rt: Runtime, conf: GlobalConf, req: Request,
     response.check_binding(req, rhash)
     if isinstance(req, SoapRequest):
         assert body is not None
-        response_ctype = dict(response.headers).get("content-type")
-        answered = await soap_message(answer.body, response_ctype)
-        # A text/xml answer is read whole (at most max_body_bytes).
-        answer_data = (answered.data if answered.data is not None
-                       else await answer.body.read())
-        check_response(req, body.data, answer_data, response_ctype,
-                       max_bytes=rt.config.max_body_bytes, request_head_only=body.head_only,
-                       response_head_only=answered.head_only, request_hash=body.request_hash)
+        # Read piece by piece from the spool (off the event loop if it is there), never
+        # whole: only its Header and the name of its Body's element are kept.
+        data = answer.body.data
+        await (inline if data is not None else xml_lane())(
+            check_response, req, body.data, data if data is not None else answer.body.chunks(),
+            dict(response.headers).get("content-type"), max_bytes=rt.config.max_body_bytes,
+            request_head_only=body.head_only, request_hash=body.request_hash)
     return response
 
 
@@ -372,11 +375,10 @@ async def _exchange(rt: Runtime, conf: GlobalConf, targets: Sequence[SecuritySer
     last: XRoadError | None = None
     for server in targets:
         session = rt.peer_session(server)
-        base = f"https://{server.address}"
+        message_url, ocsp_url = _peer_urls(server.address)
         try:
             if not _known_good(rt, conf, server, rt.clock()):
-                await _fetch_provider_status(rt, conf, server, session, base + PEER_OCSP_PATH,
-                                             timeout)
+                await _fetch_provider_status(rt, conf, server, session, ocsp_url, timeout)
         except CertificateValidationError as exc:
             last = exc
             continue
@@ -388,7 +390,7 @@ async def _exchange(rt: Runtime, conf: GlobalConf, targets: Sequence[SecuritySer
         if body.data is not None and size <= _ONE_WRITE:  # small: one write
             data = encode_frame_head(head) + body.data
         try:
-            async with session.post(base + PEER_PATH, data=data, ssl=rt.client_tls,
+            async with session.post(message_url, data=data, ssl=rt.client_tls,
                                     timeout=timeout,
                                     headers={"Content-Type": FRAME_MEDIA_TYPE,
                                              "Content-Length": str(size)}) as resp:
@@ -428,6 +430,12 @@ async def _read_answer(rt: Runtime, server: SecurityServerInfo,
     return _Answer(server, peer_cert, head, body)
 
 
+@lru_cache(maxsize=256)
+def _peer_urls(address: str) -> tuple[URL, URL]:
+    """A provider server's message and OCSP URLs, parsed once, not per request."""
+    return URL(f"https://{address}{PEER_PATH}"), URL(f"https://{address}{PEER_OCSP_PATH}")
+
+
 _NOT_DELIVERED = (aiohttp.ServerFingerprintMismatch, aiohttp.ClientSSLError,
                   aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorError,
                   aiohttp.ConnectionTimeoutError)
@@ -449,7 +457,7 @@ def _not_delivered(server: SecurityServerInfo, exc: BaseException) -> XRoadError
 
 
 async def _fetch_provider_status(rt: Runtime, conf: GlobalConf, server: SecurityServerInfo,
-                                 session: aiohttp.ClientSession, url: str,
+                                 session: aiohttp.ClientSession, url: URL,
                                  timeout: aiohttp.ClientTimeout) -> None:
     """Ask the provider server for its TLS certificate's OCSP response over the pinned
     connection, verify it against the certificate that connection presented, and require

@@ -58,6 +58,7 @@ logs come with a ``log_id`` column later).  Tables are created by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import uuid
@@ -360,7 +361,7 @@ class TimestampBatchRow(SQLModel, table=True):
 _RECORDS: Final = cast(sa.Table, sa.inspect(MessageRecord).local_table)
 _PENDING: Final = cast(sa.Table, sa.inspect(PendingBodyRow).local_table)
 _BATCHES: Final = cast(sa.Table, sa.inspect(TimestampBatchRow).local_table)
-_INSERT_RECORD: Final = sa.insert(_RECORDS)
+_PLACEHOLDERS: Final = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 _STAMP_RECORD: Final = sa.update(_RECORDS).where(
     _RECORDS.c.sequence == sa.bindparam("b_sequence"), _RECORDS.c.batch_id.is_(None),
 ).values(merkle_path=sa.bindparam("b_path"))
@@ -377,6 +378,12 @@ class MessageLog:
         # Head of the chain; touched only on the writer thread.  None means "not known":
         # read it from the database before the next write.
         self._head: ChainCheckpoint | None = None
+        self._insert = _RecordInsert(engine.dialect)
+        # SQLite: the writer keeps one connection (a pool checkout, its reset and its
+        # return cost more than the insert of a lone record).  PostgreSQL: one checked out
+        # (and pinged) per group, so that a database restart fails no message.
+        self._keep_connection = engine.dialect.name == "sqlite"
+        self._connection: sa.Connection | None = None
         self._writer: GroupWriter[LogEntry, StoredRecord] = GroupWriter(
             self._commit_group, max_group=max_group, name="messagelog-writer")
 
@@ -580,7 +587,16 @@ class MessageLog:
 
     def close(self) -> None:
         """Wait for pending writes to finish, then refuse new ones."""
+        with contextlib.suppress(WriterClosedError):
+            self._writer.submit(self._release_connection)
         self._writer.close()
+
+    def _release_connection(self) -> None:
+        """On the writer thread: give the kept connection back (a failed write, close)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                connection.close()
 
     def reader(self) -> LogReader:
         """Blocking reads of this log's records (for a worker thread or process)."""
@@ -589,25 +605,40 @@ class MessageLog:
     def _commit_group(self, entries: Sequence[LogEntry]) -> list[StoredRecord]:
         """On the writer thread: chain ``entries`` after the head and commit them at once.
 
-        One Core ``INSERT`` executed for the whole group (not ORM objects: building and
-        flushing a mapped instance per record cost several times the insert itself).
+        One INSERT executed for the whole group, straight on the driver's cursor: its text
+        is built once per dialect and each row is one tuple (no ORM object, no statement
+        compiled or parameter dictionary processed per group); the transaction, its events
+        and the connection stay SQLAlchemy's.
         """
         head, self._head = self._head, None
         records = []
-        with self._engine.begin() as connection:
-            if head is None:
-                head = _read_head(connection)
-            for entry in entries:
-                record = chain_record(entry, head.sequence + 1, head.record_hash)
-                records.append(record)
-                head = ChainCheckpoint(record.sequence, record.record_hash)
-            connection.execute(_INSERT_RECORD, [_row_values(r, self._keyring) for r in records])
-            # Their bodies are no longer pending: in the same transaction, so that a body
-            # is always either pending or named by a record.
-            if bodies := [r.entry.body.reader.body_id for r in records
-                          if isinstance(r.entry.body, ExternalBody)
-                          and isinstance(r.entry.body.reader, _ChunkReader)]:
-                connection.execute(sa.delete(_PENDING).where(_PENDING.c.body_id.in_(bodies)))
+        connection = self._connection or self._engine.connect()
+        try:
+            with connection.begin():
+                if head is None:
+                    head = _read_head(connection)
+                rows = []
+                for entry in entries:
+                    record = chain_record(entry, head.sequence + 1, head.record_hash)
+                    records.append(record)
+                    rows.append(self._insert.row(record, self._keyring))
+                    head = ChainCheckpoint(record.sequence, record.record_hash)
+                self._insert.execute(connection, rows)
+                # Their bodies are no longer pending: in the same transaction, so that a
+                # body is always either pending or named by a record.
+                if bodies := [r.entry.body.reader.body_id for r in records
+                              if isinstance(r.entry.body, ExternalBody)
+                              and isinstance(r.entry.body.reader, _ChunkReader)]:
+                    connection.execute(sa.delete(_PENDING).where(_PENDING.c.body_id.in_(bodies)))
+        except BaseException:
+            # A failed write may leave the connection in any state: never reuse it.
+            self._connection = connection
+            self._release_connection()
+            raise
+        if self._keep_connection:
+            self._connection = connection
+        else:
+            connection.close()
         self._head = head  # only once committed: a failure leaves it unknown, to be re-read
         return records
 
@@ -761,8 +792,47 @@ def _find_undecodable(session: Session, statement: sa.Select[Any]) -> int:
     raise MessageLogError("the message log could not be read")
 
 
-def _row_values(record: StoredRecord, keyring: Keyring | None) -> dict[str, object]:
-    """The ``message_log`` row of ``record``, as the column values of an INSERT."""
+class _RecordInsert:
+    """The INSERT of new ``message_log`` rows for one dialect: its text, and the column
+    types' bind processors (those the dialect has: SQLite's text form of a datetime,
+    say), applied as SQLAlchemy would."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        mark = _PLACEHOLDERS[dialect.paramstyle]
+        # Built from this module's constants only: no value ever enters the text.
+        columns = ", ".join(_INSERT_COLUMNS)
+        marks = ", ".join([mark] * len(_INSERT_COLUMNS))
+        self.sql = f"INSERT INTO {_RECORDS.name} ({columns}) VALUES ({marks})"  # noqa: S608
+        processors = [(i, _RECORDS.c[name].type.bind_processor(dialect))
+                      for i, name in enumerate(_INSERT_COLUMNS)]
+        self._processors = [(i, p) for i, p in processors if p is not None]
+        self._dialect = dialect
+
+    def row(self, record: StoredRecord, keyring: Keyring | None) -> tuple[Any, ...]:
+        values = _row_values(record, keyring)
+        if not self._processors:
+            return values
+        converted = list(values)
+        for i, process in self._processors:
+            converted[i] = process(converted[i])
+        return tuple(converted)
+
+    def execute(self, connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        dbapi_error = self._dialect.loaded_dbapi.Error
+        try:
+            cursor = connection.connection.cursor()
+            try:
+                cursor.executemany(self.sql, rows)
+            finally:
+                cursor.close()
+        except dbapi_error as exc:  # the driver's own error, wrapped as SQLAlchemy would
+            raise sa.exc.DBAPIError.instance(self.sql, None, exc, dbapi_error,
+                                             dialect=self._dialect) from exc
+
+
+def _row_values(record: StoredRecord, keyring: Keyring | None) -> tuple[Any, ...]:
+    """The ``message_log`` row of ``record``: the values of :data:`_INSERT_COLUMNS`, in
+    order."""
     e = record.entry
     body_id = None
     if isinstance(e.body, ExternalBody):
@@ -778,29 +848,10 @@ def _row_values(record: StoredRecord, keyring: Keyring | None) -> dict[str, obje
         header_part = keyring.encrypt("header_part", header_part, record.record_hash)
         if body_id is None:
             body = keyring.encrypt("body", body, record.record_hash)
-    return {
-        "sequence": record.sequence,
-        "prev_hash": record.prev_hash,
-        "record_hash": record.record_hash,
-        "query_id": e.query_id,
-        "kind": e.kind,
-        "direction": e.direction,
-        "client": e.client,
-        "service": e.service,
-        "user_id": e.user_id,
-        "issue": e.issue,
-        "header_part": header_part,
-        "body": body,
-        "key_id": key_id,
-        "body_id": body_id,
-        "signature": e.signature,
-        "status": e.status,
-        "error_code": e.error_code,
-        "created_at": e.created_at,
-        "ocsp_responses": encode_der_list(e.ocsp_responses),
-        "batch_id": None,
-        "merkle_path": None,
-    }
+    return (record.sequence, record.prev_hash, record.record_hash, e.query_id, e.kind,
+            e.direction, e.client, e.service, e.user_id, e.issue, header_part, body, key_id,
+            body_id, e.signature, e.status, e.error_code, e.created_at,
+            encode_der_list(e.ocsp_responses))
 
 
 _COLUMNS: Final = ("sequence", "prev_hash", "record_hash", "query_id", "kind", "direction",
@@ -811,6 +862,11 @@ _COLUMNS: Final = ("sequence", "prev_hash", "record_hash", "query_id", "kind", "
 unpacked by position (reading a Core row's values by name was about a third of decoding it)."""
 if tuple(_RECORDS.c.keys()) != _COLUMNS:  # pragma: no cover - a model change must come here
     raise RuntimeError("message_log's columns changed: update _COLUMNS and _to_record")
+_INSERT_COLUMNS: Final = _COLUMNS[:-2]
+"""The columns a new record's INSERT sets, in the order of :func:`_row_values`; the last two
+(``batch_id``, ``merkle_path``) start NULL."""
+if _COLUMNS[-2:] != ("batch_id", "merkle_path"):  # pragma: no cover - as above
+    raise RuntimeError("message_log's columns changed: update _INSERT_COLUMNS and _row_values")
 
 
 def _plaintext(sequence: int, record_hash: str, header_part: bytes, body: bytes,

@@ -276,7 +276,9 @@ class Runtime:
         pin = PinnedPeer(hashes)
         connector = aiohttp.TCPConnector(ssl=pin, limit=PEER_CONNECTIONS,
                                          enable_cleanup_closed=False)
-        session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        # The security-server protocol has no cookies: none kept, none matched per request.
+        session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                        cookie_jar=aiohttp.DummyCookieJar())
         self._peers[server.id] = _Peer(pin, session)
         return session
 

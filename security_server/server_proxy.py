@@ -26,7 +26,9 @@ A SOAP request (its header part's type says so) takes the same steps; in step 4 
 envelope must also yield exactly its signed header part and its service must be a WSDL one,
 and in step 5 the provider system gets the message as the IS sent it, with only
 ``Content-Type`` and ``SOAPAction``, and its answer must copy the X-Road header fields (a
-fault passes untouched) and gets ``requestHash`` (xchange.soap.envelope).
+fault passes untouched) and gets ``requestHash`` -- checked and stamped as it arrives, on
+its way into the spool (xchange.soap.envelope.ResponseStream), so that the signature covers
+exactly the bytes sent and a large answer is never held whole.
 
 ``GET /xchange/v1/ocsp`` answers, to registered peers, the OCSP response this server staples
 for its own TLS certificate: a consumer asks before its first request (and whenever the
@@ -47,7 +49,7 @@ from aiohttp import web
 from cryptography import x509
 from yarl import URL
 
-from security_server.body import Body, SoapMessage, soap_message
+from security_server.body import Body, Runner, SoapMessage, inline, soap_message, xml_lane
 from security_server.directory import LocalService
 from security_server.http import (
     MESSAGE_ID,
@@ -75,7 +77,13 @@ from xchange.rest import (
     request_hash_of,
 )
 from xchange.signing import VerifiedSignature, verify_payload
-from xchange.soap.envelope import SoapRequest, check_request_body, finish_response
+from xchange.soap.envelope import (
+    RequestEcho,
+    ResponseStream,
+    SoapRequest,
+    check_request_body,
+    stamp_response,
+)
 from xchange.transport import (
     FRAME_MEDIA_TYPE,
     OCSP_MEDIA_TYPE,
@@ -170,11 +178,12 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
     message = await soap_message(body, req.content_type) if isinstance(req, SoapRequest) \
         else None
     try:
-        service = _admit(rt, conf, req, head, message, verified, peer_cert, now)  # 4.
+        service, echo = _admit(rt, conf, req, head, message, verified, peer_cert, now)  # 4.
         if isinstance(req, SoapRequest) and message is not None and message.data is None:
             # a spooled text/xml envelope: checked piece by piece, off the event loop
-            await message.run(check_request_body, req, message.pieces(),
-                              max_bytes=rt.config.max_body_bytes)
+            echo = await message.run(check_request_body, req, message.pieces(),
+                                     max_bytes=rt.config.max_body_bytes,
+                                     request_hash=message.request_hash)
     except XRoadError as exc:
         # Evidence: a signed request that was refused is logged, with the reason.
         await rt.log_message(make_entry(req, "request", "incoming", head, body, now,
@@ -195,22 +204,15 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
     if service.local_handler is not None:  # a metadata service: this server answers
         status, headers, data = await service.local_handler(
             req, (message.data if message is not None else None) or b"", conf)
+        if echo is not None:  # its Header gets the requestHash, as any answer's
+            headers = _soap_headers(headers)
+            data = stamp_response(echo, data, dict(headers).get("content-type"),
+                                  max_bytes=rt.config.max_body_bytes)
         answer = Body.of(data)
     else:
-        status, headers, answer = await _call_provider(rt, service, req, body)
-    if isinstance(req, SoapRequest):
-        # Only Content-Type crosses (PR-MESS 2.2); the answer gets its requestHash.
-        headers = tuple((n, v) for n, v in headers if n == "content-type")
-        try:
-            assert message is not None
-            # The answer is read whole (at most max_body_bytes): its Header is rewritten.
-            finished = await message.run(
-                finish_response, message.pieces(), req.content_type, await answer.read(),
-                dict(headers).get("content-type"), max_bytes=rt.config.max_body_bytes,
-                request_head_only=message.head_only, request_hash=message.request_hash)
-        finally:
-            answer.close()
-        answer = Body.of(finished)
+        # A SOAP answer is checked and stamped as it arrives (xchange.soap.envelope.
+        # ResponseStream); what is signed, logged and sent is what that makes of it.
+        status, headers, answer = await _call_provider(rt, service, req, body, echo)
     try:
         response = RestResponse(
             message_id=req.message_id, client=req.client, service=req.service,
@@ -255,18 +257,20 @@ async def _verify_request(rt: Runtime, conf: GlobalConf, req: Request,
 
 def _admit(rt: Runtime, conf: GlobalConf, req: Request, msg: FrameHead,
            message: SoapMessage | None, verified: VerifiedSignature, peer_cert: x509.Certificate,
-           now: datetime) -> LocalService:
+           now: datetime) -> tuple[LocalService, RequestEcho | None]:
     """Decide whether a verified request may pass: certificates good, hosted provider, known
-    service, access right, fresh signature, first use of its one-time value."""
+    service, access right, fresh signature, first use of its one-time value.  Of a SOAP
+    request in memory, also what its answer must echo."""
     rt.check_peer_signer(msg.ocsp_responses, verified.chain, conf, now, code=_CODE_CERT)
     rt.peer_auth_status(msg.ocsp_responses, peer_cert, conf, now,
                         code=_CODE_CERT).require_good(code=_CODE_CERT)
     service = _local_service(rt, conf, req)
+    echo = None
     if isinstance(req, SoapRequest):
         assert message is not None
         if message.data is not None:  # else checked by the caller, off the event loop
-            check_request_body(req, message.data, max_bytes=rt.config.max_body_bytes,
-                               head_only=message.head_only)
+            echo = check_request_body(req, message.data, max_bytes=rt.config.max_body_bytes,
+                                      head_only=message.head_only)
     rt.directory.check_access(req.client, req.service, req.method, req.path,
                               conf.members_of_group, soap=isinstance(req, SoapRequest))
     if verified.signed_at is None or verified.nonce is None:
@@ -274,7 +278,7 @@ def _admit(rt: Runtime, conf: GlobalConf, req: Request, msg: FrameHead,
                                code="server.serverproxy.bad_request")
     rt.replay.check_fresh(verified.signed_at, now)
     rt.replay.accept(str(req.client), verified.nonce, now)
-    return service
+    return service, echo
 
 
 def _local_service(rt: Runtime, conf: GlobalConf, req: Request) -> LocalService:
@@ -320,8 +324,16 @@ def _soap_target(service: LocalService, req: SoapRequest) -> tuple[str, list[tup
     return service.url, headers
 
 
-async def _call_provider(rt: Runtime, service: LocalService, req: Request,
-                         body: Body) -> tuple[int, tuple[tuple[str, str], ...], Body]:
+def _soap_headers(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """Of a SOAP answer's HTTP headers, only Content-Type crosses (PR-MESS 2.2)."""
+    return tuple((n, v) for n, v in headers if n == "content-type")
+
+
+async def _call_provider(rt: Runtime, service: LocalService, req: Request, body: Body,
+                         echo: RequestEcho | None
+                         ) -> tuple[int, tuple[tuple[str, str], ...], Body]:
+    """Call the provider system; its answer is spooled as it arrives -- a SOAP answer
+    (``echo`` given) checked and stamped on the way (:func:`_stamped`)."""
     assert rt.provider_session is not None
     timeout = service.timeout
     url, headers = (_soap_target(service, req) if isinstance(req, SoapRequest)
@@ -340,9 +352,44 @@ async def _call_provider(rt: Runtime, service: LocalService, req: Request,
             too_large = ServiceFailedError(f"provider system's response exceeds {limit} bytes")
             if resp.content_length is not None and resp.content_length > limit:
                 raise too_large
-            answer = await rt.spool(resp.content.iter_any(), limit=limit, too_large=too_large)
-            return resp.status, filter_headers(resp.headers.items()), answer
+            answer_headers = filter_headers(resp.headers.items())
+            chunks: AsyncIterator[bytes] = resp.content.iter_any()
+            if echo is not None:
+                answer_headers = _soap_headers(answer_headers)
+                chunks = _stamped(chunks, dict(answer_headers).get("content-type"), echo,
+                                  limit=limit, too_large=too_large,
+                                  small=resp.content_length is not None
+                                  and resp.content_length <= _INLINE)
+            answer = await rt.spool(chunks, limit=limit, too_large=too_large)
+            return resp.status, answer_headers, answer
     except TimeoutError as exc:
         raise ServiceFailedError(f"provider system did not answer within {timeout:g} s") from exc
     except aiohttp.ClientError as exc:
         raise ServiceFailedError(f"provider system failed: {type(exc).__name__}") from exc
+
+
+_INLINE = 256 * 1024
+"""A SOAP answer up to this size is checked on the event loop; a larger one (or one of
+unknown size) on an XML lane (security_server.body.xml_lane)."""
+
+
+async def _stamped(chunks: AsyncIterator[bytes], content_type: str | None, echo: RequestEcho,
+                   *, limit: int, too_large: XRoadError, small: bool) -> AsyncIterator[bytes]:
+    """The provider system's SOAP answer as it arrives, checked and stamped
+    (xchange.soap.envelope.ResponseStream): at most ``limit`` bytes of it are read."""
+    run: Runner = inline if small else xml_lane()
+    stream = await run(ResponseStream, content_type, max_bytes=limit, echo=echo)
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        if stream.passing:  # the attachments: as they come, unread
+            yield chunk
+            continue
+        out = await run(stream.feed, chunk)
+        if out:
+            yield out
+    out = await run(stream.close)
+    if out:
+        yield out

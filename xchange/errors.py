@@ -171,6 +171,8 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
               "The response's signature does not verify."),
     ErrorCode("server.clientproxy.invalid_request_hash", _CP, 502,
               "The response is not bound to the request that was sent."),
+    ErrorCode("server.clientproxy.inconsistent_response", _CP, 502,
+              "The SOAP response's X-Road header fields do not say what the request's said."),
     ErrorCode("server.clientproxy.cert_validation", _CP, 502,
               "A certificate of the provider security server (or of this server) is revoked "
               "or of unknown status, or its OCSP response is missing, invalid or stale."),

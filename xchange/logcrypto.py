@@ -67,6 +67,8 @@ class Keyring:
 
     keys: Mapping[str, bytes] = field(repr=False)
     current: str
+    _sealer: AESGCM = field(init=False, repr=False, compare=False)
+    """The current key's cipher, made once (not per field written)."""
 
     def __post_init__(self) -> None:
         for key_id, key in self.keys.items():
@@ -76,12 +78,12 @@ class Keyring:
                 raise ValueError(f"key {key_id!r} is not 32 bytes (AES-256)")
         if self.current not in self.keys:
             raise ValueError(f"the current key {self.current!r} is not in the keyring")
+        object.__setattr__(self, "_sealer", AESGCM(self.keys[self.current]))
 
     def encrypt(self, name: LogField, plaintext: bytes, record_hash: str) -> bytes:
         """``name`` of the record ``record_hash``, encrypted with the current key."""
         nonce = os.urandom(_NONCE)
-        aead = AESGCM(self.keys[self.current])
-        return nonce + aead.encrypt(nonce, plaintext, _aad(name, record_hash))
+        return nonce + self._sealer.encrypt(nonce, plaintext, _aad(name, record_hash))
 
     def decrypt(self, key_id: str, name: LogField, stored: bytes, record_hash: str) -> bytes:
         """The plaintext of a field stored by :meth:`encrypt` under ``key_id``."""
@@ -90,8 +92,7 @@ class Keyring:
     def encrypt_chunk(self, body_id: str, index: int, last: bool, plaintext: bytes) -> bytes:
         """Chunk ``index`` of the large body ``body_id``, encrypted with the current key."""
         nonce = os.urandom(_NONCE)
-        aead = AESGCM(self.keys[self.current])
-        return nonce + aead.encrypt(nonce, plaintext, _chunk_aad(body_id, index, last))
+        return nonce + self._sealer.encrypt(nonce, plaintext, _chunk_aad(body_id, index, last))
 
     def decrypt_chunk(self, key_id: str, body_id: str, index: int, last: bool,
                       stored: bytes) -> bytes:

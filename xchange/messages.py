@@ -24,6 +24,7 @@ def request_from_header_part(data: bytes) -> Request:
         raise BadRequestError(f"header part is not UTF-8 JSON: {exc.message}",
                               code="server.serverproxy.bad_request") from exc
     kind = doc.get("type") if isinstance(doc, dict) else None
+    # Parsed once; the canonical-form check there ties the document to these bytes.
     if kind == "xchange-soap-request":
-        return SoapRequest.from_header_part(data)
-    return RestRequest.from_header_part(data)
+        return SoapRequest.from_header_part(data, parsed=doc)
+    return RestRequest.from_header_part(data, parsed=doc)

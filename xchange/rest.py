@@ -255,9 +255,10 @@ class RestRequest:
         )
 
     @classmethod
-    def from_header_part(cls, data: bytes) -> Self:
-        """Parse a header part received from a peer security server."""
-        doc = _load_header_part(data, _REQUEST_TYPE, _REQUEST_KEYS)
+    def from_header_part(cls, data: bytes, *, parsed: object = None) -> Self:
+        """Parse a header part received from a peer security server (``parsed``: its
+        :func:`~xchange.canonical.parse_json`, if the caller has it already)."""
+        doc = _load_header_part(data, _REQUEST_TYPE, _REQUEST_KEYS, parsed)
         try:
             ss = doc["security_server"]
             return cls(
@@ -359,10 +360,13 @@ def _bad_part(message: str) -> BadRequestError:
     return BadRequestError(message, code="server.serverproxy.bad_request")
 
 
-def _load_header_part(data: bytes, kind: str, keys: frozenset[str]) -> dict[str, Any]:
+def _load_header_part(data: bytes, kind: str, keys: frozenset[str],
+                      parsed: object = None) -> dict[str, Any]:
+    """The checked document of a header part; ``parsed`` is ``parse_json(data)`` if the
+    caller has it (``None``: parse here)."""
     try:
         # parse_json, not json.loads: deep nesting, NaN and floats are the peer's errors.
-        doc = parse_json(data)
+        doc = parse_json(data) if parsed is None else parsed
         canonical = canonical_json(doc)
     except BadRequestError as exc:
         raise _bad_part(f"header part is not canonical UTF-8 JSON: {exc.message}") from exc

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from security_server.body import (
     MEMORY_THRESHOLD,
     Body,
     Spool,
+    inline,
     limit_malloc_arenas,
     spool,
+    xml_lane,
 )
 from xchange.body import BodyDigest, BodyReader, ExternalBody, read_all
 from xchange.errors import XRoadError
@@ -201,3 +204,12 @@ def test_a_body_is_in_memory_or_in_a_file() -> None:
 
 def test_malloc_arenas_can_be_limited_on_glibc() -> None:
     assert limit_malloc_arenas(8) is True  # the project's Linux hosts: glibc
+
+
+async def test_an_xml_lane_runs_every_step_of_a_document_on_one_thread_off_the_loop() -> None:
+    run = xml_lane()
+    threads = {await run(threading.get_ident) for _ in range(20)}
+    assert len(threads) == 1 and threading.get_ident() not in threads
+    assert await inline(threading.get_ident) == threading.get_ident()
+    with pytest.raises(ZeroDivisionError):  # a step's failure reaches the caller
+        await run(divmod, 1, 0)

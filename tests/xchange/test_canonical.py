@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import enum
+
 import pytest
 
 from xchange.canonical import canonical_json, parse_json
 from xchange.errors import BadRequestError
+
+
+class _Code(enum.IntEnum):
+    ONE = 1
+
+
+class _Text(str):
+    pass
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -13,6 +23,8 @@ from xchange.errors import BadRequestError
     ((1, 2), b"[1,2]"),
     ({"z": {"y": {}, "x": []}}, b'{"z":{"x":[],"y":{}}}'),
     (2**80, str(2**80).encode()),
+    # Subclasses of the JSON types (checked the slow way) have the form of their base.
+    ({"k": _Code.ONE, "s": _Text("t")}, b'{"k":1,"s":"t"}'),
 ])
 def test_canonical_form(value: object, expected: bytes) -> None:
     assert canonical_json(value) == expected
@@ -23,6 +35,8 @@ def test_canonical_form(value: object, expected: bytes) -> None:
     ({"a": {1: "x"}}, r"\$\.a: object key 1 is not a string"),
     ([b"bytes"], r"\$\[0\]: bytes is not a JSON type"),
     ({"a": "\ud800"}, "cannot be written as canonical JSON"),
+    ([_Text("t"), (1, [2.0])], r"\$\[1\]\[1\]\[0\]: floats have no canonical form"),
+    ({_Text("k"): {"x": float("nan")}}, r"\$\.k\.x: floats have no canonical form"),
 ])
 def test_values_without_a_canonical_form_are_refused_with_their_place(
     value: object, message: str

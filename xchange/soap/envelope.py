@@ -25,27 +25,35 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
-from typing import Final, Self
+from typing import Any, Final, Self, TypeVar
 
 from lxml import etree
 
 from schemas import schema_file
 from xchange.canonical import canonical_json
-from xchange.errors import BadRequestError, InvalidSignatureError, ServerProxyError
+from xchange.errors import (
+    BadRequestError,
+    ClientProxyError,
+    InvalidSignatureError,
+    ServerProxyError,
+)
 from xchange.identifiers import NS_XROAD, ClientId, SecurityServerId, ServiceId
 from xchange.rest import _bad_part, _load_header_part, _opt_str, _str
-from xchange.soap.mime import MimePart, SoapPart, join_multipart, parse_media_type, soap_part
-from xchange.soap.xml import parse_xml, parse_xml_chunks
+from xchange.soap.mime import OTHER, SOAP, SoapPartStream, parse_media_type, soap_part
+from xchange.soap.xml import ElementSpans, XmlFeed, parse_xml, parse_xml_chunks
 
 __all__ = [
     "HASH_ALGORITHMS",
+    "MAX_RESPONSE_HEAD",
     "NS_REPRESENTATION",
     "NS_SOAP_ENV",
     "SHA512",
     "ParsedEnvelope",
+    "RequestEcho",
+    "ResponseStream",
     "SoapRequest",
     "check_request_body",
     "check_response",
@@ -55,6 +63,7 @@ __all__ = [
     "parse_envelope",
     "parse_request",
     "soap_request_hash",
+    "stamp_response",
 ]
 
 NS_SOAP_ENV: Final = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -68,6 +77,7 @@ HASH_ALGORITHMS: Final = {
 }
 """XML-DSIG URIs of the hash algorithms a ``requestHash/@algorithmId`` may name."""
 
+_T = TypeVar("_T")
 _TYPE: Final = "xchange-soap-request"
 _KEYS: Final = frozenset({"type", "v", "id", "client", "service", "service_version",
                           "user_id", "issue",
@@ -110,10 +120,7 @@ class ParsedEnvelope:
 
     def xroad_fields(self) -> list[etree._Element]:
         """The X-Road header fields, in document order."""
-        if self.header is None:
-            return []
-        return [c for c in self.header
-                if isinstance(c.tag, str) and etree.QName(c).namespace in _FIELDS]
+        return [] if self.header is None else _xroad_children(self.header)
 
 
 def parse_envelope(data: bytes | Iterable[bytes], *, max_bytes: int,
@@ -126,6 +133,11 @@ def parse_envelope(data: bytes | Iterable[bytes], *, max_bytes: int,
             if isinstance(data, bytes)
             else parse_xml_chunks(data, max_bytes=max_bytes, code=code, what="SOAP message",
                                   prune=_q(NS_SOAP_ENV, "Body")))
+    return _envelope_of(root, code)
+
+
+def _envelope_of(root: etree._Element, code: str) -> ParsedEnvelope:
+    """``root`` as a SOAP 1.1 envelope (:func:`parse_envelope`), or refused with ``code``."""
     if root.tag == _q(NS_SOAP12_ENV, "Envelope"):
         raise BadRequestError("SOAP 1.2 is not supported: send a SOAP 1.1 envelope",
                               code=code)
@@ -142,18 +154,20 @@ def parse_envelope(data: bytes | Iterable[bytes], *, max_bytes: int,
     body = rest[0]
     content = [c for c in body if isinstance(c.tag, str)]
     if len(content) != 1:
-        raise BadRequestError(f"the SOAP Body holds {len(content)} elements, not one",
+        held = "no element" if not content else "more than one element"
+        raise BadRequestError(f"the SOAP Body holds {held}, not one",
                               code="client.invalid_body" if code.startswith("client.")
                               else code)
     return ParsedEnvelope(root, header, body, content[0])
 
 
-def _fields(env: ParsedEnvelope) -> dict[str, etree._Element]:
-    """The X-Road header fields by local name: each validated against the XSD, none twice."""
+def _fields(env: ParsedEnvelope, *, validate: bool = True) -> dict[str, etree._Element]:
+    """The X-Road header fields by local name: each validated against the XSD (unless not
+    ``validate``: then only as the identifiers are read), none twice."""
     if env.header is None:
         raise BadRequestError("the SOAP message has no Header with the X-Road fields",
                               code="client.missing_header")
-    schema = _schema()
+    schema = _schema() if validate else None
     found: dict[str, etree._Element] = {}
     for elem in env.xroad_fields():
         qname = etree.QName(elem)
@@ -165,7 +179,8 @@ def _fields(env: ParsedEnvelope) -> dict[str, etree._Element]:
             raise BadRequestError(f"the X-Road header field {name} appears twice",
                                   code="client.duplicate_header")
         try:
-            schema.assertValid(etree.ElementTree(_detached(elem)))
+            if schema is not None:
+                schema.assertValid(etree.ElementTree(_detached(elem)))
         except etree.DocumentInvalid as exc:
             why = str(exc)
             if name == "protocolVersion":
@@ -249,9 +264,10 @@ class SoapRequest:
         })
 
     @classmethod
-    def from_header_part(cls, data: bytes) -> Self:
-        """Parse a header part received from a peer security server."""
-        doc = _load_header_part(data, _TYPE, _KEYS)
+    def from_header_part(cls, data: bytes, *, parsed: object = None) -> Self:
+        """Parse a header part received from a peer security server (``parsed``: its
+        :func:`~xchange.canonical.parse_json`, if the caller has it already)."""
+        doc = _load_header_part(data, _TYPE, _KEYS, parsed)
         try:
             ss = doc["security_server"]
             service = ServiceId.parse(_str(doc, "service"))
@@ -281,49 +297,78 @@ def parse_request(body: bytes | Iterable[bytes], content_type: str | None,
     """Parse and check an information system's SOAP request (module docstring); with
     ``head_only``, ``body`` is the first bytes of the message (:func:`soap_part`); a
     ``text/xml`` message may be given in pieces (:func:`parse_envelope`)."""
+    return _parse_request(body, content_type, soap_action, max_bytes=max_bytes,
+                          head_only=head_only)[0]
+
+
+def _parse_request(body: bytes | Iterable[bytes], content_type: str | None,
+                   soap_action: str | None, *, max_bytes: int,
+                   head_only: bool) -> tuple[SoapRequest, ParsedEnvelope, bytes | None]:
+    """:func:`parse_request`, with the envelope and (given as bytes) the SOAP part's bytes."""
     action = check_soap_action(soap_action)
     if isinstance(body, bytes):
-        envelope: bytes | Iterable[bytes] = soap_part(body, content_type,
-                                                      head_only=head_only).envelope
+        part: bytes | None = soap_part(body, content_type, head_only=head_only).envelope
+        envelope: bytes | Iterable[bytes] = part or b""
     else:
         soap_part(b"", content_type)  # the Content-Type is checked: text/xml only
-        envelope = body
+        part, envelope = None, body
     env = parse_envelope(envelope, max_bytes=max_bytes)
     if env.is_fault:
         raise BadRequestError("a request must not be a SOAP Fault", code="client.invalid_body")
-    fields = _fields(env)
+    assert content_type is not None  # soap_part refused a message without one
+    req = _request_from_fields(_fields(env), content_type.strip(), action)
+    wrapper = etree.QName(env.content).localname
+    if wrapper != req.service.code:
+        raise BadRequestError(
+            f"the body's wrapper element {wrapper} is not named after the service code "
+            f"{req.service.code}", code="client.invalid_body")
+    return req, env, part
+
+
+def _request_from_fields(fields: dict[str, etree._Element], content_type: str,
+                         soap_action: str | None) -> SoapRequest:
     client = ClientId.from_xml(fields["client"])
     service = ServiceId.from_xml(fields["service"])
     if service.provider.subsystem is None:
         raise BadRequestError("a service's provider must be a subsystem",
                               code="client.invalid_service_identifier")
-    wrapper = etree.QName(env.content).localname
-    if wrapper != service.code:
-        raise BadRequestError(
-            f"the body's wrapper element {wrapper} is not named after the service code "
-            f"{service.code}", code="client.invalid_body")
     server = fields.get("securityServer")
-    assert content_type is not None  # soap_part refused a message without one
     return SoapRequest(
         message_id=_text(fields["id"]) or "", client=client, service=service,
-        content_type=content_type.strip(), soap_action=action,
+        content_type=content_type, soap_action=soap_action,
         user_id=_text(fields.get("userId")), issue=_text(fields.get("issue")),
         security_server=None if server is None else SecurityServerId.from_xml(server),
         represented_party=_represented_party(fields.get("representedParty")),
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RequestEcho:
+    """What the provider's answer to a request must carry: the request's X-Road header
+    fields (to be copied, PR-MESS 2.2) and its ``requestHash`` (SHA-512, base64)."""
+
+    fields: tuple[tuple[object, ...], ...]
+    request_hash: str
+
+
 def check_request_body(req: SoapRequest, body: bytes | Iterable[bytes], *, max_bytes: int,
-                       head_only: bool = False) -> None:
+                       head_only: bool = False,
+                       request_hash: str | None = None) -> RequestEcho:
     """The provider's check that the SOAP message it received is the one the signed header
-    part describes; raise ``server.serverproxy.bad_request`` otherwise."""
+    part describes; raise ``server.serverproxy.bad_request`` otherwise.  Returns what the
+    answer must echo; a ``text/xml`` message given in pieces comes with its
+    ``request_hash`` (SHA-512, taken as it arrived)."""
     try:
-        seen = parse_request(body, req.content_type, req.soap_action, max_bytes=max_bytes,
-                             head_only=head_only)
+        seen, env, part = _parse_request(body, req.content_type, req.soap_action,
+                                         max_bytes=max_bytes, head_only=head_only)
     except BadRequestError as exc:
         raise _bad_part(f"the SOAP message is not acceptable: {exc.message}") from exc
     if seen != req:
         raise _bad_part("the SOAP message's X-Road headers differ from the signed header part")
+    if part is not None:
+        request_hash = soap_request_hash(part)
+    assert request_hash is not None, "a request given in pieces comes with its hash"
+    return RequestEcho(tuple(_echoed(env.xroad_fields())), request_hash)
 
 
 def soap_request_hash(envelope: bytes, algorithm: str = SHA512) -> str:
@@ -342,73 +387,247 @@ def _echoed(fields: Iterable[etree._Element]) -> list[tuple[object, ...]]:
     return [_shape(f) for f in fields if etree.QName(f).localname != "requestHash"]
 
 
+_INCONSISTENT: Final = "server.serverproxy.inconsistent_response"
+
+
 def _inconsistent(why: str) -> ServerProxyError:
-    return ServerProxyError(f"the provider system's SOAP response {why}",
-                            code="server.serverproxy.inconsistent_response")
+    return ServerProxyError(f"the provider system's SOAP response {why}", code=_INCONSISTENT)
+
+
+MAX_RESPONSE_HEAD: Final = 1024 * 1024
+"""The most of a SOAP answer's SOAP part that may come before its Body's element (1 MiB):
+what the provider's security server holds to rewrite the Header (:class:`ResponseStream`)."""
+
+
+class ResponseStream:
+    """A SOAP answer given piece by piece, never held whole: checked as it passes and, at the
+    provider (``echo`` given), stamped with ``requestHash`` -- :meth:`feed` and
+    :meth:`close` return the bytes to sign and send.
+
+    * Its ``Content-Type`` and MIME structure as :func:`soap_part` requires
+      (:class:`xchange.soap.mime.SoapPartStream`); attachments pass untouched.
+    * The SOAP part through the hardened parser (:class:`xchange.soap.xml.XmlFeed`: no
+      DOCTYPE, entities, processing instructions, deep nesting; at most ``max_bytes``); of
+      its Body only the name of its element is kept; then the envelope's structure
+      (:func:`parse_envelope`).
+    * At the provider, everything up to the start of the Body's element (at most
+      :data:`MAX_RESPONSE_HEAD` bytes) is held back: a fault then passes untouched; else
+      the X-Road header fields must copy the request's (``server.serverproxy.
+      inconsistent_response``), every ``requestHash`` in them is cut out and one is
+      inserted after the last field (:class:`xchange.soap.xml.ElementSpans` says where) --
+      every other byte as the provider system sent it.  The rest then passes as it comes.
+
+    Anything refused is a :class:`~xchange.errors.BadRequestError` with ``code`` (or, at
+    the provider, the ``ServerProxyError`` above).  After :meth:`close`, :attr:`envelope`
+    is the (pruned) envelope."""
+
+    def __init__(self, content_type: str | None, *, max_bytes: int,
+                 code: str = _INCONSISTENT, echo: RequestEcho | None = None,
+                 head_limit: int = MAX_RESPONSE_HEAD) -> None:
+        self._code, self._echo, self._head_limit = code, echo, head_limit
+        self._parts = self._guard(SoapPartStream, content_type, code=code)
+        self._xml = XmlFeed(max_bytes=max_bytes, code=code, what="SOAP message",
+                            prune=_q(NS_SOAP_ENV, "Body"))
+        self._held: bytearray | None = bytearray() if echo is not None else None
+        self._spans = ElementSpans(3)
+        self._decided = False
+        self.envelope: ParsedEnvelope | None = None
+
+    @property
+    def passing(self) -> bool:
+        """Everything further is passed on unchanged, unread (attachments)."""
+        return self._parts.passing and self.envelope is not None
+
+    def feed(self, data: bytes) -> bytes:
+        return self._guard(self._run, self._parts.feed, data)
+
+    def close(self) -> bytes:
+        out = self._guard(self._run, self._parts.close)
+        assert self.envelope is not None
+        return out
+
+    def _guard(self, step: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """``step``; at the provider, a refusal is the provider system's inconsistency."""
+        try:
+            return step(*args, **kwargs)
+        except BadRequestError as exc:
+            if self._echo is None:
+                raise
+            raise _inconsistent(f"is not a SOAP 1.1 message: {exc.message}") from exc
+
+    def _run(self, split: Callable[..., list[tuple[str, bytes]]], *args: bytes) -> bytes:
+        out: list[bytes] = []
+        for kind, piece in split(*args):
+            if kind == SOAP:
+                piece = self._soap(piece)
+            elif kind != OTHER:
+                piece = self._end()
+            if self._echo is not None:
+                out.append(piece)
+        return b"".join(out)
+
+    def _soap(self, piece: bytes) -> bytes:
+        self._xml.feed(piece)
+        if self._decided:
+            return piece
+        if self._held is not None:
+            self._held += piece
+            self._scan()
+        if self._content() is not None:
+            return self._decide()
+        if self._xml.size > self._head_limit:
+            raise BadRequestError("the SOAP message's Body does not begin within its first "
+                                  f"{self._head_limit} bytes", code=self._code)
+        return b""
+
+    def _scan(self) -> None:
+        assert self._held is not None
+        try:
+            self._spans.scan(self._held)
+        except ValueError as exc:
+            raise BadRequestError(f"SOAP message: {exc}", code=self._code) from exc
+
+    def _end(self) -> bytes:
+        env = _envelope_of(self._xml.close(), self._code)
+        out = b"" if self._decided else self._decide()
+        self.envelope = env
+        return out
+
+    def _content(self) -> etree._Element | None:
+        """The Body's element, once its start tag was read."""
+        root = self._xml.root
+        for child in () if root is None else root:
+            if child.tag == _q(NS_SOAP_ENV, "Body"):
+                return next((c for c in child if isinstance(c.tag, str)), None)
+        return None
+
+    def _decide(self) -> bytes:
+        """The held bytes, passed on as they are (a fault; the consumer's check: nothing)
+        or with the Header stamped."""
+        self._decided = True
+        held, self._held = self._held, None
+        content = self._content()
+        if held is None or content is None:  # checking only; or _end refuses it
+            return b"" if held is None else bytes(held)
+        if content.tag == _q(NS_SOAP_ENV, "Fault"):
+            return bytes(held)  # faults pass untouched
+        assert self._echo is not None
+        root = self._xml.root
+        assert root is not None
+        first = next((c for c in root if isinstance(c.tag, str)), None)
+        header = first if first is not None and first.tag == _q(NS_SOAP_ENV, "Header") \
+            else None
+        fields = [] if header is None else _xroad_children(header)
+        if header is None or _echoed(fields) != list(self._echo.fields):
+            raise _inconsistent("does not copy the request's X-Road header fields in order")
+        return self._stamp(bytes(held), header)
+
+    def _stamp(self, held: bytes, header: etree._Element) -> bytes:
+        """``held`` with every ``requestHash`` of the Header cut out and ours inserted after
+        the last X-Road field."""
+        kids = [c for c in header if isinstance(c.tag, str)]
+        outer = next((s for s in self._spans.spans if s.depth == 2), None)  # the Header
+        spans = [] if outer is None else [s for s in self._spans.spans
+                                          if s.depth == 3 and outer.start < s.start < outer.end]
+        if (outer is None or len(spans) != len(kids)
+                or any(s.name.rsplit(":", 1)[-1] != etree.QName(k).localname
+                       for s, k in zip(spans, kids, strict=True))):
+            raise _inconsistent("could not be read: its Header's elements were not found")
+        edits: list[tuple[int, int, bytes]] = []
+        last: int | None = None
+        indent = b""
+        for span, kid in zip(spans, kids, strict=True):
+            if etree.QName(kid).namespace not in _FIELDS:
+                continue
+            if etree.QName(kid).localname == "requestHash":
+                edits.append((span.start, span.end, b""))
+            else:
+                last = span.end
+                before = held.rfind(b">", 0, span.start) + 1
+                indent = held[before:span.start] if not held[before:span.start].strip() \
+                    else b""
+        assert last is not None  # the request's fields are mandatory, so echoed
+        assert self._echo is not None
+        edits.append((last, last, indent + _stamp_element(header, self._echo.request_hash)))
+        out, pos = [], 0
+        for start, end, text in sorted(edits):
+            out += [held[pos:start], text]
+            pos = end
+        out.append(held[pos:])
+        return b"".join(out)
+
+
+def _xroad_children(header: etree._Element) -> list[etree._Element]:
+    return [c for c in header
+            if isinstance(c.tag, str) and etree.QName(c).namespace in _FIELDS]
+
+
+def _stamp_element(header: etree._Element, request_hash: str) -> bytes:
+    """``requestHash`` with its ``algorithmId``, under a prefix the Header has in scope for
+    the X-Road namespace, or declaring one."""
+    prefix = next((p for p, uri in header.nsmap.items() if uri == NS_XROAD), "")
+    if prefix == "":
+        name, declare = "xrd:requestHash", f' xmlns:xrd="{NS_XROAD}"'
+    else:
+        name, declare = ("requestHash" if prefix is None else f"{prefix}:requestHash"), ""
+    return (f'<{name}{declare} algorithmId="{SHA512}">{request_hash}</{name}>'
+            ).encode("ascii")
 
 
 def finish_response(request_body: bytes | Iterable[bytes], request_content_type: str,
                     response_body: bytes, response_content_type: str | None, *,
                     max_bytes: int, request_head_only: bool = False,
                     request_hash: str | None = None) -> bytes:
-    """The provider side's treatment of a SOAP answer (module docstring): return the bytes to
-    sign and send, or raise ``server.serverproxy.inconsistent_response``.
-    ``request_head_only``: ``request_body`` is the request's first bytes (:func:`soap_part`).
-    A ``text/xml`` request may be given in pieces, with its ``request_hash`` (SHA-512)."""
+    """The provider side's treatment of a SOAP answer in memory (:class:`ResponseStream`,
+    which streams it): return the bytes to sign and send, or raise
+    ``server.serverproxy.inconsistent_response``.  ``request_head_only``: ``request_body``
+    is the request's first bytes (:func:`soap_part`).  A ``text/xml`` request may be given
+    in pieces, with its ``request_hash`` (SHA-512)."""
     if isinstance(request_body, bytes):
-        request = soap_part(request_body, request_content_type, head_only=request_head_only)
-        asked_envelope: bytes | Iterable[bytes] = request.envelope
-        request_hash = soap_request_hash(request.envelope)
+        asked = soap_part(request_body, request_content_type,
+                          head_only=request_head_only).envelope
+        request_hash = soap_request_hash(asked)
+        env = parse_envelope(asked, max_bytes=max_bytes)
     else:
-        asked_envelope = request_body
         assert request_hash is not None, "a request given in pieces comes with its hash"
-    try:
-        part = soap_part(response_body, response_content_type,
-                         code="server.serverproxy.inconsistent_response")
-        env = parse_envelope(part.envelope, max_bytes=max_bytes,
-                             code="server.serverproxy.inconsistent_response")
-    except BadRequestError as exc:
-        raise _inconsistent(f"is not a SOAP 1.1 message: {exc.message}") from exc
-    if env.is_fault:
-        return response_body  # faults pass untouched
-    asked = parse_envelope(asked_envelope, max_bytes=max_bytes)
-    if env.header is None or _echoed(env.xroad_fields()) != _echoed(asked.xroad_fields()):
-        raise _inconsistent("does not copy the request's X-Road header fields in order")
-    assert env.header is not None
-    for old in env.header.findall(_q(NS_XROAD, "requestHash")):
-        env.header.remove(old)
-    fields = env.xroad_fields()
-    stamp = etree.Element(_q(NS_XROAD, "requestHash"), algorithmId=SHA512)
-    stamp.text = request_hash
-    fields[-1].addnext(stamp)
-    stamp.tail = fields[-1].tail
-    envelope = etree.tostring(env.root, xml_declaration=True, encoding="UTF-8")
-    if not part.is_multipart:
-        return envelope
-    return _replace_root(part, envelope)
+        env = parse_envelope(request_body, max_bytes=max_bytes)
+    echo = RequestEcho(tuple(_echoed(env.xroad_fields())), request_hash)
+    return stamp_response(echo, response_body, response_content_type, max_bytes=max_bytes)
 
 
-def _replace_root(part: SoapPart, envelope: bytes) -> bytes:
-    boundary = part.media_type.param("boundary")
-    assert boundary is not None
-    first = MimePart(part.parts[0].headers, envelope)
-    return join_multipart((first, *part.attachments), boundary)
+def stamp_response(echo: RequestEcho, response_body: bytes,
+                   response_content_type: str | None, *, max_bytes: int) -> bytes:
+    """:class:`ResponseStream` over an answer in memory: the bytes to sign and send (a fault:
+    ``response_body`` itself)."""
+    stream = ResponseStream(response_content_type, max_bytes=max_bytes, echo=echo)
+    out = stream.feed(response_body) + stream.close()
+    return response_body if out == response_body else out
 
 
-def check_response(req: SoapRequest, request_body: bytes | None, response_body: bytes,
+def check_response(req: SoapRequest, request_body: bytes | None,
+                   response_body: bytes | Iterable[bytes],
                    response_content_type: str | None, *, max_bytes: int,
-                   request_head_only: bool = False, response_head_only: bool = False,
-                   request_hash: str | None = None) -> None:
-    """The consumer's check that a (non-fault) response carries the ``requestHash`` of the
-    request it sent; raise ``server.clientproxy.invalid_request_hash`` otherwise.  Either body
-    may be only its message's first bytes (``*_head_only``, :func:`soap_part`); instead of
-    the request, its ``request_hash`` (SHA-512) may be given: then only a SHA-512
+                   request_head_only: bool = False, request_hash: str | None = None) -> None:
+    """The consumer's check of a SOAP response, given whole or in pieces
+    (:class:`ResponseStream`, not held whole): a fault passes; anything else must carry the
+    ``requestHash`` of the request it sent (else ``server.clientproxy.
+    invalid_request_hash``) and X-Road header fields that say what the request said (else
+    ``server.clientproxy.inconsistent_response``).  ``request_body`` may be only its
+    message's first bytes (``request_head_only``, :func:`soap_part`); instead of the
+    request, its ``request_hash`` (SHA-512) may be given: then only a SHA-512
     ``requestHash`` is accepted."""
     code = "server.clientproxy.invalid_request_hash"
     try:
-        part = soap_part(response_body, response_content_type, code=code,
-                         head_only=response_head_only)
-        env = parse_envelope(part.envelope, max_bytes=max_bytes, code=code)
+        if isinstance(response_body, bytes):  # in memory: parsed whole, as it is cheaper
+            part = soap_part(response_body, response_content_type, code=code)
+            env = parse_envelope(part.envelope, max_bytes=max_bytes, code=code)
+        else:
+            stream = ResponseStream(response_content_type, max_bytes=max_bytes, code=code)
+            for piece in response_body:
+                stream.feed(piece)
+            stream.close()
+            assert stream.envelope is not None
+            env = stream.envelope
     except BadRequestError as exc:
         raise InvalidSignatureError(f"the SOAP response cannot be read: {exc.message}",
                                     code=code) from exc
@@ -431,6 +650,19 @@ def check_response(req: SoapRequest, request_body: bytes | None, response_body: 
     if got != expected:
         raise InvalidSignatureError("the SOAP response's requestHash is not the hash of the "
                                     "request sent", code=code)
+    try:  # the provider's server validated them; read here as identifiers only
+        seen = _request_from_fields(_fields(env, validate=False), req.content_type,
+                                    req.soap_action)
+    except BadRequestError as exc:
+        raise _consumer_inconsistent(f"has X-Road header fields that cannot be read: "
+                                     f"{exc.message}") from exc
+    if seen != req:
+        raise _consumer_inconsistent("has X-Road header fields that differ from the request's")
+
+
+def _consumer_inconsistent(why: str) -> ClientProxyError:
+    return ClientProxyError(f"the SOAP response {why}",
+                            code="server.clientproxy.inconsistent_response")
 
 
 def fault_envelope(code: str, message: str, detail_id: str) -> bytes:

@@ -21,9 +21,13 @@ from typing import Final
 from xchange.errors import BadRequestError
 
 __all__ = [
+    "END",
+    "OTHER",
+    "SOAP",
     "MediaType",
     "MimePart",
     "SoapPart",
+    "SoapPartStream",
     "join_multipart",
     "parse_media_type",
     "soap_part",
@@ -210,12 +214,7 @@ def soap_part(body: bytes, content_type: str | None, *, code: str = _CODE,
             raise _bad(f"the SOAP envelope is larger than the {len(body)} bytes accepted",
                        code)
         return SoapPart(body, media)
-    if media.value != "multipart/related":
-        raise _bad(f"Content-Type {media.value} is not text/xml or multipart/related "
-                   "(SOAP 1.1)", code)
-    boundary = media.param("boundary")
-    if not boundary:
-        raise _bad("multipart/related without a boundary", code)
+    boundary = _boundary(media, code)
     try:
         spans = _spans(body, boundary, code, first_only=head_only)
     except BadRequestError as exc:
@@ -224,6 +223,25 @@ def soap_part(body: bytes, content_type: str | None, *, code: str = _CODE,
                        code) from exc
         raise
     first = MimePart(spans[0][0], body[spans[0][1]:spans[0][2]])
+    _check_first_part(media, first.headers, code)
+    return SoapPart(first.body, media, body, spans)  # head_only: the first span alone
+
+
+def _boundary(media: MediaType, code: str) -> str:
+    """The boundary of a message that is not ``text/xml``: it must be multipart/related."""
+    if media.value != "multipart/related":
+        raise _bad(f"Content-Type {media.value} is not text/xml or multipart/related "
+                   "(SOAP 1.1)", code)
+    boundary = media.param("boundary")
+    if not boundary:
+        raise _bad("multipart/related without a boundary", code)
+    return boundary
+
+
+def _check_first_part(media: MediaType, headers: tuple[tuple[str, str], ...],
+                      code: str) -> None:
+    """The SOAP part of a ``multipart/related`` message (module docstring), by its headers."""
+    first = MimePart(headers, b"")
     start = _content_id(media.param("start"))
     if start is not None and _content_id(first.header("Content-ID")) != start:
         raise _bad("the SOAP part must be the first part of the message", code)
@@ -238,7 +256,118 @@ def soap_part(body: bytes, content_type: str | None, *, code: str = _CODE,
     encoding = (first.header("Content-Transfer-Encoding") or "").strip().lower()
     if encoding not in _PLAIN_ENCODINGS:
         raise _bad(f"the SOAP part must be sent 8bit, not {encoding}", code)
-    return SoapPart(first.body, media, body, spans)  # head_only: the first span alone
+
+
+SOAP: Final = "soap"
+"""A piece of the SOAP part (:class:`SoapPartStream`)."""
+OTHER: Final = "other"
+"""A piece of the message outside the SOAP part: MIME headers, boundaries, attachments."""
+END: Final = "end"
+"""The SOAP part has ended (an empty piece)."""
+_FRONT_LIMIT: Final = 64 * 1024
+
+
+class SoapPartStream:
+    """:func:`soap_part` for a message given piece by piece, never held whole: tells the
+    bytes of its SOAP part from the rest, in order.  :meth:`feed` and :meth:`close` return
+    ``(kind, bytes)`` pieces: :data:`SOAP`, :data:`OTHER` and once :data:`END`.
+
+    The same rules as :func:`soap_part` for the message's and the SOAP part's types; the
+    first boundary and the SOAP part's MIME headers must come within the first 64 KiB.  The
+    SOAP part ends at the first boundary after it; what follows (the attachments) is passed
+    on as it is, not checked further -- the security servers carry it byte for byte."""
+
+    def __init__(self, content_type: str | None, *, code: str = _CODE) -> None:
+        self._code = code
+        self._media = media = parse_media_type(content_type, code=code)
+        _check_charset(media, code)
+        self._buf = b""
+        self._delim = b""
+        if media.value in _SOAP_TYPES:
+            self._state = SOAP
+            return
+        boundary = _boundary(media, code)
+        if not 1 <= len(boundary) <= 70:
+            raise _bad("the multipart boundary must be 1 to 70 characters", code)
+        self._delim = b"\n--" + boundary.encode("ascii", "replace")
+        self._state = "front"
+
+    @property
+    def passing(self) -> bool:
+        """Past the SOAP part: everything further is :data:`OTHER`."""
+        return self._state == OTHER
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        if self._state == OTHER:
+            return [(OTHER, data)] if data else []
+        if not self._delim:  # text/xml: the whole message
+            return [(SOAP, data)] if data else []
+        self._buf += data
+        out: list[tuple[str, bytes]] = []
+        if self._state == "front":
+            front = self._front()
+            if front is None:
+                if len(self._buf) > _FRONT_LIMIT:
+                    raise _bad("the SOAP part's MIME headers do not end within the first "
+                               f"{_FRONT_LIMIT} bytes", self._code)
+                return out
+            out.append((OTHER, front))
+        end = self._buf.find(self._delim)
+        if end < 0:  # the last bytes may begin the boundary (and the CR before it)
+            keep = len(self._delim) + 1
+            if len(self._buf) > keep:
+                out.append((SOAP, self._buf[:-keep]))
+                self._buf = self._buf[-keep:]
+            return out
+        cut = end - 1 if end > 0 and self._buf[end - 1:end] == b"\r" else end
+        if cut:
+            out.append((SOAP, self._buf[:cut]))
+        out += [(END, b""), (OTHER, self._buf[cut:])]
+        self._buf, self._state = b"", OTHER
+        return out
+
+    def close(self) -> list[tuple[str, bytes]]:
+        if self._state == OTHER:
+            return []
+        if not self._delim:
+            return [(END, b"")]
+        if self._state == "front":
+            raise _bad("the multipart body holds no SOAP part", self._code)
+        raise _bad("the multipart body is not closed", self._code)
+
+    def _front(self) -> bytes | None:
+        """The bytes up to the SOAP part's content, once all here (its headers checked)."""
+        buf, delim = self._buf, self._delim[1:]
+        if buf.startswith(delim):
+            pos = 0
+        else:
+            pos = buf.find(b"\n" + delim)
+            if pos < 0:
+                return None
+            pos += 1
+        after = pos + len(delim)
+        line_end = buf.find(b"\n", after)
+        if line_end < 0:
+            return None
+        if buf[after:line_end].strip(b" \t\r"):
+            raise _bad("malformed multipart boundary line", self._code)
+        start = line_end + 1
+        if buf.startswith((b"\r\n", b"\n"), start):  # a part without headers
+            head_end = start
+            sep = 2 if buf.startswith(b"\r\n", start) else 1
+        else:
+            head_end, sep = buf.find(b"\r\n\r\n", start), 4
+            if head_end < 0:
+                head_end, sep = buf.find(b"\n\n", start), 2
+            if head_end < 0:
+                return None
+        if head_end - start > _MAX_HEADER:
+            raise _bad("a MIME part header is too long", self._code)
+        _check_first_part(self._media, _parse_headers(buf[start:head_end], self._code),
+                          self._code)
+        self._state = SOAP
+        front, self._buf = buf[:head_end + sep], buf[head_end + sep:]
+        return front
 
 
 def _check_charset(media: MediaType, code: str) -> None:

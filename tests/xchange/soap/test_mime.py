@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from xchange.errors import BadRequestError
-from xchange.soap.mime import MimePart, join_multipart, parse_media_type, soap_part
+from xchange.soap.mime import (
+    END,
+    SOAP,
+    MimePart,
+    SoapPartStream,
+    join_multipart,
+    parse_media_type,
+    soap_part,
+)
 
 ENVELOPE = b"<e/>"
 ATTACHMENT = b"\x00\x01binary\r\n--not-the-boundary\r\n"
@@ -100,3 +108,58 @@ def test_head_only_refuses_a_soap_part_that_does_not_end_in_it(head: bytes,
         soap_part(head, ctype, head_only=True)
     assert info.value.code == "client.invalid_content_type"
     assert f"larger than the {len(head)} bytes accepted" in info.value.message
+
+
+def _split(message: bytes, content_type: str, piece: int) -> list[tuple[str, bytes]]:
+    stream = SoapPartStream(content_type)
+    out: list[tuple[str, bytes]] = []
+    for i in range(0, len(message), piece):
+        out += stream.feed(message[i:i + piece])
+    return out + stream.close()
+
+
+@pytest.mark.parametrize("piece", [1, 3, 16, 100_000])
+@pytest.mark.parametrize("newline", [b"\r\n", b"\n"])
+def test_a_stream_tells_the_soap_part_from_the_rest_whatever_the_pieces(
+        piece: int, newline: bytes) -> None:
+    message = b"preamble\r\n" + package(newline=newline) + b"epilogue"
+    out = _split(message, CTYPE, piece)
+    assert b"".join(p for kind, p in out if kind == SOAP) == ENVELOPE
+    assert b"".join(p for _, p in out) == message  # nothing lost, nothing added
+    assert [kind for kind, _ in out].count(END) == 1
+    end = [kind for kind, _ in out].index(END)
+    assert all(kind != SOAP for kind, _ in out[end:])
+
+
+def test_a_stream_of_text_xml_is_all_soap_part() -> None:
+    out = _split(b"<e>" + b"x" * 100 + b"</e>", "text/xml; charset=utf-8", 7)
+    assert {kind for kind, _ in out[:-1]} == {SOAP} and out[-1] == (END, b"")
+
+
+def test_a_stream_keeps_a_cut_off_boundary_until_it_knows() -> None:
+    """A piece may end in what may be the start of the boundary: held back, not lost."""
+    soap = b"<e>--BOUNDAR\r\n--BOUNDARX</e>"
+    message = (b"--BOUNDARY\r\nContent-Type: text/xml\r\n\r\n" + soap +
+               b"\r\n--BOUNDARY\r\n\r\ndata\r\n--BOUNDARY--\r\n")
+    for piece in range(1, 40):
+        out = _split(message, CTYPE.replace('start="<root>"; ', ""), piece)
+        assert b"".join(p for kind, p in out if kind == SOAP) == soap
+
+
+@pytest.mark.parametrize(("message", "ctype", "why"), [
+    (package(), "application/soap+xml", "not text/xml or multipart/related"),
+    (package(), "multipart/related", "without a boundary"),
+    (package(first_type="application/octet-stream"), CTYPE, "not the SOAP envelope"),
+    (package(encoding="base64"), CTYPE, "sent 8bit"),
+    (package(), CTYPE.replace("<root>", "<other>"), "must be the first part"),
+    (package()[:110], CTYPE, "not closed"),
+    (package()[:60], CTYPE, "holds no SOAP part"),
+    (b"no boundary at all", CTYPE, "holds no SOAP part"),
+    (b"--BOUNDARY\r\n" + b"X-Long: " + b"x" * 70_000, CTYPE, "within the first"),
+    (b"--BOUNDARY junk\r\n\r\n<e/>\r\n--BOUNDARY--", CTYPE, "malformed multipart boundary"),
+])
+def test_a_stream_refuses_what_soap_part_refuses(message: bytes, ctype: str, why: str) -> None:
+    with pytest.raises(BadRequestError) as info:
+        _split(message, ctype, 1000)
+    assert info.value.code == "client.invalid_content_type"
+    assert why in info.value.message

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from xchange.errors import BadRequestError
-from xchange.soap.xml import UTF8_BOM, parse_xml, parse_xml_chunks, strip_bom
+from xchange.soap.xml import (
+    UTF8_BOM,
+    ElementSpans,
+    XmlFeed,
+    parse_xml,
+    parse_xml_chunks,
+    strip_bom,
+)
 
 
 def test_a_plain_document_parses() -> None:
@@ -78,3 +85,56 @@ def test_the_caller_names_the_code() -> None:
 
 def test_deep_but_allowed_nesting_parses() -> None:
     assert parse_xml(b"<a>" * 64 + b"</a>" * 64, max_bytes=10_000).tag == "a"
+
+
+def test_pruning_keeps_two_body_elements_and_one_after_the_body_at_most() -> None:
+    """What is kept stays small even if a document holds many elements where one belongs:
+    enough to tell that there is more than one."""
+    document = (b"<E><H/><B>" + b"<op><x/></op>" * 10_000 + b"</B>" +
+                b"<after><y>z</y></after>" * 10_000 + b"</E>")
+    root = parse_xml_chunks(_pieces(document, 4096), max_bytes=len(document), prune="B")
+    assert [c.tag for c in root] == ["H", "B", "after"]
+    body, after = root[1], root[2]
+    assert [c.tag for c in body] == ["op", "op"] and len(body[0]) == 0
+    assert len(after) == 0
+
+
+def test_a_feed_shows_its_root_as_it_grows() -> None:
+    feed = XmlFeed(max_bytes=10_000, prune="B")
+    feed.feed(b"<E><H><f>1</f></H><B>")
+    feed.feed(b" " * 5000)  # past the prolog check: parsing has begun
+    assert feed.root is not None and [c.tag for c in feed.root] == ["H", "B"]
+    feed.feed(b"<op>")
+    assert [c.tag for c in feed.root[1]] == ["op"]
+    with pytest.raises(BadRequestError, match="larger than 10000"):
+        feed.feed(b"x" * 5000)
+
+
+_SPANNED = (b"\xef\xbb\xbf<?xml version='1.0'?><!-- < > --><s:E xmlns:s='urn:s'>"
+            b"<s:H a='>' b=\"/>\"><x:a xmlns:x='urn:x'/><x:b xmlns:x='urn:x' q='a>b'>t&amp;"
+            b"<![CDATA[</x:b><y>]]></x:b><?pi ?><c /></s:H><s:B><w><deep/></w></s:B></s:E>")
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 7, len(_SPANNED)])
+def test_element_spans_find_elements_in_the_bytes_whatever_the_pieces(piece: int) -> None:
+    spans = ElementSpans(3)
+    seen = bytearray()
+    for chunk in _pieces(_SPANNED, piece):
+        seen += chunk
+        spans.scan(seen)
+    found = [(s.depth, s.name, _SPANNED[s.start:s.end]) for s in spans.spans]
+    assert found == [
+        (3, "x:a", b"<x:a xmlns:x='urn:x'/>"),
+        (3, "x:b", b"<x:b xmlns:x='urn:x' q='a>b'>t&amp;<![CDATA[</x:b><y>]]></x:b>"),
+        (3, "c", b"<c />"),
+        (2, "s:H", _SPANNED[_SPANNED.index(b"<s:H"):_SPANNED.index(b"<s:B>")]),
+        (3, "w", b"<w><deep/></w>"),
+        (2, "s:B", b"<s:B><w><deep/></w></s:B>"),
+        (1, "s:E", _SPANNED[_SPANNED.index(b"<s:E"):]),
+    ]
+
+
+@pytest.mark.parametrize("document", [b"<a></a></b>", b'<!DOCTYPE a [<!ENTITY e "x">]><a/>'])
+def test_element_spans_refuse_what_they_cannot_follow(document: bytes) -> None:
+    with pytest.raises(ValueError):
+        ElementSpans(3).scan(document)
