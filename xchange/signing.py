@@ -34,7 +34,10 @@ it recomputes the root from the message's own payload and path, then checks the 
 root -- remembered, once it verified, by the exact signed bytes and signature value
 (:class:`_VerifiedRoots`), so the other messages of a batch cost a few hashes rather than an ECDSA
 verification.  The certificate path, the signer's member and the freshness values are
-checked for every message as for a single signature.
+checked for every message as for a single signature; a batch's protected header is read and
+checked once per distinct text, and the certificate path check that last passed for it is
+remembered with its anchors and the window in which it holds (:class:`_BatchHeader`), so a
+message of a known signer at a time inside that window costs a few lookups.
 
 Tokens are written and read here, with pyca/cryptography for the signature values: a
 general JWS library spent most of each message's signing and verification time on JSON and
@@ -296,7 +299,8 @@ def verify_payload(
          from this payload; then for both: ``b64``/``crit`` as required, ``alg`` allowed,
          ``x5c`` present;
       2. the leaf certificate must chain to one of ``anchors`` at time ``at`` and have the
-         signing profile;
+         signing profile (for the batch form, the last path that verified for that protected
+         header is remembered with its anchors and validity window, :class:`_BatchHeader`);
       3. the member named in the leaf must be ``expected_signer``'s member;
       4. the JWS must verify with the leaf's key over the recomputed signing input: the
          digest payload, or the batch's root (a root whose JWS verified before is
@@ -308,9 +312,11 @@ def verify_payload(
         raise InvalidSignatureError("signature missing or too long", code=code)
     check: Callable[[x509.Certificate, str, bytes, bytes, str], None]
     if _BATCH_SEPARATOR in signature:
-        header, signing_input, raw_signature, leaf_header, size = _parse_batch(
-            signature, payload, code)
+        known, signing_input, raw_signature, leaf_header = _parse_batch(signature, payload, code)
         signed_at, nonce = _freshness(leaf_header, code)
+        alg, chain, size = known.alg, known.chain, known.size
+        # 2. and 3. (the member named in the leaf), remembered for the path's window
+        signer = known.signer_at(anchors, at, code)
         check = _ROOTS.check
     else:
         header, signing_prefix, raw_signature = _split_detached(signature, code)
@@ -318,7 +324,26 @@ def verify_payload(
             raise InvalidSignatureError(f"signature is not of type {JWS_TYPE}", code=code)
         signing_input, size = signing_prefix + payload, None
         signed_at, nonce = _freshness(header, code)
+        alg, chain = _checked_header(header, code)
+        # 2. and 3. (the member named in the leaf)
+        signer = _signer_at(chain, anchors, at, code)[0]
         check = _check_leaf_signature
+    # 3.
+    if signer != expected_signer.member:
+        raise InvalidSignatureError(
+            f"signed by {signer}, but the message names {expected_signer.member}", code=code
+        )
+
+    # 4.
+    leaf = chain[0]
+    check(leaf, alg, signing_input, raw_signature, code)
+    return VerifiedSignature(signer=signer, certificate=leaf, chain=chain, algorithm=alg,
+                             signed_at=signed_at, nonce=nonce, batch_size=size)
+
+
+def _checked_header(header: dict[str, Any], code: str) -> tuple[str, tuple[x509.Certificate, ...]]:
+    """Step 1's checks common to both forms: ``b64``/``crit`` as required, ``alg`` allowed,
+    ``x5c`` present and readable; return the algorithm and the parsed chain."""
     if header.get("b64") is not False or header.get("crit") != ["b64"]:
         raise InvalidSignatureError("signature must use an unencoded detached payload "
                                     '("b64": false, "crit": ["b64"])', code=code)
@@ -332,55 +357,96 @@ def verify_payload(
         chain = _parse_x5c(tuple(x5c))
     except Exception as exc:  # any decoding failure of peer data is a bad signature
         raise InvalidSignatureError("x5c holds an unreadable certificate", code=code) from exc
-    leaf = chain[0]
+    return alg, chain
 
+
+def _signer_at(chain: tuple[x509.Certificate, ...], anchors: Sequence[x509.Certificate],
+               at: datetime, code: str) -> tuple[ClientId, list[x509.Certificate]]:
+    """Steps 2 and 3 but the comparison: the leaf must chain to one of ``anchors`` at ``at``
+    with the signing profile; return the member it names and the path that verified."""
+    leaf = chain[0]
     # 2.
     try:
-        _PATHS.verify(leaf, chain[1:], anchors, at=at, purpose="sign")
+        path = _PATHS.verify(leaf, chain[1:], anchors, at=at, purpose="sign")
     except InvalidSignatureError as exc:
         raise InvalidSignatureError(f"signing certificate: {exc.message}", code=code) from exc
-
     # 3.
     try:
-        signer = _SIGNER_OF(leaf)
+        return _SIGNER_OF(leaf), path
     except InvalidSignatureError as exc:
         raise InvalidSignatureError(exc.message, code=code) from exc
-    if signer != expected_signer.member:
-        raise InvalidSignatureError(
-            f"signed by {signer}, but the message names {expected_signer.member}", code=code
-        )
 
-    # 4.
-    check(leaf, alg, signing_input, raw_signature, code)
-    return VerifiedSignature(signer=signer, certificate=leaf, chain=tuple(chain), algorithm=alg,
-                             signed_at=signed_at, nonce=nonce, batch_size=size)
+
+class _BatchHeader:
+    """What a batch's protected header text establishes, whatever the message: checked
+    (step 1: ``typ``, no ``iat``/``jti``, ``n``, ``b64``/``crit``, ``alg``, ``x5c``) and read
+    once per distinct text (:func:`_batch_header`) -- it holds no ``iat`` or ``jti``, so it is
+    the same for every message of a batch and of every batch of that size by that key.
+
+    It also remembers the last certificate path check that passed for it (steps 2 and 3):
+    the anchors (the very objects), the window in which every certificate of the path that
+    verified is valid, and the member the leaf names.  As in
+    :class:`~xchange.certificates.VerifiedPathCache`, a path that verified at one time
+    verifies at any time inside that window with the same certificates and anchors, so a
+    message at such a time with the same anchors is answered from memory; any other time or
+    anchors are checked in full (and remembered in turn).  Failures are never remembered.
+    The remembered check is one tuple, replaced whole, so threads may share the object."""
+
+    __slots__ = ("_trusted", "alg", "chain", "prefix", "size")
+
+    def __init__(self, alg: str, chain: tuple[x509.Certificate, ...], prefix: bytes,
+                 size: int) -> None:
+        self.alg = alg
+        self.chain = chain
+        self.prefix = prefix
+        self.size = size
+        self._trusted: tuple[tuple[x509.Certificate, ...], datetime, datetime, ClientId] | None
+        self._trusted = None
+
+    def signer_at(self, anchors: Sequence[x509.Certificate], at: datetime,
+                  code: str) -> ClientId:
+        """Exactly :func:`_signer_at` for this header's chain, from memory when it can be."""
+        trusted = self._trusted
+        if trusted is not None:
+            known_anchors, valid_from, valid_until, signer = trusted
+            if (at.utcoffset() is not None and valid_from <= at <= valid_until
+                    and len(anchors) == len(known_anchors)
+                    and all(a is b for a, b in zip(anchors, known_anchors, strict=True))):
+                return signer
+        signer, path = _signer_at(self.chain, anchors, at, code)
+        self._trusted = (tuple(anchors), max(c.not_valid_before_utc for c in path),
+                         min(c.not_valid_after_utc for c in path), signer)
+        return signer
 
 
 def _parse_batch(signature: str, payload: bytes, code: str
-                 ) -> tuple[dict[str, Any], bytes, bytes, dict[str, Any], int]:
+                 ) -> tuple[_BatchHeader, bytes, bytes, dict[str, Any]]:
     """Read a batch-form signature (docs/protocol.md, "Batch signature") for ``payload``:
-    the root JWS's protected header, its signing input (the root this payload's leaf leads
-    to), its signature value, the leaf header and the batch size.  Strict: exactly three
-    fields; ``n`` an integer, ``2 <= n <= MAX_BATCH_SIZE``; ``i`` an integer below ``n``; an
-    audit path in canonical BASE64URL of exactly as many hashes as ``i`` and ``n`` call for.
+    the root JWS's protected header (checked, :func:`_batch_header`), its signing input (the
+    root this payload's leaf leads to), its signature value and the leaf header.  Strict:
+    exactly three fields; ``n`` an integer, ``2 <= n <= MAX_BATCH_SIZE``; ``i`` an integer
+    below ``n``; an audit path in canonical BASE64URL of exactly as many hashes as ``i`` and
+    ``n`` call for.
     """
     fields = signature.split(_BATCH_SEPARATOR)
     if len(fields) != 3:
         raise InvalidSignatureError("batch signature does not have three fields", code=code)
     jws, leaf_field, path_field = fields
-    header, signing_prefix, raw_signature = _split_detached(jws, code, header_of=_batch_header)
-    if header.get("typ") != BATCH_JWS_TYPE:
-        raise InvalidSignatureError(f"batch signature is not of type {BATCH_JWS_TYPE}",
-                                    code=code)
-    if "iat" in header or "jti" in header:
-        raise InvalidSignatureError("a batch signature's iat and jti belong in its leaf header",
-                                    code=code)
-    size = header.get("n")
-    if not _is_int(size) or not 2 <= size <= MAX_BATCH_SIZE:
-        raise InvalidSignatureError(
-            f"batch signature's n must be 2 to {MAX_BATCH_SIZE}, not {size!r}", code=code)
+    parts = jws.split(".")
+    if len(parts) != 3:
+        raise InvalidSignatureError("signature is not a JWS in compact form", code=code)
+    protected, attached, sig = parts
+    known = _batch_header(protected, code)
+    if attached:
+        raise InvalidSignatureError("signature must use an unencoded detached payload "
+                                    '(the payload segment must be empty)', code=code)
+    size = known.size
     if len(path_field) > _MAX_PATH_CHARS:
         raise InvalidSignatureError("batch signature's audit path is too long", code=code)
+    try:
+        raw_signature = _b64url_decode(sig)
+    except ValueError as exc:
+        raise InvalidSignatureError(f"signature is not a JWS: {exc}", code=code) from exc
     try:
         leaf_header = parse_json(_b64url_decode(leaf_field))
         path_bytes = _b64url_decode(path_field)
@@ -401,7 +467,7 @@ def _parse_batch(signature: str, payload: bytes, code: str
         root = root_from_path(_leaf(leaf_field, payload), index, size, path)
     except ValueError as exc:
         raise InvalidSignatureError(f"batch signature's audit path: {exc}", code=code) from exc
-    return header, signing_prefix + root, raw_signature, leaf_header, size
+    return known, known.prefix + root, raw_signature, leaf_header
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -471,21 +537,47 @@ def _parse_header(protected: str) -> Any:
     return parse_json(_b64url_decode(protected))
 
 
-@functools.lru_cache(maxsize=64)
-def _batch_header(protected: str) -> Any:
-    """The protected header of a batch's root JWS, parsed once per distinct value: it holds
-    no ``iat`` or ``jti``, so it is the same for every message of a batch (and of every batch
-    of that size by that key), where a single signature's header differs for every message.
-    Decoding it (a 2 KiB x5c chain) was about 12 us per message.  The value is shared: it is
-    read, never changed; a header that does not parse is not remembered."""
-    return _parse_header(protected)
+_BATCH_HEADERS: Final[dict[str, _BatchHeader]] = {}
+_BATCH_HEADERS_SIZE: Final = 256
+_BATCH_HEADERS_LOCK: Final = threading.Lock()
 
 
-def _split_detached(signature: str, code: str, *,
-                    header_of: Callable[[str], Any] = _parse_header
-                    ) -> tuple[dict[str, Any], bytes, bytes]:
+def _batch_header(protected: str, code: str) -> _BatchHeader:
+    """The batch protected header ``protected`` read and checked (:class:`_BatchHeader`),
+    once per distinct text: decoding it (a 2 KiB x5c chain) and checking it was most of a
+    batch message's cost once its root verified.  A header that fails is not remembered;
+    bounded, the oldest entry going first (a lost entry is read again)."""
+    known = _BATCH_HEADERS.get(protected)
+    if known is not None:
+        return known
+    try:
+        header = _parse_header(protected)
+    except (ValueError, BadRequestError) as exc:
+        raise InvalidSignatureError(f"signature is not a JWS: {exc}", code=code) from exc
+    if not isinstance(header, dict):
+        raise InvalidSignatureError("signature is not a JWS: header is not an object", code=code)
+    if header.get("typ") != BATCH_JWS_TYPE:
+        raise InvalidSignatureError(f"batch signature is not of type {BATCH_JWS_TYPE}",
+                                    code=code)
+    if "iat" in header or "jti" in header:
+        raise InvalidSignatureError("a batch signature's iat and jti belong in its leaf header",
+                                    code=code)
+    size = header.get("n")
+    if not _is_int(size) or not 2 <= size <= MAX_BATCH_SIZE:
+        raise InvalidSignatureError(
+            f"batch signature's n must be 2 to {MAX_BATCH_SIZE}, not {size!r}", code=code)
+    alg, chain = _checked_header(header, code)
+    known = _BatchHeader(alg, chain, protected.encode("ascii") + b".", size)
+    with _BATCH_HEADERS_LOCK:
+        while len(_BATCH_HEADERS) >= _BATCH_HEADERS_SIZE:
+            del _BATCH_HEADERS[next(iter(_BATCH_HEADERS))]
+        _BATCH_HEADERS[protected] = known
+    return known
+
+
+def _split_detached(signature: str, code: str) -> tuple[dict[str, Any], bytes, bytes]:
     """Split a compact JWS with a detached payload (RFC 7515 section 7.1, appendix F) into
-    its protected header (as ``header_of`` reads it), the signing-input prefix
+    its protected header, the signing-input prefix
     ``BASE64URL(header) || "."`` and the signature bytes.  (Done here rather than by PyJWT,
     whose character-by-character base64 check cost over half of a verification, the x5c
     chain being in the header.)"""
@@ -494,7 +586,7 @@ def _split_detached(signature: str, code: str, *,
         raise InvalidSignatureError("signature is not a JWS in compact form", code=code)
     protected, attached, sig = parts
     try:
-        header = header_of(protected)
+        header = _parse_header(protected)
         raw_signature = _b64url_decode(sig)
     except (ValueError, BadRequestError) as exc:
         raise InvalidSignatureError(f"signature is not a JWS: {exc}", code=code) from exc

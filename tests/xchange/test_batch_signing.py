@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import jwt
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from certs.ca import DevCA, IssuedCredentials
 from xchange.certificates import cert_to_b64der
@@ -349,3 +350,87 @@ def test_a_remembered_root_never_accepts_what_it_did_not_verify(
     # And the real messages still verify.
     for m, s in zip(batch, sigs, strict=True):
         assert verify(keys, s, m.payload).nonce == m.nonce
+
+
+# -- the remembered batch header and its certificate path ---------------------------------------
+
+
+def _window(keys: Keys) -> tuple[datetime, datetime]:
+    """Where every certificate of the EC signer's path (its chain and the anchor) is valid."""
+    path = [*keys.ec.chain, *keys.anchors]
+    return (max(c.not_valid_before_utc for c in path), min(c.not_valid_after_utc for c in path))
+
+
+def test_a_remembered_path_holds_only_inside_its_window(keys: Keys) -> None:
+    batch = messages(6, keys.now, tag="w")
+    sigs = sign_batch(keys.ec, batch)
+    verify(keys, sigs[0], batch[0].payload)  # header read and path remembered at "now"
+    valid_from, valid_until = _window(keys)
+    # Inside the window, at its very edges too, as the uncached check would accept.
+    verify(keys, sigs[1], batch[1].payload, at=valid_until)
+    verify(keys, sigs[1], batch[1].payload, at=valid_from)
+    # A second outside it is checked in full, and refused; whichever order the times come in.
+    code = "server.clientproxy.invalid_signature"
+    for at, message in ((valid_until + timedelta(seconds=1), "expired"),
+                        (valid_from - timedelta(seconds=1), "not yet valid")):
+        verify(keys, sigs[2], batch[2].payload)
+        for _ in range(2):
+            with pytest.raises(InvalidSignatureError, match=message) as info:
+                verify(keys, sigs[2], batch[2].payload, at=at, code=code)
+            assert info.value.code == code
+    # A naive time is a programming error, remembered path or not.
+    verify(keys, sigs[3], batch[3].payload)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        verify(keys, sigs[3], batch[3].payload, at=keys.now.replace(tzinfo=None))
+    for m, s in zip(batch, sigs, strict=True):
+        assert verify(keys, s, m.payload).signer == MEMBER
+
+
+def test_a_remembered_path_holds_only_for_the_same_anchors(
+        keys: Keys, tmp_path_factory: pytest.TempPathFactory, dev_ca: DevCA,
+        pki_now: datetime) -> None:
+    batch = messages(4, keys.now, tag="a")
+    sigs = sign_batch(keys.ec, batch)
+    verify(keys, sigs[0], batch[0].payload)
+    # A CA of the same name with another key: not the anchor the path verified with.
+    impostor = DevCA.create(tmp_path_factory.mktemp("impostor-ca"), "TEST", now=pki_now)
+    assert impostor.certificate.subject == dev_ca.certificate.subject
+    for anchors in ([impostor.certificate], [keys.other.chain[0]], []):
+        with pytest.raises(InvalidSignatureError, match="signing certificate"):
+            verify(keys, sigs[1], batch[1].payload, anchors=anchors)
+        verify(keys, sigs[1], batch[1].payload)  # back to the anchors that hold
+    # The same CA among others, or a copy of it parsed again: checked in full, accepted.
+    copy = x509.load_der_x509_certificate(dev_ca.certificate.public_bytes(Encoding.DER))
+    for anchors in ([impostor.certificate, dev_ca.certificate], [copy]):
+        assert verify(keys, sigs[2], batch[2].payload, anchors=anchors).signer == MEMBER
+    # and after them, an anchor list without it is refused again.
+    with pytest.raises(InvalidSignatureError, match="signing certificate"):
+        verify(keys, sigs[3], batch[3].payload, anchors=[impostor.certificate])
+
+
+def test_a_remembered_path_still_names_its_member(keys: Keys) -> None:
+    batch = messages(3, keys.now, tag="o")
+    sigs = sign_batch(keys.ec, batch)
+    other_batch = messages(3, keys.now, tag="p")
+    others = sign_batch(keys.other, other_batch)
+    verify(keys, sigs[0], batch[0].payload)
+    with pytest.raises(InvalidSignatureError, match="signed by TEST/GOV/1234"):
+        verify(keys, sigs[1], batch[1].payload, expected=OTHER_MEMBER)
+    # Another signer's batch, its header remembered too, is that signer's only.
+    verify(keys, others[0], other_batch[0].payload, expected=OTHER_MEMBER)
+    with pytest.raises(InvalidSignatureError, match="signed by TEST/GOV/5678"):
+        verify(keys, others[1], other_batch[1].payload)
+    assert verify(keys, sigs[2], batch[2].payload).signer == MEMBER
+
+
+def test_a_header_that_fails_is_not_remembered(keys: Keys) -> None:
+    batch = messages(3, keys.now, tag="f")
+    sigs = sign_batch(keys.ec, batch)
+    bad_alg, payload = _root_header({"alg": "none"})(keys, sigs, batch)
+    unreadable, _ = _root_header({"x5c": ["AAAA"]})(keys, sigs, batch)
+    for _ in range(2):
+        with pytest.raises(InvalidSignatureError, match="not allowed"):
+            verify(keys, bad_alg, payload)
+        with pytest.raises(InvalidSignatureError, match="unreadable certificate"):
+            verify(keys, unreadable, payload)
+    assert verify(keys, sigs[2], batch[2].payload).signer == MEMBER
