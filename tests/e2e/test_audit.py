@@ -9,7 +9,6 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 import zipfile
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from security_server.config import SecurityServerConfig
+from tests.e2e.cli import run_xchange
 from xchange.canonical import parse_json
 from xchange.evidence import read_bundle
 from xchange_cli.audit import check_log
@@ -34,11 +34,6 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
                                   timestamping_interval_seconds=1)
     with RunningFederation(federation):
         yield federation
-
-
-def _xchange(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xchange_cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def _ask(fed: Federation) -> str:
@@ -61,7 +56,7 @@ def test_archives_of_a_running_server_verify_offline(fed: Federation, tmp_path: 
     ids = [_ask(fed) for _ in range(3)]
     _wait_until_stamped(fed)
     consumer = fed.servers[1]
-    done = _xchange("audit", "archive", "--config", consumer.config)
+    done = run_xchange("audit", "archive", "--config", consumer.config)
     assert done.returncode == 0, done.stderr
     assert "1 archive file(s) written" in done.stdout
     archives = SecurityServerConfig.from_file(consumer.config).archive
@@ -71,7 +66,7 @@ def test_archives_of_a_running_server_verify_offline(fed: Federation, tmp_path: 
     # The auditor has the federation's anchor and a global configuration file, nothing else.
     publish = fed.registry_config.parent / "publish"
     trust = ("--anchor", publish / "anchor.json", "--globalconf", publish / "globalconf.json")
-    done = _xchange("audit", "verify", archives.directory, *trust)
+    done = run_xchange("audit", "verify", archives.directory, *trust)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "archive 1 of DEMO/GOV/70000002/ss-insurance: records 1..6" in done.stdout
     assert "time-stamps verified: 6 records" in done.stdout
@@ -79,16 +74,16 @@ def test_archives_of_a_running_server_verify_offline(fed: Federation, tmp_path: 
 
     # One query's evidence, exported and verified with the CA and TSA certificates only.
     export = tmp_path / "query.asice"
-    done = _xchange("audit", "export", "--config", consumer.config, "--query-id", ids[1],
-                    "--out", export)
+    done = run_xchange("audit", "export", "--config", consumer.config, "--query-id", ids[1],
+                        "--out", export)
     assert done.returncode == 0, done.stderr
-    done = _xchange("audit", "verify", export, "--ca", fed.ca.cert_path, "--tsa", fed.tsa_cert)
+    done = run_xchange("audit", "verify", export, "--ca", fed.ca.cert_path, "--tsa", fed.tsa_cert)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "signatures verified: 2" in done.stdout
 
     # The live log verifies with the server's own anchors; ss verify-log is the same command.
     for command in (("audit", "verify", "--config"), ("ss", "verify-log", "--config")):
-        done = _xchange(*command, consumer.config)
+        done = run_xchange(*command, consumer.config)
         assert done.returncode == 0 and "OK: everything verifies" in done.stdout, done.stdout
 
     if shutil.which("openssl") is None:
@@ -111,8 +106,8 @@ def test_the_audit_api_of_a_running_server(fed: Federation) -> None:
     through its admin listener; the access shows in the admin audit log."""
     consumer = fed.servers[1]
     message_id = _ask(fed)
-    done = _xchange("ss", "admin-token", "--config", consumer.config, "--subject", "audrey",
-                    "--role", "auditor")
+    done = run_xchange("ss", "admin-token", "--config", consumer.config, "--subject", "audrey",
+                        "--role", "auditor")
     assert done.returncode == 0, done.stderr
     headers = {"Authorization": f"Bearer {done.stdout.strip()}"}
 

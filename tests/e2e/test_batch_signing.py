@@ -10,8 +10,6 @@ evidence container verifies on its own.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.cli import run_xchange
 from tests.e2e.conftest import read_records
 from xchange.messagelog import StoredRecord
 from xchange_cli.audit import check_log
@@ -38,11 +37,6 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
                                   timestamping_interval_seconds=1)
     with RunningFederation(federation):
         yield federation
-
-
-def _xchange(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xchange_cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=300, check=False)
 
 
 def _roots(records: list[StoredRecord]) -> Counter[str]:
@@ -81,15 +75,15 @@ def test_concurrent_requests_share_signatures_and_every_record_verifies(
         assert time.monotonic() < deadline, "records were not time-stamped in time"
         time.sleep(0.5)
     for server in fed.servers:
-        done = _xchange("audit", "verify", "--config", server.config)
+        done = run_xchange("audit", "verify", "--config", server.config)
         assert done.returncode == 0 and "OK: everything verifies" in done.stdout, done.stdout
 
     # One batched request's evidence, exported and verified with the CA and TSA alone.
     batched = next(r for r in requests if roots.get(r.entry.signature.split("~")[0], 0) > 1)
     export = tmp_path / "batched.asice"
-    done = _xchange("audit", "export", "--config", consumer.config, "--query-id",
-                    batched.entry.query_id, "--out", export)
+    done = run_xchange("audit", "export", "--config", consumer.config, "--query-id",
+                        batched.entry.query_id, "--out", export)
     assert done.returncode == 0, done.stderr
-    done = _xchange("audit", "verify", export, "--ca", fed.ca.cert_path, "--tsa", fed.tsa_cert)
+    done = run_xchange("audit", "verify", export, "--ca", fed.ca.cert_path, "--tsa", fed.tsa_cert)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "signatures verified: 2" in done.stdout

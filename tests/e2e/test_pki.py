@@ -8,14 +8,13 @@ second, so "within one OCSP refresh" is seconds.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.cli import run_xchange
 from tests.e2e.conftest import read_records
 from xchange_cli.demo import Answer, query
 from xchange_cli.federation import Federation, RunningFederation, build_federation
@@ -46,14 +45,10 @@ def _wait_for(predicate: Callable[[], bool], timeout: float) -> float:
     raise AssertionError(f"condition not reached within {timeout} s")
 
 
-def _xchange(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xchange_cli", *args], capture_output=True,
-                          text=True, timeout=60, check=False)
-
-
 def _revoke(fed: Federation, cert: Path) -> None:
-    done = _xchange("ca", "revoke", str(fed.ca.directory), "--cert", str(cert),
-                    "--reason", "keyCompromise", "--passphrase-file", str(fed.key_passphrase_file))
+    done = run_xchange("ca", "revoke", str(fed.ca.directory), "--cert", str(cert),
+                       "--reason", "keyCompromise",
+                       "--passphrase-file", str(fed.key_passphrase_file))
     assert done.returncode == 0, done.stderr
 
 
@@ -83,7 +78,7 @@ def test_revoked_provider_auth_certificate_is_refused_within_one_refresh(
     assert (answer.status, _error(answer)) == (502, CLIENT_CERT)
     assert b"revoked" in answer.body and b"keyCompromise" in answer.body
     assert _log_size(fed, 0) == before, "a request reached the revoked provider"
-    status = _xchange("ss", "status", "--config", str(fed.servers[0].config))
+    status = run_xchange("ss", "status", "--config", str(fed.servers[0].config))
     assert status.returncode == 1
     assert "OCSP says revoked" in status.stdout
 
@@ -113,7 +108,7 @@ def test_a_minute_long_responder_outage_is_survived_while_responses_are_fresh(
     fed = pki_federation.federation
     assert _ask(fed).status == 200
     # Operators see each certificate with its OCSP status and age.
-    done = _xchange("ss", "status", "--config", str(fed.servers[0].config))
+    done = run_xchange("ss", "status", "--config", str(fed.servers[0].config))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "auth: " in done.stdout and str(fed.servers[0].agency.member) in done.stdout
     assert done.stdout.count("OCSP: good") == 2

@@ -23,6 +23,7 @@ import pytest
 from certs.ca import CA_PASSPHRASE_FILE, DevCA
 from certs.keys import load_certificates
 from security_server.timestamper import TsaClient
+from tests.e2e.cli import run_xchange
 from xchange.globalconf import ApprovedTSA
 from xchange.timestamp import (
     QUERY_TYPE,
@@ -49,11 +50,6 @@ class RunningTsa:
     directory: Path
 
 
-def _xchange(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xchange_cli", *args], capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
-
-
 def _openssl(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL, check=False)
@@ -69,8 +65,8 @@ def running_tsa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTsa
     directory = tmp_path_factory.mktemp("tsa")
     ca = DevCA.create(directory / "ca", "TEST", now=datetime.now(UTC))
     key, pem = directory / "tsa.key", directory / "tsa.pem"
-    issued = _xchange("ca", "issue-tsa", str(ca.directory), "--out-key", str(key),
-                      "--out-cert", str(pem), "--name", "E2E TSA")
+    issued = run_xchange("ca", "issue-tsa", str(ca.directory), "--out-key", str(key),
+                         "--out-cert", str(pem), "--name", "E2E TSA")
     assert issued.returncode == 0, issued.stderr
     port = free_port()
     process = ManagedProcess(
@@ -154,8 +150,8 @@ def test_a_token_of_openssls_tsa_verifies_with_xchange(
     """Interoperability the other way: OpenSSL as the TSA (RSA key, its own encoding)."""
     ca = DevCA.load(running_tsa.ca_pem.parent)
     key, pem = tmp_path / "openssl-tsa.key", tmp_path / "openssl-tsa.pem"
-    issued = _xchange("ca", "issue-tsa", str(ca.directory), "--out-key", str(key),
-                      "--out-cert", str(pem), "--name", "OpenSSL TSA")
+    issued = run_xchange("ca", "issue-tsa", str(ca.directory), "--out-key", str(key),
+                         "--out-cert", str(pem), "--name", "OpenSSL TSA")
     assert issued.returncode == 0, issued.stderr
     (tmp_path / "serial").write_text("01\n")
     config = tmp_path / "tsa.cnf"
@@ -179,8 +175,9 @@ def test_a_token_of_openssls_tsa_verifies_with_xchange(
 
 
 def test_issue_tsa_refuses_to_overwrite(running_tsa: RunningTsa) -> None:
-    done = _xchange("ca", "issue-tsa", str(running_tsa.ca_pem.parent), "--out-key",
-                    str(running_tsa.tsa_key), "--out-cert", str(running_tsa.directory / "x.pem"))
+    done = run_xchange("ca", "issue-tsa", str(running_tsa.ca_pem.parent), "--out-key",
+                       str(running_tsa.tsa_key),
+                       "--out-cert", str(running_tsa.directory / "x.pem"))
     assert done.returncode == 1
     assert done.stderr.startswith("xchange: error: ") and "exists" in done.stderr
     assert "Traceback" not in done.stderr
