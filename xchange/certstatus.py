@@ -8,13 +8,12 @@ requires ``good``.
 
 Verifying an OCSP response costs a signature check; a sender staples the same response to
 every message until its next refresh, so :class:`StapleVerifier` remembers responses it has
-verified (by the SHA-256 of their bytes) and re-checks only their age per message.  The memo
+verified (by their bytes) and re-checks only their age per message.  The memo
 holds verified facts only, never a decision that depends on the time.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -77,6 +76,8 @@ class StapleVerifier:
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._verified: OrderedDict[tuple[bytes, str], OcspStatus] = OrderedDict()
+        """Keyed by the staple's bytes themselves (a few hundred; hashing them for the
+        dictionary is cheaper than a SHA-256 first) and the certificate's digest."""
         self._not_for: set[tuple[bytes, str]] = set()
         """(staple, certificate) pairs seen not to match: the staple names another one."""
         self._max = max_entries
@@ -98,7 +99,7 @@ class StapleVerifier:
         caller may want to remember a ``revoked`` before refusing)."""
         cert_key = cert_sha256(cert)
         for der in staples:
-            key = (hashlib.sha256(der).digest(), cert_key)
+            key = (der, cert_key)
             status = self._verified.get(key)
             if status is None:
                 if key in self._not_for:

@@ -109,6 +109,9 @@ Status = Literal["ok", "rejected"]
 _LITERALS: Final = (("kind", get_args(Kind)), ("direction", get_args(Direction)),
                     ("status", get_args(Status)))
 
+_KINDS: Final = frozenset(get_args(Kind))
+_DIRECTIONS: Final = frozenset(get_args(Direction))
+
 GENESIS_HASH: Final = "0" * 64
 FORMAT_TAG: Final = b"xchange-messagelog-v2"
 CHAIN_BROKEN_CODE: Final = "server.messagelog.chain_broken"
@@ -169,6 +172,34 @@ class LogEntry:
     """The DER OCSP responses stapled to the message, in the order stapled."""
 
     def __post_init__(self) -> None:
+        if not self._plainly_valid():
+            self._check()
+        created = self.created_at
+        if created.tzinfo is not UTC:
+            object.__setattr__(self, "created_at", created.astimezone(UTC))
+
+    def _plainly_valid(self) -> bool:
+        """The usual entry, recognised at once (every record an audit reads is built
+        again): exact types, ASCII text, a UTC time.  ``False`` does not mean invalid:
+        :meth:`_check` then decides, and says what is wrong."""
+        user_id, issue, error_code = self.user_id, self.issue, self.error_code
+        created = self.created_at
+        return (self.kind in _KINDS and self.direction in _DIRECTIONS
+                and ((self.status == "ok" and error_code is None)
+                     or (self.status == "rejected" and type(error_code) is str
+                         and error_code.isascii()))
+                and type(self.query_id) is str and self.query_id.isascii()
+                and type(self.client) is str and self.client.isascii()
+                and type(self.service) is str and self.service.isascii()
+                and type(self.signature) is str and self.signature.isascii()
+                and (user_id is None or (type(user_id) is str and user_id.isascii()))
+                and (issue is None or (type(issue) is str and issue.isascii()))
+                and type(self.header_part) is bytes and type(self.body) is bytes
+                and type(self.ocsp_responses) is tuple
+                and all(type(r) is bytes for r in self.ocsp_responses)
+                and type(created) is datetime and created.tzinfo is UTC)
+
+    def _check(self) -> None:
         for name, allowed in _LITERALS:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}")
@@ -190,7 +221,6 @@ class LogEntry:
             raise TypeError("ocsp_responses must be a tuple of bytes")
         if not isinstance(self.created_at, datetime) or self.created_at.utcoffset() is None:
             raise ValueError("created_at must be a timezone-aware datetime")
-        object.__setattr__(self, "created_at", self.created_at.astimezone(UTC))
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,12 +333,20 @@ def _canonical(entry: LogEntry, sequence: int, prev_hash: str) -> bytes:
         None if error_code is None else error_code.encode("utf-8"),
         created.encode("ascii"),
     )
-    pack = _PRESENT.pack
+    # One join over the prefixes and the fields: concatenating each prefix to its field
+    # first copied the 2 KiB signature twice.
+    parts = [_TAG_FIELD]
+    append, pack = parts.append, _PRESENT.pack
     try:
-        return _TAG_FIELD + b"".join([b"\x00" if raw is None else pack(1, len(raw)) + raw
-                                      for raw in raws])
+        for raw in raws:
+            if raw is None:
+                append(b"\x00")
+            else:
+                append(pack(1, len(raw)))
+                append(raw)
     except struct.error as exc:
         raise ValueError("field too long for the canonical encoding") from exc
+    return b"".join(parts)
 
 
 def _field(value: bytes | str | None) -> bytes:

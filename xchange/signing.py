@@ -52,7 +52,7 @@ import binascii
 import functools
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeGuard
@@ -310,24 +310,21 @@ def verify_payload(
     # 1.
     if not isinstance(signature, str) or len(signature) > _MAX_JWS_LENGTH:
         raise InvalidSignatureError("signature missing or too long", code=code)
-    check: Callable[[x509.Certificate, str, bytes, bytes, str], None]
     if _BATCH_SEPARATOR in signature:
-        known, signing_input, raw_signature, leaf_header = _parse_batch(signature, payload, code)
+        known, root, raw_signature, leaf_header = _parse_batch(signature, payload, code)
         signed_at, nonce = _freshness(leaf_header, code)
-        alg, chain, size = known.alg, known.chain, known.size
+        alg, chain, size, signing_prefix = known.alg, known.chain, known.size, known.prefix
         # 2. and 3. (the member named in the leaf), remembered for the path's window
         signer = known.signer_at(anchors, at, code)
-        check = _ROOTS.check
     else:
         header, signing_prefix, raw_signature = _split_detached(signature, code)
         if header.get("typ") != JWS_TYPE:
             raise InvalidSignatureError(f"signature is not of type {JWS_TYPE}", code=code)
-        signing_input, size = signing_prefix + payload, None
+        root, size = None, None
         signed_at, nonce = _freshness(header, code)
         alg, chain = _checked_header(header, code)
         # 2. and 3. (the member named in the leaf)
         signer = _signer_at(chain, anchors, at, code)[0]
-        check = _check_leaf_signature
     # 3.
     if signer != expected_signer.member:
         raise InvalidSignatureError(
@@ -336,7 +333,10 @@ def verify_payload(
 
     # 4.
     leaf = chain[0]
-    check(leaf, alg, signing_input, raw_signature, code)
+    if root is None:
+        _check_leaf_signature(leaf, alg, signing_prefix + payload, raw_signature, code)
+    else:
+        _ROOTS.check(leaf, alg, signing_prefix, root, raw_signature, code)
     return VerifiedSignature(signer=signer, certificate=leaf, chain=chain, algorithm=alg,
                              signed_at=signed_at, nonce=nonce, batch_size=size)
 
@@ -422,8 +422,9 @@ class _BatchHeader:
 def _parse_batch(signature: str, payload: bytes, code: str
                  ) -> tuple[_BatchHeader, bytes, bytes, dict[str, Any]]:
     """Read a batch-form signature (docs/protocol.md, "Batch signature") for ``payload``:
-    the root JWS's protected header (checked, :func:`_batch_header`), its signing input (the
-    root this payload's leaf leads to), its signature value and the leaf header.  Strict:
+    the root JWS's protected header (checked, :func:`_batch_header`), the root this
+    payload's leaf leads to (the JWS's signing input is the header's prefix and the root),
+    its signature value and the leaf header.  Strict:
     exactly three fields; ``n`` an integer, ``2 <= n <= MAX_BATCH_SIZE``; ``i`` an integer
     below ``n``; an audit path in canonical BASE64URL of exactly as many hashes as ``i`` and
     ``n`` call for.
@@ -467,7 +468,7 @@ def _parse_batch(signature: str, payload: bytes, code: str
         root = root_from_path(_leaf(leaf_field, payload), index, size, path)
     except ValueError as exc:
         raise InvalidSignatureError(f"batch signature's audit path: {exc}", code=code) from exc
-    return known, known.prefix + root, raw_signature, leaf_header
+    return known, root, raw_signature, leaf_header
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -485,22 +486,28 @@ class _VerifiedRoots:
     The signed bytes are the batch's protected header -- ``alg`` and the whole ``x5c`` chain,
     hence the key that verified -- and its root, so an entry only ever answers for exactly
     those bytes, that key and that signature value: a mathematical fact that does not
-    expire.  What depends on the time and the trust anchors (the certificate path, the
-    signer's member) is checked for every message before this is asked.  Failures are not
-    remembered.  Bounded: the oldest entry goes first.  Safe to share between threads (at
-    worst two threads verify the same root)."""
+    expire.  They are kept as the signing-input prefix (``BASE64URL(header) || "."``) and
+    the 32-byte root, not joined: the prefix is the same bytes object for every message of
+    a header (:class:`_BatchHeader`), whose hash Python keeps, so a lookup hashes the root
+    and the signature value only, not 2 KiB of header.  What depends on the time and the
+    trust anchors (the certificate path, the signer's member) is checked for every message
+    before this is asked.  Failures are not remembered.  Bounded: the oldest entry goes
+    first.  Safe to share between threads (at worst two threads verify the same root)."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._known: dict[tuple[bytes, bytes], None] = {}
+        self._known: dict[tuple[bytes, bytes, bytes], None] = {}
         self._lock = threading.Lock()
 
-    def check(self, leaf: x509.Certificate, alg: str, signing_input: bytes, raw: bytes,
+    def check(self, leaf: x509.Certificate, alg: str, prefix: bytes, root: bytes, raw: bytes,
               code: str) -> None:
-        key = (signing_input, raw)
+        """That ``raw`` is the signature of ``prefix || root`` by ``leaf``'s key."""
+        if len(root) != HASH_SIZE:  # the key's parts must join into one signing input only
+            raise ValueError("a batch root is one hash")
+        key = (prefix, root, raw)
         if key in self._known:
             return
-        _check_signature(leaf.public_key(), alg, signing_input, raw, code)
+        _check_signature(leaf.public_key(), alg, prefix + root, raw, code)
         with self._lock:
             if len(self._known) >= self._size:
                 del self._known[next(iter(self._known))]

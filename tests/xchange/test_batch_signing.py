@@ -434,3 +434,14 @@ def test_a_header_that_fails_is_not_remembered(keys: Keys) -> None:
         with pytest.raises(InvalidSignatureError, match="unreadable certificate"):
             verify(keys, unreadable, payload)
     assert verify(keys, sigs[2], batch[2].payload).signer == MEMBER
+
+
+def test_a_remembered_root_is_one_hash(keys: Keys) -> None:
+    # The memory keeps the signing input's header prefix and root apart; they must join
+    # into one signing input only.
+    batch = messages(2, keys.now)
+    sigs = sign_batch(keys.ec, batch)
+    verify(keys, sigs[0], batch[0].payload)
+    for root in (b"", b"\x00" * 31, b"\x00" * 33):
+        with pytest.raises(ValueError, match="one hash"):
+            _ROOTS.check(keys.ec.chain[0], "ES256", b"prefix.", root, b"\x00" * 64, "code")

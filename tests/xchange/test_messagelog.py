@@ -202,6 +202,34 @@ def test_log_entry_rejects(change: dict[str, Any], error: type[Exception]) -> No
         make_entry(**change)
 
 
+class _Text(str):
+    __slots__ = ()
+
+
+class _Instant(datetime):
+    pass
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"client": _Text("EE/GOV/1234/sub")},
+        {"signature": _Text("eyJhbGciOiJFUzI1NiJ9..c2ln")},
+        {"issue": _Text("")},
+        {"created_at": _Instant(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)},
+        {"created_at": T0.astimezone(timezone(timedelta(hours=-5)))},
+    ],
+)
+def test_log_entry_accepts_what_is_not_plainly_valid(change: dict[str, Any]) -> None:
+    # Exact types and ASCII are recognised at once; anything else is checked in full, and
+    # what is valid is accepted and encoded alike.
+    entry = make_entry(**change)
+    assert entry.created_at.tzinfo is UTC
+    plain = make_entry(**{k: (v if k == "created_at" else str(v)) for k, v in change.items()})
+    assert canonical_record_bytes(entry, 1, GENESIS_HASH) == canonical_record_bytes(
+        plain, 1, GENESIS_HASH)
+
+
 def test_rejected_entry_with_error_code() -> None:
     entry = make_entry(status="rejected", error_code="server.serverproxy.invalid_signature")
     assert entry.status == "rejected"
