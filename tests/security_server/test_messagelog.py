@@ -102,6 +102,21 @@ async def test_append_read_verify(log: MessageLog) -> None:
     assert report.last_hash == r3.record_hash
 
 
+async def test_records_between_reads_what_a_select_reads(log: MessageLog) -> None:
+    # The audit's page reader runs on the driver's cursor; it must give what the Core
+    # select gives, on either database, with every column converted (created_at aware).
+    await fill(log, 5)
+    await log.append(entry(6, status="rejected", error_code="server.serverproxy.x",
+                           user_id=None, issue="ISSUE-1"), error_code=CP)
+    reader = log.reader()
+    everything = await log.records()
+    assert reader.records_between(0, None, 100) == everything
+    assert reader.records_between(1, 4, 100) == everything[1:4]
+    assert reader.records_between(1, None, 2) == everything[1:3]
+    assert reader.records_between(6, None, 10) == []
+    assert all(r.entry.created_at.tzinfo is UTC for r in reader.records_between(0, None, 9))
+
+
 async def test_verify_empty_log(log: MessageLog) -> None:
     report = await log.verify()
     assert (report.count, report.first_sequence, report.last_hash) == (0, None, GENESIS_HASH)
@@ -240,6 +255,12 @@ async def test_undecodable_value_is_reported_at_its_record(
         with pytest.raises(ChainBrokenError) as caught:
             await log.verify()
         assert caught.value.sequence == 5
+        for after, through in ((0, None), (2, 7), (4, 5)):
+            with pytest.raises(ChainBrokenError) as caught:
+                log.reader().records_between(after, through, 10)
+            assert (caught.value.sequence, caught.value.reason) == (
+                5, "stored record cannot be decoded")
+        assert [r.sequence for r in log.reader().records_between(5, None, 10)] == [6, 7, 8]
     finally:
         log.close()
         engine.dispose()
@@ -381,6 +402,8 @@ async def test_missing_table_fails_writes_and_reads(engine: Engine, log: Message
     assert read_caught.value.code == "server.clientproxy.internal_error"
     with pytest.raises(MessageLogError):
         await log.verify()
+    with pytest.raises(MessageLogError):
+        log.reader().records_between(0, None, 10)
 
 
 async def test_append_after_close_fails_closed(log: MessageLog) -> None:
