@@ -14,6 +14,7 @@ import asyncio
 import bisect
 import contextlib
 import functools
+import gc
 import itertools
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -303,6 +304,10 @@ def _worker_share(share: Share) -> ShareResult:
 def _set_up_worker(trust: AuditTrust, open_reader: Callable[[], LogReader]) -> None:
     global _worker
     _worker = (trust, open_reader())
+    # What the worker inherited (modules, the trust anchors) lives as long as it does: kept
+    # out of the cyclic collector's sweeps, whose full passes over it cost about 5 % of
+    # checking a share.  What the checks allocate is collected as before.
+    gc.freeze()
 
 
 def _ready(_: int) -> bool:

@@ -4,6 +4,7 @@ the CA and TSA certificates; each kind of tampering is found and the record name
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import os
 import shutil
@@ -187,7 +188,10 @@ def workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
         def counted_pool(trust: AuditTrust, workers: int,
                          open_reader: Callable[[], LogReader]) -> logaudit.AuditPool:
             pools.append(workers)
-            return real_pool(trust, workers, open_reader)
+            pool = real_pool(trust, workers, open_reader)
+            # A worker keeps what it inherited out of the collector's sweeps.
+            assert pool.executor.submit(gc.get_freeze_count).result() > 0
+            return pool
 
         monkeypatch.setattr(audit_cli, "audit_pool", counted_pool)
         yield str(request.param)
