@@ -57,6 +57,8 @@ __all__ = [
 ]
 
 _CODE = EvidenceError.default_code
+_MEMO_SIZE = 1024
+"""Certificates an :class:`AuditMemo` remembers the issuer of; when full it starts again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,23 @@ class AuditMemo:
         self.staples = StapleVerifier()
         self.paths = PathMemo()
         self._batches: dict[tuple[int, bytes, bytes, datetime], datetime] = {}
+        self._issuers: dict[int, tuple[x509.Certificate, tuple[ApprovedCA, ...],
+                                       ApprovedCA]] = {}
+
+    def issuer(self, cert: x509.Certificate, trust: AuditTrust) -> ApprovedCA:
+        """:func:`~xchange.certstatus.approved_ca_of` ``cert`` among ``trust``'s CAs, once
+        per certificate object (a signer's parsed chain is shared by all its messages) and
+        tuple of CAs: keyed by identity, the objects kept and compared with ``is``.  A
+        certificate no approved CA issued raises, and is asked again next time."""
+        cas = trust.cas
+        hit = self._issuers.get(id(cert))
+        if hit is not None and hit[0] is cert and hit[1] is cas:
+            return hit[2]
+        ca = approved_ca_of(cert, cas, code=_CODE)
+        if len(self._issuers) >= _MEMO_SIZE:
+            self._issuers.clear()
+        self._issuers[id(cert)] = (cert, cas, ca)
+        return ca
 
     def batch_time(self, batch: TimestampBatch, trust: AuditTrust) -> datetime:
         """The verified genTime of ``batch``'s token (:func:`xchange.logbatch.verify_batch`)."""
@@ -228,7 +247,7 @@ def verify_evidence(
     this_update = None
     if signed is not None and entry.status == "ok":
         try:
-            issuer = approved_ca_of(signed.certificate, trust.cas, code=_CODE)
+            issuer = memo.issuer(signed.certificate, trust)
             status = memo.staples.check(
                 entry.ocsp_responses, signed.certificate, issuer.certificate,
                 at=entry.created_at, max_age=trust.ocsp_max_age, code=_CODE)

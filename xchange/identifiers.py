@@ -160,7 +160,7 @@ class ClientId:
         """The member this client belongs to (itself when it is a member)."""
         if self.subsystem is None:
             return self
-        return ClientId(self.instance, self.member_class, self.member_code)
+        return _member_of(self)
 
     def subsystem_of(self, code: str) -> ClientId:
         return ClientId(self.instance, self.member_class, self.member_code, code)
@@ -361,6 +361,12 @@ class GlobalGroupId:
 @functools.lru_cache(maxsize=4096)
 def _parse_client(text: str) -> ClientId:
     return ClientId._parse(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _member_of(client: ClientId) -> ClientId:
+    # Asked for every message checked (is it signed by the client's member?).
+    return ClientId(client.instance, client.member_class, client.member_code)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 
@@ -10,9 +11,16 @@ from cryptography import x509
 
 from certs.ca import DevCA
 from tests.auditkit import AuditPki, make_log, stamp_batch, trust_of, with_entry
-from xchange.audit import AuditTrust, verify_all, verify_evidence
-from xchange.errors import ChainBrokenError, EvidenceError, StampInvalidError
+from xchange import audit as audit_module
+from xchange.audit import AuditMemo, AuditTrust, verify_all, verify_evidence
+from xchange.errors import (
+    CertificateValidationError,
+    ChainBrokenError,
+    EvidenceError,
+    StampInvalidError,
+)
 from xchange.evidence import MessageEvidence
+from xchange.globalconf import ApprovedCA
 from xchange.messagelog import chain_record
 
 
@@ -123,3 +131,36 @@ def test_a_shared_memo_still_checks_what_differs(log: list[MessageEvidence],
     with pytest.raises(StampInvalidError, match="imprint") as info:
         verify_all([log[0], forged], audit_pki.trust)
     assert info.value.sequence == 2
+
+
+def test_the_memo_remembers_issuers_per_certificate_and_trust(
+    audit_pki: AuditPki, tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[x509.Certificate] = []
+    real = audit_module.approved_ca_of
+
+    def counted(cert: x509.Certificate, cas: Sequence[ApprovedCA], *, code: str
+                ) -> ApprovedCA:
+        asked.append(cert)
+        return real(cert, cas, code=code)
+
+    monkeypatch.setattr(audit_module, "approved_ca_of", counted)
+    memo, trust = AuditMemo(), audit_pki.trust
+    leaf = audit_pki.consumer.chain[0]
+    assert memo.issuer(leaf, trust) is memo.issuer(leaf, trust) is trust.cas[0]
+    assert len(asked) == 1
+    # Another tuple of CAs is another question, even with the same CA in it.
+    other = replace(trust, cas=tuple(list(trust.cas)))
+    assert other.cas is not trust.cas
+    assert memo.issuer(leaf, other) is trust.cas[0]
+    assert len(asked) == 2
+    assert memo.issuer(audit_pki.provider.chain[0], trust) is trust.cas[0]
+    assert len(asked) == 3
+    # A certificate no approved CA issued is refused every time, never remembered.
+    stranger = DevCA.create(tmp_path_factory.mktemp("stranger"), "TEST", now=audit_pki.now)
+    strange = replace(trust, cas=(ApprovedCA("stranger", stranger.certificate),))
+    for _ in range(2):
+        with pytest.raises(CertificateValidationError, match="not issued by an approved CA"):
+            memo.issuer(leaf, strange)
+    assert len(asked) == 5
