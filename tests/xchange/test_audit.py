@@ -13,6 +13,7 @@ from certs.ca import DevCA
 from tests.auditkit import AuditPki, make_log, stamp_batch, trust_of, with_entry
 from xchange import audit as audit_module
 from xchange.audit import AuditMemo, AuditTrust, verify_all, verify_evidence
+from xchange.certstatus import approved_ca_of
 from xchange.errors import (
     CertificateValidationError,
     ChainBrokenError,
@@ -138,7 +139,7 @@ def test_the_memo_remembers_issuers_per_certificate_and_trust(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     asked: list[x509.Certificate] = []
-    real = audit_module.approved_ca_of
+    real = approved_ca_of
 
     def counted(cert: x509.Certificate, cas: Sequence[ApprovedCA], *, code: str
                 ) -> ApprovedCA:
