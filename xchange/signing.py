@@ -429,18 +429,8 @@ def _parse_batch(signature: str, payload: bytes, code: str
     below ``n``; an audit path in canonical BASE64URL of exactly as many hashes as ``i`` and
     ``n`` call for.
     """
-    fields = signature.split(_BATCH_SEPARATOR)
-    if len(fields) != 3:
-        raise InvalidSignatureError("batch signature does not have three fields", code=code)
-    jws, leaf_field, path_field = fields
-    parts = jws.split(".")
-    if len(parts) != 3:
-        raise InvalidSignatureError("signature is not a JWS in compact form", code=code)
-    protected, attached, sig = parts
-    known = _batch_header(protected, code)
-    if attached:
-        raise InvalidSignatureError("signature must use an unencoded detached payload "
-                                    '(the payload segment must be empty)', code=code)
+    known, sig, leaf_field, path_field = (_split_recent(signature)
+                                          or _split_batch(signature, code))
     size = known.size
     if len(path_field) > _MAX_PATH_CHARS:
         raise InvalidSignatureError("batch signature's audit path is too long", code=code)
@@ -469,6 +459,51 @@ def _parse_batch(signature: str, payload: bytes, code: str
     except ValueError as exc:
         raise InvalidSignatureError(f"batch signature's audit path: {exc}", code=code) from exc
     return known, root, raw_signature, leaf_header
+
+
+def _split_recent(signature: str) -> tuple[_BatchHeader, str, str, str] | None:
+    """:func:`_split_batch` for a signature under a header read lately (as most messages'
+    are): only the rest is split, not the 2 KiB header copied twice.  ``None`` for any
+    other, and for one that would not split as there (which goes the long way)."""
+    for start, known in _recent_headers:
+        if signature.startswith(start):
+            fields = signature[len(start):].split(_BATCH_SEPARATOR)
+            if len(fields) == 3 and "." not in fields[0]:
+                return known, fields[0], fields[1], fields[2]
+    return None
+
+
+def _split_batch(signature: str, code: str) -> tuple[_BatchHeader, str, str, str]:
+    """The batch form's three fields, its JWS's protected header read and checked
+    (:func:`_batch_header`) and signature segment; strict: exactly three fields, a JWS in
+    compact form with an empty payload segment."""
+    global _recent_headers
+    fields = signature.split(_BATCH_SEPARATOR)
+    if len(fields) != 3:
+        raise InvalidSignatureError("batch signature does not have three fields", code=code)
+    jws, leaf_field, path_field = fields
+    parts = jws.split(".")
+    if len(parts) != 3:
+        raise InvalidSignatureError("signature is not a JWS in compact form", code=code)
+    protected, attached, sig = parts
+    known = _batch_header(protected, code)
+    if attached:
+        raise InvalidSignatureError("signature must use an unencoded detached payload "
+                                    '(the payload segment must be empty)', code=code)
+    # A checked header holds neither "." nor "~" (base64url), so a signature that starts
+    # with it and "..", and whose rest splits into three fields the first of which holds no
+    # ".", splits exactly as above, into this header.
+    start = protected + ".."
+    _recent_headers = ((start, known), *(
+        (s, k) for s, k in _recent_headers if s != start))[:_RECENT_HEADERS]
+    return known, sig, leaf_field, path_field
+
+
+_RECENT_HEADERS: Final = 4
+_recent_headers: tuple[tuple[str, _BatchHeader], ...] = ()
+"""The batch headers read last, each with the text a signature under it starts with
+(``BASE64URL(header) || ".."``), newest first: tried before a signature is split.  Replaced
+whole, so threads may share it."""
 
 
 def _is_int(value: object) -> TypeGuard[int]:

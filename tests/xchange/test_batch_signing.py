@@ -282,6 +282,17 @@ TAMPERING: list[tuple[str, Tamper, str]] = [
     ("root header without x5c", _root_header({"x5c": []}), "no x5c"),
     ("attached payload", lambda k, s, b: (s[2].replace("..", ".eA.", 1), b[2].payload),
      "payload segment must be empty"),
+    # Under a header just read (the split that skips it): what follows must split alike.
+    ("a fourth JWS segment", lambda k, s, b: (s[2].replace("~", ".eA~", 1), b[2].payload),
+     "not a JWS in compact form"),
+    ("a dot for the signature value", lambda k, s, b: (
+        s[2].split("~")[0].rsplit(".", 1)[0] + ".~" + s[2].split("~", 1)[1], b[2].payload),
+     "signature does not verify"),
+    ("no signature value", lambda k, s, b: (
+        s[2].split("~")[0].rsplit(".", 1)[0] + "~" + s[2].split("~", 1)[1], b[2].payload),
+     "not a JWS in compact form"),
+    ("a field more after the header", lambda k, s, b: (
+        s[2].replace("..", "..~", 1), b[2].payload), "three fields"),
     ("too long in all", lambda k, s, b: (s[2] + "A" * 65536, b[2].payload), "too long"),
 ]
 
