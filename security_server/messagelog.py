@@ -387,11 +387,19 @@ class MessageLog:
         self._writer: GroupWriter[LogEntry, StoredRecord] = GroupWriter(
             self._commit_group, max_group=max_group, name="messagelog-writer")
 
-    async def append(self, entry: LogEntry, *, error_code: LoggingFailedCode) -> StoredRecord:
+    async def append(self, entry: LogEntry, *, error_code: LoggingFailedCode,
+                     alone: bool = False) -> StoredRecord:
         """Chain ``entry`` after the last record and commit it; return the stored record.
 
         Raises :class:`MessageLogError` with ``error_code`` if the record is not durably
         written, for whatever reason; the message must then not be passed on.
+
+        ``alone``: the caller's is the only message in flight, so no other record could
+        share its commit and nothing else waits for the event loop.  On SQLite the record
+        is then committed right here, on the loop's thread, if the writer is idle
+        (:meth:`GroupWriter.commit_now`): the same commit, without the two thread
+        hand-overs.  Otherwise, and always on PostgreSQL (whose connection is checked out
+        and pinged per group), it goes through the writer thread.
         """
         if error_code not in get_args(LoggingFailedCode):
             raise ValueError(f"not a logging failure code: {error_code!r}")
@@ -401,6 +409,10 @@ class MessageLog:
                                                                        _ChunkReader):
                 stored = await asyncio.to_thread(self._store_body, entry.body)
                 entry = replace(entry, body=ExternalBody(entry.body.digest, stored))
+            elif alone and self._keep_connection:
+                record = self._writer.commit_now(entry)
+                if record is not None:
+                    return record
             return await self._writer.append_async(entry)
         except Exception as exc:
             if stored is not None:
