@@ -9,7 +9,11 @@ not passed on.
 
 Ordering and group commit: sequence numbers and ``prev_hash`` are assigned on one dedicated
 writer thread (:class:`~security_server.logwriter.GroupWriter`), so the chain is strictly
-ordered however many coroutines append at once and the event loop never blocks on disk.
+ordered however many coroutines append at once and the event loop does not block on disk.
+The one exception is a record of the only message in flight (``append(..., alone=True)``,
+SQLite): nobody could share its commit and nothing else waits for the loop, so while the
+writer is idle it is committed on the loop's thread, under the same lock, without the two
+thread hand-overs (:meth:`GroupWriter.commit_now`).
 Under load the writer takes every record waiting and commits them in one transaction (one
 WAL flush on SQLite with ``synchronous=FULL``, one commit on PostgreSQL); each appender is
 answered only after that commit, and if it fails every appender in the group gets
