@@ -179,8 +179,10 @@ class MessageRecord(SQLModel, table=True):
     """The body; encrypted if ``key_id`` is set."""
     key_id: str | None = Field(default=None, max_length=64)
     """The id of the key ``header_part`` and ``body`` are encrypted with; NULL: clear."""
-    body_id: str | None = Field(default=None, max_length=32)
-    """A large body's id in ``message_body_chunk`` (``body`` is then empty); NULL: inline."""
+    body_id: str | None = Field(default=None, max_length=32, index=True)
+    """A large body's id in ``message_body_chunk`` (``body`` is then empty); NULL: inline.
+    Indexed (``ix_message_log_body_id``; on a table made before the index, by the migration
+    ``0003``): whether a record names a body is asked per body dropped and swept."""
     signature: str
     status: str = Field(max_length=16)
     error_code: str | None = None
