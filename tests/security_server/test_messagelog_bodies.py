@@ -19,7 +19,14 @@ from sqlalchemy.engine import Engine
 from security_server.db import create_db_engine, create_tables
 from security_server.messagelog import ORPHAN_BODY_AGE, MessageLog
 from security_server.migrate import alembic_config, upgrade
-from tests.security_server.test_messagelog import CP, _store_without_record, entry, large
+from tests.security_server.test_messagelog import (
+    BIG,
+    CP,
+    _store_without_record,
+    entry,
+    large,
+)
+from xchange.body import BodyDigest, ExternalBody, read_all
 
 INDEX = "ix_message_log_body_id"
 
@@ -115,11 +122,133 @@ async def test_finding_a_bodys_record_uses_the_index(sqlite_engine: Engine,
         with _statements_on_body_id(sqlite_engine) as statements:
             await asyncio.to_thread(log._drop_body, failed)  # a body whose record failed
             assert await log.remove_orphan_bodies(later) == 1
+            await asyncio.to_thread(_store_unmarked, log)
+            assert await log.remove_unmarked_bodies() == 1
     finally:
         log.close()
-    assert len(statements) == 3  # the drop's two deletes, the sweep's look-up
+    # the drop's two deletes, the sweep's look-up, the unmarked bodies' look-up and delete
+    assert len(statements) == 5
     for plan in _plans(sqlite_engine, statements):
         if indexed:
             assert INDEX in plan and "SCAN message_log" not in plan, plan
         else:
             assert "SCAN message_log" in plan, plan
+
+
+@pytest.fixture
+def log(engine: Engine) -> Iterator[MessageLog]:
+    log = MessageLog(engine)
+    yield log
+    log.close()
+
+
+# -- unmarked orphans: chunks neither a record nor a pending row accounts for (left by a
+# crash before message_body_pending existed)
+
+
+def _bodies(engine: Engine) -> set[str]:
+    with engine.connect() as connection:
+        return set(connection.execute(sa.text(
+            "SELECT DISTINCT body_id FROM message_body_chunk")).scalars())
+
+
+def _store_unmarked(log: MessageLog) -> str:
+    """Chunks without a pending row, as the server wrote them before it had the table."""
+    body_id = _store_without_record(log)
+    with log._engine.begin() as connection:
+        connection.execute(sa.text("DELETE FROM message_body_pending WHERE body_id = :b"),
+                           {"b": body_id})
+    return body_id
+
+
+async def test_unmarked_chunks_are_removed_and_nothing_else(engine: Engine,
+                                                            log: MessageLog) -> None:
+    logged = await log.append(entry(1, body=large()), error_code=CP)
+    await log.append(entry(2), error_code=CP)
+    unmarked = [await asyncio.to_thread(_store_unmarked, log) for _ in range(3)]
+    pending = await asyncio.to_thread(_store_without_record, log)  # young: the hour decides
+    assert len(_bodies(engine)) == 5
+    assert await log.remove_unmarked_bodies() == 3
+    assert not set(unmarked) & _bodies(engine)
+    assert pending in _bodies(engine) and len(_bodies(engine)) == 2
+    assert await log.remove_unmarked_bodies() == 0
+    assert (await log.verify()).count == 2
+    (record,) = await log.records(query_id="q-1")
+    assert record.record_hash == logged.record_hash
+    assert read_all(record.entry.body) == BIG
+
+
+async def test_a_body_is_never_unmarked_on_its_way(engine: Engine, log: MessageLog) -> None:
+    """At every step of a body's life, a record or a pending row accounts for it."""
+    data = BIG * 4  # over eight chunks: the first eight are committed while it arrives
+    store = log.body_store()
+    await asyncio.to_thread(store.write, data)
+    assert len(_bodies(engine)) == 1
+    assert await log.remove_unmarked_bodies() == 0  # still arriving
+    reader = await asyncio.to_thread(store.finish)
+    assert await log.remove_unmarked_bodies() == 0  # complete, its record not yet written
+    await log.append(entry(1, body=ExternalBody(BodyDigest.of(data), reader)), error_code=CP)
+    assert await log.remove_unmarked_bodies() == 0  # logged: a record names it
+    (record,) = await log.records()
+    assert read_all(record.entry.body) == data
+
+
+async def test_the_sweep_during_a_records_commit_keeps_its_body(engine: Engine,
+                                                                 log: MessageLog) -> None:
+    """The record's transaction has written the record and is about to delete the pending
+    row: the sweep, run right then from another connection, sees neither change and must
+    keep the body (checking records alone would delete it under the record)."""
+    loop = asyncio.get_running_loop()
+    swept: list[int] = []
+
+    def sweep_now(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("DELETE FROM message_body_pending") and not swept:
+            swept.append(asyncio.run_coroutine_threadsafe(
+                log.remove_unmarked_bodies(), loop).result(timeout=30))
+
+    event.listen(engine, "before_cursor_execute", sweep_now)
+    try:
+        await log.append(entry(1, body=large()), error_code=CP)
+    finally:
+        event.remove(engine, "before_cursor_execute", sweep_now)
+    assert swept == [0]
+    (record,) = await log.records()
+    assert read_all(record.entry.body) == BIG
+    assert (await log.verify()).count == 1
+
+
+async def test_sweeping_while_large_bodies_are_logged(engine: Engine, log: MessageLog) -> None:
+    bodies = [BIG + bytes([i]) for i in range(6)]
+    done = asyncio.Event()
+    sweeps = 0
+
+    async def sweep() -> None:
+        nonlocal sweeps
+        while not done.is_set():
+            assert await log.remove_unmarked_bodies() == 0
+            sweeps += 1
+
+    sweeper = asyncio.create_task(sweep())
+    try:
+        for i, body in enumerate(bodies, start=1):
+            await log.append(entry(i, body=large(body)), error_code=CP)
+    finally:
+        done.set()
+        await sweeper
+    assert sweeps > 1
+    records = await log.records()
+    assert [read_all(r.entry.body) for r in records] == bodies
+
+
+async def test_a_running_server_removes_unmarked_chunks_at_start(engine: Engine,
+                                                                 log: MessageLog) -> None:
+    unmarked = await asyncio.to_thread(_store_unmarked, log)
+    sweep = asyncio.create_task(log.run_orphan_sweep(lambda: datetime.now(UTC),
+                                                     interval_seconds=0.05))
+    try:
+        async def removed() -> None:
+            while unmarked in _bodies(engine):
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(removed(), 30)
+    finally:
+        sweep.cancel()
