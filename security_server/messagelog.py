@@ -9,7 +9,11 @@ not passed on.
 
 Ordering and group commit: sequence numbers and ``prev_hash`` are assigned on one dedicated
 writer thread (:class:`~security_server.logwriter.GroupWriter`), so the chain is strictly
-ordered however many coroutines append at once and the event loop never blocks on disk.
+ordered however many coroutines append at once and the event loop does not block on disk.
+The one exception is a record of the only message in flight (``append(..., alone=True)``,
+SQLite): nobody could share its commit and nothing else waits for the loop, so while the
+writer is idle it is committed on the loop's thread, under the same lock, without the two
+thread hand-overs (:meth:`GroupWriter.commit_now`).
 Under load the writer takes every record waiting and commits them in one transaction (one
 WAL flush on SQLite with ``synchronous=FULL``, one commit on PostgreSQL); each appender is
 answered only after that commit, and if it fails every appender in the group gets
@@ -47,7 +51,9 @@ transaction that commits the record deletes that row: a pending row older than
 orphan, which :meth:`MessageLog.remove_orphan_bodies` deletes with its chunks -- at start
 and every :data:`ORPHAN_SWEEP_SECONDS` (:meth:`MessageLog.run_orphan_sweep`).  A body being
 stored or waiting for its record here is never removed, whatever its age; the age protects
-the bodies of another process writing the same database.
+the bodies of another process writing the same database.  Chunks left before the pending
+table existed have neither a pending row nor a record: :meth:`MessageLog.remove_unmarked_bodies`
+deletes them, once at start (see there why that is safe while messages are logged).
 
 Not done here: asking for time-stamps, archiving, and several processes writing
 one log (a second writer's records collide on the sequence number and fail closed; per-node
@@ -159,10 +165,20 @@ class MessageRecord(SQLModel, table=True):
     """One row of ``message_log``: a :class:`~xchange.messagelog.StoredRecord`, flattened."""
 
     __tablename__ = "message_log"
+    __table_args__ = (
+        # Only records of large bodies: a record with its body inline (nearly all) writes
+        # no page of this index.  ``body_id = ...`` implies NOT NULL, so lookups use it.
+        sa.Index("ix_message_log_body_id", "body_id",
+                 sqlite_where=sa.text("body_id IS NOT NULL"),
+                 postgresql_where=sa.text("body_id IS NOT NULL")),
+    )
 
     # The chain's own number is the key: assigned by the writer, never by the database.
+    # On SQLite it is declared INTEGER, which makes it the table's rowid: one B-tree to
+    # write per record instead of the table's and a separate key index (BIGINT would be).
     sequence: int = Field(
-        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False}
+        primary_key=True, sa_type=sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        sa_column_kwargs={"autoincrement": False},
     )
     prev_hash: str = Field(max_length=64)
     record_hash: str = Field(max_length=64)
@@ -180,7 +196,10 @@ class MessageRecord(SQLModel, table=True):
     key_id: str | None = Field(default=None, max_length=64)
     """The id of the key ``header_part`` and ``body`` are encrypted with; NULL: clear."""
     body_id: str | None = Field(default=None, max_length=32)
-    """A large body's id in ``message_body_chunk`` (``body`` is then empty); NULL: inline."""
+    """A large body's id in ``message_body_chunk`` (``body`` is then empty); NULL: inline.
+    Indexed where not NULL (``ix_message_log_body_id``; on a table made before the index,
+    by the migration ``0003``): whether a record names a body is asked per body dropped
+    and swept."""
     signature: str
     status: str = Field(max_length=16)
     error_code: str | None = None
@@ -341,6 +360,12 @@ class _ChunkReader:
                                                   index == count - 1, data)
 
 
+def _unmarked(body_id: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """``body_id`` is named by no record and covered by no pending row."""
+    return sa.and_(~sa.exists().where(_RECORDS.c.body_id == body_id),
+                   ~sa.exists().where(_PENDING.c.body_id == body_id))
+
+
 def _chunk_table() -> sa.Table:
     return cast(sa.Table, BodyChunkRow.__table__)  # type: ignore[attr-defined]
 
@@ -387,11 +412,19 @@ class MessageLog:
         self._writer: GroupWriter[LogEntry, StoredRecord] = GroupWriter(
             self._commit_group, max_group=max_group, name="messagelog-writer")
 
-    async def append(self, entry: LogEntry, *, error_code: LoggingFailedCode) -> StoredRecord:
+    async def append(self, entry: LogEntry, *, error_code: LoggingFailedCode,
+                     alone: bool = False) -> StoredRecord:
         """Chain ``entry`` after the last record and commit it; return the stored record.
 
         Raises :class:`MessageLogError` with ``error_code`` if the record is not durably
         written, for whatever reason; the message must then not be passed on.
+
+        ``alone``: the caller's is the only message in flight, so no other record could
+        share its commit and nothing else waits for the event loop.  On SQLite the record
+        is then committed right here, on the loop's thread, if the writer is idle
+        (:meth:`GroupWriter.commit_now`): the same commit, without the two thread
+        hand-overs.  Otherwise, and always on PostgreSQL (whose connection is checked out
+        and pinged per group), it goes through the writer thread.
         """
         if error_code not in get_args(LoggingFailedCode):
             raise ValueError(f"not a logging failure code: {error_code!r}")
@@ -401,6 +434,10 @@ class MessageLog:
                                                                        _ChunkReader):
                 stored = await asyncio.to_thread(self._store_body, entry.body)
                 entry = replace(entry, body=ExternalBody(entry.body.digest, stored))
+            elif alone and self._keep_connection:
+                record = self._writer.commit_now(entry)
+                if record is not None:
+                    return record
             return await self._writer.append_async(entry)
         except Exception as exc:
             if stored is not None:
@@ -530,12 +567,47 @@ class MessageLog:
         except SQLAlchemyError as exc:
             raise MessageLogError("orphaned bodies could not be removed") from exc
 
+    async def remove_unmarked_bodies(self) -> int:
+        """Delete the chunks of bodies that no record names and no pending row covers (left
+        by a crash before ``message_body_pending`` existed); return how many bodies went.
+
+        Safe while messages are logged, whatever their age: a body's first chunks are
+        committed together with its pending row, and that row is deleted only together with
+        the chunks or in the transaction that commits the record naming them.  So in any one
+        snapshot a body whose chunks are visible has its pending row or its record, and one
+        with neither can never get a record.  The chunks are deleted by one statement that
+        checks both in its own snapshot (chunks committed after it are not seen)."""
+        def remove() -> int:
+            chunks, removed = _chunk_table(), 0
+            bodies = sa.select(chunks.c.body_id).distinct().subquery()
+            with self._engine.connect() as connection:
+                found = list(connection.execute(sa.select(bodies.c.body_id).where(
+                    _unmarked(bodies.c.body_id))).scalars())
+            for start in range(0, len(found), _SWEEP_BATCH):
+                part = found[start:start + _SWEEP_BATCH]
+                with self._engine.begin() as connection:
+                    connection.execute(sa.delete(chunks).where(
+                        chunks.c.body_id.in_(part), _unmarked(chunks.c.body_id)))
+                removed += len(part)
+            return removed
+        try:
+            return await asyncio.to_thread(remove)
+        except SQLAlchemyError as exc:
+            raise MessageLogError("orphaned bodies could not be removed") from exc
+
     async def run_orphan_sweep(self, clock: Callable[[], datetime],
                                interval_seconds: float = ORPHAN_SWEEP_SECONDS) -> None:
-        """:meth:`remove_orphan_bodies` now and every ``interval_seconds``; a failure is
-        logged and tried again next time."""
+        """:meth:`remove_orphan_bodies` now and every ``interval_seconds``, and
+        :meth:`remove_unmarked_bodies` once first (no new ones appear while running); a
+        failure is logged and tried again next time."""
+        unmarked_done = False
         while True:
             try:
+                if not unmarked_done:
+                    if removed := await self.remove_unmarked_bodies():
+                        log.info("removed the chunks of %d unmarked orphaned large bodies",
+                                 removed)
+                    unmarked_done = True
                 if removed := await self.remove_orphan_bodies(clock()):
                     log.info("removed the chunks of %d orphaned large bodies", removed)
             except MessageLogError as exc:

@@ -8,10 +8,19 @@ or fail closed" and "what time is it".  Opened and closed by :func:`security_ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import logging
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+)
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,7 +60,7 @@ from xchange.signing import SigningIdentity
 from xchange.transport import FrameDecoder, FrameHead, encode_frame_head
 
 __all__ = ["RUNTIME", "ProviderStatus", "Runtime", "frame_payload", "make_entry",
-           "read_limited", "utc_now"]
+           "message_handler", "read_limited", "utc_now"]
 
 
 log = logging.getLogger(__name__)
@@ -162,6 +171,18 @@ class Runtime:
         """Local clients, services and access rights; the app puts the store's behind it."""
         self.spool_dir = config.state_dir / "spool"
         """Where bodies over 1 MiB are spooled while they cross (security_server.body)."""
+        self.messages_in_flight = 0
+        """Messages the proxies are handling now (:meth:`in_flight`); at most one, and a
+        record is committed without a hand-over to the log's writer thread."""
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Count one message handled by a proxy, from its request to its answer."""
+        self.messages_in_flight += 1
+        try:
+            yield
+        finally:
+            self.messages_in_flight -= 1
 
     async def spool(self, chunks: AsyncIterable[bytes], *, limit: int,
                     too_large: XRoadError) -> Body:
@@ -352,7 +373,8 @@ class Runtime:
             else "server.serverproxy.logging_failed"
         )
         try:
-            record = await self.log.append(entry, error_code=code)
+            record = await self.log.append(entry, error_code=code,
+                                           alone=self.messages_in_flight <= 1)
         except Exception as exc:  # any failure to persist must stop the message
             # The client sees only the code; the operator needs the database's own words.
             log.error("message log write failed (%s %s of %s): %r", entry.direction,
@@ -404,3 +426,15 @@ def _certificate(der: bytes) -> x509.Certificate:
 
 
 RUNTIME = web.AppKey("xchange_runtime", Runtime)
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def message_handler(handler: _Handler) -> _Handler:
+    """A proxy's handler of messages: each request it handles counts as a message in flight
+    (:meth:`Runtime.in_flight`) until it is answered."""
+    @functools.wraps(handler)
+    async def counted(request: web.Request) -> web.StreamResponse:
+        with request.app[RUNTIME].in_flight():
+            return await handler(request)
+    return counted

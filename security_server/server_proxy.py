@@ -58,7 +58,13 @@ from security_server.http import (
     received,
     stream_out,
 )
-from security_server.runtime import RUNTIME, Runtime, frame_payload, make_entry
+from security_server.runtime import (
+    RUNTIME,
+    Runtime,
+    frame_payload,
+    make_entry,
+    message_handler,
+)
 from security_server.tls import peer_certificate_der
 from xchange.errors import (
     InvalidSignatureError,
@@ -111,6 +117,7 @@ def create_server_proxy_app(runtime: Runtime) -> web.Application:
 _CODE_CERT = "server.serverproxy.cert_validation"
 
 
+@message_handler
 async def handle_message(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     now = rt.clock()
@@ -202,8 +209,7 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
         raise ServerProxyError(f"no signing key for provider {req.service.provider.member}")
     staples = rt.own_staples(identity, conf, now, code=_CODE_CERT)
     if service.local_handler is not None:  # a metadata service: this server answers
-        status, headers, data = await service.local_handler(
-            req, (message.data if message is not None else None) or b"", conf)
+        status, headers, data = await service.local_handler(req, message, conf)
         if echo is not None:  # its Header gets the requestHash, as any answer's
             headers = _soap_headers(headers)
             data = stamp_response(echo, data, dict(headers).get("content-type"),
