@@ -130,12 +130,18 @@ class _Conn(asyncio.Protocol):
         self.idle_since = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.peer_cert: bytes | None = None
+        self.poller: select.poll | None = None
+        """Polls the socket for a close (or bytes) the event loop has not seen yet."""
 
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.poller = select.poll()
+            self.poller.register(sock.fileno(), select.POLLIN)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -258,14 +264,12 @@ class _Conn(asyncio.Protocol):
         transport = self.transport
         if self.eof or self.buf or transport is None or transport.is_closing():
             return False
-        sock = transport.get_extra_info("socket")
-        if sock is None:
+        if self.poller is None:
             return True
         try:
-            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+            return not self.poller.poll(0)
         except (OSError, ValueError):
             return False
-        return not readable
 
     def close(self) -> None:
         if self.timer is not None:
