@@ -45,14 +45,17 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Final
+from urllib.parse import urlsplit
 
 __all__ = [
     "MAX_HEAD",
     "MAX_HEADERS",
+    "Client",
     "ConnectError",
     "ConnectTimeoutError",
     "DisconnectedError",
     "HttpClientError",
+    "Limit",
     "PinMismatchError",
     "Pool",
     "ProtocolError",
@@ -461,27 +464,68 @@ def _parse_head(head: bytes) -> tuple[str, int, str, list[tuple[str, str]]]:
 Body = bytes | AsyncIterable[bytes] | None
 
 
+class Limit:
+    """At most ``size`` connections busy at once (carrying a request, or being opened for
+    one), in one pool or shared by several; a request beyond that waits, first come first
+    served, within its timeout.  Idle connections do not count."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.busy = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def wait(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Until a connection is freed (then look again), or :class:`ConnectTimeoutError`."""
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self.wake()  # woken, but leaving: the turn passes on
+            if isinstance(exc, TimeoutError):
+                raise ConnectTimeoutError("no connection free within the timeout") from exc
+            raise
+
+    def wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
 class Pool:
     """Keep-alive connections to one server (``host``, ``port``; TLS if ``tls`` is given).
 
-    At most ``limit`` connections are open at once (idle ones included); a request beyond
-    that waits, first come first served, within its timeout.  ``verify`` sees the transport
-    of every new connection right after the TLS handshake and raises (a
-    :class:`PinMismatchError`) to refuse it; ``host_header`` is sent as ``Host``.
+    At most ``limit`` connections carry requests at once (a :class:`Limit` may be shared
+    with other pools); a request beyond that waits, first come first served, within its
+    timeout.  A request takes the most recently used idle connection that passes the check
+    before reuse, else opens one.  ``verify`` sees the transport of every new connection
+    right after the TLS handshake and returns the peer's certificate to record, or raises (a
+    :class:`PinMismatchError`) to refuse it.  ``Host`` is ``host_header``, by default
+    ``host[:port]`` as aiohttp sends it (the port left out when it is the scheme's own).
     """
 
     def __init__(self, host: str, port: int, *, tls: ssl.SSLContext | None = None,
                  verify: Callable[[asyncio.Transport], bytes | None] | None = None,
-                 limit: int = 64, idle_seconds: float = 15.0, connect_timeout: float = 5.0,
-                 host_header: str | None = None) -> None:
+                 limit: int | Limit = 64, idle_seconds: float = 15.0,
+                 connect_timeout: float | None = 5.0, host_header: str | None = None,
+                 server_hostname: str | None = None) -> None:
         self.host, self.port, self.tls, self.verify = host, port, tls, verify
-        self.limit, self.idle_seconds, self.connect_timeout = limit, idle_seconds, connect_timeout
-        self.host_header = host_header or (f"[{host}]" if ":" in host else host) + f":{port}"
+        self.idle_seconds, self.connect_timeout = idle_seconds, connect_timeout
+        self.server_hostname = server_hostname or host
+        self._limit = limit if isinstance(limit, Limit) else Limit(limit)
+        if host_header is None:
+            host_header = f"[{host}]" if ":" in host else host
+            if port != (443 if tls is not None else 80):
+                host_header += f":{port}"
+        self.host_header = host_header
         self._idle: deque[_Conn] = deque()
         """Idle connections, the longest idle first."""
         self._open = 0
         """Connections open or being opened, idle ones included."""
-        self._waiters: deque[asyncio.Future[None]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -544,42 +588,38 @@ class Pool:
     # connections
 
     async def _acquire(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Conn:
-        while True:
+        limit = self._limit
+        while limit.busy >= limit.size:
+            await limit.wait(loop, deadline)
+            if self._closed:
+                raise ConnectError("the pool is closed")
+        limit.busy += 1
+        try:
             while self._idle:
                 conn = self._idle.pop()  # the most recently used: least likely timed out
                 if conn.alive():
                     return conn
-                self._drop(conn)
-            if self._open < self.limit:
-                break
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
+                self._discard(conn)
+            self._open += 1
             try:
-                async with asyncio.timeout_at(deadline):
-                    await waiter
-            except BaseException as exc:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake_waiter()  # woken, but leaving: the turn passes on
-                if isinstance(exc, TimeoutError):
-                    raise ConnectTimeoutError("no connection free within the timeout") from exc
+                return await self._connect(loop, deadline)
+            except BaseException:
+                self._open -= 1
                 raise
-            if self._closed:
-                raise ConnectError("the pool is closed")
-        self._open += 1
-        try:
-            return await self._connect(loop, deadline)
         except BaseException:
-            self._open -= 1
-            self._wake_waiter()
+            limit.busy -= 1
+            limit.wake()
             raise
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Conn:
-        limit = min(self.connect_timeout, deadline - loop.time())
+        limit = deadline - loop.time()
+        if self.connect_timeout is not None:
+            limit = min(limit, self.connect_timeout)
         try:
             async with asyncio.timeout(limit):
                 transport, conn = await loop.create_connection(
                     lambda: _Conn(loop), self.host, self.port, ssl=self.tls,
-                    server_hostname=self.host if self.tls is not None else None)
+                    server_hostname=self.server_hostname if self.tls is not None else None)
         except TimeoutError as exc:
             raise ConnectTimeoutError(
                 f"no connection to {self.host_header} within {limit:.3g} s") from exc
@@ -596,30 +636,25 @@ class Pool:
         return conn
 
     def _release(self, conn: _Conn, *, reuse: bool) -> None:
+        """A busy connection is done: idle again if ``reuse`` (and nothing speaks
+        against it), else closed."""
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
+        self._limit.busy -= 1
         if reuse and not self._closed and not conn.buf:
             conn.idle_since = asyncio.get_running_loop().time()
             self._idle.append(conn)
             if self._sweeper is None:
                 self._sweeper = asyncio.get_running_loop().call_later(self.idle_seconds,
                                                                       self._sweep)
-            self._wake_waiter()
         else:
-            self._drop(conn)
+            self._discard(conn)
+        self._limit.wake()
 
-    def _drop(self, conn: _Conn) -> None:
+    def _discard(self, conn: _Conn) -> None:
         conn.close()
         self._open -= 1
-        self._wake_waiter()
-
-    def _wake_waiter(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
     def _sweep(self) -> None:
         """Close the connections idle for ``idle_seconds``; come back for the rest."""
@@ -627,7 +662,7 @@ class Pool:
         loop = asyncio.get_running_loop()
         expired = loop.time() - self.idle_seconds
         while self._idle and self._idle[0].idle_since <= expired:
-            self._drop(self._idle.popleft())
+            self._discard(self._idle.popleft())
         if self._idle:
             self._sweeper = loop.call_at(self._idle[0].idle_since + self.idle_seconds,
                                          self._sweep)
@@ -639,12 +674,55 @@ class Pool:
             self._sweeper.cancel()
             self._sweeper = None
         while self._idle:
-            self._drop(self._idle.popleft())
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
+            self._discard(self._idle.popleft())
         await asyncio.sleep(0)  # let the transports' close callbacks run
+
+
+class Client:
+    """Pools by origin (scheme, host, port, and whether TLS is verified) under one
+    :class:`Limit`: the provider security server's calls to the provider systems.
+
+    Its defaults are those of the aiohttp client it replaces: 100 connections busy at once
+    over all origins, idle ones closed after 15 s, no connect limit of its own (the
+    request's timeout covers everything), TLS verified with the system's trust store and
+    host names checked -- or, for a service configured with ``tls_verify = false``, not
+    verified at all.
+    """
+
+    def __init__(self, *, limit: int = 100, idle_seconds: float = 15.0) -> None:
+        self._limit = Limit(limit)
+        self.idle_seconds = idle_seconds
+        self._pools: dict[tuple[str, str, int, bool], Pool] = {}
+        self._verified = ssl.create_default_context()
+        self._unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._unverified.check_hostname = False
+        self._unverified.verify_mode = ssl.CERT_NONE
+        for ctx in (self._verified, self._unverified):
+            ctx.set_alpn_protocols(["http/1.1"])
+
+    def pool(self, url: str, *, verify_tls: bool = True) -> tuple[Pool, str]:
+        """The pool for ``url``'s origin, and the request target (path and query, as they
+        are written in ``url``).  ValueError if it is not an absolute http(s) URL."""
+        parts = urlsplit(url)
+        scheme, host = parts.scheme.lower(), parts.hostname
+        if scheme not in ("http", "https") or not host:
+            raise ValueError(f"not an absolute http(s) URL: {url!r}")
+        port = parts.port or (443 if scheme == "https" else 80)
+        tls = scheme == "https"
+        key = (scheme, host, port, verify_tls or not tls)
+        pool = self._pools.get(key)
+        if pool is None:
+            ctx = None if not tls else self._verified if verify_tls else self._unverified
+            pool = self._pools[key] = Pool(host, port, tls=ctx, limit=self._limit,
+                                           idle_seconds=self.idle_seconds,
+                                           connect_timeout=None)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return pool, target
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            await pool.close()
+        self._pools.clear()
 
 
 def _request_head(method: str, target: str, host: str, headers: Iterable[tuple[str, str]],

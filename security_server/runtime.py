@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Final, Literal
 
-import aiohttp
 from aiohttp import web
 from cryptography import x509
 
@@ -28,7 +27,7 @@ from security_server.body import Body, spool
 from security_server.confclient import GlobalConfClient
 from security_server.config import SecurityServerConfig
 from security_server.directory import ConfigDirectory, Directory
-from security_server.httpclient import Pool
+from security_server.httpclient import Client, Pool
 from security_server.logstamper import LogStamper
 from security_server.messagelog import LoggingFailedCode, MessageLog
 from security_server.ocsp import OwnCertificates
@@ -139,7 +138,8 @@ class Runtime:
                               if in_token else None)
         self.signers: dict[ClientId, KeySigner] = {}
         """One batching signer per member key (:mod:`security_server.batchsign`)."""
-        self.provider_session: aiohttp.ClientSession | None = None
+        self.provider_client: Client | None = None
+        """The provider server's connections to the provider systems (set by the app)."""
         self._peers: dict[SecurityServerId, _Peer] = {}
         self._client_ctx = client_context(config.auth_cert, config.auth_key, [],
                                           passphrase=config.key_passphrase)
@@ -288,8 +288,8 @@ class Runtime:
         for peer in self._peers.values():
             await peer.pool.close()
         self._peers.clear()
-        if self.provider_session is not None:
-            await self.provider_session.close()
+        if self.provider_client is not None:
+            await self.provider_client.close()
         if self._token_thread is not None:
             self._token_thread.shutdown(wait=True)
 
