@@ -25,6 +25,7 @@ from certs.keys import (
 )
 from security_server.httpclient import (
     MAX_HEAD,
+    Client,
     ConnectError,
     ConnectTimeoutError,
     DisconnectedError,
@@ -528,3 +529,75 @@ async def test_untrusted_server_is_a_tls_error(
             await pool.request("GET", "/", timeout=5)
         assert server.requests == []
         await pool.close()
+
+
+# -- the client of the provider systems --------------------------------------------------------
+
+
+async def test_client_pools_by_origin_and_sends_the_host_as_aiohttp_did() -> None:
+    client = Client()
+    a, target = client.pool("http://Example.org/a/b%20c?x=1&y=%2F#frag")
+    assert (a.host, a.port, a.host_header, target) == ("example.org", 80, "example.org",
+                                                        "/a/b%20c?x=1&y=%2F")
+    b, target = client.pool("http://example.org:80")
+    assert b is a and target == "/"
+    c, _ = client.pool("https://example.org:8443/s", verify_tls=False)
+    assert c is not a and c.host_header == "example.org:8443"
+    d, _ = client.pool("https://[::1]/s")
+    assert d.host_header == "[::1]"
+    assert client.pool("https://[::1]/t", verify_tls=True)[0] is d
+    assert client.pool("https://[::1]/t", verify_tls=False)[0] is not d
+    for bad in ("ftp://example.org/", "/relative", "http://", "http://h:99999/"):
+        with pytest.raises(ValueError):
+            client.pool(bad)
+    await client.close()
+
+
+async def test_client_limit_is_shared_by_its_pools() -> None:
+    active = most = 0
+    servers: list[Server] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal active, most
+        while True:
+            try:
+                await servers[0].read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            active += 1
+            most = max(most, active)
+            await asyncio.sleep(0.03)
+            active -= 1
+            writer.write(ok(b"k"))
+            await writer.drain()
+
+    servers += [Server(handle), Server(handle)]
+    async with servers[0], servers[1]:
+        client = Client(limit=3)
+
+        async def call(server: Server) -> tuple[int, bytes]:
+            pool, target = client.pool(f"http://127.0.0.1:{server.port}/x")
+            async with await pool.request("GET", target, timeout=5) as resp:
+                return resp.status, await resp.read(10) or b""
+
+        results = await asyncio.gather(*(call(servers[i % 2]) for i in range(12)))
+        assert results == [(200, b"k")] * 12
+        assert most == 3
+        await client.close()
+
+
+async def test_client_tls_verified_or_not(tmp_path: Path) -> None:
+    cert, key, _ = _pair(tmp_path, "provider", client=False)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    async with echo_server(tls=ctx) as server:
+        client = Client()
+        url = f"https://127.0.0.1:{server.port}/x"
+        pool, target = client.pool(url)  # a self-signed certificate: not trusted
+        with pytest.raises(TlsError):
+            await pool.request("POST", target, body=b"a", timeout=5)
+        pool, target = client.pool(url, verify_tls=False)  # unsafe-no-tls-verify
+        async with await pool.request("POST", target, body=b"a", timeout=5) as resp:
+            assert await resp.read(10) == b"a"
+        assert server.requests and len(server.requests) == 1
+        await client.close()
