@@ -70,8 +70,9 @@ MAX_HEADERS: Final = 128
 """The most header fields a response may have."""
 _MAX_CHUNK_LINE: Final = 1024
 """The most a chunk-size line (with extensions) may take."""
-_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-"""A header field's name (RFC 9110, 5.6.2): no spaces, so no obsolete line folding."""
+_FIELDS: Final = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*\r\n)*")
+"""Header fields, each ending in CRLF: a name that is a token (RFC 9110, 5.6.2: no spaces,
+so no obsolete line folding), a colon, a value without CR, LF or NUL."""
 _READ: Final = 64 * 1024
 """Bytes read into the protocol's buffer before the socket is paused; pieces handed on."""
 
@@ -439,21 +440,24 @@ async def _read_trailers(conn: _Conn) -> None:
 
 def _parse_head(head: bytes) -> tuple[str, int, str, list[tuple[str, str]]]:
     """Version, status, reason and header fields of a response head (ending in CRLF CRLF)."""
-    lines = head[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
+    end = head.index(b"\r\n")
+    parts = head[:end].split(b" ", 2)
     if (len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0") or len(parts[1]) != 3
             or not parts[1].isdigit() or not parts[1].isascii()
             or not b"100" <= parts[1] <= b"999"):
-        raise ProtocolError(f"bad status line {bytes(lines[0][:80])!r}")
-    if len(lines) - 1 > MAX_HEADERS:
+        raise ProtocolError(f"bad status line {bytes(head[:min(end, 80)])!r}")
+    block = head[end + 2:-2]  # each field with its CRLF
+    if not _FIELDS.fullmatch(block):
+        raise ProtocolError("bad header field (no name, a space before the colon, a folded "
+                            "line, a bare CR or LF, or a NUL)")
+    fields = block.split(b"\r\n")
+    fields.pop()
+    if len(fields) > MAX_HEADERS:
         raise ProtocolError(f"more than {MAX_HEADERS} header fields")
     headers = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name) or b"\r" in value or b"\n" in value \
-                or b"\0" in value:
-            raise ProtocolError(f"bad header line {bytes(line[:80])!r}")
-        headers.append((name.decode("utf-8", "surrogateescape"),
+    for field in fields:
+        name, _, value = field.partition(b":")
+        headers.append((name.decode("ascii"),
                         value.strip(b" \t").decode("utf-8", "surrogateescape")))
     reason = parts[2].decode("utf-8", "surrogateescape") if len(parts) > 2 else ""
     return parts[0].decode("ascii"), int(parts[1]), reason, headers
