@@ -470,34 +470,43 @@ Body = bytes | AsyncIterable[bytes] | None
 
 class Limit:
     """At most ``size`` connections busy at once (carrying a request, or being opened for
-    one), in one pool or shared by several; a request beyond that waits, first come first
-    served, within its timeout.  Idle connections do not count."""
+    one), in one pool or shared by several; idle connections do not count.  A request
+    beyond that waits within its timeout, first come first served: a freed slot is handed
+    to the longest waiting request, and no request overtakes one that waits."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.busy = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def wait(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        """Until a connection is freed (then look again), or :class:`ConnectTimeoutError`."""
+    async def acquire(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Take a slot, waiting until ``deadline`` at most (else
+        :class:`ConnectTimeoutError`)."""
+        if self.busy < self.size and not self._waiters:
+            self.busy += 1
+            return
         waiter = loop.create_future()
         self._waiters.append(waiter)
         try:
             async with asyncio.timeout_at(deadline):
-                await waiter
+                await waiter  # woken with the slot of a finished request
         except BaseException as exc:
             if waiter.done() and not waiter.cancelled():
-                self.wake()  # woken, but leaving: the turn passes on
+                self.release()  # handed a slot, but leaving: it passes on
+            else:
+                self._waiters.remove(waiter)
             if isinstance(exc, TimeoutError):
                 raise ConnectTimeoutError("no connection free within the timeout") from exc
             raise
 
-    def wake(self) -> None:
+    def release(self) -> None:
+        """Give a slot back: to the longest waiting request if any."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
+        self.busy -= 1
 
 
 class Pool:
@@ -592,13 +601,10 @@ class Pool:
     # connections
 
     async def _acquire(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Conn:
-        limit = self._limit
-        while limit.busy >= limit.size:
-            await limit.wait(loop, deadline)
+        await self._limit.acquire(loop, deadline)
+        try:
             if self._closed:
                 raise ConnectError("the pool is closed")
-        limit.busy += 1
-        try:
             while self._idle:
                 conn = self._idle.pop()  # the most recently used: least likely timed out
                 if conn.alive():
@@ -611,8 +617,7 @@ class Pool:
                 self._open -= 1
                 raise
         except BaseException:
-            limit.busy -= 1
-            limit.wake()
+            self._limit.release()
             raise
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Conn:
@@ -645,7 +650,6 @@ class Pool:
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
-        self._limit.busy -= 1
         if reuse and not self._closed and not conn.buf:
             conn.idle_since = asyncio.get_running_loop().time()
             self._idle.append(conn)
@@ -654,7 +658,7 @@ class Pool:
                                                                       self._sweep)
         else:
             self._discard(conn)
-        self._limit.wake()
+        self._limit.release()
 
     def _discard(self, conn: _Conn) -> None:
         conn.close()

@@ -29,6 +29,7 @@ from security_server.httpclient import (
     ConnectError,
     ConnectTimeoutError,
     DisconnectedError,
+    Limit,
     PinMismatchError,
     Pool,
     ProtocolError,
@@ -372,6 +373,32 @@ async def test_pool_limit_queues_requests() -> None:
         await asyncio.gather(*slow)
         assert len(server.requests) == 10
         await pool.close()
+
+
+async def test_limit_hands_a_freed_slot_to_the_longest_waiting() -> None:
+    loop = asyncio.get_running_loop()
+    far = loop.time() + 5
+    limit = Limit(1)
+    await limit.acquire(loop, far)
+    first = asyncio.create_task(limit.acquire(loop, far))
+    second = asyncio.create_task(limit.acquire(loop, far))
+    await asyncio.sleep(0)
+    limit.release()  # to ``first``: a newcomer does not overtake it
+    newcomer = asyncio.create_task(limit.acquire(loop, far))
+    await asyncio.sleep(0)
+    assert first.done() and not second.done() and not newcomer.done()
+    # A waiter that gives up leaves no trace; its turn passes on.
+    with pytest.raises(ConnectTimeoutError):
+        await limit.acquire(loop, loop.time() + 0.01)
+    limit.release()
+    await asyncio.sleep(0)
+    assert second.done() and not newcomer.done()
+    second.cancel()  # already handed the slot: cancelling the task gives nothing back
+    limit.release()
+    await asyncio.sleep(0)
+    assert newcomer.done() and limit.busy == 1
+    limit.release()
+    assert limit.busy == 0
 
 
 async def test_idle_connections_expire() -> None:
