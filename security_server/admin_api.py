@@ -42,6 +42,7 @@ from security_server.backup import create_backup, decrypt_backup, restore_backup
 from security_server.catalogue import CataloguePublisher, build_catalogue, publication_json
 from security_server.directory import Directory
 from security_server.http import error_middleware, hide_server_version
+from security_server.registration import ClientUnregistration
 from security_server.store import (
     AccessRightRow,
     AuditRow,
@@ -99,6 +100,8 @@ class AdminContext:
     """The client proxy's internal TLS certificate (PEM), shown to administrators."""
     catalogue: CataloguePublisher | None = None
     """Publishes clients' services to the registry; None: this server does not."""
+    unregistration: ClientUnregistration | None = None
+    """Asks the registry to forget a deleted client; None: this server does not."""
 
 
 ADMIN = web.AppKey("xchange_admin", AdminContext)
@@ -274,17 +277,26 @@ async def update_client(request: web.Request) -> web.Response:
 
 
 async def delete_client(request: web.Request) -> web.Response:
-    """Remove a local client and everything of it; a subsystem's catalogue entries at the
-    registry are withdrawn in the background (its list is now empty)."""
+    """Remove a local client and everything of it.  First, if global configuration names it
+    a client of this server, a ``client_delete`` request is sent to the registry (unless
+    ``unregister=false``); if that fails, nothing is removed.  A subsystem's catalogue
+    entries at the registry are withdrawn in the background (its list is now empty)."""
     who = _principal(request, "clients.write")
     ctx, client = request.app[ADMIN], _client(request)
+    unregister = request.query.get("unregister", "true")
+    if unregister not in ("true", "false"):
+        raise _bad("unregister is true or false")
     if ctx.server and client == SecurityServerId.parse(ctx.server).owner:
         raise XRoadError(f"{client} owns this server and is always its client",
                          code="admin.conflict")
+    await _run(request, ctx.store.client, client)  # admin.not_found before the registry hears
+    sent = None
+    if unregister == "true" and ctx.unregistration is not None:
+        sent = await ctx.unregistration(client)
     await _run(request, ctx.store.delete_client, client, actor=who.subject, at=ctx.clock(),
                change=True)
     await _catalogue_changed(request, client)
-    return web.Response(status=204)
+    return web.json_response({"id": str(client), "unregistration": sent})
 
 
 def _cert_json(sha256: str, pem: str) -> dict[str, Any]:

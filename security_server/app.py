@@ -45,6 +45,7 @@ from security_server.messagelog import MessageLog
 from security_server.metadata import metadata_service
 from security_server.migrate import upgrade
 from security_server.ocsp import HttpOcspFetcher, OwnCertificates
+from security_server.registration import ClientUnregistration
 from security_server.runtime import Runtime, utc_now
 from security_server.server_proxy import create_server_proxy_app
 from security_server.store import ServerStore
@@ -156,7 +157,8 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
                              audience_for(str(config.server_id)), utc_now,
                              server=str(config.server_id), internal_cert=config.internal_tls_cert
                              if config.client_proxy_tls is not None else None,
-                             catalogue=catalogue)
+                             catalogue=catalogue, unregistration=ClientUnregistration(
+                                 catalogue.sender, conf_now, utc_now))
         admin_app = create_admin_app(admin)
         add_audit_routes(admin_app, AuditContext(
             message_log, engine, functools.partial(server_trust, config),

@@ -9,8 +9,7 @@ for them in the registry's catalogue.  This module carries the first to the seco
   services;
 * :func:`catalogue_request` makes the ``service_catalogue_update`` management request for it
   (:mod:`xchange.management`), which the publisher has signed by the client's member's
-  signing key (through the server's signing function: a key in a token signs in the
-  token's own thread);
+  signing key and sent (:class:`~security_server.registration.ManagementSender`);
 * :class:`CataloguePublisher` sends it to the registry, records the result in the store
   (:class:`~security_server.store.CataloguePublicationRow`) and, as a background task of the
   running server, publishes what admin changes made due and retries what failed, every
@@ -28,15 +27,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import aiohttp
 
 from security_server.config import SecurityServerConfig
+from security_server.registration import (
+    ManagementSender,
+    RegistryRequestError,
+    Signer,
+    sign_in_thread,
+)
 from security_server.store import CataloguePublicationRow, ServerStore
 from xchange.access import EndpointPattern
 from xchange.catalogue import (
@@ -49,9 +53,9 @@ from xchange.catalogue import (
 from xchange.errors import BadRequestError, XRoadError
 from xchange.globalconf import ConfigurationAnchor
 from xchange.identifiers import ClientId, SecurityServerId, ServiceId
-from xchange.management import ManagementRequest, new_request, request_payload, seal_request
+from xchange.management import ManagementRequest, new_request
 from xchange.servicedesc import parse_openapi
-from xchange.signing import SigningIdentity, sign_payload
+from xchange.signing import SigningIdentity
 
 __all__ = [
     "CataloguePublisher",
@@ -66,19 +70,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _TYPES: Final = {"OPENAPI3": "OPENAPI", "REST": "REST", "WSDL": "WSDL"}
-_MAX_ANSWER: Final = 64 * 1024
 _NOT_HOSTED: Final = "registry.management.not_allowed"
 
 
-class PublicationError(XRoadError):
+class PublicationError(RegistryRequestError):
     """The catalogue could not be published (the registry is unreachable or refused it)."""
 
     default_code = "admin.publication_failed"
-
-    def __init__(self, message: str, *, registry_code: str | None = None) -> None:
-        super().__init__(message)
-        self.registry_code = registry_code
-        """The code of the registry's refusal, if it refused."""
 
 
 def registry_url(config: SecurityServerConfig) -> str:
@@ -147,15 +145,6 @@ def catalogue_request(entries: tuple[CatalogueEntry, ...], client: ClientId,
                        services=catalogue_json(entries))
 
 
-Signer = Callable[[SigningIdentity, bytes], Awaitable[str]]
-"""Signs a payload as a member (:meth:`Runtime.sign <security_server.runtime.Runtime.sign>`
-in the running server)."""
-
-
-async def _sign_in_thread(identity: SigningIdentity, payload: bytes) -> str:
-    return await asyncio.to_thread(sign_payload, identity, payload)
-
-
 def _time(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -172,34 +161,18 @@ def publication_json(row: CataloguePublicationRow) -> dict[str, Any]:
             "last_error": row.last_error}
 
 
-def _refusal(status: int, body: bytes) -> PublicationError:
-    try:
-        doc = json.loads(body)
-        code = str(doc["code"])
-        return PublicationError(f"the registry refused the update: {code}: "
-                                f"{doc.get('detail') or doc.get('title')}", registry_code=code)
-    except (ValueError, KeyError, TypeError):
-        return PublicationError(f"the registry refused the update: the registry answered "
-                                f"HTTP {status}")
-
-
 class CataloguePublisher:
     """Publishes clients' catalogues to the registry; one publication at a time."""
 
     def __init__(self, store: ServerStore, server: SecurityServerId,
                  identities: Mapping[ClientId, SigningIdentity], registry: Callable[[], str], *,
                  clock: Callable[[], datetime], retry_seconds: float = 60.0,
-                 timeout: float = 30.0, sign: Signer = _sign_in_thread) -> None:
+                 timeout: float = 30.0, sign: Signer = sign_in_thread) -> None:
         self.store = store
-        self.server = server
-        self.identities = identities
-        self.registry = registry
-        """Gives the registry's base URL (read when needed: the anchor may come later)."""
+        self.sender = ManagementSender(server, identities, registry, timeout=timeout,
+                                       sign=sign)
         self.clock = clock
         self.retry_seconds = retry_seconds
-        self.timeout = timeout
-        self.sign = sign
-        self.session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
 
@@ -236,13 +209,11 @@ class CataloguePublisher:
                 await asyncio.to_thread(self.store.publication_result, client, covered, at=now,
                                         digest=digest, services=len(entries))
                 return
-            identity = self.identities.get(client.member)
-            if identity is None:
-                raise PublicationError(f"this server holds no signing key for {client.member},"
-                                       " whose signature a service catalogue update needs")
-            request = catalogue_request(entries, client, self.server, now)
-            signature = await self.sign(identity, request_payload(request))
-            answer = await self._send(seal_request(request, signature))
+            answer = await self.sender.send(
+                catalogue_request(entries, client, self.sender.server, now), PublicationError,
+                what="update")
+            if answer["state"] != "approved":
+                raise PublicationError(f"the registry left the update {answer['state']}")
         except XRoadError as exc:
             if isinstance(exc, PublicationError) and exc.registry_code == _NOT_HOSTED \
                     and not entries:
@@ -262,34 +233,6 @@ class CataloguePublisher:
         await asyncio.to_thread(self.store.publication_result, client, covered, at=now,
                                 digest=digest, services=len(entries),
                                 request_id=str(answer.get("request_id")))
-
-    async def _send(self, envelope: bytes) -> dict[str, Any]:
-        url = self.registry().rstrip("/") + "/management/requests"
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                session = self.session
-                if session is None:  # outside run(): the CLI, one request
-                    session = await stack.enter_async_context(aiohttp.ClientSession())
-                async with session.post(url, data=envelope,
-                                        headers={"Content-Type": "application/json"},
-                                        timeout=aiohttp.ClientTimeout(total=self.timeout)
-                                        ) as resp:
-                    body = await resp.content.read(_MAX_ANSWER)
-                    status = resp.status
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise PublicationError(f"the registry at {url} could not be reached "
-                                   f"({type(exc).__name__}: {str(exc)[:200]})") from exc
-        if status != 202:
-            raise _refusal(status, body)
-        try:
-            answer: dict[str, Any] = json.loads(body)
-            state = answer["state"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise PublicationError("the registry's answer is not a management request "
-                                   "state") from exc
-        if state != "approved":
-            raise PublicationError(f"the registry left the update {state}")
-        return answer
 
     def _due(self, row: CataloguePublicationRow, now: datetime) -> bool:
         if row.state == "failed" and row.tried >= row.wanted:  # nothing new: back off
@@ -319,7 +262,7 @@ class CataloguePublisher:
         for a change or ``retry_seconds``; forever."""
         await self.mark_stale()
         async with aiohttp.ClientSession() as session:
-            self.session = session
+            self.sender.session = session
             try:
                 while True:
                     self._wake.clear()
@@ -327,7 +270,7 @@ class CataloguePublisher:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.retry_seconds)
             finally:
-                self.session = None
+                self.sender.session = None
 
     async def _run_once(self) -> None:
         try:

@@ -88,7 +88,12 @@ from xchange.globalconf import GlobalConf, SecurityServerInfo
 from xchange.messages import Request
 from xchange.rest import RestRequest, RestResponse, digest_payload, request_hash_of
 from xchange.signing import verify_message
-from xchange.soap.envelope import SoapRequest, check_response, parse_request, soap_part_hash
+from xchange.soap.envelope import (
+    SoapRequest,
+    check_response,
+    parse_hashed_request,
+    parse_request,
+)
 from xchange.transport import (
     FRAME_MEDIA_TYPE,
     OCSP_MEDIA_TYPE,
@@ -189,17 +194,15 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
     body = await rt.spool(received(request, code="client.bad_request"), limit=limit,
                           too_large=_too_large(limit))
     try:
-        message = soap_message(body, ctype)
-        req = await message.run(parse_request, message.pieces(), ctype,
-                                request.headers.get("SOAPAction"), max_bytes=limit)
-        del message
+        req, message = await read_soap_request(body, ctype, request.headers.get("SOAPAction"),
+                                               max_bytes=limit)
         request[MESSAGE_ID] = req.message_id
         check_is_connection(rt.directory, req.client, request.transport)
 
         async def read_body() -> Body:
             return body
 
-        response, answer, _ = await send_request(rt, req, read_body)
+        response, answer, _ = await send_request(rt, req, read_body, message)
     finally:
         body.close()
     try:
@@ -213,12 +216,29 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
         answer.close()
 
 
-async def send_request(rt: Runtime, req: Request,
-                       read_body: Callable[[], Awaitable[Body]]) -> tuple[RestResponse, Body,
-                                                                           str]:
+async def read_soap_request(body: Body, content_type: str | None, soap_action: str | None,
+                            *, max_bytes: int) -> tuple[SoapRequest, SoapMessage]:
+    """Parse and check an IS's SOAP message (step 1), and keep what its answer is checked
+    against: the message in memory, or the requestHash of a spooled one -- a ``text/xml``
+    message's taken as it arrived, a multipart message's SOAP part's taken in the same pass
+    that parses it (read once from the spool; the attachments not at all)."""
+    message = soap_message(body, content_type)
+    if message.data is None and message.request_hash is None:
+        req, rhash = await message.run(parse_hashed_request, message.pieces(), content_type,
+                                       soap_action, max_bytes=max_bytes)
+        return req, dataclasses.replace(message, request_hash=rhash)
+    req = await message.run(parse_request, message.pieces(), content_type, soap_action,
+                            max_bytes=max_bytes)
+    return req, message
+
+
+async def send_request(rt: Runtime, req: Request, read_body: Callable[[], Awaitable[Body]],
+                       soap: SoapMessage | None = None) -> tuple[RestResponse, Body, str]:
     """Steps 2-6 of the module docstring: return the verified response, its body and the
     request hash it is bound to.  The body is read only once the request is admitted; the
-    caller closes the response body (:meth:`Body.close`) once it has passed it on."""
+    caller closes the response body (:meth:`Body.close`) once it has passed it on.  A SOAP
+    request comes with what was read of its message (``soap``: the message in memory, or
+    the requestHash of a spooled one), which the answer is checked against."""
     now = rt.clock()
     conf = rt.conf(now, side="client")
     _check_local_client(rt, conf, req)
@@ -231,15 +251,6 @@ async def send_request(rt: Runtime, req: Request,
     staples = rt.own_staples(identity, conf, now, code=_CODE_CERT)
 
     body = await read_body()
-    # SOAP: what the requestHash of the answer is checked against: a message in memory, or
-    # the hash of a spooled one's SOAP part
-    request_data = soap_message(body, req.content_type) if isinstance(req, SoapRequest) \
-        else None
-    if isinstance(req, SoapRequest) and request_data is not None \
-            and request_data.data is None and request_data.request_hash is None:
-        # spooled multipart: its SOAP part's hash
-        request_data = dataclasses.replace(request_data, request_hash=await request_data.run(
-            soap_part_hash, request_data.pieces(), req.content_type))
     try:
         header_part = req.header_part()
         payload = digest_payload(header_part, body.digest)  # hashed as it arrived
@@ -255,7 +266,7 @@ async def send_request(rt: Runtime, req: Request,
         rhash = request_hash_of(payload)
         verify_at = rt.clock()
         try:
-            response = await _verified_response(rt, conf, req, request_data, answer, rhash,
+            response = await _verified_response(rt, conf, req, soap, answer, rhash,
                                                 verify_at)
         except XRoadError as exc:
             # A response that fails verification is kept as evidence, then refused.

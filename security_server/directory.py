@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from security_server.body import SoapMessage
 from security_server.config import ConnectionType, SecurityServerConfig
 from security_server.store import ServerStore, ServiceSpec
 from xchange.access import (
@@ -60,7 +61,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ProviderAnswer = tuple[int, tuple[tuple[str, str], ...], bytes]
-LocalHandler = Callable[[Request, bytes, GlobalConf], Awaitable[ProviderAnswer]]
+LocalHandler = Callable[[Request, SoapMessage | None, GlobalConf], Awaitable[ProviderAnswer]]
+"""A service this server answers itself: given the request, what was read of a SOAP
+request's message (None for REST) and global configuration."""
 """Answers a request (with its body) on the server itself -- metadata services -- instead of a
 provider system."""
 

@@ -47,7 +47,9 @@ transaction that commits the record deletes that row: a pending row older than
 orphan, which :meth:`MessageLog.remove_orphan_bodies` deletes with its chunks -- at start
 and every :data:`ORPHAN_SWEEP_SECONDS` (:meth:`MessageLog.run_orphan_sweep`).  A body being
 stored or waiting for its record here is never removed, whatever its age; the age protects
-the bodies of another process writing the same database.
+the bodies of another process writing the same database.  Chunks left before the pending
+table existed have neither a pending row nor a record: :meth:`MessageLog.remove_unmarked_bodies`
+deletes them, once at start (see there why that is safe while messages are logged).
 
 Not done here: asking for time-stamps, archiving, and several processes writing
 one log (a second writer's records collide on the sequence number and fail closed; per-node
@@ -179,8 +181,10 @@ class MessageRecord(SQLModel, table=True):
     """The body; encrypted if ``key_id`` is set."""
     key_id: str | None = Field(default=None, max_length=64)
     """The id of the key ``header_part`` and ``body`` are encrypted with; NULL: clear."""
-    body_id: str | None = Field(default=None, max_length=32)
-    """A large body's id in ``message_body_chunk`` (``body`` is then empty); NULL: inline."""
+    body_id: str | None = Field(default=None, max_length=32, index=True)
+    """A large body's id in ``message_body_chunk`` (``body`` is then empty); NULL: inline.
+    Indexed (``ix_message_log_body_id``; on a table made before the index, by the migration
+    ``0003``): whether a record names a body is asked per body dropped and swept."""
     signature: str
     status: str = Field(max_length=16)
     error_code: str | None = None
@@ -339,6 +343,12 @@ class _ChunkReader:
                                           "were given")
                 yield self._keyring.decrypt_chunk(self.key_id, self.body_id, index,
                                                   index == count - 1, data)
+
+
+def _unmarked(body_id: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """``body_id`` is named by no record and covered by no pending row."""
+    return sa.and_(~sa.exists().where(_RECORDS.c.body_id == body_id),
+                   ~sa.exists().where(_PENDING.c.body_id == body_id))
 
 
 def _chunk_table() -> sa.Table:
@@ -530,12 +540,47 @@ class MessageLog:
         except SQLAlchemyError as exc:
             raise MessageLogError("orphaned bodies could not be removed") from exc
 
+    async def remove_unmarked_bodies(self) -> int:
+        """Delete the chunks of bodies that no record names and no pending row covers (left
+        by a crash before ``message_body_pending`` existed); return how many bodies went.
+
+        Safe while messages are logged, whatever their age: a body's first chunks are
+        committed together with its pending row, and that row is deleted only together with
+        the chunks or in the transaction that commits the record naming them.  So in any one
+        snapshot a body whose chunks are visible has its pending row or its record, and one
+        with neither can never get a record.  The chunks are deleted by one statement that
+        checks both in its own snapshot (chunks committed after it are not seen)."""
+        def remove() -> int:
+            chunks, removed = _chunk_table(), 0
+            bodies = sa.select(chunks.c.body_id).distinct().subquery()
+            with self._engine.connect() as connection:
+                found = list(connection.execute(sa.select(bodies.c.body_id).where(
+                    _unmarked(bodies.c.body_id))).scalars())
+            for start in range(0, len(found), _SWEEP_BATCH):
+                part = found[start:start + _SWEEP_BATCH]
+                with self._engine.begin() as connection:
+                    connection.execute(sa.delete(chunks).where(
+                        chunks.c.body_id.in_(part), _unmarked(chunks.c.body_id)))
+                removed += len(part)
+            return removed
+        try:
+            return await asyncio.to_thread(remove)
+        except SQLAlchemyError as exc:
+            raise MessageLogError("orphaned bodies could not be removed") from exc
+
     async def run_orphan_sweep(self, clock: Callable[[], datetime],
                                interval_seconds: float = ORPHAN_SWEEP_SECONDS) -> None:
-        """:meth:`remove_orphan_bodies` now and every ``interval_seconds``; a failure is
-        logged and tried again next time."""
+        """:meth:`remove_orphan_bodies` now and every ``interval_seconds``, and
+        :meth:`remove_unmarked_bodies` once first (no new ones appear while running); a
+        failure is logged and tried again next time."""
+        unmarked_done = False
         while True:
             try:
+                if not unmarked_done:
+                    if removed := await self.remove_unmarked_bodies():
+                        log.info("removed the chunks of %d unmarked orphaned large bodies",
+                                 removed)
+                    unmarked_done = True
                 if removed := await self.remove_orphan_bodies(clock()):
                     log.info("removed the chunks of %d orphaned large bodies", removed)
             except MessageLogError as exc:

@@ -11,10 +11,17 @@
   configuration (:func:`handle_list_clients`); it needs no provider.
 
 Disabled services are listed by neither; metadata services never list themselves.
+
+Over SOAP they are answered from the request's SOAP part, read whole (its Header is copied
+into the answer, as X-Road does).  A message in memory has it already; of a spooled one
+(over :data:`~security_server.body.MEMORY_THRESHOLD`), only the SOAP part is read back from
+the spool -- a multipart request's attachments are not -- and a SOAP part over that size is
+refused with ``client.payload_too_large`` (no metadata request needs one).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,6 +29,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
+from security_server.body import MEMORY_THRESHOLD, Body, SoapMessage
 from security_server.directory import LocalService, ProviderAnswer, Snapshot
 from security_server.runtime import RUNTIME
 from xchange.access import EndpointPattern
@@ -29,6 +37,7 @@ from xchange.errors import (
     BadRequestError,
     ServerProxyError,
     UnknownServiceError,
+    XRoadError,
 )
 from xchange.globalconf import GlobalConf
 from xchange.identifiers import ServiceId
@@ -43,12 +52,13 @@ from xchange.metadata import (
 from xchange.rest import RestRequest
 from xchange.soap.envelope import SoapRequest
 from xchange.soap.metadata import get_wsdl_request, method_list_response, wsdl_response
-from xchange.soap.mime import soap_part
+from xchange.soap.mime import soap_part, soap_part_pieces
 
 __all__ = ["handle_list_clients", "metadata_service", "register_list_clients"]
 
 _JSON = (("content-type", "application/json"),)
 SoapHandler = Callable[[SoapRequest, bytes, GlobalConf], Awaitable[ProviderAnswer]]
+"""A SOAP metadata service: given the request and its SOAP part."""
 
 
 def _entries(snapshot: Snapshot, req: Request, conf: GlobalConf,
@@ -105,12 +115,14 @@ def metadata_service(snapshot: Snapshot, service: ServiceId) -> LocalService | N
     if service.code not in rest and service.code not in soap:
         return None
 
-    async def handler(req: Request, body: bytes, conf: GlobalConf) -> ProviderAnswer:
+    async def handler(req: Request, message: SoapMessage | None,
+                      conf: GlobalConf) -> ProviderAnswer:
         if isinstance(req, SoapRequest):
             soap_handler = soap.get(service.code)
             if soap_handler is None:
                 raise UnknownServiceError(f"{service.code} is a REST metadata service")
-            return await soap_handler(req, body, conf)
+            assert message is not None  # the server proxy reads every SOAP request's
+            return await soap_handler(req, await _envelope(req, message), conf)
         rest_handler = rest.get(service.code)
         if rest_handler is None:
             raise UnknownServiceError(f"{service.code} is a SOAP metadata service")
@@ -122,15 +134,31 @@ def metadata_service(snapshot: Snapshot, service: ServiceId) -> LocalService | N
 _XML = "text/xml; charset=UTF-8"
 
 
+async def _envelope(req: SoapRequest, message: SoapMessage) -> bytes:
+    """The request's SOAP part (module docstring)."""
+    if message.data is not None:
+        return soap_part(message.data, req.content_type).envelope
+    return await asyncio.to_thread(_spooled_envelope, message.body, req.content_type)
+
+
+def _spooled_envelope(body: Body, content_type: str | None) -> bytes:
+    out = bytearray()
+    for piece in soap_part_pieces(body.chunks(), content_type):
+        out += piece
+        if len(out) > MEMORY_THRESHOLD:
+            raise XRoadError(f"the SOAP part of a metadata request exceeds "
+                             f"{MEMORY_THRESHOLD} bytes", code="client.payload_too_large")
+    return bytes(out)
+
+
 def _soap_method_list(snapshot: Snapshot, *, allowed_only: bool) -> SoapHandler:
     """``listMethods`` / ``allowedMethods`` over SOAP: the provider's WSDL services."""
 
-    async def answer(req: SoapRequest, body: bytes, conf: GlobalConf) -> ProviderAnswer:
+    async def answer(req: SoapRequest, envelope: bytes, conf: GlobalConf) -> ProviderAnswer:
         entries = _entries(snapshot, req, conf, allowed_only=allowed_only)
-        envelope = soap_part(body, req.content_type).envelope
         wrapper = f"{req.service.code}Response"
         out = method_list_response(envelope, wrapper, (e.id for e in entries),
-                                   max_bytes=len(body))
+                                   max_bytes=len(envelope))
         return 200, (("content-type", _XML),), out
 
     return answer
@@ -139,9 +167,8 @@ def _soap_method_list(snapshot: Snapshot, *, allowed_only: bool) -> SoapHandler:
 def _soap_get_wsdl(snapshot: Snapshot) -> SoapHandler:
     """``getWsdl`` over SOAP: the WSDL a service was registered from, as an attachment."""
 
-    async def answer(req: SoapRequest, body: bytes, conf: GlobalConf) -> ProviderAnswer:
-        envelope = soap_part(body, req.content_type).envelope
-        code, version = get_wsdl_request(envelope, max_bytes=len(body))
+    async def answer(req: SoapRequest, envelope: bytes, conf: GlobalConf) -> ProviderAnswer:
+        code, version = get_wsdl_request(envelope, max_bytes=len(envelope))
         svc = snapshot.services.get(ServiceId(req.service.provider, code))
         if svc is None or not svc.enabled or svc.kind != "WSDL":
             raise UnknownServiceError(f"no SOAP service {code!r} of {req.service.provider}")
@@ -149,7 +176,8 @@ def _soap_get_wsdl(snapshot: Snapshot) -> SoapHandler:
             raise ServerProxyError(f"service {svc.id} has no WSDL",
                                    code="server.serverproxy.unknown_service")
         ctype, out = wsdl_response(envelope, code, version, svc.description.encode("utf-8"),
-                                   boundary=f"xchange-{uuid.uuid4().hex}", max_bytes=len(body))
+                                   boundary=f"xchange-{uuid.uuid4().hex}",
+                                   max_bytes=len(envelope))
         return 200, (("content-type", ctype),), out
 
     return answer

@@ -1,8 +1,9 @@
 """Schema migrations of the configuration store: ``upgrade(engine)`` brings the ``ss_*``
 tables to the newest revision shipped in ``security_server/migrations``.
 
-Called at every start (idempotent).  The message log's table is still created by
-:func:`security_server.db.create_tables`.
+Called at every start (idempotent), after :func:`security_server.db.create_tables`, which
+still creates the message log's tables; revision ``0003`` adds an index to a ``message_log``
+made before it.
 """
 
 from __future__ import annotations

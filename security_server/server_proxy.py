@@ -201,8 +201,7 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
         raise ServerProxyError(f"no signing key for provider {req.service.provider.member}")
     staples = rt.own_staples(identity, conf, now, code=_CODE_CERT)
     if service.local_handler is not None:  # a metadata service: this server answers
-        status, headers, data = await service.local_handler(
-            req, (message.data if message is not None else None) or b"", conf)
+        status, headers, data = await service.local_handler(req, message, conf)
         if echo is not None:  # its Header gets the requestHash, as any answer's
             headers = _soap_headers(headers)
             data = stamp_response(echo, data, dict(headers).get("content-type"),

@@ -239,6 +239,9 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     ErrorCode("admin.publication_failed", _C, 424,
               "The service catalogue could not be published: the registry was not reached or "
               "refused the update (the reason follows); the security server tries again."),
+    ErrorCode("admin.unregistration_failed", _C, 424,
+              "The client's deletion request could not be sent to the registry, or the "
+              "registry refused it (the reason follows); the client was not deleted."),
     ErrorCode("admin.invalid_backup", _C, 422,
               "A configuration backup does not decrypt with the key given, was altered, or "
               "does not match the backup schema; nothing was restored."),

@@ -174,10 +174,14 @@ def register(command: Command) -> None:
     p.add_argument("--connection", choices=["HTTP", "HTTPS", "HTTPS_AUTH"])
 
     p = api(["ss", "client", "delete"], lambda a: call(
-        a, "DELETE", f"/api/v1/clients/{_colon(a.client)}"),
-        "remove a local client and everything of it (a subsystem's catalogue entries at the "
+        a, "DELETE", f"/api/v1/clients/{_colon(a.client)}"
+        + ("?unregister=false" if a.keep_registration else "")),
+        "remove a local client and everything of it, first sending the registry its deletion "
+        "request if it is registered on this server (a subsystem's catalogue entries at the "
         "registry are withdrawn)")
     p.add_argument("client")
+    p.add_argument("--keep-registration", action="store_true",
+                   help="send the registry nothing (xchange ss register client-delete later)")
     p = api(["ss", "client", "cert-add"], lambda a: call(
         a, "POST", f"/api/v1/clients/{_colon(a.client)}/tls-certificates",
         {"pem": Path(a.file).read_text(encoding="ascii")}),

@@ -32,6 +32,7 @@ from xchange_cli.federation import (
     STATISTICS_GROUP,
     Federation,
     RunningFederation,
+    ServerFiles,
     build_federation,
 )
 from xchange_cli.main import main
@@ -368,3 +369,74 @@ def test_services_are_published_to_the_registrys_catalogue(
     capsys.readouterr()
     main(["ss", "status", "--config", str(fed.servers[0].config)])
     assert f"{REGISTER}: published" in capsys.readouterr().out
+
+
+def _conf_version(server: ServerFiles) -> int:
+    """The version of the global configuration the server has in force."""
+    with urllib.request.urlopen(server.client_proxy_url + "/health", timeout=10) as resp:
+        return int(json.loads(resp.read())["globalconf_version"])
+
+
+def _published_with(fed: Federation, server: ServerFiles, client: str) -> int | None:
+    """The version of the registry's configuration, if it has ``client`` on ``server``."""
+    with urllib.request.urlopen(fed.registry_url + "/globalconf", timeout=10) as resp:
+        payload = json.loads(resp.read())["signed"]
+    for entry in payload["security_servers"]:
+        if entry["id"] == str(server.agency.server) and client in entry["clients"]:
+            return int(payload["version"])
+    return None
+
+
+def test_deleting_a_registered_client_sends_its_deletion_request_to_the_registry(
+        federation: RunningFederation, fed: Federation,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A subsystem registered on the provider's server and deleted there: the server asks
+    the registry to forget it (a client_delete signed by its member) before removing it, and
+    does not remove it while the registry cannot be asked; the officer's approval takes it
+    off the server in the registry and in global configuration."""
+    archive = str(PROVIDER.subsystem("archive"))
+    server = fed.servers[0]
+    officer = xchange(capsys, "registry", "token", "--config", str(fed.registry_config),
+                      "--subject", "olivia", "--role", "registration_officer")
+
+    def registry(*args: str) -> Any:
+        return xchange(capsys, "registry", *args, "--url", fed.registry_url, "--token",
+                       officer)
+
+    def hosted() -> set[str]:
+        doc = registry("server", "show", str(server.agency.server))
+        return {c["id"] if isinstance(c, dict) else c for c in doc["clients"]}
+
+    token = xchange(capsys, "ss", "admin-token", "--config", str(server.config),
+                    "--subject", "sofia", "--role", "security-officer")
+    registry("subsystem", "add", archive)
+    registry("client", "add", str(server.agency.server), archive)
+    admin(fed, capsys, token, "ss", "client", "add", archive)
+    # the registry publishes a configuration with the new client, and the server takes it
+    wait_for(lambda: _published_with(fed, server, archive) is not None)
+    published = _published_with(fed, server, archive)
+    assert published is not None
+    wait_for(lambda: _conf_version(server) >= published)
+    assert archive in hosted()
+
+    # the registry down: the deletion is refused, and the client stays
+    federation.stop_process("registry")
+    try:
+        assert main(["ss", "client", "delete", archive, "--url", server.admin_url,
+                     "--token", token]) == 1
+        assert "admin.unregistration_failed" in capsys.readouterr().err
+    finally:
+        federation.start_registry()
+    assert archive in {c["id"] for c in admin(fed, capsys, token, "ss", "client", "list")}
+
+    deleted = admin(fed, capsys, token, "ss", "client", "delete", archive)
+    sent = deleted["unregistration"]
+    assert deleted["id"] == archive and sent["state"] == "pending"
+    assert archive not in {c["id"] for c in admin(fed, capsys, token, "ss", "client", "list")}
+    (request,) = [r for r in registry("requests", "list", "--state", "pending")["items"]
+                  if r["request_id"] == sent["request_id"]]
+    assert (request["kind"], request["member"]) == ("client_delete", str(PROVIDER.member))
+    assert request["payload"]["client"] == archive
+    assert archive in hosted()  # until an officer approves
+    registry("requests", "approve", str(request["id"]), "--comment", "archive retired")
+    assert archive not in hosted()

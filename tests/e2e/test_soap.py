@@ -521,6 +521,27 @@ def test_get_wsdl_answers_with_the_wsdl_attached_and_zeep_can_use_it(soap: Soap,
                              _soapheaders=xroad_headers("getPerson")) == "Mari Maasikas"
 
 
+def test_a_spooled_metadata_request_is_answered_from_its_soap_part(soap: Soap) -> None:
+    """Over 1 MiB the message is spooled: its SOAP part is read back (not its attachment)
+    and answered; a SOAP part over 1 MiB is refused as too large, not as broken SOAP."""
+    root = _meta_request("listMethods")
+    attachment = b"\x00\xff" * (600 * 1024)
+    body = (b"--META\r\nContent-Type: text/xml; charset=UTF-8\r\n"
+            b"Content-ID: <rootpart>\r\n\r\n" + root +
+            b"\r\n--META\r\nContent-Type: application/octet-stream\r\n\r\n" +
+            attachment + b"\r\n--META--\r\n")
+    listed = _post(soap, body, {"Content-Type": 'multipart/related; type="text/xml"; '
+                                                 'start="<rootpart>"; boundary="META"'})
+    assert listed.status_code == 200, listed.content
+    assert _services(listed, "listMethodsResponse") == set(OPERATIONS)
+    assert header_of(etree.fromstring(listed.content), "requestHash").text == \
+        base64.b64encode(hashlib.sha512(root).digest()).decode()
+    big = _meta_request("getWsdl", "getPerson").replace(
+        b"<soap:Header>", b"<soap:Header><!--" + b"x" * (1100 * 1024) + b"-->")
+    refused = _post(soap, big)
+    assert _fault_code(refused) == "client.payload_too_large", refused.content
+
+
 # -- hostile and malformed messages ---------------------------------------------------------------
 
 
@@ -642,3 +663,4 @@ def test_get_on_any_path_is_not_soap(soap: Soap) -> None:
         urllib.request.urlopen(soap.proxy_url + "/some/soap/endpoint", timeout=10)
     info.value.close()
     assert info.value.code == 405
+

@@ -175,8 +175,8 @@ async def test_deleting_a_client_removes_it_and_withdraws_its_catalogue(admin: A
     status, doc = await call(admin, "DELETE", "/api/v1/clients/TEST:GOV:1:register",
                              admin.token("service-administrator"))
     assert (status, doc["type"]) == (403, "admin.forbidden")
-    status, _ = await call(admin, "DELETE", "/api/v1/clients/TEST:GOV:1:register", token)
-    assert status == 204
+    status, doc = await call(admin, "DELETE", "/api/v1/clients/TEST:GOV:1:register", token)
+    assert (status, doc) == (200, {"id": PROVIDER, "unregistration": None})
     assert (await call(admin, "GET", "/api/v1/clients", token)) == (200, [])
     assert (await call(admin, "GET", "/api/v1/services/TEST:GOV:1:register:persons",
                        token))[0] == 404

@@ -69,8 +69,8 @@ __all__ = [
     "fault_envelope",
     "finish_response",
     "parse_envelope",
+    "parse_hashed_request",
     "parse_request",
-    "soap_part_hash",
     "soap_request_hash",
     "stamp_response",
 ]
@@ -422,14 +422,15 @@ def check_request_body(req: SoapRequest, body: bytes | Iterable[bytes], *, max_b
     return RequestEcho(tuple(_echoed(env.xroad_fields())), request_hash)
 
 
-def soap_part_hash(message: Iterable[bytes], content_type: str) -> str:
-    """``requestHash`` (SHA-512) of a message given in pieces: its SOAP part's bytes, hashed
-    as they pass (:func:`xchange.soap.mime.soap_part_pieces`: the attachments are not
-    read)."""
-    hashed = _Hashed(soap_part_pieces(message, content_type))
-    for _ in hashed:
-        pass
-    return hashed.request_hash
+def parse_hashed_request(message: Iterable[bytes], content_type: str | None,
+                         soap_action: str | None, *, max_bytes: int) -> tuple[SoapRequest, str]:
+    """:func:`parse_request` of a message given in pieces, and its ``requestHash``
+    (SHA-512): the SOAP part's bytes, hashed as they are parsed -- one read of them (the
+    attachments are not read, :func:`xchange.soap.mime.soap_part_pieces`)."""
+    req, _env, part = _parse_request(message, content_type, soap_action,
+                                     max_bytes=max_bytes, hashed=True)
+    assert isinstance(part, _Hashed)  # the parse read the SOAP part to its end
+    return req, part.request_hash
 
 
 def soap_request_hash(envelope: bytes, algorithm: str = SHA512) -> str:
