@@ -9,7 +9,11 @@ not passed on.
 
 Ordering and group commit: sequence numbers and ``prev_hash`` are assigned on one dedicated
 writer thread (:class:`~security_server.logwriter.GroupWriter`), so the chain is strictly
-ordered however many coroutines append at once and the event loop never blocks on disk.
+ordered however many coroutines append at once and the event loop does not block on disk.
+The one exception is a record of the only message in flight (``append(..., alone=True)``,
+SQLite): nobody could share its commit and nothing else waits for the loop, so while the
+writer is idle it is committed on the loop's thread, under the same lock, without the two
+thread hand-overs (:meth:`GroupWriter.commit_now`).
 Under load the writer takes every record waiting and commits them in one transaction (one
 WAL flush on SQLite with ``synchronous=FULL``, one commit on PostgreSQL); each appender is
 answered only after that commit, and if it fails every appender in the group gets
@@ -397,11 +401,19 @@ class MessageLog:
         self._writer: GroupWriter[LogEntry, StoredRecord] = GroupWriter(
             self._commit_group, max_group=max_group, name="messagelog-writer")
 
-    async def append(self, entry: LogEntry, *, error_code: LoggingFailedCode) -> StoredRecord:
+    async def append(self, entry: LogEntry, *, error_code: LoggingFailedCode,
+                     alone: bool = False) -> StoredRecord:
         """Chain ``entry`` after the last record and commit it; return the stored record.
 
         Raises :class:`MessageLogError` with ``error_code`` if the record is not durably
         written, for whatever reason; the message must then not be passed on.
+
+        ``alone``: the caller's is the only message in flight, so no other record could
+        share its commit and nothing else waits for the event loop.  On SQLite the record
+        is then committed right here, on the loop's thread, if the writer is idle
+        (:meth:`GroupWriter.commit_now`): the same commit, without the two thread
+        hand-overs.  Otherwise, and always on PostgreSQL (whose connection is checked out
+        and pinged per group), it goes through the writer thread.
         """
         if error_code not in get_args(LoggingFailedCode):
             raise ValueError(f"not a logging failure code: {error_code!r}")
@@ -411,6 +423,10 @@ class MessageLog:
                                                                        _ChunkReader):
                 stored = await asyncio.to_thread(self._store_body, entry.body)
                 entry = replace(entry, body=ExternalBody(entry.body.digest, stored))
+            elif alone and self._keep_connection:
+                record = self._writer.commit_now(entry)
+                if record is not None:
+                    return record
             return await self._writer.append_async(entry)
         except Exception as exc:
             if stored is not None:

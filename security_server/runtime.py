@@ -1,17 +1,26 @@
 """The running state of one security server, shared by its client proxy and server proxy.
 
 Holds the loaded keys, the configuration client, the message log and the outgoing HTTP
-sessions, and offers the operations both proxies need: "sign this", "log this message durably
+connection pools, and offers the operations both proxies need: "sign this", "log this message durably
 or fail closed" and "what time is it".  Opened and closed by :func:`security_server.app.lifespan`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import logging
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+)
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,7 +60,7 @@ from xchange.signing import SigningIdentity
 from xchange.transport import FrameDecoder, FrameHead, encode_frame_head
 
 __all__ = ["RUNTIME", "ProviderStatus", "Runtime", "frame_payload", "make_entry",
-           "utc_now"]
+           "message_handler", "utc_now"]
 
 
 log = logging.getLogger(__name__)
@@ -153,6 +162,18 @@ class Runtime:
         """Local clients, services and access rights; the app puts the store's behind it."""
         self.spool_dir = config.state_dir / "spool"
         """Where bodies over 1 MiB are spooled while they cross (security_server.body)."""
+        self.messages_in_flight = 0
+        """Messages the proxies are handling now (:meth:`in_flight`); at most one, and a
+        record is committed without a hand-over to the log's writer thread."""
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Count one message handled by a proxy, from its request to its answer."""
+        self.messages_in_flight += 1
+        try:
+            yield
+        finally:
+            self.messages_in_flight -= 1
 
     async def spool(self, chunks: AsyncIterable[bytes], *, limit: int,
                     too_large: XRoadError) -> Body:
@@ -283,7 +304,7 @@ class Runtime:
 
     async def close(self) -> None:
         for task in list(self._retired):
-            task.cancel()  # _close_later closes its session when cancelled
+            task.cancel()  # _close_later closes its pool when cancelled
         await asyncio.gather(*self._retired, return_exceptions=True)
         for peer in self._peers.values():
             await peer.pool.close()
@@ -341,7 +362,8 @@ class Runtime:
             else "server.serverproxy.logging_failed"
         )
         try:
-            record = await self.log.append(entry, error_code=code)
+            record = await self.log.append(entry, error_code=code,
+                                           alone=self.messages_in_flight <= 1)
         except Exception as exc:  # any failure to persist must stop the message
             # The client sees only the code; the operator needs the database's own words.
             log.error("message log write failed (%s %s of %s): %r", entry.direction,
@@ -393,3 +415,15 @@ def _certificate(der: bytes) -> x509.Certificate:
 
 
 RUNTIME = web.AppKey("xchange_runtime", Runtime)
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def message_handler(handler: _Handler) -> _Handler:
+    """A proxy's handler of messages: each request it handles counts as a message in flight
+    (:meth:`Runtime.in_flight`) until it is answered."""
+    @functools.wraps(handler)
+    async def counted(request: web.Request) -> web.StreamResponse:
+        with request.app[RUNTIME].in_flight():
+            return await handler(request)
+    return counted

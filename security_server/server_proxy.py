@@ -57,7 +57,13 @@ from security_server.http import (
     stream_out,
 )
 from security_server.httpclient import HttpClientError
-from security_server.runtime import RUNTIME, Runtime, frame_payload, make_entry
+from security_server.runtime import (
+    RUNTIME,
+    Runtime,
+    frame_payload,
+    make_entry,
+    message_handler,
+)
 from security_server.tls import peer_certificate_der
 from xchange.errors import (
     InvalidSignatureError,
@@ -110,6 +116,7 @@ def create_server_proxy_app(runtime: Runtime) -> web.Application:
 _CODE_CERT = "server.serverproxy.cert_validation"
 
 
+@message_handler
 async def handle_message(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     now = rt.clock()

@@ -170,7 +170,10 @@ def parse_timestamp_response(
         fail_info = status["fail_info"].native or set()
         texts = status["status_string"].native or []
         token = resp["time_stamp_token"]
-        token_der = None if token.native is None else bytes(token.dump())
+        # The token's bytes as received (never .native first: decoding the whole token
+        # marks its algorithm identifiers changed, and dump() then re-encodes it all,
+        # about 75 ms of CPU for a 1.4 KB token).  _open decodes it below.
+        token_der = None if isinstance(token, core.Void) else bytes(token.dump())
     except Exception as exc:  # any decoding failure of the TSA's bytes is a failure
         raise TimestampingFailedError(
             "time-stamp response is not a DER TimeStampResp", code=code

@@ -204,3 +204,80 @@ async def test_loop_appenders_are_refused_once_closed(recorder: Recorder) -> Non
     writer.close()
     with pytest.raises(WriterClosedError):
         writer.append_async(1)
+
+
+# -- commit_now: a lone item committed on the caller's thread
+
+
+def test_an_idle_writer_lets_the_caller_commit_on_its_own_thread(
+    writer: GroupWriter[int, int], recorder: Recorder
+) -> None:
+    threads = []
+    real = recorder.__call__
+
+    def where(values: Sequence[int]) -> list[int]:
+        threads.append(threading.get_ident())
+        return real(values)
+
+    writer._commit_group = where
+    assert writer.commit_now(4) == 40
+    assert writer.append(5).result(10) == 50  # the writer thread goes on after it
+    assert recorder.groups == [[4], [5]]
+    assert threads[0] == threading.get_ident() != threads[1]
+
+
+def test_a_busy_or_waited_for_writer_is_not_bypassed(
+    writer: GroupWriter[int, int], recorder: Recorder
+) -> None:
+    release = hold(writer)  # a task running
+    assert writer.commit_now(1) is None
+    queued = writer.append(2)  # an item waiting behind it
+    assert writer.commit_now(3) is None
+    release.set()
+    assert queued.result(10) == 20
+    assert recorder.groups == [[2]]  # 1 and 3 were never written
+
+
+def test_the_writer_waits_while_the_caller_commits(recorder: Recorder) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(values: Sequence[int]) -> list[int]:
+        if values == [1]:
+            entered.set()
+            release.wait(10)
+        return recorder(values)
+
+    writer: GroupWriter[int, int] = GroupWriter(slow)
+    try:
+        outcome: list[int | None] = []
+        caller = threading.Thread(target=lambda: outcome.append(writer.commit_now(1)))
+        caller.start()
+        assert entered.wait(10)
+        later = writer.append(2)
+        assert not later.done()
+        assert recorder.groups == []
+        release.set()
+        caller.join(10)
+        assert outcome == [10] and later.result(10) == 20
+        assert recorder.groups == [[1], [2]]  # one writer at a time, one order
+    finally:
+        writer.close()
+
+
+def test_a_failed_commit_now_raises_and_the_writer_goes_on(
+    writer: GroupWriter[int, int], recorder: Recorder
+) -> None:
+    recorder.fail_on = 3
+    with pytest.raises(OSError, match="disk full"):
+        writer.commit_now(3)
+    assert writer.commit_now(4) == 40
+    assert writer.append(5).result(10) == 50
+    assert recorder.groups == [[4], [5]]
+
+
+def test_commit_now_is_refused_once_closed(recorder: Recorder) -> None:
+    writer: GroupWriter[int, int] = GroupWriter(recorder)
+    writer.close()
+    with pytest.raises(WriterClosedError):
+        writer.commit_now(1)
+    assert recorder.groups == []

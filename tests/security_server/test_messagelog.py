@@ -276,22 +276,23 @@ def _allow_inserts(engine: Engine) -> None:
     execute(engine, "DROP TRIGGER refuse" + suffix)
 
 
+@pytest.mark.parametrize("alone", [False, True])
 @pytest.mark.parametrize("code", [CP, SP])
 async def test_failed_write_raises_and_logging_resumes(
-    engine: Engine, log: MessageLog, code: LoggingFailedCode
+    engine: Engine, log: MessageLog, code: LoggingFailedCode, alone: bool
 ) -> None:
     await fill(log, 3)
     _refuse_inserts(engine)
     for i in (4, 5):
         with pytest.raises(MessageLogError) as caught:
-            await log.append(entry(i), error_code=code)
+            await log.append(entry(i), error_code=code, alone=alone)
         assert caught.value.code == code
         assert isinstance(caught.value.__cause__, sa.exc.SQLAlchemyError)
         assert "refused" not in str(caught.value)  # database details stay out of the message
     assert len(await log.records()) == 3
 
     _allow_inserts(engine)
-    record = await log.append(entry(6), error_code=code)
+    record = await log.append(entry(6), error_code=code, alone=alone)
     assert record.sequence == 4
     report = await log.verify()
     assert (report.count, report.last_hash) == (4, record.record_hash)
@@ -355,15 +356,17 @@ async def test_a_failed_group_fails_every_waiter(engine: Engine, log: MessageLog
     assert (await log.verify()).count == 3
 
 
-async def test_head_is_reread_after_a_failed_write(engine: Engine, log: MessageLog) -> None:
+@pytest.mark.parametrize("alone", [False, True])
+async def test_head_is_reread_after_a_failed_write(engine: Engine, log: MessageLog,
+                                                   alone: bool) -> None:
     other = MessageLog(engine)
     try:
-        await log.append(entry(1), error_code=SP)
-        r2 = await other.append(entry(2), error_code=SP)
+        await log.append(entry(1), error_code=SP, alone=alone)
+        r2 = await other.append(entry(2), error_code=SP, alone=alone)
         # `log` still believes record 1 is the head: its write collides and fails closed
         with pytest.raises(MessageLogError):
-            await log.append(entry(3), error_code=SP)
-        r3 = await log.append(entry(3), error_code=SP)
+            await log.append(entry(3), error_code=SP, alone=alone)
+        r3 = await log.append(entry(3), error_code=SP, alone=alone)
         assert (r3.sequence, r3.prev_hash) == (3, r2.record_hash)
         assert (await log.verify()).count == 3
     finally:
@@ -383,11 +386,67 @@ async def test_missing_table_fails_writes_and_reads(engine: Engine, log: Message
         await log.verify()
 
 
-async def test_append_after_close_fails_closed(log: MessageLog) -> None:
+@pytest.mark.parametrize("alone", [False, True])
+async def test_append_after_close_fails_closed(log: MessageLog, alone: bool) -> None:
     log.close()
     with pytest.raises(MessageLogError) as caught:
-        await log.append(entry(1), error_code=SP)
+        await log.append(entry(1), error_code=SP, alone=alone)
     assert caught.value.code == SP
+
+
+def _commit_threads(log: MessageLog, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The threads the log's commits run on, from now on, in order."""
+    threads = []
+    real = log._commit_group
+
+    def where(entries: Sequence[LogEntry]) -> list[StoredRecord]:
+        threads.append(threading.get_ident())
+        return real(entries)
+
+    monkeypatch.setattr(log._writer, "_commit_group", where)
+    return threads
+
+
+async def test_a_lone_record_is_committed_without_the_writer_thread_on_sqlite(
+    engine: Engine, log: MessageLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = _commit_threads(log, monkeypatch)
+    await fill(log, 2)
+    stored = [await log.append(entry(i), error_code=SP, alone=True) for i in (3, 4)]
+    await log.append(entry(5), error_code=SP)
+    here = threading.get_ident()
+    if engine.dialect.name == "sqlite":
+        assert threads[2:4] == [here, here]
+    else:  # PostgreSQL: a pinged connection per group, on the writer thread
+        assert here not in threads
+    assert here not in threads[:2] + threads[4:]
+    assert [r.sequence for r in stored] == [3, 4]
+    # durable and chained like any other: read back through a connection of its own
+    fresh = create_db_engine(engine.url.render_as_string(hide_password=False))
+    try:
+        reopened = MessageLog(fresh)
+        try:
+            report = await reopened.verify()
+        finally:
+            reopened.close()
+    finally:
+        fresh.dispose()
+    assert report.count == 5
+
+
+async def test_a_lone_record_waits_for_a_busy_writer(
+    engine: Engine, log: MessageLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = _commit_threads(log, monkeypatch)
+    await fill(log, 1)
+    release = _hold_writer(log)
+    lone = asyncio.ensure_future(log.append(entry(2), error_code=CP, alone=True))
+    await _when_queued(log, 1)
+    assert not lone.done()  # neither committed beside the writer nor ahead of it
+    release.set()
+    assert (await lone).sequence == 2
+    assert threading.get_ident() not in threads
+    assert (await log.verify()).count == 2
 
 
 async def test_append_requires_a_logging_code(log: MessageLog) -> None:

@@ -76,6 +76,15 @@ def test_a_granted_token_verifies_and_says_what_it_stamps(
     assert "der=" not in repr(stamped)
 
 
+def test_the_token_is_returned_as_the_tsa_encoded_it(
+    tsa: TimeStampAuthority, pki_now: datetime
+) -> None:
+    response = tsa.respond(timestamp_request(DATA_HASH, nonce=NONCE), pki_now, 9)
+    token = parse_timestamp_response(response, data_hash=DATA_HASH, nonce=NONCE)
+    # the trailing bytes of the response, untouched (not decoded and encoded again)
+    assert len(token) > 1000 and response.endswith(token)
+
+
 @pytest.mark.parametrize("hash_alg", ["sha256", "sha384", "sha512"])
 def test_each_accepted_hash_algorithm(
     tsa: TimeStampAuthority, tsa_credentials: TsaCredentials, pki_now: datetime, hash_alg: str
