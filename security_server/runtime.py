@@ -2,7 +2,8 @@
 
 Holds the loaded keys, the configuration client, the message log and the outgoing HTTP
 connection pools, and offers the operations both proxies need: "sign this", "log this
-message durably or fail closed" and "what time is it".  Opened and closed by :func:`security_server.app.lifespan`.
+message durably or fail closed" and "what time is it".  Opened and closed by
+:func:`security_server.app.lifespan`.
 """
 
 from __future__ import annotations
