@@ -165,10 +165,20 @@ class MessageRecord(SQLModel, table=True):
     """One row of ``message_log``: a :class:`~xchange.messagelog.StoredRecord`, flattened."""
 
     __tablename__ = "message_log"
+    __table_args__ = (
+        # Only records of large bodies: a record with its body inline (nearly all) writes
+        # no page of this index.  ``body_id = ...`` implies NOT NULL, so lookups use it.
+        sa.Index("ix_message_log_body_id", "body_id",
+                 sqlite_where=sa.text("body_id IS NOT NULL"),
+                 postgresql_where=sa.text("body_id IS NOT NULL")),
+    )
 
     # The chain's own number is the key: assigned by the writer, never by the database.
+    # On SQLite it is declared INTEGER, which makes it the table's rowid: one B-tree to
+    # write per record instead of the table's and a separate key index (BIGINT would be).
     sequence: int = Field(
-        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False}
+        primary_key=True, sa_type=sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        sa_column_kwargs={"autoincrement": False},
     )
     prev_hash: str = Field(max_length=64)
     record_hash: str = Field(max_length=64)
@@ -185,10 +195,11 @@ class MessageRecord(SQLModel, table=True):
     """The body; encrypted if ``key_id`` is set."""
     key_id: str | None = Field(default=None, max_length=64)
     """The id of the key ``header_part`` and ``body`` are encrypted with; NULL: clear."""
-    body_id: str | None = Field(default=None, max_length=32, index=True)
+    body_id: str | None = Field(default=None, max_length=32)
     """A large body's id in ``message_body_chunk`` (``body`` is then empty); NULL: inline.
-    Indexed (``ix_message_log_body_id``; on a table made before the index, by the migration
-    ``0003``): whether a record names a body is asked per body dropped and swept."""
+    Indexed where not NULL (``ix_message_log_body_id``; on a table made before the index,
+    by the migration ``0003``): whether a record names a body is asked per body dropped
+    and swept."""
     signature: str
     status: str = Field(max_length=16)
     error_code: str | None = None

@@ -472,6 +472,22 @@ def test_sqlite_engine_is_durable(tmp_path: Path) -> None:
                       "foreign_keys": 1}
 
 
+def test_sqlite_log_sequence_is_the_rowid(tmp_path: Path) -> None:
+    """INTEGER PRIMARY KEY: a record writes the table's B-tree, no separate key index."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'ss.db'}")
+    try:
+        create_tables(engine)
+        with engine.connect() as connection:
+            origins = [row[3] for row in connection.exec_driver_sql(
+                "PRAGMA index_list(message_log)")]
+            declared = {row[1]: row[2] for row in connection.exec_driver_sql(
+                "PRAGMA table_info(message_log)")}
+    finally:
+        engine.dispose()
+    assert declared["sequence"] == "INTEGER"
+    assert "pk" not in origins  # a BIGINT key would have its own index (origin "pk")
+
+
 @pytest.mark.parametrize(
     "url",
     ["postgresql://u@db.example/x", "postgres://u@db.example/x",

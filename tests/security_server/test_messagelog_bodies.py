@@ -48,6 +48,24 @@ def test_a_new_log_has_the_index_and_the_migration_keeps_it(engine: Engine) -> N
     assert _has_index(engine)
 
 
+def _index_definition(engine: Engine) -> str:
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            query = "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name"
+        else:
+            query = ("SELECT indexdef FROM pg_indexes WHERE indexname = :name"
+                     " AND schemaname = current_schema()")
+        return str(connection.execute(sa.text(query), {"name": INDEX}).scalar_one())
+
+
+def test_the_index_holds_only_records_of_large_bodies(engine: Engine) -> None:
+    """Partial: a record with its body inline (body_id NULL) writes nothing to it."""
+    assert "body_id IS NOT NULL" in _index_definition(engine)
+    _drop_index(engine)
+    upgrade(engine)
+    assert "body_id IS NOT NULL" in _index_definition(engine)
+
+
 def test_the_migration_adds_the_index_to_an_older_log(engine: Engine) -> None:
     _drop_index(engine)
     upgrade(engine)

@@ -3,10 +3,12 @@
 Revision ID: 0003
 Revises: 0002
 Finding whether a record names a large body (dropping a body whose record failed, the
-orphaned-body sweep) looked through every record without it.  The ``message_log`` table
-itself is created from its model (:func:`security_server.db.create_tables`, which gives a
-new table this index): this revision adds the index to a table made before it, and does
-nothing where the table does not exist yet or already has it.
+orphaned-body sweep) looked through every record without it. Partial: only records whose
+``body_id`` is set, so a record with its body inline writes nothing to it. The
+``message_log`` table itself is created from its model
+(:func:`security_server.db.create_tables`, which gives a new table this index): this
+revision adds the index to a table made before it, and does nothing where the table does
+not exist yet or already has it.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def _index_names() -> set[str] | None:
 def upgrade() -> None:
     names = _index_names()
     if names is not None and INDEX not in names:
-        op.create_index(INDEX, TABLE, ['body_id'])
+        where = sa.text('body_id IS NOT NULL')  # as the model's: records of large bodies
+        op.create_index(INDEX, TABLE, ['body_id'], sqlite_where=where, postgresql_where=where)
 
 
 def downgrade() -> None:
