@@ -71,6 +71,7 @@ from security_server.runtime import (
     RUNTIME,
     ProviderStatus,
     Runtime,
+    certificate_of,
     frame_payload,
     make_entry,
     message_handler,
@@ -443,7 +444,8 @@ async def _read_answer(rt: Runtime, server: SecurityServerInfo, resp: Response) 
         if data is None:
             raise over_long
         raise _peer_error(status, data, error_code)
-    peer_cert = rt.presented_certificate(server.id)
+    der = resp.peer_certificate  # of the connection that carried this answer
+    peer_cert = None if der is None else certificate_of(der)
     if status != 200 or ctype != FRAME_MEDIA_TYPE or peer_cert is None:
         raise ClientProxyError(
             f"security server {server.id} answered HTTP {status} {ctype}",
@@ -478,7 +480,8 @@ async def _fetch_provider_status(rt: Runtime, conf: GlobalConf, server: Security
         data = await resp.read(_MAX_OCSP)
         ctype, status = resp.content_type, resp.status
         error_code = resp.header("X-Road-Error")
-    peer_cert = rt.presented_certificate(server.id)
+        der = resp.peer_certificate  # the certificate the status must be of
+    peer_cert = None if der is None else certificate_of(der)
     if data is None or peer_cert is None:
         raise CertificateValidationError(
             f"security server {server.id} sent no usable OCSP response", code=_CODE_CERT)

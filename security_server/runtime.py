@@ -60,7 +60,7 @@ from xchange.replay import ReplayWindow
 from xchange.signing import SigningIdentity
 from xchange.transport import FrameDecoder, FrameHead, encode_frame_head
 
-__all__ = ["RUNTIME", "ProviderStatus", "Runtime", "frame_payload", "make_entry",
+__all__ = ["RUNTIME", "ProviderStatus", "Runtime", "certificate_of", "frame_payload", "make_entry",
            "message_handler", "utc_now"]
 
 
@@ -297,7 +297,7 @@ class Runtime:
         """The TLS certificate the server presented on its latest connection, if any."""
         peer = self._peers.get(server)
         der = None if peer is None else peer.pin.presented
-        return None if der is None else _certificate(der)
+        return None if der is None else certificate_of(der)
 
     @property
     def client_tls(self) -> ssl.SSLContext:
@@ -411,7 +411,10 @@ def make_entry(
 
 
 @lru_cache(maxsize=256)
-def _certificate(der: bytes) -> x509.Certificate:
+@functools.lru_cache(maxsize=64)
+def certificate_of(der: bytes) -> x509.Certificate:
+    """A peer's DER certificate, parsed (remembered: a few peers present the same one for
+    every message)."""
     return x509.load_der_x509_certificate(der)
 
 
