@@ -35,6 +35,7 @@ from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
 from security_server.directory import Directory, StoreDirectory, seed_from_config
+from security_server.httpclient import Client
 from security_server.is_tls import IsTls, ensure_internal_certificate
 from security_server.keys import ServerKeys, load_keys
 from security_server.logaudit import server_trust
@@ -121,10 +122,9 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
     runtime.spool_dir.mkdir(parents=True, exist_ok=True)
     store_directory = StoreDirectory(store)
     runtime.directory = Directory(store_directory, metadata_service)
-    # No cookie jar: a provider system's cookie must not reach the next client's request
-    # (and keeping or matching cookies is work on every call).
-    runtime.provider_session = aiohttp.ClientSession(auto_decompress=False,
-                                                     cookie_jar=aiohttp.DummyCookieJar())
+    # No cookies (a provider system's cookie must not reach the next client's request), no
+    # decompression: security_server.httpclient passes answers on as they come.
+    runtime.provider_client = Client()
 
     conf = conf_now()
     if conf is not None:

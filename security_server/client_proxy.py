@@ -44,12 +44,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 
-import aiohttp
 from aiohttp import web
 from cryptography import x509
-from yarl import URL
 
 from security_server.body import Body, SoapMessage, inline, soap_message, xml_lane
 from security_server.http import (
@@ -60,16 +57,24 @@ from security_server.http import (
     received,
     stream_out,
 )
+from security_server.httpclient import (
+    ConnectError,
+    HttpClientError,
+    PinMismatchError,
+    Pool,
+    Response,
+    TlsError,
+)
 from security_server.is_tls import check_is_connection
 from security_server.metadata import register_list_clients
 from security_server.runtime import (
     RUNTIME,
     ProviderStatus,
     Runtime,
+    certificate_of,
     frame_payload,
     make_entry,
     message_handler,
-    read_limited,
 )
 from xchange.certificates import cert_sha256
 from xchange.errors import (
@@ -105,7 +110,7 @@ __all__ = ["create_client_proxy_app"]
 log = logging.getLogger(__name__)
 
 _ONE_WRITE = 1024 * 1024
-"""A frame up to this size is sent as one piece of bytes (aiohttp's limit for that)."""
+"""A frame up to this size (its body in memory) is sent as one piece of bytes."""
 _MAX_ERROR = 1024 * 1024
 """The most an error answer of the provider server may take."""
 _MAX_OCSP = 64 * 1024
@@ -392,18 +397,17 @@ async def _exchange(rt: Runtime, conf: GlobalConf, targets: Sequence[SecuritySer
     TLS refused, certificate not the registered one or not good, connect timeout): once a
     request may have been delivered it is never sent twice.
     """
-    timeout = aiohttp.ClientTimeout(total=rt.config.peer_timeout, sock_connect=5)
+    timeout = rt.config.peer_timeout
     last: XRoadError | None = None
     for server in targets:
-        session = rt.peer_session(server)
-        message_url, ocsp_url = _peer_urls(server.address)
+        pool = rt.peer_pool(server)
         try:
             if not _known_good(rt, conf, server, rt.clock()):
-                await _fetch_provider_status(rt, conf, server, session, ocsp_url, timeout)
+                await _fetch_provider_status(rt, conf, server, pool, timeout)
         except CertificateValidationError as exc:
             last = exc
             continue
-        except (aiohttp.ClientError, TimeoutError) as exc:  # only a status query was sent
+        except (HttpClientError, TimeoutError) as exc:  # only a status query was sent
             last = _not_delivered(server, exc)
             continue
         data: bytes | AsyncIterator[bytes]
@@ -411,15 +415,13 @@ async def _exchange(rt: Runtime, conf: GlobalConf, targets: Sequence[SecuritySer
         if body.data is not None and size <= _ONE_WRITE:  # small: one write
             data = encode_frame_head(head) + body.data
         try:
-            async with session.post(message_url, data=data, ssl=rt.client_tls,
-                                    timeout=timeout,
-                                    headers={"Content-Type": FRAME_MEDIA_TYPE,
-                                             "Content-Length": str(size)}) as resp:
+            async with await pool.request("POST", PEER_PATH, _FRAME_HEADERS, data,
+                                          content_length=size, timeout=timeout) as resp:
                 return await _read_answer(rt, server, resp)
-        except _NOT_DELIVERED as exc:
+        except ConnectError as exc:  # nothing was sent
             last = _not_delivered(server, exc)
             continue
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (HttpClientError, TimeoutError) as exc:
             raise ClientProxyError(
                 f"exchange with security server {server.id} failed after the request was "
                 f"sent: {type(exc).__name__}", code="server.clientproxy.network_error") from exc
@@ -427,49 +429,41 @@ async def _exchange(rt: Runtime, conf: GlobalConf, targets: Sequence[SecuritySer
     raise last
 
 
-async def _read_answer(rt: Runtime, server: SecurityServerInfo,
-                       resp: aiohttp.ClientResponse) -> _Answer:
+_FRAME_HEADERS = (("Content-Type", FRAME_MEDIA_TYPE),)
+
+
+async def _read_answer(rt: Runtime, server: SecurityServerInfo, resp: Response) -> _Answer:
     """The provider server's answer: a signed response frame, read to its end with the body
     spooled, or the error it reported."""
     ctype, status = resp.content_type, resp.status
-    error_code = resp.headers.get("X-Road-Error")
+    error_code = resp.header("X-Road-Error")
     over_long = ClientProxyError(f"security server {server.id} sent an over-long response",
                                  code="server.clientproxy.network_error")
     if error_code is not None or ctype == "application/json":
-        data = await read_limited(resp, _MAX_ERROR)
+        data = await resp.read(_MAX_ERROR)
         if data is None:
             raise over_long
         raise _peer_error(status, data, error_code)
-    peer_cert = rt.presented_certificate(server.id)
+    der = resp.peer_certificate  # of the connection that carried this answer
+    peer_cert = None if der is None else certificate_of(der)
     if status != 200 or ctype != FRAME_MEDIA_TYPE or peer_cert is None:
         raise ClientProxyError(
             f"security server {server.id} answered HTTP {status} {ctype}",
             code="server.clientproxy.network_error")
-    head, body = await rt.read_frame(resp.content.iter_any(), limit=rt.config.max_body_bytes,
+    head, body = await rt.read_frame(resp.chunks(), limit=rt.config.max_body_bytes,
                                      code="server.clientproxy.invalid_signature",
                                      too_large=over_long)
     return _Answer(server, peer_cert, head, body)
 
 
-@lru_cache(maxsize=256)
-def _peer_urls(address: str) -> tuple[URL, URL]:
-    """A provider server's message and OCSP URLs, parsed once, not per request."""
-    return URL(f"https://{address}{PEER_PATH}"), URL(f"https://{address}{PEER_OCSP_PATH}")
-
-
-_NOT_DELIVERED = (aiohttp.ServerFingerprintMismatch, aiohttp.ClientSSLError,
-                  aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorError,
-                  aiohttp.ConnectionTimeoutError)
-"""Failures that prove the request was not delivered: another server may be tried."""
-
-
 def _not_delivered(server: SecurityServerInfo, exc: BaseException) -> XRoadError:
-    if isinstance(exc, aiohttp.ServerFingerprintMismatch):
+    """A failure before the request was sent: another server may be tried."""
+    if isinstance(exc, PinMismatchError):
         log.warning("%s presented an unregistered certificate: %s", server.id, exc)
         return ClientProxyError(
             f"security server {server.id} presented a certificate that is not registered",
             code="server.clientproxy.ssl_authentication_failed")
-    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ClientConnectorCertificateError):
+    if isinstance(exc, TlsError):
         return ClientProxyError(f"TLS with security server {server.id} failed: {exc}",
                                 code="server.clientproxy.ssl_authentication_failed")
     return ClientProxyError(
@@ -478,16 +472,16 @@ def _not_delivered(server: SecurityServerInfo, exc: BaseException) -> XRoadError
 
 
 async def _fetch_provider_status(rt: Runtime, conf: GlobalConf, server: SecurityServerInfo,
-                                 session: aiohttp.ClientSession, url: URL,
-                                 timeout: aiohttp.ClientTimeout) -> None:
+                                 pool: Pool, timeout: float) -> None:
     """Ask the provider server for its TLS certificate's OCSP response over the pinned
     connection, verify it against the certificate that connection presented, and require
     it good.  Nothing of the message has been sent."""
-    async with session.get(url, ssl=rt.client_tls, timeout=timeout) as resp:
-        data = await read_limited(resp, _MAX_OCSP)
+    async with await pool.request("GET", PEER_OCSP_PATH, timeout=timeout) as resp:
+        data = await resp.read(_MAX_OCSP)
         ctype, status = resp.content_type, resp.status
-        error_code = resp.headers.get("X-Road-Error")
-    peer_cert = rt.presented_certificate(server.id)
+        error_code = resp.header("X-Road-Error")
+        der = resp.peer_certificate  # the certificate the status must be of
+    peer_cert = None if der is None else certificate_of(der)
     if data is None or peer_cert is None:
         raise CertificateValidationError(
             f"security server {server.id} sent no usable OCSP response", code=_CODE_CERT)

@@ -1,8 +1,9 @@
 """The running state of one security server, shared by its client proxy and server proxy.
 
 Holds the loaded keys, the configuration client, the message log and the outgoing HTTP
-sessions, and offers the operations both proxies need: "sign this", "log this message durably
-or fail closed" and "what time is it".  Opened and closed by :func:`security_server.app.lifespan`.
+connection pools, and offers the operations both proxies need: "sign this", "log this
+message durably or fail closed" and "what time is it".  Opened and closed by
+:func:`security_server.app.lifespan`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Final, Literal
 
-import aiohttp
 from aiohttp import web
 from cryptography import x509
 
@@ -37,6 +37,7 @@ from security_server.body import Body, spool
 from security_server.confclient import GlobalConfClient
 from security_server.config import SecurityServerConfig
 from security_server.directory import ConfigDirectory, Directory
+from security_server.httpclient import Client, Pool
 from security_server.logstamper import LogStamper
 from security_server.messagelog import LoggingFailedCode, MessageLog
 from security_server.ocsp import OwnCertificates
@@ -59,8 +60,8 @@ from xchange.replay import ReplayWindow
 from xchange.signing import SigningIdentity
 from xchange.transport import FrameDecoder, FrameHead, encode_frame_head
 
-__all__ = ["RUNTIME", "ProviderStatus", "Runtime", "frame_payload", "make_entry",
-           "message_handler", "read_limited", "utc_now"]
+__all__ = ["RUNTIME", "ProviderStatus", "Runtime", "certificate_of", "frame_payload", "make_entry",
+           "message_handler", "utc_now"]
 
 
 log = logging.getLogger(__name__)
@@ -69,19 +70,8 @@ PEER_CONNECTIONS: Final = 64
 """At most this many TLS connections to one provider security server; further requests wait
 for one of them (within ``peer_timeout``).  Unbounded, a burst of a thousand requests
 opened a thousand TLS connections at once, and the handshakes' CPU starved the messages."""
-
-
-async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
-    """The whole body of ``resp``, or None if it is larger than ``limit`` bytes."""
-    if resp.content_length is not None and resp.content_length > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+PEER_CONNECT_TIMEOUT: Final = 5.0
+"""Seconds to open a connection to a provider security server (TCP and TLS)."""
 
 
 _MAX_FRAME_HEAD = 16 * 1024 * 1024
@@ -104,17 +94,18 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _close_later(session: aiohttp.ClientSession, *, delay: float) -> None:
+async def _close_later(pool: Pool, *, delay: float) -> None:
     try:
         await asyncio.sleep(delay)
     finally:
-        await session.close()
+        await pool.close()
 
 
 @dataclass
 class _Peer:
     pin: PinnedPeer
-    session: aiohttp.ClientSession
+    pool: Pool
+    address: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +148,8 @@ class Runtime:
                               if in_token else None)
         self.signers: dict[ClientId, KeySigner] = {}
         """One batching signer per member key (:mod:`security_server.batchsign`)."""
-        self.provider_session: aiohttp.ClientSession | None = None
+        self.provider_client: Client | None = None
+        """The provider server's connections to the provider systems (set by the app)."""
         self._peers: dict[SecurityServerId, _Peer] = {}
         self._client_ctx = client_context(config.auth_cert, config.auth_key, [],
                                           passphrase=config.key_passphrase)
@@ -282,32 +274,30 @@ class Runtime:
 
     # -- peers ----------------------------------------------------------------------------
 
-    def peer_session(self, server: SecurityServerInfo) -> aiohttp.ClientSession:
-        """A session whose connections are pinned to the server's registered certificates."""
+    def peer_pool(self, server: SecurityServerInfo) -> Pool:
+        """Connections to ``server``, pinned to its registered certificates."""
         hashes = frozenset(server.auth_cert_hashes)
         peer = self._peers.get(server.id)
-        if peer is not None and peer.pin.hashes == hashes:
-            return peer.session
+        if peer is not None and peer.pin.hashes == hashes and peer.address == server.address:
+            return peer.pool
         if peer is not None:
-            # New pins: new connections.  In-flight requests on the old ones may finish.
+            # New pins or address: new connections.  In-flight requests on the old ones
+            # may finish.
             del self._peers[server.id]
-            task = asyncio.create_task(_close_later(peer.session, delay=120))
+            task = asyncio.create_task(_close_later(peer.pool, delay=120))
             self._retired.add(task)
             task.add_done_callback(self._retired.discard)
         pin = PinnedPeer(hashes)
-        connector = aiohttp.TCPConnector(ssl=pin, limit=PEER_CONNECTIONS,
-                                         enable_cleanup_closed=False)
-        # The security-server protocol has no cookies: none kept, none matched per request.
-        session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                        cookie_jar=aiohttp.DummyCookieJar())
-        self._peers[server.id] = _Peer(pin, session)
-        return session
+        pool = Pool(server.host, server.port, tls=self._client_ctx, verify=pin.check,
+                    limit=PEER_CONNECTIONS, connect_timeout=PEER_CONNECT_TIMEOUT)
+        self._peers[server.id] = _Peer(pin, pool, server.address)
+        return pool
 
     def presented_certificate(self, server: SecurityServerId) -> x509.Certificate | None:
         """The TLS certificate the server presented on its latest connection, if any."""
         peer = self._peers.get(server)
         der = None if peer is None else peer.pin.presented
-        return None if der is None else _certificate(der)
+        return None if der is None else certificate_of(der)
 
     @property
     def client_tls(self) -> ssl.SSLContext:
@@ -315,13 +305,13 @@ class Runtime:
 
     async def close(self) -> None:
         for task in list(self._retired):
-            task.cancel()  # _close_later closes its session when cancelled
+            task.cancel()  # _close_later closes its pool when cancelled
         await asyncio.gather(*self._retired, return_exceptions=True)
         for peer in self._peers.values():
-            await peer.session.close()
+            await peer.pool.close()
         self._peers.clear()
-        if self.provider_session is not None:
-            await self.provider_session.close()
+        if self.provider_client is not None:
+            await self.provider_client.close()
         if self._token_thread is not None:
             self._token_thread.shutdown(wait=True)
 
@@ -421,7 +411,10 @@ def make_entry(
 
 
 @lru_cache(maxsize=256)
-def _certificate(der: bytes) -> x509.Certificate:
+@functools.lru_cache(maxsize=64)
+def certificate_of(der: bytes) -> x509.Certificate:
+    """A peer's DER certificate, parsed (remembered: a few peers present the same one for
+    every message)."""
     return x509.load_der_x509_certificate(der)
 
 

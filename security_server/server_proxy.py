@@ -44,10 +44,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from functools import lru_cache
 
-import aiohttp
 from aiohttp import web
 from cryptography import x509
-from yarl import URL
 
 from security_server.body import Body, Runner, SoapMessage, inline, soap_message, xml_lane
 from security_server.directory import LocalService
@@ -58,6 +56,7 @@ from security_server.http import (
     received,
     stream_out,
 )
+from security_server.httpclient import HttpClientError
 from security_server.runtime import (
     RUNTIME,
     Runtime,
@@ -339,26 +338,28 @@ async def _call_provider(rt: Runtime, service: LocalService, req: Request, body:
                          ) -> tuple[int, tuple[tuple[str, str], ...], Body]:
     """Call the provider system; its answer is spooled as it arrives -- a SOAP answer
     (``echo`` given) checked and stamped on the way (:func:`_stamped`)."""
-    assert rt.provider_session is not None
+    assert rt.provider_client is not None
     timeout = service.timeout
     url, headers = (_soap_target(service, req) if isinstance(req, SoapRequest)
                     else _rest_target(service, req))
-    data: bytes | AsyncIterator[bytes] | None = body.data or None
-    if body.data is None:  # spooled: sent on from the spool, with its length
+    data: bytes | AsyncIterator[bytes] | None = body.data
+    if data is None:  # spooled: sent on from the spool, with its length
         data = body.stream()
-        headers.append(("Content-Length", str(body.size)))
+    elif not data and req.method in _NO_BODY:
+        data = None  # no body, and no Content-Length: 0 either
     limit = rt.config.max_body_bytes
     try:
-        async with rt.provider_session.request(
-            req.method, URL(url, encoded=True), headers=headers, data=data,
-            allow_redirects=False, ssl=service.tls_verify,
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as resp:
+        pool, target = rt.provider_client.pool(url, verify_tls=service.tls_verify)
+    except ValueError as exc:
+        raise ServiceFailedError(f"provider system cannot be called at {url!r}") from exc
+    try:
+        async with await pool.request(req.method, target, headers, data,
+                                      content_length=body.size, timeout=timeout) as resp:
             too_large = ServiceFailedError(f"provider system's response exceeds {limit} bytes")
             if resp.content_length is not None and resp.content_length > limit:
                 raise too_large
-            answer_headers = filter_headers(resp.headers.items())
-            chunks: AsyncIterator[bytes] = resp.content.iter_any()
+            answer_headers = filter_headers(resp.headers)
+            chunks: AsyncIterator[bytes] = resp.chunks()
             if echo is not None:
                 answer_headers = _soap_headers(answer_headers)
                 chunks = _stamped(chunks, dict(answer_headers).get("content-type"), echo,
@@ -369,8 +370,13 @@ async def _call_provider(rt: Runtime, service: LocalService, req: Request, body:
             return resp.status, answer_headers, answer
     except TimeoutError as exc:
         raise ServiceFailedError(f"provider system did not answer within {timeout:g} s") from exc
-    except aiohttp.ClientError as exc:
+    except HttpClientError as exc:
         raise ServiceFailedError(f"provider system failed: {type(exc).__name__}") from exc
+
+
+_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+"""Methods sent without a body (and without ``Content-Length: 0``) when the request has
+none, as aiohttp did."""
 
 
 _INLINE = 256 * 1024

@@ -20,9 +20,10 @@ import ssl
 from collections.abc import Iterable
 from pathlib import Path
 
-import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+
+from security_server.httpclient import PinMismatchError
 
 __all__ = ["PinnedPeer", "add_anchors", "client_context", "peer_certificate_der", "server_context"]
 
@@ -79,11 +80,11 @@ def peer_certificate_der(transport: asyncio.BaseTransport | None) -> bytes | Non
     return der if isinstance(der, bytes) else None
 
 
-class PinnedPeer(aiohttp.Fingerprint):
+class PinnedPeer:
     """Accept a peer only if its certificate's SHA-256 is one of the registered hashes.
 
-    aiohttp checks a connector-level fingerprint right after the TLS handshake, before the
-    request is written; we widen its single-hash check to a set.
+    :class:`security_server.httpclient.Pool` calls :meth:`check` on every new connection
+    right after the TLS handshake, before a byte of a request is written.
     """
 
     def __init__(self, hashes: Iterable[str]) -> None:
@@ -91,13 +92,14 @@ class PinnedPeer(aiohttp.Fingerprint):
         self.presented: bytes | None = None
         """The DER certificate the peer presented on its latest accepted connection (the
         client proxy checks that certificate's OCSP status)."""
-        super().__init__(bytes(32))
 
-    def check(self, transport: asyncio.Transport) -> None:
+    def check(self, transport: asyncio.Transport) -> bytes:
+        """The peer's DER certificate, if pinned; else :class:`PinMismatchError`."""
         der = peer_certificate_der(transport)
         got = hashlib.sha256(der or b"").hexdigest()
         if der is None or got not in self.hashes:
             host, port, *_ = transport.get_extra_info("peername") or ("?", 0)
-            raise aiohttp.ServerFingerprintMismatch(self.fingerprint, bytes.fromhex(got),
-                                                    host, port)
+            raise PinMismatchError(f"{host}:{port} presented a certificate whose SHA-256 "
+                                   f"{got} is not registered")
         self.presented = der
+        return der
