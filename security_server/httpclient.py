@@ -702,13 +702,13 @@ class Client:
         self.idle_seconds = idle_seconds
         self._pools: dict[tuple[str, str, int, bool], Pool] = {}
         self._verified = ssl.create_default_context()
-        self._unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        self._unverified.check_hostname = False
-        self._unverified.verify_mode = ssl.CERT_NONE
-        for ctx in (self._verified, self._unverified):
+        self._unsafe_unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._unsafe_unverified.check_hostname = False
+        self._unsafe_unverified.verify_mode = ssl.CERT_NONE
+        for ctx in (self._verified, self._unsafe_unverified):
             ctx.set_alpn_protocols(["http/1.1"])
 
-    def pool(self, url: str, *, verify_tls: bool = True) -> tuple[Pool, str]:
+    def pool(self, url: str, *, unsafe_no_tls_verify: bool = False) -> tuple[Pool, str]:
         """The pool for ``url``'s origin, and the request target (path and query, as they
         are written in ``url``).  ValueError if it is not an absolute http(s) URL."""
         parts = urlsplit(url)
@@ -717,10 +717,11 @@ class Client:
             raise ValueError(f"not an absolute http(s) URL: {url!r}")
         port = parts.port or (443 if scheme == "https" else 80)
         tls = scheme == "https"
-        key = (scheme, host, port, verify_tls or not tls)
+        key = (scheme, host, port, tls and unsafe_no_tls_verify)
         pool = self._pools.get(key)
         if pool is None:
-            ctx = None if not tls else self._verified if verify_tls else self._unverified
+            ctx = (None if not tls else self._unsafe_unverified if unsafe_no_tls_verify
+                   else self._verified)
             pool = self._pools[key] = Pool(host, port, tls=ctx, limit=self._limit,
                                            idle_seconds=self.idle_seconds,
                                            connect_timeout=None)

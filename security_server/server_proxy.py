@@ -349,7 +349,8 @@ async def _call_provider(rt: Runtime, service: LocalService, req: Request, body:
         data = None  # no body, and no Content-Length: 0 either
     limit = rt.config.max_body_bytes
     try:
-        pool, target = rt.provider_client.pool(url, verify_tls=service.tls_verify)
+        pool, target = rt.provider_client.pool(
+            url, unsafe_no_tls_verify=not service.tls_verify)
     except ValueError as exc:
         raise ServiceFailedError(f"provider system cannot be called at {url!r}") from exc
     try:

@@ -568,12 +568,12 @@ async def test_client_pools_by_origin_and_sends_the_host_as_aiohttp_did() -> Non
                                                         "/a/b%20c?x=1&y=%2F")
     b, target = client.pool("http://example.org:80")
     assert b is a and target == "/"
-    c, _ = client.pool("https://example.org:8443/s", verify_tls=False)
+    c, _ = client.pool("https://example.org:8443/s", unsafe_no_tls_verify=True)
     assert c is not a and c.host_header == "example.org:8443"
     d, _ = client.pool("https://[::1]/s")
     assert d.host_header == "[::1]"
-    assert client.pool("https://[::1]/t", verify_tls=True)[0] is d
-    assert client.pool("https://[::1]/t", verify_tls=False)[0] is not d
+    assert client.pool("https://[::1]/t", unsafe_no_tls_verify=False)[0] is d
+    assert client.pool("https://[::1]/t", unsafe_no_tls_verify=True)[0] is not d
     for bad in ("ftp://example.org/", "/relative", "http://", "http://h:99999/"):
         with pytest.raises(ValueError):
             client.pool(bad)
@@ -623,7 +623,7 @@ async def test_client_tls_verified_or_not(tmp_path: Path) -> None:
         pool, target = client.pool(url)  # a self-signed certificate: not trusted
         with pytest.raises(TlsError):
             await pool.request("POST", target, body=b"a", timeout=5)
-        pool, target = client.pool(url, verify_tls=False)  # unsafe-no-tls-verify
+        pool, target = client.pool(url, unsafe_no_tls_verify=True)  # unsafe-no-tls-verify
         async with await pool.request("POST", target, body=b"a", timeout=5) as resp:
             assert await resp.read(10) == b"a"
         assert server.requests and len(server.requests) == 1
