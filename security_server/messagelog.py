@@ -404,11 +404,14 @@ class MessageLog:
         # read it from the database before the next write.
         self._head: ChainCheckpoint | None = None
         self._insert = _RecordInsert(engine.dialect)
-        # SQLite: the writer keeps one connection (a pool checkout, its reset and its
-        # return cost more than the insert of a lone record).  PostgreSQL: one checked out
-        # (and pinged) per group, so that a database restart fails no message.
-        self._keep_connection = engine.dialect.name == "sqlite"
+        # The writer keeps one connection between groups: a pool checkout, its reset and
+        # its return (and on PostgreSQL the pool's pre-ping round trip) cost more than the
+        # insert of a lone record.  A kept connection that went stale (a database restart,
+        # a dropped connection) is replaced in :meth:`_commit_group`.
         self._connection: sa.Connection | None = None
+        # SQLite only: a lone record may be committed on the loop's thread (a local file;
+        # PostgreSQL's network round trips must not block the loop).
+        self._commit_inline = engine.dialect.name == "sqlite"
         self._writer: GroupWriter[LogEntry, StoredRecord] = GroupWriter(
             self._commit_group, max_group=max_group, name="messagelog-writer")
 
@@ -423,8 +426,8 @@ class MessageLog:
         share its commit and nothing else waits for the event loop.  On SQLite the record
         is then committed right here, on the loop's thread, if the writer is idle
         (:meth:`GroupWriter.commit_now`): the same commit, without the two thread
-        hand-overs.  Otherwise, and always on PostgreSQL (whose connection is checked out
-        and pinged per group), it goes through the writer thread.
+        hand-overs.  Otherwise, and always on PostgreSQL (whose round trips must not block
+        the loop), it goes through the writer thread.
         """
         if error_code not in get_args(LoggingFailedCode):
             raise ValueError(f"not a logging failure code: {error_code!r}")
@@ -434,7 +437,7 @@ class MessageLog:
                                                                        _ChunkReader):
                 stored = await asyncio.to_thread(self._store_body, entry.body)
                 entry = replace(entry, body=ExternalBody(entry.body.digest, stored))
-            elif alone and self._keep_connection:
+            elif alone and self._commit_inline:
                 record = self._writer.commit_now(entry)
                 if record is not None:
                     return record
@@ -681,38 +684,78 @@ class MessageLog:
         is built once per dialect and each row is one tuple (no ORM object, no statement
         compiled or parameter dictionary processed per group); the transaction, its events
         and the connection stay SQLAlchemy's.
+
+        The connection is kept between groups, not checked out (and pinged) per group.  If
+        the kept one turns out dead (a database restart, a dropped connection) before
+        COMMIT was sent, the transaction surely did not commit: the group is written again,
+        once, on a fresh connection, with the head re-read.  A failure during or after
+        COMMIT leaves the outcome unknown: the group fails (fail closed) and the head is
+        re-read before the next write.
         """
-        head, self._head = self._head, None
-        records = []
-        connection = self._connection or self._engine.connect()
-        try:
-            with connection.begin():
-                if head is None:
-                    head = _read_head(connection)
-                rows = []
-                for entry in entries:
-                    record = chain_record(entry, head.sequence + 1, head.record_hash)
-                    records.append(record)
-                    rows.append(self._insert.row(record, self._keyring))
-                    head = ChainCheckpoint(record.sequence, record.record_hash)
-                self._insert.execute(connection, rows)
-                # Their bodies are no longer pending: in the same transaction, so that a
-                # body is always either pending or named by a record.
-                if bodies := [r.entry.body.reader.body_id for r in records
-                              if isinstance(r.entry.body, ExternalBody)
-                              and isinstance(r.entry.body.reader, _ChunkReader)]:
-                    connection.execute(sa.delete(_PENDING).where(_PENDING.c.body_id.in_(bodies)))
-        except BaseException:
-            # A failed write may leave the connection in any state: never reuse it.
+        retry = self._connection is not None  # only a kept connection can have gone stale
+        while True:
+            connection, self._connection = self._connection, None
+            head, self._head = self._head, None
+            if connection is None:
+                connection = self._engine.connect()
+            dbapi_connection = connection.connection.dbapi_connection
+            try:
+                transaction = connection.begin()
+                records, head = self._insert_group(connection, head, entries)
+            except Exception as exc:
+                stale = self._is_stale(connection, dbapi_connection, exc)
+                _discard(connection, invalidate=stale)
+                if stale and retry:
+                    retry = False
+                    log.warning("message log: the kept database connection was lost before "
+                                "COMMIT; writing the group again on a fresh connection")
+                    continue
+                raise
+            except BaseException:
+                _discard(connection, invalidate=False)
+                raise
+            try:
+                transaction.commit()
+            except BaseException:
+                # Sent or not, the COMMIT's outcome is unknown: fail closed; never reuse
+                # the connection.  The head stays unknown, to be re-read.
+                _discard(connection, invalidate=False)
+                raise
             self._connection = connection
-            self._release_connection()
-            raise
-        if self._keep_connection:
-            self._connection = connection
-        else:
-            connection.close()
-        self._head = head  # only once committed: a failure leaves it unknown, to be re-read
-        return records
+            self._head = head  # only once committed
+            return records
+
+    def _insert_group(self, connection: sa.Connection, head: ChainCheckpoint | None,
+                      entries: Sequence[LogEntry]
+                      ) -> tuple[list[StoredRecord], ChainCheckpoint]:
+        """Inside the open transaction: chain and insert ``entries``; no COMMIT."""
+        if head is None:
+            head = _read_head(connection)
+        records, rows = [], []
+        for entry in entries:
+            record = chain_record(entry, head.sequence + 1, head.record_hash)
+            records.append(record)
+            rows.append(self._insert.row(record, self._keyring))
+            head = ChainCheckpoint(record.sequence, record.record_hash)
+        self._insert.execute(connection, rows)
+        # Their bodies are no longer pending: in the same transaction, so that a body is
+        # always either pending or named by a record.
+        if bodies := [r.entry.body.reader.body_id for r in records
+                      if isinstance(r.entry.body, ExternalBody)
+                      and isinstance(r.entry.body.reader, _ChunkReader)]:
+            connection.execute(sa.delete(_PENDING).where(_PENDING.c.body_id.in_(bodies)))
+        return records, head
+
+    def _is_stale(self, connection: sa.Connection, dbapi_connection: Any,
+                  exc: Exception) -> bool:
+        """Whether ``exc`` says the connection itself is gone (not the statement refused)."""
+        if not isinstance(exc, sa.exc.DBAPIError):
+            return False
+        if exc.connection_invalidated or connection.invalidated:
+            return True
+        dbapi = self._engine.dialect.loaded_dbapi
+        return isinstance(exc.orig, dbapi.Error) and self._engine.dialect.is_disconnect(
+            exc.orig, dbapi_connection, None)
 
     def _add_batch_sync(self, plan: BatchPlan, token: TimestampToken) -> TimestampBatch:
         # Every record of the plan must be there and unstamped: one count inside the
@@ -857,6 +900,15 @@ class LogReader:
 async def _wait(future: Future[R]) -> R:
     """Await a writer future; its failure (a database error) propagates as it is."""
     return await asyncio.wrap_future(future)
+
+
+def _discard(connection: sa.Connection, *, invalidate: bool) -> None:
+    """Never reuse ``connection`` after a failed write: it may be in any state.  A dead one
+    is invalidated (no round trip); another is closed (rolled back, back to the pool)."""
+    with contextlib.suppress(SQLAlchemyError):
+        if invalidate:
+            connection.invalidate()
+        connection.close()
 
 
 def _read_head(connection: Session | sa.Connection) -> ChainCheckpoint:

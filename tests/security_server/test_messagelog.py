@@ -394,6 +394,118 @@ async def test_head_is_reread_after_a_failed_write(engine: Engine, log: MessageL
         other.close()
 
 
+def _writer_backend(log: MessageLog) -> int:
+    """The PostgreSQL backend of the connection the log's writer keeps."""
+    connection = log._connection
+    assert connection is not None, "the writer keeps its connection between groups"
+    return int(connection.connection.dbapi_connection.info.backend_pid)  # type: ignore[union-attr]
+
+
+def _terminate(engine: Engine, pid: int) -> None:
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"),
+                                  {"pid": pid}).scalar() is True
+
+
+def _postgres_only(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a backend to terminate: PostgreSQL only")
+
+
+async def test_the_writer_keeps_its_connection_between_groups(log: MessageLog) -> None:
+    await fill(log, 1)
+    kept = log._connection
+    assert kept is not None
+    await log.append(entry(2), error_code=SP)
+    assert log._connection is kept
+
+
+async def test_a_connection_lost_between_groups_fails_no_message(
+    engine: Engine, log: MessageLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    _postgres_only(engine)
+    await fill(log, 2)
+    for i in (3, 4):  # twice: the replacement connection is kept and can be lost too
+        old = _writer_backend(log)
+        _terminate(engine, old)
+        record = await log.append(entry(i), error_code=SP)
+        assert record.sequence == i
+        assert _writer_backend(log) != old
+    assert caplog.text.count("writing the group again on a fresh connection") == 2
+    report = await log.verify()
+    assert (report.count, report.last_hash) == (4, record.record_hash)
+
+
+async def test_a_group_whose_fresh_connection_is_lost_too_fails_closed(
+    engine: Engine, log: MessageLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Retried once only: the fresh connection dying before COMMIT as well fails the group.
+    _postgres_only(engine)
+    await fill(log, 2)
+    real = log._insert.execute
+    attempts = []
+
+    def dying(connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        attempts.append(connection.connection.dbapi_connection.info.backend_pid)  # type: ignore[union-attr]
+        _terminate(engine, attempts[-1])
+        real(connection, rows)
+
+    monkeypatch.setattr(log._insert, "execute", dying)
+    with pytest.raises(MessageLogError) as caught:
+        await log.append(entry(3), error_code=CP)
+    assert caught.value.code == CP
+    assert isinstance(caught.value.__cause__, sa.exc.OperationalError)
+    assert len(attempts) == 2 and attempts[0] != attempts[1]
+    monkeypatch.undo()
+    assert (await log.append(entry(3), error_code=CP)).sequence == 3
+    assert (await log.verify()).count == 3
+
+
+async def test_a_connection_lost_at_commit_fails_the_group_and_rereads_the_head(
+    engine: Engine, log: MessageLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After the INSERT the COMMIT's outcome is unknown: no retry, the group fails closed.
+    _postgres_only(engine)
+    await fill(log, 2)
+    real = log._insert.execute
+    attempts = []
+
+    def then_die(connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        real(connection, rows)
+        attempts.append(connection.connection.dbapi_connection.info.backend_pid)  # type: ignore[union-attr]
+        _terminate(engine, attempts[-1])
+
+    monkeypatch.setattr(log._insert, "execute", then_die)
+    with pytest.raises(MessageLogError) as caught:
+        await log.append(entry(3), error_code=SP)
+    assert caught.value.code == SP
+    assert len(attempts) == 1
+    monkeypatch.undo()
+    assert log._head is None  # to be re-read
+    record = await log.append(entry(4), error_code=SP)
+    assert record.sequence == 3  # the lost transaction did not commit
+    report = await log.verify()
+    assert (report.count, report.last_hash) == (3, record.record_hash)
+
+
+async def test_a_refused_insert_is_not_retried(engine: Engine, log: MessageLog,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only a lost connection is retried; a statement the database refuses fails at once.
+    await fill(log, 1)
+    calls = []
+    real = log._insert.execute
+
+    def counting(connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        calls.append(len(rows))
+        real(connection, rows)
+
+    monkeypatch.setattr(log._insert, "execute", counting)
+    _refuse_inserts(engine)
+    with pytest.raises(MessageLogError):
+        await log.append(entry(2), error_code=SP)
+    assert calls == [1]
+
+
 async def test_missing_table_fails_writes_and_reads(engine: Engine, log: MessageLog) -> None:
     await fill(log, 1)
     execute(engine, "DROP TABLE message_log")
