@@ -60,8 +60,8 @@ from xchange.replay import ReplayWindow
 from xchange.signing import SigningIdentity
 from xchange.transport import FrameDecoder, FrameHead, encode_frame_head
 
-__all__ = ["RUNTIME", "ProviderStatus", "Runtime", "certificate_of", "frame_payload", "make_entry",
-           "message_handler", "utc_now"]
+__all__ = ["RUNTIME", "ProviderStatus", "Runtime", "certificate_of", "frame_payload",
+           "make_entry", "message_handler", "utc_now"]
 
 
 log = logging.getLogger(__name__)
@@ -164,8 +164,9 @@ class Runtime:
         self.spool_dir = config.state_dir / "spool"
         """Where bodies over 1 MiB are spooled while they cross (security_server.body)."""
         self.messages_in_flight = 0
-        """Messages the proxies are handling now (:meth:`in_flight`); at most one, and a
-        record is committed without a hand-over to the log's writer thread."""
+        """Messages the proxies are handling now (:meth:`in_flight`).  While there is at
+        most one, its records are committed without a hand-over to the log's writer thread
+        (:meth:`security_server.messagelog.MessageLog.append`, ``alone``)."""
 
     @contextlib.contextmanager
     def in_flight(self) -> Iterator[None]:
@@ -411,7 +412,6 @@ def make_entry(
 
 
 @lru_cache(maxsize=256)
-@functools.lru_cache(maxsize=64)
 def certificate_of(der: bytes) -> x509.Certificate:
     """A peer's DER certificate, parsed (remembered: a few peers present the same one for
     every message)."""
