@@ -20,6 +20,10 @@ answered only after that commit, and if it fails every appender in the group get
 ``logging_failed``.  Chain order is commit order.  The writer keeps the chain head in memory
 and reads it back from the database at start and after any failed write (the failure may
 have struck after the commit).
+The writer keeps its connection between groups (SQLite and PostgreSQL); one found dead
+before COMMIT was sent (a database restart, a dropped connection) is replaced and the group
+written again once, as it surely did not commit; a failure during or after COMMIT fails
+the group closed.
 
 Time-stamp batches (:class:`~xchange.logbatch.TimestampBatch`) are kept in the
 ``timestamp_batch`` table; each record names its batch and carries its Merkle path once
