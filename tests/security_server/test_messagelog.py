@@ -407,9 +407,9 @@ def _terminate(engine: Engine, pid: int) -> None:
                                   {"pid": pid}).scalar() is True
 
 
-def _postgres_only(engine: Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("a backend to terminate: PostgreSQL only")
+postgres_only = pytest.mark.parametrize(
+    "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+"""A backend to terminate: the PostgreSQL case of the ``db_url`` fixture only."""
 
 
 async def test_the_writer_keeps_its_connection_between_groups(log: MessageLog) -> None:
@@ -420,10 +420,10 @@ async def test_the_writer_keeps_its_connection_between_groups(log: MessageLog) -
     assert log._connection is kept
 
 
+@postgres_only
 async def test_a_connection_lost_between_groups_fails_no_message(
     engine: Engine, log: MessageLog, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _postgres_only(engine)
     await fill(log, 2)
     for i in (3, 4):  # twice: the replacement connection is kept and can be lost too
         old = _writer_backend(log)
@@ -436,11 +436,11 @@ async def test_a_connection_lost_between_groups_fails_no_message(
     assert (report.count, report.last_hash) == (4, record.record_hash)
 
 
+@postgres_only
 async def test_a_group_whose_fresh_connection_is_lost_too_fails_closed(
     engine: Engine, log: MessageLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Retried once only: the fresh connection dying before COMMIT as well fails the group.
-    _postgres_only(engine)
     await fill(log, 2)
     real = log._insert.execute
     attempts = []
@@ -461,11 +461,11 @@ async def test_a_group_whose_fresh_connection_is_lost_too_fails_closed(
     assert (await log.verify()).count == 3
 
 
+@postgres_only
 async def test_a_connection_lost_at_commit_fails_the_group_and_rereads_the_head(
     engine: Engine, log: MessageLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # After the INSERT the COMMIT's outcome is unknown: no retry, the group fails closed.
-    _postgres_only(engine)
     await fill(log, 2)
     real = log._insert.execute
     attempts = []
