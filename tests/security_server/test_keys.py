@@ -4,6 +4,7 @@ token signing in a thread, and what a failing token answers."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -188,27 +189,38 @@ class _NoOcsp:
         raise OSError("no OCSP responder in this test")
 
 
+@contextlib.asynccontextmanager
+async def offline_runtime(config: SecurityServerConfig, keys: ServerKeys, dev_ca: DevCA,
+                          now: datetime) -> AsyncIterator[Runtime]:
+    """A runtime over ``keys`` and a message log in ``config``'s database; its configuration
+    client, OCSP fetcher and time-stamper are never asked."""
+    engine = create_db_engine(config.database_url)
+    create_tables(engine)
+    log = MessageLog(engine)
+    anchor = ConfigurationAnchor("TEST", (dev_ca.certificate,), "http://127.0.0.1:9/", now)
+    conf = GlobalConfClient(anchor, config.state_dir, _Offline(), lambda: now)
+    own = OwnCertificates([], config.state_dir, _NoOcsp(), lambda: now)
+    stamper = LogStamper(log, TsaClient(lambda: ()), clock=lambda: now)
+    rt = Runtime(config, conf, log, keys.identities, own, stamper, in_token=keys.in_token)
+    try:
+        yield rt
+    finally:
+        await rt.close()
+        log.close()
+        engine.dispose()
+
+
 @pytest.fixture
 async def runtime(token_setup: TokenSetup, dev_ca: DevCA,
                   pki_now: datetime) -> AsyncIterator[tuple[Runtime, ServerKeys]]:
     """A runtime over real keys, log and configuration client (the latter two unused)."""
     config = SecurityServerConfig.from_file(token_setup.config).from_env(token_setup.environ)
     keys = load_keys(config)
-    engine = create_db_engine(config.database_url)
-    create_tables(engine)
-    log = MessageLog(engine)
-    anchor = ConfigurationAnchor("TEST", (dev_ca.certificate,), "http://127.0.0.1:9/", pki_now)
-    conf = GlobalConfClient(anchor, config.state_dir, _Offline(), lambda: pki_now)
-    own = OwnCertificates([], config.state_dir, _NoOcsp(), lambda: pki_now)
-    stamper = LogStamper(log, TsaClient(lambda: ()), clock=lambda: pki_now)  # never asked
-    rt = Runtime(config, conf, log, keys.identities, own, stamper, in_token=keys.in_token)
     try:
-        yield rt, keys
+        async with offline_runtime(config, keys, dev_ca, pki_now) as rt:
+            yield rt, keys
     finally:
-        await rt.close()
         keys.close()
-        log.close()
-        engine.dispose()
 
 
 async def test_runtime_signs_through_the_token_and_the_signature_verifies(

@@ -13,17 +13,10 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from certs.ca import DevCA
-from security_server.confclient import GlobalConfClient
 from security_server.config import SecurityServerConfig
-from security_server.db import create_db_engine, create_tables
 from security_server.keys import load_keys
-from security_server.logstamper import LogStamper
-from security_server.messagelog import MessageLog
-from security_server.ocsp import OwnCertificates
 from security_server.runtime import RUNTIME, Runtime, message_handler
-from security_server.timestamper import TsaClient
-from tests.security_server.test_keys import MEMBER, SERVER, Files, _NoOcsp, _Offline
-from xchange.globalconf import ConfigurationAnchor
+from tests.security_server.test_keys import MEMBER, SERVER, Files, offline_runtime
 from xchange.messagelog import LogEntry, StoredRecord
 
 
@@ -35,21 +28,11 @@ async def runtime(tmp_path: Path, dev_ca: DevCA, pki_now: datetime) -> AsyncIter
     files = Files(tmp_path, dev_ca)
     config = SecurityServerConfig.from_file(files.config()).from_env(files.environ)
     keys = load_keys(config)
-    engine = create_db_engine(config.database_url)
-    create_tables(engine)
-    log = MessageLog(engine)
-    anchor = ConfigurationAnchor("TEST", (dev_ca.certificate,), "http://127.0.0.1:9/", pki_now)
-    conf = GlobalConfClient(anchor, config.state_dir, _Offline(), lambda: pki_now)
-    own = OwnCertificates([], config.state_dir, _NoOcsp(), lambda: pki_now)
-    stamper = LogStamper(log, TsaClient(lambda: ()), clock=lambda: pki_now)  # never asked
-    rt = Runtime(config, conf, log, keys.identities, own, stamper)
     try:
-        yield rt
+        async with offline_runtime(config, keys, dev_ca, pki_now) as rt:
+            yield rt
     finally:
-        await rt.close()
         keys.close()
-        log.close()
-        engine.dispose()
 
 
 def _entry(i: int, at: datetime) -> LogEntry:
