@@ -569,10 +569,7 @@ class MessageLog:
                     connection.execute(sa.delete(_PENDING).where(_PENDING.c.body_id.in_(part)))
                 removed += len(orphans)
             return removed
-        try:
-            return await asyncio.to_thread(remove)
-        except SQLAlchemyError as exc:
-            raise MessageLogError("orphaned bodies could not be removed") from exc
+        return await _removing_orphans(remove)
 
     async def remove_unmarked_bodies(self) -> int:
         """Delete the chunks of bodies that no record names and no pending row covers (left
@@ -597,10 +594,7 @@ class MessageLog:
                         chunks.c.body_id.in_(part), _unmarked(chunks.c.body_id)))
                 removed += len(part)
             return removed
-        try:
-            return await asyncio.to_thread(remove)
-        except SQLAlchemyError as exc:
-            raise MessageLogError("orphaned bodies could not be removed") from exc
+        return await _removing_orphans(remove)
 
     async def run_orphan_sweep(self, clock: Callable[[], datetime],
                                interval_seconds: float = ORPHAN_SWEEP_SECONDS) -> None:
@@ -924,6 +918,14 @@ def _read_head(connection: Session | sa.Connection) -> ChainCheckpoint:
     if row is None:
         return GENESIS
     return ChainCheckpoint(row[0], row[1])
+
+
+async def _removing_orphans(remove: Callable[[], int]) -> int:
+    """Run an orphaned-body sweep in a thread; a database failure is a MessageLogError."""
+    try:
+        return await asyncio.to_thread(remove)
+    except SQLAlchemyError as exc:
+        raise MessageLogError("orphaned bodies could not be removed") from exc
 
 
 def _find_undecodable(session: Session, statement: sa.Select[Any]) -> int:
