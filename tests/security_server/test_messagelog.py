@@ -407,6 +407,24 @@ def _terminate(engine: Engine, pid: int) -> None:
                                   {"pid": pid}).scalar() is True
 
 
+def _backend_lost_at_insert(engine: Engine, log: MessageLog, monkeypatch: pytest.MonkeyPatch,
+                            *, after_insert: bool) -> list[int]:
+    """From now on the writer's backend is terminated at each group's INSERT, before it runs
+    or right after it (before COMMIT); returns the list the terminated backends go to."""
+    real, attempts = log._insert.execute, []
+
+    def lost(connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        if after_insert:
+            real(connection, rows)
+        attempts.append(connection.connection.dbapi_connection.info.backend_pid)  # type: ignore[union-attr]
+        _terminate(engine, attempts[-1])
+        if not after_insert:
+            real(connection, rows)
+
+    monkeypatch.setattr(log._insert, "execute", lost)
+    return attempts
+
+
 postgres_only = pytest.mark.parametrize(
     "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 """A backend to terminate: the PostgreSQL case of the ``db_url`` fixture only."""
@@ -442,15 +460,7 @@ async def test_a_group_whose_fresh_connection_is_lost_too_fails_closed(
 ) -> None:
     # Retried once only: the fresh connection dying before COMMIT as well fails the group.
     await fill(log, 2)
-    real = log._insert.execute
-    attempts = []
-
-    def dying(connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
-        attempts.append(connection.connection.dbapi_connection.info.backend_pid)  # type: ignore[union-attr]
-        _terminate(engine, attempts[-1])
-        real(connection, rows)
-
-    monkeypatch.setattr(log._insert, "execute", dying)
+    attempts = _backend_lost_at_insert(engine, log, monkeypatch, after_insert=False)
     with pytest.raises(MessageLogError) as caught:
         await log.append(entry(3), error_code=CP)
     assert caught.value.code == CP
@@ -467,15 +477,7 @@ async def test_a_connection_lost_at_commit_fails_the_group_and_rereads_the_head(
 ) -> None:
     # After the INSERT the COMMIT's outcome is unknown: no retry, the group fails closed.
     await fill(log, 2)
-    real = log._insert.execute
-    attempts = []
-
-    def then_die(connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
-        real(connection, rows)
-        attempts.append(connection.connection.dbapi_connection.info.backend_pid)  # type: ignore[union-attr]
-        _terminate(engine, attempts[-1])
-
-    monkeypatch.setattr(log._insert, "execute", then_die)
+    attempts = _backend_lost_at_insert(engine, log, monkeypatch, after_insert=True)
     with pytest.raises(MessageLogError) as caught:
         await log.append(entry(3), error_code=SP)
     assert caught.value.code == SP
