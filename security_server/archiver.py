@@ -31,20 +31,20 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, col, select
 
 from security_server.config import ArchiveConfig
-from security_server.messagelog import MessageLog, MessageRecord
+from security_server.logtables import ARCHIVE_FILE, MESSAGE_LOG
+from security_server.messagelog import MessageLog
 from xchange.archive import build_archive
 from xchange.archive_crypto import RecipientKey, encrypt_archive
 from xchange.errors import ChainBrokenError, XRoadError
@@ -100,17 +100,17 @@ class DirectoryTarget:
             os.close(dir_fd)
 
 
-class ArchiveFileRow(SQLModel, table=True):
-    """One row of ``archive_file``: an archive this server made."""
+@dataclass(frozen=True, slots=True)
+class ArchiveFileRow:
+    """One row of ``archive_file`` (:data:`~security_server.logtables.ARCHIVE_FILE`): an
+    archive this server made."""
 
-    __tablename__ = "archive_file"
-
-    number: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    number: int
     name: str
-    archive_hash: str = Field(max_length=64)
-    first_sequence: int = Field(sa_type=sa.BigInteger)
-    last_sequence: int = Field(sa_type=sa.BigInteger)
-    last_hash: str = Field(max_length=64)
+    archive_hash: str
+    first_sequence: int
+    last_sequence: int
+    last_hash: str
     last_created_at: datetime
     """When the archive's newest record was logged (what retention is measured from)."""
     created_at: datetime
@@ -224,24 +224,23 @@ class Archiver:
                            bool(self._recipients))
 
     def _last_archive(self) -> ArchiveFileRow | None:
-        with Session(self._engine) as session:
-            return session.exec(select(ArchiveFileRow)
-                                .order_by(col(ArchiveFileRow.number).desc()).limit(1)).first()
+        return _archive_file(self._engine, sa.select(ARCHIVE_FILE)
+                             .order_by(ARCHIVE_FILE.c.number.desc()).limit(1))
 
     def _last_expired(self, cutoff: datetime) -> int | None:
         """The last record of the newest archive past retention that does not hold the
         newest record (which stays, and with it its whole archive)."""
-        with Session(self._engine) as session:
-            head = session.exec(select(sa.func.max(MessageRecord.sequence))).one() or 0
-            rows = session.exec(select(ArchiveFileRow)
-                                .where(col(ArchiveFileRow.last_sequence) < head)
-                                .order_by(col(ArchiveFileRow.number).desc())).all()
+        with self._engine.connect() as connection:
+            head = connection.execute(sa.select(sa.func.max(MESSAGE_LOG.c.sequence))
+                                      ).scalar() or 0
+            rows = [ArchiveFileRow(**row._mapping) for row in connection.execute(
+                sa.select(ARCHIVE_FILE).where(ARCHIVE_FILE.c.last_sequence < head)
+                .order_by(ARCHIVE_FILE.c.number.desc()))]
         return next((r.last_sequence for r in rows if _aware(r.last_created_at) < cutoff), None)
 
     def _store(self, row: ArchiveFileRow) -> None:
-        with Session(self._engine, expire_on_commit=False) as session:
-            session.add(row)
-            session.commit()
+        with self._engine.begin() as connection:
+            connection.execute(sa.insert(ARCHIVE_FILE).values(**asdict(row)))
 
 
 def _eligible(records: list[StoredRecord], cutoff: datetime) -> list[StoredRecord]:
@@ -266,13 +265,16 @@ async def live_checkpoint(message_log: MessageLog, engine: Engine) -> ChainCheck
         return GENESIS
     sequence = first[0].sequence
 
-    def find() -> ArchiveFileRow | None:
-        with Session(engine) as session:
-            return session.exec(select(ArchiveFileRow).where(
-                col(ArchiveFileRow.last_sequence) == sequence - 1)).first()
-
-    row = await asyncio.to_thread(find)
+    row = await asyncio.to_thread(_archive_file, engine, sa.select(ARCHIVE_FILE).where(
+        ARCHIVE_FILE.c.last_sequence == sequence - 1))
     if row is None:
         raise ChainBrokenError(1, f"the log starts at record {sequence}, and no archive "
                                   "holds the records before it")
     return ChainCheckpoint(row.last_sequence, row.last_hash)
+
+
+def _archive_file(engine: Engine, statement: sa.Select[Any]) -> ArchiveFileRow | None:
+    """The first ``archive_file`` row ``statement`` finds, if any."""
+    with engine.connect() as connection:
+        row = connection.execute(statement).first()
+    return None if row is None else ArchiveFileRow(**row._mapping)

@@ -8,38 +8,28 @@ SQLite by default (one file per server), PostgreSQL when the URL says so:
   enforced;
 * ``postgresql://...`` or ``postgresql+psycopg://...`` -- always through psycopg 3.
 
-Tables are created by :func:`create_tables` until Alembic migrations take over; every table
-model the security server has is imported here, so that is the one place that lists them.
+The message log's tables (:mod:`security_server.logtables`) are created by
+:func:`create_tables` until Alembic migrations take over; the configuration store's are
+migrated (:mod:`security_server.migrate`).
 
 This module does not read configuration or the environment: the URL is passed in.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError
-from sqlmodel import SQLModel
 
-from security_server.archiver import ArchiveFileRow
-from security_server.messagelog import (
-    BodyChunkRow,
-    MessageRecord,
-    PendingBodyRow,
-    TimestampBatchRow,
-)
+from security_server.logtables import LOG_METADATA, LOG_TABLES
 
 __all__ = ["create_db_engine", "create_tables"]
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 """How long an SQLite connection waits for a lock held by another connection."""
-
-_MODELS: Final = (TimestampBatchRow, MessageRecord, BodyChunkRow, PendingBodyRow,
-                   ArchiveFileRow)
-"""Every table model of the security server."""
 
 _PG_DRIVERS = frozenset({"postgresql", "postgres", "postgresql+psycopg"})
 
@@ -64,9 +54,8 @@ def create_db_engine(url: str) -> Engine:
 
 
 def create_tables(engine: Engine) -> None:
-    """Create the security server's tables that do not exist yet."""
-    tables = [cast(sa.Table, sa.inspect(model).local_table) for model in _MODELS]
-    SQLModel.metadata.create_all(engine, tables=tables)
+    """Create the message log's tables that do not exist yet."""
+    LOG_METADATA.create_all(engine, tables=list(LOG_TABLES))
     _add_missing_columns(engine)
 
 

@@ -82,8 +82,8 @@ from typing import Any, Final, Literal, TypeVar, cast, get_args
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Field, Session, SQLModel, col, select
 
+from security_server.logtables import BODY_CHUNK, MESSAGE_LOG, PENDING_BODY, TIMESTAMP_BATCH
 from security_server.logwriter import GroupWriter, WriterClosedError
 from xchange.body import CHUNK_SIZE, ExternalBody
 from xchange.errors import XRoadError
@@ -110,16 +110,12 @@ from xchange.timestamp import TimestampToken
 __all__ = [
     "ORPHAN_BODY_AGE",
     "ORPHAN_SWEEP_SECONDS",
-    "BodyChunkRow",
     "BodyStore",
     "LogQuery",
     "LogReader",
     "LoggingFailedCode",
     "MessageLog",
     "MessageLogError",
-    "MessageRecord",
-    "PendingBodyRow",
-    "TimestampBatchRow",
 ]
 
 LoggingFailedCode = Literal[
@@ -165,77 +161,6 @@ class LogQuery:
     until: datetime | None = None
 
 
-class MessageRecord(SQLModel, table=True):
-    """One row of ``message_log``: a :class:`~xchange.messagelog.StoredRecord`, flattened."""
-
-    __tablename__ = "message_log"
-    __table_args__ = (
-        # Only records of large bodies: a record with its body inline (nearly all) writes
-        # no page of this index.  ``body_id = ...`` implies NOT NULL, so lookups use it.
-        sa.Index("ix_message_log_body_id", "body_id",
-                 sqlite_where=sa.text("body_id IS NOT NULL"),
-                 postgresql_where=sa.text("body_id IS NOT NULL")),
-    )
-
-    # The chain's own number is the key: assigned by the writer, never by the database.
-    # On SQLite it is declared INTEGER, which makes it the table's rowid: one B-tree to
-    # write per record instead of the table's and a separate key index (BIGINT would be).
-    sequence: int = Field(
-        primary_key=True, sa_type=sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        sa_column_kwargs={"autoincrement": False},
-    )
-    prev_hash: str = Field(max_length=64)
-    record_hash: str = Field(max_length=64)
-    query_id: str = Field(index=True)
-    kind: str = Field(max_length=16)
-    direction: str = Field(max_length=16)
-    client: str
-    service: str
-    user_id: str | None = None
-    issue: str | None = None
-    header_part: bytes
-    """The header part; encrypted if ``key_id`` is set."""
-    body: bytes
-    """The body; encrypted if ``key_id`` is set."""
-    key_id: str | None = Field(default=None, max_length=64)
-    """The id of the key ``header_part`` and ``body`` are encrypted with; NULL: clear."""
-    body_id: str | None = Field(default=None, max_length=32)
-    """A large body's id in ``message_body_chunk`` (``body`` is then empty); NULL: inline.
-    Indexed where not NULL (``ix_message_log_body_id``; on a table made before the index,
-    by the migration ``0003``): whether a record names a body is asked per body dropped
-    and swept."""
-    signature: str
-    status: str = Field(max_length=16)
-    error_code: str | None = None
-    created_at: datetime
-    ocsp_responses: bytes
-    """The stapled DER OCSP responses, as :func:`~xchange.messagelog.encode_der_list`."""
-    batch_id: int | None = Field(default=None, index=True, foreign_key="timestamp_batch.id")
-    """The time-stamp batch covering the record; NULL until it is stamped."""
-    merkle_path: bytes | None = None
-    """The record's audit path to its batch's root: 32-byte hashes, leaf upwards."""
-
-
-class BodyChunkRow(SQLModel, table=True):
-    """One piece of a large body (see the module docstring); encrypted like its record."""
-
-    __tablename__ = "message_body_chunk"
-
-    body_id: str = Field(primary_key=True, max_length=32)
-    index: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
-    data: bytes
-
-
-class PendingBodyRow(SQLModel, table=True):
-    """A large body whose chunks are (being) stored and whose record is not committed yet
-    (see the module docstring): written with its first chunks, deleted with its record."""
-
-    __tablename__ = "message_body_pending"
-
-    body_id: str = Field(primary_key=True, max_length=32)
-    started_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
-
-
 class _HeldBodies:
     """The large bodies this process holds: their :class:`BodyStore` or the reader it made
     (kept by the message on its way, until its record is committed or it is dropped).  Held
@@ -275,7 +200,7 @@ class BodyStore:
         self._key_id = None if keyring is None else keyring.current
         self._pending = bytearray()
         self._index = 0
-        self._session: Session | None = None
+        self._connection: sa.Connection | None = None
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -290,47 +215,53 @@ class BodyStore:
         if self._pending or self._index == 0:
             self._insert(bytes(self._pending), last=True)
             self._pending.clear()
-        if self._session is not None:
-            self._session.commit()
-            self._session.close()
-            self._session = None
+        self._release(commit=True)
         reader = _ChunkReader(self._engine, self._keyring, self.body_id, self._key_id)
         self._held.add(reader)
         return reader
 
     def drop(self) -> None:
         """Best effort: remove the chunks stored so far."""
-        if self._session is not None:
-            self._session.close()  # rolls back what was not committed
-            self._session = None
+        self._release(commit=False)  # rolls back what was not committed
         self._held.discard(self)  # if this fails, the sweep removes it later
         _drop_chunks(self._engine, self.body_id)
 
     def _insert(self, piece: bytes, *, last: bool) -> None:
-        if self._session is None:
-            self._session = Session(self._engine)
+        if self._connection is None:
+            self._connection = self._engine.connect()
             if self._index == 0:
-                self._session.execute(sa.insert(_PENDING).values(
+                self._connection.execute(sa.insert(_PENDING).values(
                     body_id=self.body_id, started_at=datetime.now(UTC)))
         data = piece if self._keyring is None else self._keyring.encrypt_chunk(
             self.body_id, self._index, last, piece)
-        self._session.execute(sa.insert(_chunk_table()).values(
+        self._connection.execute(sa.insert(_CHUNKS).values(
             body_id=self.body_id, index=self._index, data=data))
         self._index += 1
         if self._index % _CHUNKS_PER_COMMIT == 0:
-            self._session.commit()
+            self._release(commit=True)
+
+    def _release(self, *, commit: bool) -> None:
+        """End the open transaction, committed or rolled back, and give its connection
+        back to the pool: none is held while the body's next chunks arrive."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                if commit:
+                    connection.commit()
+            finally:
+                connection.close()
 
 
 def _drop_chunks(engine: Engine, body_id: str) -> None:
     """Best effort: remove the chunks of a body whose record was not written.  Never those
     of a body a record names (a failed commit may have committed after all)."""
-    table = _chunk_table()
-    named = select(MessageRecord.sequence).where(MessageRecord.body_id == body_id).exists()
+    table = _CHUNKS
+    named = sa.select(_RECORDS.c.sequence).where(_RECORDS.c.body_id == body_id).exists()
     try:
-        with Session(engine) as session:
-            session.execute(sa.delete(table).where(table.c.body_id == body_id, ~named))
-            session.execute(sa.delete(_PENDING).where(_PENDING.c.body_id == body_id, ~named))
-            session.commit()
+        with engine.begin() as connection:
+            connection.execute(sa.delete(table).where(table.c.body_id == body_id, ~named))
+            connection.execute(sa.delete(_PENDING).where(_PENDING.c.body_id == body_id,
+                                                         ~named))
     except SQLAlchemyError:
         pass  # an orphaned body is unreferenced, never read; the failure is reported
 
@@ -345,12 +276,12 @@ class _ChunkReader:
         self.body_id, self.key_id = body_id, key_id
 
     def chunks(self) -> Iterator[bytes]:
-        table = _chunk_table()
-        with Session(self._engine) as session:
-            count = session.execute(sa.select(sa.func.count()).select_from(table)
+        table = _CHUNKS
+        with self._engine.connect() as connection:
+            count = connection.execute(sa.select(sa.func.count()).select_from(table)
                                     .where(table.c.body_id == self.body_id)).scalar_one()
             for index in range(count):
-                data = session.execute(sa.select(table.c.data).where(
+                data = connection.execute(sa.select(table.c.data).where(
                     table.c.body_id == self.body_id, table.c.index == index)).scalar()
                 if data is None:
                     raise LogDecryptionError(f"chunk {index} of the body is missing")
@@ -370,26 +301,10 @@ def _unmarked(body_id: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
                    ~sa.exists().where(_PENDING.c.body_id == body_id))
 
 
-def _chunk_table() -> sa.Table:
-    return cast(sa.Table, BodyChunkRow.__table__)  # type: ignore[attr-defined]
-
-
-class TimestampBatchRow(SQLModel, table=True):
-    """One row of ``timestamp_batch``: a :class:`~xchange.logbatch.TimestampBatch`."""
-
-    __tablename__ = "timestamp_batch"
-
-    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
-    first_sequence: int = Field(sa_type=sa.BigInteger)
-    last_sequence: int = Field(sa_type=sa.BigInteger)
-    root: bytes
-    token: bytes
-    gen_time: datetime = Field(index=True)
-
-
-_RECORDS: Final = cast(sa.Table, sa.inspect(MessageRecord).local_table)
-_PENDING: Final = cast(sa.Table, sa.inspect(PendingBodyRow).local_table)
-_BATCHES: Final = cast(sa.Table, sa.inspect(TimestampBatchRow).local_table)
+_RECORDS: Final = MESSAGE_LOG
+_PENDING: Final = PENDING_BODY
+_BATCHES: Final = TIMESTAMP_BATCH
+_CHUNKS: Final = BODY_CHUNK
 _PLACEHOLDERS: Final = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 _STAMP_RECORD: Final = sa.update(_RECORDS).where(
     _RECORDS.c.sequence == sa.bindparam("b_sequence"), _RECORDS.c.batch_id.is_(None),
@@ -513,31 +428,29 @@ class MessageLog:
             if value is not None:
                 statement = statement.where(column == value)
         if query.since is not None:
-            statement = statement.where(col(MessageRecord.created_at) >= query.since)
+            statement = statement.where(_RECORDS.c.created_at >= query.since)
         if query.until is not None:
-            statement = statement.where(col(MessageRecord.created_at) < query.until)
+            statement = statement.where(_RECORDS.c.created_at < query.until)
         return await asyncio.to_thread(
-            self._read, statement.order_by(col(MessageRecord.sequence)).limit(limit))
+            self._read, statement.order_by(_RECORDS.c.sequence).limit(limit))
 
     async def purge_through(self, sequence: int) -> int:
         """Delete the time-stamped records numbered up to ``sequence`` (archived ones: the
         caller's rule); return how many went.  The newest record always stays: the chain
         goes on from it."""
         def purge() -> int:
-            with Session(self._engine) as session:
-                head = _read_head(session).sequence
+            with self._engine.begin() as connection:
+                head = _read_head(connection).sequence
                 last = min(sequence, head - 1)
-                chunks = _chunk_table()
-                session.execute(sa.delete(chunks).where(chunks.c.body_id.in_(
-                    select(MessageRecord.body_id).where(
-                        col(MessageRecord.sequence) <= last,
-                        col(MessageRecord.batch_id).is_not(None),
-                        col(MessageRecord.body_id).is_not(None)))))
-                result = session.execute(
-                    sa.delete(MessageRecord).where(col(MessageRecord.sequence) <= last,
-                                                   col(MessageRecord.batch_id).is_not(None)))
-                session.commit()
-                return int(result.rowcount)  # type: ignore[attr-defined]
+                connection.execute(sa.delete(_CHUNKS).where(_CHUNKS.c.body_id.in_(
+                    sa.select(_RECORDS.c.body_id).where(
+                        _RECORDS.c.sequence <= last,
+                        _RECORDS.c.batch_id.is_not(None),
+                        _RECORDS.c.body_id.is_not(None)))))
+                result = connection.execute(
+                    sa.delete(_RECORDS).where(_RECORDS.c.sequence <= last,
+                                              _RECORDS.c.batch_id.is_not(None)))
+                return int(result.rowcount)
         try:
             return await _wait(self._writer.submit(purge))
         except WriterClosedError as exc:
@@ -552,7 +465,7 @@ class MessageLog:
         return how many bodies went."""
         def remove() -> int:
             held = self._held.body_ids()
-            chunks, removed = _chunk_table(), 0
+            chunks, removed = _CHUNKS, 0
             with self._engine.connect() as connection:
                 stale = [body_id for body_id in connection.execute(
                     sa.select(_PENDING.c.body_id).where(_PENDING.c.started_at < now - min_age)
@@ -582,7 +495,7 @@ class MessageLog:
         with neither can never get a record.  The chunks are deleted by one statement that
         checks both in its own snapshot (chunks committed after it are not seen)."""
         def remove() -> int:
-            chunks, removed = _chunk_table(), 0
+            chunks, removed = _CHUNKS, 0
             bodies = sa.select(chunks.c.body_id).distinct().subquery()
             with self._engine.connect() as connection:
                 found = list(connection.execute(sa.select(bodies.c.body_id).where(
@@ -621,7 +534,7 @@ class MessageLog:
             self._read,
             sa.select(_RECORDS)
             .where(_RECORDS.c.batch_id.is_(None))
-            .order_by(col(MessageRecord.sequence))
+            .order_by(_RECORDS.c.sequence)
             .limit(limit),
         )
 
@@ -795,7 +708,7 @@ class MessageLog:
             batch = self._read(
                 sa.select(_RECORDS)
                 .where(_RECORDS.c.sequence > after)
-                .order_by(col(MessageRecord.sequence))
+                .order_by(_RECORDS.c.sequence)
                 .limit(_VERIFY_BATCH)
             )
             yield from batch
@@ -832,8 +745,7 @@ class LogReader:
                     if through is not None:
                         statement = statement.where(_RECORDS.c.sequence <= through)
                     statement = statement.order_by(_RECORDS.c.sequence).limit(limit)
-                    with Session(self._engine) as session:
-                        sequence = _find_undecodable(session, statement)
+                    sequence = _find_undecodable(self._engine, statement)
                     raise ChainBrokenError(sequence, "stored record cannot be decoded") from exc
                 return [_to_record(row, self._keyring, self._engine) for row in rows]
         except SQLAlchemyError as exc:
@@ -887,8 +799,7 @@ class LogReader:
                 except (ValueError, TypeError) as exc:
                     # A value its column type cannot decode (SQLite stores anything in any
                     # column): an altered record, to be reported like any other.
-                    with Session(self._engine) as session:
-                        sequence = _find_undecodable(session, statement)
+                    sequence = _find_undecodable(self._engine, statement)
                     raise ChainBrokenError(sequence, "stored record cannot be decoded") from exc
                 return [_to_record(row, self._keyring, self._engine) for row in rows]
         except SQLAlchemyError as exc:
@@ -909,7 +820,7 @@ def _discard(connection: sa.Connection, *, invalidate: bool) -> None:
         connection.close()
 
 
-def _read_head(connection: Session | sa.Connection) -> ChainCheckpoint:
+def _read_head(connection: sa.Connection) -> ChainCheckpoint:
     row = connection.execute(
         sa.select(_RECORDS.c.sequence, _RECORDS.c.record_hash)
         .order_by(_RECORDS.c.sequence.desc())
@@ -928,14 +839,16 @@ async def _removing_orphans(remove: Callable[[], int]) -> int:
         raise MessageLogError("orphaned bodies could not be removed") from exc
 
 
-def _find_undecodable(session: Session, statement: sa.Select[Any]) -> int:
-    # Only on the failure path: load the statement's rows one by one to name the bad one.
-    sequences = session.scalars(statement.with_only_columns(col(MessageRecord.sequence))).all()
-    for sequence in sequences:
-        try:
-            session.get(MessageRecord, sequence)
-        except (ValueError, TypeError):
-            return sequence
+def _find_undecodable(engine: Engine, statement: sa.Select[Any]) -> int:
+    # Only on the failure path: read the statement's rows one by one to name the bad one.
+    with engine.connect() as connection:
+        sequences = connection.scalars(statement.with_only_columns(_RECORDS.c.sequence)).all()
+        for sequence in sequences:
+            try:
+                connection.execute(sa.select(_RECORDS).where(
+                    _RECORDS.c.sequence == sequence)).all()
+            except (ValueError, TypeError):
+                return int(sequence)
     raise MessageLogError("the message log could not be read")
 
 
@@ -1129,7 +1042,7 @@ def _to_record(row: sa.Row[Any] | Sequence[Any], keyring: Keyring | None, engine
         raise ChainBrokenError(sequence, f"stored record is malformed: {exc}") from exc
 
 
-def _to_batch(row: TimestampBatchRow | sa.Row[Any]) -> TimestampBatch:
+def _to_batch(row: sa.Row[Any]) -> TimestampBatch:
     return TimestampBatch(id=row.id, first_sequence=row.first_sequence,
                           last_sequence=row.last_sequence, root=row.root, token=row.token,
                           gen_time=row.gen_time.replace(tzinfo=UTC)

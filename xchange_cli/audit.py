@@ -50,7 +50,8 @@ from security_server.logaudit import (
     verify_live_log,
 )
 from security_server.logkeys import load_keyring
-from security_server.messagelog import LogQuery, LogReader, MessageLog, MessageRecord
+from security_server.logtables import MESSAGE_LOG
+from security_server.messagelog import LogQuery, LogReader, MessageLog
 from xchange.archive import (
     ArchiveContents,
     ArchiveLinking,
@@ -165,7 +166,7 @@ async def _open_log(config: SecurityServerConfig, *, create: bool = False
     log = None
     try:
         try:
-            has_log = sa.inspect(engine).has_table(MessageRecord.__tablename__)
+            has_log = sa.inspect(engine).has_table(MESSAGE_LOG.name)
             if has_log and create:
                 create_tables(engine)  # the archive table, on a log made before it existed
         except sa.exc.SQLAlchemyError as exc:
@@ -228,7 +229,7 @@ def _audit_workers(config: SecurityServerConfig) -> int:
         try:
             with engine.connect() as connection:
                 count = connection.execute(
-                    sa.select(sa.func.count()).select_from(MessageRecord)).scalar_one()
+                    sa.select(sa.func.count()).select_from(MESSAGE_LOG)).scalar_one()
         finally:
             engine.dispose()
     except (sa.exc.SQLAlchemyError, ValueError):
