@@ -35,7 +35,6 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
-from xml.sax.saxutils import quoteattr
 
 from xchange.errors import BadRequestError
 
@@ -113,6 +112,10 @@ def manifest_xml(entries: Sequence[tuple[str, str]], mimetype: str = ASIC_E_MIME
     Deterministic (the reader compares bytes): fixed declaration, two-space indentation,
     one ``file-entry`` per object after the root entry ``/`` of the container's type.
     """
+    # Here, not at the top: xml.sax.saxutils imports urllib.request (http.client, email),
+    # which an audit of a live log, importing this module, never needs.
+    from xml.sax.saxutils import quoteattr
+
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         f'<manifest:manifest xmlns:manifest="{_MANIFEST_NS}" manifest:version="1.2">',

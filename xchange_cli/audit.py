@@ -67,7 +67,6 @@ from xchange.globalconf import ApprovedCA
 from xchange.logcrypto import Keyring
 from xchange.messagelog import LogEntry, StoredRecord
 from xchange.rest import RestResponse, data_subjects_of
-from xchange_cli.keys import passphrase_from
 
 __all__ = ["AuditReport", "check_log", "verify_path"]
 
@@ -250,6 +249,9 @@ def _verify(args: argparse.Namespace) -> int:
     if args.config is not None:
         report = check_log(args.config, args)
     else:
+        # Not for a live log: the key options' module pulls in the CA tools (certs.ca).
+        from xchange_cli.keys import passphrase_from
+
         passphrase = passphrase_from(args)
         key = None if args.key is None else load_private_key(
             args.key, passphrase, unsafe_plaintext=passphrase is None)

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,6 +101,11 @@ def _token(args: argparse.Namespace) -> int:
 def api_call(url: str, token: str | None, method: str, path: str,
              body: object | None = None) -> Any:
     """One admin API call; a problem answer becomes an XRoadError with its code."""
+    # urllib.request (http.client, email, ssl) only for a call: it would cost every command
+    # its parser's import of this module.
+    import urllib.error
+    import urllib.request
+
     from xchange.errors import ERROR_CODES, XRoadError
 
     if not url.startswith(("http://", "https://")):
@@ -256,6 +259,8 @@ def _anchor(args: argparse.Namespace) -> int:
     url = args.url or os.environ.get("XCHANGE_REGISTRY_URL")
     if not url:
         raise ValueError("give --url (or XCHANGE_REGISTRY_URL)")
+    import urllib.request
+
     with urllib.request.urlopen(url.rstrip("/") + "/anchor", timeout=30) as response:  # noqa: S310
         data = response.read()
     from xchange.globalconf import ConfigurationAnchor

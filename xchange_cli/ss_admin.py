@@ -16,8 +16,6 @@ import argparse
 import base64
 import json
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import partial
@@ -50,6 +48,11 @@ def _token(args: argparse.Namespace) -> str:
 def call(args: argparse.Namespace, method: str, path: str,
          body: dict[str, Any] | None = None) -> Any:
     """One admin API call; an error answer becomes the XRoadError it names."""
+    # urllib.request (http.client, email, ssl) only for a call: the parser imports this
+    # module for every command.
+    import urllib.error
+    import urllib.request
+
     data = None if body is None else json.dumps(body).encode("utf-8")
     request = urllib.request.Request(  # noqa: S310 (the operator's own admin URL)
         args.url.rstrip("/") + path, data=data, method=method,

@@ -10,6 +10,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -135,6 +136,26 @@ def test_an_unaltered_live_log_verifies(server: Server, capsys: pytest.CaptureFi
     # ss verify-log is the same command
     assert run(capsys, "ss", "verify-log", "--config", str(server.config), *server.trust) == (
         code, out)
+
+
+# What verifying a live SQLite log must not load (docs/performance.md, verify-log,
+# "Start-up"): the ORM and its models' validation library (the log's tables are Core
+# tables), the PostgreSQL dialect, the HTTP client, the CA tools of the key options.
+NOT_FOR_A_LIVE_LOG = ("sqlmodel", "pydantic", "sqlalchemy.orm", "sqlalchemy.dialects.postgresql",
+                      "urllib.request", "http.client", "certs.ca")
+
+
+def test_verifying_a_live_log_loads_no_orm(server: Server) -> None:
+    argv = ["ss", "verify-log", "--config", str(server.config), *server.trust]
+    code = ("import sys\nfrom xchange_cli.main import main\n"
+            f"status = main({argv!r})\n"
+            "print(status, ' '.join(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=server.directory)
+    status, *loaded = done.stdout.splitlines()[-1].split()
+    assert status == "0", done.stdout + done.stderr
+    assert "security_server.logaudit" in loaded
+    assert set(loaded).isdisjoint(NOT_FOR_A_LIVE_LOG), sorted(set(loaded) & set(NOT_FOR_A_LIVE_LOG))
 
 
 def _shift_insert(db: sqlite3.Connection) -> None:
