@@ -5,7 +5,7 @@ Revises: 0002
 Finding whether a record names a large body (dropping a body whose record failed, the
 orphaned-body sweep) looked through every record without it. Partial: only records whose
 ``body_id`` is set, so a record with its body inline writes nothing to it. The
-``message_log`` table itself is created from its model
+``message_log`` table itself is created from its definition
 (:func:`security_server.db.create_tables`, which gives a new table this index): this
 revision adds the index to a table made before it, and does nothing where the table does
 not exist yet or already has it.
@@ -36,7 +36,7 @@ def _index_names() -> set[str] | None:
 def upgrade() -> None:
     names = _index_names()
     if names is not None and INDEX not in names:
-        where = sa.text('body_id IS NOT NULL')  # as the model's: records of large bodies
+        where = sa.text('body_id IS NOT NULL')  # as logtables': records of large bodies
         op.create_index(INDEX, TABLE, ['body_id'], sqlite_where=where, postgresql_where=where)
 
 
