@@ -16,9 +16,9 @@ import gc
 import logging
 import resource
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 import aiohttp
 from aiohttp import web
@@ -32,7 +32,7 @@ from security_server.body import limit_malloc_arenas
 from security_server.catalogue import CataloguePublisher, registry_url
 from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
-from security_server.config import SecurityServerConfig
+from security_server.config import ConfigError, SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
 from security_server.directory import Directory, StoreDirectory, seed_from_config
 from security_server.httpclient import Client
@@ -239,8 +239,26 @@ def raise_open_file_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop for ``[server] event_loop``: uvloop (``auto`` when it is installed,
+    or ``uvloop``: a ConfigError when it is not) or asyncio's own."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise ConfigError("server.event_loop is \"uvloop\", which is not installed "
+                                  "(pip install uvloop)") from None
+        else:
+            return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
+    return asyncio.new_event_loop
+
+
 def serve(config_path: Path) -> None:
     config = SecurityServerConfig.from_file(config_path).from_env()
+    new_loop = loop_factory(config.event_loop)
     raise_open_file_limit()
     limit_malloc_arenas()  # before any thread: bodies stream through 1 MiB buffers
-    asyncio.run(_serve(config))
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        log.info("event loop: %s", type(runner.get_loop()).__module__.split(".")[0])
+        runner.run(_serve(config))

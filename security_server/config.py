@@ -137,6 +137,9 @@ class SecurityServerConfig:
     """How soon it tries again after a failed fetch."""
     archive: ArchiveConfig | None = None
     """``None`` only for configurations built by hand; files always get one."""
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    """The event loop ``xchange ss serve`` runs on (``[server] event_loop``): ``auto`` takes
+    uvloop when it is installed and asyncio's own loop otherwise."""
     timestamping: Literal["batch", "sync"] = "batch"
     """``batch``: records are stamped every ``timestamping_interval_seconds`` (global
     configuration); ``sync``: each message waits for its record's stamp before it passes."""
@@ -255,7 +258,7 @@ _KNOWN_KEYS: dict[str, frozenset[str]] = {
                    "admin_api", "registry"}),
     "registry": frozenset({"url", "retry_seconds"}),
     "admin_api": frozenset({"host", "port", "token_key"}),
-    "server": frozenset({"id", "state_dir"}),
+    "server": frozenset({"id", "state_dir", "event_loop"}),
     "client_proxy": frozenset({"host", "port", "peer_timeout", "max_body_bytes", "tls_port",
                                "tls_cert", "tls_key"}),
     "server_proxy": frozenset({"host", "port"}),
@@ -400,6 +403,9 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
     timestamping = _opt(log, "timestamping", str, "messagelog.", "batch")
     if timestamping not in ("batch", "sync"):
         raise ConfigError('messagelog.timestamping must be "batch" or "sync"')
+    event_loop = _opt(server, "event_loop", str, "server.", "auto")
+    if event_loop not in ("auto", "uvloop", "asyncio"):
+        raise ConfigError('server.event_loop must be "auto", "uvloop" or "asyncio"')
     is_connection: dict[ClientId, ConnectionType] = {}
     for name, kind in _opt(doc, "is_connection", dict, "", {}).items():
         if kind not in ("HTTP", "HTTPS", "HTTPS_AUTH"):
@@ -445,6 +451,7 @@ def _build(doc: Mapping[str, Any], base: Path) -> SecurityServerConfig:
         key_passphrase_source=_secret_source(keys, "passphrase", "keys.", path),
         unsafe_plaintext_keys=_opt(keys, "unsafe_plaintext_keys", bool, "keys.", False),
         signing_batch_max=_batch_max(keys),
+        event_loop=event_loop,
         timestamping=timestamping,
         encryption_keys=(path(_get(log, "encryption_keys", str, "messagelog."))
                          if "encryption_keys" in log else None),

@@ -7,15 +7,34 @@ reachable server they fail, so CI cannot pass by silently skipping them.
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
 
+from security_server.app import loop_factory
 from security_server.db import create_db_engine, create_tables
 from tests.conftest import PG_URL_VARIABLE, postgres_schema
+
+_BOTH_LOOPS = frozenset({"tests.security_server.test_httpclient"})
+"""Test modules that run on both event loops a security server can run on
+(``[server] event_loop``): the hand-written HTTP client works on the loop's transports
+directly, and uvloop's are not asyncio's (nor subclasses of them)."""
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item
+                                  ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]] | None:
+    module = getattr(item, "module", None)
+    if module is None or module.__name__ not in _BOTH_LOOPS:
+        return None
+    factories = {"asyncio": asyncio.new_event_loop}
+    uvloop = loop_factory("auto")
+    if uvloop is not asyncio.new_event_loop:
+        factories["uvloop"] = uvloop
+    return factories
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -157,6 +157,7 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert config.peer_timeout == 60.0
     assert config.max_body_bytes == 64 * 1024 * 1024
     assert (config.timestamping, config.timestamping_max_failure_seconds) == ("batch", 14400.0)
+    assert config.event_loop == "auto"
     with pytest.raises(AccessDeniedError):  # deny by default
         config.access.check(BENEFITS, PERSONS, "GET", "", no_groups)
 
@@ -390,6 +391,20 @@ def test_entries_and_values_are_checked(tmp_path: Path, change: tuple[str, str],
     assert change[0] in FULL
     with pytest.raises(ConfigError, match=message):
         load(tmp_path, FULL.replace(change[0], change[1], 1))
+
+
+@pytest.mark.parametrize("choice", ["auto", "uvloop", "asyncio"])
+def test_event_loop_setting(tmp_path: Path, choice: str) -> None:
+    text = MINIMAL.replace('id = "TEST/GOV/1234/ss1"\n',
+                           f'id = "TEST/GOV/1234/ss1"\nevent_loop = "{choice}"\n')
+    assert load(tmp_path, text).event_loop == choice
+
+
+def test_unknown_event_loop_is_refused(tmp_path: Path) -> None:
+    text = MINIMAL.replace('id = "TEST/GOV/1234/ss1"\n',
+                           'id = "TEST/GOV/1234/ss1"\nevent_loop = "trio"\n')
+    with pytest.raises(ConfigError, match=r'server\.event_loop must be "auto", "uvloop"'):
+        load(tmp_path, text)
 
 
 # -- protected keys: passphrase sources and keys in a token ---------------------------------

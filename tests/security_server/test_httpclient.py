@@ -537,7 +537,9 @@ async def test_pin_mismatch_sends_nothing(tls_pair: tuple[ssl.SSLContext, ssl.SS
         with pytest.raises(PinMismatchError):
             await pool.request("POST", "/", body=b"secret", timeout=5)
         await asyncio.sleep(0.05)
-        assert server.connections == 1
+        # Whether the server saw its side of the handshake finish before the client's reset
+        # depends on the loop (asyncio's does, uvloop's does not); no request reached it.
+        assert server.connections <= 1
         assert server.requests == []
         assert pin.presented is None
         assert pool.open_connections == 0

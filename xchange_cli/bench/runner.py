@@ -274,6 +274,7 @@ def profile_point(wrk: str, target: _Target, opts: BenchOptions,
                   work: Path) -> dict[str, Any]:
     """Sample each security server with py-spy while wrk loads the federation (at 64
     connections, or the nearest measured level below); summarize the hottest functions.
+    Only the thread holding the interpreter is sampled (``--gil``): CPU, not waits.
     The raw collapsed stacks stay in ``work`` (kept with ``--work-dir``)."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(pyspy).exists():
@@ -286,7 +287,7 @@ def profile_point(wrk: str, target: _Target, opts: BenchOptions,
         out = work / f"profile-{role}.txt"
         spies[role] = (out, subprocess.Popen(
             [pyspy, "record", "--pid", str(target.pids[role]), "--duration", str(duration),
-             "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"],
+             "--rate", "200", "--gil", "--format", "raw", "--output", str(out), "--nonblocking"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     result = run_wrk(wrk, target.base_url, target.script, connections=connections,
                      duration_s=duration, settings=opts.wrk)
