@@ -26,14 +26,13 @@ directly, and uvloop's are not asyncio's (nor subclasses of them)."""
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item
-                                  ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]] | None:
-    module = getattr(item, "module", None)
-    if module is None or module.__name__ not in _BOTH_LOOPS:
-        return None
+                                  ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     factories = {"asyncio": asyncio.new_event_loop}
-    uvloop = loop_factory("auto")
-    if uvloop is not asyncio.new_event_loop:
-        factories["uvloop"] = uvloop
+    module = getattr(item, "module", None)
+    if module is not None and module.__name__ in _BOTH_LOOPS:
+        uvloop = loop_factory("auto")
+        if uvloop is not asyncio.new_event_loop:
+            factories["uvloop"] = uvloop
     return factories
 
 
