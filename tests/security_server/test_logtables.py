@@ -1,0 +1,47 @@
+"""security_server.logtables: the message log's Core tables keep what the SQLModel classes
+they replaced did -- aware times in, UTC out, naive times refused; the SQLite key a rowid."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from security_server.logtables import ARCHIVE_FILE, MESSAGE_LOG
+
+_ROW = {"number": 1, "name": "a.zip", "archive_hash": "0" * 64, "first_sequence": 1,
+        "last_sequence": 2, "last_hash": "1" * 64}
+
+
+def test_times_go_in_aware_and_come_back_in_utc(engine: Engine) -> None:
+    helsinki = datetime(2026, 11, 27, 18, 30, 5, 123456, tzinfo=timezone(timedelta(hours=2)))
+    with engine.begin() as connection:
+        connection.execute(ARCHIVE_FILE.insert().values(
+            **_ROW, last_created_at=helsinki, created_at=helsinki.astimezone(UTC)))
+        row = connection.execute(sa.select(ARCHIVE_FILE.c.last_created_at,
+                                           ARCHIVE_FILE.c.created_at)).one()
+    for value in row:
+        assert value == helsinki
+        assert value.tzinfo is UTC
+    # and compared with times, as the archiver's retention query does
+    with engine.connect() as connection:
+        older = connection.execute(sa.select(sa.func.count()).select_from(ARCHIVE_FILE).where(
+            ARCHIVE_FILE.c.last_created_at < helsinki + timedelta(seconds=1))).scalar_one()
+    assert older == 1
+
+
+def test_a_naive_time_is_refused(engine: Engine) -> None:
+    naive = datetime(2026, 11, 27, 16, 30)
+    with pytest.raises(sa.exc.StatementError, match="naive time"), engine.begin() as c:
+        c.execute(ARCHIVE_FILE.insert().values(**_ROW, last_created_at=naive,
+                                               created_at=naive))
+
+
+def test_the_sqlite_log_key_is_the_rowid() -> None:
+    ddl = str(sa.schema.CreateTable(MESSAGE_LOG).compile(dialect=sqlite.dialect()))
+    assert "sequence INTEGER NOT NULL" in ddl
+    pg = str(sa.schema.CreateTable(MESSAGE_LOG).compile(dialect=postgresql.dialect()))
+    assert "sequence BIGINT NOT NULL" in pg
