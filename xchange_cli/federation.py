@@ -280,6 +280,7 @@ def build_federation(
     encrypt_logs: bool = True,
     adapter: bool = False,
     signing_batch_max: int | None = None,
+    event_loop: str | None = None,
 ) -> Federation:
     """Write a two-agency federation into ``root`` (which must be empty or absent).
 
@@ -396,7 +397,10 @@ def build_federation(
     for i, s in enumerate(servers):
         clients = [str(s.agency.subsystem(c)) for c in s.agency.subsystems]
         text = f"clients = {_toml(clients)}\n\n"
-        text += _section("server", {"id": str(s.agency.server), "state_dir": "state"})
+        server: dict[str, Any] = {"id": str(s.agency.server), "state_dir": "state"}
+        if event_loop is not None:
+            server["event_loop"] = event_loop
+        text += _section("server", server)
         proxy: dict[str, Any] = {"host": "127.0.0.1", "port": s.client_proxy_port,
                                  "tls_port": s.client_proxy_tls_port}
         if max_body_bytes is not None:

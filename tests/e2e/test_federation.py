@@ -727,3 +727,39 @@ def test_verify_log_command(fed: Federation, tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("xchange: error") and "no message log" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _event_loops(fed: Federation) -> list[str]:
+    """The event loop each security server said it runs on, from its process log."""
+    found = []
+    for log_file in sorted((fed.root / "logs").glob("ss-*.log")):
+        lines = [ln for ln in log_file.read_text().splitlines() if "event loop: " in ln]
+        assert len(lines) == 1, log_file
+        found.append(lines[0].rsplit("event loop: ", 1)[1])
+    return found
+
+
+def test_security_servers_run_on_uvloop_by_default(fed: Federation) -> None:
+    pytest.importorskip("uvloop", reason="uvloop is not installed on this platform")
+    assert _event_loops(fed) == ["uvloop", "uvloop"]
+
+
+def test_messages_cross_on_asyncios_own_loop(tmp_path: Path) -> None:
+    """``[server] event_loop = "asyncio"``: the same exchange, streamed bodies included, on
+    the loop the in-process tests use."""
+    from xchange_cli.federation import build_federation
+
+    fed = build_federation(tmp_path / "fed", event_loop="asyncio")
+    with RunningFederation(fed):
+        assert _event_loops(fed) == ["asyncio", "asyncio"]
+        assert _ask(fed).status == 200
+        assert _error(_ask(fed, client=str(fed.denied_client))) == \
+            "server.serverproxy.access_denied"
+        upload = b"".join(sample_bytes(3 * MIB + 1))
+        answer = query(fed.servers[1].client_proxy_url, str(fed.services["persons"]),
+                       "/digest", str(fed.allowed_client), method="POST", body=upload)
+        assert answer.status == 200, answer.body
+        assert answer.json()["sha256"] == hashlib.sha256(upload).hexdigest()
+        for server in fed.servers:
+            result = check_log(server.config)
+            assert result.ok and result.signatures_verified >= 3

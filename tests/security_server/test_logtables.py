@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from security_server.logtables import ARCHIVE_FILE, MESSAGE_LOG
@@ -40,8 +39,12 @@ def test_a_naive_time_is_refused(engine: Engine) -> None:
                                                created_at=naive))
 
 
+def _dialect(url: str) -> sa.Dialect:
+    return sa.create_engine(url).dialect  # an engine connects only when used
+
+
 def test_the_sqlite_log_key_is_the_rowid() -> None:
-    ddl = str(sa.schema.CreateTable(MESSAGE_LOG).compile(dialect=sqlite.dialect()))
+    ddl = str(sa.schema.CreateTable(MESSAGE_LOG).compile(dialect=_dialect("sqlite://")))
     assert "sequence INTEGER NOT NULL" in ddl
-    pg = str(sa.schema.CreateTable(MESSAGE_LOG).compile(dialect=postgresql.dialect()))
+    pg = str(sa.schema.CreateTable(MESSAGE_LOG).compile(dialect=_dialect("postgresql+psycopg://")))
     assert "sequence BIGINT NOT NULL" in pg

@@ -67,6 +67,7 @@ def _bench(args: argparse.Namespace) -> int:
         warmup_s=args.warmup, repeats=args.repeats, many_connections=args.many_connections,
         large_body_mib=args.large_body_mib, verify_records=args.verify_records,
         adapter_rows=args.adapter_rows, signing_batch_max=args.signing_batch_max,
+        event_loop=args.event_loop,
         work_dir=args.work_dir, profile=args.profile or None,
         wrk=WrkSettings(threads=args.wrk_threads or base.wrk.threads,
                         timeout_s=args.wrk_timeout or base.wrk.timeout_s))
@@ -119,6 +120,9 @@ def add_bench_command(command: Command) -> None:
     p.add_argument("--signing-batch-max", type=int, default=None,
                    help="the servers' [keys] signing_batch_max (1: no batch signing; the "
                         "verify-log log is then signed one message at a time too)")
+    p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default=None,
+                   help="the servers' [server] event_loop (default: theirs, auto: uvloop "
+                        "when installed)")
     p.add_argument("--no-write", action="store_true", help="print the summary only")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="build the federations here and keep them (default: a temp folder)")

@@ -107,6 +107,8 @@ class BenchOptions:
     signing_batch_max: int | None = None
     """The servers' ``[keys] signing_batch_max`` (None: their default; 1: no batch
     signing)."""
+    event_loop: str | None = None
+    """The servers' ``[server] event_loop`` (None: their default, ``auto``)."""
 
     @classmethod
     def full(cls) -> BenchOptions:
@@ -250,10 +252,10 @@ def _federated_target(fed: Federation, running: BenchFederation,
 
 @contextlib.contextmanager
 def _running(root: Path, database_urls: Sequence[str] | None = None, *,
-             signing_batch_max: int | None = None
+             signing_batch_max: int | None = None, event_loop: str | None = None
              ) -> Iterator[tuple[Federation, BenchFederation, list[Callable[[], int]]]]:
     fed = build_federation(root, database_urls=database_urls, max_body_bytes=LARGE_BODY_LIMIT,
-                           signing_batch_max=signing_batch_max)
+                           signing_batch_max=signing_batch_max, event_loop=event_loop)
     closers: list[Callable[[], None]] = []
     running = BenchFederation(fed)
     with running:
@@ -359,7 +361,8 @@ def run_bench(opts: BenchOptions, wrk: str | None) -> dict[str, Any]:
         if want_sqlite:
             assert wrk is not None
             _log("federation with SQLite message logs: starting")
-            with _running(work / "sqlite", signing_batch_max=opts.signing_batch_max) as (
+            with _running(work / "sqlite", signing_batch_max=opts.signing_batch_max,
+                          event_loop=opts.event_loop) as (
                     fed, running, counters):
                 if "direct" in opts.modes:
                     _log("direct (wrk -> provider system)")
@@ -412,7 +415,8 @@ def run_bench(opts: BenchOptions, wrk: str | None) -> dict[str, Any]:
                 _log("federation with PostgreSQL message logs: starting")
                 with _pg_schemas(opts.pg_url, 2) as urls, \
                         _running(work / "postgresql", urls,
-                                 signing_batch_max=opts.signing_batch_max) as (
+                                 signing_batch_max=opts.signing_batch_max,
+                                 event_loop=opts.event_loop) as (
                             fed, running, counters):
                     target = _federated_target(fed, running, counters)
                     modes["federated_postgresql"] = {"points": [
@@ -455,7 +459,8 @@ def _results(opts: BenchOptions, wrk: str | None, modes: dict[str, dict[str, Any
                      "large_body_mib": opts.large_body_mib,
                      "verify_records": opts.verify_records,
                      "adapter_rows": opts.adapter_rows,
-                     "signing_batch_max": opts.signing_batch_max},
+                     "signing_batch_max": opts.signing_batch_max,
+                     "event_loop": opts.event_loop or "auto"},
         "modes": modes,
         "ratios": rs,
         **extras,
