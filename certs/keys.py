@@ -252,15 +252,16 @@ def self_signed_tls_certificate(
     key: PrivateKey, common_name: str, *, now: datetime, hosts: tuple[str, ...] = (),
     client: bool = False, days: int = 3650,
 ) -> x509.Certificate:
-    """A self-signed TLS certificate: a security server's internal certificate (server
-    authentication, ``hosts`` as DNS names or IP addresses) or an information system's
+    """A self-signed TLS certificate: a security server's internal certificate (``hosts``
+    as DNS names or IP addresses; for server authentication on the client proxy's HTTPS
+    port, and client authentication towards provider systems) or an information system's
     client certificate (``client=True``).  Each is trusted by pinning it, not by a CA."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    purposes = ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
     builder = (
         _self_signed_builder(key, name, now, days)
-        .add_extension(x509.ExtendedKeyUsage(
-            [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]),
-            critical=False)
+        .add_extension(x509.ExtendedKeyUsage(purposes), critical=False)
     )
     names: list[x509.GeneralName] = []
     for host in hosts:

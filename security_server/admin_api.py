@@ -341,7 +341,7 @@ async def get_internal_cert(request: web.Request) -> web.Response:
     _principal(request, "clients.read")
     path = request.app[ADMIN].internal_cert
     if path is None or not path.exists():
-        raise XRoadError("this server has no HTTPS listener for information systems",
+        raise XRoadError("this server has no internal TLS certificate yet",
                          code="admin.not_found")
     pem = await asyncio.to_thread(path.read_text, encoding="ascii")
     cert = x509.load_pem_x509_certificate(pem.encode("ascii"))

@@ -122,9 +122,18 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
     runtime.spool_dir.mkdir(parents=True, exist_ok=True)
     store_directory = StoreDirectory(store)
     runtime.directory = Directory(store_directory, metadata_service)
+    # The internal TLS certificate: served on the client proxy's HTTPS port, and presented
+    # to provider systems over HTTPS (they may require it, as of an X-Road server).
+    internal = None
+    if config.internal_tls_cert is not None and config.internal_tls_key is not None:
+        host = (config.client_proxy_tls or config.client_proxy).host
+        ensure_internal_certificate(config.internal_tls_cert, config.internal_tls_key,
+                                    str(config.server_id), host, utc_now(),
+                                    config.key_passphrase)
+        internal = (config.internal_tls_cert, config.internal_tls_key, config.key_passphrase)
     # No cookies (a provider system's cookie must not reach the next client's request), no
     # decompression: security_server.httpclient passes answers on as they come.
-    runtime.provider_client = Client()
+    runtime.provider_client = Client(certificate=internal)
 
     conf = conf_now()
     if conf is not None:
@@ -140,9 +149,6 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
     ]
     if config.client_proxy_tls is not None:
         assert config.internal_tls_cert is not None and config.internal_tls_key is not None
-        ensure_internal_certificate(config.internal_tls_cert, config.internal_tls_key,
-                                    str(config.server_id), config.client_proxy_tls.host,
-                                    utc_now(), config.key_passphrase)
         is_tls = IsTls(config.internal_tls_cert, config.internal_tls_key, config.key_passphrase)
         store_directory.on_rebuild.append(is_tls.learn)
         is_tls.learn(runtime.directory.snapshot())
@@ -155,8 +161,7 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
     if config.admin_api is not None and config.admin_key is not None:
         admin = AdminContext(store, runtime.directory, (admin_public_key(config),),
                              audience_for(str(config.server_id)), utc_now,
-                             server=str(config.server_id), internal_cert=config.internal_tls_cert
-                             if config.client_proxy_tls is not None else None,
+                             server=str(config.server_id), internal_cert=config.internal_tls_cert,
                              catalogue=catalogue, unregistration=ClientUnregistration(
                                  catalogue.sender, conf_now, utc_now))
         admin_app = create_admin_app(admin)

@@ -44,6 +44,7 @@ import select
 import ssl
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from pathlib import Path
 from typing import Final, cast
 from urllib.parse import urlsplit
 
@@ -694,10 +695,13 @@ class Client:
     over all origins, idle ones closed after 15 s, no connect limit of its own (the
     request's timeout covers everything), TLS verified with the system's trust store and
     host names checked -- or, for a service configured with ``tls_verify = false``, not
-    verified at all.
+    verified at all.  ``certificate``: the client certificate (PEM certificate, PEM key and
+    the key's passphrase) presented to every HTTPS origin that asks for one -- the security
+    server's internal TLS certificate, as X-Road's presents it to provider systems.
     """
 
-    def __init__(self, *, limit: int = 100, idle_seconds: float = 15.0) -> None:
+    def __init__(self, *, limit: int = 100, idle_seconds: float = 15.0,
+                 certificate: tuple[Path, Path, bytes | None] | None = None) -> None:
         self._limit = Limit(limit)
         self.idle_seconds = idle_seconds
         self._pools: dict[tuple[str, str, int, bool], Pool] = {}
@@ -707,6 +711,9 @@ class Client:
         self._unsafe_unverified.verify_mode = ssl.CERT_NONE
         for ctx in (self._verified, self._unsafe_unverified):
             ctx.set_alpn_protocols(["http/1.1"])
+            if certificate is not None:
+                cert, key, passphrase = certificate
+                ctx.load_cert_chain(certfile=cert, keyfile=key, password=passphrase)
 
     def pool(self, url: str, *, unsafe_no_tls_verify: bool = False) -> tuple[Pool, str]:
         """The pool for ``url``'s origin, and the request target (path and query, as they

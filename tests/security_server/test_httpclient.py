@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certs.keys import (
     generate_private_key,
@@ -29,6 +30,7 @@ from security_server.httpclient import (
     ConnectError,
     ConnectTimeoutError,
     DisconnectedError,
+    HttpClientError,
     Limit,
     PinMismatchError,
     Pool,
@@ -36,6 +38,7 @@ from security_server.httpclient import (
     ResponseTimeoutError,
     TlsError,
 )
+from security_server.is_tls import ensure_internal_certificate
 from security_server.tls import PinnedPeer, client_context, server_context
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -630,3 +633,34 @@ async def test_client_tls_verified_or_not(tmp_path: Path) -> None:
             assert await resp.read(10) == b"a"
         assert server.requests and len(server.requests) == 1
         await client.close()
+
+
+async def test_client_presents_the_internal_certificate(tmp_path: Path) -> None:
+    """A provider system that requires a client certificate gets the server's internal TLS
+    certificate (generated as the server generates it, its key encrypted)."""
+    cert, key = tmp_path / "internal-tls.pem", tmp_path / "internal-tls.key"
+    passphrase = b"correct horse"
+    assert ensure_internal_certificate(cert, key, "DEV/GOV/1/ss1", "127.0.0.1",
+                                       datetime.now(UTC), passphrase)
+    purposes = x509.load_pem_x509_certificate(cert.read_bytes()).extensions \
+        .get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(purposes) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    p_cert, p_key, _ = _pair(tmp_path, "provider", client=False)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(p_cert, p_key)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cafile=cert)  # the provider system trusts exactly that one
+    async with echo_server(tls=ctx) as server:
+        url = f"https://127.0.0.1:{server.port}/x"
+        client = Client(certificate=(cert, key, passphrase))
+        pool, target = client.pool(url, unsafe_no_tls_verify=True)  # unsafe-no-tls-verify
+        async with await pool.request("POST", target, body=b"mine", timeout=5) as resp:
+            assert await resp.read(10) == b"mine"
+        await client.close()
+        anonymous = Client()
+        pool, target = anonymous.pool(url, unsafe_no_tls_verify=True)  # unsafe-no-tls-verify
+        with pytest.raises(HttpClientError):
+            async with await pool.request("POST", target, body=b"anon", timeout=5) as resp:
+                await resp.read(10)
+        await anonymous.close()
+        assert len(server.requests) == 1  # the anonymous one never got through TLS
