@@ -123,7 +123,7 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
     store_directory = StoreDirectory(store)
     runtime.directory = Directory(store_directory, metadata_service)
     # The internal TLS certificate: served on the client proxy's HTTPS port, and presented
-    # to provider systems over HTTPS (they may require it, as of an X-Road server).
+    # to provider systems over HTTPS (which may require it, as they may of an X-Road server).
     internal = None
     if config.internal_tls_cert is not None and config.internal_tls_key is not None:
         host = (config.client_proxy_tls or config.client_proxy).host
