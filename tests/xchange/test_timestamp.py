@@ -199,6 +199,19 @@ def test_an_altered_signed_attribute_or_signature_is_refused(
             verify_timestamp_token(altered, data_hash=DATA_HASH, tsa_certs=[tsa_credentials[1]])
 
 
+def test_a_token_without_signed_attributes_is_refused(
+    tsa: TimeStampAuthority, tsa_credentials: TsaCredentials, pki_now: datetime
+) -> None:
+    info = cms.ContentInfo.load(_token(tsa, pki_now))
+    signer = info["content"]["signer_infos"][0]
+    kept = ("version", "sid", "digest_algorithm", "signature_algorithm", "signature")
+    info["content"]["signer_infos"] = cms.SignerInfos(
+        [cms.SignerInfo({name: signer[name] for name in kept})])
+    with pytest.raises(TimestampingFailedError, match="no signed attributes"):
+        verify_timestamp_token(info.dump(force=True), data_hash=DATA_HASH,
+                               tsa_certs=[tsa_credentials[1]])
+
+
 @pytest.mark.parametrize("garbage", [b"", b"garbage", b"\x30\x03\x02\x01\x01", b"\x30" * 40])
 def test_garbage_is_refused(garbage: bytes, tsa_credentials: TsaCredentials) -> None:
     with pytest.raises(TimestampingFailedError, match="not a DER"):
