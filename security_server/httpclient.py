@@ -39,6 +39,8 @@ may have acted on it, and the security-server protocol must never deliver a mess
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import re
 import select
 import ssl
@@ -63,6 +65,7 @@ __all__ = [
     "Response",
     "ResponseTimeoutError",
     "TlsError",
+    "pinned_certificate",
 ]
 
 MAX_HEAD: Final = 64 * 1024
@@ -676,67 +679,104 @@ class Pool:
             self._sweeper = loop.call_at(self._idle[0].idle_since + self.idle_seconds,
                                          self._sweep)
 
-    async def close(self) -> None:
-        """Close the idle connections now, and the others when their answers are done."""
+    def retire(self) -> None:
+        """Take no more requests: close the idle connections now, and the others when
+        their answers are done."""
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
         while self._idle:
             self._discard(self._idle.popleft())
-        await asyncio.sleep(0)  # let the transports' close callbacks run
+
+    async def close(self) -> None:
+        """:meth:`retire`, and let the transports' close callbacks run."""
+        self.retire()
+        await asyncio.sleep(0)
+
+
+def pinned_certificate(transport: asyncio.BaseTransport, hashes: frozenset[str]) -> bytes:
+    """The DER certificate the peer presented on ``transport``, if its SHA-256 (lower-case
+    hex) is one of ``hashes``; else :class:`PinMismatchError`."""
+    sslobj = transport.get_extra_info("ssl_object")
+    der = None if sslobj is None else sslobj.getpeercert(binary_form=True)
+    got = hashlib.sha256(der or b"").hexdigest()
+    if not isinstance(der, bytes) or got not in hashes:
+        host, port, *_ = transport.get_extra_info("peername") or ("?", 0)
+        raise PinMismatchError(f"{host}:{port} presented a certificate whose SHA-256 {got} "
+                               "is not registered")
+    return der
 
 
 class Client:
-    """Pools by origin (scheme, host, port, and whether TLS is verified) under one
+    """Pools by origin (scheme, host, port, and how TLS is checked) under one
     :class:`Limit`: the provider security server's calls to the provider systems.
 
     Its defaults are those of the aiohttp client it replaces: 100 connections busy at once
     over all origins, idle ones closed after 15 s, no connect limit of its own (the
-    request's timeout covers everything), TLS verified with the system's trust store and
-    host names checked -- or, for a service configured with ``tls_verify = false``, not
-    verified at all.  ``certificate``: the client certificate (PEM certificate, PEM key and
-    the key's passphrase) presented to every HTTPS origin that asks for one -- the security
-    server's internal TLS certificate, as X-Road's presents it to provider systems.
+    request's timeout covers everything).  TLS is checked one of three ways: against
+    ``pins``, the SHA-256 of the certificates registered for the provider system (no chain
+    and no host name: the registration is the trust, as for information systems calling
+    in); else with the system's trust store and the host name; or, for a service
+    configured with ``tls_verify = false``, not at all.  ``certificate``: the client
+    certificate (PEM certificate, PEM key and the key's passphrase) presented to every
+    HTTPS origin that asks for one -- the security server's internal TLS certificate, as
+    X-Road's presents it to provider systems.
     """
 
     def __init__(self, *, limit: int = 100, idle_seconds: float = 15.0,
                  certificate: tuple[Path, Path, bytes | None] | None = None) -> None:
         self._limit = Limit(limit)
         self.idle_seconds = idle_seconds
-        self._pools: dict[tuple[str, str, int, bool], Pool] = {}
+        self._pools: dict[tuple[str, str, int, str], tuple[Pool, frozenset[str]]] = {}
         self._verified = ssl.create_default_context()
         self._unsafe_unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self._unsafe_unverified.check_hostname = False
         self._unsafe_unverified.verify_mode = ssl.CERT_NONE
-        for ctx in (self._verified, self._unsafe_unverified):
+        # Pinned: the chain is not checked by OpenSSL; the pin is, after the handshake.
+        self._pinned = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._pinned.check_hostname = False
+        self._pinned.verify_mode = ssl.CERT_NONE
+        self._pinned.minimum_version = ssl.TLSVersion.TLSv1_2
+        for ctx in (self._verified, self._unsafe_unverified, self._pinned):
             ctx.set_alpn_protocols(["http/1.1"])
             if certificate is not None:
                 cert, key, passphrase = certificate
                 ctx.load_cert_chain(certfile=cert, keyfile=key, password=passphrase)
 
-    def pool(self, url: str, *, unsafe_no_tls_verify: bool = False) -> tuple[Pool, str]:
+    def pool(self, url: str, *, unsafe_no_tls_verify: bool = False,
+             pins: frozenset[str] = frozenset()) -> tuple[Pool, str]:
         """The pool for ``url``'s origin, and the request target (path and query, as they
-        are written in ``url``).  ValueError if it is not an absolute http(s) URL."""
+        are written in ``url``).  ValueError if it is not an absolute http(s) URL.  An
+        origin pinned to other ``pins`` than before gets a new pool; the old one's
+        connections close as their requests end."""
         parts = urlsplit(url)
         scheme, host = parts.scheme.lower(), parts.hostname
         if scheme not in ("http", "https") or not host:
             raise ValueError(f"not an absolute http(s) URL: {url!r}")
         port = parts.port or (443 if scheme == "https" else 80)
-        tls = scheme == "https"
-        key = (scheme, host, port, tls and unsafe_no_tls_verify)
-        pool = self._pools.get(key)
-        if pool is None:
-            ctx = (None if not tls else self._unsafe_unverified if unsafe_no_tls_verify
-                   else self._verified)
-            pool = self._pools[key] = Pool(host, port, tls=ctx, limit=self._limit,
-                                           idle_seconds=self.idle_seconds,
-                                           connect_timeout=None)
+        pins = frozenset(h.lower() for h in pins) if pins else pins
+        mode = ("plain" if scheme == "http" else "unsafe" if unsafe_no_tls_verify
+                else "pinned" if pins else "verified")
+        key = (scheme, host, port, mode)
+        found = self._pools.get(key)
+        if found is not None and found[1] != pins:
+            found[0].retire()
+            found = None
+        if found is None:
+            ctx = {"plain": None, "unsafe": self._unsafe_unverified, "pinned": self._pinned,
+                   "verified": self._verified}[mode]
+            verify = functools.partial(pinned_certificate, hashes=pins) if mode == "pinned" \
+                else None
+            found = self._pools[key] = (
+                Pool(host, port, tls=ctx, verify=verify, limit=self._limit,
+                     idle_seconds=self.idle_seconds, connect_timeout=None),
+                pins if mode == "pinned" else frozenset())
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return pool, target
+        return found[0], target
 
     async def close(self) -> None:
-        for pool in self._pools.values():
+        for pool, _ in self._pools.values():
             await pool.close()
         self._pools.clear()
 

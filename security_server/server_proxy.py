@@ -348,9 +348,15 @@ async def _call_provider(rt: Runtime, service: LocalService, req: Request, body:
     elif not data and req.method in _NO_BODY:
         data = None  # no body, and no Content-Length: 0 either
     limit = rt.config.max_body_bytes
+    pins: frozenset[str] = frozenset()
+    if service.tls_verify and url[:8].lower() == "https://":
+        # The provider system's certificates registered for its subsystem, if any, are
+        # the trust (as the information systems' are the other way); else the system's.
+        provider = rt.directory.snapshot().clients.get(req.service.provider)
+        pins = provider.cert_hashes if provider is not None else pins
     try:
         pool, target = rt.provider_client.pool(
-            url, unsafe_no_tls_verify=not service.tls_verify)
+            url, unsafe_no_tls_verify=not service.tls_verify, pins=pins)
     except ValueError as exc:
         raise ServiceFailedError(f"provider system cannot be called at {url!r}") from exc
     try:

@@ -15,7 +15,6 @@ registered certificate hash, not a DNS name.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from security_server.httpclient import PinMismatchError
+from security_server.httpclient import pinned_certificate
 
 __all__ = ["PinnedPeer", "add_anchors", "client_context", "peer_certificate_der", "server_context"]
 
@@ -95,11 +94,6 @@ class PinnedPeer:
 
     def check(self, transport: asyncio.Transport) -> bytes:
         """The peer's DER certificate, if pinned; else :class:`PinMismatchError`."""
-        der = peer_certificate_der(transport)
-        got = hashlib.sha256(der or b"").hexdigest()
-        if der is None or got not in self.hashes:
-            host, port, *_ = transport.get_extra_info("peername") or ("?", 0)
-            raise PinMismatchError(f"{host}:{port} presented a certificate whose SHA-256 "
-                                   f"{got} is not registered")
+        der = pinned_certificate(transport, self.hashes)
         self.presented = der
         return der

@@ -3,9 +3,13 @@ endpoint, a global group, revocation, and the metadata services through the fede
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import http.client
+import http.server
 import json
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from certs.keys import (
@@ -271,6 +277,82 @@ def test_is_connection_security(fed: Federation, capsys: pytest.CaptureFixture[s
     cli("ss", "client", "update", ANALYTICS, "--connection", "HTTPS")
     assert _https(fed, ANALYTICS, internal, None).status == 200
     cli("ss", "client", "update", ANALYTICS, "--connection", "HTTP")
+
+
+@contextlib.contextmanager
+def _tls_provider_system(directory: Path, trusted_client_pem: str) -> Iterator[tuple[int, Path]]:
+    """A provider system over HTTPS with a self-signed certificate, answering any GET with
+    a small JSON document, and refusing any client but the one whose certificate is
+    ``trusted_client_pem`` (as a provider system that pins its security server does).
+    Yields its port and its certificate."""
+    key = generate_private_key()
+    cert = self_signed_tls_certificate(key, "provider-system", now=datetime.now(UTC),
+                                       hosts=("127.0.0.1",))
+    unsafe_write_plaintext_key(directory / "provider-system.key", key)  # a test system's
+    write_certificate(directory / "provider-system.pem", cert)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(directory / "provider-system.pem", directory / "provider-system.key")
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=trusted_client_pem)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            body = b'{"over": "https"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], directory / "provider-system.pem"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_provider_system_over_https(fed: Federation, capsys: pytest.CaptureFixture[str],
+                                    tmp_path: Path) -> None:
+    """The provider's server calls its provider system over HTTPS: it presents its
+    internal TLS certificate, which the system requires, and trusts the system's
+    self-signed certificate once that is registered for the provider's subsystem."""
+    provider = fed.servers[0]
+    token = xchange(capsys, "ss", "admin-token", "--config", str(provider.config),
+                    "--subject", "sec", "--role", "security-officer",
+                    "--role", "service-administrator")
+
+    def cli(*args: str) -> Any:
+        return xchange(capsys, *args, "--url", provider.admin_url, "--token", token)
+
+    persons = str(fed.services["persons"])
+    before = cli("ss", "service", "show", persons)["url"]
+    internal = cli("ss", "internal-cert")["pem"]
+    with _tls_provider_system(tmp_path, internal) as (port, system_cert):
+        cli("ss", "service", "update", persons, "--service-url", f"https://127.0.0.1:{port}/")
+        try:
+            # Not registered, and not in the system's trust store: refused.
+            untrusted = ask(fed, "/persons/38001010001", service=persons)
+            assert untrusted.headers.get("X-Road-Error") == \
+                "server.serverproxy.service_failed", untrusted.body
+            cli("ss", "client", "cert-add", str(REGISTER), str(system_cert))
+            trusted = ask(fed, "/persons/38001010001", service=persons)
+            assert trusted.status == 200, trusted.body
+            assert trusted.json() == {"over": "https"}
+        finally:
+            cli("ss", "service", "update", persons, "--service-url", before)
+        der = x509.load_pem_x509_certificate(system_cert.read_bytes()).public_bytes(
+            serialization.Encoding.DER)
+        cli("ss", "client", "cert-delete", str(REGISTER), hashlib.sha256(der).hexdigest())
+    assert ask(fed, "/persons/38001010001", service=persons).status == 200
 
 
 def test_backup_and_restore_through_the_cli(fed: Federation, capsys: pytest.CaptureFixture[str],

@@ -664,3 +664,30 @@ async def test_client_presents_the_internal_certificate(tmp_path: Path) -> None:
                 await resp.read(10)
         await anonymous.close()
         assert len(server.requests) == 1  # the anonymous one never got through TLS
+
+
+async def test_client_pins_a_registered_provider_certificate(tmp_path: Path) -> None:
+    """A provider system's certificate registered for its subsystem is trusted by its
+    SHA-256 alone (self-signed, any host name); another certificate is refused before a
+    byte is sent; new pins get a new pool and the old one is retired."""
+    cert, key, der = _pair(tmp_path, "provider", client=False)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    pin = hashlib.sha256(der).hexdigest()
+    async with echo_server(tls=ctx) as server:
+        client = Client()
+        url = f"https://localhost:{server.port}/x"  # not a name the certificate has
+        pool, target = client.pool(url, pins=frozenset({pin.upper()}))
+        async with await pool.request("POST", target, body=b"ok", timeout=5) as resp:
+            assert await resp.read(10) == b"ok"
+            assert resp.peer_certificate == der
+        assert client.pool(url, pins=frozenset({pin}))[0] is pool  # the same pins
+        other, _ = client.pool(url, pins=frozenset({"00" * 32}))
+        assert other is not pool
+        assert pool.open_connections == 0  # retired: its idle connection closed
+        with pytest.raises(PinMismatchError, match="is not registered"):
+            await other.request("POST", target, body=b"no", timeout=5)
+        with pytest.raises(TlsError):  # without pins: the system's trust store
+            await client.pool(url)[0].request("POST", target, body=b"no", timeout=5)
+        assert len(server.requests) == 1
+        await client.close()
