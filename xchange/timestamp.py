@@ -392,7 +392,7 @@ def _open(token_der: bytes, code: str) -> _Token:
         tst_info.native  # noqa: B018 (decodes every field now, inside this try)
         signed_data["certificates"].native  # noqa: B018
         # The bytes the signature covers, before decoding: decoded, the attributes are
-        # re-encoded when their bytes are asked for (3 ms, and not the TSA's bytes).
+        # re-encoded when their bytes are asked for (3 ms, and not always the TSA's bytes).
         signed = [signed_attributes_der(info["signed_attrs"]) for info in signer_infos]
         for info in signer_infos:  # field by field: the SET OF's own .native also re-sorts
             for name in _SIGNER_INFO_FIELDS:  # and re-encodes its members (4 ms)
