@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import uuid
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -259,7 +259,7 @@ async def send_request(rt: Runtime, req: Request, read_body: Callable[[], Awaita
         header_part = req.header_part()
         payload = digest_payload(header_part, body.digest)  # hashed as it arrived
         signature = await rt.sign(identity, payload, side="client", signed_at=now,
-                                  nonce=uuid.uuid4().hex)
+                                  nonce=secrets.token_hex(16))
         head = FrameHead(header_part, signature, staples)
         await rt.log_message(make_entry(req, "request", "outgoing", head, body, now),
                              side="client")
