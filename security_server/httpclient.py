@@ -65,6 +65,7 @@ __all__ = [
     "Response",
     "ResponseTimeoutError",
     "TlsError",
+    "peer_certificate_der",
     "pinned_certificate",
 ]
 
@@ -695,13 +696,24 @@ class Pool:
         await asyncio.sleep(0)
 
 
+def peer_certificate_der(transport: asyncio.BaseTransport | None) -> bytes | None:
+    """The DER certificate the peer presented on ``transport``, if it is a TLS connection
+    whose peer presented one."""
+    if transport is None:
+        return None
+    sslobj = transport.get_extra_info("ssl_object")
+    if sslobj is None:
+        return None
+    der = sslobj.getpeercert(binary_form=True)
+    return der if isinstance(der, bytes) else None
+
+
 def pinned_certificate(transport: asyncio.BaseTransport, hashes: frozenset[str]) -> bytes:
     """The DER certificate the peer presented on ``transport``, if its SHA-256 (lower-case
     hex) is one of ``hashes``; else :class:`PinMismatchError`."""
-    sslobj = transport.get_extra_info("ssl_object")
-    der = None if sslobj is None else sslobj.getpeercert(binary_form=True)
+    der = peer_certificate_der(transport)
     got = hashlib.sha256(der or b"").hexdigest()
-    if not isinstance(der, bytes) or got not in hashes:
+    if der is None or got not in hashes:
         host, port, *_ = transport.get_extra_info("peername") or ("?", 0)
         raise PinMismatchError(f"{host}:{port} presented a certificate whose SHA-256 {got} "
                                "is not registered")

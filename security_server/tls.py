@@ -22,7 +22,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from security_server.httpclient import pinned_certificate
+from security_server.httpclient import peer_certificate_der, pinned_certificate
 
 __all__ = ["PinnedPeer", "add_anchors", "client_context", "peer_certificate_der", "server_context"]
 
@@ -67,16 +67,6 @@ def add_anchors(ctx: ssl.SSLContext, anchors: Iterable[x509.Certificate]) -> Non
     bundle = _pem_bundle(anchors)
     if bundle:
         ctx.load_verify_locations(cadata=bundle)
-
-
-def peer_certificate_der(transport: asyncio.BaseTransport | None) -> bytes | None:
-    if transport is None:
-        return None
-    sslobj = transport.get_extra_info("ssl_object")
-    if sslobj is None:
-        return None
-    der = sslobj.getpeercert(binary_form=True)
-    return der if isinstance(der, bytes) else None
 
 
 class PinnedPeer:
