@@ -74,7 +74,6 @@ from security_server.runtime import (
     certificate_of,
     frame_payload,
     make_entry,
-    message_handler,
 )
 from xchange.certificates import cert_sha256
 from xchange.errors import (
@@ -145,7 +144,6 @@ async def handle_health(request: web.Request) -> web.Response:
                               "globalconf_expires_at": conf.expires_at.isoformat()})
 
 
-@message_handler
 async def handle_rest(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     req = RestRequest.from_is(
@@ -184,7 +182,6 @@ def _too_large(limit: int) -> XRoadError:
                       code="client.payload_too_large")
 
 
-@message_handler
 async def handle_soap(request: web.Request) -> web.StreamResponse:
     """An X-Road SOAP request (PR-MESS), on any path: answered with the provider's SOAP
     message, or a SOAP fault."""

@@ -18,14 +18,17 @@ handed to the loop with *one* ``call_soon_threadsafe`` per group, not one thread
 and one wake-up of the loop per item (at 64 waiting requests that was 64 writes to the
 loop's self-pipe per commit, and a ``threading.Condition`` per record).
 
-A caller that knows nobody could share its group (the only message in flight, see
-:meth:`security_server.runtime.Runtime.log_message`) may ask :meth:`GroupWriter.commit_now`
-to commit one item on its own thread while the writer is idle: nothing queued, no group or
-task running.  The writer's work and such a commit exclude each other (one lock), so there
-is still only one writer at a time and the chain keeps one order; a busy writer answers
-None and the caller queues the item as usual.  It saves the two hand-overs a lone item
-costs (waking the writer thread, then waking the caller's loop), about as much CPU as the
-commit itself.
+Appenders whose database is a local file (SQLite) use :meth:`GroupWriter.append_on_loop`
+instead: the items a loop appends during one of its turns are committed together on the
+loop's own thread at its next turn, if the writer thread is idle then (nothing queued, no
+group or task running), and handed to the writer thread's queue otherwise.  The writer
+thread's work and such a commit exclude each other (one lock), so there is still one writer
+at a time and one order.  At load this saves, per item, the writer thread's wake-up, its
+waits for the interpreter lock the busy loop holds (one after each statement and after the
+flush) and the hand-back's wake-up of the loop: the commit blocks the loop for one flush
+instead, shared by everything the turn appended (docs/decisions.md, "The message log
+commits on the event loop's thread (SQLite)").  A database behind network round trips
+(PostgreSQL) must not block the loop: it keeps :meth:`GroupWriter.append_async`.
 
 This module knows nothing of the log's tables: ``commit_group`` does the writing.
 """
@@ -89,8 +92,10 @@ class GroupWriter(Generic[T, R]):
             queue.SimpleQueue())
         self._lock = threading.Lock()
         self._working = threading.Lock()
-        """Held by whoever commits or runs a task: the writer thread or :meth:`commit_now`."""
+        """Held by whoever commits or runs a task: the writer thread or a loop's turn."""
         self._closed = False
+        self._turns: dict[asyncio.AbstractEventLoop, list[_LoopItem[T, R]]] = {}
+        """Per loop: the items :meth:`append_on_loop` collected in its current turn."""
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -106,24 +111,23 @@ class GroupWriter(Generic[T, R]):
         self._enqueue(_LoopItem(value, future, loop))
         return future
 
-    def commit_now(self, value: T) -> R | None:
-        """Commit ``value`` alone on the calling thread, if the writer is idle: return
-        ``commit_group``'s result for it, or None (nothing done) if anything is queued or
-        being written.  Raises what ``commit_group`` raised, and :class:`WriterClosedError`
-        once closed."""
-        if not self._queue.empty() or not self._working.acquire(blocking=False):
-            return None
-        try:
+    def append_on_loop(self, value: T) -> asyncio.Future[R]:
+        """Queue ``value`` to be committed on the running loop's thread at the loop's next
+        turn, in one group with everything it appends until then (up to ``max_group`` per
+        group), if the writer thread is idle then; otherwise that group joins the writer
+        thread's queue, behind what waits there.  Either way the future gives
+        ``commit_group``'s result once committed, or its error."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        with self._lock:
             if self._closed:
                 raise WriterClosedError("the writer is closed")
-            if not self._queue.empty():  # queued meanwhile (by another thread): its turn
-                return None
-            results = self._commit_group([value])
-            if len(results) != 1:
-                raise RuntimeError("commit_group did not return one result per item")
-            return results[0]
-        finally:
-            self._working.release()
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = []
+            loop.call_soon(self._commit_turn, loop)
+        turn.append(_LoopItem(value, future, loop))
+        return future
 
     def submit(self, fn: Callable[[], R2]) -> Future[R2]:
         """Run ``fn`` on the writer thread, alone, after everything queued before it."""
@@ -147,6 +151,49 @@ class GroupWriter(Generic[T, R]):
             if self._closed:
                 raise WriterClosedError("the writer is closed")
             self._queue.put(job)
+
+    def _commit_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On ``loop``'s thread, a turn after the appends: commit them here, or hand them to
+        the writer thread if it is busy or has work waiting.  Never raises: every future is
+        settled."""
+        items = [item for item in self._turns.pop(loop) if not item.future.cancelled()]
+        if not items:
+            return
+        if not self._queue.empty() or not self._working.acquire(blocking=False):
+            self._hand_over(items)
+            return
+        try:
+            if self._closed:
+                _fail(items, WriterClosedError("the writer is closed"))
+                return
+            if not self._queue.empty():  # queued meanwhile, by another thread: its turn
+                self._hand_over(items)
+                return
+            for start in range(0, len(items), self._max_group):
+                group = items[start:start + self._max_group]
+                _settle([(item.future, result, error) for item, (result, error)
+                         in zip(group, self._outcomes(group), strict=True)])
+        finally:
+            self._working.release()
+
+    def _hand_over(self, items: list[_LoopItem[T, R]]) -> None:
+        for index, item in enumerate(items):
+            try:
+                self._enqueue(item)
+            except WriterClosedError as exc:
+                _fail(items[index:], exc)
+                return
+
+    def _outcomes(self, group: Sequence[_Item[T, R] | _LoopItem[T, R]]
+                  ) -> list[tuple[R | None, BaseException | None]]:
+        """Commit ``group`` (the caller holds ``_working``): each item's result or error."""
+        try:
+            results = self._commit_group([item.value for item in group])
+            if len(results) != len(group):
+                raise RuntimeError("commit_group did not return one result per item")
+        except Exception as exc:  # every waiter must hear of the failure
+            return [(None, exc)] * len(group)
+        return [(result, None) for result in results]
 
     def _run(self) -> None:
         while True:
@@ -174,15 +221,8 @@ class GroupWriter(Generic[T, R]):
         live = [item for item in group if _still_wanted(item)]
         if not live:
             return
-        outcomes: list[tuple[R | None, BaseException | None]]
-        try:
-            with self._working:  # released before the waiters hear: one may commit next
-                results = self._commit_group([item.value for item in live])
-            if len(results) != len(live):
-                raise RuntimeError("commit_group did not return one result per item")
-            outcomes = [(result, None) for result in results]
-        except Exception as exc:  # every waiter must hear of the failure
-            outcomes = [(None, exc)] * len(live)
+        with self._working:  # released before the waiters hear: a loop may commit next
+            outcomes = self._outcomes(live)
         by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome[R]]] = {}
         for item, (result, error) in zip(live, outcomes, strict=True):
             if isinstance(item, _LoopItem):
@@ -218,6 +258,13 @@ def _settle(settled: list[_Outcome[R]]) -> None:
             future.set_exception(error)
         else:
             future.set_result(cast(R, result))
+
+
+def _fail(items: Sequence[_LoopItem[T, R]], error: BaseException) -> None:
+    """In the loop: fail every item's future with ``error``."""
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(error)
 
 
 def _run_task(task: _Task) -> None:

@@ -7,15 +7,15 @@ rule: :meth:`MessageLog.append` returns only once the record is committed, and r
 ``server.serverproxy.logging_failed``, as the caller says) if it is not, so the message is
 not passed on.
 
-Ordering and group commit: sequence numbers and ``prev_hash`` are assigned on one dedicated
-writer thread (:class:`~security_server.logwriter.GroupWriter`), so the chain is strictly
-ordered however many coroutines append at once and the event loop does not block on disk.
-The one exception is a record of the only message in flight (``append(..., alone=True)``,
-SQLite): nobody could share its commit and nothing else waits for the loop, so while the
-writer is idle it is committed on the loop's thread, under the same lock, without the two
-thread hand-overs (:meth:`GroupWriter.commit_now`).
-Under load the writer takes every record waiting and commits them in one transaction (one
-WAL flush on SQLite with ``synchronous=FULL``, one commit on PostgreSQL); each appender is
+Ordering and group commit: sequence numbers and ``prev_hash`` are assigned by one writer at
+a time (:class:`~security_server.logwriter.GroupWriter`), so the chain is strictly ordered
+however many coroutines append at once.  On PostgreSQL the writer is a dedicated thread, so
+the event loop never waits for the database's round trips.  On SQLite (a local file) the
+records a loop appends in one of its turns are committed together on the loop's own thread
+at its next turn, while the writer thread is idle (:meth:`GroupWriter.append_on_loop`): one
+flush per turn, without the hand-overs between two threads.
+Either way, the records waiting are committed in one transaction (one WAL flush on SQLite
+with ``synchronous=FULL``, one commit on PostgreSQL); each appender is
 answered only after that commit, and if it fails every appender in the group gets
 ``logging_failed``.  Chain order is commit order.  The writer keeps the chain head in memory
 and reads it back from the database at start and after any failed write (the failure may
@@ -328,25 +328,21 @@ class MessageLog:
         # insert of a lone record.  A kept connection that went stale (a database restart,
         # a dropped connection) is replaced in :meth:`_commit_group`.
         self._connection: sa.Connection | None = None
-        # SQLite only: a lone record may be committed on the loop's thread (a local file;
-        # PostgreSQL's network round trips must not block the loop).
-        self._commit_inline = engine.dialect.name == "sqlite"
+        # SQLite: records are committed on the loop's thread (a local file); PostgreSQL's
+        # network round trips must not block the loop.
+        self._commit_on_loop = engine.dialect.name == "sqlite"
         self._writer: GroupWriter[LogEntry, StoredRecord] = GroupWriter(
             self._commit_group, max_group=max_group, name="messagelog-writer")
 
-    async def append(self, entry: LogEntry, *, error_code: LoggingFailedCode,
-                     alone: bool = False) -> StoredRecord:
+    async def append(self, entry: LogEntry, *, error_code: LoggingFailedCode) -> StoredRecord:
         """Chain ``entry`` after the last record and commit it; return the stored record.
 
         Raises :class:`MessageLogError` with ``error_code`` if the record is not durably
         written, for whatever reason; the message must then not be passed on.
 
-        ``alone``: the caller's is the only message in flight, so no other record could
-        share its commit and nothing else waits for the event loop.  On SQLite the record
-        is then committed right here, on the loop's thread, if the writer is idle
-        (:meth:`GroupWriter.commit_now`): the same commit, without the two thread
-        hand-overs.  Otherwise, and always on PostgreSQL (whose round trips must not block
-        the loop), it goes through the writer thread.
+        On SQLite the record is committed on the loop's thread at its next turn, with every
+        record appended meanwhile, unless the writer thread is busy
+        (:meth:`GroupWriter.append_on_loop`); on PostgreSQL it goes to the writer thread.
         """
         if error_code not in get_args(LoggingFailedCode):
             raise ValueError(f"not a logging failure code: {error_code!r}")
@@ -356,10 +352,8 @@ class MessageLog:
                                                                        _ChunkReader):
                 stored = await asyncio.to_thread(self._store_body, entry.body)
                 entry = replace(entry, body=ExternalBody(entry.body.digest, stored))
-            elif alone and self._commit_inline:
-                record = self._writer.commit_now(entry)
-                if record is not None:
-                    return record
+            if self._commit_on_loop:
+                return await self._writer.append_on_loop(entry)
             return await self._writer.append_async(entry)
         except Exception as exc:
             if stored is not None:

@@ -9,17 +9,13 @@ message durably or fail closed" and "what time is it".  Opened and closed by
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import hashlib
 import logging
 import ssl
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
-    Awaitable,
     Callable,
-    Iterator,
     Mapping,
 )
 from concurrent.futures import ThreadPoolExecutor
@@ -61,7 +57,7 @@ from xchange.signing import SigningIdentity
 from xchange.transport import FrameDecoder, FrameHead, encode_frame_head
 
 __all__ = ["RUNTIME", "ProviderStatus", "Runtime", "certificate_of", "frame_payload",
-           "make_entry", "message_handler", "utc_now"]
+           "make_entry", "utc_now"]
 
 
 log = logging.getLogger(__name__)
@@ -163,19 +159,6 @@ class Runtime:
         """Local clients, services and access rights; the app puts the store's behind it."""
         self.spool_dir = config.state_dir / "spool"
         """Where bodies over 1 MiB are spooled while they cross (security_server.body)."""
-        self.messages_in_flight = 0
-        """Messages the proxies are handling now (:meth:`in_flight`).  While there is at
-        most one, its records are committed without a hand-over to the log's writer thread
-        (:meth:`security_server.messagelog.MessageLog.append`, ``alone``)."""
-
-    @contextlib.contextmanager
-    def in_flight(self) -> Iterator[None]:
-        """Count one message handled by a proxy, from its request to its answer."""
-        self.messages_in_flight += 1
-        try:
-            yield
-        finally:
-            self.messages_in_flight -= 1
 
     async def spool(self, chunks: AsyncIterable[bytes], *, limit: int,
                     too_large: XRoadError) -> Body:
@@ -364,8 +347,7 @@ class Runtime:
             else "server.serverproxy.logging_failed"
         )
         try:
-            record = await self.log.append(entry, error_code=code,
-                                           alone=self.messages_in_flight <= 1)
+            record = await self.log.append(entry, error_code=code)
         except Exception as exc:  # any failure to persist must stop the message
             # The client sees only the code; the operator needs the database's own words.
             log.error("message log write failed (%s %s of %s): %r", entry.direction,
@@ -419,15 +401,3 @@ def certificate_of(der: bytes) -> x509.Certificate:
 
 
 RUNTIME = web.AppKey("xchange_runtime", Runtime)
-
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def message_handler(handler: _Handler) -> _Handler:
-    """A proxy's handler of messages: each request it handles counts as a message in flight
-    (:meth:`Runtime.in_flight`) until it is answered."""
-    @functools.wraps(handler)
-    async def counted(request: web.Request) -> web.StreamResponse:
-        with request.app[RUNTIME].in_flight():
-            return await handler(request)
-    return counted

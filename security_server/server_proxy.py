@@ -62,7 +62,6 @@ from security_server.runtime import (
     Runtime,
     frame_payload,
     make_entry,
-    message_handler,
 )
 from security_server.tls import peer_certificate_der
 from xchange.errors import (
@@ -116,7 +115,6 @@ def create_server_proxy_app(runtime: Runtime) -> web.Application:
 _CODE_CERT = "server.serverproxy.cert_validation"
 
 
-@message_handler
 async def handle_message(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     now = rt.clock()

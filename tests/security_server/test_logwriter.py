@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -206,78 +207,149 @@ async def test_loop_appenders_are_refused_once_closed(recorder: Recorder) -> Non
         writer.append_async(1)
 
 
-# -- commit_now: a lone item committed on the caller's thread
+# -- append_on_loop: a loop turn's items committed on the loop's own thread
 
 
-def test_an_idle_writer_lets_the_caller_commit_on_its_own_thread(
-    writer: GroupWriter[int, int], recorder: Recorder
+class Where:
+    """A ``commit_group`` that records each group's thread, then commits with ``recorder``."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.threads: list[int] = []
+
+    def __call__(self, values: Sequence[int]) -> list[int]:
+        self.threads.append(threading.get_ident())
+        return self.recorder(values)
+
+
+async def test_one_turns_appends_are_committed_as_one_group_on_the_loops_thread(
+    recorder: Recorder
 ) -> None:
-    threads = []
-    real = recorder.__call__
+    where = Where(recorder)
+    writer: GroupWriter[int, int] = GroupWriter(where)
+    try:
+        counter = LoopCounter(asyncio.get_running_loop())
+        first = [writer.append_on_loop(i) for i in range(5)]
+        assert not any(f.done() for f in first)  # committed at the loop's next turn
+        assert await asyncio.gather(*first) == [0, 10, 20, 30, 40]
+        assert await writer.append_on_loop(5) == 50  # a later turn: a group of its own
+        assert recorder.groups == [[0, 1, 2, 3, 4], [5]]
+        assert where.threads == [threading.get_ident()] * 2
+        assert counter.calls == 0  # no other thread handed anything to the loop
+        assert await asyncio.wrap_future(writer.append(6)) == 60  # the thread goes on
+        assert where.threads[2] != threading.get_ident()
+    finally:
+        writer.close()
 
-    def where(values: Sequence[int]) -> list[int]:
-        threads.append(threading.get_ident())
-        return real(values)
 
-    writer._commit_group = where
-    assert writer.commit_now(4) == 40
-    assert writer.append(5).result(10) == 50  # the writer thread goes on after it
-    assert recorder.groups == [[4], [5]]
-    assert threads[0] == threading.get_ident() != threads[1]
+async def test_a_turns_group_is_capped(recorder: Recorder) -> None:
+    writer: GroupWriter[int, int] = GroupWriter(recorder, max_group=4)
+    try:
+        assert await asyncio.gather(*[writer.append_on_loop(i) for i in range(10)]) == [
+            i * 10 for i in range(10)]
+        assert recorder.groups == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    finally:
+        writer.close()
 
 
-def test_a_busy_or_waited_for_writer_is_not_bypassed(
-    writer: GroupWriter[int, int], recorder: Recorder
+async def test_a_busy_writer_thread_gets_the_turns_group_in_order(recorder: Recorder) -> None:
+    where = Where(recorder)
+    writer: GroupWriter[int, int] = GroupWriter(where)
+    try:
+        release = hold(writer)  # a task running
+        waiting = writer.append_async(1)  # and an item queued behind it
+        turn = [writer.append_on_loop(i) for i in (2, 3)]
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and not any(f.done() for f in turn)
+        assert recorder.groups == []  # neither committed beside the thread nor ahead of it
+        release.set()
+        assert await asyncio.gather(waiting, *turn) == [10, 20, 30]
+        assert [v for g in recorder.groups for v in g] == [1, 2, 3]
+        assert threading.get_ident() not in where.threads
+    finally:
+        writer.close()
+
+
+async def test_an_item_queued_for_the_thread_goes_before_the_turns_group(
+    recorder: Recorder
 ) -> None:
-    release = hold(writer)  # a task running
-    assert writer.commit_now(1) is None
-    queued = writer.append(2)  # an item waiting behind it
-    assert writer.commit_now(3) is None
-    release.set()
-    assert queued.result(10) == 20
-    assert recorder.groups == [[2]]  # 1 and 3 were never written
+    where = Where(recorder)
+    writer: GroupWriter[int, int] = GroupWriter(where)
+    try:
+        release = hold(writer)
+        turn = writer.append_on_loop(2)
+        queued = writer.append(1)  # from another thread's point of view: queued first
+        release.set()
+        assert await turn == 20 and queued.result(10) == 10
+        assert [v for g in recorder.groups for v in g] == [1, 2]
+    finally:
+        writer.close()
 
 
-def test_the_writer_waits_while_the_caller_commits(recorder: Recorder) -> None:
+async def test_the_writer_thread_waits_while_a_turn_commits(recorder: Recorder) -> None:
     entered, release = threading.Event(), threading.Event()
 
     def slow(values: Sequence[int]) -> list[int]:
         if values == [1]:
             entered.set()
-            release.wait(10)
+            release.wait(10)  # blocks the loop, as a flush does
         return recorder(values)
 
     writer: GroupWriter[int, int] = GroupWriter(slow)
-    try:
-        outcome: list[int | None] = []
-        caller = threading.Thread(target=lambda: outcome.append(writer.commit_now(1)))
-        caller.start()
+    seen: list[object] = []
+
+    def other_thread() -> None:
         assert entered.wait(10)
         later = writer.append(2)
-        assert not later.done()
-        assert recorder.groups == []
+        time.sleep(0.05)
+        seen.extend([later.done(), list(recorder.groups)])
         release.set()
-        caller.join(10)
-        assert outcome == [10] and later.result(10) == 20
+        seen.append(later.result(10))
+
+    try:
+        helper = threading.Thread(target=other_thread)
+        helper.start()
+        assert await writer.append_on_loop(1) == 10
+        await asyncio.to_thread(helper.join, 10)
+        assert seen == [False, [], 20]
         assert recorder.groups == [[1], [2]]  # one writer at a time, one order
     finally:
         writer.close()
 
 
-def test_a_failed_commit_now_raises_and_the_writer_goes_on(
-    writer: GroupWriter[int, int], recorder: Recorder
+async def test_a_failed_turn_fails_its_whole_group_and_the_next_turn_commits(
+    recorder: Recorder
 ) -> None:
-    recorder.fail_on = 3
-    with pytest.raises(OSError, match="disk full"):
-        writer.commit_now(3)
-    assert writer.commit_now(4) == 40
-    assert writer.append(5).result(10) == 50
-    assert recorder.groups == [[4], [5]]
-
-
-def test_commit_now_is_refused_once_closed(recorder: Recorder) -> None:
     writer: GroupWriter[int, int] = GroupWriter(recorder)
+    try:
+        recorder.fail_on = 3
+        results = await asyncio.gather(*[writer.append_on_loop(i) for i in (2, 3, 4)],
+                                       return_exceptions=True)
+        assert all(isinstance(r, OSError) for r in results)
+        recorder.fail_on = None
+        assert await writer.append_on_loop(5) == 50
+        assert recorder.groups == [[5]]
+    finally:
+        writer.close()
+
+
+async def test_cancelled_turn_items_are_not_written(recorder: Recorder) -> None:
+    writer: GroupWriter[int, int] = GroupWriter(recorder)
+    try:
+        futures = [writer.append_on_loop(i) for i in range(3)]
+        futures[1].cancel()
+        assert [await futures[0], await futures[2]] == [0, 20]
+        assert recorder.groups == [[0, 2]]
+    finally:
+        writer.close()
+
+
+async def test_turn_items_fail_closed_when_the_writer_closes_first(recorder: Recorder) -> None:
+    writer: GroupWriter[int, int] = GroupWriter(recorder)
+    pending = writer.append_on_loop(1)
     writer.close()
     with pytest.raises(WriterClosedError):
-        writer.commit_now(1)
+        await pending
+    with pytest.raises(WriterClosedError):
+        writer.append_on_loop(2)
     assert recorder.groups == []

@@ -80,6 +80,11 @@ def execute(engine: Engine, sql: str, **params: Any) -> None:
         connection.execute(sa.text(sql), params)
 
 
+def _through_the_thread(log: MessageLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send ``log``'s records to its writer thread, as on PostgreSQL, also on SQLite."""
+    monkeypatch.setattr(log, "_commit_on_loop", False)
+
+
 # -- append, read, verify
 
 
@@ -147,10 +152,12 @@ async def test_concurrent_appends_form_one_chain(log: MessageLog) -> None:
 
 
 async def test_records_waiting_during_a_commit_share_the_next_one(
-    engine: Engine, log: MessageLog
+    engine: Engine, log: MessageLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Group commit: the writer is held inside the first commit while 99 more records
-    arrive; they must all go into the second commit, and every record still chains."""
+    """Group commit: the writer thread is held inside the first commit while 99 more
+    records arrive; they must all go into the second commit, and every record still chains.
+    (On SQLite's own path the first commit holds the loop itself: nothing arrives.)"""
+    _through_the_thread(log, monkeypatch)
     entered, release = threading.Event(), threading.Event()
     commits: list[int] = []
 
@@ -297,23 +304,26 @@ def _allow_inserts(engine: Engine) -> None:
     execute(engine, "DROP TRIGGER refuse" + suffix)
 
 
-@pytest.mark.parametrize("alone", [False, True])
+@pytest.mark.parametrize("via_thread", [False, True])
 @pytest.mark.parametrize("code", [CP, SP])
 async def test_failed_write_raises_and_logging_resumes(
-    engine: Engine, log: MessageLog, code: LoggingFailedCode, alone: bool
+    engine: Engine, log: MessageLog, code: LoggingFailedCode, via_thread: bool,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if via_thread:
+        _through_the_thread(log, monkeypatch)
     await fill(log, 3)
     _refuse_inserts(engine)
     for i in (4, 5):
         with pytest.raises(MessageLogError) as caught:
-            await log.append(entry(i), error_code=code, alone=alone)
+            await log.append(entry(i), error_code=code)
         assert caught.value.code == code
         assert isinstance(caught.value.__cause__, sa.exc.SQLAlchemyError)
         assert "refused" not in str(caught.value)  # database details stay out of the message
     assert len(await log.records()) == 3
 
     _allow_inserts(engine)
-    record = await log.append(entry(6), error_code=code, alone=alone)
+    record = await log.append(entry(6), error_code=code)
     assert record.sequence == 4
     report = await log.verify()
     assert (report.count, report.last_hash) == (4, record.record_hash)
@@ -377,17 +387,21 @@ async def test_a_failed_group_fails_every_waiter(engine: Engine, log: MessageLog
     assert (await log.verify()).count == 3
 
 
-@pytest.mark.parametrize("alone", [False, True])
+@pytest.mark.parametrize("via_thread", [False, True])
 async def test_head_is_reread_after_a_failed_write(engine: Engine, log: MessageLog,
-                                                   alone: bool) -> None:
+                                                   via_thread: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     other = MessageLog(engine)
+    if via_thread:
+        _through_the_thread(log, monkeypatch)
+        _through_the_thread(other, monkeypatch)
     try:
-        await log.append(entry(1), error_code=SP, alone=alone)
-        r2 = await other.append(entry(2), error_code=SP, alone=alone)
+        await log.append(entry(1), error_code=SP)
+        r2 = await other.append(entry(2), error_code=SP)
         # `log` still believes record 1 is the head: its write collides and fails closed
         with pytest.raises(MessageLogError):
-            await log.append(entry(3), error_code=SP, alone=alone)
-        r3 = await log.append(entry(3), error_code=SP, alone=alone)
+            await log.append(entry(3), error_code=SP)
+        r3 = await log.append(entry(3), error_code=SP)
         assert (r3.sequence, r3.prev_hash) == (3, r2.record_hash)
         assert (await log.verify()).count == 3
     finally:
@@ -523,11 +537,14 @@ async def test_missing_table_fails_writes_and_reads(engine: Engine, log: Message
         log.reader().records_between(0, None, 10)
 
 
-@pytest.mark.parametrize("alone", [False, True])
-async def test_append_after_close_fails_closed(log: MessageLog, alone: bool) -> None:
+@pytest.mark.parametrize("via_thread", [False, True])
+async def test_append_after_close_fails_closed(log: MessageLog, via_thread: bool,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    if via_thread:
+        _through_the_thread(log, monkeypatch)
     log.close()
     with pytest.raises(MessageLogError) as caught:
-        await log.append(entry(1), error_code=SP, alone=alone)
+        await log.append(entry(1), error_code=SP)
     assert caught.value.code == SP
 
 
@@ -544,20 +561,19 @@ def _commit_threads(log: MessageLog, monkeypatch: pytest.MonkeyPatch) -> list[in
     return threads
 
 
-async def test_a_lone_record_is_committed_without_the_writer_thread_on_sqlite(
+async def test_records_are_committed_on_the_loops_thread_on_sqlite_only(
     engine: Engine, log: MessageLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads = _commit_threads(log, monkeypatch)
     await fill(log, 2)
-    stored = [await log.append(entry(i), error_code=SP, alone=True) for i in (3, 4)]
-    await log.append(entry(5), error_code=SP)
+    together = await asyncio.gather(*[log.append(entry(i), error_code=SP) for i in (3, 4, 5)])
     here = threading.get_ident()
     if engine.dialect.name == "sqlite":
-        assert threads[2:4] == [here, here]
-    else:  # PostgreSQL: a pinged connection per group, on the writer thread
+        # one commit per record appended alone, one for the three appended in one turn
+        assert threads == [here] * 3
+    else:  # PostgreSQL: the writer thread, so that its round trips never block the loop
         assert here not in threads
-    assert here not in threads[:2] + threads[4:]
-    assert [r.sequence for r in stored] == [3, 4]
+    assert [r.sequence for r in together] == [3, 4, 5]
     # durable and chained like any other: read back through a connection of its own
     fresh = create_db_engine(engine.url.render_as_string(hide_password=False))
     try:
@@ -571,18 +587,18 @@ async def test_a_lone_record_is_committed_without_the_writer_thread_on_sqlite(
     assert report.count == 5
 
 
-async def test_a_lone_record_waits_for_a_busy_writer(
+async def test_a_record_waits_for_a_busy_writer_thread(
     engine: Engine, log: MessageLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads = _commit_threads(log, monkeypatch)
     await fill(log, 1)
-    release = _hold_writer(log)
-    lone = asyncio.ensure_future(log.append(entry(2), error_code=CP, alone=True))
+    release = _hold_writer(log)  # stamping a batch, say
+    pending = asyncio.ensure_future(log.append(entry(2), error_code=CP))
     await _when_queued(log, 1)
-    assert not lone.done()  # neither committed beside the writer nor ahead of it
+    assert not pending.done()  # neither committed beside the writer nor ahead of it
     release.set()
-    assert (await lone).sequence == 2
-    assert threading.get_ident() not in threads
+    assert (await pending).sequence == 2
+    assert threads[-1] != threading.get_ident()
     assert (await log.verify()).count == 2
 
 

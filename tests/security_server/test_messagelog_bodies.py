@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -215,14 +216,16 @@ async def test_the_sweep_during_a_records_commit_keeps_its_body(engine: Engine,
                                                                  log: MessageLog) -> None:
     """The record's transaction has written the record and is about to delete the pending
     row: the sweep, run right then from another connection, sees neither change and must
-    keep the body (checking records alone would delete it under the record)."""
-    loop = asyncio.get_running_loop()
+    keep the body (checking records alone would delete it under the record).  The commit
+    runs on the loop's thread (SQLite) or the writer thread (PostgreSQL), so the sweep runs
+    on a loop of its own in another thread."""
     swept: list[int] = []
 
     def sweep_now(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         if statement.startswith("DELETE FROM message_body_pending") and not swept:
-            swept.append(asyncio.run_coroutine_threadsafe(
-                log.remove_unmarked_bodies(), loop).result(timeout=30))
+            with ThreadPoolExecutor(1) as pool:
+                swept.append(pool.submit(asyncio.run, log.remove_unmarked_bodies())
+                             .result(timeout=30))
 
     event.listen(engine, "before_cursor_execute", sweep_now)
     try:

@@ -1,22 +1,22 @@
-"""Tests of the runtime's message count and how it lets a lone message's records skip the log's
-writer thread (the log's own tests cover the commit itself)."""
+"""Tests of the runtime's logging of messages: where the records are committed, and the
+failure each proxy reports (the log's own tests cover the commit itself)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
 
 from certs.ca import DevCA
 from security_server.config import SecurityServerConfig
 from security_server.keys import load_keys
-from security_server.runtime import RUNTIME, Runtime, message_handler
+from security_server.runtime import Runtime
 from tests.security_server.test_keys import MEMBER, SERVER, Files, offline_runtime
+from xchange.errors import XRoadError
 from xchange.messagelog import LogEntry, StoredRecord
 
 
@@ -55,34 +55,22 @@ def _commit_threads(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return threads
 
 
-async def test_handlers_count_the_messages_in_flight(runtime: Runtime) -> None:
-    app = web.Application()
-    app[RUNTIME] = runtime
-    seen = []
-
-    @message_handler
-    async def handler(request: web.Request) -> web.StreamResponse:
-        seen.append(runtime.messages_in_flight)
-        if request.path == "/fail":
-            raise web.HTTPBadRequest()
-        return web.Response()
-
-    with runtime.in_flight():
-        await handler(make_mocked_request("GET", "/", app=app))
-    with pytest.raises(web.HTTPBadRequest):
-        await handler(make_mocked_request("GET", "/fail", app=app))
-    assert seen == [2, 1]
-    assert runtime.messages_in_flight == 0  # also after a failure
-
-
-async def test_only_a_lone_message_is_logged_without_the_writer_thread(
+async def test_concurrent_messages_share_one_commit_on_the_loops_thread(
     runtime: Runtime, pki_now: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads = _commit_threads(runtime, monkeypatch)
-    with runtime.in_flight():
-        await runtime.log_message(_entry(1, pki_now), side="client")
-        with runtime.in_flight():  # another message: the writer thread groups the records
-            await runtime.log_message(_entry(2, pki_now), side="server")
-    here = threading.get_ident()
-    assert threads[0] == here != threads[1]
-    assert [r.sequence for r in await runtime.log.records()] == [1, 2]
+    await asyncio.gather(runtime.log_message(_entry(1, pki_now), side="client"),
+                         runtime.log_message(_entry(2, pki_now), side="server"))
+    assert threads == [threading.get_ident()]  # SQLite: one commit, no thread hand-over
+    assert [r.entry.query_id for r in await runtime.log.records()] == ["q-1", "q-2"]
+
+
+@pytest.mark.parametrize(("side", "code"), [("client", "server.clientproxy.logging_failed"),
+                                            ("server", "server.serverproxy.logging_failed")])
+async def test_a_record_not_written_stops_the_message_with_its_proxys_code(
+    runtime: Runtime, pki_now: datetime, side: str, code: str
+) -> None:
+    runtime.log.close()
+    with pytest.raises(XRoadError) as caught:
+        await runtime.log_message(_entry(1, pki_now), side=side)  # type: ignore[arg-type]
+    assert caught.value.code == code
