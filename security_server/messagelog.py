@@ -39,8 +39,8 @@ Large bodies (docs/decisions.md, "Large bodies in the message log"): a body give
 :class:`~xchange.body.ExternalBody` (a spooled body, over 1 MiB) is not put in its row.
 :meth:`MessageLog.append` first copies it, chunk by chunk, into the ``message_body_chunk``
 table under a random body id (encrypted chunk by chunk under the keyring, if there is
-one; committed every few chunks, off the writer thread, so other messages' records are not
-held up), then chains and commits the record, whose ``body_id`` names the chunks and whose
+one; each chunk committed on its own, on a worker thread, so no write transaction waits
+for the network while other messages' records are committed), then chains and commits the record, whose ``body_id`` names the chunks and whose
 ``body`` is empty.  No step holds the body whole.  Reading such a record reads the chunks
 back once to take their digest (so an altered chunk breaks the record's hash like any other
 alteration) and hands the body on as an external body that reads them again on demand.
@@ -124,9 +124,6 @@ LoggingFailedCode = Literal[
 """The code of a failed write: the client proxy's or the server proxy's."""
 
 _VERIFY_BATCH: Final = 1000
-_CHUNKS_PER_COMMIT: Final = 8
-"""A large body's chunks are committed 8 MiB at a time: short transactions that let the
-writer thread's group commits in between (SQLite has one writer at a time)."""
 ORPHAN_BODY_AGE: Final = timedelta(hours=1)
 """How long a large body may wait for its record before its chunks are removed, unless
 this process still holds it (then it is never removed).  Far above the time from a body's
@@ -185,7 +182,11 @@ class _HeldBodies:
 
 class BodyStore:
     """Stores one large body in ``message_body_chunk`` as it arrives, chunk by chunk
-    (encrypted under the keyring's current key, if any), committing every few chunks.
+    (encrypted under the keyring's current key, if any), each chunk in a transaction of its
+    own.  No transaction stays open while the next chunk arrives: on SQLite an open write
+    transaction holds the database's one write lock, and the records committed meanwhile
+    (on the event loop's thread, which is also the one receiving the body) would wait for
+    it -- up to the busy timeout, and then fail.
 
     Blocking: call it from a worker thread.  :meth:`finish` writes the last chunk (its
     encryption says it is the last, so it is written only once the end is known) and
@@ -200,7 +201,6 @@ class BodyStore:
         self._key_id = None if keyring is None else keyring.current
         self._pending = bytearray()
         self._index = 0
-        self._connection: sa.Connection | None = None
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -215,41 +215,25 @@ class BodyStore:
         if self._pending or self._index == 0:
             self._insert(bytes(self._pending), last=True)
             self._pending.clear()
-        self._release(commit=True)
         reader = _ChunkReader(self._engine, self._keyring, self.body_id, self._key_id)
         self._held.add(reader)
         return reader
 
     def drop(self) -> None:
         """Best effort: remove the chunks stored so far."""
-        self._release(commit=False)  # rolls back what was not committed
         self._held.discard(self)  # if this fails, the sweep removes it later
         _drop_chunks(self._engine, self.body_id)
 
     def _insert(self, piece: bytes, *, last: bool) -> None:
-        if self._connection is None:
-            self._connection = self._engine.connect()
-            if self._index == 0:
-                self._connection.execute(sa.insert(_PENDING).values(
-                    body_id=self.body_id, started_at=datetime.now(UTC)))
         data = piece if self._keyring is None else self._keyring.encrypt_chunk(
             self.body_id, self._index, last, piece)
-        self._connection.execute(sa.insert(_CHUNKS).values(
-            body_id=self.body_id, index=self._index, data=data))
+        with self._engine.begin() as connection:
+            if self._index == 0:  # committed with the first chunk: see _unmarked
+                connection.execute(sa.insert(_PENDING).values(
+                    body_id=self.body_id, started_at=datetime.now(UTC)))
+            connection.execute(sa.insert(_CHUNKS).values(
+                body_id=self.body_id, index=self._index, data=data))
         self._index += 1
-        if self._index % _CHUNKS_PER_COMMIT == 0:
-            self._release(commit=True)
-
-    def _release(self, *, commit: bool) -> None:
-        """End the open transaction, committed or rolled back, and give its connection
-        back to the pool: none is held while the body's next chunks arrive."""
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                if commit:
-                    connection.commit()
-            finally:
-                connection.close()
 
 
 def _drop_chunks(engine: Engine, body_id: str) -> None:

@@ -199,7 +199,7 @@ async def test_unmarked_chunks_are_removed_and_nothing_else(engine: Engine,
 
 async def test_a_body_is_never_unmarked_on_its_way(engine: Engine, log: MessageLog) -> None:
     """At every step of a body's life, a record or a pending row accounts for it."""
-    data = BIG * 4  # over eight chunks: the first eight are committed while it arrives
+    data = BIG * 4  # eleven chunks: all but the last are committed while it arrives
     store = log.body_store()
     await asyncio.to_thread(store.write, data)
     assert len(_bodies(engine)) == 1
@@ -210,6 +210,25 @@ async def test_a_body_is_never_unmarked_on_its_way(engine: Engine, log: MessageL
     assert await log.remove_unmarked_bodies() == 0  # logged: a record names it
     (record,) = await log.records()
     assert read_all(record.entry.body) == data
+
+
+async def test_records_commit_while_a_body_is_half_stored(engine: Engine, log: MessageLog
+                                                          ) -> None:
+    """Between two pieces of a body no write transaction is open: a record committed
+    meanwhile (on SQLite on the loop's thread, the one receiving the body) must not wait for
+    the rest of the body.  (It waited for SQLite's lock until the busy timeout, and failed.)"""
+    store = log.body_store()
+    await asyncio.to_thread(store.write, BIG)  # two chunks committed, the rest still to come
+    other = await log.append(entry(1), error_code=CP)
+    await asyncio.to_thread(store.write, b"more")
+    reader = await asyncio.to_thread(store.finish)
+    body = BIG + b"more"
+    mine = await log.append(entry(2, body=ExternalBody(BodyDigest.of(body), reader)),
+                            error_code=CP)
+    assert (other.sequence, mine.sequence) == (1, 2)
+    records = await log.records()
+    assert read_all(records[1].entry.body) == body
+    assert (await log.verify()).count == 2
 
 
 async def test_the_sweep_during_a_records_commit_keeps_its_body(engine: Engine,
