@@ -38,6 +38,7 @@ from security_server.directory import Directory, StoreDirectory, seed_from_confi
 from security_server.httpclient import Client
 from security_server.is_tls import IsTls, ensure_internal_certificate
 from security_server.keys import ServerKeys, load_keys
+from security_server.listen import AcceptingSite
 from security_server.logaudit import server_trust
 from security_server.logkeys import load_keyring
 from security_server.logstamper import LogStamper
@@ -185,8 +186,8 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             runners.append(runner)
-            await web.TCPSite(runner, listen.host, listen.port, ssl_context=ssl_ctx,
-                              backlog=LISTEN_BACKLOG).start()
+            await AcceptingSite(runner, listen.host, listen.port, ssl_context=ssl_ctx,
+                                backlog=LISTEN_BACKLOG).start()
         yield runtime
     finally:
         for task in tasks:

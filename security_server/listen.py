@@ -1,0 +1,147 @@
+"""The security server's listeners: an aiohttp site that accepts every waiting connection
+at once.
+
+A listener made by ``loop.create_server`` on uvloop accepts one connection per turn of the
+event loop (asyncio's own loop accepts up to its backlog per turn).  A busy server's turns
+last milliseconds, so a burst of new clients -- a thousand information systems connecting
+at once, or reconnecting after a restart -- waited in the kernel's queue for seconds, and
+some gave up (docs/performance.md, "Accepting a burst of connections").
+:class:`AcceptingSite` owns its listening sockets and accepts, each time one is readable,
+everything the kernel has queued (up to the backlog), then hands each connection to the
+loop with ``connect_accepted_socket``: the same transports and TLS as ``create_server``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+from typing import Any, Final
+
+from aiohttp import web
+from yarl import URL
+
+__all__ = ["ACCEPT_RETRY_SECONDS", "AcceptingSite"]
+
+log = logging.getLogger(__name__)
+
+ACCEPT_RETRY_SECONDS: Final = 1.0
+"""Out of file descriptors or memory, a listener stops accepting for this long (as asyncio's
+does); the connections wait in the kernel's queue meanwhile."""
+
+_RESOURCE_ERRORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class AcceptingSite(web.BaseSite):
+    """A TCP site (``host``, ``port``; TLS if ``ssl_context`` is given) that accepts every
+    queued connection each time its listener is readable (module docstring).  ``host`` is
+    bound on each of its addresses; port 0 picks a free port (:attr:`port` tells which)."""
+
+    __slots__ = ("_handshakes", "_host", "_port", "_retry", "_sockets")
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
+                 ssl_context: ssl.SSLContext | None = None, backlog: int = 128) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        self._host, self._port = host, port
+        self._sockets: list[socket.socket] = []
+        self._handshakes: set[asyncio.Task[object]] = set()
+        self._retry: dict[socket.socket, asyncio.TimerHandle] = {}
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return str(URL.build(scheme=scheme, host=self._host, port=self.port))
+
+    @property
+    def port(self) -> int:
+        """The bound port once started (the requested one before)."""
+        if self._sockets:
+            return int(self._sockets[0].getsockname()[1])
+        return self._port
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        try:
+            for family, address in await _addresses(loop, self._host, self._port):
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                self._sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(self._backlog)
+                sock.setblocking(False)
+                loop.add_reader(sock.fileno(), self._accept, loop, sock)
+        except BaseException:
+            self._close_sockets(loop)
+            raise
+
+    async def stop(self) -> None:
+        self._close_sockets(asyncio.get_running_loop())
+        for task in list(self._handshakes):
+            task.cancel()
+        await super().stop()
+
+    def _close_sockets(self, loop: asyncio.AbstractEventLoop) -> None:
+        for handle in self._retry.values():
+            handle.cancel()
+        for sock in self._sockets:
+            if sock.fileno() != -1:
+                loop.remove_reader(sock.fileno())
+                sock.close()
+
+    def _accept(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        """The listener is readable: accept everything queued, up to the backlog."""
+        server = self._runner.server
+        assert server is not None
+        for _ in range(self._backlog):
+            try:
+                conn, _peer = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _RESOURCE_ERRORS:
+                    log.error("listener %s: cannot accept (%s); retrying in %.0f s", self.name,
+                              exc.strerror, ACCEPT_RETRY_SECONDS)
+                    loop.remove_reader(sock.fileno())
+                    self._retry[sock] = loop.call_later(
+                        ACCEPT_RETRY_SECONDS, self._resume, loop, sock)
+                    return
+                continue  # the client went away before it was accepted (ECONNABORTED)
+            conn.setblocking(False)
+            task = loop.create_task(loop.connect_accepted_socket(
+                server, conn, ssl=self._ssl_context))
+            self._handshakes.add(task)
+            task.add_done_callback(self._connected)
+
+    def _resume(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        del self._retry[sock]
+        if sock.fileno() != -1:
+            loop.add_reader(sock.fileno(), self._accept, loop, sock)
+
+    def _connected(self, task: asyncio.Task[object]) -> None:
+        self._handshakes.discard(task)
+        if task.cancelled():
+            return
+        if (exc := task.exception()) is not None:
+            # A client that fails its TLS handshake or drops: its problem, not the server's.
+            log.debug("listener %s: connection not set up: %r", self.name, exc)
+
+
+_Address = tuple[socket.AddressFamily, tuple[Any, ...]]
+
+
+async def _addresses(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[_Address]:
+    """Every address to bind for ``host`` (once each), as ``create_server`` binds them."""
+    infos = await loop.getaddrinfo(host or None, port, family=socket.AF_UNSPEC,
+                                   type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    found: list[_Address] = []
+    for family, _type, _proto, _name, address in infos:
+        if family in (socket.AF_INET, socket.AF_INET6) and (family, address) not in found:
+            found.append((family, address))
+    if not found:
+        raise OSError(f"no address to listen on for {host!r}")
+    return found
