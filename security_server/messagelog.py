@@ -40,12 +40,12 @@ Large bodies (docs/decisions.md, "Large bodies in the message log"): a body give
 :meth:`MessageLog.append` first copies it, chunk by chunk, into the ``message_body_chunk``
 table under a random body id (encrypted chunk by chunk under the keyring, if there is
 one; each chunk committed on its own, on a worker thread, so no write transaction waits
-for the network while other messages' records are committed), then chains and commits the record, whose ``body_id`` names the chunks and whose
-``body`` is empty.  No step holds the body whole.  Reading such a record reads the chunks
-back once to take their digest (so an altered chunk breaks the record's hash like any other
-alteration) and hands the body on as an external body that reads them again on demand.
-Chunks of a record that failed to commit are deleted; chunks go with their record when it
-is purged.
+for the network while other messages' records are committed), then chains and commits the
+record, whose ``body_id`` names the chunks and whose ``body`` is empty.  No step holds the
+body whole.  Reading such a record reads the chunks back once to take their digest (so an
+altered chunk breaks the record's hash like any other alteration) and hands the body on as
+an external body that reads them again on demand.  Chunks of a record that failed to commit
+are deleted; chunks go with their record when it is purged.
 
 Orphaned chunks: a body's chunks are committed before its record, so a crash (or a failed
 clean-up) in between leaves chunks no record names.  The first commit of a body's chunks

@@ -496,7 +496,7 @@ async def test_body_source_failure_is_raised() -> None:
 # -- TLS --------------------------------------------------------------------------------------
 
 
-def _pair(tmp: Path, name: str, *, client: bool) -> tuple[Path, Path, bytes]:
+def tls_files(tmp: Path, name: str, *, client: bool) -> tuple[Path, Path, bytes]:
     key = generate_private_key()
     cert = self_signed_tls_certificate(key, name, now=datetime.now(UTC),
                                        hosts=("127.0.0.1",), client=client)
@@ -509,8 +509,8 @@ def _pair(tmp: Path, name: str, *, client: bool) -> tuple[Path, Path, bytes]:
 @pytest.fixture
 def tls_pair(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext, bytes]:
     """Mutual TLS: the server's context, the client's context, the server's DER."""
-    s_cert, s_key, s_der = _pair(tmp_path, "server", client=False)
-    c_cert, c_key, c_der = _pair(tmp_path, "client", client=True)
+    s_cert, s_key, s_der = tls_files(tmp_path, "server", client=False)
+    c_cert, c_key, c_der = tls_files(tmp_path, "client", client=True)
     server = server_context(s_cert, s_key, [x509.load_der_x509_certificate(c_der)])
     client = client_context(c_cert, c_key, [x509.load_der_x509_certificate(s_der)])
     return server, client, s_der
@@ -552,7 +552,7 @@ async def test_pin_mismatch_sends_nothing(tls_pair: tuple[ssl.SSLContext, ssl.SS
 async def test_untrusted_server_is_a_tls_error(
         tmp_path: Path, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext, bytes]) -> None:
     _, client_ctx, _ = tls_pair
-    o_cert, o_key, _ = _pair(tmp_path, "other", client=False)
+    o_cert, o_key, _ = tls_files(tmp_path, "other", client=False)
     other = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     other.load_cert_chain(o_cert, o_key)
     async with echo_server(tls=other) as server:
@@ -619,7 +619,7 @@ async def test_client_limit_is_shared_by_its_pools() -> None:
 
 
 async def test_client_tls_verified_or_not(tmp_path: Path) -> None:
-    cert, key, _ = _pair(tmp_path, "provider", client=False)
+    cert, key, _ = tls_files(tmp_path, "provider", client=False)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     async with echo_server(tls=ctx) as server:
@@ -645,7 +645,7 @@ async def test_client_presents_the_internal_certificate(tmp_path: Path) -> None:
     purposes = x509.load_pem_x509_certificate(cert.read_bytes()).extensions \
         .get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(purposes) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
-    p_cert, p_key, _ = _pair(tmp_path, "provider", client=False)
+    p_cert, p_key, _ = tls_files(tmp_path, "provider", client=False)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(p_cert, p_key)
     ctx.verify_mode = ssl.CERT_REQUIRED
@@ -670,7 +670,7 @@ async def test_client_pins_a_registered_provider_certificate(tmp_path: Path) -> 
     """A provider system's certificate registered for its subsystem is trusted by its
     SHA-256 alone (self-signed, any host name); another certificate is refused before a
     byte is sent; new pins get a new pool and the old one is retired."""
-    cert, key, der = _pair(tmp_path, "provider", client=False)
+    cert, key, der = tls_files(tmp_path, "provider", client=False)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     pin = hashlib.sha256(der).hexdigest()

@@ -8,14 +8,18 @@ import errno
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import cast
 
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography import x509
 
 from security_server import listen
 from security_server.listen import AcceptingSite
-from tests.security_server.test_httpclient import tls_pair  # noqa: F401 - a fixture
+from security_server.tls import client_context, server_context
+from tests.security_server.test_httpclient import tls_files
 
 
 async def _hello(_request: web.Request) -> web.Response:
@@ -49,9 +53,10 @@ async def test_a_burst_of_connections_is_accepted_at_once(runner: web.AppRunner)
         for _ in range(100):  # the kernel completes each handshake; none is accepted yet
             client = socket.create_connection(("127.0.0.1", site.port))
             clients.append(client)
-        assert runner.server is not None
+        server = runner.server
+        assert server is not None
         # A listener from create_server on uvloop takes one connection per turn: 100 turns.
-        turns = await _turns_until(lambda: len(runner.server.connections) == 100, 100)
+        turns = await _turns_until(lambda: len(server.connections) == 100, 100)
         assert turns <= 10
     finally:
         for client in clients:
@@ -73,9 +78,12 @@ async def test_http_is_served_and_stop_closes_the_listener(runner: web.AppRunner
 
 
 async def test_mutual_tls_is_served_and_a_failed_handshake_is_survived(
-    runner: web.AppRunner, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext, bytes]
+    runner: web.AppRunner, tmp_path: Path
 ) -> None:
-    server_tls, client_tls, _ = tls_pair
+    s_cert, s_key, s_der = tls_files(tmp_path, "server", client=False)
+    c_cert, c_key, c_der = tls_files(tmp_path, "client", client=True)
+    server_tls = server_context(s_cert, s_key, [x509.load_der_x509_certificate(c_der)])
+    client_tls = client_context(c_cert, c_key, [x509.load_der_x509_certificate(s_der)])
     site = AcceptingSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
     await site.start()
     assert site.name.startswith("https://")
@@ -121,7 +129,7 @@ async def test_out_of_descriptors_the_listener_pauses_and_resumes(
     exhausted = Exhausted()
     loop = asyncio.get_running_loop()
     loop.remove_reader(real.fileno())
-    loop.add_reader(real.fileno(), site._accept, loop, exhausted)
+    loop.add_reader(real.fileno(), site._accept, loop, cast(socket.socket, exhausted))
     client = socket.create_connection(("127.0.0.1", site.port))
     try:
         assert runner.server is not None
