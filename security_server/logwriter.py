@@ -154,8 +154,8 @@ class GroupWriter(Generic[T, R]):
 
     def _commit_turn(self, loop: asyncio.AbstractEventLoop) -> None:
         """On ``loop``'s thread, a turn after the appends: commit them here, or hand them to
-        the writer thread if it is busy or has work waiting.  Never raises: every future is
-        settled."""
+        the writer thread if it is busy or has work waiting.  Every future is settled: a
+        failed commit fails its group, a closed writer every item."""
         items = [item for item in self._turns.pop(loop) if not item.future.cancelled()]
         if not items:
             return
