@@ -39,12 +39,13 @@ class AcceptingSite(web.BaseSite):
     queued connection each time its listener is readable (module docstring).  ``host`` is
     bound on each of its addresses; port 0 picks a free port (:attr:`port` tells which)."""
 
-    __slots__ = ("_handshakes", "_host", "_port", "_retry", "_sockets")
+    __slots__ = ("_bound_port", "_handshakes", "_host", "_port", "_retry", "_sockets")
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
                  ssl_context: ssl.SSLContext | None = None, backlog: int = 128) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._host, self._port = host, port
+        self._bound_port: int | None = None
         self._sockets: list[socket.socket] = []
         self._handshakes: set[asyncio.Task[object]] = set()
         self._retry: dict[socket.socket, asyncio.TimerHandle] = {}
@@ -52,14 +53,13 @@ class AcceptingSite(web.BaseSite):
     @property
     def name(self) -> str:
         scheme = "https" if self._ssl_context else "http"
-        return str(URL.build(scheme=scheme, host=self._host, port=self.port))
+        host = self._host or "0.0.0.0"  # noqa: S104 - shown, not bound: "" binds every address
+        return str(URL.build(scheme=scheme, host=host, port=self.port))
 
     @property
     def port(self) -> int:
         """The bound port once started (the requested one before)."""
-        if self._sockets:
-            return int(self._sockets[0].getsockname()[1])
-        return self._port
+        return self._port if self._bound_port is None else self._bound_port
 
     async def start(self) -> None:
         await super().start()
@@ -75,6 +75,7 @@ class AcceptingSite(web.BaseSite):
                 sock.listen(self._backlog)
                 sock.setblocking(False)
                 loop.add_reader(sock.fileno(), self._accept, loop, sock)
+            self._bound_port = int(self._sockets[0].getsockname()[1])
         except BaseException:
             self._close_sockets(loop)
             raise

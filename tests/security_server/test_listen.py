@@ -71,10 +71,9 @@ async def test_http_is_served_and_stop_closes_the_listener(runner: web.AppRunner
         for _ in range(3):  # and again on the kept-alive connection
             async with session.get(f"http://127.0.0.1:{site.port}/") as response:
                 assert (response.status, await response.text()) == (200, "hello")
-    port = site.port
     await site.stop()
     with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        socket.create_connection(("127.0.0.1", site.port), timeout=5).close()
 
 
 async def test_mutual_tls_is_served_and_a_failed_handshake_is_survived(
