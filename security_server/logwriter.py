@@ -262,9 +262,8 @@ def _settle(settled: list[_Outcome[R]]) -> None:
 
 def _fail(items: Sequence[_LoopItem[T, R]], error: BaseException) -> None:
     """In the loop: fail every item's future with ``error``."""
-    for item in items:
-        if not item.future.done():
-            item.future.set_exception(error)
+    settled: list[_Outcome[R]] = [(item.future, None, error) for item in items]
+    _settle(settled)
 
 
 def _run_task(task: _Task) -> None:
