@@ -16,6 +16,12 @@ form of docs/protocol.md).  "Busy" means:
 
 What this does not do: wait on purpose.  No timer holds a message back to fill a batch.
 
+A caller may pass ``then``: called with its signature as soon as it exists, in the turn of
+the loop that made it, before the caller is woken.  The runtime appends the message's log
+record there (``Runtime.sign_and_log``), so the record's commit is queued on the loop ahead
+of the caller's wake-up: a message that waited for a batch resumes signed *and* logged at
+the next turn, where resuming, appending and waiting for the commit took two turns more.
+
 Every signature is made by :mod:`xchange.signing`; a failure fails every message of that
 batch (each caller maps it to its own ``cannot_create_signature``).
 """
@@ -52,6 +58,7 @@ class SignerStats:
 class _Waiting:
     message: ToSign
     future: asyncio.Future[str]
+    then: Callable[[str], None] | None
 
 
 class KeySigner:
@@ -74,9 +81,10 @@ class KeySigner:
         self._waiting: list[_Waiting] = []
 
     async def sign(self, payload: bytes, *, signed_at: datetime | None = None,
-                   nonce: str | None = None) -> str:
+                   nonce: str | None = None, then: Callable[[str], None] | None = None) -> str:
         """The signature of one message: the single form if it was signed alone, else the
-        batch form.  Raises what signing raised."""
+        batch form.  Raises what signing raised.  ``then`` (module docstring) is called with
+        the signature before this returns; what it raises is raised here."""
         message = ToSign(payload, signed_at, nonce)
         loop = asyncio.get_running_loop()
         if self._executor is None and (not self._busy or self._max == 1):
@@ -85,9 +93,12 @@ class KeySigner:
             if not self._busy and self._max > 1:
                 self._busy = True
                 loop.call_soon(self._next)
-            return self._signed([message])[0]
+            signature = self._signed([message])[0]
+            if then is not None:
+                then(signature)
+            return signature
         future: asyncio.Future[str] = loop.create_future()
-        self._waiting.append(_Waiting(message, future))
+        self._waiting.append(_Waiting(message, future, then))
         if not self._busy:
             self._busy = True
             self._start()
@@ -120,9 +131,11 @@ class KeySigner:
             # Everything that waited is signed now, ``max_batch`` to a signature.
             while batch:
                 try:
-                    _settle(batch, self._signed([w.message for w in batch]), None)
+                    signatures = self._signed([w.message for w in batch])
                 except Exception as exc:  # handed to every waiting caller
-                    _settle(batch, None, exc)
+                    _fail(batch, exc)
+                else:
+                    _hand_out(batch, signatures)
                 batch = self._take()
             loop.call_soon(self._next)
             return
@@ -130,19 +143,30 @@ class KeySigner:
 
         def finished(fut: asyncio.Future[list[str]]) -> None:
             exc = (asyncio.CancelledError() if fut.cancelled() else fut.exception())
-            _settle(batch, None if exc is not None else fut.result(), exc)
+            if exc is not None:
+                _fail(batch, exc)
+            else:
+                _hand_out(batch, fut.result())
             self._next()
 
         done.add_done_callback(finished)
 
 
-def _settle(batch: list[_Waiting], signatures: list[str] | None,
-            exc: BaseException | None) -> None:
-    for i, waiting in enumerate(batch):
-        if waiting.future.done():
+def _hand_out(batch: list[_Waiting], signatures: list[str]) -> None:
+    """Each still-waiting caller's signature: first to its ``then``, then to the caller."""
+    for waiting, signature in zip(batch, signatures, strict=True):
+        if waiting.future.done():  # the caller went away
             continue
-        if signatures is not None:
-            waiting.future.set_result(signatures[i])
-        else:
-            assert exc is not None
+        if waiting.then is not None:
+            try:
+                waiting.then(signature)
+            except Exception as exc:  # this message's own failure, not its batch's
+                waiting.future.set_exception(exc)
+                continue
+        waiting.future.set_result(signature)
+
+
+def _fail(batch: list[_Waiting], exc: BaseException) -> None:
+    for waiting in batch:
+        if not waiting.future.done():
             waiting.future.set_exception(exc)

@@ -255,11 +255,12 @@ async def send_request(rt: Runtime, req: Request, read_body: Callable[[], Awaita
     try:
         header_part = req.header_part()
         payload = digest_payload(header_part, body.digest)  # hashed as it arrived
-        signature = await rt.sign(identity, payload, side="client", signed_at=now,
-                                  nonce=secrets.token_hex(16))
+        signature = await rt.sign_and_log(
+            identity, payload,
+            lambda signature: make_entry(req, "request", "outgoing",
+                                         FrameHead(header_part, signature, staples), body, now),
+            side="client", signed_at=now, nonce=secrets.token_hex(16))
         head = FrameHead(header_part, signature, staples)
-        await rt.log_message(make_entry(req, "request", "outgoing", head, body, now),
-                             side="client")
         answer = await _exchange(rt, conf, targets, head, body)
     finally:
         body.close()

@@ -73,7 +73,7 @@ import logging
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -318,22 +318,40 @@ class MessageLog:
         self._writer: GroupWriter[LogEntry, StoredRecord] = GroupWriter(
             self._commit_group, max_group=max_group, name="messagelog-writer")
 
-    async def append(self, entry: LogEntry, *, error_code: LoggingFailedCode) -> StoredRecord:
-        """Chain ``entry`` after the last record and commit it; return the stored record.
+    def append(self, entry: LogEntry, *, error_code: LoggingFailedCode
+               ) -> Coroutine[Any, Any, StoredRecord]:
+        """Chain ``entry`` after the last record and commit it; the awaited result is the
+        stored record.
 
-        Raises :class:`MessageLogError` with ``error_code`` if the record is not durably
-        written, for whatever reason; the message must then not be passed on.
+        Awaiting raises :class:`MessageLogError` with ``error_code`` if the record is not
+        durably written, for whatever reason; the message must then not be passed on.
 
         On SQLite the record is committed on the loop's thread at its next turn, with every
         record appended meanwhile, unless the writer thread is busy
-        (:meth:`GroupWriter.append_on_loop`); on PostgreSQL it goes to the writer thread.
+        (:meth:`GroupWriter.append_on_loop`); on PostgreSQL it goes to the writer thread.  A
+        record whose body needs no storing first is queued when this is *called*, not when
+        its result is awaited: the batch signer's callers append their records in the turn
+        that signed them, before they resume (``Runtime.sign_and_log``).
         """
         if error_code not in get_args(LoggingFailedCode):
             raise ValueError(f"not a logging failure code: {error_code!r}")
+        queued = None
+        if not _to_store(entry):
+            # A closed writer refuses here; _append then meets the same refusal and reports
+            # it as any other failure, when awaited.
+            with contextlib.suppress(WriterClosedError):
+                queued = (self._writer.append_on_loop(entry) if self._commit_on_loop
+                          else self._writer.append_async(entry))
+        return self._append(entry, error_code, queued)
+
+    async def _append(self, entry: LogEntry, error_code: LoggingFailedCode,
+                      queued: asyncio.Future[StoredRecord] | None) -> StoredRecord:
         stored: _ChunkReader | None = None
         try:
-            if isinstance(entry.body, ExternalBody) and not isinstance(entry.body.reader,
-                                                                       _ChunkReader):
+            if queued is not None:
+                return await queued
+            if _to_store(entry):
+                assert isinstance(entry.body, ExternalBody)
                 stored = await asyncio.to_thread(self._store_body, entry.body)
                 entry = replace(entry, body=ExternalBody(entry.body.digest, stored))
             if self._commit_on_loop:
@@ -693,6 +711,13 @@ class MessageLog:
             if len(batch) < _VERIFY_BATCH:
                 return
             after = batch[-1].sequence
+
+
+def _to_store(entry: LogEntry) -> bool:
+    """Whether ``entry``'s body must be stored in chunks before its record is written (a
+    large body not yet in this log's chunks)."""
+    return isinstance(entry.body, ExternalBody) and not isinstance(entry.body.reader,
+                                                                   _ChunkReader)
 
 
 class LogReader:

@@ -16,13 +16,14 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Callable,
+    Coroutine,
     Mapping,
 )
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from aiohttp import web
 from cryptography import x509
@@ -49,7 +50,7 @@ from xchange.errors import (
 )
 from xchange.globalconf import GlobalConf, SecurityServerInfo
 from xchange.identifiers import ClientId, SecurityServerId
-from xchange.messagelog import LogEntry
+from xchange.messagelog import LogEntry, StoredRecord
 from xchange.messages import Request
 from xchange.ocsp import OcspStatus
 from xchange.replay import ReplayWindow
@@ -303,7 +304,7 @@ class Runtime:
 
     async def sign(self, identity: SigningIdentity, payload: bytes, *,
                    side: Literal["client", "server"], signed_at: datetime | None = None,
-                   nonce: str | None = None) -> str:
+                   nonce: str | None = None, then: Callable[[str], None] | None = None) -> str:
         """Sign a digest payload with ``identity`` (see :func:`xchange.signing.sign_payload`),
         batched with the other messages that wait for the same key
         (:mod:`security_server.batchsign`).
@@ -311,7 +312,8 @@ class Runtime:
         A key in memory signs in the event loop (tens of microseconds).  A key in a token
         signs in the token's thread: the call blocks on the device (SoftHSM2 here: 0.07 ms
         for EC P-256, 2.4 ms for RSA 3072; a network HSM takes longer).  Any failure is
-        ``cannot_create_signature``, and the message goes no further.
+        ``cannot_create_signature``, and the message goes no further.  ``then`` is the
+        batch signer's (:meth:`KeySigner.sign`); it must not raise.
         """
         signer = self.signers.get(identity.member)
         if signer is None or signer.identity is not identity:
@@ -320,7 +322,7 @@ class Runtime:
                                max_batch=self.config.signing_batch_max)
             self.signers[identity.member] = signer
         try:
-            return await signer.sign(payload, signed_at=signed_at, nonce=nonce)
+            return await signer.sign(payload, signed_at=signed_at, nonce=nonce, then=then)
         except Exception as exc:  # a token can fail in many ways; none may leak to a client
             log.error("signing as %s failed: %r", identity.member, exc)
             if side == "client":
@@ -328,6 +330,43 @@ class Runtime:
                                        code="server.clientproxy.cannot_create_signature") from exc
             raise ServerProxyError(f"could not sign as {identity.member}",
                                    code="server.serverproxy.cannot_create_signature") from exc
+
+    async def sign_and_log(self, identity: SigningIdentity, payload: bytes,
+                           record: Callable[[str], LogEntry], *,
+                           side: Literal["client", "server"], signed_at: datetime | None = None,
+                           nonce: str | None = None) -> str:
+        """Sign ``payload`` (:meth:`sign`), then write ``record(signature)`` durably
+        (:meth:`log_message`); return the signature once its record is committed.  Fails
+        as those two do, and nothing is logged if signing failed.
+
+        The record is appended in the loop turn that made the signature, before the caller
+        is woken (:mod:`security_server.batchsign`), so its commit comes first at the next
+        turn: a message that waited for a batch resumes signed and logged, two turns sooner
+        than signing, then logging (docs/decisions.md, "A message's record is appended in
+        the turn that signs it").
+        """
+        started: list[tuple[LogEntry, Coroutine[Any, Any, StoredRecord]]] = []
+        refused: list[Exception] = []
+
+        def then(signature: str) -> None:
+            try:
+                entry = record(signature)
+                started.append((entry, self._start_logging(entry, side)))
+            except Exception as exc:  # told to the caller below, not as a signing failure
+                refused.append(exc)
+
+        try:
+            signature = await self.sign(identity, payload, side=side, signed_at=signed_at,
+                                        nonce=nonce, then=then)
+        except BaseException:
+            for _, appending in started:  # gone while its record commits: nobody waits
+                appending.close()
+            raise
+        if refused:
+            raise refused[0]
+        [(entry, appending)] = started
+        await self._finish_logging(entry, appending, side)
+        return signature
 
     # -- message log ------------------------------------------------------------------------
 
@@ -339,29 +378,43 @@ class Runtime:
         the record's time-stamp is awaited too, and its failure is ``timestamping_failed``
         (not for a refusal being recorded: its own error code is what the caller must see).
         """
-        proxy = "clientproxy" if side == "client" else "serverproxy"
+        await self._finish_logging(entry, self._start_logging(entry, side), side)
+
+    def _start_logging(self, entry: LogEntry, side: Literal["client", "server"]
+                       ) -> Coroutine[Any, Any, StoredRecord]:
+        """:meth:`log_message` up to the append, which starts here (:meth:`MessageLog.append`)."""
         if entry.kind == "request" and entry.status == "ok":
-            self.stamper.check(entry.created_at, code=f"server.{proxy}.timestamping_failed")
-        code: LoggingFailedCode = (
-            "server.clientproxy.logging_failed" if side == "client"
-            else "server.serverproxy.logging_failed"
-        )
+            self.stamper.check(entry.created_at, code=f"server.{_PROXY[side]}.timestamping_failed")
+        return self.log.append(entry, error_code=_LOGGING_FAILED[side])
+
+    async def _finish_logging(self, entry: LogEntry, appending: Coroutine[Any, Any, StoredRecord],
+                              side: Literal["client", "server"]) -> None:
+        """:meth:`log_message` from the append on."""
         try:
-            record = await self.log.append(entry, error_code=code)
+            record = await appending
         except Exception as exc:  # any failure to persist must stop the message
             # The client sees only the code; the operator needs the database's own words.
             log.error("message log write failed (%s %s of %s): %r", entry.direction,
                       entry.kind, entry.query_id, exc.__cause__ or exc)
             if isinstance(exc, XRoadError):
                 raise
-            raise XRoadError("message log could not be written", code=code) from exc
+            raise XRoadError("message log could not be written",
+                             code=_LOGGING_FAILED[side]) from exc
         if self.config.timestamping == "sync" and entry.status == "ok":
             try:
                 await self.stamper.stamp_through(record.sequence)
             except XRoadError as exc:
                 raise TimestampingFailedError(
                     f"the message could not be time-stamped: {exc.message}",
-                    code=f"server.{proxy}.timestamping_failed") from exc
+                    code=f"server.{_PROXY[side]}.timestamping_failed") from exc
+
+
+_PROXY: Final = {"client": "clientproxy", "server": "serverproxy"}
+_LOGGING_FAILED: Final[dict[str, LoggingFailedCode]] = {
+    "client": "server.clientproxy.logging_failed",
+    "server": "server.serverproxy.logging_failed",
+}
+
 
 def make_entry(
     req: Request,

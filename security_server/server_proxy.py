@@ -222,11 +222,13 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
             request_hash=request_hash_of(payload), status=status, headers=headers,
         )
         header_part = response.header_part()
-        signature = await rt.sign(identity, digest_payload(header_part, answer.digest),
-                                  side="server")
+        signature = await rt.sign_and_log(
+            identity, digest_payload(header_part, answer.digest),
+            lambda signature: make_entry(req, "response", "outgoing",
+                                         FrameHead(header_part, signature, staples), answer,
+                                         rt.clock()),
+            side="server")
         signed = FrameHead(header_part, signature, staples)
-        await rt.log_message(make_entry(req, "response", "outgoing", signed, answer,
-                                        rt.clock()), side="server")
     except BaseException:
         answer.close()
         raise

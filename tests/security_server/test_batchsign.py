@@ -157,3 +157,80 @@ async def test_a_caller_that_went_away_is_left_out(identity: SigningIdentity,
     with pytest.raises(InvalidSignatureError, match="does not verify"):
         verify_payload(signature, payload(3), expected_signer=MEMBER,
                        anchors=[identity.chain[-1]], at=pki_now, code=CODE)
+
+
+
+async def test_then_gets_each_signature_in_its_signing_turn_before_its_caller(
+        identity: SigningIdentity, pki_now: datetime) -> None:
+    events: list[tuple[str, int]] = []
+    seen: dict[int, str] = {}
+    signer = KeySigner(identity)
+
+    async def one(i: int) -> str:
+        def then(signature: str) -> None:
+            seen[i] = signature
+            events.append(("then", i))
+
+        signature = await signer.sign(payload(i), signed_at=pki_now, nonce=nonce(i), then=then)
+        events.append(("resumed", i))
+        return signature
+
+    signatures = await asyncio.gather(*(one(i) for i in range(4)))
+    assert [seen[i] for i in range(4)] == list(signatures)
+    check(identity, list(signatures), pki_now)
+    # The first went alone, at once; the three that waited were handed their signatures
+    # in one pass, before any of them resumed.
+    assert events == [("then", 0), ("resumed", 0), ("then", 1), ("then", 2), ("then", 3),
+                      ("resumed", 1), ("resumed", 2), ("resumed", 3)]
+
+
+async def test_a_then_that_raises_fails_its_own_message_only(
+        identity: SigningIdentity, pki_now: datetime) -> None:
+    signer = KeySigner(identity)
+
+    def then(i: int) -> Callable[[str], None]:
+        def check_it(signature: str) -> None:
+            if i in (0, 2):
+                raise ValueError(f"record {i} refused")
+        return check_it
+
+    results = await asyncio.gather(
+        *(signer.sign(payload(i), signed_at=pki_now, nonce=nonce(i), then=then(i))
+          for i in range(4)), return_exceptions=True)
+    assert [str(r) if isinstance(r, ValueError) else "signed" for r in results] == [
+        "record 0 refused", "signed", "record 2 refused", "signed"]
+
+
+async def test_a_token_key_calls_then_before_waking_each_caller(
+        identity: SigningIdentity, pki_now: datetime) -> None:
+    events: list[str] = []
+
+    async def one(signer: KeySigner, i: int) -> str:
+        signature = await signer.sign(payload(i), signed_at=pki_now, nonce=nonce(i),
+                                      then=lambda s: events.append(f"then {i}"))
+        events.append(f"resumed {i}")
+        return signature
+
+    with ThreadPoolExecutor(1) as token:
+        signer = KeySigner(identity, executor=token)
+        signatures = await asyncio.gather(*(one(signer, i) for i in range(3)))
+    check(identity, list(signatures), pki_now)
+    # A token signs the first alone (its thread was idle), the other two together.
+    assert events == ["then 0", "resumed 0", "then 1", "then 2", "resumed 1", "resumed 2"]
+
+
+async def test_a_caller_that_went_away_gets_no_then(identity: SigningIdentity,
+                                                    pki_now: datetime) -> None:
+    called: list[int] = []
+    signer = KeySigner(identity)
+
+    def then(i: int) -> Callable[[str], None]:
+        return lambda signature: called.append(i)
+
+    tasks = [asyncio.ensure_future(signer.sign(payload(i), signed_at=pki_now, nonce=nonce(i),
+                                               then=then(i)))
+             for i in range(3)]
+    await asyncio.sleep(0)
+    tasks[1].cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert called == [0, 2]

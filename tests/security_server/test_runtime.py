@@ -1,23 +1,27 @@
-"""Tests of the runtime's logging of messages: where the records are committed, and the
-failure each proxy reports (the log's own tests cover the commit itself)."""
+"""Tests of the runtime's logging of messages: where the records are committed, signing and
+logging in one turn, and the failure each proxy reports (the log's own tests cover the
+commit itself)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from certs.ca import DevCA
+from security_server.batchsign import KeySigner
 from security_server.config import SecurityServerConfig
 from security_server.keys import load_keys
 from security_server.runtime import Runtime
 from tests.security_server.test_keys import MEMBER, SERVER, Files, offline_runtime
 from xchange.errors import XRoadError
 from xchange.messagelog import LogEntry, StoredRecord
+from xchange.signing import SigningIdentity, ToSign, verify_payload
 
 
 @pytest.fixture
@@ -74,3 +78,73 @@ async def test_a_record_not_written_stops_the_message_with_its_proxys_code(
     with pytest.raises(XRoadError) as caught:
         await runtime.log_message(_entry(1, pki_now), side=side)  # type: ignore[arg-type]
     assert caught.value.code == code
+
+
+def _signed_entry(i: int, at: datetime) -> Callable[[str], LogEntry]:
+    return lambda signature: dataclasses.replace(_entry(i, at), signature=signature)
+
+
+async def test_a_batch_of_signatures_and_its_records_are_committed_in_the_signing_turn(
+    runtime: Runtime, pki_now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = _commit_threads(runtime, monkeypatch)
+    payloads = [bytes([i]) * 64 for i in range(4)]
+    signatures = await asyncio.gather(*(
+        runtime.sign_and_log(runtime.identities[MEMBER], payloads[i], _signed_entry(i, pki_now),
+                             side="client", signed_at=pki_now, nonce=f"{i:032d}")
+        for i in range(4)))
+    # The first was signed alone, at once; the other three waited for the key and were
+    # signed together at the next turn, where their records joined the first's: one commit,
+    # made before any of them resumed (signing, then logging, took two).
+    assert threads == [threading.get_ident()]
+    records = await runtime.log.records()
+    assert [r.entry.query_id for r in records] == [f"q-{i}" for i in range(4)]
+    assert [r.entry.signature for r in records] == list(signatures)
+    anchors = [runtime.identities[MEMBER].chain[-1]]
+    sizes = [verify_payload(s, payloads[i], expected_signer=MEMBER, anchors=anchors,
+                            at=pki_now, code="server.serverproxy.invalid_signature").batch_size
+             for i, s in enumerate(signatures)]
+    assert sizes == [None, 3, 3, 3]
+
+
+@pytest.mark.parametrize(("side", "code"), [("client", "server.clientproxy.logging_failed"),
+                                            ("server", "server.serverproxy.logging_failed")])
+async def test_a_signed_message_whose_record_is_not_written_is_stopped(
+    runtime: Runtime, pki_now: datetime, side: str, code: str
+) -> None:
+    runtime.log.close()
+    with pytest.raises(XRoadError) as caught:
+        await runtime.sign_and_log(runtime.identities[MEMBER], b"p" * 64,
+                                   _signed_entry(1, pki_now), side=side)  # type: ignore[arg-type]
+    assert caught.value.code == code
+
+
+async def test_nothing_is_logged_for_a_message_that_could_not_be_signed(
+    runtime: Runtime, pki_now: datetime
+) -> None:
+    def broken(identity: SigningIdentity, messages: list[ToSign]) -> list[str]:
+        raise RuntimeError("token removed")
+
+    identity = runtime.identities[MEMBER]
+    runtime.signers[MEMBER] = KeySigner(identity, sign=broken)
+    results = await asyncio.gather(*(
+        runtime.sign_and_log(identity, b"p" * 64, _signed_entry(i, pki_now), side="server")
+        for i in range(3)), return_exceptions=True)
+    assert [getattr(r, "code", r) for r in results] == [
+        "server.serverproxy.cannot_create_signature"] * 3
+    assert await runtime.log.records() == []
+
+
+async def test_a_record_that_cannot_be_made_stops_its_message_only(
+    runtime: Runtime, pki_now: datetime
+) -> None:
+    def refused(signature: str) -> LogEntry:
+        raise XRoadError("refused", code="server.clientproxy.timestamping_failed")
+
+    results = await asyncio.gather(*(
+        runtime.sign_and_log(runtime.identities[MEMBER], b"p" * 64,
+                             refused if i == 1 else _signed_entry(i, pki_now), side="client")
+        for i in range(3)), return_exceptions=True)
+    assert isinstance(results[1], XRoadError)
+    assert results[1].code == "server.clientproxy.timestamping_failed"
+    assert [r.entry.query_id for r in await runtime.log.records()] == ["q-0", "q-2"]
