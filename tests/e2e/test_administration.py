@@ -120,8 +120,13 @@ def test_toml_services_are_published_when_the_server_starts(
     """First in this module, before any admin change: the services imported from the TOML
     file reach the registry's catalogue because the server published them at start."""
     wait_for(lambda: {"persons", "slow", "down"} <= set(catalogue(fed, capsys)))
-    state = admin(fed, capsys, token_file, "ss", "catalogue", "show", str(REGISTER))
-    assert (state["state"], state["services"]) == ("published", 3)
+
+    def published() -> tuple[str, int]:
+        state = admin(fed, capsys, token_file, "ss", "catalogue", "show", str(REGISTER))
+        return state["state"], state["services"]
+
+    # The registry may hold the services a moment before the server has read its answer.
+    wait_for(lambda: published() == ("published", 3))
 
 
 def test_admin_token_command(fed: Federation, capsys: pytest.CaptureFixture[str]) -> None:
