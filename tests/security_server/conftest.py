@@ -19,14 +19,17 @@ from security_server.app import loop_factory
 from security_server.db import create_db_engine, create_tables
 from tests.conftest import PG_URL_VARIABLE, postgres_schema
 
-_BOTH_LOOPS = frozenset({"tests.security_server.test_httpclient",
+_BOTH_LOOPS = frozenset({"tests.security_server.test_batchsign",
+                         "tests.security_server.test_httpclient",
                          "tests.security_server.test_listen",
-                         "tests.security_server.test_logwriter"})
+                         "tests.security_server.test_logwriter",
+                         "tests.security_server.test_runtime"})
 """Test modules that run on both event loops a security server can run on
 (``[server] event_loop``): the hand-written HTTP client works on the loop's transports
 directly, and uvloop's are not asyncio's (nor subclasses of them); the log's writer
-commits on the loop's turns and hands results to the loop from its thread; the listeners
-accept for the loop (uvloop's own take one connection per turn)."""
+commits on the loop's turns and hands results to the loop from its thread; the batch
+signer's callers append their records in the signing turn, ahead of their wake-ups; the
+listeners accept for the loop (uvloop's own take one connection per turn)."""
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item
