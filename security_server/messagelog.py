@@ -2,7 +2,7 @@
 
 Stores the core's :class:`~xchange.messagelog.StoredRecord` in the ``message_log`` table
 (SQLite or PostgreSQL, see :mod:`security_server.db`) and implements the design's fail-closed
-rule: :meth:`MessageLog.append` returns only once the record is committed, and raises
+rule: awaiting :meth:`MessageLog.append` returns only once the record is committed, and raises
 :class:`MessageLogError` (``server.clientproxy.logging_failed`` or
 ``server.serverproxy.logging_failed``, as the caller says) if it is not, so the message is
 not passed on.

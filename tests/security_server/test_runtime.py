@@ -10,6 +10,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -47,6 +48,10 @@ def _entry(i: int, at: datetime) -> LogEntry:
                     created_at=at, ocsp_responses=())
 
 
+def _signed_entry(i: int, at: datetime) -> Callable[[str], LogEntry]:
+    return lambda signature: dataclasses.replace(_entry(i, at), signature=signature)
+
+
 def _commit_threads(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     threads = []
     real = rt.log._commit_group
@@ -69,19 +74,21 @@ async def test_concurrent_messages_share_one_commit_on_the_loops_thread(
     assert [r.entry.query_id for r in await runtime.log.records()] == ["q-1", "q-2"]
 
 
+@pytest.mark.parametrize("signed", [False, True], ids=["log_message", "sign_and_log"])
 @pytest.mark.parametrize(("side", "code"), [("client", "server.clientproxy.logging_failed"),
                                             ("server", "server.serverproxy.logging_failed")])
 async def test_a_record_not_written_stops_the_message_with_its_proxys_code(
-    runtime: Runtime, pki_now: datetime, side: str, code: str
+    runtime: Runtime, pki_now: datetime, side: Literal["client", "server"], code: str,
+    signed: bool
 ) -> None:
     runtime.log.close()
     with pytest.raises(XRoadError) as caught:
-        await runtime.log_message(_entry(1, pki_now), side=side)  # type: ignore[arg-type]
+        if signed:
+            await runtime.sign_and_log(runtime.identities[MEMBER], b"p" * 64,
+                                       _signed_entry(1, pki_now), side=side)
+        else:
+            await runtime.log_message(_entry(1, pki_now), side=side)
     assert caught.value.code == code
-
-
-def _signed_entry(i: int, at: datetime) -> Callable[[str], LogEntry]:
-    return lambda signature: dataclasses.replace(_entry(i, at), signature=signature)
 
 
 async def test_a_batch_of_signatures_and_its_records_are_committed_in_the_signing_turn(
@@ -105,18 +112,6 @@ async def test_a_batch_of_signatures_and_its_records_are_committed_in_the_signin
                             at=pki_now, code="server.serverproxy.invalid_signature").batch_size
              for i, s in enumerate(signatures)]
     assert sizes == [None, 3, 3, 3]
-
-
-@pytest.mark.parametrize(("side", "code"), [("client", "server.clientproxy.logging_failed"),
-                                            ("server", "server.serverproxy.logging_failed")])
-async def test_a_signed_message_whose_record_is_not_written_is_stopped(
-    runtime: Runtime, pki_now: datetime, side: str, code: str
-) -> None:
-    runtime.log.close()
-    with pytest.raises(XRoadError) as caught:
-        await runtime.sign_and_log(runtime.identities[MEMBER], b"p" * 64,
-                                   _signed_entry(1, pki_now), side=side)  # type: ignore[arg-type]
-    assert caught.value.code == code
 
 
 async def test_nothing_is_logged_for_a_message_that_could_not_be_signed(
