@@ -290,11 +290,6 @@ _PENDING: Final = PENDING_BODY
 _BATCHES: Final = TIMESTAMP_BATCH
 _CHUNKS: Final = BODY_CHUNK
 _PLACEHOLDERS: Final = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-_STAMP_RECORD: Final = sa.update(_RECORDS).where(
-    _RECORDS.c.sequence == sa.bindparam("b_sequence"), _RECORDS.c.batch_id.is_(None),
-).values(merkle_path=sa.bindparam("b_path"))
-
-
 class MessageLog:
     """The message log over one database.  The engine is the caller's to dispose of."""
 
@@ -307,6 +302,7 @@ class MessageLog:
         # read it from the database before the next write.
         self._head: ChainCheckpoint | None = None
         self._insert = _RecordInsert(engine.dialect)
+        self._stamp = _stamp_update(engine.dialect)
         # The writer keeps one connection between groups: a pool checkout, its reset and
         # its return (and on PostgreSQL the pool's pre-ping round trip) cost more than the
         # insert of a lone record.  A kept connection that went stale (a database restart,
@@ -685,10 +681,9 @@ class MessageLog:
                 raise MessageLogError(
                     f"records {plan.first_sequence}-{plan.last_sequence}: "
                     f"{batch.size - pending} missing or already stamped")
-            connection.execute(
-                _STAMP_RECORD.values(batch_id=batch.id),
-                [{"b_sequence": plan.first_sequence + offset, "b_path": b"".join(path)}
-                 for offset, path in enumerate(plan.paths)])
+            self._stamp.execute(connection, [
+                self._stamp.bind((batch.id, b"".join(path), plan.first_sequence + offset))
+                for offset, path in enumerate(plan.paths)])
         return batch
 
     def _read_batches(self) -> list[TimestampBatch]:
@@ -903,24 +898,24 @@ class _RecordSelect:
         return converted
 
 
-class _RecordInsert:
-    """The INSERT of new ``message_log`` rows for one dialect: its text, and the column
-    types' bind processors (those the dialect has: SQLite's text form of a datetime,
-    say), applied as SQLAlchemy would."""
+class _DriverStatement:
+    """A statement on ``message_log`` executed with ``executemany`` on the driver's cursor
+    for one dialect: its text, its parameters' column types' bind processors (those the
+    dialect has: SQLite's text form of a datetime, say), applied as SQLAlchemy would, and
+    the driver's errors wrapped as SQLAlchemy would.  Compiling a statement and processing a
+    parameter dictionary per row cost more than the row's own write."""
 
-    def __init__(self, dialect: sa.Dialect) -> None:
-        mark = _PLACEHOLDERS[dialect.paramstyle]
-        # Built from this module's constants only: no value ever enters the text.
-        columns = ", ".join(_INSERT_COLUMNS)
-        marks = ", ".join([mark] * len(_INSERT_COLUMNS))
-        self.sql = f"INSERT INTO {_RECORDS.name} ({columns}) VALUES ({marks})"  # noqa: S608
+    def __init__(self, dialect: sa.Dialect, text: str, columns: Sequence[str]) -> None:
+        """``text`` has a ``?`` for each parameter, bound to ``columns``' values in order;
+        built from this module's constants only: no value ever enters it."""
+        self.sql = text.replace("?", _PLACEHOLDERS[dialect.paramstyle])
         processors = [(i, _RECORDS.c[name].type.bind_processor(dialect))
-                      for i, name in enumerate(_INSERT_COLUMNS)]
+                      for i, name in enumerate(columns)]
         self._processors = [(i, p) for i, p in processors if p is not None]
         self._dialect = dialect
 
-    def row(self, record: StoredRecord, keyring: Keyring | None) -> tuple[Any, ...]:
-        values = _row_values(record, keyring)
+    def bind(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        """One row's parameters as the driver takes them."""
         if not self._processors:
             return values
         converted = list(values)
@@ -939,6 +934,25 @@ class _RecordInsert:
         except dbapi_error as exc:  # the driver's own error, wrapped as SQLAlchemy would
             raise sa.exc.DBAPIError.instance(self.sql, None, exc, dbapi_error,
                                              dialect=self._dialect) from exc
+
+
+class _RecordInsert(_DriverStatement):
+    """The INSERT of new ``message_log`` rows."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        columns, marks = ", ".join(_INSERT_COLUMNS), ", ".join(["?"] * len(_INSERT_COLUMNS))
+        text = f"INSERT INTO {_RECORDS.name} ({columns}) VALUES ({marks})"  # noqa: S608
+        super().__init__(dialect, text, _INSERT_COLUMNS)
+
+    def row(self, record: StoredRecord, keyring: Keyring | None) -> tuple[Any, ...]:
+        return self.bind(_row_values(record, keyring))
+
+
+def _stamp_update(dialect: sa.Dialect) -> _DriverStatement:
+    """The UPDATE that puts an unstamped record into its time-stamp batch, with its path."""
+    text = (f"UPDATE {_RECORDS.name} SET batch_id = ?, merkle_path = ? "  # noqa: S608
+            "WHERE sequence = ? AND batch_id IS NULL")
+    return _DriverStatement(dialect, text, ("batch_id", "merkle_path", "sequence"))
 
 
 def _row_values(record: StoredRecord, keyring: Keyring | None) -> tuple[Any, ...]:
