@@ -159,7 +159,6 @@ async def test_a_caller_that_went_away_is_left_out(identity: SigningIdentity,
                        anchors=[identity.chain[-1]], at=pki_now, code=CODE)
 
 
-
 async def test_then_gets_each_signature_in_its_signing_turn_before_its_caller(
         identity: SigningIdentity, pki_now: datetime) -> None:
     events: list[tuple[str, int]] = []

@@ -353,4 +353,3 @@ async def test_turn_items_fail_closed_when_the_writer_closes_first(recorder: Rec
     with pytest.raises(WriterClosedError):
         writer.append_on_loop(2)
     assert recorder.groups == []
-
