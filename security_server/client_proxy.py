@@ -255,12 +255,10 @@ async def send_request(rt: Runtime, req: Request, read_body: Callable[[], Awaita
     try:
         header_part = req.header_part()
         payload = digest_payload(header_part, body.digest)  # hashed as it arrived
-        signature = await rt.sign_and_log(
-            identity, payload,
-            lambda signature: make_entry(req, "request", "outgoing",
-                                         FrameHead(header_part, signature, staples), body, now),
+        head = await rt.sign_and_log(
+            identity, payload, header_part, staples,
+            lambda head: make_entry(req, "request", "outgoing", head, body, now),
             side="client", signed_at=now, nonce=secrets.token_hex(16))
-        head = FrameHead(header_part, signature, staples)
         answer = await _exchange(rt, conf, targets, head, body)
     finally:
         body.close()

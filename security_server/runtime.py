@@ -332,12 +332,14 @@ class Runtime:
                                    code="server.serverproxy.cannot_create_signature") from exc
 
     async def sign_and_log(self, identity: SigningIdentity, payload: bytes,
-                           record: Callable[[str], LogEntry], *,
+                           header_part: bytes, staples: tuple[bytes, ...],
+                           record: Callable[[FrameHead], LogEntry], *,
                            side: Literal["client", "server"], signed_at: datetime | None = None,
-                           nonce: str | None = None) -> str:
-        """Sign ``payload`` (:meth:`sign`), then write ``record(signature)`` durably
-        (:meth:`log_message`); return the signature once its record is committed.  Fails
-        as those two do, and nothing is logged if signing failed.
+                           nonce: str | None = None) -> FrameHead:
+        """Sign ``payload`` (:meth:`sign`; the digest payload of ``header_part`` and the
+        body), then write ``record(head)`` durably (:meth:`log_message`); return the signed
+        message's head (``header_part``, its signature, ``staples``) once its record is
+        committed.  Fails as those two do, and nothing is logged if signing failed.
 
         The record is appended in the loop turn that made the signature, before the caller
         is woken (:mod:`security_server.batchsign`), so its commit comes first at the next
@@ -345,28 +347,29 @@ class Runtime:
         than signing, then logging (docs/decisions.md, "A message's record is appended in
         the turn that signs it").
         """
-        started: list[tuple[LogEntry, Coroutine[Any, Any, StoredRecord]]] = []
+        started: list[tuple[FrameHead, LogEntry, Coroutine[Any, Any, StoredRecord]]] = []
         refused: list[Exception] = []
 
         def then(signature: str) -> None:
             try:
-                entry = record(signature)
-                started.append((entry, self._start_logging(entry, side)))
+                head = FrameHead(header_part, signature, staples)
+                entry = record(head)
+                started.append((head, entry, self._start_logging(entry, side)))
             except Exception as exc:  # told to the caller below, not as a signing failure
                 refused.append(exc)
 
         try:
-            signature = await self.sign(identity, payload, side=side, signed_at=signed_at,
-                                        nonce=nonce, then=then)
+            await self.sign(identity, payload, side=side, signed_at=signed_at, nonce=nonce,
+                            then=then)
         except BaseException:
-            for _, appending in started:  # gone while its record commits: nobody waits
+            for _, _, appending in started:  # gone while its record commits: nobody waits
                 appending.close()
             raise
         if refused:
             raise refused[0]
-        [(entry, appending)] = started
+        [(head, entry, appending)] = started
         await self._finish_logging(entry, appending, side)
-        return signature
+        return head
 
     # -- message log ------------------------------------------------------------------------
 

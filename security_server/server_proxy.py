@@ -222,13 +222,10 @@ async def serve_request(rt: Runtime, conf: GlobalConf, peer: SecurityServerInfo,
             request_hash=request_hash_of(payload), status=status, headers=headers,
         )
         header_part = response.header_part()
-        signature = await rt.sign_and_log(
-            identity, digest_payload(header_part, answer.digest),
-            lambda signature: make_entry(req, "response", "outgoing",
-                                         FrameHead(header_part, signature, staples), answer,
-                                         rt.clock()),
+        signed = await rt.sign_and_log(
+            identity, digest_payload(header_part, answer.digest), header_part, staples,
+            lambda head: make_entry(req, "response", "outgoing", head, answer, rt.clock()),
             side="server")
-        signed = FrameHead(header_part, signature, staples)
     except BaseException:
         answer.close()
         raise

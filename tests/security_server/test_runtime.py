@@ -23,6 +23,7 @@ from tests.security_server.test_keys import MEMBER, SERVER, Files, offline_runti
 from xchange.errors import XRoadError
 from xchange.messagelog import LogEntry, StoredRecord
 from xchange.signing import SigningIdentity, ToSign, verify_payload
+from xchange.transport import FrameHead
 
 
 @pytest.fixture
@@ -48,8 +49,12 @@ def _entry(i: int, at: datetime) -> LogEntry:
                     created_at=at, ocsp_responses=())
 
 
-def _signed_entry(i: int, at: datetime) -> Callable[[str], LogEntry]:
-    return lambda signature: dataclasses.replace(_entry(i, at), signature=signature)
+def _signed_entry(i: int, at: datetime) -> Callable[[FrameHead], LogEntry]:
+    return lambda head: dataclasses.replace(_entry(i, at), signature=head.signature)
+
+
+_PART = b'{"id": "q"}'
+_STAPLES = (b"ocsp-1", b"ocsp-2")
 
 
 def _commit_threads(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -84,7 +89,7 @@ async def test_a_record_not_written_stops_the_message_with_its_proxys_code(
     runtime.log.close()
     with pytest.raises(XRoadError) as caught:
         if signed:
-            await runtime.sign_and_log(runtime.identities[MEMBER], b"p" * 64,
+            await runtime.sign_and_log(runtime.identities[MEMBER], b"p" * 64, _PART, _STAPLES,
                                        _signed_entry(1, pki_now), side=side)
         else:
             await runtime.log_message(_entry(1, pki_now), side=side)
@@ -96,8 +101,9 @@ async def test_a_batch_of_signatures_and_its_records_are_committed_in_the_signin
 ) -> None:
     threads = _commit_threads(runtime, monkeypatch)
     payloads = [bytes([i]) * 64 for i in range(4)]
-    signatures = await asyncio.gather(*(
-        runtime.sign_and_log(runtime.identities[MEMBER], payloads[i], _signed_entry(i, pki_now),
+    heads = await asyncio.gather(*(
+        runtime.sign_and_log(runtime.identities[MEMBER], payloads[i], _PART, _STAPLES,
+                             _signed_entry(i, pki_now),
                              side="client", signed_at=pki_now, nonce=f"{i:032d}")
         for i in range(4)))
     # The first was signed alone, at once; the other three waited for the key and were
@@ -106,7 +112,9 @@ async def test_a_batch_of_signatures_and_its_records_are_committed_in_the_signin
     assert threads == [threading.get_ident()]
     records = await runtime.log.records()
     assert [r.entry.query_id for r in records] == [f"q-{i}" for i in range(4)]
-    assert [r.entry.signature for r in records] == list(signatures)
+    assert all((h.header_part, h.ocsp_responses) == (_PART, _STAPLES) for h in heads)
+    signatures = [h.signature for h in heads]
+    assert [r.entry.signature for r in records] == signatures
     anchors = [runtime.identities[MEMBER].chain[-1]]
     sizes = [verify_payload(s, payloads[i], expected_signer=MEMBER, anchors=anchors,
                             at=pki_now, code="server.serverproxy.invalid_signature").batch_size
@@ -123,7 +131,8 @@ async def test_nothing_is_logged_for_a_message_that_could_not_be_signed(
     identity = runtime.identities[MEMBER]
     runtime.signers[MEMBER] = KeySigner(identity, sign=broken)
     results = await asyncio.gather(*(
-        runtime.sign_and_log(identity, b"p" * 64, _signed_entry(i, pki_now), side="server")
+        runtime.sign_and_log(identity, b"p" * 64, _PART, _STAPLES, _signed_entry(i, pki_now),
+                             side="server")
         for i in range(3)), return_exceptions=True)
     assert [getattr(r, "code", r) for r in results] == [
         "server.serverproxy.cannot_create_signature"] * 3
@@ -133,11 +142,11 @@ async def test_nothing_is_logged_for_a_message_that_could_not_be_signed(
 async def test_a_record_that_cannot_be_made_stops_its_message_only(
     runtime: Runtime, pki_now: datetime
 ) -> None:
-    def refused(signature: str) -> LogEntry:
+    def refused(head: FrameHead) -> LogEntry:
         raise XRoadError("refused", code="server.clientproxy.timestamping_failed")
 
     results = await asyncio.gather(*(
-        runtime.sign_and_log(runtime.identities[MEMBER], b"p" * 64,
+        runtime.sign_and_log(runtime.identities[MEMBER], b"p" * 64, _PART, _STAPLES,
                              refused if i == 1 else _signed_entry(i, pki_now), side="client")
         for i in range(3)), return_exceptions=True)
     assert isinstance(results[1], XRoadError)
