@@ -68,22 +68,22 @@ class AuditTrust:
     cas: tuple[ApprovedCA, ...]
     tsas: tuple[x509.Certificate, ...]
     ocsp_max_age: timedelta = timedelta(hours=1)
+    anchors: tuple[x509.Certificate, ...] = field(init=False, repr=False, compare=False)
+    """The approved CAs' certificates: one tuple for every record checked, so that what was
+    remembered of a signature's certificate path for these anchors is found at once."""
 
     def __post_init__(self) -> None:
         if not self.cas:
             raise ValueError("an audit needs at least one approved CA")
         if self.ocsp_max_age <= timedelta(0):
             raise ValueError("ocsp_max_age must be positive")
+        object.__setattr__(self, "anchors", tuple(ca.certificate for ca in self.cas))
 
     @classmethod
     def from_globalconf(cls, conf: GlobalConf) -> AuditTrust:
         return cls(cas=conf.approved_cas,
                    tsas=tuple(t.certificate for t in conf.approved_tsas),
                    ocsp_max_age=timedelta(seconds=conf.settings.ocsp_freshness_seconds))
-
-    @property
-    def anchors(self) -> tuple[x509.Certificate, ...]:
-        return tuple(ca.certificate for ca in self.cas)
 
 
 @dataclass(frozen=True, slots=True)

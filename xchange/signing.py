@@ -410,11 +410,13 @@ class _BatchHeader:
         if trusted is not None:
             known_anchors, valid_from, valid_until, signer = trusted
             if (at.utcoffset() is not None and valid_from <= at <= valid_until
-                    and len(anchors) == len(known_anchors)
-                    and all(a is b for a, b in zip(anchors, known_anchors, strict=True))):
+                    and (anchors is known_anchors or (
+                        len(anchors) == len(known_anchors)
+                        and all(a is b for a, b in zip(anchors, known_anchors, strict=True))))):
                 return signer
         signer, path = _signer_at(self.chain, anchors, at, code)
-        self._trusted = (tuple(anchors), max(c.not_valid_before_utc for c in path),
+        kept = anchors if type(anchors) is tuple else tuple(anchors)  # the caller's, if it can
+        self._trusted = (kept, max(c.not_valid_before_utc for c in path),
                          min(c.not_valid_after_utc for c in path), signer)
         return signer
 

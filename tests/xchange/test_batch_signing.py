@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -70,7 +70,7 @@ def messages(n: int, now: datetime, tag: str = "m") -> list[ToSign]:
 
 def verify(keys: Keys, signature: str, payload: bytes, *, expected: ClientId = CLIENT,
            at: datetime | None = None, code: str = CODE,
-           anchors: list[x509.Certificate] | None = None) -> VerifiedSignature:
+           anchors: Sequence[x509.Certificate] | None = None) -> VerifiedSignature:
     return verify_payload(signature, payload, expected_signer=expected,
                           anchors=keys.anchors if anchors is None else anchors,
                           at=keys.now if at is None else at, code=code)
@@ -417,6 +417,14 @@ def test_a_remembered_path_holds_only_for_the_same_anchors(
     # and after them, an anchor list without it is refused again.
     with pytest.raises(InvalidSignatureError, match="signing certificate"):
         verify(keys, sigs[3], batch[3].payload, anchors=[impostor.certificate])
+    # A tuple of anchors is remembered as given (an audit passes the same one for every
+    # record); another tuple, or the same certificates in a new one, is compared as above.
+    trusted, untrusted = (dev_ca.certificate,), (impostor.certificate,)
+    for given in (trusted, trusted, (dev_ca.certificate,)):
+        assert verify(keys, sigs[0], batch[0].payload, anchors=given).signer == MEMBER
+    with pytest.raises(InvalidSignatureError, match="signing certificate"):
+        verify(keys, sigs[1], batch[1].payload, anchors=untrusted)
+    assert verify(keys, sigs[1], batch[1].payload, anchors=trusted).signer == MEMBER
 
 
 def test_a_remembered_path_still_names_its_member(keys: Keys) -> None:
