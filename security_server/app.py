@@ -16,6 +16,7 @@ import gc
 import logging
 import resource
 import signal
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Final, cast
@@ -32,13 +33,13 @@ from security_server.body import limit_malloc_arenas
 from security_server.catalogue import CataloguePublisher, registry_url
 from security_server.client_proxy import create_client_proxy_app
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
-from security_server.config import ConfigError, SecurityServerConfig
+from security_server.config import ConfigError, ListenConfig, SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
 from security_server.directory import Directory, StoreDirectory, seed_from_config
 from security_server.httpclient import Client
 from security_server.is_tls import IsTls, ensure_internal_certificate
 from security_server.keys import ServerKeys, load_keys
-from security_server.listen import AcceptingSite
+from security_server.listen import AcceptingSite, Listener
 from security_server.logaudit import server_trust
 from security_server.logkeys import load_keyring
 from security_server.logstamper import LogStamper
@@ -48,7 +49,7 @@ from security_server.migrate import upgrade
 from security_server.ocsp import HttpOcspFetcher, OwnCertificates
 from security_server.registration import ClientUnregistration
 from security_server.runtime import Runtime, utc_now
-from security_server.server_proxy import create_server_proxy_app
+from security_server.server_proxy import create_server_proxy
 from security_server.store import ServerStore
 from security_server.timestamper import TsaClient
 from security_server.tls import server_context
@@ -63,6 +64,10 @@ LISTEN_BACKLOG: Final = 1024
 """Connections the kernel queues for each listener before they are accepted (aiohttp's
 default is 128: a burst of a thousand clients overflowed it, and the overflow waited for
 SYN retransmits, a second or more).  The kernel caps it at ``net.core.somaxconn``."""
+
+SHUTDOWN_GRACE_SECONDS: Final = 60.0
+"""On stopping, how long the requests in flight get to be answered (aiohttp's default for
+the other listeners)."""
 
 OPEN_FILES_WANTED: Final = 65536
 """The soft open-file limit asked for when the hard limit is unlimited."""
@@ -144,10 +149,11 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
                                         conf.trust_anchors() if conf else (),
                                         passphrase=config.key_passphrase)
     runners: list[web.AppRunner] = []
-    listeners = [
-        (create_client_proxy_app(runtime), config.client_proxy, None),
-        (create_server_proxy_app(runtime), config.server_proxy, runtime.server_tls),
-    ]
+    server_proxy = create_server_proxy(runtime)
+    peer_listener = Listener(server_proxy, config.server_proxy.host, config.server_proxy.port,
+                             ssl_context=runtime.server_tls, backlog=LISTEN_BACKLOG)
+    listeners: list[tuple[web.Application, ListenConfig, ssl.SSLContext | None]] = [
+        (create_client_proxy_app(runtime), config.client_proxy, None)]
     if config.client_proxy_tls is not None:
         assert config.internal_tls_cert is not None and config.internal_tls_key is not None
         is_tls = IsTls(config.internal_tls_cert, config.internal_tls_key, config.key_passphrase)
@@ -182,6 +188,7 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
                             recipients=load_recipients(config.archive.recipients))
         tasks.append(asyncio.create_task(archiver.run(utc_now)))
     try:
+        await peer_listener.start()
         for app, listen, ssl_ctx in listeners:
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
@@ -194,6 +201,8 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        peer_listener.close()
+        await server_proxy.shutdown(SHUTDOWN_GRACE_SECONDS)
         for runner in reversed(runners):
             await runner.cleanup()
         await runtime.close()

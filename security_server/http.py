@@ -20,11 +20,13 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from security_server.peerserver import PeerRequest, PeerResponse
 from xchange.errors import BadRequestError, XRoadError
 from xchange.soap.envelope import fault_envelope
 
-__all__ = ["MESSAGE_ID", "SOAP", "error_middleware", "error_response", "hide_server_version",
-           "received", "soap_fault_response", "stream_out"]
+__all__ = ["MESSAGE_ID", "SOAP", "error_fields", "error_middleware", "error_response",
+           "hide_server_version", "peer_error", "received", "soap_fault_response",
+           "stream_out", "unexpected"]
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +38,46 @@ SOAP = web.RequestKey("xroad_soap", bool)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(error: XRoadError, *, message_id: str | None = None) -> web.Response:
-    headers = {"X-Road-Error": error.code}
+def error_fields(error: XRoadError, *, message_id: str | None = None
+                 ) -> tuple[int, list[tuple[str, str]], bytes]:
+    """``error`` as a REST answer (PR-REST 4.6): its status, header fields and JSON body."""
+    headers = [("Content-Type", "application/json; charset=utf-8"),
+               ("X-Road-Error", error.code)]
     if message_id:
-        headers["X-Road-Id"] = message_id
-    body = json.dumps(error.to_json(), ensure_ascii=False).encode("utf-8")
-    return web.Response(
-        status=error.status,
-        body=body,
-        headers=headers,
-        content_type="application/json",
-        charset="utf-8",
-    )
+        headers.append(("X-Road-Id", message_id))
+    return error.status, headers, json.dumps(error.to_json(), ensure_ascii=False).encode()
+
+
+def error_response(error: XRoadError, *, message_id: str | None = None) -> web.Response:
+    status, headers, body = error_fields(error, message_id=message_id)
+    return web.Response(status=status, body=body, headers=headers)
+
+
+def unexpected(exc: BaseException, internal_code: str) -> XRoadError:
+    """An exception no handler expected, logged with its stack trace under a new incident
+    id: the internal error to answer instead, whose detail is that id."""
+    incident = str(uuid.uuid4())
+    log.error("internal error, incident %s", incident, exc_info=exc)
+    return XRoadError("internal error", code=internal_code, detail=incident)
+
+
+def peer_error(internal_code: str) -> Callable[[Exception, PeerRequest | None], PeerResponse]:
+    """How the server proxy's server (security_server.peerserver) answers an exception: an
+    X-Road error as such, anything else as an internal error with ``internal_code``."""
+
+    def render(exc: Exception, request: PeerRequest | None) -> PeerResponse:
+        if isinstance(exc, XRoadError):
+            if request is not None:
+                log.info("%s %s -> %s: %s", request.method, request.path, exc.code,
+                         exc.message)
+            error = exc
+        else:
+            error = unexpected(exc, internal_code)
+        status, headers, body = error_fields(
+            error, message_id=request.message_id if request is not None else None)
+        return PeerResponse(status, headers, body)
+
+    return render
 
 
 def soap_fault_response(error: XRoadError, *, incident: str | None = None) -> web.Response:
@@ -79,12 +109,10 @@ def error_middleware(internal_code: str) -> Middleware:
                     return soap_fault_response(error)
                 return error_response(error)
             raise
-        except Exception:
-            incident = str(uuid.uuid4())
-            log.exception("internal error, incident %s", incident)
-            error = XRoadError("internal error", code=internal_code, detail=incident)
+        except Exception as exc:
+            error = unexpected(exc, internal_code)
             if request.get(SOAP):
-                return soap_fault_response(error, incident=incident)
+                return soap_fault_response(error, incident=error.detail)
             return error_response(error)
 
     return middleware

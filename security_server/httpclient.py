@@ -64,15 +64,19 @@ __all__ = [
     "ProtocolError",
     "Response",
     "ResponseTimeoutError",
+    "StreamConnection",
     "TlsError",
+    "chunk_size",
+    "parse_fields",
     "peer_certificate_der",
     "pinned_certificate",
+    "read_trailers",
 ]
 
 MAX_HEAD: Final = 64 * 1024
-"""The most a response's status line and headers may take together (bytes)."""
+"""The most a message's first line and headers may take together (bytes)."""
 MAX_HEADERS: Final = 128
-"""The most header fields a response may have."""
+"""The most header fields a message may have."""
 _MAX_CHUNK_LINE: Final = 1024
 """The most a chunk-size line (with extensions) may take."""
 _FIELDS: Final = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*\r\n)*")
@@ -121,8 +125,9 @@ class ResponseTimeoutError(HttpClientError, TimeoutError):
 # -- one connection ---------------------------------------------------------------------------
 
 
-class _Conn(asyncio.Protocol):
-    """One connection: a receive buffer, the reader's waiter, and write flow control."""
+class StreamConnection(asyncio.Protocol):
+    """One connection: a receive buffer, the reader's waiter, and write flow control (the
+    server proxy's connections too: security_server.peerserver)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -301,7 +306,7 @@ class Response:
                  "content_length", "headers", "peer_certificate", "reason", "status",
                  "version")
 
-    def __init__(self, pool: Pool, conn: _Conn, version: str, status: int, reason: str,
+    def __init__(self, pool: Pool, conn: StreamConnection, version: str, status: int, reason: str,
                  headers: list[tuple[str, str]], *, method: str) -> None:
         self._pool, self._conn = pool, conn
         self.version, self.status, self.reason, self.headers = version, status, reason, headers
@@ -373,9 +378,9 @@ class Response:
         elif self._framing == "chunked":
             while True:
                 line = await conn.read_until(b"\r\n", _MAX_CHUNK_LINE, "chunk size line")
-                size = _chunk_size(line)
+                size = chunk_size(line)
                 if size == 0:
-                    await _read_trailers(conn)
+                    await read_trailers(conn)
                     break
                 while size:
                     data = await conn.read_some(min(size, _READ))
@@ -427,14 +432,14 @@ class Response:
         self.close()
 
 
-def _chunk_size(line: bytes) -> int:
+def chunk_size(line: bytes) -> int:
     text = line[:-2].partition(b";")[0].strip(b" \t")
     if not text or len(text) > 16 or text.strip(b"0123456789abcdefABCDEF"):
         raise ProtocolError(f"bad chunk size line {bytes(line[:40])!r}")
     return int(text, 16)
 
 
-async def _read_trailers(conn: _Conn) -> None:
+async def read_trailers(conn: StreamConnection) -> None:
     taken = 0
     while True:
         line = await conn.read_until(b"\r\n", MAX_HEAD - taken, "chunked trailer")
@@ -451,7 +456,14 @@ def _parse_head(head: bytes) -> tuple[str, int, str, list[tuple[str, str]]]:
             or not parts[1].isdigit() or not parts[1].isascii()
             or not b"100" <= parts[1] <= b"999"):
         raise ProtocolError(f"bad status line {bytes(head[:min(end, 80)])!r}")
-    block = head[end + 2:-2]  # each field with its CRLF
+    reason = parts[2].decode("utf-8", "surrogateescape") if len(parts) > 2 else ""
+    return parts[0].decode("ascii"), int(parts[1]), reason, parse_fields(head[end + 2:-2])
+
+
+def parse_fields(block: bytes) -> list[tuple[str, str]]:
+    """The header fields of a message head: ``block`` is the head after its first line,
+    without the final empty line (each field with its CRLF).  :class:`ProtocolError` for a
+    malformed field or more than :data:`MAX_HEADERS`."""
     if not _FIELDS.fullmatch(block):
         raise ProtocolError("bad header field (no name, a space before the colon, a folded "
                             "line, a bare CR or LF, or a NUL)")
@@ -464,8 +476,7 @@ def _parse_head(head: bytes) -> tuple[str, int, str, list[tuple[str, str]]]:
         name, _, value = field.partition(b":")
         headers.append((name.decode("ascii"),
                         value.strip(b" \t").decode("utf-8", "surrogateescape")))
-    reason = parts[2].decode("utf-8", "surrogateescape") if len(parts) > 2 else ""
-    return parts[0].decode("ascii"), int(parts[1]), reason, headers
+    return headers
 
 
 # -- the pool -------------------------------------------------------------------------------
@@ -540,7 +551,7 @@ class Pool:
             if port != (443 if tls is not None else 80):
                 host_header += f":{port}"
         self.host_header = host_header
-        self._idle: deque[_Conn] = deque()
+        self._idle: deque[StreamConnection] = deque()
         """Idle connections, the longest idle first."""
         self._open = 0
         """Connections open or being opened, idle ones included."""
@@ -594,7 +605,7 @@ class Pool:
             resp._finish()
         return resp
 
-    async def _read_response(self, conn: _Conn, method: str) -> Response:
+    async def _read_response(self, conn: StreamConnection, method: str) -> Response:
         while True:
             raw = await conn.read_until(b"\r\n\r\n", MAX_HEAD, "response head")
             version, status, reason, headers = _parse_head(raw)
@@ -605,7 +616,7 @@ class Pool:
 
     # connections
 
-    async def _acquire(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Conn:
+    async def _acquire(self, loop: asyncio.AbstractEventLoop, deadline: float) -> StreamConnection:
         await self._limit.acquire(loop, deadline)
         try:
             if self._closed:
@@ -625,14 +636,14 @@ class Pool:
             self._limit.release()
             raise
 
-    async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Conn:
+    async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float) -> StreamConnection:
         limit = deadline - loop.time()
         if self.connect_timeout is not None:
             limit = min(limit, self.connect_timeout)
         try:
             async with asyncio.timeout(limit):
                 transport, conn = await loop.create_connection(
-                    lambda: _Conn(loop), self.host, self.port, ssl=self.tls,
+                    lambda: StreamConnection(loop), self.host, self.port, ssl=self.tls,
                     server_hostname=self.server_hostname if self.tls is not None else None)
         except TimeoutError as exc:
             raise ConnectTimeoutError(
@@ -649,7 +660,7 @@ class Pool:
                 raise
         return conn
 
-    def _release(self, conn: _Conn, *, reuse: bool) -> None:
+    def _release(self, conn: StreamConnection, *, reuse: bool) -> None:
         """A busy connection is done: idle again if ``reuse`` (and nothing speaks
         against it), else closed."""
         if conn.timer is not None:
@@ -665,7 +676,7 @@ class Pool:
             self._discard(conn)
         self._limit.release()
 
-    def _discard(self, conn: _Conn) -> None:
+    def _discard(self, conn: StreamConnection) -> None:
         conn.close()
         self._open -= 1
 
@@ -816,7 +827,8 @@ def _unsafe(text: str) -> bool:
     return "\r" in text or "\n" in text or "\0" in text
 
 
-async def _send(conn: _Conn, body: AsyncIterable[bytes], content_length: int | None) -> None:
+async def _send(conn: StreamConnection, body: AsyncIterable[bytes],
+                content_length: int | None) -> None:
     """Write a streamed body (chunked when ``content_length`` is None).  If it fails the
     connection is aborted, so that the answer's reader does not wait for the deadline."""
     transport = conn.transport

@@ -44,27 +44,20 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from functools import lru_cache
 
-from aiohttp import web
 from cryptography import x509
 
 from security_server.body import Body, Runner, SoapMessage, inline, soap_message, xml_lane
 from security_server.directory import LocalService
-from security_server.http import (
-    MESSAGE_ID,
-    error_middleware,
-    hide_server_version,
-    received,
-    stream_out,
-)
+from security_server.http import peer_error
 from security_server.httpclient import HttpClientError
+from security_server.peerserver import PeerRequest, PeerResponse, PeerServer
 from security_server.runtime import (
-    RUNTIME,
     Runtime,
     frame_payload,
     make_entry,
 )
-from security_server.tls import peer_certificate_der
 from xchange.errors import (
+    BadRequestError,
     InvalidSignatureError,
     ServerProxyError,
     ServiceFailedError,
@@ -97,66 +90,77 @@ from xchange.transport import (
     encode_frame_head,
 )
 
-__all__ = ["create_server_proxy_app"]
+__all__ = ["create_server_proxy"]
 
 log = logging.getLogger(__name__)
 
-
-
-def create_server_proxy_app(runtime: Runtime) -> web.Application:
-    app = web.Application(middlewares=[error_middleware("server.serverproxy.internal_error")])
-    app[RUNTIME] = runtime
-    hide_server_version(app)
-    app.router.add_post(PEER_PATH, handle_message)
-    app.router.add_get(PEER_OCSP_PATH, handle_ocsp)
-    return app
-
-
+_CODE_BAD = "server.serverproxy.bad_request"
 _CODE_CERT = "server.serverproxy.cert_validation"
 
 
-async def handle_message(request: web.Request) -> web.StreamResponse:
-    rt = request.app[RUNTIME]
+def create_server_proxy(runtime: Runtime) -> PeerServer:
+    """The server proxy: its two endpoints on this project's own HTTP/1.1 server."""
+
+    async def route(request: PeerRequest) -> PeerResponse:
+        if request.path == PEER_PATH:
+            _allow(request, "POST")
+            return await handle_message(runtime, request)
+        if request.path == PEER_OCSP_PATH:
+            _allow(request, "GET")
+            return await handle_ocsp(runtime, request)
+        raise BadRequestError(f"no such endpoint: {request.path[:100]}", code=_CODE_BAD)
+
+    return PeerServer(route, peer_error("server.serverproxy.internal_error"),
+                      bad_request_code=_CODE_BAD)
+
+
+def _allow(request: PeerRequest, method: str) -> None:
+    if request.method != method:
+        raise XRoadError(f"{request.method[:20]} is not allowed on {request.path}",
+                         code="client.unsupported_method")
+
+
+async def handle_message(rt: Runtime, request: PeerRequest) -> PeerResponse:
     now = rt.clock()
     conf = rt.conf(now, side="server")                                          # 1.
-    der = peer_certificate_der(request.transport)
+    der = request.peer_certificate
     peer = _authenticate_peer(conf, der)                                        # 2.
     assert der is not None  # _authenticate_peer refuses a connection without one
     limit = rt.config.max_body_bytes
     too_large = XRoadError(f"the message body exceeds {limit} bytes",
                            code="client.payload_too_large")
-    code = "server.serverproxy.bad_request"
-    head, body = await rt.read_frame(received(request, code=code), limit=limit,   # 3.
-                                     code=code, too_large=too_large)
+    head, body = await rt.read_frame(request.body(), limit=limit,                # 3.
+                                     code=_CODE_BAD, too_large=too_large)
     try:
         req = request_from_header_part(head.header_part)
-        request[MESSAGE_ID] = req.message_id
+        request.message_id = req.message_id
         answer, answer_body = await serve_request(rt, conf, peer, _certificate(der), req, head,
                                                   body, now)
     finally:
         body.close()
+    headers = [("Content-Type", FRAME_MEDIA_TYPE)]
+    if answer_body.data is not None:  # in memory: one write, as any answer
+        try:
+            return PeerResponse(200, headers, encode_frame_head(answer) + answer_body.data)
+        finally:
+            answer_body.close()
     try:
-        if answer_body.data is not None:  # in memory: one write, as any answer
-            return web.Response(body=encode_frame_head(answer) + answer_body.data,
-                                content_type=FRAME_MEDIA_TYPE)
         size, frame = frame_payload(answer, answer_body)
-        out = web.StreamResponse()
-        out.content_type = FRAME_MEDIA_TYPE
-        return await stream_out(request, out, size, frame)
-    finally:
+    except BaseException:
         answer_body.close()
+        raise
+    return PeerResponse(200, headers, stream=(size, frame), close=answer_body.close)
 
 
-async def handle_ocsp(request: web.Request) -> web.StreamResponse:
+async def handle_ocsp(rt: Runtime, request: PeerRequest) -> PeerResponse:
     """This server's latest fresh OCSP response for its own TLS certificate -- also when it
     says revoked: the peer must learn that, and it refuses to send."""
-    rt = request.app[RUNTIME]
     now = rt.clock()
     conf = rt.conf(now, side="server")
-    _authenticate_peer(conf, peer_certificate_der(request.transport))
+    _authenticate_peer(conf, request.peer_certificate)
     status = rt.own_certs.current(rt.auth_certificate, at=now, max_age=rt.ocsp_max_age(conf),
                                   code=_CODE_CERT)
-    return web.Response(body=status.der, content_type=OCSP_MEDIA_TYPE)
+    return PeerResponse(200, [("Content-Type", OCSP_MEDIA_TYPE)], status.der)
 
 
 @lru_cache(maxsize=256)

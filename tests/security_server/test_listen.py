@@ -108,7 +108,9 @@ async def test_out_of_descriptors_the_listener_pauses_and_resumes(
     monkeypatch.setattr(listen, "ACCEPT_RETRY_SECONDS", 0.05)
     site = AcceptingSite(runner, "127.0.0.1", 0)
     await site.start()
-    (real,) = site._sockets
+    listener = site.listener
+    assert listener is not None
+    (real,) = listener._sockets
 
     class Exhausted:
         """The listener as seen by the site, out of descriptors for one accept."""
@@ -128,7 +130,7 @@ async def test_out_of_descriptors_the_listener_pauses_and_resumes(
     exhausted = Exhausted()
     loop = asyncio.get_running_loop()
     loop.remove_reader(real.fileno())
-    loop.add_reader(real.fileno(), site._accept, loop, cast(socket.socket, exhausted))
+    loop.add_reader(real.fileno(), listener._accept, loop, cast(socket.socket, exhausted))
     client = socket.create_connection(("127.0.0.1", site.port))
     try:
         assert runner.server is not None
@@ -137,6 +139,6 @@ async def test_out_of_descriptors_the_listener_pauses_and_resumes(
         async with asyncio.timeout(10):
             while not runner.server.connections:
                 await asyncio.sleep(0.01)
-        assert not site._retry
+        assert not listener._retry
     finally:
         client.close()
