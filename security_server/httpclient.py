@@ -67,6 +67,8 @@ __all__ = [
     "StreamConnection",
     "TlsError",
     "chunk_size",
+    "framing_fields",
+    "header_value",
     "parse_fields",
     "peer_certificate_der",
     "pinned_certificate",
@@ -314,17 +316,7 @@ class Response:
         """The DER certificate the server presented on this connection (TLS only)."""
         self._sender: asyncio.Task[None] | None = None
         self._done = False
-        lengths: list[str] = []
-        codings: list[str] = []
-        tokens: list[str] = []
-        for name, value in headers:
-            low = name.lower()
-            if low == "content-length":
-                lengths.append(value)
-            elif low == "transfer-encoding":
-                codings += [c.strip().lower() for c in value.split(",")]
-            elif low == "connection":
-                tokens += [t.strip().lower() for t in value.split(",")]
+        lengths, codings, tokens = framing_fields(headers)
         self._keep = version == "HTTP/1.1" and "close" not in tokens
         self.content_length: int | None = None
         self._length = 0
@@ -347,11 +339,7 @@ class Response:
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), if any."""
-        low = name.lower()
-        for n, v in self.headers:
-            if n.lower() == low:
-                return v
-        return None
+        return header_value(self.headers, name)
 
     @property
     def content_type(self) -> str:
@@ -430,6 +418,33 @@ class Response:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+def framing_fields(headers: Iterable[tuple[str, str]]
+                   ) -> tuple[list[str], list[str], list[str]]:
+    """What frames a message and its connection: the ``Content-Length`` values, the transfer
+    codings in order, and the ``Connection`` options (both lower case)."""
+    lengths: list[str] = []
+    codings: list[str] = []
+    tokens: list[str] = []
+    for name, value in headers:
+        low = name.lower()
+        if low == "content-length":
+            lengths.append(value)
+        elif low == "transfer-encoding":
+            codings += [c.strip().lower() for c in value.split(",")]
+        elif low == "connection":
+            tokens += [t.strip().lower() for t in value.split(",")]
+    return lengths, codings, tokens
+
+
+def header_value(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The first value of header ``name`` (any case) among ``headers``, if any."""
+    low = name.lower()
+    for n, v in headers:
+        if n.lower() == low:
+            return v
+    return None
 
 
 def chunk_size(line: bytes) -> int:

@@ -56,6 +56,8 @@ from security_server.httpclient import (
     ProtocolError,
     StreamConnection,
     chunk_size,
+    framing_fields,
+    header_value,
     parse_fields,
     read_trailers,
 )
@@ -117,12 +119,12 @@ class PeerResponse:
 class PeerRequest:
     """A request whose head has been read; its body is read with :meth:`body`."""
 
-    __slots__ = ("_conn", "_done", "_framing", "_left", "_reader", "_server", "headers",
+    __slots__ = ("_close", "_conn", "_done", "_framing", "_left", "_reader", "_server", "headers",
                  "message_id", "method", "path", "peer_certificate", "query", "version")
 
     def __init__(self, server: PeerServer, conn: _ServerConn, method: str, target: str,
                  version: str, headers: list[tuple[str, str]], framing: str,
-                 length: int) -> None:
+                 length: int, *, close: bool) -> None:
         self._server, self._conn = server, conn
         self.method, self.version, self.headers = method, version, headers
         self.path, _, self.query = target.partition("?")
@@ -131,31 +133,23 @@ class PeerRequest:
         self.message_id: str | None = None
         """Set by the handler once known: echoed on an error answer (``X-Road-Id``)."""
         self._framing, self._left = framing, length
+        self._close = close
+        """The peer asked to close the connection after this request."""
         self._done = framing == "length" and length == 0
         self._reader: AsyncGenerator[bytes, None] | None = None
 
-    def _awaits_continue(self) -> bool:
-        """Does the peer wait for ``100 Continue`` before it sends the body (not sent yet)?"""
-        expect = self.header("expect")
-        return (self._reader is None and expect is not None
-                and expect.lower() == "100-continue" and self.version == "HTTP/1.1")
-
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), if any."""
-        low = name.lower()
-        for n, v in self.headers:
-            if n.lower() == low:
-                return v
-        return None
+        return header_value(self.headers, name)
 
-    @property
-    def content_type(self) -> str:
-        """The media type, lower case, without parameters (``application/octet-stream`` if
-        none is given)."""
-        value = self.header("content-type")
-        if not value:
-            return "application/octet-stream"
-        return value.partition(";")[0].strip().lower()
+    def _expects_continue(self) -> bool:
+        expect = self.header("expect")
+        return (expect is not None and expect.lower() == "100-continue"
+                and self.version == "HTTP/1.1")
+
+    def _awaits_continue(self) -> bool:
+        """Does the peer wait for ``100 Continue`` before it sends the body (not sent yet)?"""
+        return self._reader is None and self._expects_continue()
 
     def body(self) -> AsyncIterator[bytes]:
         """The body as it arrives, in pieces; a body cut short or malformed is the sender's
@@ -170,8 +164,7 @@ class PeerRequest:
         if self._done:
             return
         conn = self._conn
-        expect = self.header("expect")
-        if expect is not None and expect.lower() == "100-continue" and self.version == "HTTP/1.1":
+        if self._expects_continue():
             conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         conn.state = _BODY
         try:
@@ -407,13 +400,8 @@ class PeerServer:
         if not (target.startswith("/") or (target == "*" and method == "OPTIONS")):
             raise self._refuse("the request target must be a path")
         headers = parse_fields(head[end + 2:-2])
-        lengths, codings = [], []
-        for name, value in headers:
-            low = name.lower()
-            if low == "content-length":
-                lengths.append(value)
-            elif low == "transfer-encoding":
-                codings += [c.strip().lower() for c in value.split(",")]
+        lengths, codings, tokens = framing_fields(headers)
+        close = "close" in tokens
         if codings:
             if lengths:
                 raise self._refuse("both Content-Length and Transfer-Encoding")
@@ -421,13 +409,15 @@ class PeerServer:
                 raise _Refused(BadRequestError(f"transfer coding {', '.join(codings)!r} is "
                                                "not supported", code=self.bad_request_code),
                                501)
-            return PeerRequest(self, conn, method, target, version, headers, "chunked", 0)
+            return PeerRequest(self, conn, method, target, version, headers, "chunked", 0,
+                               close=close)
         length = 0
         if lengths:
             if len(set(lengths)) != 1 or not lengths[0].isdigit() or not lengths[0].isascii():
                 raise self._refuse(f"bad Content-Length: {', '.join(lengths)[:40]!r}")
             length = int(lengths[0])
-        return PeerRequest(self, conn, method, target, version, headers, "length", length)
+        return PeerRequest(self, conn, method, target, version, headers, "length", length,
+                           close=close)
 
     def _refuse(self, message: str) -> _Refused:
         return _Refused(BadRequestError(message, code=self.bad_request_code), None)
@@ -456,7 +446,7 @@ class PeerServer:
     async def _send_answer(self, conn: _ServerConn, request: PeerRequest,
                            response: PeerResponse) -> bool:
         keep = (request.version == "HTTP/1.1" and not self._closing and request._done
-                and not _asks_to_close(request))
+                and not request._close)
         head_only = request.method == "HEAD"  # its answer has a length, but no body
         if response.stream is None:
             self._send(conn, response, keep=keep, head_only=head_only)
@@ -561,8 +551,3 @@ class _Refused(Exception):
     def __init__(self, error: XRoadError, status: int | None) -> None:
         super().__init__(error.message)
         self.error, self.status = error, status
-
-
-def _asks_to_close(request: PeerRequest) -> bool:
-    value = request.header("connection")
-    return value is not None and "close" in (t.strip().lower() for t in value.split(","))
