@@ -23,12 +23,17 @@ What it does:
   ``Server: xchange``: a body in memory in one write with the head, or a streamed one
   written piece by piece as the peer takes it.
 * **Errors.**  A malformed request is answered 400 (an unknown transfer coding 501, an
-  unknown HTTP version 505) as ``error_response`` renders it, and the connection closed;
-  an exception of the handler is rendered by ``error_response`` too, never a stack trace.
-  A peer that goes away is the end of its connection, not an error.
+  unknown HTTP version 505) as ``error_response`` renders it, and the connection closed
+  once the peer has sent nothing more for :data:`QUIET_SECONDS`; an exception of the
+  handler is rendered by ``error_response`` too, never a stack trace.  A peer that goes
+  away is the end of its connection, not an error.
 * **Connections.**  Kept alive between requests (HTTP/1.1 unless ``Connection: close``;
-  HTTP/1.0 closes), requests served in order (pipelined ones wait).  A request whose body
-  the handler did not read to its end closes its connection after the answer.
+  HTTP/1.0 closes), requests served in order (pipelined ones wait).  A body the handler
+  did not read (a refused caller's) is read to its end before the answer when it is at
+  most :data:`DRAIN_BYTES` long, and the connection kept; a longer one, or a chunked one,
+  closes the connection after the answer, what the peer still sends read and dropped for
+  up to :data:`LINGER_SECONDS` first, so that the peer is not reset before it reads the
+  answer.
 * **Timeouts.**  An idle connection is closed after ``keepalive_seconds``; a request's
   head must arrive within ``head_seconds`` of its first byte; a body (or a peer reading
   the answer) that moves no byte for ``idle_seconds`` closes the connection.  The
