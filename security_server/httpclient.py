@@ -66,13 +66,11 @@ __all__ = [
     "ResponseTimeoutError",
     "StreamConnection",
     "TlsError",
-    "chunk_size",
     "framing_fields",
     "header_value",
     "parse_fields",
     "peer_certificate_der",
     "pinned_certificate",
-    "read_trailers",
 ]
 
 MAX_HEAD: Final = 64 * 1024
@@ -228,6 +226,16 @@ class StreamConnection(asyncio.Protocol):
         del self.buf[:most]
         return data
 
+    async def pieces(self, size: int, what: str) -> AsyncIterator[bytes]:
+        """The next ``size`` bytes as they arrive, in pieces of at most 64 KiB;
+        :class:`DisconnectedError` if the stream ends before (in ``what``)."""
+        while size:
+            data = await self.read_some(min(size, _READ))
+            if not data:
+                raise DisconnectedError(f"connection closed in {what}")
+            size -= len(data)
+            yield data
+
     async def read_exactly(self, size: int, what: str) -> bytes:
         while len(self.buf) < size:
             if not await self.fill():
@@ -356,28 +364,11 @@ class Response:
         if self._done:
             return
         if self._framing == "length":
-            left = self._length
-            while left:
-                data = await conn.read_some(min(left, _READ))
-                if not data:
-                    raise DisconnectedError("connection closed before the body's end")
-                left -= len(data)
+            async for data in conn.pieces(self._length, "the body"):
                 yield data
         elif self._framing == "chunked":
-            while True:
-                line = await conn.read_until(b"\r\n", _MAX_CHUNK_LINE, "chunk size line")
-                size = chunk_size(line)
-                if size == 0:
-                    await read_trailers(conn)
-                    break
-                while size:
-                    data = await conn.read_some(min(size, _READ))
-                    if not data:
-                        raise DisconnectedError("connection closed in a chunk")
-                    size -= len(data)
-                    yield data
-                if await conn.read_exactly(2, "chunk end") != b"\r\n":
-                    raise ProtocolError("chunk not followed by CRLF")
+            async for data in read_chunked(conn):
+                yield data
         else:
             while data := await conn.read_some(_READ):
                 yield data
@@ -447,14 +438,26 @@ def header_value(headers: Iterable[tuple[str, str]], name: str) -> str | None:
     return None
 
 
-def chunk_size(line: bytes) -> int:
+async def read_chunked(conn: StreamConnection) -> AsyncIterator[bytes]:
+    """A chunked body (RFC 9112, 7.1) as it arrives, its trailer fields read and dropped;
+    :class:`ProtocolError` if malformed, :class:`DisconnectedError` if cut short."""
+    while size := _chunk_size(await conn.read_until(b"\r\n", _MAX_CHUNK_LINE,
+                                                   "chunk size line")):
+        async for data in conn.pieces(size, "a chunk"):
+            yield data
+        if await conn.read_exactly(2, "chunk end") != b"\r\n":
+            raise ProtocolError("chunk not followed by CRLF")
+    await _read_trailers(conn)
+
+
+def _chunk_size(line: bytes) -> int:
     text = line[:-2].partition(b";")[0].strip(b" \t")
     if not text or len(text) > 16 or text.strip(b"0123456789abcdefABCDEF"):
         raise ProtocolError(f"bad chunk size line {bytes(line[:40])!r}")
     return int(text, 16)
 
 
-async def read_trailers(conn: StreamConnection) -> None:
+async def _read_trailers(conn: StreamConnection) -> None:
     taken = 0
     while True:
         line = await conn.read_until(b"\r\n", MAX_HEAD - taken, "chunked trailer")

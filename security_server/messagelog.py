@@ -290,6 +290,8 @@ _PENDING: Final = PENDING_BODY
 _BATCHES: Final = TIMESTAMP_BATCH
 _CHUNKS: Final = BODY_CHUNK
 _PLACEHOLDERS: Final = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
 class MessageLog:
     """The message log over one database.  The engine is the caller's to dispose of."""
 

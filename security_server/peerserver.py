@@ -60,11 +60,11 @@ from security_server.httpclient import (
     HttpClientError,
     ProtocolError,
     StreamConnection,
-    chunk_size,
     framing_fields,
     header_value,
     parse_fields,
-    read_trailers,
+    peer_certificate_der,
+    read_chunked,
 )
 from xchange.errors import BadRequestError, XRoadError
 
@@ -96,13 +96,13 @@ QUIET_SECONDS: Final = 0.2
 DRAIN_BYTES: Final = 1024 * 1024
 """A request body the handler did not read, up to this long, is read to its end before the
 answer, and the connection kept; a longer one closes the connection after the answer."""
-_PIECE: Final = 64 * 1024
-"""The most of a body handed to the handler at once."""
 _TOKEN: Final = (b"!#$%&'*+-.^_`|~0123456789"
                  b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 """The characters of a token (RFC 9110, 5.6.2): a method."""
 _VISIBLE: Final = bytes(range(0x21, 0x7F))
 """Visible ASCII: a request target."""
+_REASONS: Final = {status.value: status.phrase for status in http.HTTPStatus}
+"""The reason phrase of each status an answer's first line may carry."""
 _UNSAFE: Final = re.compile(r"[\r\n\0]")
 """What an answer's header field must not hold (it would end the field, or the head)."""
 
@@ -174,26 +174,12 @@ class PeerRequest:
         conn.state = _BODY
         try:
             if self._framing == "length":
-                while self._left:
-                    data = await conn.read_some(min(self._left, _PIECE))
-                    if not data:
-                        raise BadRequestError("the request body was cut short",
-                                              code=self._server.bad_request_code)
+                async for data in conn.pieces(self._left, "the body"):
                     self._left -= len(data)
                     yield data
             else:
-                while size := chunk_size(await conn.read_until(b"\r\n", 1024,
-                                                               "chunk size line")):
-                    while size:
-                        data = await conn.read_some(min(size, _PIECE))
-                        if not data:
-                            raise BadRequestError("the request body was cut short",
-                                                  code=self._server.bad_request_code)
-                        size -= len(data)
-                        yield data
-                    if await conn.read_exactly(2, "chunk end") != b"\r\n":
-                        raise ProtocolError("chunk not followed by CRLF")
-                await read_trailers(conn)
+                async for data in read_chunked(conn):
+                    yield data
         except HttpClientError as exc:
             raise BadRequestError(f"the request body was cut short or malformed: {exc}",
                                   code=self._server.bad_request_code) from exc
@@ -227,10 +213,7 @@ class _ServerConn(StreamConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        sslobj = transport.get_extra_info("ssl_object")
-        if sslobj is not None:
-            der = sslobj.getpeercert(binary_form=True)
-            self.peer_cert = der if isinstance(der, bytes) else None
+        self.peer_cert = peer_certificate_der(transport)
         self.server._connections.add(self)
         self.task = self.loop.create_task(self.server._serve(self))
         self._arm()
@@ -523,11 +506,7 @@ class PeerServer:
 
     def _head(self, response: PeerResponse, size: int, *, keep: bool) -> bytes:
         status = response.status
-        try:
-            reason = http.HTTPStatus(status).phrase
-        except ValueError:
-            reason = "Unknown"
-        lines = [f"HTTP/1.1 {status} {reason}"]
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
         for name, value in response.headers:
             if _UNSAFE.search(name) or _UNSAFE.search(value):
                 log.warning("answer header %r left out: it holds CR, LF or NUL", name[:40])
