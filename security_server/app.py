@@ -16,7 +16,6 @@ import gc
 import logging
 import resource
 import signal
-import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Final, cast
@@ -31,7 +30,7 @@ from security_server.archiver import Archiver, DirectoryTarget, load_recipients
 from security_server.audit_api import AuditContext, add_audit_routes
 from security_server.body import limit_malloc_arenas
 from security_server.catalogue import CataloguePublisher, registry_url
-from security_server.client_proxy import create_client_proxy_app
+from security_server.client_proxy import create_client_proxy
 from security_server.confclient import GlobalConfClient, HttpConfFetcher
 from security_server.config import ConfigError, ListenConfig, SecurityServerConfig
 from security_server.db import create_db_engine, create_tables
@@ -149,18 +148,23 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
                                         conf.trust_anchors() if conf else (),
                                         passphrase=config.key_passphrase)
     runners: list[web.AppRunner] = []
-    server_proxy = create_server_proxy(runtime)
-    peer_listener = Listener(server_proxy, config.server_proxy.host, config.server_proxy.port,
-                             ssl_context=runtime.server_tls, backlog=LISTEN_BACKLOG)
-    listeners: list[tuple[web.Application, ListenConfig, ssl.SSLContext | None]] = [
-        (create_client_proxy_app(runtime), config.client_proxy, None)]
+    # Both proxies on the message path's own server (security_server.httpserver); the
+    # client proxy's plain and HTTPS ports share one.
+    server_proxy, client_proxy = create_server_proxy(runtime), create_client_proxy(runtime)
+    proxy_listeners = [
+        Listener(server_proxy, config.server_proxy.host, config.server_proxy.port,
+                 ssl_context=runtime.server_tls, backlog=LISTEN_BACKLOG),
+        Listener(client_proxy, config.client_proxy.host, config.client_proxy.port,
+                 backlog=LISTEN_BACKLOG)]
     if config.client_proxy_tls is not None:
         assert config.internal_tls_cert is not None and config.internal_tls_key is not None
         is_tls = IsTls(config.internal_tls_cert, config.internal_tls_key, config.key_passphrase)
         store_directory.on_rebuild.append(is_tls.learn)
         is_tls.learn(runtime.directory.snapshot())
-        listeners.append((create_client_proxy_app(runtime), config.client_proxy_tls,
-                          is_tls.context))
+        proxy_listeners.append(Listener(client_proxy, config.client_proxy_tls.host,
+                                        config.client_proxy_tls.port,
+                                        ssl_context=is_tls.context, backlog=LISTEN_BACKLOG))
+    listeners: list[tuple[web.Application, ListenConfig]] = []
     registry = registry_url(config)
     catalogue = CataloguePublisher(store, config.server_id, keys.identities, lambda: registry,
                                    clock=utc_now, retry_seconds=config.catalogue_retry_seconds,
@@ -175,7 +179,7 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
         add_audit_routes(admin_app, AuditContext(
             message_log, engine, functools.partial(server_trust, config),
             subject=f"live message log of {config.server_id}"))
-        listeners.append((admin_app, config.admin_api, None))
+        listeners.append((admin_app, config.admin_api))
     refresher = asyncio.create_task(conf_client.run(config.conf_refresh_seconds))
     ocsp_refresher = asyncio.create_task(own_certs.run(
         conf_now, config.ocsp_refresh_seconds, config.ocsp_retry_seconds))
@@ -188,12 +192,13 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
                             recipients=load_recipients(config.archive.recipients))
         tasks.append(asyncio.create_task(archiver.run(utc_now)))
     try:
-        await peer_listener.start()
-        for app, listen, ssl_ctx in listeners:
+        for listener in proxy_listeners:
+            await listener.start()
+        for app, listen in listeners:
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             runners.append(runner)
-            await AcceptingSite(runner, listen.host, listen.port, ssl_context=ssl_ctx,
+            await AcceptingSite(runner, listen.host, listen.port,
                                 backlog=LISTEN_BACKLOG).start()
         yield runtime
     finally:
@@ -201,8 +206,10 @@ async def _running(config: SecurityServerConfig, keys: ServerKeys) -> AsyncItera
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        peer_listener.close()
-        await server_proxy.shutdown(SHUTDOWN_GRACE_SECONDS)
+        for listener in proxy_listeners:
+            listener.close()
+        await asyncio.gather(server_proxy.shutdown(SHUTDOWN_GRACE_SECONDS),
+                             client_proxy.shutdown(SHUTDOWN_GRACE_SECONDS))
         for runner in reversed(runners):
             await runner.cleanup()
         await runtime.close()

@@ -45,18 +45,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from aiohttp import web
 from cryptography import x509
 
 from security_server.body import Body, SoapMessage, inline, soap_message, xml_lane
-from security_server.http import (
-    MESSAGE_ID,
-    SOAP,
-    error_middleware,
-    hide_server_version,
-    received,
-    stream_out,
-)
+from security_server.http import error_renderer, soap_fault, unexpected
 from security_server.httpclient import (
     ConnectError,
     HttpClientError,
@@ -65,10 +57,10 @@ from security_server.httpclient import (
     Response,
     TlsError,
 )
+from security_server.httpserver import HttpServer, ServerRequest, ServerResponse
 from security_server.is_tls import check_is_connection
-from security_server.metadata import register_list_clients
+from security_server.metadata import list_clients
 from security_server.runtime import (
-    RUNTIME,
     ProviderStatus,
     Runtime,
     certificate_of,
@@ -104,7 +96,7 @@ from xchange.transport import (
     encode_frame_head,
 )
 
-__all__ = ["create_client_proxy_app"]
+__all__ = ["create_client_proxy"]
 
 log = logging.getLogger(__name__)
 
@@ -113,68 +105,81 @@ _ONE_WRITE = 1024 * 1024
 _MAX_ERROR = 1024 * 1024
 """The most an error answer of the provider server may take."""
 _MAX_OCSP = 64 * 1024
+_CODE_BAD = "client.bad_request"
 _CODE_CERT = "server.clientproxy.cert_validation"
+_CODE_INTERNAL = "server.clientproxy.internal_error"
+_JSON = "application/json; charset=utf-8"
 
 
+def create_client_proxy(runtime: Runtime) -> HttpServer:
+    """The client proxy on this project's own HTTP/1.1 server (security_server.httpserver),
+    for the plain HTTP port and the HTTPS port alike (a request knows which it came over).
 
-def create_client_proxy_app(runtime: Runtime) -> web.Application:
-    app = web.Application(
-        middlewares=[error_middleware("server.clientproxy.internal_error")],
-        client_max_size=runtime.config.max_body_bytes,
-    )
-    app[RUNTIME] = runtime
-    hide_server_version(app)
-    app.router.add_route("*", "/r1/{tail:.*}", handle_rest)
-    app.router.add_get("/health", handle_health)
-    register_list_clients(app)
-    app.router.add_post("/{tail:.*}", handle_soap)
-    return app
+    Routes: any method on ``/r1/...`` is a REST message; ``GET /health`` and
+    ``GET /listClients`` are answered here; a POST on any other path is a SOAP message;
+    anything else is ``client.unsupported_method`` (405)."""
+
+    async def route(request: ServerRequest) -> ServerResponse:
+        path, method = request.path, request.method
+        if path.startswith("/r1/"):
+            return await handle_rest(runtime, request)
+        if method == "POST":
+            return await handle_soap(runtime, request)
+        if method in ("GET", "HEAD"):
+            if path == "/health":
+                return health(runtime)
+            if path == "/listClients":
+                return list_clients(runtime.conf(runtime.clock(), side="client"), request)
+        raise XRoadError(f"{method[:20]} is not allowed on {path[:200]}",
+                         code="client.unsupported_method")
+
+    return HttpServer(route, error_renderer(_CODE_INTERNAL), bad_request_code=_CODE_BAD)
 
 
-async def handle_health(request: web.Request) -> web.Response:
+def health(rt: Runtime) -> ServerResponse:
     """For load balancers and operators: 200 while a global configuration is in force."""
-    rt = request.app[RUNTIME]
     try:
         conf = rt.conf(rt.clock(), side="client")
     except XRoadError as exc:
-        return web.json_response({"status": "unavailable", "reason": exc.code,
-                                  "last_error": rt.conf_client.last_error}, status=503)
-    return web.json_response({"status": "ok", "server": str(rt.config.server_id),
-                              "globalconf_version": conf.version,
-                              "globalconf_expires_at": conf.expires_at.isoformat()})
+        return ServerResponse(503, [("Content-Type", _JSON)], json.dumps(
+            {"status": "unavailable", "reason": exc.code,
+             "last_error": rt.conf_client.last_error}).encode())
+    return ServerResponse(200, [("Content-Type", _JSON)], json.dumps(
+        {"status": "ok", "server": str(rt.config.server_id),
+         "globalconf_version": conf.version,
+         "globalconf_expires_at": conf.expires_at.isoformat()}).encode())
 
 
-async def handle_rest(request: web.Request) -> web.StreamResponse:
-    rt = request.app[RUNTIME]
-    req = RestRequest.from_is(
-        request.method, request.raw_path, request.headers, request.headers.items()
-    )
-    request[MESSAGE_ID] = req.message_id
-    check_is_connection(rt.directory, req.client, request.transport)
+async def handle_rest(rt: Runtime, request: ServerRequest) -> ServerResponse:
+    req = RestRequest.from_is(request.method, request.target, request.headers)
+    request.message_id = req.message_id
+    check_is_connection(rt.directory, req.client, tls=request.tls,
+                        peer_certificate=request.peer_certificate)
     limit = rt.config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)  # refused before a byte of it is read
 
     async def read_body() -> Body:
-        return await rt.spool(received(request, code="client.bad_request"), limit=limit,
-                              too_large=_too_large(limit))
+        return await rt.spool(request.body(), limit=limit, too_large=_too_large(limit))
 
     response, body, rhash = await send_request(rt, req, read_body)
     try:
-        # In memory: one write, as any answer; spooled: streamed from the spool.
-        out = (web.Response(status=response.status, body=body.data) if body.data is not None
-               else web.StreamResponse(status=response.status))
-        for name, value in response.headers:
-            out.headers.add(name, value)
-        out.headers["X-Road-Id"] = req.message_id
-        out.headers["X-Road-Client"] = str(req.client)
-        out.headers["X-Road-Service"] = str(req.service)
-        out.headers["X-Road-Request-Hash"] = rhash
-        if body.data is not None:
-            return out
-        return await stream_out(request, out, body.size, body.stream())
-    finally:
+        headers = list(response.headers)
+        headers += [("X-Road-Id", req.message_id), ("X-Road-Client", str(req.client)),
+                    ("X-Road-Service", str(req.service)), ("X-Road-Request-Hash", rhash)]
+    except BaseException:
         body.close()
+        raise
+    return _answer(response.status, headers, body)
+
+
+def _answer(status: int, headers: list[tuple[str, str]], body: Body) -> ServerResponse:
+    """An answer with ``body``: in memory in one write, spooled streamed from the spool;
+    closed once sent."""
+    if body.data is not None:
+        return ServerResponse(status, headers, body.data, close=body.close)
+    return ServerResponse(status, headers, stream=(body.size, body.stream()),
+                          close=body.close)
 
 
 def _too_large(limit: int) -> XRoadError:
@@ -182,23 +187,32 @@ def _too_large(limit: int) -> XRoadError:
                       code="client.payload_too_large")
 
 
-async def handle_soap(request: web.Request) -> web.StreamResponse:
+async def handle_soap(rt: Runtime, request: ServerRequest) -> ServerResponse:
     """An X-Road SOAP request (PR-MESS), on any path: answered with the provider's SOAP
-    message, or a SOAP fault."""
-    request[SOAP] = True
-    rt = request.app[RUNTIME]
+    message, or a SOAP fault -- whatever went wrong, never a REST error."""
+    try:
+        return await _soap(rt, request)
+    except XRoadError as exc:
+        log.info("%s %s -> %s: %s", request.method, request.path[:200], exc.code, exc.message)
+        return soap_fault(exc)
+    except Exception as exc:
+        error = unexpected(exc, _CODE_INTERNAL)
+        return soap_fault(error, incident=error.detail)
+
+
+async def _soap(rt: Runtime, request: ServerRequest) -> ServerResponse:
     limit = rt.config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
-    ctype = request.headers.get("Content-Type")
+    ctype = request.header("Content-Type")
     # Spooled as it arrives; of a multipart message only the SOAP part is read.
-    body = await rt.spool(received(request, code="client.bad_request"), limit=limit,
-                          too_large=_too_large(limit))
+    body = await rt.spool(request.body(), limit=limit, too_large=_too_large(limit))
     try:
-        req, message = await read_soap_request(body, ctype, request.headers.get("SOAPAction"),
+        req, message = await read_soap_request(body, ctype, request.header("SOAPAction"),
                                                max_bytes=limit)
-        request[MESSAGE_ID] = req.message_id
-        check_is_connection(rt.directory, req.client, request.transport)
+        request.message_id = req.message_id
+        check_is_connection(rt.directory, req.client, tls=request.tls,
+                            peer_certificate=request.peer_certificate)
 
         async def read_body() -> Body:
             return body
@@ -206,15 +220,8 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
         response, answer, _ = await send_request(rt, req, read_body, message)
     finally:
         body.close()
-    try:
-        ctype = dict(response.headers).get("content-type", "text/xml; charset=UTF-8")
-        if answer.data is not None:
-            return web.Response(status=response.status, body=answer.data,
-                                headers={"Content-Type": ctype})
-        out = web.StreamResponse(status=response.status, headers={"Content-Type": ctype})
-        return await stream_out(request, out, answer.size, answer.stream())
-    finally:
-        answer.close()
+    ctype = dict(response.headers).get("content-type", "text/xml; charset=UTF-8")
+    return _answer(response.status, [("Content-Type", ctype)], answer)
 
 
 async def read_soap_request(body: Body, content_type: str | None, soap_action: str | None,
@@ -439,7 +446,7 @@ async def _read_answer(rt: Runtime, server: SecurityServerInfo, resp: Response) 
         data = await resp.read(_MAX_ERROR)
         if data is None:
             raise over_long
-        raise _peer_error(status, data, error_code)
+        raise _error_renderer(status, data, error_code)
     der = resp.peer_certificate  # of the connection that carried this answer
     peer_cert = None if der is None else certificate_of(der)
     if status != 200 or ctype != FRAME_MEDIA_TYPE or peer_cert is None:
@@ -482,7 +489,7 @@ async def _fetch_provider_status(rt: Runtime, conf: GlobalConf, server: Security
         raise CertificateValidationError(
             f"security server {server.id} sent no usable OCSP response", code=_CODE_CERT)
     if error_code is not None or ctype == "application/json":
-        raise _peer_error(status, data, error_code)  # e.g. it does not know us
+        raise _error_renderer(status, data, error_code)  # e.g. it does not know us
     if status != 200 or ctype != OCSP_MEDIA_TYPE:
         raise CertificateValidationError(
             f"security server {server.id} answered its OCSP status query with HTTP {status} "
@@ -490,7 +497,7 @@ async def _fetch_provider_status(rt: Runtime, conf: GlobalConf, server: Security
     _learn_provider_status(rt, conf, server, peer_cert, (data,), rt.clock(), asked=True)
 
 
-def _peer_error(status: int, data: bytes, header_code: str | None) -> XRoadError:
+def _error_renderer(status: int, data: bytes, header_code: str | None) -> XRoadError:
     """An error the provider security server reported; passed on to the IS as it is."""
     try:
         doc = json.loads(data)

@@ -18,7 +18,6 @@ registered client certificate, per client (X-Road's NOSSL, SSLNOAUTH, SSLAUTH).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import ssl
 from datetime import datetime
@@ -32,7 +31,6 @@ from certs.keys import (
     write_private_key,
 )
 from security_server.directory import Directory, Snapshot
-from security_server.tls import peer_certificate_der
 from xchange.errors import XRoadError
 from xchange.identifiers import ClientId
 
@@ -77,23 +75,23 @@ class IsTls:
                     self._known.add(sha256)
 
 
-def check_is_connection(directory: Directory, client: ClientId,
-                        transport: asyncio.BaseTransport | None) -> None:
-    """Raise unless the request came over the connection ``client`` requires.  Unknown or
-    disabled clients pass here; the client proxy refuses them as ``unknown_member``."""
+def check_is_connection(directory: Directory, client: ClientId, *, tls: bool,
+                        peer_certificate: bytes | None) -> None:
+    """Raise unless the request came over the connection ``client`` requires (``tls``: it
+    came over TLS; ``peer_certificate``: the DER certificate the IS presented there).
+    Unknown or disabled clients pass here; the client proxy refuses them as
+    ``unknown_member``."""
     local = directory.client(client)
     if local is None or local.is_connection == "HTTP":
         return
-    tls = transport is not None and transport.get_extra_info("ssl_object") is not None
     if not tls:
         raise XRoadError(f"client {client} requires HTTPS; this connection is plain HTTP",
                          code=_CODE)
     if local.is_connection == "HTTPS":
         return
-    der = peer_certificate_der(transport)
-    if der is None:
+    if peer_certificate is None:
         raise XRoadError(f"client {client} requires HTTPS with a registered TLS client "
                          "certificate; none was presented", code=_CODE)
-    if hashlib.sha256(der).hexdigest() not in local.cert_hashes:
+    if hashlib.sha256(peer_certificate).hexdigest() not in local.cert_hashes:
         raise XRoadError(f"the TLS client certificate is not registered for client {client}",
                          code=_CODE)

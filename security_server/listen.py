@@ -1,5 +1,5 @@
 """The security server's listeners: sockets that accept every waiting connection at once,
-for the server proxy's own server (security_server.peerserver) and for aiohttp's sites.
+for the server proxy's own server (security_server.httpserver) and for aiohttp's sites.
 
 A listener made by ``loop.create_server`` on uvloop accepts one connection per turn of the
 event loop (asyncio's own loop accepts up to its backlog per turn).  A busy server's turns

@@ -8,7 +8,7 @@
   answer.  Every client may call them (X-Road does not restrict metadata services);
   ``allowedMethods`` lists only what the calling client may call.
 * ``GET /listClients`` is answered by the *consumer's* client proxy from global
-  configuration (:func:`handle_list_clients`); it needs no provider.
+  configuration (:func:`list_clients`); it needs no provider.
 
 Disabled services are listed by neither; metadata services never list themselves.
 
@@ -27,11 +27,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
-from aiohttp import web
-
 from security_server.body import MEMORY_THRESHOLD, Body, SoapMessage
 from security_server.directory import LocalService, ProviderAnswer, Snapshot
-from security_server.runtime import RUNTIME
+from security_server.httpserver import ServerRequest, ServerResponse
 from xchange.access import EndpointPattern
 from xchange.errors import (
     BadRequestError,
@@ -54,7 +52,7 @@ from xchange.soap.envelope import SoapRequest
 from xchange.soap.metadata import get_wsdl_request, method_list_response, wsdl_response
 from xchange.soap.mime import soap_part, soap_part_pieces
 
-__all__ = ["handle_list_clients", "metadata_service", "register_list_clients"]
+__all__ = ["list_clients", "metadata_service"]
 
 _JSON = (("content-type", "application/json"),)
 SoapHandler = Callable[[SoapRequest, bytes, GlobalConf], Awaitable[ProviderAnswer]]
@@ -183,16 +181,12 @@ def _soap_get_wsdl(snapshot: Snapshot) -> SoapHandler:
     return answer
 
 
-async def handle_list_clients(request: web.Request) -> web.Response:
+def list_clients(conf: GlobalConf, request: ServerRequest) -> ServerResponse:
     """``GET /listClients[?xRoadInstance=]``: XML ``clientList``, or JSON on request."""
-    rt = request.app[RUNTIME]
-    conf = rt.conf(rt.clock(), side="client")
-    entries = client_entries(conf, request.query.get("xRoadInstance"))
-    if "application/json" in request.headers.get("Accept", ""):
-        return web.json_response(client_list_json(entries))
-    return web.Response(body=client_list_xml(entries), content_type="text/xml",
-                        charset="utf-8")
-
-
-def register_list_clients(app: web.Application) -> None:
-    app.router.add_get("/listClients", handle_list_clients)
+    instances = parse_qs(request.query, keep_blank_values=True).get("xRoadInstance")
+    entries = client_entries(conf, instances[0] if instances else None)
+    if "application/json" in (request.header("Accept") or ""):
+        return ServerResponse(200, [("Content-Type", "application/json; charset=utf-8")],
+                              json.dumps(client_list_json(entries)).encode())
+    return ServerResponse(200, [("Content-Type", "text/xml; charset=utf-8")],
+                          client_list_xml(entries))

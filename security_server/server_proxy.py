@@ -48,9 +48,9 @@ from cryptography import x509
 
 from security_server.body import Body, Runner, SoapMessage, inline, soap_message, xml_lane
 from security_server.directory import LocalService
-from security_server.http import peer_error
+from security_server.http import error_renderer
 from security_server.httpclient import HttpClientError
-from security_server.peerserver import PeerRequest, PeerResponse, PeerServer
+from security_server.httpserver import HttpServer, ServerRequest, ServerResponse
 from security_server.runtime import (
     Runtime,
     frame_payload,
@@ -98,10 +98,10 @@ _CODE_BAD = "server.serverproxy.bad_request"
 _CODE_CERT = "server.serverproxy.cert_validation"
 
 
-def create_server_proxy(runtime: Runtime) -> PeerServer:
+def create_server_proxy(runtime: Runtime) -> HttpServer:
     """The server proxy: its two endpoints on this project's own HTTP/1.1 server."""
 
-    async def route(request: PeerRequest) -> PeerResponse:
+    async def route(request: ServerRequest) -> ServerResponse:
         if request.path == PEER_PATH:
             _allow(request, "POST")
             return await handle_message(runtime, request)
@@ -110,17 +110,17 @@ def create_server_proxy(runtime: Runtime) -> PeerServer:
             return await handle_ocsp(runtime, request)
         raise BadRequestError(f"no such endpoint: {request.path[:100]}", code=_CODE_BAD)
 
-    return PeerServer(route, peer_error("server.serverproxy.internal_error"),
+    return HttpServer(route, error_renderer("server.serverproxy.internal_error"),
                       bad_request_code=_CODE_BAD)
 
 
-def _allow(request: PeerRequest, method: str) -> None:
+def _allow(request: ServerRequest, method: str) -> None:
     if request.method != method:
         raise XRoadError(f"{request.method[:20]} is not allowed on {request.path}",
                          code="client.unsupported_method")
 
 
-async def handle_message(rt: Runtime, request: PeerRequest) -> PeerResponse:
+async def handle_message(rt: Runtime, request: ServerRequest) -> ServerResponse:
     now = rt.clock()
     conf = rt.conf(now, side="server")                                          # 1.
     der = request.peer_certificate
@@ -141,7 +141,7 @@ async def handle_message(rt: Runtime, request: PeerRequest) -> PeerResponse:
     headers = [("Content-Type", FRAME_MEDIA_TYPE)]
     if answer_body.data is not None:  # in memory: one write, as any answer
         try:
-            return PeerResponse(200, headers, encode_frame_head(answer) + answer_body.data)
+            return ServerResponse(200, headers, encode_frame_head(answer) + answer_body.data)
         finally:
             answer_body.close()
     try:
@@ -149,10 +149,10 @@ async def handle_message(rt: Runtime, request: PeerRequest) -> PeerResponse:
     except BaseException:
         answer_body.close()
         raise
-    return PeerResponse(200, headers, stream=(size, frame), close=answer_body.close)
+    return ServerResponse(200, headers, stream=(size, frame), close=answer_body.close)
 
 
-async def handle_ocsp(rt: Runtime, request: PeerRequest) -> PeerResponse:
+async def handle_ocsp(rt: Runtime, request: ServerRequest) -> ServerResponse:
     """This server's latest fresh OCSP response for its own TLS certificate -- also when it
     says revoked: the peer must learn that, and it refuses to send."""
     now = rt.clock()
@@ -160,7 +160,7 @@ async def handle_ocsp(rt: Runtime, request: PeerRequest) -> PeerResponse:
     _authenticate_peer(conf, request.peer_certificate)
     status = rt.own_certs.current(rt.auth_certificate, at=now, max_age=rt.ocsp_max_age(conf),
                                   code=_CODE_CERT)
-    return PeerResponse(200, [("Content-Type", OCSP_MEDIA_TYPE)], status.der)
+    return ServerResponse(200, [("Content-Type", OCSP_MEDIA_TYPE)], status.der)
 
 
 @lru_cache(maxsize=256)

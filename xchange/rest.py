@@ -107,8 +107,9 @@ def request_hash_of(payload: bytes) -> str:
     return base64.b64encode(hashlib.sha512(payload).digest()).decode("ascii")
 
 
-def _opt_header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
+def _opt_header(first: Mapping[str, str], name: str) -> str | None:
+    """Header ``name``'s value (``first``: the first value of each lower-cased name)."""
+    value = first.get(name.lower())
     if value is None:
         return None
     value = value.strip()
@@ -179,16 +180,20 @@ class RestRequest:
         cls,
         method: str,
         target: str,
-        headers: Mapping[str, str],
-        header_items: Iterable[tuple[str, str]],
+        headers: Iterable[tuple[str, str]],
         *,
         new_id: str | None = None,
     ) -> Self:
         """Parse a request from the client information system.
 
         ``target`` is the raw request target (path and query, percent-encoded as sent);
-        ``headers`` a case-insensitive mapping; ``header_items`` all headers in order.
+        ``headers`` all header fields in order, names in any case (the first of a name
+        counts for the X-Road headers).
         """
+        header_items = tuple(headers)
+        first: dict[str, str] = {}
+        for name, value in header_items:
+            first.setdefault(name.lower(), value)
         if len(target) > MAX_TARGET_LENGTH:
             raise BadRequestError(f"request target longer than {MAX_TARGET_LENGTH} characters")
         raw_path, query = _split_target(target)
@@ -207,14 +212,14 @@ class RestRequest:
         rest = segments[5:]
         path = "/" + "/".join(rest) if rest else ""
 
-        client_header = headers.get("X-Road-Client")
+        client_header = first.get("x-road-client")
         if client_header is None or not client_header.strip():
             raise BadRequestError("X-Road-Client header is missing", code="client.missing_header")
         client = ClientId.parse(client_header.strip())
 
-        message_id = _opt_header(headers, "X-Road-Id") or new_id or str(uuid.uuid4())
+        message_id = _opt_header(first, "X-Road-Id") or new_id or str(uuid.uuid4())
         security_server = None
-        if (ss := _opt_header(headers, "X-Road-Security-Server")) is not None:
+        if (ss := _opt_header(first, "X-Road-Security-Server")) is not None:
             security_server = SecurityServerId.parse(ss)
         return cls(
             message_id=message_id,
@@ -224,8 +229,8 @@ class RestRequest:
             path=path,
             query=query,
             headers=filter_headers(header_items),
-            user_id=_opt_header(headers, "X-Road-UserId"),
-            issue=_opt_header(headers, "X-Road-Issue"),
+            user_id=_opt_header(first, "X-Road-UserId"),
+            issue=_opt_header(first, "X-Road-Issue"),
             security_server=security_server,
         )
 

@@ -346,7 +346,7 @@ def _signed_request(fed: Federation, *, message_id: str | None = None,
     target = f"/r1/{fed.services['persons']}{PERSON}"
     headers = {"X-Road-Client": str(fed.allowed_client),
                "X-Road-Id": message_id or str(uuid.uuid4())}
-    req = RestRequest.from_is("GET", target, headers, headers.items())
+    req = RestRequest.from_is("GET", target, headers.items())
     header_part = req.header_part()
     return req, header_part, sign_message(_identity(fed.servers[1]), header_part, b"",
                                           signed_at=signed_at or datetime.now(UTC),
@@ -367,7 +367,7 @@ async def test_altered_request_signature_is_refused_and_logged(fed: Federation) 
 async def test_request_signed_by_another_member_is_refused(fed: Federation) -> None:
     target = f"/r1/{fed.services['persons']}{PERSON}"
     headers = {"X-Road-Client": str(fed.allowed_client)}
-    req = RestRequest.from_is("GET", target, headers, headers.items())
+    req = RestRequest.from_is("GET", target, headers.items())
     # signed with the provider's key although the consumer is named as client
     sig = sign_message(_identity(fed.servers[0]), req.header_part(), b"",
                        signed_at=datetime.now(UTC), nonce=uuid.uuid4().hex)
@@ -413,7 +413,7 @@ async def test_a_large_frame_is_verified_whole_before_anything_passes(fed: Feder
 
     def signed(message_id: str) -> tuple[bytes, str]:
         headers = {"X-Road-Client": str(fed.allowed_client), "X-Road-Id": message_id}
-        req = RestRequest.from_is("POST", f"/r1/{fed.services['persons']}/digest", headers,
+        req = RestRequest.from_is("POST", f"/r1/{fed.services['persons']}/digest",
                                   headers.items())
         return req.header_part(), sign_message(_identity(fed.servers[1]), req.header_part(),
                                                body, signed_at=datetime.now(UTC),

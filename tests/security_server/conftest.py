@@ -23,7 +23,7 @@ _BOTH_LOOPS = frozenset({"tests.security_server.test_batchsign",
                          "tests.security_server.test_httpclient",
                          "tests.security_server.test_listen",
                          "tests.security_server.test_logwriter",
-                         "tests.security_server.test_peerserver",
+                         "tests.security_server.test_httpserver",
                          "tests.security_server.test_runtime"})
 """Test modules that run on both event loops a security server can run on
 (``[server] event_loop``): the hand-written HTTP client works on the loop's transports

@@ -150,7 +150,7 @@ async def _fill(log: MessageLog, fed: Federation, records: int, batch: int) -> N
         now = datetime.now(UTC)
         requests = [RestRequest.from_is(
             "GET", f"/r1/{service}/persons/{i:011d}",
-            {"X-Road-Client": str(fed.allowed_client), "X-Road-Id": str(uuid.uuid4())}, ())
+            (("X-Road-Client", str(fed.allowed_client)), ("X-Road-Id", str(uuid.uuid4()))))
             for i in range(first, min(first + batch, pairs))]
         parts = [req.header_part() for req in requests]
         payloads = [digest_payload(part, b"") for part in parts]

@@ -1,23 +1,25 @@
-"""A small HTTP/1.1 server for the server proxy: where other security servers deliver
+"""A small HTTP/1.1 server for the message path: the client proxy, where the agency's
+information systems call, and the server proxy, where other security servers deliver
 messages.
 
-The server proxy serves two endpoints to other security servers only, over mutual TLS; no
-browser, proxy or general client ever talks to it.  This server does what that needs, on an
-asyncio protocol, with the reading primitives of the hand-written client
-(:mod:`security_server.httpclient`), and costs far less CPU per request than aiohttp's
-general server, and a turn of the event loop less: each connection has one task that reads
-a request and runs its handler itself (docs/decisions.md, "A hand-written HTTP/1.1 server
-for the server proxy").
+Both proxies answer a few endpoints each, to programs (information systems, security
+servers), never to browsers.  This server does what that needs, on an asyncio protocol,
+with the reading primitives of the hand-written client (:mod:`security_server.httpclient`),
+and costs far less CPU per request than aiohttp's general server, and a turn of the event
+loop less: each connection has one task that reads a request and runs its handler itself
+(docs/decisions.md, "A hand-written HTTP/1.1 server for the message path").
 
 What it does:
 
-* **Requests.**  A request line in origin form (``*`` for ``OPTIONS``), HTTP/1.1 or 1.0,
+* **Requests.**  A request line in origin form (``*`` for ``OPTIONS``) or absolute form
+  (``http://host/path``, as an IS that uses the security server as its HTTP proxy sends
+  it: the path is taken, the rest ignored), HTTP/1.1 or 1.0,
   and header fields (at most :data:`~security_server.httpclient.MAX_HEAD` bytes together,
   at most :data:`~security_server.httpclient.MAX_HEADERS` fields, each a token name and a
   value without CR, LF or NUL); empty lines before a request line are skipped.  The body
   is framed by ``Content-Length`` or by ``Transfer-Encoding: chunked`` (both at once, or
   any other transfer coding, are refused: a request whose framing could be read two ways
-  is never served) and reaches the handler as it arrives (:meth:`PeerRequest.body`).
+  is never served) and reaches the handler as it arrives (:meth:`ServerRequest.body`).
   ``Expect: 100-continue`` is answered before the body is read.
 * **Answers.**  What the handler returns, with ``Content-Length``, ``Date`` and
   ``Server: xchange``: a body in memory in one write with the head, or a streamed one
@@ -38,7 +40,7 @@ What it does:
   head must arrive within ``head_seconds`` of its first byte; a body (or a peer reading
   the answer) that moves no byte for ``idle_seconds`` closes the connection.  The
   handler's own time is the handler's business (the service timeout).
-* **Shutdown.**  :meth:`PeerServer.shutdown` closes idle connections at once, lets the
+* **Shutdown.**  :meth:`HttpServer.shutdown` closes idle connections at once, lets the
   requests in flight finish within a grace period, then closes what is left.
 """
 
@@ -75,9 +77,9 @@ __all__ = [
     "KEEPALIVE_SECONDS",
     "LINGER_SECONDS",
     "QUIET_SECONDS",
-    "PeerRequest",
-    "PeerResponse",
-    "PeerServer",
+    "HttpServer",
+    "ServerRequest",
+    "ServerResponse",
 ]
 
 log = logging.getLogger(__name__)
@@ -103,12 +105,14 @@ _VISIBLE: Final = bytes(range(0x21, 0x7F))
 """Visible ASCII: a request target."""
 _REASONS: Final = {status.value: status.phrase for status in http.HTTPStatus}
 """The reason phrase of each status an answer's first line may carry."""
+_ABSOLUTE: Final = re.compile(r"[hH][tT][tT][pP][sS]?://[^/?#]*")
+"""The scheme and authority of an absolute-form request target (RFC 9112, 3.2.2)."""
 _UNSAFE: Final = re.compile(r"[\r\n\0]")
 """What an answer's header field must not hold (it would end the field, or the head)."""
 
 
 @dataclass(slots=True)
-class PeerResponse:
+class ServerResponse:
     """What a handler answers: a status, header fields (``Content-Length``, ``Date``,
     ``Server`` and ``Connection`` are the server's), and a body in memory (``body``) or
     streamed (``stream``: its size and its pieces, which must add up to it).  ``close`` is
@@ -121,23 +125,31 @@ class PeerResponse:
     close: Callable[[], None] | None = None
 
 
-class PeerRequest:
+class ServerRequest:
     """A request whose head has been read; its body is read with :meth:`body`."""
 
-    __slots__ = ("_close", "_conn", "_done", "_framing", "_left", "_reader", "_server", "headers",
-                 "message_id", "method", "path", "peer_certificate", "query", "version")
+    __slots__ = ("_close", "_conn", "_done", "_framing", "_left", "_reader", "_server",
+                 "content_length", "headers", "message_id", "method", "path",
+                 "peer_certificate", "query", "target", "tls", "version")
 
-    def __init__(self, server: PeerServer, conn: _ServerConn, method: str, target: str,
+    def __init__(self, server: HttpServer, conn: _ServerConn, method: str, target: str,
                  version: str, headers: list[tuple[str, str]], framing: str,
                  length: int, *, close: bool) -> None:
         self._server, self._conn = server, conn
         self.method, self.version, self.headers = method, version, headers
+        self.target = target
+        """The request target as sent, percent-encoding kept: path and query (of an
+        absolute-form target, only those)."""
         self.path, _, self.query = target.partition("?")
+        self.tls = conn.tls
+        """Whether the connection is TLS."""
         self.peer_certificate = conn.peer_cert
         """The DER certificate the peer presented on this connection (TLS only)."""
         self.message_id: str | None = None
         """Set by the handler once known: echoed on an error answer (``X-Road-Id``)."""
         self._framing, self._left = framing, length
+        self.content_length = length if framing == "length" else None
+        """The body's length as announced (None: chunked)."""
         self._close = close
         """The peer asked to close the connection after this request."""
         self._done = framing == "length" and length == 0
@@ -188,8 +200,8 @@ class PeerRequest:
         self._done = True
 
 
-Handler = Callable[[PeerRequest], Awaitable[PeerResponse]]
-ErrorResponse = Callable[[Exception, "PeerRequest | None"], PeerResponse]
+Handler = Callable[[ServerRequest], Awaitable[ServerResponse]]
+ErrorResponse = Callable[[Exception, "ServerRequest | None"], ServerResponse]
 
 
 # -- connection states (for the watchdog) ----------------------------------------------------
@@ -201,7 +213,7 @@ class _ServerConn(StreamConnection):
     """One accepted connection: the client's buffer and flow control, plus this server's
     task and watchdog."""
 
-    def __init__(self, server: PeerServer) -> None:
+    def __init__(self, server: HttpServer) -> None:
         super().__init__(asyncio.get_running_loop())
         self.server = server
         self.task: asyncio.Task[None] | None = None
@@ -213,6 +225,7 @@ class _ServerConn(StreamConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.tls = transport.get_extra_info("ssl_object") is not None
         self.peer_cert = peer_certificate_der(transport)
         self.server._connections.add(self)
         self.task = self.loop.create_task(self.server._serve(self))
@@ -281,7 +294,7 @@ class _ServerConn(StreamConnection):
         self._arm()
 
 
-class PeerServer:
+class HttpServer:
     """The protocol factory for the server proxy's listeners (module docstring).
 
     ``handler`` answers each request; ``error_response`` renders an exception (an
@@ -349,7 +362,7 @@ class PeerServer:
         finally:
             conn.finish()
 
-    async def _read_request(self, conn: _ServerConn) -> PeerRequest | None:
+    async def _read_request(self, conn: _ServerConn) -> ServerRequest | None:
         """The next request's head, or None at the end of the stream.  A malformed one is
         answered here and ends the connection (None)."""
         conn.state, conn.since = _IDLE, conn.loop.time()
@@ -374,7 +387,7 @@ class PeerServer:
         await self._drop(conn, None)  # whatever the peer still sends
         return None
 
-    def _parse(self, conn: _ServerConn, head: bytes) -> PeerRequest:
+    def _parse(self, conn: _ServerConn, head: bytes) -> ServerRequest:
         end = head.index(b"\r\n")
         parts = head[:end].split(b" ")
         if (len(parts) != 3 or not parts[0] or parts[0].translate(None, _TOKEN)
@@ -385,8 +398,12 @@ class PeerServer:
         if version not in ("HTTP/1.1", "HTTP/1.0"):
             raise _Refused(BadRequestError(f"HTTP version {version[:16]!r} is not supported",
                                            code=self.bad_request_code), 505)
-        if not (target.startswith("/") or (target == "*" and method == "OPTIONS")):
-            raise self._refuse("the request target must be a path")
+        if not target.startswith("/") and not (target == "*" and method == "OPTIONS"):
+            absolute = _ABSOLUTE.match(target)
+            if absolute is None:
+                raise self._refuse("the request target must be a path or an absolute URL")
+            target = target[absolute.end():]
+            target = target if target.startswith("/") else "/" + target
         headers = parse_fields(head[end + 2:-2])
         lengths, codings, tokens = framing_fields(headers)
         close = "close" in tokens
@@ -397,20 +414,20 @@ class PeerServer:
                 raise _Refused(BadRequestError(f"transfer coding {', '.join(codings)!r} is "
                                                "not supported", code=self.bad_request_code),
                                501)
-            return PeerRequest(self, conn, method, target, version, headers, "chunked", 0,
+            return ServerRequest(self, conn, method, target, version, headers, "chunked", 0,
                                close=close)
         length = 0
         if lengths:
             if len(set(lengths)) != 1 or not lengths[0].isdigit() or not lengths[0].isascii():
                 raise self._refuse(f"bad Content-Length: {', '.join(lengths)[:40]!r}")
             length = int(lengths[0])
-        return PeerRequest(self, conn, method, target, version, headers, "length", length,
+        return ServerRequest(self, conn, method, target, version, headers, "length", length,
                            close=close)
 
     def _refuse(self, message: str) -> _Refused:
         return _Refused(BadRequestError(message, code=self.bad_request_code), None)
 
-    async def _answer(self, conn: _ServerConn, request: PeerRequest) -> bool:
+    async def _answer(self, conn: _ServerConn, request: ServerRequest) -> bool:
         """Run the handler and send its answer; whether the connection may carry another
         request."""
         conn.state = _BUSY
@@ -431,8 +448,8 @@ class PeerServer:
             if response.close is not None:
                 response.close()
 
-    async def _send_answer(self, conn: _ServerConn, request: PeerRequest,
-                           response: PeerResponse) -> bool:
+    async def _send_answer(self, conn: _ServerConn, request: ServerRequest,
+                           response: ServerResponse) -> bool:
         keep = (request.version == "HTTP/1.1" and not self._closing and request._done
                 and not request._close)
         head_only = request.method == "HEAD"  # its answer has a length, but no body
@@ -499,12 +516,12 @@ class PeerServer:
                         return False
         return False
 
-    def _send(self, conn: _ServerConn, response: PeerResponse, *, keep: bool,
+    def _send(self, conn: _ServerConn, response: ServerResponse, *, keep: bool,
               head_only: bool) -> None:
         head = self._head(response, len(response.body), keep=keep)
         conn.write(head if head_only else head + response.body)
 
-    def _head(self, response: PeerResponse, size: int, *, keep: bool) -> bytes:
+    def _head(self, response: ServerResponse, size: int, *, keep: bool) -> bytes:
         status = response.status
         lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
         for name, value in response.headers:

@@ -1,4 +1,4 @@
-"""The server proxy's HTTP/1.1 server (security_server.peerserver) on real sockets: what a
+"""The proxies' HTTP/1.1 server (security_server.httpserver) on real sockets: what a
 handler sees and what it answers, keep-alive and pipelining, chunked bodies, malformed and
 hostile requests, slow and vanishing peers, mutual TLS, and shutdown.
 
@@ -28,11 +28,11 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certs.ca import DevCA, IssuedCredentials
-from security_server import peerserver
-from security_server.http import peer_error
+from security_server import httpserver
+from security_server.http import error_renderer
 from security_server.httpclient import MAX_HEAD, MAX_HEADERS, DisconnectedError, Pool
+from security_server.httpserver import DRAIN_BYTES, HttpServer, ServerRequest, ServerResponse
 from security_server.listen import Listener
-from security_server.peerserver import DRAIN_BYTES, PeerRequest, PeerResponse, PeerServer
 from security_server.tls import client_context, server_context
 from xchange.errors import BadRequestError, XRoadError
 
@@ -53,7 +53,7 @@ async def in_background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-Handler = Callable[[PeerRequest], Awaitable[PeerResponse]]
+Handler = Callable[[ServerRequest], Awaitable[ServerResponse]]
 
 
 # -- the server, and a peer that speaks raw bytes -----------------------------------------------
@@ -61,9 +61,9 @@ Handler = Callable[[PeerRequest], Awaitable[PeerResponse]]
 
 @dataclass
 class Running:
-    """A :class:`PeerServer` behind a :class:`Listener` on loopback."""
+    """A :class:`HttpServer` behind a :class:`Listener` on loopback."""
 
-    server: PeerServer
+    server: HttpServer
     port: int
 
     async def connect(self) -> Peer:
@@ -79,7 +79,7 @@ async def serve(handler: Handler, *, tls: ssl.SSLContext | None = None,
                 keepalive: float = 10.0, head: float = 10.0,
                 idle: float = 10.0) -> AsyncIterator[Running]:
     """The server with ``handler`` and these timeouts; shut down afterwards."""
-    server = PeerServer(handler, peer_error(INTERNAL), bad_request_code=BAD,
+    server = HttpServer(handler, error_renderer(INTERNAL), bad_request_code=BAD,
                         keepalive_seconds=keepalive, head_seconds=head, idle_seconds=idle)
     listener = Listener(server, "127.0.0.1", 0, ssl_context=tls)
     await listener.start()
@@ -178,7 +178,7 @@ class Peer:
 class Seen:
     """One request as a handler saw it: the request, its body's pieces, the body's error."""
 
-    request: PeerRequest
+    request: ServerRequest
     pieces: list[bytes] = field(default_factory=list)
     error: BadRequestError | None = None
 
@@ -196,7 +196,7 @@ class Echo:
         self.ended = asyncio.Event()
         """Set when a handler call ends, however."""
 
-    async def __call__(self, request: PeerRequest) -> PeerResponse:
+    async def __call__(self, request: ServerRequest) -> ServerResponse:
         seen = Seen(request)
         self.seen.append(seen)
         try:
@@ -207,7 +207,7 @@ class Echo:
             raise
         finally:
             self.ended.set()
-        return PeerResponse(200, [("X-Echo", request.path),
+        return ServerResponse(200, [("X-Echo", request.path),
                                   ("Content-Type", "application/octet-stream")], seen.body)
 
 
@@ -216,7 +216,7 @@ async def within(event: asyncio.Event, seconds: float = WAIT) -> None:
         await event.wait()
 
 
-async def _never_called(request: PeerRequest) -> PeerResponse:
+async def _never_called(request: ServerRequest) -> ServerResponse:
     raise AssertionError(f"the handler ran for {request.method} {request.path}")
 
 
@@ -241,7 +241,9 @@ async def test_a_post_is_seen_whole_and_answered_with_the_server_fields() -> Non
     assert request.header("X-MANY") == "1"
     assert request.header("host") == "ss1"
     assert request.header("content-type") == "Application/Foo; q=1"
-    assert request.peer_certificate is None  # plain TCP
+    assert request.target == "/r/1?a=1&b=%20"
+    assert request.content_length == len(body)
+    assert request.peer_certificate is None and not request.tls  # plain TCP
     assert len(seen.pieces) > 1 and all(0 < len(p) <= 64 * 1024 for p in seen.pieces)
     assert seen.body == body
     assert answer.status_line == "HTTP/1.1 200 OK"
@@ -271,19 +273,49 @@ async def test_a_request_without_a_body_reads_an_empty_one() -> None:
 async def test_the_body_is_read_once() -> None:
     errors: list[str] = []
 
-    async def twice(request: PeerRequest) -> PeerResponse:
+    async def twice(request: ServerRequest) -> ServerResponse:
         first = b"".join([p async for p in request.body()])
         try:
             async for _ in request.body():
                 pass
         except RuntimeError as exc:
             errors.append(str(exc))
-        return PeerResponse(200, body=first)
+        return ServerResponse(200, body=first)
 
     async with serve(twice) as running, await running.connect() as peer:
         await peer.send(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi")
         assert (await peer.answer()).body == b"hi"
     assert errors == ["the request body is read once"]
+
+
+@pytest.mark.parametrize(("target", "path", "query"), [
+    (b"http://provider.example/population", "/population", ""),
+    (b"HTTP://provider.example:8080/a/b?x=1&y=%2F", "/a/b", "x=1&y=%2F"),
+    (b"https://10.0.0.1", "/", ""),
+    (b"http://host?q=1", "/", "q=1"),
+    (b"http://user@host/p", "/p", ""),
+])
+async def test_an_absolute_form_target_is_served_by_its_path(target: bytes, path: str,
+                                                             query: str) -> None:
+    """As an IS sends it when it uses the security server as its HTTP proxy."""
+    echo = Echo()
+    async with serve(echo) as running, await running.connect() as peer:
+        await peer.send(b"POST " + target + b" HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi")
+        answer = await peer.answer()
+    assert (answer.status, answer.body) == (200, b"hi")
+    request = echo.seen[0].request
+    assert (request.path, request.query) == (path, query)
+    assert request.target == path + ("?" + query if query else "")
+
+
+async def test_a_chunked_body_has_no_content_length() -> None:
+    echo = Echo()
+    async with serve(echo) as running, await running.connect() as peer:
+        await peer.send(b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"2\r\nhi\r\n0\r\n\r\nGET /g HTTP/1.1\r\n\r\n")
+        answers = [await peer.answer() for _ in range(2)]
+    assert [a.body for a in answers] == [b"hi", b""]
+    assert [s.request.content_length for s in echo.seen] == [None, 0]
 
 
 async def test_options_star_is_served() -> None:
@@ -295,8 +327,8 @@ async def test_options_star_is_served() -> None:
 
 
 async def test_answer_fields_with_cr_lf_or_nul_are_left_out() -> None:
-    async def injecting(request: PeerRequest) -> PeerResponse:
-        return PeerResponse(200, [("X-Good", "yes"), ("X-Bad", "1\r\nX-Injected: yes"),
+    async def injecting(request: ServerRequest) -> ServerResponse:
+        return ServerResponse(200, [("X-Good", "yes"), ("X-Bad", "1\r\nX-Injected: yes"),
                                   ("X-Nul", "a\0b"), ("X-Bad\r\nX-Name", "v")], b"ok")
 
     async with serve(injecting) as running, await running.connect() as peer:
@@ -310,8 +342,8 @@ async def test_answer_fields_with_cr_lf_or_nul_are_left_out() -> None:
 
 
 async def test_an_unknown_status_has_a_reason() -> None:
-    async def odd(request: PeerRequest) -> PeerResponse:
-        return PeerResponse(599, body=b"odd")
+    async def odd(request: ServerRequest) -> ServerResponse:
+        return ServerResponse(599, body=b"odd")
 
     async with serve(odd) as running, await running.connect() as peer:
         await peer.send(b"GET / HTTP/1.1\r\n\r\n")
@@ -320,11 +352,11 @@ async def test_an_unknown_status_has_a_reason() -> None:
 
 
 async def test_an_answer_to_head_has_no_body() -> None:
-    async def get_only(request: PeerRequest) -> PeerResponse:
+    async def get_only(request: ServerRequest) -> ServerResponse:
         if request.method != "GET":
             raise XRoadError(f"{request.method} is not allowed",
                              code="client.unsupported_method")
-        return PeerResponse(200, body=b"got")
+        return ServerResponse(200, body=b"got")
 
     async with serve(get_only) as running, await running.connect() as peer:
         await peer.send(b"HEAD / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
@@ -358,13 +390,13 @@ async def test_requests_on_one_connection_are_answered_in_order() -> None:
 async def test_pipelined_requests_are_answered_in_order() -> None:
     events: list[str] = []
 
-    async def handler(request: PeerRequest) -> PeerResponse:
+    async def handler(request: ServerRequest) -> ServerResponse:
         events.append(f"start {request.path}")
         body = b"".join([p async for p in request.body()])
         if request.path == "/slow":
             await asyncio.sleep(0.05)  # the next ones wait for this one's answer
         events.append(f"end {request.path}")
-        return PeerResponse(200, body=request.path.encode() + b":" + body)
+        return ServerResponse(200, body=request.path.encode() + b":" + body)
 
     async with serve(handler) as running, await running.connect() as peer:
         await peer.send(b"POST /slow HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
@@ -482,7 +514,8 @@ REFUSED = [
     pytest.param(b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello", 400, id="length +5"),
     pytest.param("POST / HTTP/1.1\r\nContent-Length: \u00b2\r\n\r\nhi".encode(), 400,
                  id="length a superscript digit"),
-    pytest.param(b"GET http://ss1/ HTTP/1.1\r\n\r\n", 400, id="absolute target"),
+    pytest.param(b"GET ftp://ss1/ HTTP/1.1\r\n\r\n", 400, id="absolute target, not HTTP"),
+    pytest.param(b"GET http:/ss1/ HTTP/1.1\r\n\r\n", 400, id="absolute target, one slash"),
     pytest.param(b"GET ss1:443 HTTP/1.1\r\n\r\n", 400, id="authority target"),
     pytest.param(b"GET * HTTP/1.1\r\n\r\n", 400, id="star not OPTIONS"),
     pytest.param(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501, id="gzip"),
@@ -580,7 +613,7 @@ async def test_a_connection_that_asks_to_close_is_closed_after_the_answer(
 
 
 async def test_an_xroad_error_is_answered_with_its_status_and_code() -> None:
-    async def refusing(request: PeerRequest) -> PeerResponse:
+    async def refusing(request: ServerRequest) -> ServerResponse:
         if request.path == "/known":
             request.message_id = "msg-1"
         raise XRoadError("no right to the service", code="server.serverproxy.access_denied")
@@ -601,7 +634,7 @@ async def test_an_xroad_error_is_answered_with_its_status_and_code() -> None:
 async def test_an_unexpected_exception_is_an_internal_error_without_a_traceback(
     caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def failing(request: PeerRequest) -> PeerResponse:
+    async def failing(request: ServerRequest) -> ServerResponse:
         raise RuntimeError("secret path /etc/xchange/key.pem")
 
     async with serve(failing) as running, await running.connect() as peer:
@@ -614,7 +647,7 @@ async def test_an_unexpected_exception_is_an_internal_error_without_a_traceback(
     incident = error["detail"]
     assert str(uuid.UUID(incident)) == incident
     text = answer.body.decode()
-    for leak in ("secret", "RuntimeError", "Traceback", "peerserver"):
+    for leak in ("secret", "RuntimeError", "Traceback", "httpserver"):
         assert leak not in text
     (record,) = [r for r in caplog.records if incident in r.getMessage()]
     assert record.exc_info is not None  # the stack trace is in the log, under the incident
@@ -623,12 +656,12 @@ async def test_an_unexpected_exception_is_an_internal_error_without_a_traceback(
 # -- bodies the handler did not read ----------------------------------------------------------
 
 
-async def _refuse_unread(request: PeerRequest) -> PeerResponse:
+async def _refuse_unread(request: ServerRequest) -> ServerResponse:
     """Refuses without reading the body -- or after its first piece, on ``/one``."""
     if request.path == "/one":
         async for _ in request.body():
             break
-    return PeerResponse(403, [("X-Refused", "yes")], b"refused")
+    return ServerResponse(403, [("X-Refused", "yes")], b"refused")
 
 
 async def test_a_short_unread_body_is_read_and_the_connection_kept() -> None:
@@ -636,11 +669,11 @@ async def test_a_short_unread_body_is_read_and_the_connection_kept() -> None:
     connection carries the next request (as a refused caller's retry would)."""
     calls = 0
 
-    async def counting(request: PeerRequest) -> PeerResponse:
+    async def counting(request: ServerRequest) -> ServerResponse:
         nonlocal calls
         calls += 1
         if request.path == "/second":
-            return PeerResponse(200, body=b"second")
+            return ServerResponse(200, body=b"second")
         return await _refuse_unread(request)
 
     async with serve(counting) as running, await running.connect() as peer:
@@ -679,7 +712,7 @@ async def test_the_answer_to_an_unread_large_body_is_not_lost(path: str) -> None
 
 
 async def test_dropping_an_unread_body_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(peerserver, "LINGER_SECONDS", 0.3)
+    monkeypatch.setattr(httpserver, "LINGER_SECONDS", 0.3)
     async with serve(_refuse_unread) as running, await running.connect() as peer:
         await peer.send(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
         answer = await peer.answer()
@@ -731,10 +764,10 @@ class Streamed:
         return b"".join(bytes([at // 65536 % 251]) * min(65536, self.size - at)
                         for at in range(0, self.size, 65536))
 
-    async def __call__(self, request: PeerRequest) -> PeerResponse:
+    async def __call__(self, request: ServerRequest) -> ServerResponse:
         if request.path == "/small":
-            return PeerResponse(200, body=b"small")
-        return PeerResponse(200, [("Content-Type", "application/x-big")],
+            return ServerResponse(200, body=b"small")
+        return ServerResponse(200, [("Content-Type", "application/x-big")],
                             stream=(self.announced, self.pieces()), close=self.close)
 
 
@@ -762,7 +795,7 @@ async def test_a_peer_that_goes_away_mid_answer_is_survived(
 ) -> None:
     streamed = Streamed(256 << 20)
     async with serve(streamed) as running:
-        with caplog.at_level(logging.INFO, logger="security_server.peerserver"):
+        with caplog.at_level(logging.INFO, logger="security_server.httpserver"):
             async with await running.connect() as peer:
                 await peer.send(b"GET /big HTTP/1.1\r\n\r\n")
                 async with asyncio.timeout(WAIT):
@@ -790,7 +823,7 @@ async def test_a_streamed_answer_that_fails_closes_the_connection(
     async with serve(streamed) as running:
         pool = running.pool()
         try:
-            with caplog.at_level(logging.ERROR, logger="security_server.peerserver"):
+            with caplog.at_level(logging.ERROR, logger="security_server.httpserver"):
                 async with await pool.request("GET", "/big", timeout=WAIT) as resp:
                     assert resp.content_length == streamed.announced
                     with pytest.raises(DisconnectedError):
@@ -878,11 +911,11 @@ async def test_the_handlers_own_time_does_not_count() -> None:
     """Idle is the peer's silence only: a handler slower than ``idle_seconds`` before it reads
     the body, or before its streamed answer, is not cut off."""
 
-    async def slow(request: PeerRequest) -> PeerResponse:
+    async def slow(request: ServerRequest) -> ServerResponse:
         await asyncio.sleep(0.45)
         if request.path == "/body":
             body = b"".join([p async for p in request.body()])
-            return PeerResponse(200, body=body)
+            return ServerResponse(200, body=body)
         return await streamed(request)
 
     async def body_after_100_continue(running: Running) -> bytes:
@@ -968,6 +1001,29 @@ async def test_the_client_certificate_reaches_the_handler(
         finally:
             await pool.close()
     assert [s.request.peer_certificate for s in echo.seen] == [client_der] * 3
+    assert all(s.request.tls for s in echo.seen)
+
+
+async def test_tls_without_a_client_certificate_is_tls_without_a_certificate(
+    mutual_tls: tuple[ssl.SSLContext, ssl.SSLContext, bytes], dev_ca: DevCA
+) -> None:
+    """As an IS connects to the client proxy's HTTPS port (the certificate is optional)."""
+    server_tls, _, _ = mutual_tls
+    server_tls.verify_mode = ssl.CERT_OPTIONAL
+    anonymous = ssl.create_default_context(cafile=None)
+    anonymous.load_verify_locations(cadata=dev_ca.certificate.public_bytes(Encoding.PEM)
+                                    .decode())
+    anonymous.check_hostname = False
+    echo = Echo()
+    async with serve(echo, tls=server_tls) as running:
+        pool = running.pool(tls=anonymous)
+        try:
+            async with await pool.request("GET", "/anonymous", timeout=WAIT) as resp:
+                assert resp.status == 200
+        finally:
+            await pool.close()
+    (seen,) = echo.seen
+    assert seen.request.tls and seen.request.peer_certificate is None
 
 
 # -- shutdown ---------------------------------------------------------------------------------
@@ -981,16 +1037,16 @@ class Held:
         self.entered, self.release = asyncio.Event(), asyncio.Event()
         self.cancelled = False
 
-    async def __call__(self, request: PeerRequest) -> PeerResponse:
+    async def __call__(self, request: ServerRequest) -> ServerResponse:
         if request.path == "/quick":
-            return PeerResponse(200, body=b"quick")
+            return ServerResponse(200, body=b"quick")
         self.entered.set()
         try:
             await self.release.wait()
         except asyncio.CancelledError:
             self.cancelled = True
             raise
-        return PeerResponse(200, body=b"held")
+        return ServerResponse(200, body=b"held")
 
 
 async def test_shutdown_closes_idle_connections_at_once() -> None:
