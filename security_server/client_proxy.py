@@ -79,7 +79,13 @@ from xchange.errors import (
 )
 from xchange.globalconf import GlobalConf, SecurityServerInfo
 from xchange.messages import Request
-from xchange.rest import RestRequest, RestResponse, digest_payload, request_hash_of
+from xchange.rest import (
+    RestRequest,
+    RestResponse,
+    digest_payload,
+    filter_headers,
+    request_hash_of,
+)
 from xchange.signing import verify_message
 from xchange.soap.envelope import (
     SoapRequest,
@@ -164,7 +170,8 @@ async def handle_rest(rt: Runtime, request: ServerRequest) -> ServerResponse:
 
     response, body, rhash = await send_request(rt, req, read_body)
     try:
-        headers = list(response.headers)
+        # The provider's fields, but never its framing or X-Road fields (ours follow).
+        headers = list(filter_headers(response.headers))
         headers += [("X-Road-Id", req.message_id), ("X-Road-Client", str(req.client)),
                     ("X-Road-Service", str(req.service)), ("X-Road-Request-Hash", rhash)]
     except BaseException:

@@ -105,6 +105,9 @@ _VISIBLE: Final = bytes(range(0x21, 0x7F))
 """Visible ASCII: a request target."""
 _REASONS: Final = {status.value: status.phrase for status in http.HTTPStatus}
 """The reason phrase of each status an answer's first line may carry."""
+_OWN_FIELDS: Final = frozenset({"content-length", "transfer-encoding", "connection",
+                                 "keep-alive", "date", "server"})
+"""Answer header fields only the server writes: a handler's are left out."""
 _ABSOLUTE: Final = re.compile(r"[hH][tT][tT][pP][sS]?://[^/?#]*")
 """The scheme and authority of an absolute-form request target (RFC 9112, 3.2.2)."""
 _UNSAFE: Final = re.compile(r"[\r\n\0]")
@@ -114,7 +117,8 @@ _UNSAFE: Final = re.compile(r"[\r\n\0]")
 @dataclass(slots=True)
 class ServerResponse:
     """What a handler answers: a status, header fields (``Content-Length``, ``Date``,
-    ``Server`` and ``Connection`` are the server's), and a body in memory (``body``) or
+    ``Server``, ``Connection`` and ``Transfer-Encoding`` are the server's: the handler's are
+    left out), and a body in memory (``body``) or
     streamed (``stream``: its size and its pieces, which must add up to it).  ``close`` is
     called once the answer has been sent, or given up (the peer went away)."""
 
@@ -528,6 +532,8 @@ class HttpServer:
             if _UNSAFE.search(name) or _UNSAFE.search(value):
                 log.warning("answer header %r left out: it holds CR, LF or NUL", name[:40])
                 continue
+            if name.lower() in _OWN_FIELDS:
+                continue  # the server's own: one of each, always right
             lines.append(f"{name}: {value}")
         lines.append(f"Content-Length: {size}")
         lines.append(f"Date: {self._http_date()}")

@@ -341,6 +341,25 @@ async def test_answer_fields_with_cr_lf_or_nul_are_left_out() -> None:
     assert (answer.body, again.body) == (b"ok", b"ok")
 
 
+async def test_the_framing_fields_of_an_answer_are_the_servers_own() -> None:
+    """A handler passing on another party's fields (a provider's, say) cannot frame the
+    answer, nor end the connection: one Content-Length, the right one."""
+    async def framing(request: ServerRequest) -> ServerResponse:
+        return ServerResponse(200, [("content-length", "1"), ("Transfer-Encoding", "chunked"),
+                                    ("Connection", "close"), ("Keep-Alive", "timeout=1"),
+                                    ("Date", "Thu, 01 Jan 1970 00:00:00 GMT"),
+                                    ("server", "Apache"), ("X-Kept", "yes")], b"hello")
+
+    async with serve(framing) as running, await running.connect() as peer:
+        await peer.send(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+        answers = [await peer.answer() for _ in range(2)]
+    for answer in answers:
+        assert [n for n, _ in answer.headers] == ["X-Kept", "Content-Length", "Date", "Server"]
+        assert (answer.header("Content-Length"), answer.body) == ("5", b"hello")
+        assert answer.header("Server") == "xchange"
+        assert "1970" not in (answer.header("Date") or "")
+
+
 async def test_an_unknown_status_has_a_reason() -> None:
     async def odd(request: ServerRequest) -> ServerResponse:
         return ServerResponse(599, body=b"odd")
