@@ -13,29 +13,29 @@ What it does:
 
 * **Requests.**  A request line in origin form (``*`` for ``OPTIONS``) or absolute form
   (``http://host/path``, as an IS that uses the security server as its HTTP proxy sends
-  it: the path is taken, the rest ignored), HTTP/1.1 or 1.0,
-  and header fields (at most :data:`~security_server.httpclient.MAX_HEAD` bytes together,
-  at most :data:`~security_server.httpclient.MAX_HEADERS` fields, each a token name and a
-  value without CR, LF or NUL); empty lines before a request line are skipped.  The body
-  is framed by ``Content-Length`` or by ``Transfer-Encoding: chunked`` (both at once, or
+  it: the path is taken, the rest ignored), HTTP/1.1 or 1.0, and header fields (at most
+  :data:`~security_server.httpclient.MAX_HEAD` bytes together, at most
+  :data:`~security_server.httpclient.MAX_HEADERS` fields, each a token name and a value
+  without CR, LF or NUL); empty lines before a request line are skipped.  The body is
+  framed by ``Content-Length`` or by ``Transfer-Encoding: chunked`` (both at once, or
   any other transfer coding, are refused: a request whose framing could be read two ways
   is never served) and reaches the handler as it arrives (:meth:`ServerRequest.body`).
   ``Expect: 100-continue`` is answered before the body is read.
 * **Answers.**  What the handler returns, with ``Content-Length``, ``Date`` and
-  ``Server: xchange``: a body in memory in one write with the head, or a streamed one
-  written piece by piece as the peer takes it.
+  ``Server: xchange`` (the handler's own framing fields left out): a body in memory in one
+  write with the head, or a streamed one written piece by piece as the peer takes it.
 * **Errors.**  A malformed request is answered 400 (an unknown transfer coding 501, an
   unknown HTTP version 505) as ``error_response`` renders it, and the connection closed
   once the peer has sent nothing more for :data:`QUIET_SECONDS`; an exception of the
   handler is rendered by ``error_response`` too, never a stack trace.  A peer that goes
   away is the end of its connection, not an error.
 * **Connections.**  Kept alive between requests (HTTP/1.1 unless ``Connection: close``;
-  HTTP/1.0 closes), requests served in order (pipelined ones wait).  A body the handler
-  did not read (a refused caller's) is read to its end before the answer when it is at
-  most :data:`DRAIN_BYTES` long, and the connection kept; a longer one, or a chunked one,
-  closes the connection after the answer, what the peer still sends read and dropped for
-  up to :data:`LINGER_SECONDS` first, so that the peer is not reset before it reads the
-  answer.
+  HTTP/1.0 only with ``Connection: keep-alive``, which the answer then carries), requests
+  served in order (pipelined ones wait).  A body the handler did not read (a refused
+  caller's) is read to its end before the answer when it is at most :data:`DRAIN_BYTES`
+  long, and the connection kept; a longer one, or a chunked one, closes the connection
+  after the answer, what the peer still sends read and dropped for up to
+  :data:`LINGER_SECONDS` first, so that the peer is not reset before it reads the answer.
 * **Timeouts.**  An idle connection is closed after ``keepalive_seconds``; a request's
   head must arrive within ``head_seconds`` of its first byte; a body (or a peer reading
   the answer) that moves no byte for ``idle_seconds`` closes the connection.  The
@@ -118,9 +118,9 @@ _UNSAFE: Final = re.compile(r"[\r\n\0]")
 class ServerResponse:
     """What a handler answers: a status, header fields (``Content-Length``, ``Date``,
     ``Server``, ``Connection`` and ``Transfer-Encoding`` are the server's: the handler's are
-    left out), and a body in memory (``body``) or
-    streamed (``stream``: its size and its pieces, which must add up to it).  ``close`` is
-    called once the answer has been sent, or given up (the peer went away)."""
+    left out), and a body in memory (``body``) or streamed (``stream``: its size and its
+    pieces, which must add up to it).  ``close`` is called once the answer has been sent,
+    or given up (the peer went away)."""
 
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
@@ -387,7 +387,7 @@ class HttpServer:
         except ProtocolError as exc:  # the head too long, or malformed fields
             error = BadRequestError(str(exc), code=self.bad_request_code)
             response = self.error_response(error, None)
-        self._send(conn, response, keep=False, head_only=False)
+        self._send(conn, response, connection="close", head_only=False)
         await self._drop(conn, None)  # whatever the peer still sends
         return None
 
@@ -410,7 +410,8 @@ class HttpServer:
             target = target if target.startswith("/") else "/" + target
         headers = parse_fields(head[end + 2:-2])
         lengths, codings, tokens = framing_fields(headers)
-        close = "close" in tokens
+        # HTTP/1.1 keeps the connection unless asked to close; HTTP/1.0 only when asked.
+        close = "close" in tokens or (version == "HTTP/1.0" and "keep-alive" not in tokens)
         if codings:
             if lengths:
                 raise self._refuse("both Content-Length and Transfer-Encoding")
@@ -454,18 +455,20 @@ class HttpServer:
 
     async def _send_answer(self, conn: _ServerConn, request: ServerRequest,
                            response: ServerResponse) -> bool:
-        keep = (request.version == "HTTP/1.1" and not self._closing and request._done
-                and not request._close)
+        keep = not self._closing and request._done and not request._close
+        # An HTTP/1.0 peer keeps the connection only when told so.
+        connection = None if keep and request.version == "HTTP/1.1" else \
+            "keep-alive" if keep else "close"
         head_only = request.method == "HEAD"  # its answer has a length, but no body
         if response.stream is None:
-            self._send(conn, response, keep=keep, head_only=head_only)
+            self._send(conn, response, connection=connection, head_only=head_only)
             return keep
         size, pieces = response.stream
         if head_only:
-            conn.write(self._head(response, size, keep=keep))
+            conn.write(self._head(response, size, connection=connection))
             return keep
         conn.state = _SENDING
-        conn.write(self._head(response, size, keep=keep))
+        conn.write(self._head(response, size, connection=connection))
         sent = 0
         try:
             async for piece in pieces:
@@ -520,12 +523,14 @@ class HttpServer:
                         return False
         return False
 
-    def _send(self, conn: _ServerConn, response: ServerResponse, *, keep: bool,
+    def _send(self, conn: _ServerConn, response: ServerResponse, *, connection: str | None,
               head_only: bool) -> None:
-        head = self._head(response, len(response.body), keep=keep)
+        head = self._head(response, len(response.body), connection=connection)
         conn.write(head if head_only else head + response.body)
 
-    def _head(self, response: ServerResponse, size: int, *, keep: bool) -> bytes:
+    def _head(self, response: ServerResponse, size: int, *, connection: str | None) -> bytes:
+        """The answer's status line and header fields; ``connection``: the ``Connection``
+        field's value, if one is sent."""
         status = response.status
         lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
         for name, value in response.headers:
@@ -538,8 +543,8 @@ class HttpServer:
         lines.append(f"Content-Length: {size}")
         lines.append(f"Date: {self._http_date()}")
         lines.append("Server: xchange")
-        if not keep:
-            lines.append("Connection: close")
+        if connection is not None:
+            lines.append(f"Connection: {connection}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
     def _http_date(self) -> str:

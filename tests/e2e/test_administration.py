@@ -201,6 +201,11 @@ def test_list_clients_xml_and_json(fed: Federation) -> None:
     assert {"id": {"object_type": "SUBSYSTEM", "xroad_instance": "DEMO", "member_class": "GOV",
                    "member_code": "70000002", "subsystem_code": "benefits"},
             "name": "Social Insurance Board"} in doc["member"]
+    for suffix, listed in (("?xRoadInstance=DEMO", True), ("?xRoadInstance=OTHER", False),
+                          ("?xRoadInstance=", False)):
+        with urllib.request.urlopen(url + suffix, timeout=10) as resp:
+            members = etree.fromstring(resp.read()).findall(f"{{{NS_XROAD}}}member")
+        assert bool(members) is listed, suffix
 
 
 def test_metadata_services_through_the_federation(

@@ -613,8 +613,8 @@ async def test_a_refused_request_still_being_sent_is_not_reset(
     b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
     b"GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n",
     b"GET / HTTP/1.0\r\n\r\n",
-    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
-], ids=["close", "keep-alive, Close", "HTTP/1.0", "HTTP/1.0 keep-alive"])
+    b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+], ids=["close", "keep-alive, Close", "HTTP/1.0", "HTTP/1.0 keep-alive, close"])
 async def test_a_connection_that_asks_to_close_is_closed_after_the_answer(
     request_bytes: bytes
 ) -> None:
@@ -626,6 +626,22 @@ async def test_a_connection_that_asks_to_close_is_closed_after_the_answer(
         assert await peer.rest() == b""
     assert (answer.status, answer.header("Connection")) == (200, "close")
     assert len(echo.seen) == 1
+
+
+async def test_an_http_1_0_peer_that_asks_to_keep_the_connection_is_told_so() -> None:
+    echo = Echo()
+    async with serve(echo) as running, await running.connect() as peer:
+        await peer.send(b"POST /1 HTTP/1.0\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n"
+                        b"\r\nhi")
+        first = await peer.answer()
+        await peer.send(b"GET /2 HTTP/1.0\r\nconnection: keep-alive\r\n\r\n"
+                        b"GET /3 HTTP/1.0\r\n\r\n")
+        second, third = await peer.answer(), await peer.answer()
+        assert await peer.rest() == b""
+    assert [(a.status, a.header("Connection")) for a in (first, second, third)] == [
+        (200, "keep-alive"), (200, "keep-alive"), (200, "close")]
+    assert first.body == b"hi"
+    assert [s.request.path for s in echo.seen] == ["/1", "/2", "/3"]
 
 
 # -- the handler's errors ---------------------------------------------------------------------
