@@ -26,7 +26,7 @@ from sqlalchemy.exc import ArgumentError
 
 from security_server.logtables import LOG_METADATA, LOG_TABLES
 
-__all__ = ["create_db_engine", "create_tables"]
+__all__ = ["PG_TOAST_TUPLE_TARGET", "create_db_engine", "create_tables"]
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 """How long an SQLite connection waits for a lock held by another connection."""
@@ -54,9 +54,23 @@ def create_db_engine(url: str) -> Engine:
 
 
 def create_tables(engine: Engine) -> None:
-    """Create the message log's tables that do not exist yet."""
+    """Create the message log's tables that do not exist yet, and bring existing ones up to
+    date (columns added since, PostgreSQL's storage setting)."""
     LOG_METADATA.create_all(engine, tables=list(LOG_TABLES))
     _add_missing_columns(engine)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(sa.text(
+                f"ALTER TABLE message_log SET (toast_tuple_target = {PG_TOAST_TUPLE_TARGET})"))
+
+
+PG_TOAST_TUPLE_TARGET: Final = 8160
+"""On PostgreSQL, a message log row is compressed or moved out of line (TOAST) only when it
+is longer than this, the most a heap page holds.  A record is about 3 KB (its signature 2 KB
+of base64, which compresses poorly): by PostgreSQL's default (2 KB) every record was
+compressed and then stored out of line anyway, in a second table and its index, which took
+a third of the database's CPU per row (docs/performance.md).  Longer records (large header
+parts) are stored as before; the setting holds for rows written after it."""
 
 
 _ADDED_COLUMNS: Final = (("message_log", "body_id", "VARCHAR(32)"),)
