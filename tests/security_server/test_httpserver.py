@@ -1017,6 +1017,16 @@ def mutual_tls(issue_server_auth: Callable[..., IssuedCredentials],
     return server, client, consumer.certificate.public_bytes(Encoding.DER)
 
 
+async def get_through_pool(running: Running, path: str, tls: ssl.SSLContext) -> None:
+    """One GET through the project's client over TLS, answered 200."""
+    pool = running.pool(tls=tls)
+    try:
+        async with await pool.request("GET", path, timeout=WAIT) as resp:
+            assert resp.status == 200
+    finally:
+        await pool.close()
+
+
 async def test_the_client_certificate_reaches_the_handler(
     mutual_tls: tuple[ssl.SSLContext, ssl.SSLContext, bytes]
 ) -> None:
@@ -1029,12 +1039,7 @@ async def test_the_client_certificate_reaches_the_handler(
                                         ssl=client_tls) as response:
                     assert (response.status, await response.read()) == (200, body)
                     assert response.headers["Server"] == "xchange"
-        pool = running.pool(tls=client_tls)
-        try:
-            async with await pool.request("GET", "/pool", timeout=WAIT) as resp:
-                assert resp.status == 200
-        finally:
-            await pool.close()
+        await get_through_pool(running, "/pool", client_tls)
     assert [s.request.peer_certificate for s in echo.seen] == [client_der] * 3
     assert all(s.request.tls for s in echo.seen)
 
@@ -1051,12 +1056,7 @@ async def test_tls_without_a_client_certificate_is_tls_without_a_certificate(
     anonymous.check_hostname = False
     echo = Echo()
     async with serve(echo, tls=server_tls) as running:
-        pool = running.pool(tls=anonymous)
-        try:
-            async with await pool.request("GET", "/anonymous", timeout=WAIT) as resp:
-                assert resp.status == 200
-        finally:
-            await pool.close()
+        await get_through_pool(running, "/anonymous", anonymous)
     (seen,) = echo.seen
     assert seen.request.tls and seen.request.peer_certificate is None
 
