@@ -52,11 +52,11 @@ def test_the_sqlite_log_key_is_the_rowid() -> None:
     assert "sequence BIGINT NOT NULL" in pg
 
 
+@pytest.mark.parametrize("db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)],
+                         indirect=True)  # a PostgreSQL setting only
 def test_log_records_are_stored_inline_on_postgresql(engine: Engine) -> None:
     """A usual record (about 3 KB) is neither compressed nor moved to a TOAST table; a long
     one still is; and creating the tables again changes nothing."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("a PostgreSQL storage setting")
     create_tables(engine)  # idempotent on an existing log
     signature = secrets.token_urlsafe(1600)
     row: dict[str, object] = {
