@@ -453,7 +453,7 @@ async def _read_answer(rt: Runtime, server: SecurityServerInfo, resp: Response) 
         data = await resp.read(_MAX_ERROR)
         if data is None:
             raise over_long
-        raise _error_renderer(status, data, error_code)
+        raise _peer_error(status, data, error_code)
     der = resp.peer_certificate  # of the connection that carried this answer
     peer_cert = None if der is None else certificate_of(der)
     if status != 200 or ctype != FRAME_MEDIA_TYPE or peer_cert is None:
@@ -496,7 +496,7 @@ async def _fetch_provider_status(rt: Runtime, conf: GlobalConf, server: Security
         raise CertificateValidationError(
             f"security server {server.id} sent no usable OCSP response", code=_CODE_CERT)
     if error_code is not None or ctype == "application/json":
-        raise _error_renderer(status, data, error_code)  # e.g. it does not know us
+        raise _peer_error(status, data, error_code)  # e.g. it does not know us
     if status != 200 or ctype != OCSP_MEDIA_TYPE:
         raise CertificateValidationError(
             f"security server {server.id} answered its OCSP status query with HTTP {status} "
@@ -504,7 +504,7 @@ async def _fetch_provider_status(rt: Runtime, conf: GlobalConf, server: Security
     _learn_provider_status(rt, conf, server, peer_cert, (data,), rt.clock(), asked=True)
 
 
-def _error_renderer(status: int, data: bytes, header_code: str | None) -> XRoadError:
+def _peer_error(status: int, data: bytes, header_code: str | None) -> XRoadError:
     """An error the provider security server reported; passed on to the IS as it is."""
     try:
         doc = json.loads(data)
