@@ -299,7 +299,7 @@ class _ServerConn(StreamConnection):
 
 
 class HttpServer:
-    """The protocol factory for the server proxy's listeners (module docstring).
+    """The protocol factory for the proxies' listeners (module docstring).
 
     ``handler`` answers each request; ``error_response`` renders an exception (an
     :class:`~xchange.errors.XRoadError` or anything else) as an answer, with the request if
