@@ -169,14 +169,10 @@ async def handle_rest(rt: Runtime, request: ServerRequest) -> ServerResponse:
         return await rt.spool(request.body(), limit=limit, too_large=_too_large(limit))
 
     response, body, rhash = await send_request(rt, req, read_body)
-    try:
-        # The provider's fields, but never its framing or X-Road fields (ours follow).
-        headers = list(filter_headers(response.headers))
-        headers += [("X-Road-Id", req.message_id), ("X-Road-Client", str(req.client)),
-                    ("X-Road-Service", str(req.service)), ("X-Road-Request-Hash", rhash)]
-    except BaseException:
-        body.close()
-        raise
+    # The provider's fields, but never its framing or X-Road fields (ours follow).
+    headers = [*filter_headers(response.headers), ("X-Road-Id", req.message_id),
+               ("X-Road-Client", str(req.client)), ("X-Road-Service", str(req.service)),
+               ("X-Road-Request-Hash", rhash)]
     return _answer(response.status, headers, body)
 
 

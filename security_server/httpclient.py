@@ -127,7 +127,7 @@ class ResponseTimeoutError(HttpClientError, TimeoutError):
 
 class StreamConnection(asyncio.Protocol):
     """One connection: a receive buffer, the reader's waiter, and write flow control (the
-    server proxy's connections too: security_server.httpserver)."""
+    proxies' server's connections too: security_server.httpserver)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop

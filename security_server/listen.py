@@ -1,5 +1,5 @@
 """The security server's listeners: sockets that accept every waiting connection at once,
-for the server proxy's own server (security_server.httpserver) and for aiohttp's sites.
+for the proxies' own server (security_server.httpserver) and for aiohttp's sites.
 
 A listener made by ``loop.create_server`` on uvloop accepts one connection per turn of the
 event loop (asyncio's own loop accepts up to its backlog per turn).  A busy server's turns
@@ -43,7 +43,7 @@ class Listener:
     ``ssl_context`` is given."""
 
     __slots__ = ("_backlog", "_bound_port", "_factory", "_handshakes", "_host", "_port",
-                 "_retry", "_sockets", "_ssl_context", "name")
+                 "_retry", "_sockets", "_ssl_context")
 
     def __init__(self, factory: Callable[[], asyncio.BaseProtocol], host: str, port: int, *,
                  ssl_context: ssl.SSLContext | None = None, backlog: int = 128) -> None:
@@ -53,8 +53,11 @@ class Listener:
         self._sockets: list[socket.socket] = []
         self._handshakes: set[asyncio.Task[object]] = set()
         self._retry: dict[socket.socket, asyncio.TimerHandle] = {}
-        self.name = f"{host or '*'}:{port}"
+
+    @property
+    def name(self) -> str:
         """How log lines name this listener."""
+        return f"{self._host or '*'}:{self.port}"
 
     @property
     def port(self) -> int:
@@ -75,7 +78,6 @@ class Listener:
                 sock.setblocking(False)
                 loop.add_reader(sock.fileno(), self._accept, loop, sock)
             self._bound_port = int(self._sockets[0].getsockname()[1])
-            self.name = f"{self._host or '*'}:{self.port}"
         except BaseException:
             self.close()
             raise
